@@ -1,0 +1,26 @@
+//! OAuth 2.0 Authorization Server Metadata (RFC 8414 §2).
+
+use serde::{Deserialize, Serialize};
+
+/// The discovery document served at `/.well-known/oauth-authorization-server`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationServerMetadata {
+    /// The issuer identifier; equals the `iss` of every token.
+    pub issuer: String,
+    /// The token endpoint URL.
+    pub token_endpoint: String,
+    /// Where the public signing keys are published.
+    pub jwks_uri: String,
+    /// Grant types the server supports.
+    pub grant_types_supported: Vec<String>,
+    /// Client authentication methods at the token endpoint.
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// Response types: empty, since there is no authorization endpoint (RFC 8414 §2).
+    pub response_types_supported: Vec<String>,
+    /// The RFC 7662 introspection endpoint, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection_endpoint: Option<String>,
+    /// The RFC 7009 revocation endpoint, when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<String>,
+}

@@ -1,0 +1,250 @@
+//! Start-up: validate the configuration, open keys, bind the listener, serve until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::serve::ListenerExt;
+use bytes::Bytes;
+use latchkey_proto::{AuthorizationServerMetadata, ClientAuthMethod, GrantType, SigningAlg};
+use tokio::net::TcpListener;
+
+use crate::clock::Clock;
+use crate::http::{self, paths};
+use crate::keys::{KeyError, KeyRing, SigningKey};
+use crate::store::{Store, StoreError};
+
+/// How long verifiers may cache the JWK Set and the metadata (seconds).
+pub const JWKS_MAX_AGE_SECONDS: u32 = 300;
+
+/// What `latchkey serve` is told at start-up. Every field is a choice the operator can see.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Issuer identifier; `None` means `http://<bound address>`.
+    pub issuer: Option<String>,
+    /// Algorithm new tokens are signed with.
+    pub signing_alg: SigningAlg,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The signing keys could not be loaded or created.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// Everything the request handlers share. Passed explicitly; there is no global state.
+pub struct AppState {
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The issuer identifier, exactly as it appears in `iss`.
+    pub issuer: String,
+    keys: RwLock<Arc<KeyRing>>,
+    /// The RFC 8414 document, serialised once.
+    pub metadata_json: Bytes,
+    /// `max-age` of the metadata.
+    pub metadata_max_age: u32,
+    /// `max-age` of the JWK Set.
+    pub jwks_max_age: u32,
+    /// Set when shutdown begins, so readiness turns false before connections drain.
+    pub shutting_down: AtomicBool,
+}
+
+impl AppState {
+    /// The keys in use now.
+    pub fn key_ring(&self) -> Arc<KeyRing> {
+        match self.keys.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The key new tokens are signed with.
+    pub fn signing_key(&self) -> Arc<SigningKey> {
+        Arc::clone(self.key_ring().signing_key())
+    }
+}
+
+/// A server bound to its port, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: Arc<AppState>,
+    router: Router,
+}
+
+impl Application {
+    /// Validates `config`, loads (or creates) the signing key and binds the listener.
+    pub async fn build(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let issuer = config
+            .issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{local_addr}"));
+        let (issuer, issuer_path) = normalize_issuer(&issuer)?;
+        let keys = KeyRing::load_or_create(store.as_ref(), config.signing_alg, clock.now()).await?;
+        let metadata = metadata(&issuer);
+        let metadata_json = Bytes::from(
+            serde_json::to_vec(&metadata).map_err(|e| StartError::Config(e.to_string()))?,
+        );
+        let state = Arc::new(AppState {
+            store,
+            clock,
+            issuer,
+            keys: RwLock::new(Arc::new(keys)),
+            metadata_json,
+            metadata_max_age: JWKS_MAX_AGE_SECONDS,
+            jwks_max_age: JWKS_MAX_AGE_SECONDS,
+            shutting_down: AtomicBool::new(false),
+        });
+        let router = http::router(Arc::clone(&state), &issuer_path);
+        Ok(Application {
+            listener,
+            local_addr,
+            state,
+            router,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The issuer identifier in use.
+    pub fn issuer(&self) -> &str {
+        &self.state.issuer
+    }
+
+    /// The key id tokens are signed with now.
+    pub fn signing_kid(&self) -> String {
+        self.state.signing_key().kid().to_owned()
+    }
+
+    /// Serves until `shutdown` completes; then readiness turns false, the listener closes and
+    /// in-flight requests finish before this returns.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = Arc::clone(&self.state);
+        let listener = self.listener.tap_io(|tcp| {
+            // Responses are written whole; never let Nagle's algorithm hold one back.
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                state.shutting_down.store(true, Ordering::SeqCst);
+                tracing::info!("shutting down: no longer ready, draining in-flight requests");
+            })
+            .await
+    }
+}
+
+/// RFC 8414 §2: the issuer is an `https` (or, for local use, `http`) URL with no query or
+/// fragment. A trailing `/` is removed so `iss` is the same however it was typed. Returns the
+/// issuer and its path part.
+pub fn normalize_issuer(issuer: &str) -> Result<(String, String), StartError> {
+    let bad = |why: &str| StartError::Config(format!("issuer {issuer:?} {why}"));
+    let rest = issuer
+        .strip_prefix("https://")
+        .or_else(|| issuer.strip_prefix("http://"))
+        .ok_or_else(|| bad("must start with https:// (or http:// for local use)"))?;
+    if issuer.contains(['?', '#']) || !issuer.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad(
+            "must not contain a query, a fragment, spaces or control characters",
+        ));
+    }
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if host.is_empty() {
+        return Err(bad("has no host"));
+    }
+    let path = path.trim_end_matches('/');
+    let scheme_len = issuer.len() - rest.len();
+    Ok((
+        format!("{}{host}{path}", &issuer[..scheme_len]),
+        path.to_owned(),
+    ))
+}
+
+fn metadata(issuer: &str) -> AuthorizationServerMetadata {
+    AuthorizationServerMetadata {
+        issuer: issuer.to_owned(),
+        token_endpoint: format!("{issuer}{}", paths::TOKEN),
+        jwks_uri: format!("{issuer}{}", paths::JWKS),
+        grant_types_supported: GrantType::ALL
+            .iter()
+            .map(|g| g.as_str().to_owned())
+            .collect(),
+        token_endpoint_auth_methods_supported: ClientAuthMethod::ALL
+            .iter()
+            .map(|m| m.as_str().to_owned())
+            .collect(),
+        response_types_supported: Vec::new(),
+        introspection_endpoint: None,
+        revocation_endpoint: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuers_are_normalised() {
+        assert_eq!(
+            normalize_issuer("https://a.example/").unwrap(),
+            ("https://a.example".into(), "".into())
+        );
+        assert_eq!(
+            normalize_issuer("http://127.0.0.1:8080/t/").unwrap(),
+            ("http://127.0.0.1:8080/t".into(), "/t".into())
+        );
+        for bad in [
+            "a.example",
+            "ftp://a",
+            "https://",
+            "https://a?x=1",
+            "https://a#f",
+            "https://a b",
+        ] {
+            assert!(normalize_issuer(bad).is_err(), "{bad}");
+        }
+    }
+}

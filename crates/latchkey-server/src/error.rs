@@ -1,0 +1,116 @@
+//! The one error type of the OAuth endpoints (RFC 6749 §5.2). `http::error` is the only place
+//! that turns it into a response.
+
+use std::borrow::Cow;
+
+use http::StatusCode;
+use latchkey_proto::ErrorCode;
+
+use crate::store::StoreError;
+
+/// An OAuth error: the code, its HTTP status and a description safe to show the client.
+#[derive(Debug, Clone)]
+pub struct OAuthError {
+    /// The RFC 6749 §5.2 code.
+    pub code: ErrorCode,
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// Text for the client's developer. Never contains a secret or a token.
+    pub description: Cow<'static, str>,
+    /// Seconds for `Retry-After`, on 503 and 429.
+    pub retry_after: Option<u32>,
+}
+
+impl OAuthError {
+    fn new(code: ErrorCode, status: StatusCode, description: impl Into<Cow<'static, str>>) -> Self {
+        OAuthError {
+            code,
+            status,
+            description: description.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400 `invalid_request`.
+    pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(
+            ErrorCode::InvalidRequest,
+            StatusCode::BAD_REQUEST,
+            description,
+        )
+    }
+
+    /// 401 `invalid_client`. RFC 6749 §5.2: one body for every failure, so an attacker learns
+    /// nothing about which part (client id, secret, state of the client) was wrong.
+    pub fn invalid_client() -> Self {
+        Self::new(
+            ErrorCode::InvalidClient,
+            StatusCode::UNAUTHORIZED,
+            "client authentication failed",
+        )
+    }
+
+    /// 400 `unsupported_grant_type`.
+    pub fn unsupported_grant_type() -> Self {
+        Self::new(
+            ErrorCode::UnsupportedGrantType,
+            StatusCode::BAD_REQUEST,
+            "only grant_type=client_credentials is supported",
+        )
+    }
+
+    /// 400 `unauthorized_client`.
+    pub fn unauthorized_client(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(
+            ErrorCode::UnauthorizedClient,
+            StatusCode::BAD_REQUEST,
+            description,
+        )
+    }
+
+    /// 400 `invalid_scope`.
+    pub fn invalid_scope(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(
+            ErrorCode::InvalidScope,
+            StatusCode::BAD_REQUEST,
+            description,
+        )
+    }
+
+    /// 400 `invalid_target` (RFC 8707 §2).
+    pub fn invalid_target(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(
+            ErrorCode::InvalidTarget,
+            StatusCode::BAD_REQUEST,
+            description,
+        )
+    }
+
+    /// 503 `temporarily_unavailable` with `Retry-After`.
+    pub fn temporarily_unavailable() -> Self {
+        OAuthError {
+            retry_after: Some(1),
+            ..Self::new(
+                ErrorCode::TemporarilyUnavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server cannot handle the request now; retry later",
+            )
+        }
+    }
+
+    /// A request error with another status (405, 413, 415-like cases), still `invalid_request`.
+    pub fn invalid_request_with_status(
+        status: StatusCode,
+        description: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self::new(ErrorCode::InvalidRequest, status, description)
+    }
+}
+
+impl From<StoreError> for OAuthError {
+    /// Checklist K: storage trouble is 503, never 401.
+    fn from(err: StoreError) -> Self {
+        tracing::warn!(error = %err, "storage error on an OAuth endpoint");
+        OAuthError::temporarily_unavailable()
+    }
+}

@@ -1,0 +1,38 @@
+//! One log line per OAuth request: endpoint, client, outcome, status and latency. It never
+//! records a secret, an Authorization header, a token or the query string.
+
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// The client a request authenticated as (or claimed to be, when it looks like a client id).
+#[derive(Debug, Clone)]
+pub struct ClientTag(pub String);
+
+/// `issued`, or the RFC 6749 §5.2 error code.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome(pub &'static str);
+
+/// Middleware writing the access log line for responses that carry an [`Outcome`].
+pub async fn log_requests(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    if let Some(Outcome(outcome)) = response.extensions().get::<Outcome>() {
+        let client_id = response
+            .extensions()
+            .get::<ClientTag>()
+            .map_or("-", |c| c.0.as_str());
+        tracing::info!(
+            target: "latchkey::access",
+            path = %path,
+            client_id,
+            outcome,
+            status = response.status().as_u16(),
+            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
+    }
+    response
+}

@@ -1,0 +1,45 @@
+//! The only place an [`OAuthError`] becomes an HTTP response (RFC 6749 §5.2).
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use latchkey_proto::ErrorResponse;
+
+use crate::error::OAuthError;
+
+/// The realm of the `WWW-Authenticate` challenge on 401.
+const BASIC_CHALLENGE: HeaderValue = HeaderValue::from_static("Basic realm=\"latchkey\"");
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = ErrorResponse {
+            error: self.code,
+            // Descriptions of 5xx errors are fixed text; the details stay in the server log.
+            error_description: Some(self.description.into_owned()),
+            error_uri: None,
+        };
+        let json =
+            serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"error":"server_error"}"#.to_vec());
+        let mut response = super::no_store_json(self.status, json);
+        let headers = response.headers_mut();
+        match self.status {
+            // RFC 6749 §5.2 asks for the challenge when the client used the Authorization header;
+            // RFC 9110 §15.5.2 asks for one on every 401, so every 401 carries it.
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, BASIC_CHALLENGE);
+            }
+            // RFC 9110 §15.5.6: a 405 lists the allowed methods. Every OAuth endpoint is POST.
+            StatusCode::METHOD_NOT_ALLOWED => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            _ => {}
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        // The access log reads the outcome from here.
+        response
+            .extensions_mut()
+            .insert(super::access_log::Outcome(self.code.as_str()));
+        response
+    }
+}

@@ -1,0 +1,82 @@
+//! The HTTP surface: one file per endpoint, the router, and the one place that renders errors.
+
+pub mod access_log;
+mod discovery;
+pub mod error;
+mod health;
+mod token;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::Response;
+use axum::routing::{any, get};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+
+use crate::app::AppState;
+
+/// Paths of the endpoints, relative to the issuer.
+pub mod paths {
+    /// RFC 6749 §3.2 token endpoint.
+    pub const TOKEN: &str = "/oauth2/token";
+    /// The JWK Set.
+    pub const JWKS: &str = "/jwks";
+    /// RFC 8414 §3 metadata.
+    pub const METADATA: &str = "/.well-known/oauth-authorization-server";
+    /// The same document where OpenID Connect clients look for it.
+    pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+    /// Liveness.
+    pub const HEALTHZ: &str = "/healthz";
+    /// Readiness.
+    pub const READYZ: &str = "/readyz";
+}
+
+/// Builds the router for `state`. `issuer_path` is the path part of the issuer, if any: RFC 8414
+/// §3.1 puts the metadata of such an issuer at `/.well-known/oauth-authorization-server{path}`.
+pub fn router(state: Arc<AppState>, issuer_path: &str) -> Router {
+    let mut router = Router::new()
+        .route(paths::TOKEN, any(token::token))
+        .route(paths::METADATA, get(discovery::metadata))
+        .route(paths::OPENID_CONFIGURATION, get(discovery::metadata))
+        .route(paths::JWKS, get(discovery::jwks))
+        .route(paths::HEALTHZ, get(health::alive))
+        .route(paths::READYZ, get(health::ready));
+    if !issuer_path.is_empty() {
+        router = router.route(
+            &format!("{}{issuer_path}", paths::METADATA),
+            get(discovery::metadata),
+        );
+    }
+    router
+        .layer(axum::middleware::from_fn(access_log::log_requests))
+        .with_state(state)
+}
+
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+
+/// A JSON response that no cache may keep: RFC 6749 §5.1 for tokens, and checklist
+/// conventions for every OAuth error.
+fn no_store_json(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    let mut response = Response::new(Body::from(body.into()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
+    headers.insert(header::CACHE_CONTROL, NO_STORE);
+    headers.insert(header::PRAGMA, NO_CACHE);
+    response
+}
+
+/// A public JSON document that caches may keep for `max_age` seconds.
+fn cacheable_json(body: Bytes, max_age: u32) -> Response {
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, APPLICATION_JSON);
+    if let Ok(value) = HeaderValue::try_from(format!("public, max-age={max_age}")) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+    response
+}

@@ -1,0 +1,19 @@
+//! The latchkey authorization server as a library: the `latchkey` binary is a thin CLI over it,
+//! and integration tests start it on port 0 with [`Application::build`].
+//!
+//! Layout: `protocol` decides (no IO), `store` persists (the only SQL), `http` speaks HTTP
+//! (the only axum), `keys` signs, `admin` manages clients for the CLI.
+
+pub mod admin;
+pub mod app;
+pub mod clock;
+pub mod error;
+pub mod form;
+pub mod http;
+pub mod keys;
+pub mod protocol;
+pub mod secret;
+pub mod store;
+
+pub use app::{Application, ServerConfig, StartError};
+pub use clock::{Clock, ManualClock, SystemClock};

@@ -1,0 +1,7 @@
+//! Protocol decisions without IO: each function takes the parsed request, the stored client
+//! and `now`, and returns a decision. HTTP and SQL stay at the edges.
+
+pub mod client_auth;
+pub mod client_credentials;
+pub mod syntax;
+pub mod token_request;

@@ -1,0 +1,72 @@
+//! Syntax of scope tokens (RFC 6749 §3.3) and resource indicators (RFC 8707 §2).
+
+/// RFC 6749 §3.3 / Appendix A.4: `scope-token = 1*NQCHAR`,
+/// `NQCHAR = %x21 / %x23-5B / %x5D-7E` (visible ASCII except `"` and `\`).
+pub fn is_scope_token(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+/// Splits a scope string, strictly: `scope = scope-token *( SP scope-token )`, so a leading,
+/// trailing or double space, a tab or any other separator is an error. Returns `None` when the
+/// syntax is wrong. Repeated tokens are kept once, in first-seen order.
+pub fn parse_scope(scope: &str) -> Option<Vec<&str>> {
+    let mut tokens: Vec<&str> = Vec::new();
+    for token in scope.split(' ') {
+        if !is_scope_token(token) {
+            return None;
+        }
+        if !tokens.contains(&token) {
+            tokens.push(token);
+        }
+    }
+    Some(tokens)
+}
+
+/// RFC 8707 §2: a resource indicator is an absolute URI (RFC 3986 §4.3) without a fragment.
+/// We check the parts that matter for matching: a valid scheme, something after it, and no
+/// fragment, whitespace or control characters.
+pub fn is_resource_uri(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    let mut scheme_bytes = scheme.bytes();
+    let scheme_ok = scheme_bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme_bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    scheme_ok
+        && !rest.is_empty()
+        && uri.len() <= 2048
+        && !uri.contains('#')
+        && uri.bytes().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_syntax_is_strict() {
+        assert_eq!(parse_scope("a b:c a"), Some(vec!["a", "b:c"]));
+        for bad in ["", " a", "a ", "a  b", "a\tb", "a\"b", "a\\b", "é"] {
+            assert_eq!(parse_scope(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn resource_uris_are_absolute_without_fragment() {
+        assert!(is_resource_uri("https://api.example.com"));
+        assert!(is_resource_uri("urn:example:api"));
+        for bad in [
+            "api.example.com",
+            "/relative",
+            "https://a#frag",
+            "https://a b",
+            "1http://x",
+            "https:",
+        ] {
+            assert!(!is_resource_uri(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! A token request's parameters, taken strictly from decoded form pairs (RFC 6749 §3.2).
+
+use latchkey_proto::params;
+
+use crate::error::OAuthError;
+
+/// The parameters of a token request that latchkey reads. Unknown parameters are ignored
+/// (RFC 6749 §3.2); an empty value counts as omitted.
+#[derive(Default)]
+pub struct TokenRequest {
+    /// `grant_type`.
+    pub grant_type: Option<String>,
+    /// `scope`.
+    pub scope: Option<String>,
+    /// `resource`, which RFC 8707 §2 allows to repeat.
+    pub resources: Vec<String>,
+    /// `client_id`.
+    pub client_id: Option<String>,
+    /// `client_secret`.
+    pub client_secret: Option<String>,
+    /// `client_assertion` or `client_assertion_type` was sent.
+    pub has_assertion: bool,
+}
+
+impl std::fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRequest")
+            .field("grant_type", &self.grant_type)
+            .field("scope", &self.scope)
+            .field("resources", &self.resources)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Requests with more parameters than this are refused before any further work, so a request
+/// with thousands of parameters costs linear time (checklist A).
+pub const MAX_PARAMETERS: usize = 64;
+
+impl TokenRequest {
+    /// Reads the pairs. RFC 6749 §3.2: "Request and response parameters MUST NOT be included
+    /// more than once" — any repeat, even with the same value, is `invalid_request`, except
+    /// `resource` (RFC 8707 §2).
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<Self, OAuthError> {
+        if pairs.len() > MAX_PARAMETERS {
+            return Err(OAuthError::invalid_request("too many parameters"));
+        }
+        for (i, (name, _)) in pairs.iter().enumerate() {
+            if name != params::RESOURCE && pairs[..i].iter().any(|(earlier, _)| earlier == name) {
+                return Err(OAuthError::invalid_request(match known_name(name) {
+                    Some(known) => format!("parameter {known} is repeated"),
+                    None => "a parameter is repeated".to_owned(),
+                }));
+            }
+        }
+        let mut request = TokenRequest::default();
+        for (name, value) in pairs {
+            if value.is_empty() {
+                continue;
+            }
+            match name.as_str() {
+                params::GRANT_TYPE => request.grant_type = Some(value),
+                params::SCOPE => request.scope = Some(value),
+                params::RESOURCE => request.resources.push(value),
+                params::CLIENT_ID => request.client_id = Some(value),
+                params::CLIENT_SECRET => request.client_secret = Some(value),
+                params::CLIENT_ASSERTION | params::CLIENT_ASSERTION_TYPE => {
+                    request.has_assertion = true
+                }
+                _ => {}
+            }
+        }
+        Ok(request)
+    }
+}
+
+fn known_name(name: &str) -> Option<&'static str> {
+    [
+        params::GRANT_TYPE,
+        params::SCOPE,
+        params::CLIENT_ID,
+        params::CLIENT_SECRET,
+        params::CLIENT_ASSERTION,
+        params::CLIENT_ASSERTION_TYPE,
+    ]
+    .into_iter()
+    .find(|known| *known == name)
+}

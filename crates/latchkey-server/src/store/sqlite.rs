@@ -1,0 +1,381 @@
+//! The embedded SQLite implementation of [`Store`]: WAL, a busy timeout, `BEGIN IMMEDIATE` for
+//! every read-then-write transaction, and migrations compiled into the binary.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use latchkey_proto::{ClientAuthMethod, SigningAlg};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, SqlSafeStr};
+
+use super::{
+    ClientRecord, ClientUpdate, KeyState, SecretRecord, Store, StoreError, StoredKey, join_grants,
+    parse_grants, split_list,
+};
+use crate::secret::SecretHash;
+
+/// Schema migrations, in order. Version `n` is `MIGRATIONS[n - 1]`; a migration is never edited
+/// once released, only followed by a new one.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "init",
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)];
+
+/// A SQLite database file shared by the server and the admin CLI.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating with mode 0600 if missing) and migrates the database at `url`.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Other(format!("invalid sqlite URL: {e}")))?;
+        create_private_file(options.get_filename())?;
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(map_err)?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // BEGIN IMMEDIATE takes the write lock first, so two processes starting on a new file
+        // cannot both apply the same migration.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS latchkey_migrations (
+                version INTEGER PRIMARY KEY NOT NULL,
+                description TEXT NOT NULL
+            ) STRICT",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let applied = schema_version(&mut tx).await?;
+        if applied > MIGRATIONS.len() {
+            return Err(StoreError::Schema(format!(
+                "the database is at schema version {applied}, newer than this latchkey ({}); upgrade latchkey",
+                MIGRATIONS.len()
+            )));
+        }
+        for (index, (description, sql)) in MIGRATIONS.iter().enumerate().skip(applied) {
+            sqlx::raw_sql(sql.into_sql_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            sqlx::query("INSERT INTO latchkey_migrations (version, description) VALUES (?1, ?2)")
+                .bind(i64::try_from(index + 1).unwrap_or(i64::MAX))
+                .bind(*description)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+}
+
+async fn schema_version(conn: &mut sqlx::SqliteConnection) -> Result<usize, StoreError> {
+    let version: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM latchkey_migrations")
+            .fetch_one(conn)
+            .await
+            .map_err(map_err)?;
+    Ok(usize::try_from(version).unwrap_or(0))
+}
+
+/// Creates the database file readable by its owner only, before SQLite would create it with
+/// the process umask. SQLite gives the `-wal` and `-shm` files the same mode.
+fn create_private_file(path: &std::path::Path) -> Result<(), StoreError> {
+    if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") || path.exists() {
+        return Ok(());
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn map_err(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) => {
+            if db.kind() == sqlx::error::ErrorKind::UniqueViolation {
+                return StoreError::Conflict(db.message().to_owned());
+            }
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+            let code = db.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(0);
+            if matches!(code & 0xff, 5 | 6) {
+                StoreError::Unavailable(db.message().to_owned())
+            } else {
+                StoreError::Other(db.message().to_owned())
+            }
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(err.to_string())
+        }
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(err.to_string()),
+        _ => StoreError::Other(err.to_string()),
+    }
+}
+
+/// The client columns joined with its unrevoked secrets; a macro so `concat!` can extend it.
+macro_rules! client_select {
+    () => {
+        "SELECT c.client_id, c.name, c.scope, c.audience, c.grant_types,
+        c.token_ttl_seconds, c.auth_method, c.enabled, c.created_at, c.updated_at,
+        s.secret_id, s.secret_hash, s.created_at AS secret_created_at, s.expires_at
+    FROM clients c
+    LEFT JOIN client_secrets s ON s.client_id = c.client_id AND s.revoked_at IS NULL"
+    };
+}
+
+/// Folds joined rows (one per secret) into client records; rows of one client are adjacent.
+fn clients_from_rows(rows: &[SqliteRow]) -> Result<Vec<ClientRecord>, StoreError> {
+    let mut clients: Vec<ClientRecord> = Vec::new();
+    for row in rows {
+        let client_id: String = row.try_get("client_id").map_err(map_err)?;
+        if clients.last().is_none_or(|c| c.client_id != client_id) {
+            let auth_method: String = row.try_get("auth_method").map_err(map_err)?;
+            clients.push(ClientRecord {
+                client_id,
+                name: row.try_get("name").map_err(map_err)?,
+                scope: split_list(row.try_get("scope").map_err(map_err)?),
+                audience: split_list(row.try_get("audience").map_err(map_err)?),
+                grant_types: parse_grants(row.try_get("grant_types").map_err(map_err)?)?,
+                token_ttl_seconds: row.try_get("token_ttl_seconds").map_err(map_err)?,
+                auth_method: ClientAuthMethod::from_str(&auth_method)
+                    .map_err(|e| StoreError::Corrupt(format!("auth method: {e}")))?,
+                enabled: row.try_get("enabled").map_err(map_err)?,
+                created_at: row.try_get("created_at").map_err(map_err)?,
+                updated_at: row.try_get("updated_at").map_err(map_err)?,
+                secrets: Vec::new(),
+            });
+        }
+        let secret_id: Option<String> = row.try_get("secret_id").map_err(map_err)?;
+        if let (Some(secret_id), Some(client)) = (secret_id, clients.last_mut()) {
+            let hash: Vec<u8> = row.try_get("secret_hash").map_err(map_err)?;
+            let hash: [u8; 32] = hash
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("secret hash is not 32 bytes".into()))?;
+            client.secrets.push(SecretRecord {
+                secret_id,
+                hash: SecretHash(hash),
+                created_at: row.try_get("secret_created_at").map_err(map_err)?,
+                expires_at: row.try_get("expires_at").map_err(map_err)?,
+            });
+        }
+    }
+    Ok(clients)
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
+    let alg: String = row.try_get("alg").map_err(map_err)?;
+    let state: String = row.try_get("state").map_err(map_err)?;
+    Ok(StoredKey {
+        kid: row.try_get("kid").map_err(map_err)?,
+        alg: SigningAlg::from_str(&alg)
+            .map_err(|e| StoreError::Corrupt(format!("key alg: {e}")))?,
+        state: KeyState::parse(&state)?,
+        private_key: row.try_get("private_key").map_err(map_err)?,
+        public_jwk: row.try_get("public_jwk").map_err(map_err)?,
+        created_at: row.try_get("created_at").map_err(map_err)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        let version = schema_version(&mut conn).await?;
+        if version == MIGRATIONS.len() {
+            Ok(())
+        } else {
+            Err(StoreError::Schema(format!(
+                "schema version {version}, expected {}",
+                MIGRATIONS.len()
+            )))
+        }
+    }
+
+    async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO clients (client_id, name, scope, audience, grant_types,
+                token_ttl_seconds, auth_method, enabled, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .bind(&client.client_id)
+        .bind(&client.name)
+        .bind(client.scope.join(" "))
+        .bind(client.audience.join(" "))
+        .bind(join_grants(&client.grant_types))
+        .bind(client.token_ttl_seconds)
+        .bind(client.auth_method.as_str())
+        .bind(client.enabled)
+        .bind(client.created_at)
+        .bind(client.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        for secret in &client.secrets {
+            sqlx::query(
+                "INSERT INTO client_secrets (secret_id, client_id, secret_hash, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .bind(&secret.secret_id)
+            .bind(&client.client_id)
+            .bind(&secret.hash.0[..])
+            .bind(secret.created_at)
+            .bind(secret.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            client_select!(),
+            " WHERE c.client_id = ?1 ORDER BY s.created_at, s.secret_id"
+        ))
+        .bind(client_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(clients_from_rows(&rows)?.pop())
+    }
+
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            client_select!(),
+            " ORDER BY c.created_at, c.client_id, s.created_at, s.secret_id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        clients_from_rows(&rows)
+    }
+
+    async fn update_client(
+        &self,
+        client_id: &str,
+        update: &ClientUpdate,
+        now: i64,
+    ) -> Result<Option<ClientRecord>, StoreError> {
+        let result = sqlx::query(
+            "UPDATE clients SET
+                name = COALESCE(?2, name),
+                scope = COALESCE(?3, scope),
+                audience = COALESCE(?4, audience),
+                token_ttl_seconds = COALESCE(?5, token_ttl_seconds),
+                enabled = COALESCE(?6, enabled),
+                updated_at = ?7
+             WHERE client_id = ?1",
+        )
+        .bind(client_id)
+        .bind(update.name.as_deref())
+        .bind(update.scope.as_ref().map(|s| s.join(" ")))
+        .bind(update.audience.as_ref().map(|a| a.join(" ")))
+        .bind(update.token_ttl_seconds)
+        .bind(update.enabled)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        if result.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.find_client(client_id).await
+    }
+
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM clients WHERE client_id = ?1")
+            .bind(client_id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, alg, state, private_key, public_jwk, created_at
+             FROM signing_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn insert_current_key_if_none(&self, key: &StoredKey) -> Result<StoredKey, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let existing = sqlx::query(
+            "SELECT kid, alg, state, private_key, public_jwk, created_at
+             FROM signing_keys WHERE alg = ?1 AND state = 'current'",
+        )
+        .bind(key.alg.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if let Some(row) = existing {
+            return key_from_row(&row);
+        }
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, state, private_key, public_jwk, created_at)
+             VALUES (?1, ?2, 'current', ?3, ?4, ?5)",
+        )
+        .bind(&key.kid)
+        .bind(key.alg.as_str())
+        .bind(&key.private_key)
+        .bind(&key.public_jwk)
+        .bind(key.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(StoredKey {
+            state: KeyState::Current,
+            ..key.clone()
+        })
+    }
+}
