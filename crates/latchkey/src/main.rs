@@ -1,1 +1,40 @@
-fn main() {}
+//! `latchkey`: the authorization server and its admin CLI. A thin layer over
+//! `latchkey-server`; every decision lives in the library.
+
+mod cli;
+mod client_cmd;
+mod output;
+mod serve_cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve_cmd::run(&cli.global, args).await,
+            Command::Client(cmd) => client_cmd::run(&cli.global, cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

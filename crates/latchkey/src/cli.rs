@@ -1,0 +1,172 @@
+//! The command-line interface. This is public: flags and their environment variables are kept
+//! stable across releases.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use latchkey_proto::{ClientAuthMethod, SigningAlg};
+
+/// latchkey: OAuth 2.0 client credentials for machines.
+///
+/// Run the authorization server with `latchkey serve`, and register the services that may ask
+/// it for access tokens with `latchkey client create`.
+#[derive(Debug, Parser)]
+#[command(name = "latchkey", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Database URL. SQLite files are created if missing, readable by their owner only.
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_DATABASE_URL",
+        default_value = "sqlite://latchkey.db"
+    )]
+    pub database: String,
+
+    /// Output format: a table on a terminal, JSON otherwise, unless set.
+    #[arg(long, global = true, value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the authorization server.
+    ///
+    /// Creates or migrates the database schema, creates the first signing key if there is
+    /// none, and serves the token endpoint, discovery and JWKS until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+    /// Register and manage clients (the machines that get tokens).
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "LATCHKEY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Issuer identifier: the public base URL of this server, and the `iss` of every token.
+    /// Defaults to http://<listen address>; set it when behind a proxy or listening on 0.0.0.0.
+    #[arg(long, env = "LATCHKEY_ISSUER")]
+    pub issuer: Option<String>,
+
+    /// Algorithm access tokens are signed with.
+    #[arg(long, env = "LATCHKEY_SIGNING_ALG", default_value = "ES256", value_parser = parse_alg)]
+    pub signing_alg: SigningAlg,
+}
+
+fn parse_alg(s: &str) -> Result<SigningAlg, String> {
+    s.parse()
+        .map_err(|_| "expected one of ES256, EdDSA, RS256".to_owned())
+}
+
+fn parse_auth_method(s: &str) -> Result<ClientAuthMethod, String> {
+    s.parse()
+        .map_err(|_| "expected client_secret_basic or client_secret_post".to_owned())
+}
+
+/// A duration like `15m`, `1h`, `90s` or plain seconds, as whole seconds.
+fn parse_ttl(s: &str) -> Result<i64, String> {
+    let seconds = match s.parse::<u64>() {
+        Ok(seconds) => seconds,
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("{e} (examples: 900, 15m, 1h)"))?
+            .as_secs(),
+    };
+    i64::try_from(seconds).map_err(|_| "duration too large".to_owned())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client. Prints its client_id and client_secret; the secret is shown only now.
+    Create(CreateArgs),
+    /// List all clients (never their secrets).
+    List,
+    /// Show one client.
+    Show {
+        /// The client_id.
+        id: String,
+    },
+    /// Change a client's name, scope, audience or token lifetime.
+    Update(UpdateArgs),
+    /// Disable a client: it can no longer get tokens, at once.
+    Disable {
+        /// The client_id.
+        id: String,
+    },
+    /// Enable a disabled client.
+    Enable {
+        /// The client_id.
+        id: String,
+    },
+    /// Delete a client and its secrets.
+    Delete {
+        /// The client_id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// A label for people, like the service's name.
+    #[arg(long)]
+    pub name: String,
+
+    /// Space-separated scopes the client may request; also its default when it asks for none.
+    #[arg(long, default_value = "")]
+    pub scope: String,
+
+    /// An API (absolute URI) the client may get tokens for; repeat for several. The `aud` of
+    /// its tokens when it does not send `resource`.
+    #[arg(long = "audience", value_name = "URI")]
+    pub audience: Vec<String>,
+
+    /// Lifetime of its access tokens, like 900, 15m or 1h (10 s to 24 h).
+    #[arg(long, default_value = "15m", value_parser = parse_ttl)]
+    pub token_ttl: i64,
+
+    /// How the client sends its secret.
+    #[arg(long, default_value = "client_secret_basic", value_parser = parse_auth_method)]
+    pub auth_method: ClientAuthMethod,
+
+    /// Space-separated grant types the client may use; "" registers a client that cannot get
+    /// tokens (for example a resource server that only calls introspection).
+    #[arg(long, default_value = "client_credentials")]
+    pub grant_types: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The client_id.
+    pub id: String,
+    /// New label.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// New space-separated scope list (replaces the old one).
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// New audience list (replaces the old one); repeat for several.
+    #[arg(long = "audience", value_name = "URI")]
+    pub audience: Option<Vec<String>>,
+    /// New token lifetime, like 900, 15m or 1h.
+    #[arg(long, value_parser = parse_ttl)]
+    pub token_ttl: Option<i64>,
+}

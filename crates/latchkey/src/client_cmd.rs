@@ -1,0 +1,182 @@
+//! `latchkey client ...`: register and manage clients.
+
+use anyhow::Context as _;
+use latchkey_proto::GrantType;
+use latchkey_server::admin::{self, NewClient};
+use latchkey_server::store::{self, ClientRecord, ClientUpdate};
+use latchkey_server::{Clock, SystemClock};
+use serde_json::{Value, json};
+
+use crate::cli::{ClientCommand, GlobalArgs};
+use crate::output::{Output, Row};
+
+pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<()> {
+    let out = Output::new(global.output);
+    let store = store::connect(&global.database)
+        .await
+        .context("opening the database")?;
+    let store = store.as_ref();
+    let clock: &dyn Clock = &SystemClock;
+    match command {
+        ClientCommand::Create(args) => {
+            let grant_types = args
+                .grant_types
+                .split(' ')
+                .filter(|g| !g.is_empty())
+                .map(|g| {
+                    g.parse::<GrantType>()
+                        .map_err(|e| anyhow::anyhow!("--grant-types: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let new = NewClient {
+                name: args.name,
+                scope: admin::parse_scope_list(&args.scope)?,
+                audience: args.audience,
+                token_ttl_seconds: args.token_ttl,
+                auth_method: args.auth_method,
+                grant_types,
+            };
+            let (client, secret) = admin::create_client(store, clock, new).await?;
+            if client.audience.is_empty() && !client.grant_types.is_empty() {
+                eprintln!(
+                    "warning: the client has no --audience, so it must send a `resource` with every \
+                     token request (access tokens always carry an audience)"
+                );
+            }
+            let mut value = client_json(&client);
+            value["client_secret"] = json!(secret.expose());
+            out.record(&value, &client_row(&client, Some(secret.expose())));
+            if out.is_table() {
+                eprintln!("Store the client_secret now: it is not shown again.");
+            }
+        }
+        ClientCommand::List => {
+            let clients = store.list_clients().await?;
+            let values: Vec<Value> = clients.iter().map(client_json).collect();
+            let rows: Vec<Vec<String>> = clients
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.client_id.clone(),
+                        c.name.clone(),
+                        c.scope.join(" "),
+                        c.audience.join(" "),
+                        format!("{}s", c.token_ttl_seconds),
+                        c.auth_method.to_string(),
+                        c.enabled.to_string(),
+                        timestamp(c.created_at),
+                    ]
+                })
+                .collect();
+            out.list(
+                &Value::Array(values),
+                &[
+                    "CLIENT_ID",
+                    "NAME",
+                    "SCOPE",
+                    "AUDIENCE",
+                    "TTL",
+                    "AUTH_METHOD",
+                    "ENABLED",
+                    "CREATED_AT",
+                ],
+                &rows,
+            );
+        }
+        ClientCommand::Show { id } => {
+            let client = admin::show_client(store, &id).await?;
+            out.record(&client_json(&client), &client_row(&client, None));
+        }
+        ClientCommand::Update(args) => {
+            let update = ClientUpdate {
+                name: args.name,
+                scope: args
+                    .scope
+                    .as_deref()
+                    .map(admin::parse_scope_list)
+                    .transpose()?,
+                audience: args.audience,
+                token_ttl_seconds: args.token_ttl,
+                enabled: None,
+            };
+            let client = admin::update_client(store, clock, &args.id, update).await?;
+            out.record(&client_json(&client), &client_row(&client, None));
+        }
+        ClientCommand::Disable { id } => set_enabled(store, clock, &out, &id, false).await?,
+        ClientCommand::Enable { id } => set_enabled(store, clock, &out, &id, true).await?,
+        ClientCommand::Delete { id } => {
+            admin::delete_client(store, &id).await?;
+            out.record(
+                &json!({ "client_id": id, "deleted": true }),
+                &[("client_id", id.clone()), ("deleted", "true".into())],
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A disabled client fails authentication on its next request: the server reads client records
+/// from the database on every token request.
+async fn set_enabled(
+    store: &dyn store::Store,
+    clock: &dyn Clock,
+    out: &Output,
+    id: &str,
+    enabled: bool,
+) -> anyhow::Result<()> {
+    let update = ClientUpdate {
+        enabled: Some(enabled),
+        ..ClientUpdate::default()
+    };
+    let client = admin::update_client(store, clock, id, update).await?;
+    out.record(&client_json(&client), &client_row(&client, None));
+    Ok(())
+}
+
+fn client_json(client: &ClientRecord) -> Value {
+    json!({
+        "client_id": client.client_id,
+        "name": client.name,
+        "scope": client.scope.join(" "),
+        "audience": client.audience,
+        "token_ttl_seconds": client.token_ttl_seconds,
+        "auth_method": client.auth_method,
+        "grant_types": client.grant_types,
+        "enabled": client.enabled,
+        "created_at": timestamp(client.created_at),
+        "updated_at": timestamp(client.updated_at),
+    })
+}
+
+fn client_row(client: &ClientRecord, secret: Option<&str>) -> Vec<Row> {
+    let mut rows: Vec<Row> = vec![("client_id", client.client_id.clone())];
+    if let Some(secret) = secret {
+        rows.push(("client_secret", secret.to_owned()));
+    }
+    rows.extend([
+        ("name", client.name.clone()),
+        ("scope", client.scope.join(" ")),
+        ("audience", client.audience.join(" ")),
+        ("token_ttl_seconds", client.token_ttl_seconds.to_string()),
+        ("auth_method", client.auth_method.to_string()),
+        (
+            "grant_types",
+            client
+                .grant_types
+                .iter()
+                .map(|g| g.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        ("enabled", client.enabled.to_string()),
+        ("created_at", timestamp(client.created_at)),
+    ]);
+    rows
+}
+
+/// RFC 3339 in UTC, to the second.
+fn timestamp(unix: i64) -> String {
+    let time =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}

@@ -1,0 +1,75 @@
+//! `latchkey serve`.
+
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use latchkey_server::{Application, ServerConfig, SystemClock, store};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{GlobalArgs, ServeArgs};
+
+pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
+
+    let store = store::connect(&global.database)
+        .await
+        .context("opening the database")?;
+    let config = ServerConfig {
+        listen: args.listen,
+        issuer: args.issuer,
+        signing_alg: args.signing_alg,
+    };
+    let app = Application::build(config, Arc::clone(&store), Arc::new(SystemClock))
+        .await
+        .context("starting the server")?;
+    let issuer = app.issuer().to_owned();
+    tracing::info!(
+        issuer = %issuer,
+        discovery = %format!("{issuer}/.well-known/oauth-authorization-server"),
+        listen = %app.local_addr(),
+        kid = %app.signing_kid(),
+        "latchkey is serving"
+    );
+    if store
+        .list_clients()
+        .await
+        .map(|c| c.is_empty())
+        .unwrap_or(false)
+    {
+        tracing::info!(
+            "no clients yet; create one with: latchkey client create --name my-service \
+             --scope \"read\" --audience https://api.example.com"
+        );
+    }
+    app.run_until(shutdown_signal()).await.context("serving")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
