@@ -28,14 +28,6 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let app = Application::build(config, Arc::clone(&store), Arc::new(SystemClock))
         .await
         .context("starting the server")?;
-    let issuer = app.issuer().to_owned();
-    tracing::info!(
-        issuer = %issuer,
-        discovery = %format!("{issuer}/.well-known/oauth-authorization-server"),
-        listen = %app.local_addr(),
-        kid = %app.signing_kid(),
-        "latchkey is serving"
-    );
     if store
         .list_clients()
         .await
@@ -47,6 +39,14 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
              --scope \"read\" --audience https://api.example.com"
         );
     }
+    let issuer = app.issuer().to_owned();
+    tracing::info!(
+        issuer = %issuer,
+        discovery = %format!("{issuer}/.well-known/oauth-authorization-server"),
+        listen = %app.local_addr(),
+        kid = %app.signing_kid(),
+        "latchkey is serving"
+    );
     app.run_until(shutdown_signal()).await.context("serving")?;
     tracing::info!("stopped");
     Ok(())

@@ -1,0 +1,387 @@
+//! The `latchkey` binary, run as a user runs it: the README quick start verbatim, every
+//! `client` subcommand, JSON and table output, and errors.
+
+use std::io::BufRead as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{basic, spawn_app};
+
+const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> serde_json::Value {
+        assert!(self.ok, "command failed: {}", self.stderr);
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+fn latchkey(database: &str, args: &[&str]) -> Run {
+    let output = Command::new(BIN)
+        .arg("--database")
+        .arg(database)
+        .args(args)
+        .output()
+        .unwrap();
+    Run {
+        ok: output.status.success(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn client_lifecycle_through_the_cli_takes_effect_at_once() {
+    let app = spawn_app().await;
+    let db = app.database_url.as_str();
+
+    let created = latchkey(
+        db,
+        &[
+            "client",
+            "create",
+            "--name",
+            "billing-sync",
+            "--scope",
+            "invoices:read invoices:write",
+            "--audience",
+            "https://api.example.com",
+            "--token-ttl",
+            "10m",
+        ],
+    )
+    .json();
+    let fields: Vec<&str> = created
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for field in [
+        "client_id",
+        "client_secret",
+        "name",
+        "scope",
+        "audience",
+        "token_ttl_seconds",
+        "auth_method",
+        "enabled",
+        "created_at",
+    ] {
+        assert!(fields.contains(&field), "create prints {field}");
+    }
+    assert_eq!(created["name"], "billing-sync");
+    assert_eq!(created["scope"], "invoices:read invoices:write");
+    assert_eq!(
+        created["audience"],
+        serde_json::json!(["https://api.example.com"])
+    );
+    assert_eq!(created["token_ttl_seconds"], 600);
+    assert_eq!(created["auth_method"], "client_secret_basic");
+    assert_eq!(created["enabled"], true);
+    let id = created["client_id"].as_str().unwrap().to_owned();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    let auth = basic(&id, &secret);
+
+    let token = || async {
+        app.http
+            .post(app.token_url())
+            .header("authorization", &auth)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(token().await.status(), 200);
+
+    // Never a secret again: list, show, update, disable, enable.
+    let list = latchkey(db, &["client", "list"]);
+    assert_eq!(list.json().as_array().unwrap().len(), 1);
+    let show = latchkey(db, &["client", "show", &id]);
+    assert_eq!(show.json()["client_id"], id.as_str());
+    let update = latchkey(
+        db,
+        &[
+            "client",
+            "update",
+            &id,
+            "--scope",
+            "invoices:read",
+            "--name",
+            "billing",
+            "--token-ttl",
+            "1h",
+        ],
+    );
+    let updated = update.json();
+    assert_eq!(updated["scope"], "invoices:read");
+    assert_eq!(updated["name"], "billing");
+    assert_eq!(updated["token_ttl_seconds"], 3600);
+    for run in [&list, &show, &update] {
+        assert!(
+            !run.stdout.contains(&secret) && !run.stdout.contains("\"client_secret\""),
+            "{}",
+            run.stdout
+        );
+    }
+
+    let body: serde_json::Value = token().await.json().await.unwrap();
+    assert_eq!(
+        body["scope"], "invoices:read",
+        "an update applies to the next token"
+    );
+    assert_eq!(body["expires_in"], 3600);
+
+    let disabled = latchkey(db, &["client", "disable", &id]).json();
+    assert_eq!(disabled["enabled"], false);
+    let refused = token().await;
+    assert_eq!(refused.status(), 401, "disabled takes effect at once");
+    assert_eq!(
+        refused.json::<serde_json::Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
+
+    assert_eq!(
+        latchkey(db, &["client", "enable", &id]).json()["enabled"],
+        true
+    );
+    assert_eq!(token().await.status(), 200);
+
+    assert_eq!(
+        latchkey(db, &["client", "delete", &id]).json()["deleted"],
+        true
+    );
+    let refused = token().await;
+    assert_eq!(refused.status(), 401, "deleted takes effect at once");
+    assert_eq!(
+        refused.json::<serde_json::Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
+    assert!(
+        latchkey(db, &["client", "list"])
+            .json()
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn table_output_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("cli.db").display());
+    let created = latchkey(
+        &db,
+        &[
+            "client",
+            "create",
+            "--name",
+            "svc",
+            "--audience",
+            "https://api.example.com",
+            "--output",
+            "table",
+        ],
+    );
+    assert!(created.ok, "{}", created.stderr);
+    assert!(
+        created
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("client_secret ")),
+        "{}",
+        created.stdout
+    );
+    assert!(created.stderr.contains("not shown again"));
+
+    let table = latchkey(&db, &["client", "list", "--output", "table"]);
+    assert!(table.stdout.starts_with("CLIENT_ID"), "{}", table.stdout);
+    assert_eq!(table.stdout.lines().count(), 2);
+
+    let mode = std::fs::metadata(dir.path().join("cli.db")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+
+    for (args, message) in [
+        (vec!["client", "show", "nope"], "no client"),
+        (vec!["client", "delete", "nope"], "no client"),
+        (
+            vec!["client", "create", "--name", "x", "--token-ttl", "5s"],
+            "between",
+        ),
+        (
+            vec!["client", "create", "--name", "x", "--audience", "not a uri"],
+            "absolute URI",
+        ),
+        (
+            vec!["client", "create", "--name", "x", "--scope", "a\"b"],
+            "scope token",
+        ),
+        (
+            vec!["client", "create", "--name", "x", "--auth-method", "none"],
+            "client_secret_basic",
+        ),
+    ] {
+        let run = latchkey(&db, &args);
+        assert!(!run.ok, "{args:?} should fail");
+        assert!(run.stdout.is_empty(), "{args:?} printed {}", run.stdout);
+        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn every_command_explains_itself() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["client", "--help"],
+        vec!["client", "create", "--help"],
+        vec!["client", "update", "--help"],
+    ] {
+        let output = Command::new(BIN).args(&args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(text.contains("Usage:"), "{args:?}: {text}");
+    }
+    let help = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for flag in [
+        "--listen",
+        "LATCHKEY_LISTEN",
+        "--issuer",
+        "LATCHKEY_ISSUER",
+        "--signing-alg",
+        "--database",
+        "LATCHKEY_DATABASE_URL",
+    ] {
+        assert!(help.contains(flag), "serve --help mentions {flag}");
+    }
+}
+
+/// The README quick start, verbatim but for the port: `latchkey serve` in an empty directory
+/// (default database ./latchkey.db), `client create`, a token with HTTP Basic, then SIGTERM.
+#[tokio::test]
+async fn quick_start_from_the_readme() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("LATCHKEY_DATABASE_URL")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let stdout = server.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let listen = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server start-up line");
+        log.push(line.clone());
+        if line.contains("latchkey is serving") {
+            let field = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("listen="))
+                .unwrap();
+            break field.to_owned();
+        }
+    };
+    assert!(
+        log.iter().any(|l| l.contains("latchkey client create")),
+        "says how to create a client: {log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("/.well-known/oauth-authorization-server")),
+        "logs the discovery URL"
+    );
+    assert!(Path::new(&dir.path().join("latchkey.db")).exists());
+
+    let created = Command::new(BIN)
+        .args([
+            "client",
+            "create",
+            "--name",
+            "billing-sync",
+            "--scope",
+            "invoices:read invoices:write",
+            "--audience",
+            "https://api.example.com",
+        ])
+        .current_dir(dir.path())
+        .env_remove("LATCHKEY_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(created.status.success());
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let (id, secret) = (
+        created["client_id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap(),
+    );
+
+    let response = reqwest::Client::new()
+        .post(format!("http://{listen}/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "invoices:read"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["access_token"].as_str().unwrap().starts_with("eyJ"));
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    assert_eq!(body["scope"], "invoices:read");
+
+    // The access log line names the client and outcome, never the secret or the token.
+    let line = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("an access log line");
+        if line.contains("/oauth2/token") {
+            break line;
+        }
+    };
+    assert!(
+        line.contains(id) && line.contains("issued") && line.contains("status=200"),
+        "{line}"
+    );
+    assert!(!line.contains(secret) && !line.contains(body["access_token"].as_str().unwrap()));
+
+    // SIGTERM: readiness turns false, in-flight requests drain, exit 0.
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = server.wait().unwrap();
+    assert!(exit.success(), "graceful exit: {exit:?}");
+    let rest: Vec<String> = lines_rx.iter().collect();
+    assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
+}

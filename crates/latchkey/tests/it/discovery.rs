@@ -1,0 +1,125 @@
+//! RFC 8414 metadata, the JWK Set (checklist H), health probes, and keys across restarts.
+
+use std::sync::Arc;
+
+use latchkey_proto::SigningAlg;
+use latchkey_server::{Application, ManualClock, ServerConfig, store};
+
+use crate::helpers::{T0, spawn_app};
+
+#[tokio::test]
+async fn metadata_is_served_at_both_well_known_paths() {
+    let app = spawn_app().await;
+    let mut documents = Vec::new();
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        documents.push(response.json::<serde_json::Value>().await.unwrap());
+    }
+    assert_eq!(documents[0], documents[1]);
+    let doc = &documents[0];
+    assert_eq!(doc["issuer"], app.issuer.as_str());
+    assert_eq!(
+        doc["token_endpoint"],
+        format!("{}/oauth2/token", app.issuer)
+    );
+    assert_eq!(doc["jwks_uri"], format!("{}/jwks", app.issuer));
+    assert_eq!(
+        doc["grant_types_supported"],
+        serde_json::json!(["client_credentials"])
+    );
+    assert_eq!(
+        doc["token_endpoint_auth_methods_supported"],
+        serde_json::json!(["client_secret_basic", "client_secret_post"])
+    );
+    assert_eq!(doc["response_types_supported"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn jwks_has_public_members_only_and_a_max_age() {
+    let app = spawn_app().await;
+    let response = app.http.get(app.url("/jwks")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "public, max-age=300");
+    let jwks: serde_json::Value = response.json().await.unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    for key in keys {
+        for private in ["d", "p", "q", "dp", "dq", "qi", "k", "oth"] {
+            assert!(
+                key.get(private).is_none(),
+                "private member {private} published"
+            );
+        }
+        assert_eq!(key["use"], "sig");
+        assert_eq!(key["alg"], "ES256");
+        assert_eq!(key["kty"], "EC");
+        assert!(
+            key["kid"].as_str().unwrap().len() >= 43,
+            "RFC 7638 SHA-256 thumbprint"
+        );
+    }
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    let alive = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(alive.status(), 200);
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap()["status"],
+        "ready"
+    );
+}
+
+#[tokio::test]
+async fn servers_starting_at_once_agree_on_one_key_that_survives_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let start = || {
+        let url = url.clone();
+        async move {
+            let store = store::connect(&url).await.unwrap();
+            let config = ServerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                issuer: None,
+                signing_alg: SigningAlg::Es256,
+            };
+            let app = Application::build(config, store, Arc::new(ManualClock::new(T0)))
+                .await
+                .unwrap();
+            app.signing_kid()
+        }
+    };
+    let kids = futures_join(vec![start(), start(), start(), start()]).await;
+    assert!(
+        kids.windows(2).all(|w| w[0] == w[1]),
+        "one current key: {kids:?}"
+    );
+    let after_restart = start().await;
+    assert_eq!(after_restart, kids[0]);
+    let keys = store::connect(&url)
+        .await
+        .unwrap()
+        .signing_keys()
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+}
+
+async fn futures_join<F: std::future::Future<Output = String> + Send + 'static>(
+    futures: Vec<F>,
+) -> Vec<String> {
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}

@@ -1,0 +1,82 @@
+//! Independent implementations against the real server: Authlib (an OAuth client library) gets
+//! tokens with both secret methods, and PyJWT verifies them against `/jwks` for every signing
+//! algorithm. Needs `python3` with `authlib`, `pyjwt`, `cryptography` and `requests`
+//! (`.ci/run` installs them); elsewhere the test says why it skips, and under CI it fails.
+
+use std::process::Command;
+
+use latchkey_proto::{ClientAuthMethod, SigningAlg};
+use latchkey_server::{Clock, SystemClock};
+
+use crate::helpers::spawn_app_with;
+
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/interop/authlib_client.py"
+);
+
+fn python_ready() -> bool {
+    let probe = Command::new("python3")
+        .args(["-c", "import authlib, jwt, requests, cryptography"])
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => true,
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have python3 with authlib, pyjwt, cryptography and requests (see .ci/run)"
+            );
+            eprintln!(
+                "SKIPPED interop: python3 with authlib, pyjwt, cryptography and requests is not installed \
+                 (pip install authlib pyjwt cryptography requests)"
+            );
+            false
+        }
+    }
+}
+
+#[tokio::test]
+async fn authlib_gets_tokens_that_pyjwt_verifies() {
+    if !python_ready() {
+        return;
+    }
+    for (alg, method) in [
+        (SigningAlg::Es256, ClientAuthMethod::ClientSecretBasic),
+        (SigningAlg::EdDsa, ClientAuthMethod::ClientSecretPost),
+        (SigningAlg::Rs256, ClientAuthMethod::ClientSecretBasic),
+    ] {
+        let app = spawn_app_with(alg).await;
+        app.clock.set(SystemClock.now()); // PyJWT checks `exp` against the real clock.
+        let client = app.client(|c| c.auth_method = method).await;
+        let metadata_url = app.url("/.well-known/oauth-authorization-server");
+        let script = tokio::process::Command::new("python3")
+            .args([
+                SCRIPT,
+                &metadata_url,
+                client.id(),
+                method.as_str(),
+                "read",
+                "https://api.example.com",
+            ])
+            .env("CLIENT_SECRET", &client.secret)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            script.status.success(),
+            "{alg} / {method}: {}",
+            String::from_utf8_lossy(&script.stderr)
+        );
+        let out: serde_json::Value = serde_json::from_slice(&script.stdout).unwrap();
+        assert_eq!(out["response"]["token_type"], "Bearer");
+        assert_eq!(out["response"]["scope"], "read");
+        assert_eq!(out["response"]["expires_in"], 900);
+        assert!(out["response"].get("refresh_token").is_none());
+        assert_eq!(out["header"]["typ"], "at+jwt");
+        assert_eq!(out["header"]["alg"], alg.as_str());
+        assert_eq!(out["claims"]["client_id"], client.id());
+        assert_eq!(out["claims"]["sub"], client.id());
+        assert_eq!(out["claims"]["iss"], app.issuer.as_str());
+        assert_eq!(out["claims"]["scope"], "read");
+    }
+}

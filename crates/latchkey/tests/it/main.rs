@@ -1,0 +1,12 @@
+//! The one integration-test binary of the workspace: the real server on port 0 with a temp
+//! SQLite database, driven over HTTP, and the real `latchkey` binary run as a user runs it.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod discovery;
+mod helpers;
+mod interop;
+mod issuance;
+mod token_endpoint;
