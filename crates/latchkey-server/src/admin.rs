@@ -3,6 +3,9 @@
 
 use latchkey_proto::{ClientAuthMethod, GrantType};
 
+use std::time::Duration;
+
+use crate::client_cache::wait_for_servers;
 use crate::clock::Clock;
 use crate::protocol::syntax::{is_resource_uri, is_scope_token};
 use crate::secret::{ClientSecret, new_client_id, new_row_id};
@@ -14,6 +17,27 @@ pub const MIN_TOKEN_TTL: i64 = 10;
 pub const MAX_TOKEN_TTL: i64 = 24 * 60 * 60;
 /// The default token lifetime (seconds): 15 minutes.
 pub const DEFAULT_TOKEN_TTL: i64 = 15 * 60;
+
+/// How long a change waits for running servers to confirm they dropped cached records.
+pub const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The result of a change, and the servers that did not confirm it within
+/// [`PROPAGATION_TIMEOUT`] (empty when every running server applies it already).
+#[derive(Debug)]
+pub struct Applied<T> {
+    /// What the change produced.
+    pub value: T,
+    /// Server ids that did not confirm; the caller should warn about them.
+    pub unconfirmed_servers: Vec<String>,
+}
+
+async fn applied<T>(store: &dyn Store, value: T) -> Result<Applied<T>, AdminError> {
+    let unconfirmed_servers = wait_for_servers(store, PROPAGATION_TIMEOUT).await?;
+    Ok(Applied {
+        value,
+        unconfirmed_servers,
+    })
+}
 
 /// Why an admin operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -129,13 +153,14 @@ pub async fn create_client(
     Ok((client, secret))
 }
 
-/// Changes a client after validating the new values.
+/// Changes a client after validating the new values. Returns once every running server has
+/// stopped using the old record.
 pub async fn update_client(
     store: &dyn Store,
     clock: &dyn Clock,
     client_id: &str,
     mut update: ClientUpdate,
-) -> Result<ClientRecord, AdminError> {
+) -> Result<Applied<ClientRecord>, AdminError> {
     update.name = update.name.as_deref().map(check_name).transpose()?;
     update.scope = update
         .scope
@@ -143,10 +168,11 @@ pub async fn update_client(
         .transpose()?;
     update.audience = update.audience.as_deref().map(check_audience).transpose()?;
     update.token_ttl_seconds = update.token_ttl_seconds.map(check_ttl).transpose()?;
-    store
+    let client = store
         .update_client(client_id, &update, clock.now())
         .await?
-        .ok_or_else(|| AdminError::NotFound(client_id.to_owned()))
+        .ok_or_else(|| AdminError::NotFound(client_id.to_owned()))?;
+    applied(store, client).await
 }
 
 /// One client.
@@ -157,11 +183,10 @@ pub async fn show_client(store: &dyn Store, client_id: &str) -> Result<ClientRec
         .ok_or_else(|| AdminError::NotFound(client_id.to_owned()))
 }
 
-/// Deletes a client; its tokens stop being issued at once.
-pub async fn delete_client(store: &dyn Store, client_id: &str) -> Result<(), AdminError> {
-    if store.delete_client(client_id).await? {
-        Ok(())
-    } else {
-        Err(AdminError::NotFound(client_id.to_owned()))
+/// Deletes a client. Returns once no running server issues tokens to it any more.
+pub async fn delete_client(store: &dyn Store, client_id: &str) -> Result<Applied<()>, AdminError> {
+    if !store.delete_client(client_id).await? {
+        return Err(AdminError::NotFound(client_id.to_owned()));
     }
+    applied(store, ()).await
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use latchkey_proto::{AuthorizationServerMetadata, ClientAuthMethod, GrantType, SigningAlg};
 use tokio::net::TcpListener;
 
+use crate::client_cache::ClientCache;
 use crate::clock::Clock;
 use crate::http::{self, paths};
 use crate::keys::{KeyError, KeyRing, SigningKey};
@@ -56,6 +57,8 @@ pub enum StartError {
 pub struct AppState {
     /// The database.
     pub store: Arc<dyn Store>,
+    /// Client records in memory, invalidated by the generation poll.
+    pub clients: Arc<ClientCache>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// The issuer identifier, exactly as it appears in `iss`.
@@ -122,7 +125,13 @@ impl Application {
         let metadata_json = Bytes::from(
             serde_json::to_vec(&metadata).map_err(|e| StartError::Config(e.to_string()))?,
         );
+        let clients = Arc::new(ClientCache::new(
+            crate::secret::new_row_id(),
+            store.client_generation().await?,
+        ));
+        clients.start(store.as_ref()).await?;
         let state = Arc::new(AppState {
+            clients,
             store,
             clock,
             issuer,
@@ -163,17 +172,27 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = Arc::clone(&self.state);
+        let (stopped, stop) = tokio::sync::oneshot::channel::<()>();
+        let poller = tokio::spawn(Arc::clone(&state.clients).run_poller(
+            Arc::clone(&state.store),
+            async {
+                let _ = stop.await;
+            },
+        ));
         let listener = self.listener.tap_io(|tcp| {
             // Responses are written whole; never let Nagle's algorithm hold one back.
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, self.router)
+        let served = axum::serve(listener, self.router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 state.shutting_down.store(true, Ordering::SeqCst);
                 tracing::info!("shutting down: no longer ready, draining in-flight requests");
             })
-            .await
+            .await;
+        let _ = stopped.send(());
+        let _ = poller.await;
+        served
     }
 }
 

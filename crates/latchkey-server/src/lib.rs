@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod client_cache;
 pub mod clock;
 pub mod error;
 pub mod form;

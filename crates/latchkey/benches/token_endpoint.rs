@@ -86,7 +86,8 @@ fn main() {
             "--signing-alg",
             &alg,
         ])
-        .env("RUST_LOG", "info") // The access log stays on, as in production.
+        // The access log stays on, as in production, unless BENCH_LOG says otherwise.
+        .env("RUST_LOG", setting("BENCH_LOG", "info".to_owned()))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

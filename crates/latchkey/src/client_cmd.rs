@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use latchkey_proto::GrantType;
-use latchkey_server::admin::{self, NewClient};
+use latchkey_server::admin::{self, Applied, NewClient};
 use latchkey_server::store::{self, ClientRecord, ClientUpdate};
 use latchkey_server::{Clock, SystemClock};
 use serde_json::{Value, json};
@@ -99,13 +99,13 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 token_ttl_seconds: args.token_ttl,
                 enabled: None,
             };
-            let client = admin::update_client(store, clock, &args.id, update).await?;
+            let client = confirmed(admin::update_client(store, clock, &args.id, update).await?);
             out.record(&client_json(&client), &client_row(&client, None));
         }
         ClientCommand::Disable { id } => set_enabled(store, clock, &out, &id, false).await?,
         ClientCommand::Enable { id } => set_enabled(store, clock, &out, &id, true).await?,
         ClientCommand::Delete { id } => {
-            admin::delete_client(store, &id).await?;
+            confirmed(admin::delete_client(store, &id).await?);
             out.record(
                 &json!({ "client_id": id, "deleted": true }),
                 &[("client_id", id.clone()), ("deleted", "true".into())],
@@ -115,8 +115,8 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
     Ok(())
 }
 
-/// A disabled client fails authentication on its next request: the server reads client records
-/// from the database on every token request.
+/// Returns once every running server has dropped its cached copy of the client, so a
+/// disabled client fails authentication on its very next request.
 async fn set_enabled(
     store: &dyn store::Store,
     clock: &dyn Clock,
@@ -128,9 +128,21 @@ async fn set_enabled(
         enabled: Some(enabled),
         ..ClientUpdate::default()
     };
-    let client = admin::update_client(store, clock, id, update).await?;
+    let client = confirmed(admin::update_client(store, clock, id, update).await?);
     out.record(&client_json(&client), &client_row(&client, None));
     Ok(())
+}
+
+/// Warns about running servers that did not confirm a change in time.
+fn confirmed<T>(change: Applied<T>) -> T {
+    for server in &change.unconfirmed_servers {
+        eprintln!(
+            "warning: server {server} did not confirm the change within {} s; it may have stopped \
+             uncleanly, or it may use the old client record until it next reaches the database",
+            admin::PROPAGATION_TIMEOUT.as_secs()
+        );
+    }
+    change.value
 }
 
 fn client_json(client: &ClientRecord) -> Value {

@@ -32,3 +32,18 @@ CREATE TABLE signing_keys (
 ) STRICT;
 -- Checklist H: at most one signing key per algorithm, even when several servers start at once.
 CREATE UNIQUE INDEX one_current_key_per_alg ON signing_keys (alg) WHERE state = 'current';
+
+-- Every change to clients or their secrets increases this counter in the same transaction.
+-- Servers poll it to invalidate their in-memory client cache.
+CREATE TABLE client_generation (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    generation  INTEGER NOT NULL
+) STRICT;
+INSERT INTO client_generation (id, generation) VALUES (1, 0);
+
+-- The generation each running server has applied to its cache; the admin CLI waits for all of
+-- them after a change, so `client disable` has taken effect everywhere when it returns.
+CREATE TABLE server_acks (
+    server_id   TEXT PRIMARY KEY NOT NULL,
+    generation  INTEGER NOT NULL
+) STRICT;

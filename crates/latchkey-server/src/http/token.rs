@@ -54,11 +54,14 @@ async fn issue(
     let now = state.clock.now();
     // A claimed id that cannot be one of ours is not looked up, but still costs a hash compare.
     let record = if claimed {
-        state.store.find_client(&presented.client_id).await?
+        state
+            .clients
+            .get(state.store.as_ref(), &presented.client_id)
+            .await?
     } else {
         None
     };
-    let client = authenticate(&presented, record.as_ref(), now)?;
+    let client = authenticate(&presented, record.as_deref(), now)?;
 
     let grant = decide(client, request.scope.as_deref(), &request.resources)?;
     let claims = access_token_claims(&state.issuer, client, &grant, now);

@@ -176,6 +176,23 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a client and its secrets; `false` if there was none.
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
 
+    /// A counter that every change to clients or secrets increases in the same transaction.
+    async fn client_generation(&self) -> Result<i64, StoreError>;
+
+    /// Records that the server `server_id` has dropped every cached client record older than
+    /// `generation` (registering the server if it is new).
+    async fn acknowledge_generation(
+        &self,
+        server_id: &str,
+        generation: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The servers that have not acknowledged `generation` yet.
+    async fn servers_behind(&self, generation: i64) -> Result<Vec<String>, StoreError>;
+
+    /// Forgets a server (it stopped, or did not answer in time; a live one registers again).
+    async fn forget_server(&self, server_id: &str) -> Result<(), StoreError>;
+
     /// Every signing key that is still published (next, current, retired).
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
 

@@ -124,6 +124,16 @@ fn create_private_file(path: &std::path::Path) -> Result<(), StoreError> {
     }
 }
 
+/// Part of every transaction that changes clients or secrets: servers invalidate their client
+/// caches when they see the counter move.
+async fn bump_generation(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("UPDATE client_generation SET generation = generation + 1 WHERE id = 1")
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
 fn map_err(err: sqlx::Error) -> StoreError {
     match &err {
         sqlx::Error::Database(db) => {
@@ -265,6 +275,7 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?;
         }
+        bump_generation(&mut tx).await?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -297,6 +308,11 @@ impl Store for SqliteStore {
         update: &ClientUpdate,
         now: i64,
     ) -> Result<Option<ClientRecord>, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
         let result = sqlx::query(
             "UPDATE clients SET
                 name = COALESCE(?2, name),
@@ -314,22 +330,77 @@ impl Store for SqliteStore {
         .bind(update.token_ttl_seconds)
         .bind(update.enabled)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(map_err)?;
         if result.rows_affected() == 0 {
             return Ok(None);
         }
+        bump_generation(&mut tx).await?;
+        tx.commit().await.map_err(map_err)?;
         self.find_client(client_id).await
     }
 
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
         let result = sqlx::query("DELETE FROM clients WHERE client_id = ?1")
             .bind(client_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if result.rows_affected() == 0 {
+            return Ok(false);
+        }
+        bump_generation(&mut tx).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn client_generation(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT generation FROM client_generation WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn acknowledge_generation(
+        &self,
+        server_id: &str,
+        generation: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO server_acks (server_id, generation) VALUES (?1, ?2)
+             ON CONFLICT (server_id) DO UPDATE SET generation = excluded.generation",
+        )
+        .bind(server_id)
+        .bind(generation)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn servers_behind(&self, generation: i64) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT server_id FROM server_acks WHERE generation < ?1 ORDER BY server_id",
+        )
+        .bind(generation)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)
+    }
+
+    async fn forget_server(&self, server_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM server_acks WHERE server_id = ?1")
+            .bind(server_id)
             .execute(&self.pool)
             .await
             .map_err(map_err)?;
-        Ok(result.rows_affected() > 0)
+        Ok(())
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {

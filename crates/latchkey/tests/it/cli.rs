@@ -38,7 +38,9 @@ fn latchkey(database: &str, args: &[&str]) -> Run {
     }
 }
 
-#[tokio::test]
+// Multi-threaded: the CLI runs as a blocking child process while the in-process server (and its
+// cache poller, which the CLI waits for) keeps running on other threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_lifecycle_through_the_cli_takes_effect_at_once() {
     let app = spawn_app().await;
     let db = app.database_url.as_str();
@@ -140,7 +142,13 @@ async fn client_lifecycle_through_the_cli_takes_effect_at_once() {
     );
     assert_eq!(body["expires_in"], 3600);
 
-    let disabled = latchkey(db, &["client", "disable", &id]).json();
+    let disable = latchkey(db, &["client", "disable", &id]);
+    assert!(
+        !disable.stderr.contains("did not confirm"),
+        "the running server confirmed: {}",
+        disable.stderr
+    );
+    let disabled = disable.json();
     assert_eq!(disabled["enabled"], false);
     let refused = token().await;
     assert_eq!(refused.status(), 401, "disabled takes effect at once");
