@@ -125,7 +125,7 @@ impl ClientCache {
                 () = &mut stop => break,
                 _ = interval.tick() => {}
             }
-            let heartbeat = polls % HEARTBEAT_POLLS == 0;
+            let heartbeat = polls.is_multiple_of(HEARTBEAT_POLLS);
             polls = polls.wrapping_add(1);
             match self.poll(store.as_ref(), heartbeat).await {
                 Ok(()) if failing => {
