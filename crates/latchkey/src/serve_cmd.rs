@@ -20,6 +20,14 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let store = store::connect(&global.database)
         .await
         .context("opening the database")?;
+    if args.issuer.is_none() && args.listen.ip().is_unspecified() {
+        tracing::warn!(
+            "listening on {} without --issuer: tokens will name http://{} as their issuer; \
+             set --issuer to the URL clients and APIs use to reach this server",
+            args.listen,
+            args.listen
+        );
+    }
     let config = ServerConfig {
         listen: args.listen,
         issuer: args.issuer,

@@ -393,3 +393,42 @@ async fn quick_start_from_the_readme() {
     let rest: Vec<String> = lines_rx.iter().collect();
     assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
 }
+
+/// A server that registered but stopped without unregistering (here: built, never run) cannot
+/// confirm a change: the CLI waits at most its timeout, warns, forgets that server, and the
+/// next change does not wait for it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_delays_a_change_once_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("silent.db").display());
+    let store = latchkey_server::store::connect(&db).await.unwrap();
+    let config = latchkey_server::ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        issuer: None,
+        signing_alg: latchkey_proto::SigningAlg::Es256,
+    };
+    let clock = latchkey_server::ManualClock::new(crate::helpers::T0);
+    let silent = latchkey_server::Application::build(config, store, std::sync::Arc::new(clock))
+        .await
+        .unwrap();
+
+    let created = latchkey(
+        &db,
+        &[
+            "client",
+            "create",
+            "--name",
+            "svc",
+            "--audience",
+            "https://api.example.com",
+        ],
+    )
+    .json();
+    let id = created["client_id"].as_str().unwrap();
+    let first = latchkey(&db, &["client", "disable", id]);
+    assert!(first.ok, "{}", first.stderr);
+    assert!(first.stderr.contains("did not confirm"), "{}", first.stderr);
+    let second = latchkey(&db, &["client", "enable", id]);
+    assert!(second.ok && second.stderr.is_empty(), "{}", second.stderr);
+    drop(silent);
+}
