@@ -9,7 +9,7 @@ use crate::client_cache::wait_for_servers;
 use crate::clock::Clock;
 use crate::protocol::syntax::{is_resource_uri, is_scope_token};
 use crate::secret::{ClientSecret, new_client_id, new_row_id};
-use crate::store::{ClientRecord, ClientUpdate, SecretRecord, Store, StoreError};
+use crate::store::{ClientRecord, ClientUpdate, SecretAdded, SecretRecord, Store, StoreError};
 
 /// Shortest token lifetime a client may have (seconds).
 pub const MIN_TOKEN_TTL: i64 = 10;
@@ -173,6 +173,49 @@ pub async fn update_client(
         .await?
         .ok_or_else(|| AdminError::NotFound(client_id.to_owned()))?;
     applied(store, client).await
+}
+
+/// A client holds at most this many live secrets.
+pub const MAX_SECRETS: usize = 5;
+
+/// Rotates a client's secret: adds a new one and lets every older live secret work for
+/// `overlap_seconds` more, so deployments can switch without downtime (checklist C). The new
+/// secret is returned in the clear this once.
+pub async fn rotate_secret(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    overlap_seconds: i64,
+) -> Result<Applied<ClientSecret>, AdminError> {
+    if overlap_seconds < 0 {
+        return Err(AdminError::Invalid(
+            "the overlap must not be negative".into(),
+        ));
+    }
+    let now = clock.now();
+    let secret = ClientSecret::generate();
+    let record = SecretRecord {
+        secret_id: new_row_id(),
+        hash: secret.hash(),
+        created_at: now,
+        expires_at: None,
+    };
+    match store
+        .add_secret(
+            client_id,
+            &record,
+            Some(now.saturating_add(overlap_seconds)),
+            MAX_SECRETS,
+            now,
+        )
+        .await?
+    {
+        SecretAdded::Added => applied(store, secret).await,
+        SecretAdded::NoSuchClient => Err(AdminError::NotFound(client_id.to_owned())),
+        SecretAdded::TooMany => Err(AdminError::Invalid(format!(
+            "the client already holds {MAX_SECRETS} live secrets; revoke one first"
+        ))),
+    }
 }
 
 /// One client.

@@ -89,6 +89,17 @@ pub struct ClientUpdate {
     pub enabled: Option<bool>,
 }
 
+/// The outcome of [`Store::add_secret`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretAdded {
+    /// The secret was added.
+    Added,
+    /// No client with that id.
+    NoSuchClient,
+    /// The client already holds the maximum number of live secrets.
+    TooMany,
+}
+
 /// Lifecycle of a signing key (checklist H).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {
@@ -172,6 +183,18 @@ pub trait Store: Send + Sync + 'static {
         update: &ClientUpdate,
         now: i64,
     ) -> Result<Option<ClientRecord>, StoreError>;
+
+    /// Atomically adds `secret` to a client that holds fewer than `max_live` live (unrevoked,
+    /// unexpired at `now`) secrets, and makes every other live secret expire at
+    /// `expire_others_at` at the latest (the overlap window of a rotation).
+    async fn add_secret(
+        &self,
+        client_id: &str,
+        secret: &SecretRecord,
+        expire_others_at: Option<i64>,
+        max_live: usize,
+        now: i64,
+    ) -> Result<SecretAdded, StoreError>;
 
     /// Deletes a client and its secrets; `false` if there was none.
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;

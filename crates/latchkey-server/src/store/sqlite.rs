@@ -13,8 +13,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
-    ClientRecord, ClientUpdate, KeyState, SecretRecord, Store, StoreError, StoredKey, join_grants,
-    parse_grants, split_list,
+    ClientRecord, ClientUpdate, KeyState, SecretAdded, SecretRecord, Store, StoreError, StoredKey,
+    join_grants, parse_grants, split_list,
 };
 use crate::secret::SecretHash;
 
@@ -358,6 +358,67 @@ impl Store for SqliteStore {
         bump_generation(&mut tx).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(true)
+    }
+
+    async fn add_secret(
+        &self,
+        client_id: &str,
+        secret: &SecretRecord,
+        expire_others_at: Option<i64>,
+        max_live: usize,
+        now: i64,
+    ) -> Result<SecretAdded, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM clients WHERE client_id = ?1")
+            .bind(client_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if exists.is_none() {
+            return Ok(SecretAdded::NoSuchClient);
+        }
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM client_secrets WHERE client_id = ?1 AND revoked_at IS NULL
+               AND (expires_at IS NULL OR expires_at > ?2)",
+        )
+        .bind(client_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if usize::try_from(live).unwrap_or(usize::MAX) >= max_live {
+            return Ok(SecretAdded::TooMany);
+        }
+        if let Some(at) = expire_others_at {
+            sqlx::query(
+                "UPDATE client_secrets SET expires_at = ?2 WHERE client_id = ?1 AND revoked_at IS NULL
+                   AND (expires_at IS NULL OR expires_at > ?2)",
+            )
+            .bind(client_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        sqlx::query(
+            "INSERT INTO client_secrets (secret_id, client_id, secret_hash, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(&secret.secret_id)
+        .bind(client_id)
+        .bind(&secret.hash.0[..])
+        .bind(secret.created_at)
+        .bind(secret.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(SecretAdded::Added)
     }
 
     async fn client_generation(&self) -> Result<i64, StoreError> {

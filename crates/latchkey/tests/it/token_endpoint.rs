@@ -406,3 +406,55 @@ async fn storage_failure_is_503_never_401() {
         "the schema version is intact, only a table is gone"
     );
 }
+
+#[tokio::test]
+async fn a_rotated_out_secret_works_in_its_overlap_window_and_fails_after() {
+    let app = spawn_app().await;
+    let old = app.client(|_| {}).await;
+    let rotated =
+        latchkey_server::admin::rotate_secret(app.store.as_ref(), &app.clock, old.id(), 3600)
+            .await
+            .unwrap();
+    assert!(rotated.unconfirmed_servers.is_empty());
+    let new = TestClient {
+        record: old.record.clone(),
+        secret: rotated.value.expose().to_owned(),
+    };
+    let wrong = TestClient {
+        record: old.record.clone(),
+        secret: "wrong".into(),
+    };
+    assert_eq!(app.token_basic(&old, CC).await.status(), 200);
+    assert_eq!(app.token_basic(&new, CC).await.status(), 200);
+
+    app.clock.advance(3599);
+    assert_eq!(
+        app.token_basic(&old, CC).await.status(),
+        200,
+        "inside the overlap"
+    );
+
+    app.clock.advance(1);
+    let expired = app.token_basic(&old, CC).await;
+    assert_eq!(expired.status(), 401, "after the overlap");
+    let wrong_body = app.token_basic(&wrong, CC).await.text().await.unwrap();
+    assert_eq!(
+        expired.text().await.unwrap(),
+        wrong_body,
+        "an expired secret fails exactly like a wrong one"
+    );
+    assert_eq!(app.token_basic(&new, CC).await.status(), 200);
+
+    // At most five live secrets.
+    for _ in 0..4 {
+        latchkey_server::admin::rotate_secret(app.store.as_ref(), &app.clock, old.id(), 3600)
+            .await
+            .unwrap();
+    }
+    let sixth =
+        latchkey_server::admin::rotate_secret(app.store.as_ref(), &app.clock, old.id(), 3600).await;
+    assert!(
+        matches!(sixth, Err(latchkey_server::admin::AdminError::Invalid(_))),
+        "{sixth:?}"
+    );
+}
