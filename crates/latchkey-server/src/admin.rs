@@ -1,5 +1,6 @@
 //! Client management, as the admin CLI does it: validation of what an operator registers,
-//! and generation of ids and secrets. The CLI never touches the store directly.
+//! generation of ids and secrets, and waiting for running servers after a change. Every
+//! change the CLI makes goes through here.
 
 use latchkey_proto::{ClientAuthMethod, GrantType};
 
@@ -73,7 +74,7 @@ pub struct NewClient {
 /// Splits and checks a space-separated scope list (RFC 6749 §3.3 syntax).
 pub fn parse_scope_list(scope: &str) -> Result<Vec<String>, AdminError> {
     let mut out: Vec<String> = Vec::new();
-    for token in scope.split([' ', ',']).filter(|t| !t.is_empty()) {
+    for token in scope.split(' ').filter(|t| !t.is_empty()) {
         if !is_scope_token(token) {
             return Err(AdminError::Invalid(format!(
                 "scope token {token:?} may only contain visible ASCII other than '\"' and '\\'"
@@ -123,12 +124,12 @@ fn check_name(name: &str) -> Result<String, AdminError> {
 }
 
 /// Registers a client with a fresh id and secret. The secret is returned in the clear exactly
-/// this once; only its hash is stored.
+/// this once; only its hash is stored. Returns once every running server knows the client.
 pub async fn create_client(
     store: &dyn Store,
     clock: &dyn Clock,
     new: NewClient,
-) -> Result<(ClientRecord, ClientSecret), AdminError> {
+) -> Result<Applied<(ClientRecord, ClientSecret)>, AdminError> {
     let now = clock.now();
     let secret = ClientSecret::generate();
     let client = ClientRecord {
@@ -150,7 +151,7 @@ pub async fn create_client(
         }],
     };
     store.create_client(&client).await?;
-    Ok((client, secret))
+    applied(store, (client, secret)).await
 }
 
 /// Changes a client after validating the new values. Returns once every running server has

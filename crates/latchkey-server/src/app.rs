@@ -57,7 +57,7 @@ pub enum StartError {
 pub struct AppState {
     /// The database.
     pub store: Arc<dyn Store>,
-    /// Client records in memory, invalidated by the generation poll.
+    /// Every client record in memory, reloaded when the generation moves.
     pub clients: Arc<ClientCache>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
@@ -125,11 +125,14 @@ impl Application {
         let metadata_json = Bytes::from(
             serde_json::to_vec(&metadata).map_err(|e| StartError::Config(e.to_string()))?,
         );
-        let clients = Arc::new(ClientCache::new(
-            crate::secret::new_row_id(),
-            store.client_generation().await?,
-        ));
-        clients.start(store.as_ref()).await?;
+        let clients = Arc::new(
+            ClientCache::load(
+                store.as_ref(),
+                Arc::clone(&clock),
+                crate::secret::new_row_id(),
+            )
+            .await?,
+        );
         let state = Arc::new(AppState {
             clients,
             store,

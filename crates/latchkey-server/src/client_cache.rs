@@ -1,104 +1,121 @@
-//! Client records held in memory, so the token path does not wait on the database for a
-//! client it has seen, while a change made anywhere (this server, another one, the admin CLI)
-//! still takes effect at once.
+//! Every client record held in memory, so the token path never waits on the database —
+//! neither for a known client nor for an unknown id (which would otherwise cost a query, a
+//! timing difference and a lever to exhaust the pool) — while a change made anywhere (this
+//! server, another one, the admin CLI) still takes effect at once.
 //!
 //! How: every write to clients increases a generation counter in the same transaction. Each
-//! server polls the counter every [`POLL_INTERVAL`], drops its cache when the counter moves,
-//! and acknowledges the generation in the database. The admin commands wait for every
-//! registered server's acknowledgement before they return ([`wait_for_servers`]), so when
-//! `latchkey client disable` returns, no server accepts that client any more.
+//! server polls the counter every [`POLL_INTERVAL`]; when it moves, the server reloads all
+//! clients into a new snapshot, swaps it in, and acknowledges the generation in the database.
+//! The admin commands wait for every registered server's acknowledgement before they return
+//! ([`wait_for_servers`]), so when `latchkey client disable` returns, no server accepts that
+//! client any more.
 //!
-//! Fail closed: if the poll has not succeeded for [`STALE_AFTER`], the cache is bypassed and
-//! every request reads the database (and gets 503 if it is down).
+//! Fail closed: if the poll has not succeeded for [`STALE_AFTER_SECONDS`] (by the injected
+//! clock), the snapshot is bypassed and every request reads the database (and gets 503 if it is
+//! down).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::store::{ClientRecord, Store, StoreError};
 
 /// How often a server checks the generation counter.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// After this long without a successful poll the cache is not trusted.
-pub const STALE_AFTER: Duration = Duration::from_secs(1);
+/// After this many seconds without a successful poll the snapshot is not trusted (with
+/// whole-second clock readings, that is between 1 and 2 s).
+pub const STALE_AFTER_SECONDS: i64 = 2;
 /// A server re-registers this often even when nothing changed, in case an admin command that
 /// timed out waiting for it has forgotten it.
 const HEARTBEAT_POLLS: u32 = 20;
-/// At most this many client records are held; past it the cache starts over.
-const MAX_ENTRIES: usize = 100_000;
 
-/// Cached client records, tagged with the generation they were read under.
+/// All clients as of one generation.
+struct Snapshot {
+    generation: i64,
+    clients: HashMap<String, Arc<ClientRecord>>,
+}
+
+/// The in-memory client snapshot of one server.
 pub struct ClientCache {
-    entries: RwLock<HashMap<String, Arc<ClientRecord>>>,
-    /// The generation the entries belong to; changed only under the `entries` write lock.
-    generation: AtomicI64,
-    /// Milliseconds since `epoch` of the last successful poll.
-    validated_ms: AtomicU64,
-    epoch: Instant,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Clock reading of the last successful poll.
+    validated_at: AtomicI64,
+    clock: Arc<dyn Clock>,
     server_id: String,
 }
 
 impl ClientCache {
-    /// An empty cache for the server `server_id`, valid for `generation`.
-    pub fn new(server_id: String, generation: i64) -> Self {
-        ClientCache {
-            entries: RwLock::new(HashMap::new()),
-            generation: AtomicI64::new(generation),
-            validated_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
+    /// Loads every client and registers the server `server_id`; call once before serving.
+    pub async fn load(
+        store: &dyn Store,
+        clock: Arc<dyn Clock>,
+        server_id: String,
+    ) -> Result<Self, StoreError> {
+        let cache = ClientCache {
+            snapshot: RwLock::new(Arc::new(Snapshot {
+                generation: -1,
+                clients: HashMap::new(),
+            })),
+            validated_at: AtomicI64::new(i64::MIN),
+            clock,
             server_id,
-        }
+        };
+        cache.poll(store, true).await?;
+        Ok(cache)
     }
 
     fn fresh(&self) -> bool {
-        let validated = Duration::from_millis(self.validated_ms.load(Ordering::Acquire));
-        self.epoch.elapsed().saturating_sub(validated) < STALE_AFTER
+        let validated = self.validated_at.load(Ordering::Acquire);
+        self.clock.now().saturating_sub(validated) < STALE_AFTER_SECONDS
     }
 
     fn mark_validated(&self) {
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.validated_ms.store(now, Ordering::Release);
+        self.validated_at.store(self.clock.now(), Ordering::Release);
     }
 
-    /// The client `client_id`, from memory when fresh, else from the store.
+    fn current(&self) -> Arc<Snapshot> {
+        Arc::clone(
+            &self
+                .snapshot
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// The client `client_id`: from the snapshot while it is fresh, else from the store.
     pub async fn get(
         &self,
         store: &dyn Store,
         client_id: &str,
     ) -> Result<Option<Arc<ClientRecord>>, StoreError> {
-        if self.fresh()
-            && let Some(hit) = read(&self.entries).get(client_id)
-        {
-            return Ok(Some(Arc::clone(hit)));
-        }
-        // Tag the read with the generation before it: if the counter moves while we read, the
-        // record may be stale and must not enter the cache.
-        let tag = self.generation.load(Ordering::Acquire);
-        let Some(record) = store.find_client(client_id).await? else {
-            return Ok(None);
-        };
-        let record = Arc::new(record);
         if self.fresh() {
-            let mut entries = write(&self.entries);
-            if self.generation.load(Ordering::Acquire) == tag {
-                if entries.len() >= MAX_ENTRIES {
-                    entries.clear();
-                }
-                entries.insert(client_id.to_owned(), Arc::clone(&record));
-            }
+            return Ok(self.current().clients.get(client_id).cloned());
         }
-        Ok(Some(record))
+        Ok(store.find_client(client_id).await?.map(Arc::new))
     }
 
-    /// One poll: invalidate on a new generation, then acknowledge it.
+    /// One poll: on a new generation load a new snapshot, then acknowledge it. The clients are
+    /// read after the generation, so the snapshot is at least as new as the number it carries.
     async fn poll(&self, store: &dyn Store, heartbeat: bool) -> Result<(), StoreError> {
         let generation = store.client_generation().await?;
-        let changed = generation != self.generation.load(Ordering::Acquire);
+        let changed = generation != self.current().generation;
         if changed {
-            let mut entries = write(&self.entries);
-            entries.clear();
-            self.generation.store(generation, Ordering::Release);
+            let clients = store
+                .list_clients()
+                .await?
+                .into_iter()
+                .map(|c| (c.client_id.clone(), Arc::new(c)))
+                .collect();
+            let snapshot = Arc::new(Snapshot {
+                generation,
+                clients,
+            });
+            *self
+                .snapshot
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
         }
         if changed || heartbeat {
             store
@@ -125,9 +142,11 @@ impl ClientCache {
                 () = &mut stop => break,
                 _ = interval.tick() => {}
             }
-            let heartbeat = polls.is_multiple_of(HEARTBEAT_POLLS);
             polls = polls.wrapping_add(1);
-            match self.poll(store.as_ref(), heartbeat).await {
+            match self
+                .poll(store.as_ref(), polls.is_multiple_of(HEARTBEAT_POLLS))
+                .await
+            {
                 Ok(()) if failing => {
                     failing = false;
                     tracing::info!("client cache: database reachable again");
@@ -135,7 +154,7 @@ impl ClientCache {
                 Ok(()) => {}
                 Err(err) if !failing => {
                     failing = true;
-                    tracing::warn!(error = %err, "client cache: cannot poll the database; bypassing the cache");
+                    tracing::warn!(error = %err, "client cache: cannot poll the database; reading clients from the database until it answers");
                 }
                 Err(_) => {}
             }
@@ -144,21 +163,6 @@ impl ClientCache {
             tracing::warn!(error = %err, "could not unregister this server");
         }
     }
-
-    /// Registers the server and marks the cache valid; call once before serving.
-    pub async fn start(&self, store: &dyn Store) -> Result<(), StoreError> {
-        self.poll(store, true).await
-    }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// After a change to clients: waits until every registered server has acknowledged the
@@ -176,6 +180,8 @@ pub async fn wait_for_servers(
             return Ok(behind);
         }
         if tokio::time::Instant::now() >= deadline {
+            // Ask once more, so a server that confirmed at the last moment is not forgotten.
+            let behind = store.servers_behind(generation).await?;
             for server in &behind {
                 store.forget_server(server).await?;
             }

@@ -36,7 +36,7 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 auth_method: args.auth_method,
                 grant_types,
             };
-            let (client, secret) = admin::create_client(store, clock, new).await?;
+            let (client, secret) = confirmed(admin::create_client(store, clock, new).await?);
             if client.audience.is_empty() && !client.grant_types.is_empty() {
                 eprintln!(
                     "warning: the client has no --audience, so it must send a `resource` with every \
@@ -182,6 +182,7 @@ fn client_row(client: &ClientRecord, secret: Option<&str>) -> Vec<Row> {
         ),
         ("enabled", client.enabled.to_string()),
         ("created_at", timestamp(client.created_at)),
+        ("updated_at", timestamp(client.updated_at)),
     ]);
     rows
 }

@@ -33,22 +33,30 @@ pub mod paths {
     pub const READYZ: &str = "/readyz";
 }
 
-/// Builds the router for `state`. `issuer_path` is the path part of the issuer, if any: RFC 8414
-/// §3.1 puts the metadata of such an issuer at `/.well-known/oauth-authorization-server{path}`.
+/// Builds the router for `state`.
+///
+/// When the issuer has a path (`https://host/auth`), the endpoints it advertises live under
+/// that path, so they are served there — and at the root as well, for proxies that strip the
+/// prefix. RFC 8414 §3.1 also puts the metadata at `/.well-known/oauth-authorization-server/auth`.
 pub fn router(state: Arc<AppState>, issuer_path: &str) -> Router {
-    let mut router = Router::new()
+    let endpoints: Router<Arc<AppState>> = Router::new()
         .route(paths::TOKEN, any(token::token))
         .route(paths::METADATA, get(discovery::metadata))
         .route(paths::OPENID_CONFIGURATION, get(discovery::metadata))
         .route(paths::JWKS, get(discovery::jwks))
         .route(paths::HEALTHZ, get(health::alive))
         .route(paths::READYZ, get(health::ready));
-    if !issuer_path.is_empty() {
-        router = router.route(
-            &format!("{}{issuer_path}", paths::METADATA),
-            get(discovery::metadata),
-        );
-    }
+    let router = if issuer_path.is_empty() {
+        endpoints
+    } else {
+        Router::new()
+            .route(
+                &format!("{}{issuer_path}", paths::METADATA),
+                get(discovery::metadata),
+            )
+            .nest(issuer_path, endpoints.clone())
+            .merge(endpoints)
+    };
     router
         .layer(axum::middleware::from_fn(access_log::log_requests))
         .with_state(state)

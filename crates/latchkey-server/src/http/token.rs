@@ -17,6 +17,7 @@ use crate::http::access_log::{ClientTag, Outcome};
 use crate::protocol::client_auth::{authenticate, presented_credentials};
 use crate::protocol::client_credentials::{access_token_claims, decide};
 use crate::protocol::token_request::{MAX_PARAMETERS, TokenRequest};
+use crate::secret::new_jti;
 
 /// Checklist A: bodies over 16 KiB are refused with 413 before parsing.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -51,7 +52,6 @@ async fn issue(
     if claimed {
         *client_tag = Some(ClientTag(presented.client_id.clone()));
     }
-    let now = state.clock.now();
     // A claimed id that cannot be one of ours is not looked up, but still costs a hash compare.
     let record = if claimed {
         state
@@ -61,10 +61,12 @@ async fn issue(
     } else {
         None
     };
+    // Read after the lookup, so `iat` is the moment of issue even if the lookup waited.
+    let now = state.clock.now();
     let client = authenticate(&presented, record.as_deref(), now)?;
 
     let grant = decide(client, request.scope.as_deref(), &request.resources)?;
-    let claims = access_token_claims(&state.issuer, client, &grant, now);
+    let claims = access_token_claims(&state.issuer, client, &grant, now, new_jti());
     let access_token = state.signing_key().sign_jwt(&claims).map_err(|err| {
         // Checklist H: no key, no token — never an unsigned or ephemeral one.
         tracing::error!(error = %err, "signing failed");
@@ -140,7 +142,13 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, OAuthError>
     // The limit also bounds chunked bodies that declare no length.
     axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|_| too_large())
+        .map_err(|err| {
+            if err.into_inner().is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                OAuthError::invalid_request("the request body could not be read")
+            }
+        })
 }
 
 fn parse(body: &[u8]) -> Result<TokenRequest, OAuthError> {

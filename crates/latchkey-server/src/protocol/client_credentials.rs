@@ -5,7 +5,6 @@ use latchkey_proto::{AccessTokenClaims, Audience, GrantType};
 
 use crate::error::OAuthError;
 use crate::protocol::syntax::{is_resource_uri, parse_scope};
-use crate::secret::new_jti;
 use crate::store::ClientRecord;
 
 /// What the client is granted.
@@ -98,12 +97,14 @@ fn granted_audience(
     Ok(audience)
 }
 
-/// RFC 9068 §2.2 claims for a client acting on its own behalf: `sub` = `client_id`.
+/// RFC 9068 §2.2 claims for a client acting on its own behalf: `sub` = `client_id`. `jti`
+/// comes from the caller (128+ random bits, see `secret::new_jti`), like `now`.
 pub fn access_token_claims(
     issuer: &str,
     client: &ClientRecord,
     grant: &Grant,
     now: i64,
+    jti: String,
 ) -> AccessTokenClaims {
     AccessTokenClaims {
         iss: issuer.to_owned(),
@@ -112,7 +113,7 @@ pub fn access_token_claims(
         aud: Audience::from_list(grant.audience.clone()),
         iat: now,
         exp: now.saturating_add(grant.ttl_seconds),
-        jti: new_jti(),
+        jti,
         scope: (!grant.scope.is_empty()).then(|| grant.scope.join(" ")),
     }
 }

@@ -123,3 +123,58 @@ async fn futures_join<F: std::future::Future<Output = String> + Send + 'static>(
     }
     out
 }
+
+#[tokio::test]
+async fn an_issuer_with_a_path_serves_what_it_advertises() {
+    let app = crate::helpers::spawn_app_with_issuer("https://auth.example.com/tenant-a/").await;
+    assert_eq!(
+        app.issuer, "https://auth.example.com/tenant-a",
+        "trailing slash dropped"
+    );
+    // RFC 8414 §3.1: path insertion; and the issuer + /.well-known form many clients use.
+    for path in [
+        "/.well-known/oauth-authorization-server/tenant-a",
+        "/tenant-a/.well-known/oauth-authorization-server",
+    ] {
+        let doc: serde_json::Value = app
+            .http
+            .get(app.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(doc["issuer"], "https://auth.example.com/tenant-a", "{path}");
+        assert_eq!(
+            doc["token_endpoint"],
+            "https://auth.example.com/tenant-a/oauth2/token"
+        );
+        assert_eq!(doc["jwks_uri"], "https://auth.example.com/tenant-a/jwks");
+    }
+    // The advertised endpoints, under the path; and at the root for prefix-stripping proxies.
+    let client = app.client(|_| {}).await;
+    for prefix in ["/tenant-a", ""] {
+        assert_eq!(
+            app.http
+                .get(app.url(&format!("{prefix}/jwks")))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let response = app
+            .http
+            .post(app.url(&format!("{prefix}/oauth2/token")))
+            .header("authorization", client.basic())
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{prefix}/oauth2/token");
+        let body: serde_json::Value = response.json().await.unwrap();
+        let (_, claims) = crate::helpers::decode_parts(body["access_token"].as_str().unwrap());
+        assert_eq!(claims["iss"], "https://auth.example.com/tenant-a");
+    }
+}

@@ -51,17 +51,22 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(alg: SigningAlg) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}", dir.path().join("latchkey.db").display());
-    spawn_on(dir, database_url, alg).await
+    spawn_configured(alg, None).await
 }
 
-async fn spawn_on(dir: TempDir, database_url: String, alg: SigningAlg) -> TestApp {
+/// A server whose issuer is `issuer` (for example one with a path) rather than its address.
+pub async fn spawn_app_with_issuer(issuer: &str) -> TestApp {
+    spawn_configured(SigningAlg::Es256, Some(issuer.to_owned())).await
+}
+
+async fn spawn_configured(alg: SigningAlg, issuer: Option<String>) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("latchkey.db").display());
     let store = store::connect(&database_url).await.unwrap();
     let clock = ManualClock::new(T0);
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        issuer: None,
+        issuer,
         signing_alg: alg,
     };
     let app = Application::build(config, Arc::clone(&store), Arc::new(clock.clone()))
@@ -107,7 +112,8 @@ impl TestApp {
         edit(&mut new);
         let (record, secret) = admin::create_client(self.store.as_ref(), &self.clock, new)
             .await
-            .unwrap();
+            .unwrap()
+            .value;
         TestClient {
             record,
             secret: secret.expose().to_owned(),

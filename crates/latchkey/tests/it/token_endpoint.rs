@@ -382,28 +382,39 @@ async fn default_and_requested_scope_and_audience_reach_the_token() {
 async fn storage_failure_is_503_never_401() {
     let app = spawn_app().await;
     let client = app.client(|_| {}).await;
-    // Break the schema underneath the running server, through a connection of our own.
+    let other = app.client(|_| {}).await;
+    assert_eq!(app.token_basic(&client, CC).await.status(), 200);
+    // Break the schema underneath the running server, through a connection of our own: the
+    // cache poll and every client read now fail.
     let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
     sqlx::query("ALTER TABLE clients RENAME TO clients_gone")
         .execute(&pool)
         .await
         .unwrap();
-    let response = app.token_basic(&client, CC).await;
-    assert_eq!(response.status(), 503);
-    assert_eq!(response.headers()["retry-after"], "1");
-    assert_eq!(response.headers()["cache-control"], "no-store");
-    let body = response.text().await.unwrap();
-    assert!(
-        !body.contains("clients"),
-        "no storage detail in the body: {body}"
-    );
-    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(body["error"], "temporarily_unavailable");
+    sqlx::query("ALTER TABLE client_generation RENAME TO generation_gone")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // Until the snapshot is stale, known clients are served from memory; after, it fails closed.
+    app.clock.advance(60);
+    for client in [&client, &other] {
+        let response = app.token_basic(client, CC).await;
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        let body = response.text().await.unwrap();
+        assert!(
+            !body.contains("clients"),
+            "no storage detail in the body: {body}"
+        );
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"], "temporarily_unavailable");
+    }
     let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(
         ready.status(),
         200,
-        "the schema version is intact, only a table is gone"
+        "the schema version is intact, only tables are gone"
     );
 }
 
