@@ -17,7 +17,8 @@ pub async fn alive() -> Response {
 }
 
 /// `GET /readyz`: the database answers with the expected schema, and the server is not
-/// shutting down (checklist K: readiness turns false before draining).
+/// shutting down (checklist K: readiness reports false from the moment shutdown begins,
+/// while in-flight requests drain).
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.shutting_down.load(Ordering::SeqCst) {
         return (
