@@ -55,14 +55,21 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// Read-then-write transactions take the write lock up front (`BEGIN IMMEDIATE`), so two
+    /// writers never both read and then fail to upgrade with SQLITE_BUSY (checklist K).
+    async fn write_transaction(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         // BEGIN IMMEDIATE takes the write lock first, so two processes starting on a new file
         // cannot both apply the same migration.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS latchkey_migrations (
                 version INTEGER PRIMARY KEY NOT NULL,
@@ -122,6 +129,26 @@ fn create_private_file(path: &std::path::Path) -> Result<(), StoreError> {
             path.display()
         ))),
     }
+}
+
+async fn insert_secret(
+    conn: &mut sqlx::SqliteConnection,
+    client_id: &str,
+    secret: &SecretRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO client_secrets (secret_id, client_id, secret_hash, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .bind(&secret.secret_id)
+    .bind(client_id)
+    .bind(&secret.hash.0[..])
+    .bind(secret.created_at)
+    .bind(secret.expires_at)
+    .execute(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
 }
 
 /// Part of every transaction that changes clients or secrets: servers invalidate their client
@@ -238,11 +265,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.write_transaction().await?;
         sqlx::query(
             "INSERT INTO clients (client_id, name, scope, audience, grant_types,
                 token_ttl_seconds, auth_method, enabled, created_at, updated_at)
@@ -262,18 +285,7 @@ impl Store for SqliteStore {
         .await
         .map_err(map_err)?;
         for secret in &client.secrets {
-            sqlx::query(
-                "INSERT INTO client_secrets (secret_id, client_id, secret_hash, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .bind(&secret.secret_id)
-            .bind(&client.client_id)
-            .bind(&secret.hash.0[..])
-            .bind(secret.created_at)
-            .bind(secret.expires_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            insert_secret(&mut tx, &client.client_id, secret).await?;
         }
         bump_generation(&mut tx).await?;
         tx.commit().await.map_err(map_err)
@@ -308,11 +320,7 @@ impl Store for SqliteStore {
         update: &ClientUpdate,
         now: i64,
     ) -> Result<Option<ClientRecord>, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.write_transaction().await?;
         let result = sqlx::query(
             "UPDATE clients SET
                 name = COALESCE(?2, name),
@@ -342,11 +350,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.write_transaction().await?;
         let result = sqlx::query("DELETE FROM clients WHERE client_id = ?1")
             .bind(client_id)
             .execute(&mut *tx)
@@ -368,11 +372,7 @@ impl Store for SqliteStore {
         max_live: usize,
         now: i64,
     ) -> Result<SecretAdded, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.write_transaction().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM clients WHERE client_id = ?1")
             .bind(client_id)
             .fetch_optional(&mut *tx)
@@ -404,18 +404,7 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?;
         }
-        sqlx::query(
-            "INSERT INTO client_secrets (secret_id, client_id, secret_hash, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(&secret.secret_id)
-        .bind(client_id)
-        .bind(&secret.hash.0[..])
-        .bind(secret.created_at)
-        .bind(secret.expires_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        insert_secret(&mut tx, client_id, secret).await?;
         bump_generation(&mut tx).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(SecretAdded::Added)
@@ -476,11 +465,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_current_key_if_none(&self, key: &StoredKey) -> Result<StoredKey, StoreError> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut tx = self.write_transaction().await?;
         let existing = sqlx::query(
             "SELECT kid, alg, state, private_key, public_jwk, created_at
              FROM signing_keys WHERE alg = ?1 AND state = 'current'",

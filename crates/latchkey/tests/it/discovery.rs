@@ -136,15 +136,7 @@ async fn an_issuer_with_a_path_serves_what_it_advertises() {
         "/.well-known/oauth-authorization-server/tenant-a",
         "/tenant-a/.well-known/oauth-authorization-server",
     ] {
-        let doc: serde_json::Value = app
-            .http
-            .get(app.url(path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let doc: serde_json::Value = app.get_json(path).await;
         assert_eq!(doc["issuer"], "https://auth.example.com/tenant-a", "{path}");
         assert_eq!(
             doc["token_endpoint"],

@@ -91,6 +91,18 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// GETs `path` and decodes the JSON body into `T`.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn token_url(&self) -> String {
         self.url("/oauth2/token")
     }

@@ -45,15 +45,7 @@ async fn jwt_access_token_has_rfc_9068_header_and_claims() {
     let token = body["access_token"].as_str().unwrap();
     let (header, claims) = decode_parts(token);
 
-    let jwks: serde_json::Value = app
-        .http
-        .get(app.url("/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: serde_json::Value = app.get_json("/jwks").await;
     assert_eq!(header["typ"], "at+jwt");
     assert_eq!(header["alg"], "ES256");
     assert_eq!(header["kid"], jwks["keys"][0]["kid"]);
@@ -99,15 +91,7 @@ async fn tokens_verify_against_jwks_with_jsonwebtoken_for_every_algorithm() {
             .unwrap();
         let token = body["access_token"].as_str().unwrap();
 
-        let jwks: JwkSet = app
-            .http
-            .get(app.url("/jwks"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let jwks: JwkSet = app.get_json("/jwks").await;
         let header = jsonwebtoken::decode_header(token).unwrap();
         assert_eq!(header.alg, jwt_alg);
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
