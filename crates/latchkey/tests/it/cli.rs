@@ -367,15 +367,37 @@ async fn quick_start_from_the_readme() {
     assert_eq!(body["expires_in"], 900);
     assert_eq!(body["scope"], "invoices:read");
 
+    // A secret in the query string is refused, and the query never reaches the log.
+    let in_query = reqwest::Client::new()
+        .post(format!(
+            "http://{listen}/oauth2/token?client_secret=QUERY-SENTINEL"
+        ))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(in_query.status(), 400);
+
     // The access log line names the client and outcome, never the secret or the token.
-    let line = loop {
+    let mut next_access_line = || loop {
         let line = lines_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("an access log line");
+        assert!(
+            !line.contains("QUERY-SENTINEL"),
+            "the query was logged: {line}"
+        );
         if line.contains("/oauth2/token") {
             break line;
         }
     };
+    let line = next_access_line();
+    let refused = next_access_line();
+    assert!(
+        refused.contains("invalid_request") && refused.contains("status=400"),
+        "{refused}"
+    );
     assert!(
         line.contains(id) && line.contains("issued") && line.contains("status=200"),
         "{line}"
