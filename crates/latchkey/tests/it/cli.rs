@@ -380,7 +380,7 @@ async fn quick_start_from_the_readme() {
     assert_eq!(in_query.status(), 400);
 
     // The access log line names the client and outcome, never the secret or the token.
-    let mut next_access_line = || loop {
+    let next_access_line = || loop {
         let line = lines_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("an access log line");
