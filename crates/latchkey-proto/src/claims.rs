@@ -52,4 +52,14 @@ pub struct AccessTokenClaims {
     /// Space-separated granted scopes; absent when none were granted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// A private claim (RFC 7519 §4.3) for the issuing server only: the client's token epoch
+    /// at issue. The server moves a client's epoch on to revoke every token it holds, so
+    /// introspection treats tokens of an older epoch as revoked. Absent while it is 0; other
+    /// verifiers ignore it.
+    #[serde(rename = "lk_epoch", default, skip_serializing_if = "is_zero")]
+    pub epoch: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }

@@ -18,6 +18,7 @@
 
 mod claims;
 mod error;
+mod introspection;
 mod jwks;
 mod metadata;
 mod names;
@@ -25,7 +26,8 @@ mod token;
 
 pub use claims::{AccessTokenClaims, Audience};
 pub use error::{ErrorCode, ErrorResponse};
+pub use introspection::IntrospectionResponse;
 pub use jwks::{Jwk, JwkSet};
 pub use metadata::AuthorizationServerMetadata;
-pub use names::{ClientAuthMethod, GrantType, SigningAlg, UnknownName};
+pub use names::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat, UnknownName};
 pub use token::{TokenResponse, TokenType, params};

@@ -73,6 +73,16 @@ wire_enum! {
 }
 
 wire_enum! {
+    /// The format of the access tokens a client gets.
+    TokenFormat {
+        /// A signed JWT (RFC 9068) that resource servers verify offline.
+        Jwt = "jwt",
+        /// A random reference token (RFC 6819 §3.1), validated by introspection (RFC 7662).
+        Opaque = "opaque",
+    }
+}
+
+wire_enum! {
     /// A JWS algorithm latchkey signs access tokens with (RFC 7518 §3.1, RFC 8037).
     SigningAlg {
         /// ECDSA with P-256 and SHA-256: the default.

@@ -18,6 +18,10 @@ pub mod params {
     pub const CLIENT_ASSERTION: &str = "client_assertion";
     /// `client_assertion_type` (RFC 7521 §4.2).
     pub const CLIENT_ASSERTION_TYPE: &str = "client_assertion_type";
+    /// `token`: the token to introspect (RFC 7662 §2.1) or revoke (RFC 7009 §2.1).
+    pub const TOKEN: &str = "token";
+    /// `token_type_hint` (RFC 7662 §2.1, RFC 7009 §2.1).
+    pub const TOKEN_TYPE_HINT: &str = "token_type_hint";
 }
 
 /// How the access token is to be presented to a resource server.

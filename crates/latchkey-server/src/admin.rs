@@ -2,15 +2,19 @@
 //! generation of ids and secrets, and waiting for running servers after a change. Every
 //! change the CLI makes goes through here.
 
-use latchkey_proto::{ClientAuthMethod, GrantType};
+use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
 
 use std::time::Duration;
 
-use crate::client_cache::wait_for_servers;
+use crate::cache::wait_for_servers;
 use crate::clock::Clock;
+use crate::keys::{KeyError, KeySource, next_key_ready_at};
 use crate::protocol::syntax::{is_resource_uri, is_scope_token};
 use crate::secret::{ClientSecret, new_client_id, new_row_id};
-use crate::store::{ClientRecord, ClientUpdate, SecretAdded, SecretRecord, Store, StoreError};
+use crate::store::{
+    ClientRecord, ClientUpdate, KeyState, RotationOutcome, SecretAdded, SecretInfo, SecretRecord,
+    Store, StoreError,
+};
 
 /// Shortest token lifetime a client may have (seconds).
 pub const MIN_TOKEN_TTL: i64 = 10;
@@ -52,6 +56,9 @@ pub enum AdminError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A key could not be made or read.
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 /// A client to register.
@@ -69,6 +76,10 @@ pub struct NewClient {
     pub auth_method: ClientAuthMethod,
     /// Grants it may use.
     pub grant_types: Vec<GrantType>,
+    /// May call the introspection endpoint.
+    pub can_introspect: bool,
+    /// JWT or opaque access tokens.
+    pub token_format: TokenFormat,
 }
 
 /// Splits and checks a space-separated scope list (RFC 6749 §3.3 syntax).
@@ -141,6 +152,9 @@ pub async fn create_client(
         token_ttl_seconds: check_ttl(new.token_ttl_seconds)?,
         auth_method: new.auth_method,
         enabled: true,
+        can_introspect: new.can_introspect,
+        token_format: new.token_format,
+        token_epoch: 0,
         created_at: now,
         updated_at: now,
         secrets: vec![SecretRecord {
@@ -156,12 +170,18 @@ pub async fn create_client(
 
 /// Changes a client after validating the new values. Returns once every running server has
 /// stopped using the old record.
+///
+/// Disabling a client also revokes every token it holds: otherwise its tokens would turn
+/// active again if it were enabled before they expire.
 pub async fn update_client(
     store: &dyn Store,
     clock: &dyn Clock,
     client_id: &str,
     mut update: ClientUpdate,
 ) -> Result<Applied<ClientRecord>, AdminError> {
+    if update.enabled == Some(false) {
+        update.revoke_tokens = true;
+    }
     update.name = update.name.as_deref().map(check_name).transpose()?;
     update.scope = update
         .scope
@@ -176,47 +196,185 @@ pub async fn update_client(
     applied(store, client).await
 }
 
+/// Revokes every token the client holds now (`latchkey client revoke-tokens`): the client's
+/// token epoch moves on, so every token carrying an older one is inactive (opaque ones are
+/// deleted too). Unlike a time cut-off, this has no window: a token issued a moment before
+/// is revoked, one issued a moment after is not. Returns once every running server applies it.
+pub async fn revoke_tokens(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    client_id: &str,
+) -> Result<Applied<ClientRecord>, AdminError> {
+    let update = ClientUpdate {
+        revoke_tokens: true,
+        ..ClientUpdate::default()
+    };
+    update_client(store, clock, client_id, update).await
+}
+
 /// A client holds at most this many live secrets.
 pub const MAX_SECRETS: usize = 5;
 
 /// Rotates a client's secret: adds a new one and lets every older live secret work for
 /// `overlap_seconds` more, so deployments can switch without downtime (checklist C). The new
-/// secret is returned in the clear this once.
+/// secret is returned in the clear this once, with its id.
 pub async fn rotate_secret(
     store: &dyn Store,
     clock: &dyn Clock,
     client_id: &str,
     overlap_seconds: i64,
-) -> Result<Applied<ClientSecret>, AdminError> {
+) -> Result<Applied<(String, ClientSecret)>, AdminError> {
     if overlap_seconds < 0 {
         return Err(AdminError::Invalid(
             "the overlap must not be negative".into(),
         ));
     }
+    new_secret(store, clock, client_id, None, Some(overlap_seconds)).await
+}
+
+/// Adds a secret to a client while its other secrets keep working, so a deployment can move
+/// to the new one and the old one can be revoked afterwards. `expires_in` bounds its life.
+/// The new secret is returned in the clear this once, with its id.
+pub async fn add_secret(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    expires_in: Option<i64>,
+) -> Result<Applied<(String, ClientSecret)>, AdminError> {
+    if expires_in.is_some_and(|s| s <= 0) {
+        return Err(AdminError::Invalid(
+            "the expiry must be in the future".into(),
+        ));
+    }
+    new_secret(store, clock, client_id, expires_in, None).await
+}
+
+async fn new_secret(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    expires_in: Option<i64>,
+    others_expire_in: Option<i64>,
+) -> Result<Applied<(String, ClientSecret)>, AdminError> {
     let now = clock.now();
     let secret = ClientSecret::generate();
     let record = SecretRecord {
         secret_id: new_row_id(),
         hash: secret.hash(),
         created_at: now,
-        expires_at: None,
+        expires_at: expires_in.map(|s| now.saturating_add(s)),
     };
+    let expire_others_at = others_expire_in.map(|s| now.saturating_add(s));
     match store
-        .add_secret(
-            client_id,
-            &record,
-            Some(now.saturating_add(overlap_seconds)),
-            MAX_SECRETS,
-            now,
-        )
+        .add_secret(client_id, &record, expire_others_at, MAX_SECRETS, now)
         .await?
     {
-        SecretAdded::Added => applied(store, secret).await,
+        SecretAdded::Added => applied(store, (record.secret_id, secret)).await,
         SecretAdded::NoSuchClient => Err(AdminError::NotFound(client_id.to_owned())),
-        SecretAdded::TooMany => Err(AdminError::Invalid(format!(
-            "the client already holds {MAX_SECRETS} live secrets; revoke one first"
-        ))),
+        SecretAdded::TooMany => Err(too_many_secrets()),
     }
+}
+
+fn too_many_secrets() -> AdminError {
+    AdminError::Invalid(format!(
+        "the client already holds {MAX_SECRETS} live secrets; revoke one first"
+    ))
+}
+
+/// A client's live secrets (ids and times, never the secrets).
+pub async fn list_secrets(
+    store: &dyn Store,
+    client_id: &str,
+) -> Result<Vec<SecretInfo>, AdminError> {
+    store
+        .list_secrets(client_id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(client_id.to_owned()))
+}
+
+/// Revokes one secret. From the moment this returns it fails on every running server exactly
+/// like a wrong secret.
+pub async fn revoke_secret(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    secret_id: &str,
+) -> Result<Applied<()>, AdminError> {
+    if !store
+        .revoke_secret(client_id, secret_id, clock.now())
+        .await?
+    {
+        return Err(AdminError::Invalid(format!(
+            "client {client_id:?} has no live secret {secret_id:?}"
+        )));
+    }
+    applied(store, ()).await
+}
+
+/// What `keys rotate` did for one algorithm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    /// The algorithm.
+    pub alg: SigningAlg,
+    /// The key that stopped signing (still published until its tokens have expired).
+    pub retired: String,
+    /// The key that signs now.
+    pub current: String,
+    /// The new next key, published from now on.
+    pub next: String,
+}
+
+/// Rotates the signing keys of `alg`, or of every algorithm that has a current key: the next
+/// key signs, the current one retires, a new next key is published. Refused while the next key
+/// has not been published for a JWKS max-age (checklist H). Returns once every running server
+/// signs with the new key.
+pub async fn rotate_keys(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    source: &KeySource,
+    alg: Option<SigningAlg>,
+) -> Result<Applied<Vec<Rotated>>, AdminError> {
+    let keys = store.signing_keys().await?;
+    let algs: Vec<SigningAlg> = keys
+        .iter()
+        .filter(|k| k.state == KeyState::Current && alg.is_none_or(|a| a == k.alg))
+        .map(|k| k.alg)
+        .collect();
+    if algs.is_empty() {
+        return Err(AdminError::Invalid(
+            "there is no signing key to rotate yet; `latchkey serve` creates the first keys".into(),
+        ));
+    }
+    let now = clock.now();
+    let mut rotated = Vec::new();
+    for alg in algs {
+        match source.rotate(store, alg, now, None).await? {
+            RotationOutcome::Rotated {
+                retired,
+                current,
+                next,
+            } => rotated.push(Rotated {
+                alg,
+                retired,
+                current,
+                next,
+            }),
+            RotationOutcome::NextTooNew { created_at } => {
+                return Err(AdminError::Invalid(format!(
+                    "the next {alg} key was published {} s ago; it may sign from {} s after publication, so that every verifier has seen it (one JWKS max-age plus skew). Try again in {} s",
+                    now - created_at,
+                    next_key_ready_at(created_at) - created_at,
+                    next_key_ready_at(created_at) - now
+                )));
+            }
+            RotationOutcome::NoKeys | RotationOutcome::NotDue => {
+                return Err(AdminError::Invalid(format!(
+                    "there is no next {alg} key; start `latchkey serve --signing-alg {alg}` once to create it"
+                )));
+            }
+        }
+    }
+    applied(store, rotated).await
 }
 
 /// One client.

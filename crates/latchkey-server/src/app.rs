@@ -2,8 +2,9 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::serve::ListenerExt;
@@ -11,14 +12,13 @@ use bytes::Bytes;
 use latchkey_proto::{AuthorizationServerMetadata, ClientAuthMethod, GrantType, SigningAlg};
 use tokio::net::TcpListener;
 
-use crate::client_cache::ClientCache;
+use crate::cache::{Cache, CacheError};
 use crate::clock::Clock;
 use crate::http::{self, paths};
-use crate::keys::{KeyError, KeyRing, SigningKey};
+use crate::janitor::Janitor;
+use crate::kek::KeyEncryptionKey;
+use crate::keys::{JWKS_MAX_AGE_SECONDS, KeyError, KeySource};
 use crate::store::{Store, StoreError};
-
-/// How long verifiers may cache the JWK Set and the metadata (seconds).
-pub const JWKS_MAX_AGE_SECONDS: u32 = 300;
 
 /// What `latchkey serve` is told at start-up. Every field is a choice the operator can see.
 #[derive(Debug, Clone)]
@@ -29,6 +29,12 @@ pub struct ServerConfig {
     pub issuer: Option<String>,
     /// Algorithm new tokens are signed with.
     pub signing_alg: SigningAlg,
+    /// Seals private keys at rest; `None` stores them in the clear.
+    pub key_encryption_key: Option<Arc<KeyEncryptionKey>>,
+    /// Rotate the signing key automatically once it has signed this long (seconds).
+    pub key_rotation: Option<i64>,
+    /// How often the janitor runs.
+    pub janitor_interval: Duration,
 }
 
 /// Why the server could not start.
@@ -53,17 +59,25 @@ pub enum StartError {
     Key(#[from] KeyError),
 }
 
+impl From<CacheError> for StartError {
+    fn from(err: CacheError) -> Self {
+        match err {
+            CacheError::Store(e) => StartError::Store(e),
+            CacheError::Key(e) => StartError::Key(e),
+        }
+    }
+}
+
 /// Everything the request handlers share. Passed explicitly; there is no global state.
 pub struct AppState {
     /// The database.
     pub store: Arc<dyn Store>,
-    /// Every client record in memory, reloaded when the generation moves.
-    pub clients: Arc<ClientCache>,
+    /// Clients, keys and the deny list in memory, following the database.
+    pub cache: Arc<Cache>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// The issuer identifier, exactly as it appears in `iss`.
     pub issuer: String,
-    keys: RwLock<Arc<KeyRing>>,
     /// The RFC 8414 document, serialised once.
     pub metadata_json: Bytes,
     /// `max-age` of the metadata.
@@ -74,27 +88,14 @@ pub struct AppState {
     pub shutting_down: AtomicBool,
 }
 
-impl AppState {
-    /// The keys in use now.
-    pub fn key_ring(&self) -> Arc<KeyRing> {
-        match self.keys.read() {
-            Ok(guard) => Arc::clone(&guard),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
-    }
-
-    /// The key new tokens are signed with.
-    pub fn signing_key(&self) -> Arc<SigningKey> {
-        Arc::clone(self.key_ring().signing_key())
-    }
-}
-
 /// A server bound to its port, ready to run.
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     state: Arc<AppState>,
     router: Router,
+    janitor: Janitor,
+    janitor_interval: Duration,
 }
 
 impl Application {
@@ -120,28 +121,51 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{local_addr}"));
         let (issuer, issuer_path) = normalize_issuer(&issuer)?;
-        let keys = KeyRing::load_or_create(store.as_ref(), config.signing_alg, clock.now()).await?;
+        if config
+            .key_rotation
+            .is_some_and(|p| p < MIN_KEY_ROTATION_SECONDS)
+        {
+            return Err(StartError::Config(format!(
+                "the key rotation period must be at least {MIN_KEY_ROTATION_SECONDS} s, so that each next key is published long enough before it signs"
+            )));
+        }
+        let key_source = KeySource {
+            alg: config.signing_alg,
+            kek: config.key_encryption_key.clone(),
+        };
+        let keys = key_source
+            .load_or_create(store.as_ref(), clock.now())
+            .await?;
         let metadata = metadata(&issuer);
         let metadata_json = Bytes::from(
             serde_json::to_vec(&metadata).map_err(|e| StartError::Config(e.to_string()))?,
         );
-        let clients = Arc::new(
-            ClientCache::load(
+        let cache = Arc::new(
+            Cache::load(
                 store.as_ref(),
+                keys,
+                key_source.clone(),
                 Arc::clone(&clock),
                 crate::secret::new_row_id(),
             )
             .await?,
         );
+        let janitor = Janitor::new(
+            Arc::clone(&store),
+            Arc::clone(&cache),
+            Arc::clone(&clock),
+            key_source,
+            config.key_rotation,
+        );
+        let max_age = u32::try_from(JWKS_MAX_AGE_SECONDS).unwrap_or(300);
         let state = Arc::new(AppState {
-            clients,
+            cache,
             store,
             clock,
             issuer,
-            keys: RwLock::new(Arc::new(keys)),
             metadata_json,
-            metadata_max_age: JWKS_MAX_AGE_SECONDS,
-            jwks_max_age: JWKS_MAX_AGE_SECONDS,
+            metadata_max_age: max_age,
+            jwks_max_age: max_age,
             shutting_down: AtomicBool::new(false),
         });
         let router = http::router(Arc::clone(&state), &issuer_path);
@@ -150,6 +174,8 @@ impl Application {
             local_addr,
             state,
             router,
+            janitor,
+            janitor_interval: config.janitor_interval,
         })
     }
 
@@ -165,7 +191,13 @@ impl Application {
 
     /// The key id tokens are signed with now.
     pub fn signing_kid(&self) -> String {
-        self.state.signing_key().kid().to_owned()
+        self.state.cache.key_ring().signing_key().kid().to_owned()
+    }
+
+    /// The server's janitor, to run a pass on demand (tests, tools); it also runs by itself
+    /// every `janitor_interval` while the server runs.
+    pub fn janitor(&self) -> Janitor {
+        self.janitor.clone()
     }
 
     /// Serves until `shutdown` completes; then readiness turns false, the listener closes and
@@ -175,13 +207,15 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = Arc::clone(&self.state);
-        let (stopped, stop) = tokio::sync::oneshot::channel::<()>();
-        let poller = tokio::spawn(Arc::clone(&state.clients).run_poller(
-            Arc::clone(&state.store),
-            async {
-                let _ = stop.await;
-            },
-        ));
+        let (stopped, stop) = tokio::sync::watch::channel(false);
+        let until_stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        let poller = tokio::spawn(
+            Arc::clone(&state.cache)
+                .run_poller(Arc::clone(&state.store), until_stopped(stop.clone())),
+        );
+        let janitor = tokio::spawn(self.janitor.run(self.janitor_interval, until_stopped(stop)));
         let listener = self.listener.tap_io(|tcp| {
             // Responses are written whole; never let Nagle's algorithm hold one back.
             let _ = tcp.set_nodelay(true);
@@ -193,8 +227,9 @@ impl Application {
                 tracing::info!("shutting down: no longer ready, draining in-flight requests");
             })
             .await;
-        let _ = stopped.send(());
+        let _ = stopped.send(true);
         let _ = poller.await;
+        let _ = janitor.await;
         served
     }
 }
@@ -234,15 +269,25 @@ fn metadata(issuer: &str) -> AuthorizationServerMetadata {
             .iter()
             .map(|g| g.as_str().to_owned())
             .collect(),
-        token_endpoint_auth_methods_supported: ClientAuthMethod::ALL
-            .iter()
-            .map(|m| m.as_str().to_owned())
-            .collect(),
+        token_endpoint_auth_methods_supported: auth_methods(),
         response_types_supported: Vec::new(),
-        introspection_endpoint: None,
-        revocation_endpoint: None,
+        introspection_endpoint: Some(format!("{issuer}{}", paths::INTROSPECT)),
+        introspection_endpoint_auth_methods_supported: Some(auth_methods()),
+        revocation_endpoint: Some(format!("{issuer}{}", paths::REVOKE)),
+        revocation_endpoint_auth_methods_supported: Some(auth_methods()),
     }
 }
+
+fn auth_methods() -> Vec<String> {
+    ClientAuthMethod::ALL
+        .iter()
+        .map(|m| m.as_str().to_owned())
+        .collect()
+}
+
+/// The shortest automatic rotation period: a next key must be published for a JWKS max-age
+/// before it signs, and rotating much faster than that only churns keys.
+pub const MIN_KEY_ROTATION_SECONDS: i64 = 3600;
 
 #[cfg(test)]
 mod tests {

@@ -98,6 +98,16 @@ impl OAuthError {
         }
     }
 
+    /// 403 `unauthorized_client`: the authenticated client may not use this endpoint
+    /// (introspection without the right to introspect).
+    pub fn forbidden(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(
+            ErrorCode::UnauthorizedClient,
+            StatusCode::FORBIDDEN,
+            description,
+        )
+    }
+
     /// A request error with another status (405, 413, 415-like cases), still `invalid_request`.
     pub fn invalid_request_with_status(
         status: StatusCode,

@@ -1,14 +1,21 @@
-//! Signing keys: generation, the public JWK with an RFC 7638 thumbprint as `kid`, and JWT
-//! signing. A key is parsed once when loaded and held in memory; signing never re-parses it.
+//! Signing keys: generation, the public JWK with an RFC 7638 thumbprint as `kid`, JWT signing
+//! and verification, and the key lifecycle (checklist H). A key is parsed once when loaded and
+//! held in memory; signing and verifying never re-parse it.
+//!
+//! Lifecycle: `next` (published, not signing) → `current` (signing) → `retired` (published for
+//! verification only) → `removed` (private key erased, unpublished). The timing rules are
+//! [`next_key_ready_at`] and [`RETIRED_KEY_PUBLISHED_FOR`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256,
-    RsaKeyPair,
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair,
+    Ed25519KeyPair, KeyPair, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256,
+    RsaKeyPair, VerificationAlgorithm,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,7 +23,25 @@ use bytes::Bytes;
 use latchkey_proto::{Jwk, JwkSet, SigningAlg};
 use serde::Serialize;
 
-use crate::store::{KeyState, Store, StoreError, StoredKey};
+use crate::admin::MAX_TOKEN_TTL;
+use crate::kek::{KekError, KeyEncryptionKey, unseal};
+use crate::store::{KeyState, RotationOutcome, RotationPlan, Store, StoreError, StoredKey};
+
+/// How long verifiers may cache the JWK Set (the `max-age` of `/jwks`, seconds).
+pub const JWKS_MAX_AGE_SECONDS: i64 = 300;
+/// Margin for clock skew between servers and verifiers, and for servers to reload (seconds).
+pub const ROTATION_SKEW_SECONDS: i64 = 60;
+
+/// Checklist H: a next key may sign once it has been published for at least one JWKS max-age
+/// (plus skew), so that every verifier that refreshes by the max-age already knows it.
+pub fn next_key_ready_at(next_created_at: i64) -> i64 {
+    next_created_at + JWKS_MAX_AGE_SECONDS + ROTATION_SKEW_SECONDS
+}
+
+/// Checklist H: a retired key stays published until every token it signed has expired (no
+/// token lives longer than [`MAX_TOKEN_TTL`]), plus one max-age and skew.
+pub const RETIRED_KEY_PUBLISHED_FOR: i64 =
+    MAX_TOKEN_TTL + JWKS_MAX_AGE_SECONDS + ROTATION_SKEW_SECONDS;
 
 /// Why a key could not be made, loaded or used.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +49,12 @@ pub enum KeyError {
     /// The cryptographic library refused to generate or sign.
     #[error("signing failed")]
     Crypto,
+    /// A stored key is encrypted and cannot be decrypted with the configured KEK.
+    #[error(transparent)]
+    Kek(#[from] KekError),
+    /// A rotation could not happen.
+    #[error("{0}")]
+    Rotation(String),
     /// Stored key material does not parse as the algorithm it is stored under.
     #[error("stored signing key {kid} is unreadable: {reason}")]
     Unreadable {
@@ -51,6 +82,7 @@ pub struct SigningKey {
     header_prefix: String,
     pair: Pair,
     jwk: Jwk,
+    verifier: ParsedPublicKey,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -87,7 +119,7 @@ impl SigningKey {
             kid: String::new(),
             reason,
         };
-        let (pair, jwk) = match alg {
+        let (pair, jwk, verification): (Pair, Jwk, &'static dyn VerificationAlgorithm) = match alg {
             SigningAlg::Es256 => {
                 let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
                     .map_err(|e| unreadable(e.to_string()))?;
@@ -104,7 +136,7 @@ impl SigningKey {
                     None,
                     None,
                 );
-                (Pair::Ecdsa(pair), jwk)
+                (Pair::Ecdsa(pair), jwk, &ECDSA_P256_SHA256_FIXED)
             }
             SigningAlg::EdDsa => {
                 let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
@@ -117,7 +149,7 @@ impl SigningKey {
                     None,
                     None,
                 );
-                (Pair::Ed25519(pair), jwk)
+                (Pair::Ed25519(pair), jwk, &ED25519)
             }
             SigningAlg::Rs256 => {
                 let pair = RsaKeyPair::from_pkcs8(der).map_err(|e| unreadable(e.to_string()))?;
@@ -130,9 +162,16 @@ impl SigningKey {
                     Some(public.modulus().big_endian_without_leading_zero()),
                     Some(public.exponent().big_endian_without_leading_zero()),
                 );
-                (Pair::Rsa(pair), jwk)
+                (Pair::Rsa(pair), jwk, &RSA_PKCS1_2048_8192_SHA256)
             }
         };
+        let public_key = match &pair {
+            Pair::Ecdsa(p) => p.public_key().as_ref().to_vec(),
+            Pair::Ed25519(p) => p.public_key().as_ref().to_vec(),
+            Pair::Rsa(p) => p.public_key().as_ref().to_vec(),
+        };
+        let verifier = ParsedPublicKey::new(verification, public_key)
+            .map_err(|e| unreadable(e.to_string()))?;
         let kid = thumbprint(&jwk);
         let jwk = Jwk {
             kid: kid.clone(),
@@ -150,7 +189,13 @@ impl SigningKey {
             header_prefix,
             pair,
             jwk,
+            verifier,
         })
+    }
+
+    /// Checks a JWS signature made with this key over `message`.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.verifier.verify_sig(message, signature).is_ok()
     }
 
     /// The key id.
@@ -249,84 +294,173 @@ fn thumbprint(jwk: &Jwk) -> String {
     URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
-/// The keys a running server uses: the one it signs with and the set it publishes.
-#[derive(Debug)]
+/// The keys a running server uses: the one it signs with, every published key by id (for
+/// verifying its own tokens), and the JWK Set it serves.
 pub struct KeyRing {
     signing: Arc<SigningKey>,
+    published: HashMap<String, Arc<SigningKey>>,
     jwks_json: Bytes,
 }
 
-impl KeyRing {
-    /// Loads the current key for `alg`, creating it if the database has none (several servers
-    /// starting at once agree on one, see [`Store::insert_current_key_if_none`]).
-    pub async fn load_or_create(
-        store: &dyn Store,
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("signing", &self.signing.kid)
+            .field("published", &self.published.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Where a server's keys come from: the algorithm it signs with and the KEK, if any.
+#[derive(Debug, Clone)]
+pub struct KeySource {
+    /// The algorithm new tokens are signed with.
+    pub alg: SigningAlg,
+    /// Seals new private keys and opens stored ones; `None` stores them in the clear.
+    pub kek: Option<Arc<KeyEncryptionKey>>,
+}
+
+impl KeySource {
+    /// A new key in `state`, sealed with the KEK if there is one.
+    pub fn new_stored_key(
+        &self,
         alg: SigningAlg,
+        state: KeyState,
         now: i64,
-    ) -> Result<Self, KeyError> {
-        let mut stored = store.signing_keys().await?;
-        if !stored
-            .iter()
-            .any(|k| k.alg == alg && k.state == KeyState::Current)
-        {
-            let (key, pkcs8) = SigningKey::generate(alg)?;
-            let candidate = StoredKey {
-                kid: key.kid.clone(),
-                alg,
-                state: KeyState::Current,
-                private_key: pkcs8,
-                public_jwk: serde_json::to_string(&key.jwk).map_err(|_| KeyError::Crypto)?,
-                created_at: now,
-            };
-            let winner = store.insert_current_key_if_none(&candidate).await?;
-            if winner.kid == candidate.kid {
-                tracing::info!(kid = %winner.kid, alg = %alg, "created a new signing key");
-            }
-            stored = store.signing_keys().await?;
-        }
-        Self::from_stored(&stored, alg)
+    ) -> Result<StoredKey, KeyError> {
+        let (key, pkcs8) = SigningKey::generate(alg)?;
+        let (private_key, encryption) = match &self.kek {
+            Some(kek) => (kek.seal(&key.kid, &pkcs8)?, Some(kek.marker())),
+            None => (pkcs8, None),
+        };
+        Ok(StoredKey {
+            kid: key.kid.clone(),
+            alg,
+            state,
+            private_key,
+            encryption,
+            public_jwk: serde_json::to_string(&key.jwk).map_err(|_| KeyError::Crypto)?,
+            created_at: now,
+            activated_at: (state == KeyState::Current).then_some(now),
+            retired_at: None,
+            removed_at: None,
+        })
     }
 
-    fn from_stored(stored: &[StoredKey], alg: SigningAlg) -> Result<Self, KeyError> {
-        let current = stored
-            .iter()
-            .find(|k| k.alg == alg && k.state == KeyState::Current)
-            .ok_or_else(|| KeyError::Unreadable {
-                kid: String::new(),
-                reason: "no current key".into(),
-            })?;
-        let signing = SigningKey::from_pkcs8(alg, &current.private_key).map_err(|e| match e {
+    fn parse(&self, stored: &StoredKey) -> Result<SigningKey, KeyError> {
+        let pkcs8 = unseal(
+            self.kek.as_deref(),
+            &stored.kid,
+            stored.encryption.as_deref(),
+            &stored.private_key,
+        )?;
+        let key = SigningKey::from_pkcs8(stored.alg, &pkcs8).map_err(|e| match e {
             KeyError::Unreadable { reason, .. } => KeyError::Unreadable {
-                kid: current.kid.clone(),
+                kid: stored.kid.clone(),
                 reason,
             },
             other => other,
         })?;
-        if signing.kid != current.kid {
+        if key.kid != stored.kid {
             return Err(KeyError::Unreadable {
-                kid: current.kid.clone(),
+                kid: stored.kid.clone(),
                 reason: "the private key does not match its key id".into(),
             });
         }
-        let mut keys = Vec::with_capacity(stored.len());
-        for key in stored {
-            let jwk: Jwk =
-                serde_json::from_str(&key.public_jwk).map_err(|e| KeyError::Unreadable {
-                    kid: key.kid.clone(),
-                    reason: format!("public JWK: {e}"),
-                })?;
-            keys.push(jwk);
+        Ok(key)
+    }
+
+    /// Start-up: makes sure a current and a next key exist for the algorithm (several servers
+    /// starting at once agree on one of each, see [`Store::insert_key_if_none`]); seals keys
+    /// stored in the clear when a KEK is configured; loads the ring. A key that cannot be
+    /// decrypted fails here, loudly (checklist H).
+    pub async fn load_or_create(&self, store: &dyn Store, now: i64) -> Result<KeyRing, KeyError> {
+        for state in [KeyState::Current, KeyState::Next] {
+            let stored = store.signing_keys().await?;
+            if !stored.iter().any(|k| k.alg == self.alg && k.state == state) {
+                let candidate = self.new_stored_key(self.alg, state, now)?;
+                let winner = store.insert_key_if_none(&candidate).await?;
+                if winner.kid == candidate.kid {
+                    tracing::info!(kid = %winner.kid, alg = %self.alg, state = state.as_str(), "created a signing key");
+                }
+            }
         }
-        let jwks_json = serde_json::to_vec(&JwkSet { keys }).map_err(|_| KeyError::Crypto)?;
+        if let Some(kek) = &self.kek {
+            for key in store.signing_keys().await? {
+                if key.state != KeyState::Removed && key.encryption.is_none() {
+                    let sealed = kek.seal(&key.kid, &key.private_key)?;
+                    store.reseal_key(&key.kid, &sealed, &kek.marker()).await?;
+                    tracing::info!(kid = %key.kid, kek = kek.id(), "sealed a signing key with the key-encryption key");
+                }
+            }
+        }
+        self.load(store, None).await
+    }
+
+    /// Loads the ring from the database, reusing keys already parsed in `previous`.
+    pub async fn load(
+        &self,
+        store: &dyn Store,
+        previous: Option<&KeyRing>,
+    ) -> Result<KeyRing, KeyError> {
+        let stored = store.signing_keys().await?;
+        let mut published = HashMap::new();
+        let mut jwks = Vec::new();
+        let mut signing = None;
+        for key in stored.iter().filter(|k| k.state != KeyState::Removed) {
+            let parsed = match previous.and_then(|p| p.published.get(&key.kid)) {
+                Some(known) => Arc::clone(known),
+                None => Arc::new(self.parse(key)?),
+            };
+            if key.alg == self.alg && key.state == KeyState::Current {
+                signing = Some(Arc::clone(&parsed));
+            }
+            jwks.push(parsed.jwk.clone());
+            published.insert(key.kid.clone(), parsed);
+        }
+        let signing = signing.ok_or_else(|| KeyError::Unreadable {
+            kid: String::new(),
+            reason: format!("no current {} key", self.alg),
+        })?;
+        let jwks_json = serde_json::to_vec(&JwkSet { keys: jwks }).map_err(|_| KeyError::Crypto)?;
         Ok(KeyRing {
-            signing: Arc::new(signing),
+            signing,
+            published,
             jwks_json: Bytes::from(jwks_json),
         })
     }
 
+    /// Promotes the next key of `alg` and creates a new next key (checklist H). With
+    /// `only_if_older_than`, rotates only if the current key has signed at least that long
+    /// (automatic rotation); otherwise now, as long as the next key is ready.
+    pub async fn rotate(
+        &self,
+        store: &dyn Store,
+        alg: SigningAlg,
+        now: i64,
+        only_if_older_than: Option<i64>,
+    ) -> Result<RotationOutcome, KeyError> {
+        let plan = RotationPlan {
+            alg,
+            now,
+            next_created_by: now - JWKS_MAX_AGE_SECONDS - ROTATION_SKEW_SECONDS,
+            only_if_current_activated_by: only_if_older_than.map(|age| now - age),
+            new_next: self.new_stored_key(alg, KeyState::Next, now)?,
+        };
+        debug_assert_eq!(next_key_ready_at(plan.next_created_by), now);
+        Ok(store.rotate_keys(&plan).await?)
+    }
+}
+
+impl KeyRing {
     /// The key new tokens are signed with.
     pub fn signing_key(&self) -> &Arc<SigningKey> {
         &self.signing
+    }
+
+    /// A published key (next, current or retired), by id.
+    pub fn published_key(&self, kid: &str) -> Option<&Arc<SigningKey>> {
+        self.published.get(kid)
     }
 
     /// The published JWK Set, serialised once.

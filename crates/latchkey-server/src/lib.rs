@@ -6,11 +6,13 @@
 
 pub mod admin;
 pub mod app;
-pub mod client_cache;
+pub mod cache;
 pub mod clock;
 pub mod error;
 pub mod form;
 pub mod http;
+pub mod janitor;
+pub mod kek;
 pub mod keys;
 pub mod protocol;
 pub mod secret;

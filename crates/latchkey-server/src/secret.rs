@@ -9,6 +9,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use subtle::ConstantTimeEq;
 
+use crate::protocol::access_token::OPAQUE_PREFIX;
+
 /// Fills `buf` from the operating system's CSPRNG.
 ///
 /// # Panics
@@ -30,6 +32,16 @@ pub fn new_client_id() -> String {
 /// A new token identifier (`jti`): 128 random bits, base64url.
 pub fn new_jti() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes::<16>())
+}
+
+/// A new opaque access token: a recognisable prefix and 256 random bits, base64url; returned
+/// with the hash that is stored in its place.
+pub fn new_opaque_token() -> (String, SecretHash) {
+    let mut token = String::with_capacity(OPAQUE_PREFIX.len() + 43);
+    token.push_str(OPAQUE_PREFIX);
+    URL_SAFE_NO_PAD.encode_string(random_bytes::<32>(), &mut token);
+    let hash = SecretHash::of(token.as_bytes());
+    (token, hash)
 }
 
 /// A new identifier for a stored secret or key row: 64 random bits, base64url.

@@ -2,9 +2,10 @@
 //! stable across releases.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use latchkey_proto::{ClientAuthMethod, SigningAlg};
+use latchkey_proto::{ClientAuthMethod, SigningAlg, TokenFormat};
 
 /// latchkey: OAuth 2.0 client credentials for machines.
 ///
@@ -34,6 +35,13 @@ pub struct GlobalArgs {
     /// Output format: a table on a terminal, JSON otherwise, unless set.
     #[arg(long, global = true, value_enum)]
     pub output: Option<OutputFormat>,
+
+    /// A file holding the key-encryption key (32 random bytes in base64, for example from
+    /// `openssl rand -base64 32`) that seals private signing keys in the database. Or set
+    /// LATCHKEY_KEY_ENCRYPTION_KEY to the key itself. `serve` and `keys rotate` need it once
+    /// keys are sealed.
+    #[arg(long, global = true, env = "LATCHKEY_KEY_ENCRYPTION_KEY_FILE")]
+    pub key_encryption_key_file: Option<PathBuf>,
 }
 
 /// How results are printed.
@@ -55,6 +63,23 @@ pub enum Command {
     /// Register and manage clients (the machines that get tokens).
     #[command(subcommand)]
     Client(ClientCommand),
+    /// List and rotate the keys that sign access tokens.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List signing keys with their state: next (published, not yet signing), current
+    /// (signing), retired (published for verification only) or removed.
+    List,
+    /// Rotate: the next key starts signing, the current key retires, and a new next key is
+    /// published. Refused until the next key has been published for one JWKS max-age.
+    Rotate {
+        /// Rotate only this algorithm's keys (default: every algorithm in use).
+        #[arg(long, value_parser = parse_alg)]
+        alg: Option<SigningAlg>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +96,11 @@ pub struct ServeArgs {
     /// Algorithm access tokens are signed with.
     #[arg(long, env = "LATCHKEY_SIGNING_ALG", default_value = "ES256", value_parser = parse_alg)]
     pub signing_alg: SigningAlg,
+
+    /// Rotate the signing key automatically once it has signed this long, like 30d (at least
+    /// 1h). Off by default; `latchkey keys rotate` rotates by hand.
+    #[arg(long, env = "LATCHKEY_KEY_ROTATION", value_parser = parse_duration)]
+    pub key_rotation: Option<i64>,
 }
 
 fn parse_alg(s: &str) -> Result<SigningAlg, String> {
@@ -78,13 +108,17 @@ fn parse_alg(s: &str) -> Result<SigningAlg, String> {
         .map_err(|_| "expected one of ES256, EdDSA, RS256".to_owned())
 }
 
+fn parse_token_format(s: &str) -> Result<TokenFormat, String> {
+    s.parse().map_err(|_| "expected jwt or opaque".to_owned())
+}
+
 fn parse_auth_method(s: &str) -> Result<ClientAuthMethod, String> {
     s.parse()
         .map_err(|_| "expected client_secret_basic or client_secret_post".to_owned())
 }
 
-/// A duration like `15m`, `1h`, `90s` or plain seconds, as whole seconds.
-fn parse_ttl(s: &str) -> Result<i64, String> {
+/// A duration like `15m`, `1h`, `90s`, `30d` or plain seconds, as whole seconds.
+fn parse_duration(s: &str) -> Result<i64, String> {
     let seconds = match s.parse::<u64>() {
         Ok(seconds) => seconds,
         Err(_) => humantime::parse_duration(s)
@@ -117,10 +151,50 @@ pub enum ClientCommand {
         /// The client_id.
         id: String,
     },
-    /// Delete a client and its secrets.
+    /// Delete a client and its secrets; its tokens stop being active.
     Delete {
         /// The client_id.
         id: String,
+    },
+    /// Revoke every token the client holds now. Its next token request gets a new token.
+    RevokeTokens {
+        /// The client_id.
+        id: String,
+    },
+    /// Add, list, rotate and revoke a client's secrets.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Add a secret while the others keep working. Prints it; it is shown only now.
+    Add {
+        /// The client_id.
+        id: String,
+        /// Let the new secret expire after this long, like 90d.
+        #[arg(long, value_parser = parse_duration)]
+        expires_in: Option<i64>,
+    },
+    /// Add a secret and let every other secret of the client expire after an overlap.
+    Rotate {
+        /// The client_id.
+        id: String,
+        /// How long the old secrets keep working, like 24h (0 ends them now).
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        overlap: i64,
+    },
+    /// List the client's secrets: ids, creation, expiry and last use (never the secrets).
+    List {
+        /// The client_id.
+        id: String,
+    },
+    /// Revoke one secret at once; it then fails like a wrong one.
+    Revoke {
+        /// The client_id.
+        id: String,
+        /// The secret_id, from `client secret list`.
+        secret_id: String,
     },
 }
 
@@ -140,7 +214,7 @@ pub struct CreateArgs {
     pub audience: Vec<String>,
 
     /// Lifetime of its access tokens, like 900, 15m or 1h (10 s to 24 h).
-    #[arg(long, default_value = "15m", value_parser = parse_ttl)]
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub token_ttl: i64,
 
     /// How the client sends its secret.
@@ -151,6 +225,15 @@ pub struct CreateArgs {
     /// tokens (for example a resource server that only calls introspection).
     #[arg(long, default_value = "client_credentials")]
     pub grant_types: String,
+
+    /// Allow the client to call the introspection endpoint (for resource servers).
+    #[arg(long)]
+    pub can_introspect: bool,
+
+    /// Format of its access tokens: jwt (verified offline) or opaque (validated by
+    /// introspection).
+    #[arg(long, default_value = "jwt", value_parser = parse_token_format)]
+    pub token_format: TokenFormat,
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +250,12 @@ pub struct UpdateArgs {
     #[arg(long = "audience", value_name = "URI")]
     pub audience: Option<Vec<String>>,
     /// New token lifetime, like 900, 15m or 1h.
-    #[arg(long, value_parser = parse_ttl)]
+    #[arg(long, value_parser = parse_duration)]
     pub token_ttl: Option<i64>,
+    /// Allow (true, or no value) or forbid (false) introspection.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub can_introspect: Option<bool>,
+    /// New token format for tokens issued from now on: jwt or opaque.
+    #[arg(long, value_parser = parse_token_format)]
+    pub token_format: Option<TokenFormat>,
 }

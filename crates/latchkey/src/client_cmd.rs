@@ -7,7 +7,7 @@ use latchkey_server::store::{self, ClientRecord, ClientUpdate};
 use latchkey_server::{Clock, SystemClock};
 use serde_json::{Value, json};
 
-use crate::cli::{ClientCommand, GlobalArgs};
+use crate::cli::{ClientCommand, GlobalArgs, SecretCommand};
 use crate::output::{Output, Row};
 
 pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<()> {
@@ -35,6 +35,8 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 token_ttl_seconds: args.token_ttl,
                 auth_method: args.auth_method,
                 grant_types,
+                can_introspect: args.can_introspect,
+                token_format: args.token_format,
             };
             let (client, secret) = confirmed(admin::create_client(store, clock, new).await?);
             if client.audience.is_empty() && !client.grant_types.is_empty() {
@@ -97,7 +99,9 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                     .transpose()?,
                 audience: args.audience,
                 token_ttl_seconds: args.token_ttl,
-                enabled: None,
+                can_introspect: args.can_introspect,
+                token_format: args.token_format,
+                ..ClientUpdate::default()
             };
             let client = confirmed(admin::update_client(store, clock, &args.id, update).await?);
             out.record(&client_json(&client), &client_row(&client, None));
@@ -111,8 +115,116 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 &[("client_id", id.clone()), ("deleted", "true".into())],
             );
         }
+        ClientCommand::RevokeTokens { id } => {
+            let client = confirmed(admin::revoke_tokens(store, clock, &id).await?);
+            let value = json!({ "client_id": client.client_id, "tokens_revoked": true });
+            out.record(
+                &value,
+                &[
+                    ("client_id", client.client_id.clone()),
+                    ("tokens_revoked", "true".into()),
+                ],
+            );
+        }
+        ClientCommand::Secret(command) => secret(store, clock, &out, command).await?,
     }
     Ok(())
+}
+
+async fn secret(
+    store: &dyn store::Store,
+    clock: &dyn Clock,
+    out: &Output,
+    command: SecretCommand,
+) -> anyhow::Result<()> {
+    match command {
+        SecretCommand::Add { id, expires_in } => {
+            let (secret_id, secret) =
+                confirmed(admin::add_secret(store, clock, &id, expires_in).await?);
+            let expires_at = expires_in.map(|s| timestamp(clock.now() + s));
+            print_new_secret(out, &id, &secret_id, secret.expose(), expires_at);
+        }
+        SecretCommand::Rotate { id, overlap } => {
+            let (secret_id, secret) =
+                confirmed(admin::rotate_secret(store, clock, &id, overlap).await?);
+            print_new_secret(out, &id, &secret_id, secret.expose(), None);
+            eprintln!(
+                "The client's other secrets stop working at {}.",
+                timestamp(clock.now() + overlap)
+            );
+        }
+        SecretCommand::List { id } => {
+            let secrets = admin::list_secrets(store, &id).await?;
+            let optional = |t: Option<i64>| t.map(timestamp);
+            let values: Vec<Value> = secrets
+                .iter()
+                .map(|s| {
+                    json!({
+                        "secret_id": s.secret_id,
+                        "created_at": timestamp(s.created_at),
+                        "expires_at": optional(s.expires_at),
+                        "last_used_at": optional(s.last_used_at),
+                    })
+                })
+                .collect();
+            let dash = |t: Option<i64>| t.map_or_else(|| "-".to_owned(), timestamp);
+            let rows: Vec<Vec<String>> = secrets
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.secret_id.clone(),
+                        timestamp(s.created_at),
+                        dash(s.expires_at),
+                        dash(s.last_used_at),
+                    ]
+                })
+                .collect();
+            out.list(
+                &Value::Array(values),
+                &["SECRET_ID", "CREATED_AT", "EXPIRES_AT", "LAST_USED_AT"],
+                &rows,
+            );
+        }
+        SecretCommand::Revoke { id, secret_id } => {
+            confirmed(admin::revoke_secret(store, clock, &id, &secret_id).await?);
+            out.record(
+                &json!({ "client_id": id, "secret_id": secret_id, "revoked": true }),
+                &[
+                    ("client_id", id.clone()),
+                    ("secret_id", secret_id.clone()),
+                    ("revoked", "true".into()),
+                ],
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_new_secret(
+    out: &Output,
+    client_id: &str,
+    secret_id: &str,
+    secret: &str,
+    expires_at: Option<String>,
+) {
+    let value = json!({
+        "client_id": client_id,
+        "secret_id": secret_id,
+        "client_secret": secret,
+        "expires_at": expires_at,
+    });
+    out.record(
+        &value,
+        &[
+            ("client_id", client_id.to_owned()),
+            ("secret_id", secret_id.to_owned()),
+            ("client_secret", secret.to_owned()),
+            ("expires_at", expires_at.unwrap_or_else(|| "-".into())),
+        ],
+    );
+    if out.is_table() {
+        eprintln!("Store the client_secret now: it is not shown again.");
+    }
 }
 
 /// Returns once every running server has dropped its cached copy of the client, so a
@@ -134,7 +246,7 @@ async fn set_enabled(
 }
 
 /// Warns about running servers that did not confirm a change in time.
-fn confirmed<T>(change: Applied<T>) -> T {
+pub fn confirmed<T>(change: Applied<T>) -> T {
     for server in &change.unconfirmed_servers {
         eprintln!(
             "warning: server {server} did not confirm the change within {} s; it may have stopped \
@@ -155,6 +267,8 @@ fn client_json(client: &ClientRecord) -> Value {
         "auth_method": client.auth_method,
         "grant_types": client.grant_types,
         "enabled": client.enabled,
+        "can_introspect": client.can_introspect,
+        "token_format": client.token_format,
         "created_at": timestamp(client.created_at),
         "updated_at": timestamp(client.updated_at),
     })
@@ -181,6 +295,8 @@ fn client_row(client: &ClientRecord, secret: Option<&str>) -> Vec<Row> {
                 .join(" "),
         ),
         ("enabled", client.enabled.to_string()),
+        ("can_introspect", client.can_introspect.to_string()),
+        ("token_format", client.token_format.to_string()),
         ("created_at", timestamp(client.created_at)),
         ("updated_at", timestamp(client.updated_at)),
     ]);
@@ -188,7 +304,7 @@ fn client_row(client: &ClientRecord, secret: Option<&str>) -> Vec<Row> {
 }
 
 /// RFC 3339 in UTC, to the second.
-fn timestamp(unix: i64) -> String {
+pub fn timestamp(unix: i64) -> String {
     let time =
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0));
     humantime::format_rfc3339_seconds(time).to_string()

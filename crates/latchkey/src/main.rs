@@ -3,6 +3,8 @@
 
 mod cli;
 mod client_cmd;
+mod kek;
+mod keys_cmd;
 mod output;
 mod serve_cmd;
 
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve_cmd::run(&cli.global, args).await,
             Command::Client(cmd) => client_cmd::run(&cli.global, cmd).await,
+            Command::Keys(cmd) => keys_cmd::run(&cli.global, cmd).await,
         }
     });
     match result {

@@ -9,6 +9,10 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{GlobalArgs, ServeArgs};
 
+/// How often expired tokens and revocations are purged, secret use is written, and key
+/// rotation and removal are checked.
+const JANITOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -28,10 +32,20 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
             args.listen
         );
     }
+    let key_encryption_key = crate::kek::load(global)?;
+    if key_encryption_key.is_none() {
+        tracing::warn!(
+            "private signing keys are stored unencrypted in the database; protect the database \
+             file like a private key, or set LATCHKEY_KEY_ENCRYPTION_KEY (see README)"
+        );
+    }
     let config = ServerConfig {
         listen: args.listen,
         issuer: args.issuer,
         signing_alg: args.signing_alg,
+        key_encryption_key,
+        key_rotation: args.key_rotation,
+        janitor_interval: JANITOR_INTERVAL,
     };
     let app = Application::build(config, Arc::clone(&store), Arc::new(SystemClock))
         .await

@@ -2,8 +2,11 @@
 
 pub mod access_log;
 mod discovery;
+mod endpoint;
 pub mod error;
 mod health;
+mod introspect;
+mod revoke;
 mod token;
 
 use std::sync::Arc;
@@ -21,6 +24,10 @@ use crate::app::AppState;
 pub mod paths {
     /// RFC 6749 §3.2 token endpoint.
     pub const TOKEN: &str = "/oauth2/token";
+    /// RFC 7662 §2 introspection endpoint.
+    pub const INTROSPECT: &str = "/oauth2/introspect";
+    /// RFC 7009 §2 revocation endpoint.
+    pub const REVOKE: &str = "/oauth2/revoke";
     /// The JWK Set.
     pub const JWKS: &str = "/jwks";
     /// RFC 8414 §3 metadata.
@@ -41,6 +48,8 @@ pub mod paths {
 pub fn router(state: Arc<AppState>, issuer_path: &str) -> Router {
     let endpoints: Router<Arc<AppState>> = Router::new()
         .route(paths::TOKEN, any(token::token))
+        .route(paths::INTROSPECT, any(introspect::introspect))
+        .route(paths::REVOKE, any(revoke::revoke))
         .route(paths::METADATA, get(discovery::metadata))
         .route(paths::OPENID_CONFIGURATION, get(discovery::metadata))
         .route(paths::JWKS, get(discovery::jwks))

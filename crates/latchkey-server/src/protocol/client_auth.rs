@@ -8,7 +8,7 @@ use latchkey_proto::ClientAuthMethod;
 
 use crate::error::OAuthError;
 use crate::form::decode_component;
-use crate::protocol::token_request::TokenRequest;
+use crate::protocol::request::RequestParams;
 use crate::secret::SecretHash;
 use crate::store::ClientRecord;
 
@@ -45,7 +45,7 @@ impl std::fmt::Debug for PresentedSecret {
 /// is a body `client_id` that differs from the Basic user.
 pub fn presented_credentials(
     authorization: Option<&[u8]>,
-    request: &TokenRequest,
+    request: &RequestParams,
 ) -> Result<PresentedSecret, OAuthError> {
     if let Some(header) = authorization {
         if request.client_secret.is_some() || request.has_assertion {
@@ -113,31 +113,37 @@ fn parse_basic(header: &[u8]) -> Option<(String, String)> {
 /// secret costs.
 const DUMMY_HASH: SecretHash = SecretHash([0x5a; 32]);
 
-/// Decides whether `presented` authenticates as `client` (`None` when no such client exists).
+/// Decides whether `presented` authenticates as `client` (`None` when no such client exists),
+/// and returns the id of the secret that matched.
 ///
-/// Every failure — unknown client, wrong or expired secret, disabled client, or a method the
-/// client is not registered for — is the same `invalid_client`, after the same work.
+/// Every failure — unknown client, wrong, expired or revoked secret, disabled client, or a
+/// method the client is not registered for — is the same `invalid_client`, after the same work.
 pub fn authenticate<'c>(
     presented: &PresentedSecret,
     client: Option<&'c ClientRecord>,
     now: i64,
-) -> Result<&'c ClientRecord, OAuthError> {
+) -> Result<&'c str, OAuthError> {
     let hash = SecretHash::of(presented.secret.as_bytes());
-    let mut secret_ok = false;
+    let mut matched = None;
     match client {
         Some(client) if !client.secrets.is_empty() => {
+            // Every secret is compared, so the time does not tell which one matched.
             for stored in &client.secrets {
                 let live = stored.expires_at.is_none_or(|expires| now < expires);
-                secret_ok |= stored.hash.matches(&hash) & live;
+                if stored.hash.matches(&hash) & live {
+                    matched = Some(stored.secret_id.as_str());
+                }
             }
         }
         _ => {
             let _ = DUMMY_HASH.matches(&hash);
         }
     }
-    match client {
-        Some(client) if secret_ok && client.enabled && client.auth_method == presented.method => {
-            Ok(client)
+    match (client, matched) {
+        (Some(client), Some(secret_id))
+            if client.enabled && client.auth_method == presented.method =>
+        {
+            Ok(secret_id)
         }
         _ => Err(OAuthError::invalid_client()),
     }

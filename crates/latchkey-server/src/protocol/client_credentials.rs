@@ -30,6 +30,7 @@ pub fn decide(
             "this client is not registered for the client_credentials grant",
         ));
     }
+
     Ok(Grant {
         scope: granted_scope(client, scope)?,
         audience: granted_audience(client, resources)?,
@@ -115,5 +116,6 @@ pub fn access_token_claims(
         exp: now.saturating_add(grant.ttl_seconds),
         jti,
         scope: (!grant.scope.is_empty()).then(|| grant.scope.join(" ")),
+        epoch: client.token_epoch,
     }
 }

@@ -1,7 +1,9 @@
 //! Protocol decisions without IO: each function takes the parsed request, the stored client
 //! and `now`, and returns a decision. HTTP and SQL stay at the edges.
 
+pub mod access_token;
 pub mod client_auth;
 pub mod client_credentials;
+pub mod introspection;
+pub mod request;
 pub mod syntax;
-pub mod token_request;

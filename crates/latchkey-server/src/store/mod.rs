@@ -8,7 +8,7 @@ mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg};
+use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
 
 use crate::secret::SecretHash;
 
@@ -53,6 +53,12 @@ pub struct ClientRecord {
     pub auth_method: ClientAuthMethod,
     /// Disabled clients fail authentication.
     pub enabled: bool,
+    /// May call the introspection endpoint (RFC 7662 §2.1).
+    pub can_introspect: bool,
+    /// JWT or opaque access tokens.
+    pub token_format: TokenFormat,
+    /// Tokens carry the epoch of their client at issue; tokens of an older epoch are revoked.
+    pub token_epoch: i64,
     /// Creation time.
     pub created_at: i64,
     /// Last change.
@@ -87,6 +93,115 @@ pub struct ClientUpdate {
     pub token_ttl_seconds: Option<i64>,
     /// Enable or disable.
     pub enabled: Option<bool>,
+    /// Allow or forbid introspection.
+    pub can_introspect: Option<bool>,
+    /// New token format (for tokens issued from now on).
+    pub token_format: Option<TokenFormat>,
+    /// Revoke every token the client holds: moves `token_epoch` on and deletes the client's
+    /// opaque tokens, in one transaction.
+    pub revoke_tokens: bool,
+}
+
+/// A secret as `client secret list` shows it: never the secret or its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretInfo {
+    /// Identifier of the secret.
+    pub secret_id: String,
+    /// Creation time.
+    pub created_at: i64,
+    /// Expiry, if any.
+    pub expires_at: Option<i64>,
+    /// Last successful authentication, as last written from a server's memory.
+    pub last_used_at: Option<i64>,
+}
+
+/// An opaque access token as stored: its hash and what introspection reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpaqueTokenRecord {
+    /// SHA-256 of the token; the token itself is never stored (RFC 6819 §5.1.4.1.3).
+    pub token_hash: SecretHash,
+    /// The token's unique identifier.
+    pub jti: String,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// Granted scope tokens.
+    pub scope: Vec<String>,
+    /// Audiences.
+    pub audience: Vec<String>,
+    /// Issue time.
+    pub issued_at: i64,
+    /// Expiry.
+    pub expires_at: i64,
+    /// The client's token epoch at issue.
+    pub epoch: i64,
+}
+
+/// A deny-list entry: a revoked token id, kept until the token would have expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Position in the deny list; only grows.
+    pub seq: i64,
+    /// The revoked token's `jti`.
+    pub jti: String,
+    /// The revoked token's expiry.
+    pub expires_at: i64,
+}
+
+/// Where the shared state stands: servers compare it with what they hold in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPoint {
+    /// Moves with every change to clients, secrets or signing keys.
+    pub generation: i64,
+    /// The newest deny-list position.
+    pub revocation_seq: i64,
+}
+
+/// How many expired rows one janitor pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Expired opaque tokens.
+    pub opaque_tokens: u64,
+    /// Deny-list entries whose token has expired.
+    pub revocations: u64,
+}
+
+/// What a key rotation needs: checked and applied in one transaction.
+#[derive(Debug, Clone)]
+pub struct RotationPlan {
+    /// The algorithm whose keys rotate.
+    pub alg: SigningAlg,
+    /// The time of the rotation.
+    pub now: i64,
+    /// The next key must have been created at or before this time (published long enough).
+    pub next_created_by: i64,
+    /// Rotate only if the current key was activated at or before this time (automatic
+    /// rotation); `None` rotates regardless.
+    pub only_if_current_activated_by: Option<i64>,
+    /// The key that becomes the new next key.
+    pub new_next: StoredKey,
+}
+
+/// The result of [`Store::rotate_keys`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationOutcome {
+    /// Rotated: the old current key is retired, the next key signs, a new next key exists.
+    Rotated {
+        /// The key that was current and is now retired.
+        retired: String,
+        /// The key that signs now.
+        current: String,
+        /// The new next key.
+        next: String,
+    },
+    /// The next key has not been published long enough; it was created at this time.
+    NextTooNew {
+        /// Creation time of the next key.
+        created_at: i64,
+    },
+    /// There is no next (or no current) key for the algorithm.
+    NoKeys,
+    /// `only_if_current_activated_by` was set and the current key is younger.
+    NotDue,
 }
 
 /// The outcome of [`Store::add_secret`].
@@ -109,6 +224,8 @@ pub enum KeyState {
     Current,
     /// Published for verification only.
     Retired,
+    /// No longer published; the private key is erased.
+    Removed,
 }
 
 impl KeyState {
@@ -118,6 +235,7 @@ impl KeyState {
             KeyState::Next => "next",
             KeyState::Current => "current",
             KeyState::Retired => "retired",
+            KeyState::Removed => "removed",
         }
     }
 
@@ -126,6 +244,7 @@ impl KeyState {
             "next" => Ok(KeyState::Next),
             "current" => Ok(KeyState::Current),
             "retired" => Ok(KeyState::Retired),
+            "removed" => Ok(KeyState::Removed),
             other => Err(StoreError::Corrupt(format!("unknown key state {other:?}"))),
         }
     }
@@ -140,12 +259,21 @@ pub struct StoredKey {
     pub alg: SigningAlg,
     /// Lifecycle state.
     pub state: KeyState,
-    /// PKCS#8 DER of the private key.
+    /// PKCS#8 DER of the private key, or that sealed with a key-encryption key; empty once
+    /// removed.
     pub private_key: Vec<u8>,
+    /// `None` when `private_key` is in the clear, else the marker of the KEK that sealed it.
+    pub encryption: Option<String>,
     /// The public JWK, as JSON.
     pub public_jwk: String,
-    /// Creation time.
+    /// Creation (= publication) time.
     pub created_at: i64,
+    /// When it began signing.
+    pub activated_at: Option<i64>,
+    /// When it stopped signing.
+    pub retired_at: Option<i64>,
+    /// When it was removed from the JWK Set.
+    pub removed_at: Option<i64>,
 }
 
 impl std::fmt::Debug for StoredKey {
@@ -155,7 +283,11 @@ impl std::fmt::Debug for StoredKey {
             .field("alg", &self.alg)
             .field("state", &self.state)
             .field("private_key", &"<redacted>")
+            .field("encryption", &self.encryption)
             .field("created_at", &self.created_at)
+            .field("activated_at", &self.activated_at)
+            .field("retired_at", &self.retired_at)
+            .field("removed_at", &self.removed_at)
             .finish()
     }
 }
@@ -199,11 +331,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a client and its secrets; `false` if there was none.
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
 
-    /// A counter that every change to clients or secrets increases in the same transaction.
-    async fn client_generation(&self) -> Result<i64, StoreError>;
+    /// Where the shared state stands now, in one round trip.
+    async fn sync_point(&self) -> Result<SyncPoint, StoreError>;
 
-    /// Records that the server `server_id` has dropped every cached client record older than
-    /// `generation` (registering the server if it is new).
+    /// Records that the server `server_id` has dropped every cached client and key record
+    /// older than `generation` (registering the server if it is new).
     async fn acknowledge_generation(
         &self,
         server_id: &str,
@@ -216,13 +348,74 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets a server (it stopped, or did not answer in time; a live one registers again).
     async fn forget_server(&self, server_id: &str) -> Result<(), StoreError>;
 
-    /// Every signing key that is still published (next, current, retired).
+    /// A client's secrets that are not revoked, for display.
+    async fn list_secrets(&self, client_id: &str) -> Result<Option<Vec<SecretInfo>>, StoreError>;
+
+    /// Revokes one secret of a client; `false` if there is no such live secret.
+    async fn revoke_secret(
+        &self,
+        client_id: &str,
+        secret_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Writes when secrets were last used (`(secret_id, time)`); never moves a time back.
+    async fn record_secret_use(&self, uses: &[(String, i64)]) -> Result<(), StoreError>;
+
+    /// Stores a newly issued opaque token.
+    async fn insert_opaque_token(&self, token: &OpaqueTokenRecord) -> Result<(), StoreError>;
+
+    /// The opaque token with this hash, if it exists (expired ones included until purged).
+    async fn find_opaque_token(
+        &self,
+        token_hash: &SecretHash,
+    ) -> Result<Option<OpaqueTokenRecord>, StoreError>;
+
+    /// Revokes a token in one transaction: puts `jti` on the deny list until `expires_at` and,
+    /// for an opaque token, deletes its record. Revoking twice is not an error.
+    async fn revoke_token(
+        &self,
+        jti: &str,
+        client_id: &str,
+        expires_at: i64,
+        opaque_hash: Option<&SecretHash>,
+    ) -> Result<(), StoreError>;
+
+    /// Deny-list entries after position `seq`, in order.
+    async fn revocations_since(&self, seq: i64) -> Result<Vec<Revocation>, StoreError>;
+
+    /// Whether `jti` is on the deny list (for servers whose in-memory copy is stale).
+    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+
+    /// Deletes opaque tokens and deny-list entries that expired before `now`.
+    async fn purge_expired(&self, now: i64) -> Result<Purged, StoreError>;
+
+    /// Every signing key, removed ones included, ordered by creation.
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
 
-    /// Atomically: if there is no current key for `key.alg`, stores `key` as current. Returns
-    /// the current key for that algorithm either way, so that several servers starting at once
-    /// agree on one key (checklist H).
-    async fn insert_current_key_if_none(&self, key: &StoredKey) -> Result<StoredKey, StoreError>;
+    /// Atomically: if there is no key for `key.alg` in `key.state` (current or next), stores
+    /// `key`. Returns the key in that state either way, so that several servers starting at
+    /// once agree on one (checklist H).
+    async fn insert_key_if_none(&self, key: &StoredKey) -> Result<StoredKey, StoreError>;
+
+    /// Rotates the keys of one algorithm if the plan's conditions hold, in one transaction.
+    async fn rotate_keys(&self, plan: &RotationPlan) -> Result<RotationOutcome, StoreError>;
+
+    /// Removes retired keys that were retired at or before `retired_by`: erases their private
+    /// key and stops publishing them. Returns their ids.
+    async fn remove_retired_keys(
+        &self,
+        retired_by: i64,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Replaces a key's stored private key (to seal a clear key with a KEK).
+    async fn reseal_key(
+        &self,
+        kid: &str,
+        private_key: &[u8],
+        encryption: &str,
+    ) -> Result<(), StoreError>;
 }
 
 /// Opens the database named by `url`, creating and migrating it if needed.

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use latchkey_proto::{ClientAuthMethod, SigningAlg};
+use latchkey_proto::{ClientAuthMethod, SigningAlg, TokenFormat};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -13,17 +13,24 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlSafeStr};
 
 use super::{
-    ClientRecord, ClientUpdate, KeyState, SecretAdded, SecretRecord, Store, StoreError, StoredKey,
+    ClientRecord, ClientUpdate, KeyState, OpaqueTokenRecord, Purged, Revocation, RotationOutcome,
+    RotationPlan, SecretAdded, SecretInfo, SecretRecord, Store, StoreError, StoredKey, SyncPoint,
     join_grants, parse_grants, split_list,
 };
 use crate::secret::SecretHash;
 
 /// Schema migrations, in order. Version `n` is `MIGRATIONS[n - 1]`; a migration is never edited
 /// once released, only followed by a new one.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        "token lifecycle",
+        include_str!("../../migrations/sqlite/0002_token_lifecycle.sql"),
+    ),
+];
 
 /// A SQLite database file shared by the server and the admin CLI.
 #[derive(Debug, Clone)]
@@ -33,7 +40,27 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating with mode 0600 if missing) and migrates the database at `url`.
+    ///
+    /// Several processes opening a new file at once can see SQLITE_BUSY while one of them
+    /// switches it to WAL, without SQLite's busy handler being consulted; those attempts are
+    /// retried with a growing pause, for a few seconds in all.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let mut pause = Duration::from_millis(20);
+        let mut attempts = 0;
+        loop {
+            match Self::open_once(url).await {
+                Err(StoreError::Unavailable(why)) if attempts < 8 => {
+                    tracing::debug!(%why, "database busy while opening; retrying");
+                    attempts += 1;
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_once(url: &str) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Other(format!("invalid sqlite URL: {e}")))?;
         create_private_file(options.get_filename())?;
@@ -154,7 +181,7 @@ async fn insert_secret(
 /// Part of every transaction that changes clients or secrets: servers invalidate their client
 /// caches when they see the counter move.
 async fn bump_generation(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
-    sqlx::query("UPDATE client_generation SET generation = generation + 1 WHERE id = 1")
+    sqlx::query("UPDATE generation SET generation = generation + 1 WHERE id = 1")
         .execute(conn)
         .await
         .map_err(map_err)?;
@@ -189,7 +216,8 @@ fn map_err(err: sqlx::Error) -> StoreError {
 macro_rules! client_select {
     () => {
         "SELECT c.client_id, c.name, c.scope, c.audience, c.grant_types,
-        c.token_ttl_seconds, c.auth_method, c.enabled, c.created_at, c.updated_at,
+        c.token_ttl_seconds, c.auth_method, c.enabled, c.can_introspect, c.token_format,
+        c.token_epoch, c.created_at, c.updated_at,
         s.secret_id, s.secret_hash, s.created_at AS secret_created_at, s.expires_at
     FROM clients c
     LEFT JOIN client_secrets s ON s.client_id = c.client_id AND s.revoked_at IS NULL"
@@ -203,6 +231,7 @@ fn clients_from_rows(rows: &[SqliteRow]) -> Result<Vec<ClientRecord>, StoreError
         let client_id: String = row.try_get("client_id").map_err(map_err)?;
         if clients.last().is_none_or(|c| c.client_id != client_id) {
             let auth_method: String = row.try_get("auth_method").map_err(map_err)?;
+            let token_format: String = row.try_get("token_format").map_err(map_err)?;
             clients.push(ClientRecord {
                 client_id,
                 name: row.try_get("name").map_err(map_err)?,
@@ -213,6 +242,10 @@ fn clients_from_rows(rows: &[SqliteRow]) -> Result<Vec<ClientRecord>, StoreError
                 auth_method: ClientAuthMethod::from_str(&auth_method)
                     .map_err(|e| StoreError::Corrupt(format!("auth method: {e}")))?,
                 enabled: row.try_get("enabled").map_err(map_err)?,
+                can_introspect: row.try_get("can_introspect").map_err(map_err)?,
+                token_format: TokenFormat::from_str(&token_format)
+                    .map_err(|e| StoreError::Corrupt(format!("token format: {e}")))?,
+                token_epoch: row.try_get("token_epoch").map_err(map_err)?,
                 created_at: row.try_get("created_at").map_err(map_err)?,
                 updated_at: row.try_get("updated_at").map_err(map_err)?,
                 secrets: Vec::new(),
@@ -235,6 +268,14 @@ fn clients_from_rows(rows: &[SqliteRow]) -> Result<Vec<ClientRecord>, StoreError
     Ok(clients)
 }
 
+/// Selects the columns [`key_from_row`] reads; a macro so `concat!` can extend it.
+macro_rules! key_select {
+    () => {
+        "SELECT kid, alg, state, private_key, encryption, public_jwk, created_at, activated_at,
+            retired_at, removed_at FROM signing_keys"
+    };
+}
+
 fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
     let alg: String = row.try_get("alg").map_err(map_err)?;
     let state: String = row.try_get("state").map_err(map_err)?;
@@ -244,8 +285,65 @@ fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
             .map_err(|e| StoreError::Corrupt(format!("key alg: {e}")))?,
         state: KeyState::parse(&state)?,
         private_key: row.try_get("private_key").map_err(map_err)?,
+        encryption: row.try_get("encryption").map_err(map_err)?,
         public_jwk: row.try_get("public_jwk").map_err(map_err)?,
         created_at: row.try_get("created_at").map_err(map_err)?,
+        activated_at: row.try_get("activated_at").map_err(map_err)?,
+        retired_at: row.try_get("retired_at").map_err(map_err)?,
+        removed_at: row.try_get("removed_at").map_err(map_err)?,
+    })
+}
+
+async fn key_in_state(
+    conn: &mut sqlx::SqliteConnection,
+    alg: SigningAlg,
+    state: KeyState,
+) -> Result<Option<StoredKey>, StoreError> {
+    let row = sqlx::query(concat!(key_select!(), " WHERE alg = ?1 AND state = ?2"))
+        .bind(alg.as_str())
+        .bind(state.as_str())
+        .fetch_optional(conn)
+        .await
+        .map_err(map_err)?;
+    row.as_ref().map(key_from_row).transpose()
+}
+
+async fn insert_key(conn: &mut sqlx::SqliteConnection, key: &StoredKey) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, alg, state, private_key, encryption, public_jwk,
+            created_at, activated_at, retired_at, removed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .bind(&key.kid)
+    .bind(key.alg.as_str())
+    .bind(key.state.as_str())
+    .bind(&key.private_key)
+    .bind(key.encryption.as_deref())
+    .bind(&key.public_jwk)
+    .bind(key.created_at)
+    .bind(key.activated_at)
+    .bind(key.retired_at)
+    .bind(key.removed_at)
+    .execute(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+fn opaque_from_row(row: &SqliteRow) -> Result<OpaqueTokenRecord, StoreError> {
+    let hash: Vec<u8> = row.try_get("token_hash").map_err(map_err)?;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("token hash is not 32 bytes".into()))?;
+    Ok(OpaqueTokenRecord {
+        token_hash: SecretHash(hash),
+        jti: row.try_get("jti").map_err(map_err)?,
+        client_id: row.try_get("client_id").map_err(map_err)?,
+        scope: split_list(row.try_get("scope").map_err(map_err)?),
+        audience: split_list(row.try_get("audience").map_err(map_err)?),
+        issued_at: row.try_get("issued_at").map_err(map_err)?,
+        expires_at: row.try_get("expires_at").map_err(map_err)?,
+        epoch: row.try_get("epoch").map_err(map_err)?,
     })
 }
 
@@ -268,8 +366,9 @@ impl Store for SqliteStore {
         let mut tx = self.write_transaction().await?;
         sqlx::query(
             "INSERT INTO clients (client_id, name, scope, audience, grant_types,
-                token_ttl_seconds, auth_method, enabled, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                token_ttl_seconds, auth_method, enabled, can_introspect, token_format,
+                token_epoch, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )
         .bind(&client.client_id)
         .bind(&client.name)
@@ -279,6 +378,9 @@ impl Store for SqliteStore {
         .bind(client.token_ttl_seconds)
         .bind(client.auth_method.as_str())
         .bind(client.enabled)
+        .bind(client.can_introspect)
+        .bind(client.token_format.as_str())
+        .bind(client.token_epoch)
         .bind(client.created_at)
         .bind(client.updated_at)
         .execute(&mut *tx)
@@ -328,6 +430,9 @@ impl Store for SqliteStore {
                 audience = COALESCE(?4, audience),
                 token_ttl_seconds = COALESCE(?5, token_ttl_seconds),
                 enabled = COALESCE(?6, enabled),
+                can_introspect = COALESCE(?8, can_introspect),
+                token_format = COALESCE(?9, token_format),
+                token_epoch = token_epoch + ?10,
                 updated_at = ?7
              WHERE client_id = ?1",
         )
@@ -338,11 +443,21 @@ impl Store for SqliteStore {
         .bind(update.token_ttl_seconds)
         .bind(update.enabled)
         .bind(now)
+        .bind(update.can_introspect)
+        .bind(update.token_format.map(TokenFormat::as_str))
+        .bind(i64::from(update.revoke_tokens))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
         if result.rows_affected() == 0 {
             return Ok(None);
+        }
+        if update.revoke_tokens {
+            sqlx::query("DELETE FROM opaque_tokens WHERE client_id = ?1")
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
         }
         bump_generation(&mut tx).await?;
         tx.commit().await.map_err(map_err)?;
@@ -410,11 +525,19 @@ impl Store for SqliteStore {
         Ok(SecretAdded::Added)
     }
 
-    async fn client_generation(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT generation FROM client_generation WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_err)
+    async fn sync_point(&self) -> Result<SyncPoint, StoreError> {
+        let row = sqlx::query(
+            "SELECT generation,
+                (SELECT COALESCE(MAX(seq), 0) FROM revoked_tokens) AS revocation_seq
+             FROM generation WHERE id = 1",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(SyncPoint {
+            generation: row.try_get("generation").map_err(map_err)?,
+            revocation_seq: row.try_get("revocation_seq").map_err(map_err)?,
+        })
     }
 
     async fn acknowledge_generation(
@@ -453,46 +576,289 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+    async fn list_secrets(&self, client_id: &str) -> Result<Option<Vec<SecretInfo>>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(map_err)?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM clients WHERE client_id = ?1")
+            .bind(client_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        if exists.is_none() {
+            return Ok(None);
+        }
         let rows = sqlx::query(
-            "SELECT kid, alg, state, private_key, public_jwk, created_at
-             FROM signing_keys ORDER BY created_at, kid",
+            "SELECT secret_id, created_at, expires_at, last_used_at FROM client_secrets
+             WHERE client_id = ?1 AND revoked_at IS NULL ORDER BY created_at, secret_id",
         )
-        .fetch_all(&self.pool)
+        .bind(client_id)
+        .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;
-        rows.iter().map(key_from_row).collect()
+        rows.iter()
+            .map(|row| {
+                Ok(SecretInfo {
+                    secret_id: row.try_get("secret_id").map_err(map_err)?,
+                    created_at: row.try_get("created_at").map_err(map_err)?,
+                    expires_at: row.try_get("expires_at").map_err(map_err)?,
+                    last_used_at: row.try_get("last_used_at").map_err(map_err)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map(Some)
     }
 
-    async fn insert_current_key_if_none(&self, key: &StoredKey) -> Result<StoredKey, StoreError> {
+    async fn revoke_secret(
+        &self,
+        client_id: &str,
+        secret_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.write_transaction().await?;
-        let existing = sqlx::query(
-            "SELECT kid, alg, state, private_key, public_jwk, created_at
-             FROM signing_keys WHERE alg = ?1 AND state = 'current'",
+        let result = sqlx::query(
+            "UPDATE client_secrets SET revoked_at = ?3
+             WHERE client_id = ?1 AND secret_id = ?2 AND revoked_at IS NULL",
         )
-        .bind(key.alg.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if let Some(row) = existing {
-            return key_from_row(&row);
-        }
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, state, private_key, public_jwk, created_at)
-             VALUES (?1, ?2, 'current', ?3, ?4, ?5)",
-        )
-        .bind(&key.kid)
-        .bind(key.alg.as_str())
-        .bind(&key.private_key)
-        .bind(&key.public_jwk)
-        .bind(key.created_at)
+        .bind(client_id)
+        .bind(secret_id)
+        .bind(now)
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
+        if result.rows_affected() == 0 {
+            return Ok(false);
+        }
+        bump_generation(&mut tx).await?;
         tx.commit().await.map_err(map_err)?;
-        Ok(StoredKey {
-            state: KeyState::Current,
-            ..key.clone()
+        Ok(true)
+    }
+
+    async fn record_secret_use(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        // Not a client change: the generation does not move, so no server reloads for this.
+        let mut tx = self.write_transaction().await?;
+        for (secret_id, at) in uses {
+            sqlx::query(
+                "UPDATE client_secrets SET last_used_at = MAX(COALESCE(last_used_at, 0), ?2)
+                 WHERE secret_id = ?1",
+            )
+            .bind(secret_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn insert_opaque_token(&self, token: &OpaqueTokenRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO opaque_tokens (token_hash, jti, client_id, scope, audience, issued_at,
+                expires_at, epoch)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(&token.token_hash.0[..])
+        .bind(&token.jti)
+        .bind(&token.client_id)
+        .bind(token.scope.join(" "))
+        .bind(token.audience.join(" "))
+        .bind(token.issued_at)
+        .bind(token.expires_at)
+        .bind(token.epoch)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn find_opaque_token(
+        &self,
+        token_hash: &SecretHash,
+    ) -> Result<Option<OpaqueTokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT token_hash, jti, client_id, scope, audience, issued_at, expires_at, epoch
+             FROM opaque_tokens WHERE token_hash = ?1",
+        )
+        .bind(&token_hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.as_ref().map(opaque_from_row).transpose()
+    }
+
+    async fn revoke_token(
+        &self,
+        jti: &str,
+        client_id: &str,
+        expires_at: i64,
+        opaque_hash: Option<&SecretHash>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write_transaction().await?;
+        sqlx::query(
+            "INSERT INTO revoked_tokens (jti, client_id, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti)
+        .bind(client_id)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if let Some(hash) = opaque_hash {
+            sqlx::query("DELETE FROM opaque_tokens WHERE token_hash = ?1")
+                .bind(&hash.0[..])
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn revocations_since(&self, seq: i64) -> Result<Vec<Revocation>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, jti, expires_at FROM revoked_tokens WHERE seq > ?1 ORDER BY seq",
+        )
+        .bind(seq)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Revocation {
+                    seq: row.try_get("seq").map_err(map_err)?,
+                    jti: row.try_get("jti").map_err(map_err)?,
+                    expires_at: row.try_get("expires_at").map_err(map_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM revoked_tokens WHERE jti = ?1")
+            .bind(jti)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(found.is_some())
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<Purged, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        let opaque_tokens = sqlx::query("DELETE FROM opaque_tokens WHERE expires_at <= ?1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        let revocations = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= ?1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        tx.commit().await.map_err(map_err)?;
+        Ok(Purged {
+            opaque_tokens,
+            revocations,
         })
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query(concat!(key_select!(), " ORDER BY created_at, kid"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn insert_key_if_none(&self, key: &StoredKey) -> Result<StoredKey, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        if let Some(existing) = key_in_state(&mut tx, key.alg, key.state).await? {
+            return Ok(existing);
+        }
+        insert_key(&mut tx, key).await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(key.clone())
+    }
+
+    async fn rotate_keys(&self, plan: &RotationPlan) -> Result<RotationOutcome, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        let current = key_in_state(&mut tx, plan.alg, KeyState::Current).await?;
+        let next = key_in_state(&mut tx, plan.alg, KeyState::Next).await?;
+        let (Some(current), Some(next)) = (current, next) else {
+            return Ok(RotationOutcome::NoKeys);
+        };
+        if let Some(by) = plan.only_if_current_activated_by
+            && current.activated_at.unwrap_or(current.created_at) > by
+        {
+            return Ok(RotationOutcome::NotDue);
+        }
+        if next.created_at > plan.next_created_by {
+            return Ok(RotationOutcome::NextTooNew {
+                created_at: next.created_at,
+            });
+        }
+        // Retire first: the unique indexes allow one current and one next key per algorithm.
+        sqlx::query("UPDATE signing_keys SET state = 'retired', retired_at = ?2 WHERE kid = ?1")
+            .bind(&current.kid)
+            .bind(plan.now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("UPDATE signing_keys SET state = 'current', activated_at = ?2 WHERE kid = ?1")
+            .bind(&next.kid)
+            .bind(plan.now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        insert_key(&mut tx, &plan.new_next).await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(RotationOutcome::Rotated {
+            retired: current.kid,
+            current: next.kid,
+            next: plan.new_next.kid.clone(),
+        })
+    }
+
+    async fn remove_retired_keys(
+        &self,
+        retired_by: i64,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        let removed: Vec<String> = sqlx::query_scalar(
+            "UPDATE signing_keys SET state = 'removed', removed_at = ?2, private_key = X'',
+                encryption = NULL
+             WHERE state = 'retired' AND retired_at <= ?1 RETURNING kid",
+        )
+        .bind(retired_by)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if !removed.is_empty() {
+            bump_generation(&mut tx).await?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(removed)
+    }
+
+    async fn reseal_key(
+        &self,
+        kid: &str,
+        private_key: &[u8],
+        encryption: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE signing_keys SET private_key = ?2, encryption = ?3 WHERE kid = ?1")
+            .bind(kid)
+            .bind(private_key)
+            .bind(encryption)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 }

@@ -424,11 +424,7 @@ async fn a_silent_server_delays_a_change_once_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("silent.db").display());
     let store = latchkey_server::store::connect(&db).await.unwrap();
-    let config = latchkey_server::ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        issuer: None,
-        signing_alg: latchkey_proto::SigningAlg::Es256,
-    };
+    let config = crate::helpers::server_config(latchkey_proto::SigningAlg::Es256, None);
     let clock = latchkey_server::ManualClock::new(crate::helpers::T0);
     let silent = latchkey_server::Application::build(config, store, std::sync::Arc::new(clock))
         .await

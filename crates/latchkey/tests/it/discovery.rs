@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use latchkey_proto::SigningAlg;
-use latchkey_server::{Application, ManualClock, ServerConfig, store};
+use latchkey_server::{Application, ManualClock, store};
 
-use crate::helpers::{T0, spawn_app};
+use crate::helpers::{T0, server_config, spawn_app};
 
 #[tokio::test]
 async fn metadata_is_served_at_both_well_known_paths() {
@@ -47,7 +47,8 @@ async fn jwks_has_public_members_only_and_a_max_age() {
     assert_eq!(response.headers()["cache-control"], "public, max-age=300");
     let jwks: serde_json::Value = response.json().await.unwrap();
     let keys = jwks["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), 1);
+    // The current key and the next one, published ahead of its turn (checklist H).
+    assert_eq!(keys.len(), 2, "{keys:?}");
     for key in keys {
         for private in ["d", "p", "q", "dp", "dq", "qi", "k", "oth"] {
             assert!(
@@ -86,11 +87,7 @@ async fn servers_starting_at_once_agree_on_one_key_that_survives_restarts() {
         let url = url.clone();
         async move {
             let store = store::connect(&url).await.unwrap();
-            let config = ServerConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                issuer: None,
-                signing_alg: SigningAlg::Es256,
-            };
+            let config = server_config(SigningAlg::Es256, None);
             let app = Application::build(config, store, Arc::new(ManualClock::new(T0)))
                 .await
                 .unwrap();
@@ -110,7 +107,10 @@ async fn servers_starting_at_once_agree_on_one_key_that_survives_restarts() {
         .signing_keys()
         .await
         .unwrap();
-    assert_eq!(keys.len(), 1);
+    // One current key and one next key, published ahead of its turn (checklist H).
+    let states: Vec<&str> = keys.iter().map(|k| k.state.as_str()).collect();
+    assert_eq!(states.len(), 2, "{states:?}");
+    assert!(states.contains(&"current") && states.contains(&"next"));
 }
 
 async fn futures_join<F: std::future::Future<Output = String> + Send + 'static>(

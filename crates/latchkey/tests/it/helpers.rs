@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg};
+use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
 use latchkey_server::admin::{self, NewClient};
+use latchkey_server::janitor::Janitor;
 use latchkey_server::store::{self, ClientRecord, Store};
 use latchkey_server::{Application, ManualClock, ServerConfig};
 use tempfile::TempDir;
@@ -19,7 +20,22 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     pub database_url: String,
     pub http: reqwest::Client,
+    /// Runs a housekeeping pass on demand; the server's own timer is set to an hour, so tests
+    /// decide when it runs.
+    pub janitor: Janitor,
     pub dir: TempDir,
+}
+
+/// A server configuration on a free port; the janitor's own timer is an hour.
+pub fn server_config(alg: SigningAlg, issuer: Option<String>) -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        issuer,
+        signing_alg: alg,
+        key_encryption_key: None,
+        key_rotation: None,
+        janitor_interval: std::time::Duration::from_secs(3600),
+    }
 }
 
 /// A registered client and its secret in the clear.
@@ -64,14 +80,22 @@ async fn spawn_configured(alg: SigningAlg, issuer: Option<String>) -> TestApp {
     let database_url = format!("sqlite://{}", dir.path().join("latchkey.db").display());
     let store = store::connect(&database_url).await.unwrap();
     let clock = ManualClock::new(T0);
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        issuer,
-        signing_alg: alg,
-    };
+    let config = server_config(alg, issuer);
+    spawn_with_config(config, database_url, dir, store, clock).await
+}
+
+/// Starts a server with `config` on the database at `database_url`.
+pub async fn spawn_with_config(
+    config: ServerConfig,
+    database_url: String,
+    dir: TempDir,
+    store: Arc<dyn Store>,
+    clock: ManualClock,
+) -> TestApp {
     let app = Application::build(config, Arc::clone(&store), Arc::new(clock.clone()))
         .await
         .unwrap();
+    let janitor = app.janitor();
     let base = format!("http://{}", app.local_addr());
     let issuer = app.issuer().to_owned();
     tokio::spawn(app.run_until(std::future::pending()));
@@ -82,6 +106,7 @@ async fn spawn_configured(alg: SigningAlg, issuer: Option<String>) -> TestApp {
         store,
         database_url,
         http: reqwest::Client::new(),
+        janitor,
         dir,
     }
 }
@@ -120,6 +145,8 @@ impl TestApp {
             token_ttl_seconds: 900,
             auth_method: ClientAuthMethod::ClientSecretBasic,
             grant_types: vec![GrantType::ClientCredentials],
+            can_introspect: false,
+            token_format: TokenFormat::Jwt,
         };
         edit(&mut new);
         let (record, secret) = admin::create_client(self.store.as_ref(), &self.clock, new)

@@ -9,4 +9,5 @@ mod discovery;
 mod helpers;
 mod interop;
 mod issuance;
+mod lifecycle;
 mod token_endpoint;

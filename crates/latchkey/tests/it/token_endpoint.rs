@@ -391,7 +391,7 @@ async fn storage_failure_is_503_never_401() {
         .execute(&pool)
         .await
         .unwrap();
-    sqlx::query("ALTER TABLE client_generation RENAME TO generation_gone")
+    sqlx::query("ALTER TABLE generation RENAME TO generation_gone")
         .execute(&pool)
         .await
         .unwrap();
@@ -429,7 +429,7 @@ async fn a_rotated_out_secret_works_in_its_overlap_window_and_fails_after() {
     assert!(rotated.unconfirmed_servers.is_empty());
     let new = TestClient {
         record: old.record.clone(),
-        secret: rotated.value.expose().to_owned(),
+        secret: rotated.value.1.expose().to_owned(),
     };
     let wrong = TestClient {
         record: old.record.clone(),

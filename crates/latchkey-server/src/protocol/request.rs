@@ -1,13 +1,14 @@
-//! A token request's parameters, taken strictly from decoded form pairs (RFC 6749 §3.2).
+//! The parameters of a request to an OAuth endpoint (token, introspection, revocation), taken
+//! strictly from decoded form pairs (RFC 6749 §3.2).
 
 use latchkey_proto::params;
 
 use crate::error::OAuthError;
 
-/// The parameters of a token request that latchkey reads. Unknown parameters are ignored
-/// (RFC 6749 §3.2); an empty value counts as omitted.
+/// The parameters latchkey reads. Unknown parameters are ignored (RFC 6749 §3.2); an empty
+/// value counts as omitted.
 #[derive(Default)]
-pub struct TokenRequest {
+pub struct RequestParams {
     /// `grant_type`.
     pub grant_type: Option<String>,
     /// `scope`.
@@ -20,11 +21,16 @@ pub struct TokenRequest {
     pub client_secret: Option<String>,
     /// `client_assertion` or `client_assertion_type` was sent.
     pub has_assertion: bool,
+    /// `token`: what to introspect or revoke.
+    pub token: Option<String>,
+    /// `token_type_hint`: read and ignored, since the token's shape tells its type
+    /// (RFC 7662 §2.1, RFC 7009 §2.1 allow that).
+    pub token_type_hint: Option<String>,
 }
 
-impl std::fmt::Debug for TokenRequest {
+impl std::fmt::Debug for RequestParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenRequest")
+        f.debug_struct("RequestParams")
             .field("grant_type", &self.grant_type)
             .field("scope", &self.scope)
             .field("resources", &self.resources)
@@ -33,6 +39,8 @@ impl std::fmt::Debug for TokenRequest {
                 "client_secret",
                 &self.client_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_type_hint", &self.token_type_hint)
             .finish()
     }
 }
@@ -41,7 +49,7 @@ impl std::fmt::Debug for TokenRequest {
 /// with thousands of parameters costs linear time (checklist A).
 pub const MAX_PARAMETERS: usize = 64;
 
-impl TokenRequest {
+impl RequestParams {
     /// Reads the pairs. RFC 6749 §3.2: "Request and response parameters MUST NOT be included
     /// more than once" — any repeat, even with the same value, is `invalid_request`, except
     /// `resource` (RFC 8707 §2).
@@ -57,7 +65,7 @@ impl TokenRequest {
                 }));
             }
         }
-        let mut request = TokenRequest::default();
+        let mut request = RequestParams::default();
         for (name, value) in pairs {
             if value.is_empty() {
                 continue;
@@ -71,6 +79,8 @@ impl TokenRequest {
                 params::CLIENT_ASSERTION | params::CLIENT_ASSERTION_TYPE => {
                     request.has_assertion = true
                 }
+                params::TOKEN => request.token = Some(value),
+                params::TOKEN_TYPE_HINT => request.token_type_hint = Some(value),
                 _ => {}
             }
         }
@@ -86,6 +96,8 @@ fn known_name(name: &str) -> Option<&'static str> {
         params::CLIENT_SECRET,
         params::CLIENT_ASSERTION,
         params::CLIENT_ASSERTION_TYPE,
+        params::TOKEN,
+        params::TOKEN_TYPE_HINT,
     ]
     .into_iter()
     .find(|known| *known == name)

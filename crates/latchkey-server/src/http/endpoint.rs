@@ -1,0 +1,160 @@
+//! What every OAuth endpoint (token, introspection, revocation) does before its own work:
+//! transport checks, a strict parse of the form body, and client authentication.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+
+use crate::app::AppState;
+use crate::error::OAuthError;
+use crate::form::{self, FormError};
+use crate::http::access_log::ClientTag;
+use crate::protocol::client_auth::{authenticate, presented_credentials};
+use crate::protocol::request::{MAX_PARAMETERS, RequestParams};
+use crate::store::ClientRecord;
+
+/// Checklist A: bodies over 16 KiB are refused with 413 before parsing.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// A request that passed the transport checks and parsed strictly.
+pub struct Received {
+    /// The single `Authorization` header, if any.
+    pub authorization: Option<HeaderValue>,
+    /// The form parameters.
+    pub params: RequestParams,
+}
+
+/// Checklist A: only POST, no parameters in the URI, a form body of at most 16 KiB, no
+/// repeated parameters; at most one `Authorization` header (checklist C).
+pub async fn receive(request: Request) -> Result<Received, OAuthError> {
+    let (parts, body) = request.into_parts();
+    check_transport(&parts.method, parts.uri.query(), &parts.headers)?;
+    let authorization = single_authorization(&parts.headers)?;
+    let body = read_body(&parts.headers, body).await?;
+    let params = parse(&body)?;
+    Ok(Received {
+        authorization,
+        params,
+    })
+}
+
+/// Authenticates the client (RFC 6749 §2.3) and returns its record. Tags the response with
+/// the claimed client id for the access log, and notes which secret was used.
+pub async fn authenticate_client(
+    state: &AppState,
+    received: &Received,
+    client_tag: &mut Option<ClientTag>,
+) -> Result<Arc<ClientRecord>, OAuthError> {
+    let presented = presented_credentials(
+        received.authorization.as_ref().map(HeaderValue::as_bytes),
+        &received.params,
+    )?;
+    let claimed = plausible_client_id(&presented.client_id);
+    if claimed {
+        *client_tag = Some(ClientTag(presented.client_id.clone()));
+    }
+    // A claimed id that cannot be one of ours is not looked up, but still costs a hash compare.
+    let record = if claimed {
+        state
+            .cache
+            .client(state.store.as_ref(), &presented.client_id)
+            .await?
+    } else {
+        None
+    };
+    let now = state.clock.now();
+    let secret_id = authenticate(&presented, record.as_deref(), now)?;
+    state.cache.note_secret_use(secret_id, now);
+    record.ok_or_else(OAuthError::invalid_client)
+}
+
+fn check_transport(
+    method: &Method,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(), OAuthError> {
+    // RFC 6749 §3.2, RFC 7662 §2.1, RFC 7009 §2.1: these endpoints take POST.
+    if method != Method::POST {
+        return Err(OAuthError::invalid_request_with_status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this endpoint accepts POST only",
+        ));
+    }
+    // RFC 6749 §2.3.1: credentials "MUST NOT be included in the request URI". Our endpoint
+    // URIs have no query of their own, so any query is refused (and never logged).
+    if query.is_some() {
+        return Err(OAuthError::invalid_request(
+            "parameters must be sent in the request body, not the URI",
+        ));
+    }
+    // RFC 6749 §4.4.2: the body is application/x-www-form-urlencoded.
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim())
+        .is_some_and(|media| media.eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(OAuthError::invalid_request(
+            "Content-Type must be application/x-www-form-urlencoded",
+        ));
+    }
+    Ok(())
+}
+
+/// Checklist C: two Authorization headers are `invalid_request`.
+fn single_authorization(headers: &HeaderMap) -> Result<Option<HeaderValue>, OAuthError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(OAuthError::invalid_request(
+            "more than one Authorization header",
+        ));
+    }
+    Ok(first.cloned())
+}
+
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, OAuthError> {
+    let too_large = || {
+        OAuthError::invalid_request_with_status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is larger than 16 KiB",
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    // The limit also bounds chunked bodies that declare no length.
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|err| {
+            if err.into_inner().is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                OAuthError::invalid_request("the request body could not be read")
+            }
+        })
+}
+
+fn parse(body: &[u8]) -> Result<RequestParams, OAuthError> {
+    let pairs = form::parse(body, MAX_PARAMETERS).map_err(|err| match err {
+        FormError::Malformed => OAuthError::invalid_request(
+            "the body is not valid application/x-www-form-urlencoded UTF-8",
+        ),
+        FormError::TooManyParameters => OAuthError::invalid_request("too many parameters"),
+    })?;
+    RequestParams::from_pairs(pairs)
+}
+
+/// Client ids we generate are short and unreserved; anything else is not looked up or logged.
+fn plausible_client_id(id: &str) -> bool {
+    id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+}
