@@ -172,6 +172,12 @@ impl Cache {
         deny.entries.retain(|_, expires_at| *expires_at > now);
     }
 
+    /// Follows the database now rather than at the next poll: for changes this server made
+    /// itself (the janitor's key rotation and removal).
+    pub async fn refresh(&self, store: &dyn Store) -> Result<(), CacheError> {
+        self.poll(store, false).await
+    }
+
     /// One poll: on a new generation load new clients and keys, then acknowledge it; fetch new
     /// deny-list entries. Clients are read after the generation, so the snapshot is at least
     /// as new as the number it carries.

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, CacheError};
 use crate::clock::Clock;
-use crate::keys::{KeyError, KeySource, RETIRED_KEY_PUBLISHED_FOR};
+use crate::keys::{KeySource, RETIRED_KEY_PUBLISHED_FOR};
 use crate::store::{Purged, RotationOutcome, Store};
 
 /// What one pass did.
@@ -53,13 +53,13 @@ impl Janitor {
     }
 
     /// One pass over every task.
-    pub async fn run_once(&self) -> Result<JanitorReport, KeyError> {
+    pub async fn run_once(&self) -> Result<JanitorReport, CacheError> {
         let now = self.clock.now();
         let store = self.store.as_ref();
         let uses = self.cache.take_secret_uses();
         if let Err(err) = store.record_secret_use(&uses).await {
             self.cache.restore_secret_uses(uses);
-            return Err(err.into());
+            return Err(CacheError::Store(err));
         }
         let purged = store.purge_expired(now).await?;
         self.cache.forget_expired_revocations(now);
@@ -85,6 +85,10 @@ impl Janitor {
                 }
                 RotationOutcome::NotDue | RotationOutcome::NoKeys => {}
             }
+        }
+        if rotated_to.is_some() || !removed_keys.is_empty() {
+            // This server serves the new JWK Set and signs with the new key at once.
+            self.cache.refresh(store).await?;
         }
         Ok(JanitorReport {
             purged,

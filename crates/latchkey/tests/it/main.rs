@@ -9,5 +9,6 @@ mod discovery;
 mod helpers;
 mod interop;
 mod issuance;
+mod keys;
 mod lifecycle;
 mod token_endpoint;

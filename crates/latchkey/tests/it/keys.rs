@@ -1,0 +1,256 @@
+//! Checklist H: signing-key rotation, seen by an independent verifier that refreshes the JWK
+//! Set only every max-age, and private keys sealed with a key-encryption key.
+
+use std::sync::Arc;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use latchkey_proto::SigningAlg;
+use latchkey_server::admin;
+use latchkey_server::kek::KeyEncryptionKey;
+use latchkey_server::keys::KeySource;
+use latchkey_server::store::{self, KeyState};
+use latchkey_server::{Application, ManualClock, StartError};
+use serde_json::Value;
+
+use crate::helpers::{T0, TestApp, TestClient, server_config, spawn_app};
+
+const MAX_AGE: i64 = 300;
+
+/// An independent verifier (the `jsonwebtoken` crate) that caches the JWK Set and refetches it
+/// only once its copy is a max-age old: the laziest verifier the rotation rules must serve.
+struct LazyVerifier {
+    jwks: JwkSet,
+    fetched_at: i64,
+}
+
+impl LazyVerifier {
+    async fn new(app: &TestApp) -> Self {
+        LazyVerifier {
+            jwks: app.get_json("/jwks").await,
+            fetched_at: app.clock_now(),
+        }
+    }
+
+    /// Whether `token` verifies now; expiry is checked against the test clock.
+    async fn verifies(&mut self, app: &TestApp, token: &str) -> bool {
+        let now = app.clock_now();
+        if now - self.fetched_at >= MAX_AGE {
+            self.jwks = app.get_json("/jwks").await;
+            self.fetched_at = now;
+        }
+        let Some(kid) = jsonwebtoken::decode_header(token).unwrap().kid else {
+            return false;
+        };
+        let Some(jwk) = self.jwks.find(&kid) else {
+            return false;
+        };
+        let key = DecodingKey::from_jwk(jwk).unwrap();
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_audience(&["https://api.example.com"]);
+        validation.set_issuer(&[&app.issuer]);
+        validation.validate_exp = false;
+        match jsonwebtoken::decode::<Value>(token, &key, &validation) {
+            Ok(data) => data.claims["exp"].as_i64().unwrap() > now,
+            Err(_) => false,
+        }
+    }
+}
+
+impl TestApp {
+    fn clock_now(&self) -> i64 {
+        use latchkey_server::Clock as _;
+        self.clock.now()
+    }
+
+    async fn issue(&self, client: &TestClient) -> String {
+        let body: Value = self
+            .token_basic(client, "grant_type=client_credentials")
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn rotate(&self) -> Result<Vec<admin::Rotated>, admin::AdminError> {
+        let source = KeySource {
+            alg: SigningAlg::Es256,
+            kek: None,
+        };
+        admin::rotate_keys(self.store.as_ref(), &self.clock, &source, None)
+            .await
+            .map(|applied| applied.value)
+    }
+}
+
+/// Issue acceptance 2: tokens are issued every two minutes while the key rotates twice; at
+/// every step a verifier that refreshes the JWK Set only every max-age accepts every unexpired
+/// token. A day later the retired keys are removed: their tokens no longer verify or
+/// introspect.
+#[tokio::test]
+async fn rotation_never_fails_a_valid_token_for_a_lazy_verifier() {
+    let app = spawn_app().await;
+    let client = app.client(|c| c.token_ttl_seconds = 1800).await;
+    let rs = app
+        .client(|c| {
+            c.can_introspect = true;
+            c.grant_types.clear();
+        })
+        .await;
+    let mut verifier = LazyVerifier::new(&app).await;
+    let first_kid = app.signing_kid_now().await;
+
+    // The next key was published at start; it may not sign before one max-age plus skew.
+    let refused = app.rotate().await.unwrap_err().to_string();
+    assert!(refused.contains("Try again in 360 s"), "{refused}");
+
+    let mut tokens: Vec<(i64, String)> = Vec::new();
+    let mut rotations = Vec::new();
+    let step = 120;
+    for t in (0..=3 * 3600).step_by(step) {
+        app.clock.set(T0 + t as i64);
+        if t == 360 || t == 720 {
+            rotations.extend(app.rotate().await.unwrap());
+        }
+        tokens.push((T0 + t as i64 + 1800, app.issue(&client).await));
+        for (exp, token) in &tokens {
+            if *exp > app.clock_now() {
+                assert!(
+                    verifier.verifies(&app, token).await,
+                    "t={t}: an unexpired token failed to verify"
+                );
+            }
+        }
+        app.janitor.run_once().await.unwrap();
+    }
+    assert_eq!(rotations.len(), 2);
+    assert_eq!(rotations[0].retired, first_kid);
+    assert_eq!(rotations[1].retired, rotations[0].current);
+    let old_token = tokens[0].1.clone();
+    assert_eq!(
+        jsonwebtoken::decode_header(&old_token)
+            .unwrap()
+            .kid
+            .unwrap(),
+        first_kid
+    );
+
+    // Both retired keys are still published within a day of their retirement...
+    let jwks: JwkSet = app.get_json("/jwks").await;
+    assert!(jwks.find(&first_kid).is_some());
+    // ...and removed after the day, a max-age and skew.
+    app.clock.set(T0 + 720 + 24 * 3600 + MAX_AGE + 60);
+    let report = app.janitor.run_once().await.unwrap();
+    assert_eq!(
+        report.removed_keys.len(),
+        2,
+        "both retired keys: {report:?}"
+    );
+    let jwks: JwkSet = app.get_json("/jwks").await;
+    assert!(jwks.find(&first_kid).is_none());
+    assert_eq!(jwks.keys.len(), 2, "current and next remain");
+    let mut fresh_verifier = LazyVerifier::new(&app).await;
+    assert!(!fresh_verifier.verifies(&app, &old_token).await);
+    let answer = app
+        .http
+        .post(app.url("/oauth2/introspect"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", rs.basic())
+        .body(format!("token={old_token}"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(answer, serde_json::json!({ "active": false }));
+    let stored = app.store.signing_keys().await.unwrap();
+    let removed = stored.iter().find(|k| k.kid == first_kid).unwrap();
+    assert_eq!(removed.state, KeyState::Removed);
+    assert!(removed.private_key.is_empty(), "the private key is erased");
+}
+
+/// Automatic rotation (`serve --key-rotation`): the janitor rotates once the current key has
+/// signed for the period and the next key is ready.
+#[tokio::test]
+async fn automatic_rotation_by_the_janitor() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("auto.db").display());
+    let store = store::connect(&url).await.unwrap();
+    let clock = ManualClock::new(T0);
+    let mut config = server_config(SigningAlg::Es256, None);
+    config.key_rotation = Some(3600);
+    let app = crate::helpers::spawn_with_config(config, url, dir, store, clock).await;
+    let before = app.signing_kid_now().await;
+    app.clock.advance(3599);
+    assert_eq!(app.janitor.run_once().await.unwrap().rotated_to, None);
+    app.clock.advance(1);
+    let rotated = app.janitor.run_once().await.unwrap().rotated_to.unwrap();
+    assert_ne!(rotated, before);
+    let client = app.client(|_| {}).await;
+    let token = app.issue(&client).await;
+    assert_eq!(
+        jsonwebtoken::decode_header(&token).unwrap().kid.unwrap(),
+        rotated
+    );
+}
+
+impl TestApp {
+    /// The kid the server signs with now, read from a fresh token's header.
+    async fn signing_kid_now(&self) -> String {
+        let client = self.client(|_| {}).await;
+        let token = self.issue(&client).await;
+        jsonwebtoken::decode_header(&token).unwrap().kid.unwrap()
+    }
+}
+
+const KEK_A: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
+const KEK_B: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+async fn start(url: &str, kek: Option<&str>) -> Result<Application, StartError> {
+    let store = store::connect(url).await.unwrap();
+    let mut config = server_config(SigningAlg::Es256, None);
+    config.key_encryption_key = kek.map(|k| Arc::new(KeyEncryptionKey::from_base64(k).unwrap()));
+    Application::build(config, store, Arc::new(ManualClock::new(T0))).await
+}
+
+/// Checklist H: keys survive a restart; with a KEK they are sealed at rest (clear keys are
+/// sealed at the next start); a missing or wrong KEK fails loudly at start.
+#[tokio::test]
+async fn private_keys_are_sealed_with_the_kek_and_a_wrong_kek_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("kek.db").display());
+    let clear = start(&url, None).await.unwrap();
+    let kid = clear.signing_kid();
+    drop(clear);
+    let stored = store::connect(&url)
+        .await
+        .unwrap()
+        .signing_keys()
+        .await
+        .unwrap();
+    assert!(stored.iter().all(|k| k.encryption.is_none()));
+
+    let sealed = start(&url, Some(KEK_A)).await.unwrap();
+    assert_eq!(sealed.signing_kid(), kid, "the same key, now sealed");
+    drop(sealed);
+    let stored = store::connect(&url)
+        .await
+        .unwrap()
+        .signing_keys()
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+    for key in &stored {
+        assert!(key.encryption.as_deref().unwrap().starts_with("A256GCM:"));
+        // A sealed key is not PKCS#8: no DER SEQUENCE header, and it does not parse.
+        assert!(latchkey_server::keys::SigningKey::from_pkcs8(key.alg, &key.private_key).is_err());
+    }
+
+    assert_eq!(start(&url, Some(KEK_A)).await.unwrap().signing_kid(), kid);
+    let wrong = start(&url, Some(KEK_B)).await.err().unwrap().to_string();
+    assert!(wrong.contains("key-encryption key"), "{wrong}");
+    let missing = start(&url, None).await.err().unwrap().to_string();
+    assert!(missing.contains("LATCHKEY_KEY_ENCRYPTION_KEY"), "{missing}");
+}
