@@ -335,6 +335,19 @@ pub async fn rotate_keys(
     alg: Option<SigningAlg>,
 ) -> Result<Applied<Vec<Rotated>>, AdminError> {
     let keys = store.signing_keys().await?;
+    // A new key is sealed like the ones already stored: never a clear key beside sealed ones,
+    // never one sealed with another KEK.
+    let marker = source.kek.as_ref().map(|k| k.marker());
+    if let Some(key) = keys
+        .iter()
+        .find(|k| k.state != KeyState::Removed && k.encryption.is_some() && k.encryption != marker)
+    {
+        return Err(AdminError::Invalid(format!(
+            "signing key {} is sealed with {}; give the same key-encryption key (LATCHKEY_KEY_ENCRYPTION_KEY or --key-encryption-key-file)",
+            key.kid,
+            key.encryption.as_deref().unwrap_or_default()
+        )));
+    }
     let algs: Vec<SigningAlg> = keys
         .iter()
         .filter(|k| k.state == KeyState::Current && alg.is_none_or(|a| a == k.alg))

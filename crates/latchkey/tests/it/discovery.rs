@@ -37,6 +37,20 @@ async fn metadata_is_served_at_both_well_known_paths() {
         serde_json::json!(["client_secret_basic", "client_secret_post"])
     );
     assert_eq!(doc["response_types_supported"], serde_json::json!([]));
+    // RFC 8414 §2 with RFC 7662 and RFC 7009: the lifecycle endpoints and how to authenticate.
+    for (endpoint, path) in [
+        ("introspection", "/oauth2/introspect"),
+        ("revocation", "/oauth2/revoke"),
+    ] {
+        assert_eq!(
+            doc[format!("{endpoint}_endpoint")],
+            format!("{}{path}", app.issuer)
+        );
+        assert_eq!(
+            doc[format!("{endpoint}_endpoint_auth_methods_supported")],
+            serde_json::json!(["client_secret_basic", "client_secret_post"])
+        );
+    }
 }
 
 #[tokio::test]
