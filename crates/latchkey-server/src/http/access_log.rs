@@ -11,6 +11,14 @@ use axum::response::Response;
 #[derive(Debug, Clone)]
 pub struct ClientTag(pub String);
 
+/// Marks `response` with the client it was for, if one was claimed.
+pub fn tag_client(mut response: Response, client: Option<ClientTag>) -> Response {
+    if let Some(tag) = client {
+        response.extensions_mut().insert(tag);
+    }
+    response
+}
+
 /// `issued`, or the RFC 6749 §5.2 error code.
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome(pub &'static str);

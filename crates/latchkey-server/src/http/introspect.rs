@@ -18,14 +18,11 @@ use crate::protocol::introspection::{active_response, is_active, opaque_claims};
 /// The introspection endpoint handler.
 pub async fn introspect(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let mut client_tag = None;
-    let mut response = match answer(&state, request, &mut client_tag).await {
+    let response = match answer(&state, request, &mut client_tag).await {
         Ok(answer) => respond(&answer),
         Err(err) => err.into_response(),
     };
-    if let Some(tag) = client_tag {
-        response.extensions_mut().insert(tag);
-    }
-    response
+    super::access_log::tag_client(response, client_tag)
 }
 
 async fn answer(

@@ -16,7 +16,7 @@ use crate::protocol::access_token::{TokenShape, shape};
 /// The revocation endpoint handler.
 pub async fn revoke(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let mut client_tag = None;
-    let mut response = match run(&state, request, &mut client_tag).await {
+    let response = match run(&state, request, &mut client_tag).await {
         Ok(outcome) => {
             // RFC 7009 §2.2: 200; the body is ignored by the client, so it is empty.
             let mut response = super::no_store_json(StatusCode::OK, "");
@@ -26,10 +26,7 @@ pub async fn revoke(State(state): State<Arc<AppState>>, request: Request) -> Res
         }
         Err(err) => err.into_response(),
     };
-    if let Some(tag) = client_tag {
-        response.extensions_mut().insert(tag);
-    }
-    response
+    super::access_log::tag_client(response, client_tag)
 }
 
 async fn run(

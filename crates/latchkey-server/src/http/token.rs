@@ -19,14 +19,11 @@ use crate::store::OpaqueTokenRecord;
 /// The token endpoint handler.
 pub async fn token(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let mut client_tag = None;
-    let mut response = match issue(&state, request, &mut client_tag).await {
+    let response = match issue(&state, request, &mut client_tag).await {
         Ok(token) => issued(&token),
         Err(err) => err.into_response(),
     };
-    if let Some(tag) = client_tag {
-        response.extensions_mut().insert(tag);
-    }
-    response
+    super::access_log::tag_client(response, client_tag)
 }
 
 async fn issue(
