@@ -3,6 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 /// The discovery document served at `/.well-known/oauth-authorization-server`.
+///
+/// latchkey always fills every member. Members that RFC 8414 §2 makes OPTIONAL are read with
+/// defaults, so the client library can read other servers' documents: an absent list means the
+/// RFC's default (for example `client_secret_basic` for the authentication methods).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizationServerMetadata {
     /// The issuer identifier; equals the `iss` of every token.
@@ -10,12 +14,17 @@ pub struct AuthorizationServerMetadata {
     /// The token endpoint URL.
     pub token_endpoint: String,
     /// Where the public signing keys are published.
-    pub jwks_uri: String,
-    /// Grant types the server supports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// Grant types the server supports; empty when the document does not say.
+    #[serde(default)]
     pub grant_types_supported: Vec<String>,
-    /// Client authentication methods at the token endpoint.
+    /// Client authentication methods at the token endpoint; empty when the document does not
+    /// say, which RFC 8414 §2 reads as `client_secret_basic`.
+    #[serde(default)]
     pub token_endpoint_auth_methods_supported: Vec<String>,
     /// Response types: empty, since there is no authorization endpoint (RFC 8414 §2).
+    #[serde(default)]
     pub response_types_supported: Vec<String>,
     /// The RFC 7662 introspection endpoint, when enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]

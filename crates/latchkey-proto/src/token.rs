@@ -25,12 +25,31 @@ pub mod params {
 }
 
 /// How the access token is to be presented to a resource server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// RFC 6749 §5.1: the value is case insensitive, so `bearer` from another server reads as
+/// [`TokenType::Bearer`]; latchkey always writes the registered spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum TokenType {
     /// RFC 6750 bearer token.
     Bearer,
     /// RFC 9449 DPoP-bound token.
     DPoP,
+}
+
+impl<'de> Deserialize<'de> for TokenType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        if name.eq_ignore_ascii_case("Bearer") {
+            Ok(TokenType::Bearer)
+        } else if name.eq_ignore_ascii_case("DPoP") {
+            Ok(TokenType::DPoP)
+        } else {
+            Err(serde::de::Error::unknown_variant(
+                &name,
+                &["Bearer", "DPoP"],
+            ))
+        }
+    }
 }
 
 /// A successful access token response (RFC 6749 §5.1). Never carries a refresh token for the
@@ -41,8 +60,10 @@ pub struct TokenResponse {
     pub access_token: String,
     /// `Bearer` or `DPoP`.
     pub token_type: TokenType,
-    /// Lifetime in seconds from the moment of issue.
-    pub expires_in: u64,
+    /// Lifetime in seconds from the moment of issue. RFC 6749 §5.1 only RECOMMENDS it, so a
+    /// response from another server may lack it; latchkey always sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
     /// The granted scope, space-separated; absent when no scope was granted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
@@ -69,9 +90,29 @@ mod tests {
         let r = TokenResponse {
             access_token: "secret-token-value".into(),
             token_type: TokenType::Bearer,
-            expires_in: 5,
+            expires_in: Some(5),
             scope: None,
         };
         assert!(!format!("{r:?}").contains("secret-token-value"));
+    }
+
+    #[test]
+    fn token_type_is_case_insensitive_and_expires_in_optional() {
+        let r: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"t","token_type":"bearer"}"#).unwrap();
+        assert_eq!(r.token_type, TokenType::Bearer);
+        assert_eq!(r.expires_in, None);
+        let r: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"t","token_type":"dpop","expires_in":9}"#)
+                .unwrap();
+        assert_eq!(r.token_type, TokenType::DPoP);
+        assert!(
+            serde_json::from_str::<TokenResponse>(r#"{"access_token":"t","token_type":"mac"}"#)
+                .is_err()
+        );
+        assert_eq!(
+            serde_json::to_string(&TokenType::DPoP).unwrap(),
+            r#""DPoP""#
+        );
     }
 }

@@ -264,7 +264,7 @@ fn metadata(issuer: &str) -> AuthorizationServerMetadata {
     AuthorizationServerMetadata {
         issuer: issuer.to_owned(),
         token_endpoint: format!("{issuer}{}", paths::TOKEN),
-        jwks_uri: format!("{issuer}{}", paths::JWKS),
+        jwks_uri: Some(format!("{issuer}{}", paths::JWKS)),
         grant_types_supported: GrantType::ALL
             .iter()
             .map(|g| g.as_str().to_owned())

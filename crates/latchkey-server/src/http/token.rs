@@ -70,7 +70,7 @@ async fn issue(
     Ok(TokenResponse {
         access_token,
         token_type: TokenType::Bearer,
-        expires_in: u64::try_from(grant.ttl_seconds).unwrap_or(0),
+        expires_in: Some(u64::try_from(grant.ttl_seconds).unwrap_or(0)),
         scope: claims.scope,
     })
 }

@@ -1,0 +1,327 @@
+//! Configuring a [`ClientCredentials`]: where the server is, who the client is, what it asks
+//! for. Everything is checked in `build`, before the first token is needed.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use latchkey_proto::ClientAuthMethod;
+use url::Url;
+
+use crate::cache::{ClientCredentials, Settings};
+use crate::clock::{Clock, SystemClock};
+use crate::discovery;
+use crate::error::Error;
+use crate::refresh::RefreshPolicy;
+use crate::retry::RetryPolicy;
+use crate::secret::ClientSecret;
+use crate::store::{CacheKey, TokenStore};
+use crate::token_request::TokenRequest;
+
+/// Builds a [`ClientCredentials`]; start with [`ClientCredentials::builder`].
+#[must_use]
+pub struct Builder {
+    issuer: Option<String>,
+    token_endpoint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<ClientSecret>,
+    auth_method: ClientAuthMethod,
+    scope: Vec<String>,
+    audience: Vec<String>,
+    refresh: RefreshPolicy,
+    retry: RetryPolicy,
+    store: Option<Arc<dyn TokenStore>>,
+    http: Option<reqwest::Client>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Builder {
+    pub(crate) fn new() -> Self {
+        Builder {
+            issuer: None,
+            token_endpoint: None,
+            client_id: None,
+            client_secret: None,
+            auth_method: ClientAuthMethod::ClientSecretBasic,
+            scope: Vec::new(),
+            audience: Vec::new(),
+            refresh: RefreshPolicy::default(),
+            retry: RetryPolicy::default(),
+            store: None,
+            http: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The issuer: `build` reads its metadata (RFC 8414, then OpenID Connect Discovery) for the
+    /// token endpoint and checks the document names this exact issuer.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// The token endpoint, when there is no discovery document to read it from.
+    pub fn token_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.token_endpoint = Some(url.into());
+        self
+    }
+
+    /// The client id.
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// The client secret; kept out of `Debug` output and logs.
+    pub fn client_secret(mut self, secret: impl Into<ClientSecret>) -> Self {
+        self.client_secret = Some(secret.into());
+        self
+    }
+
+    /// How the secret is sent: `client_secret_basic` (the default, RFC 6749 §2.3.1) or
+    /// `client_secret_post`.
+    pub fn auth_method(mut self, method: ClientAuthMethod) -> Self {
+        self.auth_method = method;
+        self
+    }
+
+    /// Adds scope tokens; a string may hold several, separated by spaces. Without any, the
+    /// server grants the client's default scope.
+    pub fn scope(mut self, scope: impl AsRef<str>) -> Self {
+        self.scope.extend(
+            scope
+                .as_ref()
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        );
+        self
+    }
+
+    /// Adds an audience: the absolute URI of an API the token is for, sent as an RFC 8707
+    /// `resource` parameter.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience.push(audience.into());
+        self
+    }
+
+    /// When tokens are refreshed ahead of expiry; see [`RefreshPolicy`] for the defaults.
+    pub fn refresh_policy(mut self, policy: RefreshPolicy) -> Self {
+        self.refresh = policy;
+        self
+    }
+
+    /// How failed requests are retried; see [`RetryPolicy`] for the defaults.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// A persistent cache shared with other processes and restarts
+    /// ([`FileStore`](crate::FileStore), `RedisStore`, or your own [`TokenStore`]).
+    pub fn store(mut self, store: impl TokenStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The HTTP client for talking to the authorization server. By default a client of its own
+    /// that follows no redirects (credentials are never re-sent elsewhere) and gives up
+    /// connecting after 5 s.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// The clock expiry is computed with (for tests).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Checks the configuration, runs discovery when an issuer was given, and returns the
+    /// client. No token is fetched yet.
+    pub async fn build(self) -> Result<ClientCredentials, Error> {
+        let client_id = self
+            .client_id
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| Error::Config("a client id is required".into()))?;
+        if client_id.chars().any(char::is_control) {
+            return Err(Error::Config(
+                "the client id contains control characters".into(),
+            ));
+        }
+        let secret = self
+            .client_secret
+            .filter(|s| !s.expose().is_empty())
+            .ok_or_else(|| Error::Config("a client secret is required".into()))?;
+        let mut scope = self.scope;
+        for token in &scope {
+            check_scope_token(token)?;
+        }
+        // One canonical order, so the same set of scopes is one cache entry.
+        scope.sort();
+        scope.dedup();
+        let mut audience = self.audience;
+        for uri in &audience {
+            check_audience(uri)?;
+        }
+        audience.sort();
+        audience.dedup();
+        let http = match self.http {
+            Some(http) => http,
+            None => default_http_client()?,
+        };
+        let token_endpoint = match (self.issuer, self.token_endpoint) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "give either an issuer or a token endpoint, not both".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(Error::Config(
+                    "an issuer or a token endpoint is required".into(),
+                ));
+            }
+            (None, Some(endpoint)) => endpoint_url("token endpoint", &endpoint)?,
+            (Some(issuer), None) => {
+                let url = endpoint_url("issuer", &issuer)?;
+                if url.query().is_some() {
+                    return Err(Error::Config(
+                        "an issuer has no query component (RFC 8414 §2)".into(),
+                    ));
+                }
+                let clock = Arc::clone(&self.clock);
+                let metadata = discovery::discover(
+                    &http,
+                    &self.retry,
+                    &url,
+                    &issuer,
+                    self.auth_method,
+                    move || clock.now(),
+                )
+                .await?;
+                endpoint_url("token endpoint", &metadata.token_endpoint)
+                    .map_err(|e| Error::Discovery(e.to_string()))?
+            }
+        };
+        let key = CacheKey::new(
+            token_endpoint.as_str(),
+            &client_id,
+            self.auth_method,
+            &scope,
+            &audience,
+        );
+        let request = TokenRequest::new(
+            token_endpoint,
+            self.auth_method,
+            &client_id,
+            &secret,
+            &scope,
+            &audience,
+        )?;
+        Ok(ClientCredentials::new(Settings {
+            client_id,
+            scope,
+            audience,
+            request,
+            http,
+            clock: self.clock,
+            refresh: self.refresh,
+            retry: self.retry,
+            store: self.store,
+            key,
+        }))
+    }
+}
+
+fn default_http_client() -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("latchkey-client/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))
+}
+
+/// An issuer or endpoint URL: `https`, or `http` only on a loopback address, so credentials
+/// never cross a network in the clear (RFC 6749 §2.3.1 requires TLS); no fragment.
+fn endpoint_url(what: &str, value: &str) -> Result<Url, Error> {
+    let url = Url::parse(value).map_err(|e| Error::Config(format!("the {what} {value:?}: {e}")))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => {
+            return Err(Error::Config(format!(
+                "the {what} {value:?} must use https (plain http only on loopback)"
+            )));
+        }
+    }
+    if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::Config(format!(
+            "the {what} {value:?} may not have a fragment or user information"
+        )));
+    }
+    Ok(url)
+}
+
+/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
+fn check_scope_token(token: &str) -> Result<(), Error> {
+    let valid = |b: u8| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b);
+    if token.bytes().all(valid) {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{token:?} is not a valid scope token (RFC 6749 §3.3)"
+        )))
+    }
+}
+
+/// RFC 8707 §2: an absolute URI without a fragment.
+fn check_audience(uri: &str) -> Result<(), Error> {
+    match Url::parse(uri) {
+        Ok(url) if url.fragment().is_none() && !uri.contains(' ') => Ok(()),
+        _ => Err(Error::Config(format!(
+            "the audience {uri:?} must be an absolute URI without a fragment (RFC 8707 §2)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        for ok in [
+            "https://as.example",
+            "http://127.0.0.1:8080",
+            "http://[::1]/x",
+            "http://localhost:1",
+        ] {
+            assert!(endpoint_url("issuer", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://as.example",
+            "ftp://as.example",
+            "https://as.example/#f",
+            "https://u:p@as.example",
+            "as.example",
+        ] {
+            assert!(endpoint_url("issuer", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scope_tokens_follow_rfc6749() {
+        assert!(check_scope_token("invoices:read").is_ok());
+        assert!(check_scope_token("a\"b").is_err());
+        assert!(check_scope_token("a\\b").is_err());
+        assert!(check_scope_token("é").is_err());
+    }
+}

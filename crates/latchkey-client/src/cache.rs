@@ -1,0 +1,340 @@
+//! [`ClientCredentials`]: the in-memory token cache with single-flight fetching and early
+//! refresh, in front of the optional persistent store and the token endpoint.
+//!
+//! The read path takes one uncontended read lock and clones one `Arc`. Fetches go through a
+//! single "flight": the first caller that needs a token starts it as a task, everyone else who
+//! needs one meanwhile awaits the same shared result, and the result (token or error) is
+//! delivered to all of them. Errors are never cached: the next call starts a new flight.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
+use latchkey_proto::{TokenResponse, TokenType};
+use url::Url;
+
+use crate::builder::Builder;
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::refresh::{RefreshPolicy, Schedule};
+use crate::retry::RetryPolicy;
+use crate::secret::AccessToken;
+use crate::store::{CacheKey, StoredToken, TokenStore};
+use crate::token_request::TokenRequest;
+
+/// After a background refresh fails, callers keep the still-valid token and the next refresh is
+/// tried this much later (or when the token stops being usable, if sooner).
+const REFRESH_RETRY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Tokens for one client, scope and audience, fetched with the client credentials grant
+/// (RFC 6749 §4.4) and cached while valid.
+///
+/// Cheap to clone; clones share the cache. See the [crate docs](crate) for an example.
+#[derive(Clone)]
+pub struct ClientCredentials {
+    inner: Arc<Inner>,
+}
+
+/// Everything the builder decided.
+pub(crate) struct Settings {
+    pub client_id: String,
+    pub scope: Vec<String>,
+    pub audience: Vec<String>,
+    pub request: TokenRequest,
+    pub http: reqwest::Client,
+    pub clock: Arc<dyn Clock>,
+    pub refresh: RefreshPolicy,
+    pub retry: RetryPolicy,
+    pub store: Option<Arc<dyn TokenStore>>,
+    pub key: CacheKey,
+}
+
+struct Inner {
+    settings: Settings,
+    current: RwLock<Option<Cached>>,
+    /// The fetch in progress, if any. Installing its result into `current` happens under this
+    /// lock, so "no usable token and no flight" is never seen by two callers at once.
+    flight: Mutex<Option<Flight>>,
+}
+
+type Flight = Shared<BoxFuture<'static, Result<AccessToken, Error>>>;
+
+#[derive(Clone)]
+struct Cached {
+    token: AccessToken,
+    schedule: Schedule,
+}
+
+/// What a caller needs from the cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Any token that may still be handed out.
+    Usable,
+    /// A token not yet due for refresh (a background refresh wants this).
+    Fresh,
+}
+
+impl Cached {
+    fn satisfies(&self, need: Need, now: SystemTime) -> bool {
+        match need {
+            Need::Usable => now < self.schedule.usable_until,
+            Need::Fresh => now < self.schedule.refresh_at,
+        }
+    }
+}
+
+impl ClientCredentials {
+    /// Starts configuring a client.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(crate) fn new(settings: Settings) -> Self {
+        ClientCredentials {
+            inner: Arc::new(Inner {
+                settings,
+                current: RwLock::new(None),
+                flight: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// A valid access token: the cached one while it is not due for refresh; the cached one
+    /// plus a background refresh once it is; otherwise the result of the one fetch in flight,
+    /// shared with every other caller waiting for it.
+    pub async fn token(&self) -> Result<AccessToken, Error> {
+        let now = self.inner.settings.clock.now();
+        {
+            let current = self.inner.read_current();
+            if let Some(cached) = current.as_ref() {
+                if cached.satisfies(Need::Fresh, now) {
+                    return Ok(cached.token.clone());
+                }
+                if cached.satisfies(Need::Usable, now) {
+                    let token = cached.token.clone();
+                    drop(current);
+                    self.inner.refresh_in_background();
+                    return Ok(token);
+                }
+            }
+        }
+        match self.inner.join_or_start(Need::Usable) {
+            Ok(token) => Ok(token),
+            Err(flight) => flight.await,
+        }
+    }
+
+    /// Forgets `token` because a resource server rejected it (RFC 6750 §3.1 `invalid_token`),
+    /// here and in the store, so the next [`token`](Self::token) call fetches a new one. A
+    /// newer token that replaced it meanwhile is kept.
+    pub async fn invalidate(&self, token: &AccessToken) {
+        let removed = {
+            let _flight = self.inner.lock_flight();
+            let mut current = self.inner.write_current();
+            if current.as_ref().is_some_and(|c| c.token.same_as(token)) {
+                *current = None;
+                true
+            } else {
+                false
+            }
+        };
+        if let Some(store) = &self.inner.settings.store {
+            let key = &self.inner.settings.key;
+            if let Err(error) = store.remove(key, token.secret()).await {
+                tracing::warn!(%error, "could not remove a rejected token from the token store");
+            }
+        }
+        if removed {
+            tracing::debug!(endpoint = %self.token_endpoint(), "cached token invalidated");
+        }
+    }
+
+    /// The token endpoint in use (from discovery or as configured).
+    pub fn token_endpoint(&self) -> &Url {
+        self.inner.settings.request.endpoint()
+    }
+
+    /// The key this client's tokens are cached and stored under.
+    pub fn cache_key(&self) -> &CacheKey {
+        &self.inner.settings.key
+    }
+}
+
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let settings = &self.inner.settings;
+        f.debug_struct("ClientCredentials")
+            .field("token_endpoint", &settings.request.endpoint().as_str())
+            .field("client_id", &settings.client_id)
+            .field("scope", &settings.scope)
+            .field("audience", &settings.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn read_current(&self) -> std::sync::RwLockReadGuard<'_, Option<Cached>> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_current(&self) -> std::sync::RwLockWriteGuard<'_, Option<Cached>> {
+        self.current.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_flight(&self) -> std::sync::MutexGuard<'_, Option<Flight>> {
+        self.flight.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A token that meets `need` if one is cached now, or else the flight to wait for (joining
+    /// the one in progress or starting one).
+    fn join_or_start(self: &Arc<Self>, need: Need) -> Result<AccessToken, Flight> {
+        let mut flight = self.lock_flight();
+        let now = self.settings.clock.now();
+        if let Some(cached) = self.read_current().as_ref()
+            && cached.satisfies(need, now)
+        {
+            return Ok(cached.token.clone());
+        }
+        if let Some(running) = flight.as_ref() {
+            return Err(running.clone());
+        }
+        let inner = Arc::clone(self);
+        // The fetch runs as its own task, so a caller that gives up does not cancel it for the
+        // others.
+        let task = tokio::spawn(async move { inner.fetch_and_install().await });
+        let shared = async move {
+            task.await.unwrap_or_else(|join| {
+                Err(Error::InvalidResponse(format!(
+                    "the token fetch task failed: {join}"
+                )))
+            })
+        }
+        .boxed()
+        .shared();
+        *flight = Some(shared.clone());
+        Err(shared)
+    }
+
+    /// Starts a refresh unless one is running or another caller already finished one.
+    fn refresh_in_background(self: &Arc<Self>) {
+        if let Err(flight) = self.join_or_start(Need::Fresh) {
+            // The task runs by itself; nobody needs to poll the shared handle.
+            drop(flight);
+        }
+    }
+
+    async fn fetch_and_install(self: Arc<Self>) -> Result<AccessToken, Error> {
+        let result = self.obtain().await;
+        let _flight_slot = {
+            let mut flight = self.lock_flight();
+            let mut current = self.write_current();
+            match &result {
+                Ok(cached) => *current = Some(cached.clone()),
+                Err(error) => {
+                    let now = self.settings.clock.now();
+                    if let Some(cached) = current.as_mut()
+                        && cached.satisfies(Need::Usable, now)
+                    {
+                        // Keep serving the valid token; try again a little later.
+                        cached.schedule.refresh_at =
+                            (now + REFRESH_RETRY_INTERVAL).min(cached.schedule.usable_until);
+                        tracing::warn!(%error, "token refresh failed; the current token is still valid");
+                    }
+                }
+            }
+            flight.take()
+        };
+        result.map(|cached| cached.token)
+    }
+
+    /// A fresh token: from the store if it holds one not yet due for refresh, otherwise from
+    /// the token endpoint (then saved to the store).
+    async fn obtain(&self) -> Result<Cached, Error> {
+        let settings = &self.settings;
+        if let Some(store) = &settings.store {
+            match store.load(&settings.key).await {
+                Ok(Some(stored)) => {
+                    if let Some(cached) = self.adopt(&stored) {
+                        tracing::debug!("token taken from the token store");
+                        return Ok(cached);
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "token store unreadable; asking the server");
+                }
+            }
+        }
+        let response = settings
+            .retry
+            .run(|timeout| {
+                settings
+                    .request
+                    .send(&settings.http, timeout, settings.clock.now())
+            })
+            .await?;
+        let cached = self.receive(response)?;
+        if let Some(store) = &settings.store
+            && let Err(error) = store
+                .save(&settings.key, &StoredToken::from_token(&cached.token))
+                .await
+        {
+            tracing::warn!(%error, "could not write the token to the token store");
+        }
+        Ok(cached)
+    }
+
+    /// A stored token, if it is another token than the one held and not yet due for refresh.
+    fn adopt(&self, stored: &StoredToken) -> Option<Cached> {
+        let token = stored.to_token()?;
+        if let Some(current) = self.read_current().as_ref()
+            && current.token.same_as(&token)
+        {
+            return None;
+        }
+        let cached = self.schedule(token);
+        cached
+            .satisfies(Need::Fresh, self.settings.clock.now())
+            .then_some(cached)
+    }
+
+    /// RFC 6749 §5.1: expiry is `expires_in` counted from receipt; the token is never decoded
+    /// (RFC 9068 §6: it is opaque to the client).
+    fn receive(&self, response: TokenResponse) -> Result<Cached, Error> {
+        if response.token_type != TokenType::Bearer {
+            return Err(Error::InvalidResponse(format!(
+                "token_type {:?}, but this client only sends Bearer tokens",
+                response.token_type
+            )));
+        }
+        let received_at = self.settings.clock.now();
+        let expires_at = match response.expires_in {
+            Some(seconds) => received_at + Duration::from_secs(seconds),
+            None => self.settings.refresh.assumed_expiry(received_at),
+        };
+        let token = AccessToken::new(
+            response.access_token,
+            response.token_type,
+            response.scope,
+            received_at,
+            expires_at,
+        )
+        .ok_or_else(|| {
+            Error::InvalidResponse(
+                "the access token is empty or cannot be sent in an HTTP header".into(),
+            )
+        })?;
+        Ok(self.schedule(token))
+    }
+
+    fn schedule(&self, token: AccessToken) -> Cached {
+        let schedule = self.settings.refresh.schedule(
+            token.received_at(),
+            token.expires_at(),
+            fastrand::f64(),
+        );
+        Cached { token, schedule }
+    }
+}

@@ -1,0 +1,298 @@
+//! One client-credentials token request (RFC 6749 §4.4.2) and how its response is read
+//! (§5.1, §5.2).
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use latchkey_proto::{ClientAuthMethod, ErrorCode, ErrorResponse, TokenResponse, params};
+use url::Url;
+use url::form_urlencoded::{Serializer, byte_serialize};
+
+use crate::error::{Error, Rejection};
+use crate::retry::{self, Attempt};
+use crate::secret::ClientSecret;
+
+/// The largest token endpoint response body read (a token response is a few KiB at most).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// A token request, encoded once when the client is built and sent as often as needed.
+pub(crate) struct TokenRequest {
+    endpoint: Url,
+    /// `Basic ...` for client_secret_basic, marked sensitive.
+    authorization: Option<HeaderValue>,
+    /// The form body; with client_secret_post it holds the secret, hence the wrapper.
+    body: ClientSecret,
+}
+
+impl TokenRequest {
+    pub(crate) fn new(
+        endpoint: Url,
+        method: ClientAuthMethod,
+        client_id: &str,
+        secret: &ClientSecret,
+        scope: &[String],
+        audience: &[String],
+    ) -> Result<Self, Error> {
+        let mut form = Serializer::new(String::new());
+        form.append_pair(params::GRANT_TYPE, "client_credentials");
+        if !scope.is_empty() {
+            // RFC 6749 §3.3: space-delimited scope tokens.
+            form.append_pair(params::SCOPE, &scope.join(" "));
+        }
+        for resource in audience {
+            // RFC 8707 §2: one `resource` parameter per audience.
+            form.append_pair(params::RESOURCE, resource);
+        }
+        let authorization = match method {
+            ClientAuthMethod::ClientSecretBasic => {
+                // RFC 6749 §2.3.1: form-urlencode id and secret before joining and encoding;
+                // many clients skip this and break on secrets with `:` or `%`.
+                let pair = format!(
+                    "{}:{}",
+                    byte_serialize(client_id.as_bytes()).collect::<String>(),
+                    byte_serialize(secret.expose().as_bytes()).collect::<String>()
+                );
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
+                    .map_err(|_| Error::Config("the client id cannot be sent".into()))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            ClientAuthMethod::ClientSecretPost => {
+                form.append_pair(params::CLIENT_ID, client_id);
+                form.append_pair(params::CLIENT_SECRET, secret.expose());
+                None
+            }
+        };
+        Ok(TokenRequest {
+            endpoint,
+            authorization,
+            body: ClientSecret::new(form.finish()),
+        })
+    }
+
+    pub(crate) fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    /// Sends the request once and classifies the answer.
+    pub(crate) async fn send(
+        &self,
+        http: &reqwest::Client,
+        timeout: Duration,
+        now: SystemTime,
+    ) -> Attempt<TokenResponse> {
+        let mut request = http
+            .post(self.endpoint.clone())
+            .timeout(timeout)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .body(self.body.expose().to_owned());
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return network_failure(&error),
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        match read_limited(response).await {
+            Ok(body) => classify(status, &headers, &body, now),
+            Err(error) => error,
+        }
+    }
+}
+
+impl fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRequest")
+            .field("endpoint", &self.endpoint.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request that never got an HTTP answer. Every such failure is retried: connection refused,
+/// reset, timed out. The text comes from reqwest, which never prints the request body.
+pub(crate) fn network_failure<T>(error: &reqwest::Error) -> Attempt<T> {
+    let mut reason = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    Attempt::Retry {
+        reason,
+        retry_after: None,
+    }
+}
+
+/// Reads a body of at most [`MAX_RESPONSE_BYTES`].
+pub(crate) async fn read_limited<T>(
+    mut response: reqwest::Response,
+) -> Result<Vec<u8>, Attempt<T>> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Err(Attempt::Fatal(Error::InvalidResponse(format!(
+                        "the response body is larger than {MAX_RESPONSE_BYTES} bytes"
+                    ))));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(error) => return Err(network_failure(&error)),
+        }
+    }
+}
+
+/// Reads a token endpoint answer: a token (RFC 6749 §5.1), a verdict not worth retrying
+/// (§5.2), or a failure worth retrying (408, 429, 5xx).
+pub(crate) fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> Attempt<TokenResponse> {
+    if status == StatusCode::OK {
+        return match serde_json::from_slice::<TokenResponse>(body) {
+            Ok(token) => Attempt::Done(token),
+            Err(error) => Attempt::Fatal(Error::InvalidResponse(format!(
+                "HTTP 200 without a valid RFC 6749 §5.1 token response: {error}"
+            ))),
+        };
+    }
+    let oauth_error = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|value| Some((value.get("error")?.as_str()?.to_owned(), value)));
+    if status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+    {
+        let reason = match &oauth_error {
+            Some((error, _)) => format!("HTTP {} {error}", status.as_u16()),
+            None => format!("HTTP {}", status.as_u16()),
+        };
+        return Attempt::Retry {
+            reason,
+            retry_after: retry::retry_after(headers, now),
+        };
+    }
+    match oauth_error {
+        Some((error, value)) => {
+            let parsed = serde_json::from_value::<ErrorResponse>(value.clone()).ok();
+            let description = value
+                .get("error_description")
+                .and_then(|d| d.as_str())
+                .map(str::to_owned);
+            let code: Option<ErrorCode> = parsed.map(|p| p.error);
+            Attempt::Fatal(Error::Rejected(Rejection {
+                status: status.as_u16(),
+                error,
+                code,
+                description,
+            }))
+        }
+        None => Attempt::Fatal(Error::InvalidResponse(format!(
+            "HTTP {} without an RFC 6749 §5.2 error body",
+            status.as_u16()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn outcome(status: u16, headers: &[(&str, &str)], body: &str) -> Attempt<TokenResponse> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                http::HeaderName::try_from(*name).unwrap(),
+                HeaderValue::try_from(*value).unwrap(),
+            );
+        }
+        classify(
+            StatusCode::from_u16(status).unwrap(),
+            &map,
+            body.as_bytes(),
+            UNIX_EPOCH,
+        )
+    }
+
+    #[test]
+    fn responses_are_classified() {
+        let ok = r#"{"access_token":"t","token_type":"bearer"}"#;
+        assert!(matches!(outcome(200, &[], ok), Attempt::Done(t) if t.expires_in.is_none()));
+        assert!(matches!(
+            outcome(200, &[], "<html>"),
+            Attempt::Fatal(Error::InvalidResponse(_))
+        ));
+        let rejected = outcome(401, &[], r#"{"error":"invalid_client"}"#);
+        assert!(matches!(
+            rejected,
+            Attempt::Fatal(Error::Rejected(Rejection {
+                status: 401,
+                code: Some(ErrorCode::InvalidClient),
+                ..
+            }))
+        ));
+        // An error code another server made up is still a rejection, with the code as sent.
+        let odd = outcome(
+            400,
+            &[],
+            r#"{"error":"consent_required","error_description":"x"}"#,
+        );
+        assert!(matches!(
+            odd,
+            Attempt::Fatal(Error::Rejected(Rejection { code: None, .. }))
+        ));
+        assert!(matches!(
+            outcome(404, &[], "not found"),
+            Attempt::Fatal(Error::InvalidResponse(_))
+        ));
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(matches!(
+                outcome(status, &[], ""),
+                Attempt::Retry {
+                    retry_after: None,
+                    ..
+                }
+            ));
+        }
+        assert!(matches!(
+            outcome(503, &[("retry-after", "3")], r#"{"error":"temporarily_unavailable"}"#),
+            Attempt::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(3)
+        ));
+    }
+
+    #[test]
+    fn basic_credentials_are_form_urlencoded_first() {
+        let request = TokenRequest::new(
+            Url::parse("https://as.example/token").unwrap(),
+            ClientAuthMethod::ClientSecretBasic,
+            "id:1",
+            &ClientSecret::new("p%s s"),
+            &["a".into(), "b".into()],
+            &["https://api.example/".into()],
+        )
+        .unwrap();
+        let header = request.authorization.as_ref().unwrap().to_str().unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(header.strip_prefix("Basic ").unwrap())
+            .unwrap();
+        assert_eq!(decoded, b"id%3A1:p%25s+s");
+        assert_eq!(
+            request.body.expose(),
+            "grant_type=client_credentials&scope=a+b&resource=https%3A%2F%2Fapi.example%2F"
+        );
+        assert!(!format!("{request:?}").contains("p%s"));
+    }
+}
