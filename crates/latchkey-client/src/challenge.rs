@@ -24,9 +24,7 @@ fn bearer_error_is_invalid_token(value: &str) -> bool {
         if rest.is_empty() {
             return false;
         }
-        let name_end = rest
-            .find(['=', ' ', '\t', ','])
-            .unwrap_or(rest.len());
+        let name_end = rest.find(['=', ' ', '\t', ',']).unwrap_or(rest.len());
         let name = &rest[..name_end];
         let after = rest[name_end..].trim_start_matches([' ', '\t']);
         if let Some(after_equals) = after.strip_prefix('=')
