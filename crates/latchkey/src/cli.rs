@@ -66,6 +66,56 @@ pub enum Command {
     /// List and rotate the keys that sign access tokens.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Get an access token and print it, for scripts:
+    /// curl -H "Authorization: Bearer $(latchkey token ...)" ...
+    ///
+    /// Works with any OAuth 2.0 server that offers the client credentials grant. The secret
+    /// comes from --client-secret-file or LATCHKEY_CLIENT_SECRET, never from the command line
+    /// (where other users could see it in the process list). With --cache-file, a token that
+    /// is still valid is reused instead of asking the server again.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The issuer; its token endpoint is found through its discovery document (RFC 8414).
+    #[arg(
+        long,
+        env = "LATCHKEY_ISSUER",
+        required_unless_present = "token_endpoint",
+        conflicts_with = "token_endpoint"
+    )]
+    pub issuer: Option<String>,
+
+    /// The token endpoint itself, for a server without a discovery document.
+    #[arg(long, env = "LATCHKEY_TOKEN_ENDPOINT")]
+    pub token_endpoint: Option<String>,
+
+    /// The client id.
+    #[arg(long, env = "LATCHKEY_CLIENT_ID")]
+    pub client_id: String,
+
+    /// A file holding the client secret (a trailing newline is ignored; `-` reads standard
+    /// input). Without it the secret is read from LATCHKEY_CLIENT_SECRET.
+    #[arg(long)]
+    pub client_secret_file: Option<PathBuf>,
+
+    /// How the secret is sent: client_secret_basic or client_secret_post.
+    #[arg(long, default_value = "client_secret_basic", value_parser = parse_auth_method)]
+    pub auth_method: ClientAuthMethod,
+
+    /// Scope to request; repeat the flag or separate scopes with spaces. Without it the server
+    /// grants the client's default scope.
+    #[arg(long)]
+    pub scope: Vec<String>,
+
+    /// An API (absolute URI) the token is for, sent as an RFC 8707 resource; may repeat.
+    #[arg(long)]
+    pub audience: Vec<String>,
+
+    /// Reuse a still-valid token from this file, and store new tokens in it (mode 0600).
+    #[arg(long, env = "LATCHKEY_TOKEN_CACHE_FILE")]
+    pub cache_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,4 +1,4 @@
-//! `latchkey`: the authorization server and its admin CLI. A thin layer over
+//! `latchkey`: the authorization server, its admin CLI, and `latchkey token` for scripts. A thin layer over
 //! `latchkey-server`; every decision lives in the library.
 
 mod cli;
@@ -7,6 +7,7 @@ mod kek;
 mod keys_cmd;
 mod output;
 mod serve_cmd;
+mod token_cmd;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve_cmd::run(&cli.global, args).await,
             Command::Client(cmd) => client_cmd::run(&cli.global, cmd).await,
             Command::Keys(cmd) => keys_cmd::run(&cli.global, cmd).await,
+            Command::Token(args) => token_cmd::run(&cli.global, args).await,
         }
     });
     match result {

@@ -255,6 +255,7 @@ fn every_command_explains_itself() {
         vec!["client", "--help"],
         vec!["client", "create", "--help"],
         vec!["client", "update", "--help"],
+        vec!["token", "--help"],
     ] {
         let output = Command::new(BIN).args(&args).output().unwrap();
         assert!(output.status.success(), "{args:?}");
@@ -575,4 +576,128 @@ async fn lifecycle_commands_through_the_cli() {
         "{}",
         rotate.stderr
     );
+}
+
+/// `latchkey token` as a script uses it: the token alone on stdout, the secret from a file or
+/// the environment, and two runs with one `--cache-file` cost one token request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_command_prints_a_token_and_shares_its_cache_file() {
+    let app = spawn_app().await;
+    let client = app.client(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{}\n", client.secret)).unwrap();
+    let cache = dir.path().join("tokens.json");
+    let database = app.database_url.clone();
+    let run = {
+        let (issuer, id) = (app.issuer.clone(), client.id().to_owned());
+        let (secret_file, cache) = (secret_file.clone(), cache.clone());
+        move |extra: &[&str]| {
+            let mut args = vec![
+                "token",
+                "--issuer",
+                &issuer,
+                "--client-id",
+                &id,
+                "--client-secret-file",
+                secret_file.to_str().unwrap(),
+                "--cache-file",
+                cache.to_str().unwrap(),
+            ];
+            args.extend_from_slice(extra);
+            latchkey(&database, &args)
+        }
+    };
+
+    let first = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run(&["--scope", "read"])
+    })
+    .await
+    .unwrap();
+    assert!(first.ok, "{}", first.stderr);
+    let token = first.stdout.trim_end().to_owned();
+    assert_eq!(
+        first.stdout,
+        format!("{token}\n"),
+        "the token and nothing else"
+    );
+    assert_eq!(crate::helpers::decode_parts(&token).1["scope"], "read");
+
+    // A second process reuses the cached token: the same string, so no new issuance (every
+    // issued token has a fresh jti).
+    let second = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run(&["--scope", "read", "--output", "json"])
+    })
+    .await
+    .unwrap();
+    let json = second.json();
+    assert_eq!(json["access_token"], token.as_str());
+    assert_eq!(json["token_type"], "Bearer");
+    let remaining = json["expires_in"].as_u64().unwrap();
+    assert!((800..=900).contains(&remaining), "{remaining}");
+
+    // Another scope is another token.
+    let other = tokio::task::spawn_blocking({
+        let run = run.clone();
+        move || run(&["--scope", "write"])
+    })
+    .await
+    .unwrap();
+    assert!(other.ok, "{}", other.stderr);
+    assert_ne!(other.stdout.trim_end(), token);
+
+    // The secret from the environment; a wrong one is a clear error and prints no token.
+    let (issuer, id) = (app.issuer.clone(), client.id().to_owned());
+    let env_run = move |secret: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command.args(["token", "--issuer", &issuer, "--client-id", &id]);
+        command.env_remove("LATCHKEY_CLIENT_SECRET");
+        if let Some(secret) = secret {
+            command.env("LATCHKEY_CLIENT_SECRET", secret);
+        }
+        command.output().unwrap()
+    };
+    let (good, wrong, none) = tokio::task::spawn_blocking({
+        let env_run = env_run.clone();
+        let secret = client.secret.clone();
+        move || {
+            (
+                env_run(Some(&secret)),
+                env_run(Some("wrong")),
+                env_run(None),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(good.status.success());
+    assert!(String::from_utf8(good.stdout).unwrap().starts_with("ey"));
+    assert!(!wrong.status.success());
+    assert!(wrong.stdout.is_empty());
+    let stderr = String::from_utf8(wrong.stderr).unwrap();
+    assert!(stderr.contains("invalid_client (HTTP 401)"), "{stderr}");
+    assert!(stderr.contains("check the client id"), "{stderr}");
+    assert!(!none.status.success());
+    assert!(
+        String::from_utf8(none.stderr)
+            .unwrap()
+            .contains("LATCHKEY_CLIENT_SECRET")
+    );
+
+    // There is no flag that takes the secret itself.
+    let flag = Command::new(BIN)
+        .args([
+            "token",
+            "--issuer",
+            &app.issuer,
+            "--client-id",
+            "x",
+            "--client-secret",
+            "s",
+        ])
+        .output()
+        .unwrap();
+    assert!(!flag.status.success());
 }

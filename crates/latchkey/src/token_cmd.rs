@@ -1,0 +1,82 @@
+//! `latchkey token`: one access token on standard output, through `latchkey-client` (so with
+//! its retries, discovery checks and, with `--cache-file`, its file cache).
+
+use std::io::Read as _;
+use std::time::SystemTime;
+
+use anyhow::{Context as _, bail};
+use latchkey_client::{ClientCredentials, ClientSecret, FileStore};
+use latchkey_proto::{TokenResponse, TokenType};
+
+use crate::cli::{GlobalArgs, OutputFormat, TokenArgs};
+
+pub async fn run(global: &GlobalArgs, args: TokenArgs) -> anyhow::Result<()> {
+    let secret = read_secret(&args)?;
+    let mut builder = ClientCredentials::builder()
+        .client_id(&args.client_id)
+        .client_secret(secret)
+        .auth_method(args.auth_method);
+    builder = match (&args.issuer, &args.token_endpoint) {
+        (Some(issuer), _) => builder.issuer(issuer),
+        (None, Some(endpoint)) => builder.token_endpoint(endpoint),
+        (None, None) => bail!("give --issuer or --token-endpoint"),
+    };
+    for scope in &args.scope {
+        builder = builder.scope(scope);
+    }
+    for audience in &args.audience {
+        builder = builder.audience(audience);
+    }
+    if let Some(path) = &args.cache_file {
+        builder = builder.store(FileStore::new(path));
+    }
+    let tokens = builder.build().await?;
+    let token = tokens.token().await?;
+    // Plain by default, even when piped: the point is `$(latchkey token ...)`.
+    if global.output == Some(OutputFormat::Json) {
+        #[allow(clippy::disallowed_methods)] // Remaining lifetime for the user, not a decision.
+        let now = SystemTime::now();
+        let remaining = token
+            .expires_at()
+            .duration_since(now)
+            .unwrap_or_default()
+            .as_secs();
+        let response = TokenResponse {
+            access_token: token.secret().to_owned(),
+            token_type: TokenType::Bearer,
+            expires_in: Some(remaining),
+            scope: token.scope().map(str::to_owned),
+        };
+        println!("{}", serde_json::to_string_pretty(&response)?);
+    } else {
+        println!("{}", token.secret());
+    }
+    Ok(())
+}
+
+/// The secret from `--client-secret-file` (or standard input for `-`), else from
+/// LATCHKEY_CLIENT_SECRET. Never from an argument: the process list shows those to everyone.
+fn read_secret(args: &TokenArgs) -> anyhow::Result<ClientSecret> {
+    let secret = match &args.client_secret_file {
+        Some(path) if path.as_os_str() == "-" => {
+            let mut secret = String::new();
+            std::io::stdin()
+                .read_to_string(&mut secret)
+                .context("reading the client secret from standard input")?;
+            secret
+        }
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the client secret from {}", path.display()))?,
+        None => match std::env::var("LATCHKEY_CLIENT_SECRET") {
+            Ok(secret) => secret,
+            Err(_) => bail!(
+                "no client secret: give --client-secret-file FILE or set LATCHKEY_CLIENT_SECRET"
+            ),
+        },
+    };
+    let secret = secret.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        bail!("the client secret is empty");
+    }
+    Ok(ClientSecret::new(secret))
+}
