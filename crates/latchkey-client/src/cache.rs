@@ -1,15 +1,16 @@
 //! [`ClientCredentials`]: the in-memory token cache with single-flight fetching and early
 //! refresh, in front of the optional persistent store and the token endpoint.
 //!
-//! The read path takes one uncontended read lock and clones one `Arc`. Fetches go through a
+//! The read path is a lock-free load (`arc-swap`) and one reference-count increment. Fetches go through a
 //! single "flight": the first caller that needs a token starts it as a task, everyone else who
 //! needs one meanwhile awaits the same shared result, and the result (token or error) is
 //! delivered to all of them. Errors are never cached: the next call starts a new flight.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwapOption;
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
 use latchkey_proto::{TokenResponse, TokenType};
@@ -53,7 +54,8 @@ pub(crate) struct Settings {
 
 struct Inner {
     settings: Settings,
-    current: RwLock<Option<Cached>>,
+    /// The token being handed out. Replaced whole, never changed in place.
+    current: ArcSwapOption<Cached>,
     /// The fetch in progress, if any. Installing its result into `current` happens under this
     /// lock, so "no usable token and no flight" is never seen by two callers at once.
     flight: Mutex<Option<Flight>>,
@@ -95,7 +97,7 @@ impl ClientCredentials {
         ClientCredentials {
             inner: Arc::new(Inner {
                 settings,
-                current: RwLock::new(None),
+                current: ArcSwapOption::empty(),
                 flight: Mutex::new(None),
             }),
         }
@@ -106,18 +108,13 @@ impl ClientCredentials {
     /// shared with every other caller waiting for it.
     pub async fn token(&self) -> Result<AccessToken, Error> {
         let now = self.inner.settings.clock.now();
-        {
-            let current = self.inner.read_current();
-            if let Some(cached) = current.as_ref() {
-                if cached.satisfies(Need::Fresh, now) {
-                    return Ok(cached.token.clone());
-                }
-                if cached.satisfies(Need::Usable, now) {
-                    let token = cached.token.clone();
-                    drop(current);
-                    self.inner.refresh_in_background();
-                    return Ok(token);
-                }
+        if let Some(cached) = self.inner.current.load().as_deref() {
+            if cached.satisfies(Need::Fresh, now) {
+                return Ok(cached.token.clone());
+            }
+            if cached.satisfies(Need::Usable, now) {
+                self.inner.refresh_in_background();
+                return Ok(cached.token.clone());
             }
         }
         match self.inner.join_or_start(Need::Usable) {
@@ -132,9 +129,9 @@ impl ClientCredentials {
     pub async fn invalidate(&self, token: &AccessToken) {
         let removed = {
             let _flight = self.inner.lock_flight();
-            let mut current = self.inner.write_current();
+            let current = self.inner.current.load();
             if current.as_ref().is_some_and(|c| c.token.same_as(token)) {
-                *current = None;
+                self.inner.current.store(None);
                 true
             } else {
                 false
@@ -175,14 +172,6 @@ impl fmt::Debug for ClientCredentials {
 }
 
 impl Inner {
-    fn read_current(&self) -> std::sync::RwLockReadGuard<'_, Option<Cached>> {
-        self.current.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write_current(&self) -> std::sync::RwLockWriteGuard<'_, Option<Cached>> {
-        self.current.write().unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn lock_flight(&self) -> std::sync::MutexGuard<'_, Option<Flight>> {
         self.flight.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -192,7 +181,7 @@ impl Inner {
     fn join_or_start(self: &Arc<Self>, need: Need) -> Result<AccessToken, Flight> {
         let mut flight = self.lock_flight();
         let now = self.settings.clock.now();
-        if let Some(cached) = self.read_current().as_ref()
+        if let Some(cached) = self.current.load().as_deref()
             && cached.satisfies(need, now)
         {
             return Ok(cached.token.clone());
@@ -229,17 +218,18 @@ impl Inner {
         let result = self.obtain().await;
         let _flight_slot = {
             let mut flight = self.lock_flight();
-            let mut current = self.write_current();
             match &result {
-                Ok(cached) => *current = Some(cached.clone()),
+                Ok(cached) => self.current.store(Some(Arc::new(cached.clone()))),
                 Err(error) => {
                     let now = self.settings.clock.now();
-                    if let Some(cached) = current.as_mut()
+                    if let Some(cached) = self.current.load().as_deref()
                         && cached.satisfies(Need::Usable, now)
                     {
                         // Keep serving the valid token; try again a little later.
-                        cached.schedule.refresh_at =
-                            (now + REFRESH_RETRY_INTERVAL).min(cached.schedule.usable_until);
+                        let mut retry = cached.clone();
+                        retry.schedule.refresh_at =
+                            (now + REFRESH_RETRY_INTERVAL).min(retry.schedule.usable_until);
+                        self.current.store(Some(Arc::new(retry)));
                         tracing::warn!(%error, "token refresh failed; the current token is still valid");
                     }
                 }
@@ -289,7 +279,7 @@ impl Inner {
     /// A stored token, if it is another token than the one held and not yet due for refresh.
     fn adopt(&self, stored: &StoredToken) -> Option<Cached> {
         let token = stored.to_token()?;
-        if let Some(current) = self.read_current().as_ref()
+        if let Some(current) = self.current.load().as_deref()
             && current.token.same_as(&token)
         {
             return None;
