@@ -114,8 +114,18 @@ pub struct TokenArgs {
     pub audience: Vec<String>,
 
     /// Reuse a still-valid token from this file, and store new tokens in it (mode 0600).
-    #[arg(long, env = "LATCHKEY_TOKEN_CACHE_FILE")]
+    #[arg(
+        long,
+        env = "LATCHKEY_TOKEN_CACHE_FILE",
+        conflicts_with = "cache_redis"
+    )]
     pub cache_file: Option<PathBuf>,
+
+    /// Reuse a still-valid token from this Redis (redis://[:password@]host:port/db), shared by
+    /// every machine that uses it, and store new tokens there. Unreachable: a warning, and
+    /// the token comes from the server.
+    #[arg(long, env = "LATCHKEY_TOKEN_CACHE_REDIS")]
+    pub cache_redis: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

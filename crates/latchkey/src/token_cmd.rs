@@ -1,11 +1,11 @@
 //! `latchkey token`: one access token on standard output, through `latchkey-client` (so with
-//! its retries, discovery checks and, with `--cache-file`, its file cache).
+//! its retries, discovery checks and, with `--cache-file` or `--cache-redis`, a shared cache).
 
 use std::io::Read as _;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, bail};
-use latchkey_client::{ClientCredentials, ClientSecret, FileStore};
+use latchkey_client::{ClientCredentials, ClientSecret, FileStore, RedisStore};
 use latchkey_proto::{TokenResponse, TokenType};
 
 use crate::cli::{GlobalArgs, OutputFormat, TokenArgs};
@@ -29,6 +29,13 @@ pub async fn run(global: &GlobalArgs, args: TokenArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.cache_file {
         builder = builder.store(FileStore::new(path));
+    }
+    if let Some(url) = &args.cache_redis {
+        match RedisStore::connect(url).await {
+            Ok(store) => builder = builder.store(store),
+            // The cache saves a request; without it the token still comes from the server.
+            Err(error) => eprintln!("warning: not using the Redis token cache: {error}"),
+        }
     }
     let tokens = builder.build().await?;
     let token = tokens.token().await?;

@@ -701,3 +701,52 @@ async fn token_command_prints_a_token_and_shares_its_cache_file() {
         .unwrap();
     assert!(!flag.status.success());
 }
+
+/// Two `latchkey token --cache-redis` processes: the second gets the first one's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_command_shares_tokens_through_redis() {
+    let redis = "redis://127.0.0.1:6379/";
+    if let Err(error) = std::net::TcpStream::connect("127.0.0.1:6379") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Redis is required under CI: {error}"
+        );
+        eprintln!("skipping: no Redis at {redis} ({error})");
+        return;
+    }
+    let app = spawn_app().await;
+    let client = app.client(|_| {}).await;
+    let run = {
+        let (issuer, id, secret) = (
+            app.issuer.clone(),
+            client.id().to_owned(),
+            client.secret.clone(),
+        );
+        move || {
+            let output = Command::new(BIN)
+                .args([
+                    "token",
+                    "--issuer",
+                    &issuer,
+                    "--client-id",
+                    &id,
+                    "--cache-redis",
+                    redis,
+                ])
+                .env("LATCHKEY_CLIENT_SECRET", &secret)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8(output.stdout).unwrap()
+        }
+    };
+    let (first, second) = tokio::task::spawn_blocking(move || (run(), run()))
+        .await
+        .unwrap();
+    assert!(first.starts_with("ey"));
+    assert_eq!(first, second, "one token request for both processes");
+}
