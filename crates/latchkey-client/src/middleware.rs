@@ -39,6 +39,24 @@ impl BearerMiddleware {
     }
 }
 
+impl BearerMiddleware {
+    /// Puts a token on `request` and returns it.
+    async fn authorize(
+        &self,
+        request: &mut reqwest::Request,
+    ) -> reqwest_middleware::Result<crate::AccessToken> {
+        let token = self
+            .tokens
+            .token()
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, token.authorization());
+        Ok(token)
+    }
+}
+
 #[async_trait::async_trait]
 impl Middleware for BearerMiddleware {
     async fn handle(
@@ -51,14 +69,7 @@ impl Middleware for BearerMiddleware {
             return next.run(request, extensions).await;
         }
         let replay = request.try_clone();
-        let token = self
-            .tokens
-            .token()
-            .await
-            .map_err(reqwest_middleware::Error::middleware)?;
-        request
-            .headers_mut()
-            .insert(AUTHORIZATION, token.authorization());
+        let token = self.authorize(&mut request).await?;
         let response = next.clone().run(request, extensions).await?;
         if !rejects_token(response.status(), response.headers()) {
             return Ok(response);
@@ -67,14 +78,7 @@ impl Middleware for BearerMiddleware {
         let Some(mut again) = replay else {
             return Ok(response);
         };
-        let fresh = self
-            .tokens
-            .token()
-            .await
-            .map_err(reqwest_middleware::Error::middleware)?;
-        again
-            .headers_mut()
-            .insert(AUTHORIZATION, fresh.authorization());
+        self.authorize(&mut again).await?;
         tracing::debug!(url = %again.url(), "retrying once with a new token after invalid_token");
         next.run(again, extensions).await
     }
