@@ -106,6 +106,8 @@ impl ClientCredentials {
     /// A valid access token: the cached one while it is not due for refresh; the cached one
     /// plus a background refresh once it is; otherwise the result of the one fetch in flight,
     /// shared with every other caller waiting for it.
+    ///
+    /// Must be called within a Tokio runtime: fetches run as Tokio tasks.
     pub async fn token(&self) -> Result<AccessToken, Error> {
         let now = self.inner.settings.clock.now();
         if let Some(cached) = self.inner.current.load().as_deref() {
@@ -193,8 +195,14 @@ impl Inner {
         // The fetch runs as its own task, so a caller that gives up does not cancel it for the
         // others.
         let task = tokio::spawn(async move { inner.fetch_and_install().await });
+        let owner = Arc::downgrade(self);
         let shared = async move {
             task.await.unwrap_or_else(|join| {
+                // The task panicked or its runtime shut down before it could clear the slot:
+                // clear it here, or every later call would get this same error.
+                if let Some(inner) = owner.upgrade() {
+                    inner.lock_flight().take();
+                }
                 Err(Error::InvalidResponse(format!(
                     "the token fetch task failed: {join}"
                 )))
