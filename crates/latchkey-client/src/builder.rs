@@ -207,6 +207,7 @@ impl Builder {
         let key = CacheKey::new(
             token_endpoint.as_str(),
             &client_id,
+            secret.expose(),
             self.auth_method,
             &scope,
             &audience,

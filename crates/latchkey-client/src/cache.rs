@@ -6,7 +6,9 @@
 //! needs one meanwhile awaits the same shared result, and the result (token or error) is
 //! delivered to all of them. Errors are never cached: the next call starts a new flight.
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -28,6 +30,18 @@ use crate::token_request::TokenRequest;
 /// After a background refresh fails, callers keep the still-valid token and the next refresh is
 /// tried this much later (or when the token stops being usable, if sooner).
 const REFRESH_RETRY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A store call that takes longer is abandoned (and logged): the store only saves requests,
+/// it must never hold callers up.
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longer `expires_in` values are read as this (a year), so no server value can overflow the
+/// clock arithmetic.
+const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// How many rejected tokens are remembered, so that a store still holding one (another
+/// process wrote it back, or removing it failed) cannot hand it out again.
+const REJECTED_REMEMBERED: usize = 8;
 
 /// Tokens for one client, scope and audience, fetched with the client credentials grant
 /// (RFC 6749 §4.4) and cached while valid.
@@ -59,6 +73,11 @@ struct Inner {
     /// The fetch in progress, if any. Installing its result into `current` happens under this
     /// lock, so "no usable token and no flight" is never seen by two callers at once.
     flight: Mutex<Option<Flight>>,
+    /// Whether `flight` holds a fetch: lets callers serving a token that is due for refresh
+    /// skip the mutex while the refresh runs.
+    in_flight: AtomicBool,
+    /// Tokens a resource server rejected recently (newest last).
+    rejected: Mutex<VecDeque<AccessToken>>,
 }
 
 type Flight = Shared<BoxFuture<'static, Result<AccessToken, Error>>>;
@@ -99,6 +118,8 @@ impl ClientCredentials {
                 settings,
                 current: ArcSwapOption::empty(),
                 flight: Mutex::new(None),
+                in_flight: AtomicBool::new(false),
+                rejected: Mutex::new(VecDeque::new()),
             }),
         }
     }
@@ -115,7 +136,9 @@ impl ClientCredentials {
                 return Ok(cached.token.clone());
             }
             if cached.satisfies(Need::Usable, now) {
-                self.inner.refresh_in_background();
+                if !self.inner.in_flight.load(Ordering::Acquire) {
+                    self.inner.refresh_in_background();
+                }
                 return Ok(cached.token.clone());
             }
         }
@@ -129,6 +152,15 @@ impl ClientCredentials {
     /// here and in the store, so the next [`token`](Self::token) call fetches a new one. A
     /// newer token that replaced it meanwhile is kept.
     pub async fn invalidate(&self, token: &AccessToken) {
+        {
+            let mut rejected = self.inner.lock_rejected();
+            if !rejected.iter().any(|r| r.same_as(token)) {
+                if rejected.len() == REJECTED_REMEMBERED {
+                    rejected.pop_front();
+                }
+                rejected.push_back(token.clone());
+            }
+        }
         let removed = {
             let _flight = self.inner.lock_flight();
             let current = self.inner.current.load();
@@ -141,8 +173,14 @@ impl ClientCredentials {
         };
         if let Some(store) = &self.inner.settings.store {
             let key = &self.inner.settings.key;
-            if let Err(error) = store.remove(key, token.secret()).await {
-                tracing::warn!(%error, "could not remove a rejected token from the token store");
+            match tokio::time::timeout(STORE_TIMEOUT, store.remove(key, token.secret())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "could not remove a rejected token from the token store");
+                }
+                Err(_) => {
+                    tracing::warn!("the token store did not answer; rejected token left in it")
+                }
             }
         }
         if removed {
@@ -178,6 +216,14 @@ impl Inner {
         self.flight.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn lock_rejected(&self) -> std::sync::MutexGuard<'_, VecDeque<AccessToken>> {
+        self.rejected.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn was_rejected(&self, token: &AccessToken) -> bool {
+        self.lock_rejected().iter().any(|r| r.same_as(token))
+    }
+
     /// A token that meets `need` if one is cached now, or else the flight to wait for (joining
     /// the one in progress or starting one).
     fn join_or_start(self: &Arc<Self>, need: Need) -> Result<AccessToken, Flight> {
@@ -202,6 +248,7 @@ impl Inner {
                 // clear it here, or every later call would get this same error.
                 if let Some(inner) = owner.upgrade() {
                     inner.lock_flight().take();
+                    inner.in_flight.store(false, Ordering::Release);
                 }
                 Err(Error::InvalidResponse(format!(
                     "the token fetch task failed: {join}"
@@ -211,6 +258,7 @@ impl Inner {
         .boxed()
         .shared();
         *flight = Some(shared.clone());
+        self.in_flight.store(true, Ordering::Release);
         Err(shared)
     }
 
@@ -224,10 +272,10 @@ impl Inner {
 
     async fn fetch_and_install(self: Arc<Self>) -> Result<AccessToken, Error> {
         let result = self.obtain().await;
-        let _flight_slot = {
+        {
             let mut flight = self.lock_flight();
             match &result {
-                Ok(cached) => self.current.store(Some(Arc::new(cached.clone()))),
+                Ok((cached, _)) => self.current.store(Some(Arc::new(cached.clone()))),
                 Err(error) => {
                     let now = self.settings.clock.now();
                     if let Some(cached) = self.current.load().as_deref()
@@ -242,27 +290,43 @@ impl Inner {
                     }
                 }
             }
-            flight.take()
-        };
-        result.map(|cached| cached.token)
+            flight.take();
+            self.in_flight.store(false, Ordering::Release);
+        }
+        let (cached, from_server) = result?;
+        // Installed first, so callers arriving now already have it; saved before this flight's
+        // waiters return, so a process that exits right after (`latchkey token`) has saved.
+        if from_server && let Some(store) = &self.settings.store {
+            let stored = StoredToken::from_token(&cached.token);
+            match tokio::time::timeout(STORE_TIMEOUT, store.save(&self.settings.key, &stored)).await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "could not write the token to the token store");
+                }
+                Err(_) => tracing::warn!("the token store did not answer; token not stored"),
+            }
+        }
+        Ok(cached.token)
     }
 
-    /// A fresh token: from the store if it holds one not yet due for refresh, otherwise from
-    /// the token endpoint (then saved to the store).
-    async fn obtain(&self) -> Result<Cached, Error> {
+    /// A fresh token, and whether it came from the server: from the store if it holds one not
+    /// yet due for refresh, otherwise from the token endpoint.
+    async fn obtain(&self) -> Result<(Cached, bool), Error> {
         let settings = &self.settings;
         if let Some(store) = &settings.store {
-            match store.load(&settings.key).await {
-                Ok(Some(stored)) => {
+            match tokio::time::timeout(STORE_TIMEOUT, store.load(&settings.key)).await {
+                Ok(Ok(Some(stored))) => {
                     if let Some(cached) = self.adopt(&stored) {
                         tracing::debug!("token taken from the token store");
-                        return Ok(cached);
+                        return Ok((cached, false));
                     }
                 }
-                Ok(None) => {}
-                Err(error) => {
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => {
                     tracing::warn!(%error, "token store unreadable; asking the server");
                 }
+                Err(_) => tracing::warn!("the token store did not answer; asking the server"),
             }
         }
         let response = settings
@@ -273,23 +337,19 @@ impl Inner {
                     .send(&settings.http, timeout, settings.clock.now())
             })
             .await?;
-        let cached = self.receive(response)?;
-        if let Some(store) = &settings.store
-            && let Err(error) = store
-                .save(&settings.key, &StoredToken::from_token(&cached.token))
-                .await
-        {
-            tracing::warn!(%error, "could not write the token to the token store");
-        }
-        Ok(cached)
+        Ok((self.receive(response)?, true))
     }
 
-    /// A stored token, if it is another token than the one held and not yet due for refresh.
+    /// A stored token, if it is another token than the one held, was not rejected by a
+    /// resource server, and is not yet due for refresh.
     fn adopt(&self, stored: &StoredToken) -> Option<Cached> {
         let token = stored.to_token()?;
         if let Some(current) = self.current.load().as_deref()
             && current.token.same_as(&token)
         {
+            return None;
+        }
+        if self.was_rejected(&token) {
             return None;
         }
         let cached = self.schedule(token);
@@ -309,7 +369,7 @@ impl Inner {
         }
         let received_at = self.settings.clock.now();
         let expires_at = match response.expires_in {
-            Some(seconds) => received_at + Duration::from_secs(seconds),
+            Some(seconds) => received_at + Duration::from_secs(seconds).min(MAX_LIFETIME),
             None => self.settings.refresh.assumed_expiry(received_at),
         };
         let token = AccessToken::new(
@@ -324,7 +384,16 @@ impl Inner {
                 "the access token is empty or cannot be sent in an HTTP header".into(),
             )
         })?;
-        Ok(self.schedule(token))
+        let cached = self.schedule(token);
+        // A token that is already too close to expiry (`expires_in` 0, say) is an error, not
+        // a token to hand out: the caller would send an expired token.
+        if !cached.satisfies(Need::Usable, received_at) {
+            return Err(Error::InvalidResponse(format!(
+                "the token expires too soon to be used (expires_in {:?})",
+                response_expires_in(&cached)
+            )));
+        }
+        Ok(cached)
     }
 
     fn schedule(&self, token: AccessToken) -> Cached {
@@ -335,4 +404,14 @@ impl Inner {
         );
         Cached { token, schedule }
     }
+}
+
+/// The lifetime a cached token was given, in whole seconds (for messages).
+fn response_expires_in(cached: &Cached) -> u64 {
+    cached
+        .token
+        .expires_at()
+        .duration_since(cached.token.received_at())
+        .unwrap_or_default()
+        .as_secs()
 }

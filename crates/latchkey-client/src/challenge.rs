@@ -14,6 +14,14 @@ pub(crate) fn rejects_token(status: StatusCode, headers: &HeaderMap) -> bool {
             .any(bearer_error_is_invalid_token)
 }
 
+/// True for a gRPC response whose headers carry `grpc-status: 16` (UNAUTHENTICATED): the
+/// trailers-only response a gRPC server sends when it rejects a call before running it.
+pub(crate) fn grpc_unauthenticated(headers: &HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() == b"16")
+}
+
 /// Walks one header value, which may hold several challenges:
 /// `challenge = auth-scheme [ 1*SP ( token68 / #auth-param ) ]`.
 fn bearer_error_is_invalid_token(value: &str) -> bool {

@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::error::Error;
 use crate::retry::{Attempt, RetryPolicy};
-use crate::token_request::{network_failure, read_limited};
+use crate::token_request::{BodyError, network_failure, read_limited, retryable};
 
 /// RFC 8414 §3.1: the well-known suffix goes between the host and the issuer's path; OpenID
 /// Connect Discovery 1.0 §4 appends its suffix to the issuer instead.
@@ -79,7 +79,13 @@ async fn fetch(
     let headers = response.headers().clone();
     let body = match read_limited(response).await {
         Ok(body) => body,
-        Err(error) => return error,
+        Err(BodyError::Network(error)) => return network_failure(&error),
+        Err(BodyError::TooLarge) if retryable(status) => Vec::new(),
+        Err(BodyError::TooLarge) => {
+            return Attempt::Fatal(Error::Discovery(format!(
+                "{url}: the document is too large"
+            )));
+        }
     };
     if status == StatusCode::OK {
         return match serde_json::from_slice(&body) {
@@ -92,7 +98,7 @@ async fn fetch(
     if status == StatusCode::NOT_FOUND {
         return Attempt::Done(Fetched::NotFound);
     }
-    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+    if retryable(status) {
         return Attempt::Retry {
             reason: format!("HTTP {} from {url}", status.as_u16()),
             retry_after: crate::retry::retry_after(&headers, now),
@@ -117,6 +123,9 @@ fn check(
             metadata.issuer
         )));
     }
+    // RFC 8414 §2 reads an absent list as authorization_code and implicit only; many servers
+    // that do offer client_credentials leave it out, so only a list that names grants and
+    // leaves client_credentials out is refused. The token request settles the rest.
     let grants = &metadata.grant_types_supported;
     if !grants.is_empty() && !grants.iter().any(|g| g == "client_credentials") {
         return Err(Error::Discovery(

@@ -8,7 +8,7 @@ use http::header::AUTHORIZATION;
 use tower::{Layer, Service};
 
 use crate::cache::ClientCredentials;
-use crate::challenge::rejects_token;
+use crate::challenge::{grpc_unauthenticated, rejects_token};
 
 /// The error type of [`BearerService`]: the token fetch's [`Error`](crate::Error) or the inner
 /// service's error.
@@ -16,8 +16,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Wraps a service so that each request carries `Authorization: Bearer <token>`.
 ///
-/// A 401 answer with `WWW-Authenticate: Bearer error="invalid_token"` evicts the token, so the
-/// next request fetches a new one. Unlike [`BearerMiddleware`](crate::BearerMiddleware), the
+/// A 401 answer with `WWW-Authenticate: Bearer error="invalid_token"`, or a gRPC answer whose
+/// headers carry `grpc-status: 16` (UNAUTHENTICATED, the trailers-only form that servers and
+/// interceptors use to reject a call), evicts the token, so the next request fetches a new
+/// one. A status that only arrives in trailers after a streamed body is not seen. Unlike [`BearerMiddleware`](crate::BearerMiddleware), the
 /// request itself is not replayed: a tower request body is a stream that may already be
 /// consumed. A request that already has an `Authorization` header is passed on unchanged.
 ///
@@ -95,7 +97,9 @@ where
                 .headers_mut()
                 .insert(AUTHORIZATION, token.authorization());
             let response = inner.call(request).await.map_err(Into::into)?;
-            if rejects_token(response.status(), response.headers()) {
+            if rejects_token(response.status(), response.headers())
+                || grpc_unauthenticated(response.headers())
+            {
                 tokens.invalidate(&token).await;
             }
             Ok(response)

@@ -26,7 +26,7 @@
 //! # What `token()` does
 //! - **Cache.** A token is kept for one token endpoint, client, authentication method, scope
 //!   and audience ([`CacheKey`]); two configurations never share a token. Reading a cached
-//!   token costs a read lock and a reference count (well under a microsecond).
+//!   token is a lock-free load and a reference count (tens of nanoseconds).
 //! - **Single flight.** However many tasks call `token()` on an empty or expired cache, one
 //!   request goes to the server and all of them get its result.
 //! - **Early refresh.** Expiry is `expires_in` counted from receipt (the token itself is never
@@ -44,8 +44,9 @@
 //!
 //! # Calling APIs without handling tokens
 //! [`BearerMiddleware`] for `reqwest-middleware` and [`BearerLayer`] for tower clients (hyper,
-//! tonic) add the header, and when an API answers 401 `invalid_token` they evict the token;
-//! the middleware also retries the request once with a new one.
+//! tonic) add the header, and when an API answers 401 `invalid_token` (or, for gRPC, status
+//! `UNAUTHENTICATED`) they evict the token; the middleware also retries the request once with a
+//! new one.
 //!
 //! ```no_run
 //! # async fn example(tokens: latchkey_client::ClientCredentials) -> Result<(), Box<dyn std::error::Error>> {

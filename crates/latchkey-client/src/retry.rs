@@ -14,9 +14,9 @@ use crate::error::Error;
 ///
 /// Network errors, HTTP 408, 429 and 5xx are retried: after `initial_backoff`, then twice as
 /// long each time up to `max_backoff`, each wait drawn between half and all of that ("equal
-/// jitter"), or exactly as long as the server's `Retry-After` says. When the next attempt
-/// would start after `deadline`, the last failure is returned. 4xx answers with an OAuth error
-/// are never retried.
+/// jitter"). When the server sends `Retry-After`, the wait is at least that long. When the
+/// next attempt would start after `deadline`, the last failure is returned. 4xx answers with
+/// an OAuth error are never retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Give up when the next attempt would start later than this after the first (default 30 s).
@@ -87,8 +87,14 @@ impl RetryPolicy {
                     retry_after,
                 } => (reason, retry_after),
             };
-            let wait = retry_after.unwrap_or_else(|| self.backoff(attempts, fastrand::f64()));
-            if Instant::now() + wait >= deadline {
+            // RFC 9110 §10.2.3: wait at least as long as the server asks; `Retry-After: 0`
+            // does not turn the backoff off.
+            let backoff = self.backoff(attempts, fastrand::f64());
+            let wait = retry_after.map_or(backoff, |after| after.max(backoff));
+            if Instant::now()
+                .checked_add(wait)
+                .is_none_or(|resume| resume >= deadline)
+            {
                 let last = match retry_after {
                     Some(after) => format!("{reason} (the server asked to retry after {after:?})"),
                     None => reason,

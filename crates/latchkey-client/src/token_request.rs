@@ -98,11 +98,25 @@ impl TokenRequest {
             Ok(response) => response,
             Err(error) => return network_failure(&error),
         };
+        if response.url() != &self.endpoint {
+            // Only an HTTP client given to the builder follows redirects; ours does not.
+            return Attempt::Fatal(Error::Config(
+                "the token endpoint redirected and the HTTP client followed: give the builder \
+                 a client with redirects turned off, so credentials are never re-sent"
+                    .into(),
+            ));
+        }
         let status = response.status();
         let headers = response.headers().clone();
         match read_limited(response).await {
             Ok(body) => classify(status, &headers, &body, now),
-            Err(error) => error,
+            // A huge error page from an overloaded server is still worth a retry.
+            Err(BodyError::TooLarge) if retryable(status) => classify(status, &headers, b"", now),
+            Err(BodyError::TooLarge) => Attempt::Fatal(Error::InvalidResponse(format!(
+                "HTTP {} with a body larger than {MAX_RESPONSE_BYTES} bytes",
+                status.as_u16()
+            ))),
+            Err(BodyError::Network(error)) => network_failure(&error),
         }
     }
 }
@@ -131,25 +145,53 @@ pub(crate) fn network_failure<T>(error: &reqwest::Error) -> Attempt<T> {
     }
 }
 
+/// Why a response body could not be read.
+pub(crate) enum BodyError {
+    /// Larger than [`MAX_RESPONSE_BYTES`].
+    TooLarge,
+    /// The connection failed while reading.
+    Network(reqwest::Error),
+}
+
 /// Reads a body of at most [`MAX_RESPONSE_BYTES`].
-pub(crate) async fn read_limited<T>(
-    mut response: reqwest::Response,
-) -> Result<Vec<u8>, Attempt<T>> {
+pub(crate) async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                    return Err(Attempt::Fatal(Error::InvalidResponse(format!(
-                        "the response body is larger than {MAX_RESPONSE_BYTES} bytes"
-                    ))));
+                    return Err(BodyError::TooLarge);
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
-            Err(error) => return Err(network_failure(&error)),
+            Err(error) => return Err(BodyError::Network(error)),
         }
     }
+}
+
+/// Statuses worth another attempt: 408, 429 and every 5xx.
+pub(crate) fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+}
+
+/// Server-sent text made safe to print: RFC 6749 §5.2 allows only %x20-21 / %x23-5B /
+/// %x5D-7E in `error` and `error_description`, so anything else (control characters that
+/// could forge log lines or drive a terminal) becomes `?`, and the length is capped.
+pub(crate) fn printable(text: &str) -> String {
+    const MAX_CHARS: usize = 300;
+    let allowed = |c: char| matches!(c, '\x20'..='\x21' | '\x23'..='\x5B' | '\x5D'..='\x7E');
+    let mut out: String = text
+        .chars()
+        .take(MAX_CHARS)
+        .map(|c| if allowed(c) { c } else { '?' })
+        .collect();
+    if text.chars().nth(MAX_CHARS).is_some() {
+        out.push_str("...");
+    }
+    out
 }
 
 /// Reads a token endpoint answer: a token (RFC 6749 §5.1), a verdict not worth retrying
@@ -170,11 +212,8 @@ pub(crate) fn classify(
     }
     let oauth_error = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|value| Some((value.get("error")?.as_str()?.to_owned(), value)));
-    if status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error()
-    {
+        .and_then(|value| Some((printable(value.get("error")?.as_str()?), value)));
+    if retryable(status) {
         let reason = match &oauth_error {
             Some((error, _)) => format!("HTTP {} {error}", status.as_u16()),
             None => format!("HTTP {}", status.as_u16()),
@@ -190,7 +229,7 @@ pub(crate) fn classify(
             let description = value
                 .get("error_description")
                 .and_then(|d| d.as_str())
-                .map(str::to_owned);
+                .map(printable);
             let code: Option<ErrorCode> = parsed.map(|p| p.error);
             Attempt::Fatal(Error::Rejected(Rejection {
                 status: status.as_u16(),
@@ -293,6 +332,19 @@ mod tests {
             request.body.expose(),
             "grant_type=client_credentials&scope=a+b&resource=https%3A%2F%2Fapi.example%2F"
         );
-        assert!(!format!("{request:?}").contains("p%s"));
+        let debug = format!("{request:?}");
+        assert!(
+            !debug.contains("p%25s") && !debug.contains(header),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn server_text_is_made_printable() {
+        assert_eq!(
+            printable("bad\n\u{1b}[31mred \"q\" \\ é"),
+            "bad??[31mred ?q? ? ?"
+        );
+        assert_eq!(printable(&"x".repeat(400)).len(), 303);
     }
 }

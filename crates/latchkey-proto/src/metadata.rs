@@ -4,9 +4,10 @@ use serde::{Deserialize, Serialize};
 
 /// The discovery document served at `/.well-known/oauth-authorization-server`.
 ///
-/// latchkey always fills every member. Members that RFC 8414 §2 makes OPTIONAL are read with
-/// defaults, so the client library can read other servers' documents: an absent list means the
-/// RFC's default (for example `client_secret_basic` for the authentication methods).
+/// latchkey always fills every member. Lists are read as empty when absent, so the client
+/// library can read other servers' documents (some leave out even `response_types_supported`,
+/// which §2 makes REQUIRED). An empty list is read as "not said": the client then applies the
+/// RFC's default where that matters (`client_secret_basic` for the authentication methods).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizationServerMetadata {
     /// The issuer identifier; equals the `iss` of every token.

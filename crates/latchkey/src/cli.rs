@@ -121,9 +121,10 @@ pub struct TokenArgs {
     )]
     pub cache_file: Option<PathBuf>,
 
-    /// Reuse a still-valid token from this Redis (redis://[:password@]host:port/db), shared by
-    /// every machine that uses it, and store new tokens there. Unreachable: a warning, and
-    /// the token comes from the server.
+    /// Reuse a still-valid token from this Redis (redis://host:port/db), shared by every
+    /// machine that uses it, and store new tokens there. Unreachable: a warning, and the token
+    /// comes from the server. A URL with a password belongs in LATCHKEY_TOKEN_CACHE_REDIS, not
+    /// on the command line.
     #[arg(long, env = "LATCHKEY_TOKEN_CACHE_REDIS")]
     pub cache_redis: Option<String>,
 }

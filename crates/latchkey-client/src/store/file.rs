@@ -13,10 +13,12 @@ use crate::clock::{Clock, SystemClock, to_millis};
 /// Tokens in a JSON file readable only by its owner.
 ///
 /// Every write replaces the file atomically (a new file with mode 0600 in the same directory,
-/// synced, then renamed over the old one), so a reader never sees half a file. A file that
-/// others can read or write is ignored, since anyone who can write it could hand this process
-/// their token. Writes drop expired entries. Two processes writing different keys at the same
-/// moment can lose one entry, which only costs one extra token request.
+/// synced, then renamed over the old one), so a reader never sees half a file. Only a regular
+/// file that no one else may read or write is read, never through a symbolic link, and at most
+/// 1 MiB of it: anyone who could write the file could hand this process their token. Keep it
+/// in a directory of your own (`~/.cache/...`), not a shared one like `/tmp`. Writes drop
+/// expired entries. Two processes writing different keys at the same moment can lose one
+/// entry, which only costs one extra token request.
 #[derive(Clone)]
 pub struct FileStore {
     path: Arc<PathBuf>,
@@ -119,14 +121,38 @@ impl TokenStore for FileStore {
     }
 }
 
+/// The largest cache file read.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
 /// The file's contents; `None` when there is no file yet.
 fn read(path: &Path) -> Result<Option<CacheFile>, StoreError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    // Never through a link, and never blocking on a FIFO someone put in its place.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        libc::O_NOFOLLOW | libc::O_NONBLOCK,
+    );
+    let opened = match options.open(path) {
+        Ok(opened) => opened,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(error.into()),
+        Err(error) => return Err(format!("{}: {error}", path.display()).into()),
     };
-    check_private(path)?;
+    // Checked on the open file, so it cannot be swapped between the check and the read.
+    let metadata = opened.metadata()?;
+    if !metadata.is_file() {
+        return Err(format!("{} is not a regular file; not using it", path.display()).into());
+    }
+    check_private(path, &metadata)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(opened, MAX_FILE_BYTES + 1),
+        &mut bytes,
+    )?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("{} is larger than {MAX_FILE_BYTES} bytes", path.display()).into());
+    }
     let file: CacheFile = serde_json::from_slice(&bytes)
         .map_err(|e| format!("{} is not a latchkey token cache: {e}", path.display()))?;
     if file.version != VERSION {
@@ -141,9 +167,9 @@ fn read(path: &Path) -> Result<Option<CacheFile>, StoreError> {
 }
 
 #[cfg(unix)]
-fn check_private(path: &Path) -> Result<(), StoreError> {
+fn check_private(path: &Path, metadata: &std::fs::Metadata) -> Result<(), StoreError> {
     use std::os::unix::fs::MetadataExt as _;
-    let mode = std::fs::metadata(path)?.mode();
+    let mode = metadata.mode();
     if mode & 0o077 != 0 {
         return Err(format!(
             "{} is accessible to other users (mode {:o}); not using it",
@@ -156,7 +182,7 @@ fn check_private(path: &Path) -> Result<(), StoreError> {
 }
 
 #[cfg(not(unix))]
-fn check_private(_path: &Path) -> Result<(), StoreError> {
+fn check_private(_path: &Path, _metadata: &std::fs::Metadata) -> Result<(), StoreError> {
     Ok(())
 }
 

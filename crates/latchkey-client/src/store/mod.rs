@@ -41,10 +41,12 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn remove(&self, key: &CacheKey, access_token: &str) -> Result<(), StoreError>;
 }
 
-/// What a token is cached under: a SHA-256 over the token endpoint, client id, authentication
-/// method, scope and audience, so that two configurations that could get different tokens
-/// never share one (checklist J, and Duende's CVE-2025-26620). Hex, 64 characters; the client
-/// id does not appear in it.
+/// What a token is cached under: a SHA-256 over the token endpoint, client id, client secret,
+/// authentication method, scope and audience, so that two configurations that could get
+/// different tokens never share one (checklist J, and Duende's CVE-2025-26620). With the
+/// secret in the key, a process holding a wrong or revoked secret never gets a token from the
+/// store that it could not get from the server. Hex, 64 characters; neither the client id nor
+/// the secret can be read from it.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey(String);
 
@@ -52,6 +54,7 @@ impl CacheKey {
     pub(crate) fn new(
         token_endpoint: &str,
         client_id: &str,
+        secret: &str,
         method: ClientAuthMethod,
         scope: &[String],
         audience: &[String],
@@ -65,6 +68,7 @@ impl CacheKey {
         field(b"latchkey-client token cache v1");
         field(token_endpoint.as_bytes());
         field(client_id.as_bytes());
+        field(secret.as_bytes());
         field(method.as_str().as_bytes());
         field(scope.join(" ").as_bytes());
         field(audience.join(" ").as_bytes());
@@ -159,57 +163,17 @@ mod tests {
 
     #[test]
     fn every_field_is_part_of_the_key() {
+        use ClientAuthMethod::{ClientSecretBasic as Basic, ClientSecretPost as Post};
         let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let base = CacheKey::new(
-            "e",
-            "c",
-            ClientAuthMethod::ClientSecretBasic,
-            &s(&["a"]),
-            &s(&["u"]),
-        );
+        let base = CacheKey::new("e", "c", "s", Basic, &s(&["a"]), &s(&["u"]));
         let variants = [
-            CacheKey::new(
-                "f",
-                "c",
-                ClientAuthMethod::ClientSecretBasic,
-                &s(&["a"]),
-                &s(&["u"]),
-            ),
-            CacheKey::new(
-                "e",
-                "d",
-                ClientAuthMethod::ClientSecretBasic,
-                &s(&["a"]),
-                &s(&["u"]),
-            ),
-            CacheKey::new(
-                "e",
-                "c",
-                ClientAuthMethod::ClientSecretPost,
-                &s(&["a"]),
-                &s(&["u"]),
-            ),
-            CacheKey::new(
-                "e",
-                "c",
-                ClientAuthMethod::ClientSecretBasic,
-                &s(&["b"]),
-                &s(&["u"]),
-            ),
-            CacheKey::new(
-                "e",
-                "c",
-                ClientAuthMethod::ClientSecretBasic,
-                &s(&["a"]),
-                &s(&["v"]),
-            ),
-            CacheKey::new(
-                "e",
-                "c",
-                ClientAuthMethod::ClientSecretBasic,
-                &s(&[]),
-                &s(&["a", "u"]),
-            ),
+            CacheKey::new("f", "c", "s", Basic, &s(&["a"]), &s(&["u"])),
+            CacheKey::new("e", "d", "s", Basic, &s(&["a"]), &s(&["u"])),
+            CacheKey::new("e", "c", "t", Basic, &s(&["a"]), &s(&["u"])),
+            CacheKey::new("e", "c", "s", Post, &s(&["a"]), &s(&["u"])),
+            CacheKey::new("e", "c", "s", Basic, &s(&["b"]), &s(&["u"])),
+            CacheKey::new("e", "c", "s", Basic, &s(&["a"]), &s(&["v"])),
+            CacheKey::new("e", "c", "s", Basic, &s(&[]), &s(&["a", "u"])),
         ];
         for other in variants {
             assert_ne!(base, other);

@@ -11,8 +11,10 @@ use crate::clock::{Clock, SystemClock, to_millis};
 /// Tokens in Redis under `<prefix><cache key>`, each with a time-to-live that ends when the
 /// token expires, so Redis drops them itself.
 ///
-/// Anyone who can read the Redis database can read the tokens: use a Redis that only the
-/// service's processes reach, with authentication (`redis://:password@host/`) or TLS.
+/// Anyone who can read the Redis database can read the tokens, and anyone who can write it can
+/// hand the service a token of their choosing (the key names are not secret). Use a Redis that
+/// only the service's processes reach, with authentication (`redis://:password@host/`) and,
+/// across machines, TLS (`rediss://`).
 #[derive(Clone)]
 pub struct RedisStore {
     connection: ConnectionManager,

@@ -1,6 +1,7 @@
 //! Checklist J: the cache key, single flight, expiry from `expires_in`, early refresh.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use latchkey_client::ClientCredentials;
 
@@ -66,16 +67,16 @@ async fn near_expiry_one_refresh_runs_and_no_caller_gets_an_expired_token() {
     let in_window = concurrent_tokens(&tokens, 1000).await;
     for token in &in_window {
         assert!(
-            token.expires_at() > stack.now(),
-            "an expired token was handed out"
+            token.expires_at() >= stack.now() + Duration::from_secs(5),
+            "a token within 5 s of expiry was handed out"
         );
     }
     // Callers were served the old token while one refresh ran; wait for that refresh by
     // asking for a token past the old one's usable time (no sleeping: the clock moves).
-    stack.advance(96); // 896 s: the old token may no longer be handed out.
+    stack.advance(96); // 896 s: 4 s left, so the old token may no longer be handed out.
     let after = tokens.token().await.unwrap();
     assert_ne!(after.secret(), first.secret());
-    assert!(after.expires_at() > stack.now());
+    assert!(after.expires_at() >= stack.now() + Duration::from_secs(5));
     assert_eq!(stack.relay.token_requests(), 2, "exactly one refresh");
     for token in &in_window {
         assert!(token.secret() == first.secret() || token.secret() == after.secret());
@@ -159,6 +160,42 @@ async fn a_response_without_expires_in_gets_a_short_default_lifetime() {
     let next = tokens.token().await.unwrap();
     assert_ne!(next.secret(), "opaque-from-elsewhere");
     assert_eq!(stack.relay.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_token_that_expires_on_arrival_is_an_error_not_a_token() {
+    let stack = spawn_stack().await;
+    let client = stack.register(|_| {}).await;
+    let tokens = stack.builder(&client).build().await.unwrap();
+    let token_response = |expires_in: u64| Scripted {
+        status: 200,
+        headers: vec![("content-type", "application/json".into())],
+        body: format!(
+            r#"{{"access_token":"t{expires_in}","token_type":"Bearer","expires_in":{expires_in}}}"#
+        ),
+    };
+    stack.relay.script([token_response(0)]);
+    let error = tokens.token().await.unwrap_err();
+    assert!(
+        matches!(&error, latchkey_client::Error::InvalidResponse(m) if m.contains("expires too soon")),
+        "{error}"
+    );
+    // A short but usable lifetime is fine: 4 s, of which the last second is kept back.
+    stack.relay.script([token_response(4)]);
+    let short = tokens.token().await.unwrap();
+    assert_eq!(short.secret(), "t4");
+    stack.advance(3);
+    let next = tokens.token().await.unwrap();
+    assert_ne!(
+        next.secret(),
+        "t4",
+        "a token with 1 s left is not handed out"
+    );
+    // An absurd lifetime does not overflow anything.
+    let other = stack.builder(&client).scope("write").build().await.unwrap();
+    stack.relay.script([token_response(u64::MAX)]);
+    let long = other.token().await.unwrap();
+    assert!(long.expires_at() > stack.now() + Duration::from_secs(300 * 24 * 3600));
 }
 
 #[tokio::test]

@@ -194,6 +194,11 @@ async fn errors_are_not_cached_and_a_failed_refresh_keeps_the_valid_token() {
     for _ in 0..10 {
         assert_eq!(tokens.token().await.unwrap().secret(), first.secret());
     }
+    assert_eq!(
+        stack.relay.token_requests(),
+        1,
+        "no new refresh within 5 s of the failure"
+    );
     stack.advance(6);
     let _ = tokens.token().await.unwrap();
     wait_until(|| stack.relay.token_requests() == 2).await;
@@ -208,4 +213,43 @@ async fn wait_until(condition: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("condition not reached within 5 s");
+}
+
+#[tokio::test]
+async fn a_redirect_from_the_token_endpoint_is_never_followed_silently() {
+    let stack = spawn_stack().await;
+    let client = stack.register(|_| {}).await;
+    let moved = || Scripted {
+        status: 307,
+        headers: vec![(
+            "location",
+            format!("{}/elsewhere/token", "http://127.0.0.1:9"),
+        )],
+        body: String::new(),
+    };
+    // The default HTTP client does not follow it.
+    let tokens = stack.builder(&client).build().await.unwrap();
+    stack.relay.script([moved()]);
+    let error = tokens.token().await.unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidResponse(m) if m.contains("HTTP 307")),
+        "{error}"
+    );
+
+    // A client the user supplies that follows redirects: the redirect is an error, and the
+    // credentials went to the same host only (the relay points back at itself here).
+    let following = stack
+        .builder(&client)
+        .http_client(reqwest::Client::new())
+        .build()
+        .await
+        .unwrap();
+    stack.relay.script([Scripted {
+        status: 307,
+        headers: vec![("location", format!("{}/oauth2/token?moved", stack.issuer))],
+        body: String::new(),
+    }]);
+    let error = following.token().await.unwrap_err();
+    assert!(error.is_configuration(), "{error}");
+    assert!(error.to_string().contains("redirect"), "{error}");
 }

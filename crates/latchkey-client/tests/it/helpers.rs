@@ -184,6 +184,11 @@ impl Relay {
         *self.state.scripted_answers.lock().unwrap()
     }
 
+    /// Drops the answers not given yet.
+    pub fn clear_script(&self) {
+        self.state.script.lock().unwrap().clear();
+    }
+
     /// The next requests get these answers, in order, instead of reaching the server.
     pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
         self.state.script.lock().unwrap().extend(answers);

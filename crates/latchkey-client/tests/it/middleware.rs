@@ -17,7 +17,8 @@ use crate::helpers::spawn_stack;
 type Seen = Arc<Mutex<Vec<(String, String)>>>;
 
 /// An API that records the bearer token of each request and rejects the first `reject`
-/// requests with 401 `invalid_token`.
+/// requests with 401 `invalid_token`, or, under `/grpc`, the way a gRPC server does: HTTP 200
+/// with `grpc-status: 16` (UNAUTHENTICATED) in a trailers-only response.
 #[derive(Clone)]
 struct Api {
     url: String,
@@ -37,6 +38,7 @@ async fn spawn_api(reject: usize) -> Api {
 
 async fn api(
     State((seen, reject)): State<(Seen, usize)>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> axum::response::Response {
@@ -49,7 +51,10 @@ async fn api(
         seen.push((token, String::from_utf8(body.to_vec()).unwrap()));
         seen.len()
     };
-    if count <= reject {
+    if count <= reject && uri.path().starts_with("/grpc") {
+        let grpc = [("content-type", "application/grpc"), ("grpc-status", "16")];
+        (StatusCode::OK, grpc, "").into_response()
+    } else if count <= reject {
         let challenge = r#"Bearer realm="api", error="invalid_token", error_description="revoked""#;
         (
             StatusCode::UNAUTHORIZED,
@@ -130,6 +135,32 @@ async fn reqwest_middleware_retries_only_once() {
         .unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(api.seen().last().unwrap().0, "Bearer mine");
+    assert_eq!(stack.relay.token_requests(), 2);
+}
+
+#[tokio::test]
+async fn tower_layer_evicts_the_token_on_grpc_unauthenticated() {
+    let stack = spawn_stack().await;
+    let client = stack.register(|_| {}).await;
+    let tokens = stack.builder(&client).build().await.unwrap();
+    let api = spawn_api(1).await;
+    let hyper_client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<Full<Bytes>>();
+    let mut service = BearerLayer::new(tokens).layer(hyper_client);
+    for _ in 0..2 {
+        std::future::poll_fn(|cx| service.poll_ready(cx))
+            .await
+            .unwrap();
+        let request = http::Request::post(format!("{}/grpc/grpc.health.v1.Health/Check", api.url))
+            .header("content-type", "application/grpc")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        service.call(request).await.unwrap();
+    }
+    let seen = api.seen();
+    assert_eq!(seen.len(), 2);
+    assert_ne!(seen[0].0, seen[1].0, "the rejected token was evicted");
     assert_eq!(stack.relay.token_requests(), 2);
 }
 

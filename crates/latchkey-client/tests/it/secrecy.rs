@@ -3,7 +3,9 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use latchkey_client::{ClientAuthMethod, ClientSecret, FileStore, StoredToken};
+use std::time::Duration;
+
+use latchkey_client::{ClientAuthMethod, ClientSecret, FileStore, RetryPolicy, StoredToken};
 
 use crate::helpers::{Scripted, spawn_stack};
 
@@ -41,6 +43,13 @@ async fn neither_the_secret_nor_a_token_is_ever_printed_or_logged() {
     let tokens = stack
         .builder(&client)
         .auth_method(ClientAuthMethod::ClientSecretPost)
+        .retry_policy(RetryPolicy {
+            // The first 503 is retried; the refresh meets only 500s until the deadline.
+            deadline: Duration::from_millis(400),
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_millis(200),
+            attempt_timeout: Duration::from_secs(2),
+        })
         .store(FileStore::new(dir.path().join("t.json")).with_clock(stack.client_clock.clone()))
         .build()
         .await
@@ -53,12 +62,21 @@ async fn neither_the_secret_nor_a_token_is_ever_printed_or_logged() {
     }]);
     let token = tokens.token().await.unwrap();
     stack.advance(800);
-    stack.relay.script([Scripted {
+    let failure = || Scripted {
         status: 500,
         headers: vec![],
-        body: String::new(),
-    }]);
+        body: r#"{"error":"server_error"}"#.into(),
+    };
+    stack.relay.script((0..10).map(|_| failure()));
     tokens.token().await.unwrap();
+    // Let the background refresh fail (one thread: it runs when this task waits).
+    for _ in 0..200 {
+        if logged(&captured).contains("token refresh failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stack.relay.clear_script();
     tokens.invalidate(&token).await;
     let fresh = tokens.token().await.unwrap();
     let rejected = stack
@@ -83,8 +101,9 @@ async fn neither_the_secret_nor_a_token_is_ever_printed_or_logged() {
             serde_json::from_str::<StoredToken>(&stored_json(&token)).unwrap()
         ),
     ];
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = logged(&captured);
     assert!(logs.contains("retrying"), "the test did log: {logs}");
+    assert!(logs.contains("token refresh failed"), "{logs}");
     for text in printed.iter().chain([&logs]) {
         for secret in [
             client.secret.as_str(),
@@ -95,6 +114,10 @@ async fn neither_the_secret_nor_a_token_is_ever_printed_or_logged() {
             assert!(!text.contains(secret), "a secret leaked into: {text}");
         }
     }
+}
+
+fn logged(captured: &Captured) -> String {
+    String::from_utf8(captured.0.lock().unwrap().clone()).unwrap()
 }
 
 fn stored_json(token: &latchkey_client::AccessToken) -> String {

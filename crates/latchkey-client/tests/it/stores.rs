@@ -1,18 +1,21 @@
 //! Persistent token stores: a file and Redis let separate processes (here: separate
 //! `ClientCredentials` with separate memory caches) share a token while it is valid.
 
-use latchkey_client::{FileStore, RedisStore, TokenStore as _};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use latchkey_client::{FileStore, RedisStore, StoredToken, TokenStore};
 
 use crate::helpers::{Registered, Stack, spawn_stack};
 
 /// Two independent clients (as two processes would be) on one store: one token request.
-async fn check_store_is_shared(
+async fn check_store_is_shared<S: TokenStore + Clone>(
     stack: &Stack,
     client: &Registered,
-    store: impl Fn() -> Box<dyn Fn(latchkey_client::Builder) -> latchkey_client::Builder>,
+    store: S,
 ) {
-    let first = store()(stack.builder(client)).build().await.unwrap();
-    let second = store()(stack.builder(client)).build().await.unwrap();
+    let with_store = |builder: latchkey_client::Builder| builder.store(store.clone());
+    let first = with_store(stack.builder(client)).build().await.unwrap();
+    let second = with_store(stack.builder(client)).build().await.unwrap();
     let a = first.token().await.unwrap();
     let b = second.token().await.unwrap();
     assert_eq!(a.secret(), b.secret());
@@ -20,7 +23,7 @@ async fn check_store_is_shared(
     assert_eq!(stack.relay.token_requests(), 1);
 
     // A third "process" with another scope does not get that token.
-    let other = store()(stack.builder(client).scope("write"))
+    let other = with_store(stack.builder(client).scope("write"))
         .build()
         .await
         .unwrap();
@@ -29,7 +32,7 @@ async fn check_store_is_shared(
 
     // Past expiry the stored token is not used: a new process asks the server.
     stack.advance(900);
-    let later = store()(stack.builder(client)).build().await.unwrap();
+    let later = with_store(stack.builder(client)).build().await.unwrap();
     let c = later.token().await.unwrap();
     assert_ne!(c.secret(), a.secret());
     assert_eq!(stack.relay.token_requests(), 3);
@@ -41,9 +44,27 @@ async fn check_store_is_shared(
 
     // A token the API rejected is removed from the store too.
     later.invalidate(&c).await;
-    let fresh = store()(stack.builder(client)).build().await.unwrap();
+    let fresh = with_store(stack.builder(client)).build().await.unwrap();
     assert_ne!(fresh.token().await.unwrap().secret(), c.secret());
     assert_eq!(stack.relay.token_requests(), 4);
+
+    // Another process that had not heard of the rejection writes the token back: the process
+    // that saw the API reject it does not take it from the store again.
+    let replay: StoredToken = serde_json::from_value(serde_json::json!({
+        "access_token": c.secret(),
+        "token_type": "Bearer",
+        "received_at": millis(c.received_at()),
+        "expires_at": millis(c.expires_at()),
+    }))
+    .unwrap();
+    store.save(later.cache_key(), &replay).await.unwrap();
+    later.token().await.unwrap();
+    assert_eq!(stack.relay.token_requests(), 5, "asked the server instead");
+}
+
+/// A time as the stores keep it: milliseconds since the Unix epoch.
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 #[tokio::test]
@@ -52,13 +73,8 @@ async fn a_file_store_is_shared_between_processes() {
     let client = stack.register(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tokens.json");
-    let clock = stack.client_clock.clone();
-    let file = path.clone();
-    check_store_is_shared(&stack, &client, move || {
-        let store = FileStore::new(&file).with_clock(clock.clone());
-        Box::new(move |builder| builder.store(store.clone()))
-    })
-    .await;
+    let store = FileStore::new(&path).with_clock(stack.client_clock.clone());
+    check_store_is_shared(&stack, &client, store).await;
 
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
@@ -75,6 +91,33 @@ async fn a_file_store_is_shared_between_processes() {
     // ...and then the client asks the server instead of failing.
     let tokens = stack.builder(&client).store(store).build().await.unwrap();
     tokens.token().await.unwrap();
+
+    // Nor is a symbolic link to a private file, or a FIFO (which must not hang the reader).
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    assert!(
+        FileStore::new(&link)
+            .load(any_key.cache_key())
+            .await
+            .is_err()
+    );
+    let fifo = dir.path().join("fifo.json");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        FileStore::new(&fifo).load(any_key.cache_key()),
+    )
+    .await
+    .expect("reading a FIFO does not hang");
+    assert!(read.unwrap_err().to_string().contains("not a regular file"));
 }
 
 #[tokio::test]
@@ -101,9 +144,5 @@ async fn a_redis_store_is_shared_between_processes() {
         .unwrap()
         .with_prefix(prefix)
         .with_clock(stack.client_clock.clone());
-    check_store_is_shared(&stack, &client, move || {
-        let store = store.clone();
-        Box::new(move |builder| builder.store(store.clone()))
-    })
-    .await;
+    check_store_is_shared(&stack, &client, store).await;
 }
