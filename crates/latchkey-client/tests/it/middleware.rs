@@ -11,7 +11,7 @@ use http_body_util::{BodyExt as _, Full};
 use latchkey_client::{BearerLayer, BearerMiddleware};
 use tower::{Layer as _, Service as _};
 
-use crate::helpers::spawn_stack;
+use crate::helpers::{Stack, spawn_stack};
 
 /// `(authorization header, body)` of each request the API received.
 type Seen = Arc<Mutex<Vec<(String, String)>>>;
@@ -138,8 +138,9 @@ async fn reqwest_middleware_retries_only_once() {
     assert_eq!(stack.relay.token_requests(), 2);
 }
 
-#[tokio::test]
-async fn tower_layer_evicts_the_token_on_grpc_unauthenticated() {
+/// Two requests to `path` on an API that rejects the first, through the tower layer over
+/// hyper's client. Returns the stack (for its relay), the API, and the two answers.
+async fn two_calls_through_tower(path: &str) -> (Stack, Api, Vec<(StatusCode, Bytes)>) {
     let stack = spawn_stack().await;
     let client = stack.register(|_| {}).await;
     let tokens = stack.builder(&client).build().await.unwrap();
@@ -148,51 +149,41 @@ async fn tower_layer_evicts_the_token_on_grpc_unauthenticated() {
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http::<Full<Bytes>>();
     let mut service = BearerLayer::new(tokens).layer(hyper_client);
-    for _ in 0..2 {
+    let mut answers = Vec::new();
+    for body in ["one", "two"] {
         std::future::poll_fn(|cx| service.poll_ready(cx))
             .await
             .unwrap();
-        let request = http::Request::post(format!("{}/grpc/grpc.health.v1.Health/Check", api.url))
-            .header("content-type", "application/grpc")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        service.call(request).await.unwrap();
-    }
-    let seen = api.seen();
-    assert_eq!(seen.len(), 2);
-    assert_ne!(seen[0].0, seen[1].0, "the rejected token was evicted");
-    assert_eq!(stack.relay.token_requests(), 2);
-}
-
-#[tokio::test]
-async fn tower_layer_adds_the_token_and_evicts_it_on_invalid_token() {
-    let stack = spawn_stack().await;
-    let client = stack.register(|_| {}).await;
-    let tokens = stack.builder(&client).build().await.unwrap();
-    let api = spawn_api(1).await;
-    let hyper_client =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<Full<Bytes>>();
-    let mut service = BearerLayer::new(tokens).layer(hyper_client);
-
-    let mut call = async |body: &'static str| {
-        std::future::poll_fn(|cx| service.poll_ready(cx))
-            .await
-            .unwrap();
-        let request = http::Request::post(format!("{}/x", api.url))
+        let request = http::Request::post(format!("{}{path}", api.url))
             .body(Full::new(Bytes::from(body)))
             .unwrap();
         let response = service.call(request).await.unwrap();
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, body)
-    };
+        answers.push((status, body));
+    }
+    (stack, api, answers)
+}
 
-    let (status, _) = call("one").await;
-    assert_eq!(status, 401);
-    let (status, body) = call("two").await;
-    assert_eq!(status, 200);
-    assert_eq!(body, "invoices");
+#[tokio::test]
+async fn tower_layer_adds_the_token_and_evicts_it_on_invalid_token() {
+    let (stack, api, answers) = two_calls_through_tower("/x").await;
+    assert_eq!(answers[0].0, 401);
+    assert_eq!(answers[1], (StatusCode::OK, Bytes::from("invoices")));
+    let seen = api.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[0].0.starts_with("Bearer ey"));
+    assert_ne!(seen[0].0, seen[1].0, "the rejected token was evicted");
+    assert_eq!(stack.relay.token_requests(), 2);
+}
+
+#[tokio::test]
+async fn tower_layer_evicts_the_token_on_grpc_unauthenticated() {
+    let (stack, api, answers) = two_calls_through_tower("/grpc/grpc.health.v1.Health/Check").await;
+    assert_eq!(
+        answers[0].0, 200,
+        "gRPC rejects with HTTP 200 and grpc-status 16"
+    );
     let seen = api.seen();
     assert_eq!(seen.len(), 2);
     assert_ne!(seen[0].0, seen[1].0, "the rejected token was evicted");
