@@ -184,22 +184,9 @@ impl Builder {
             }
             (None, Some(endpoint)) => endpoint_url("token endpoint", &endpoint)?,
             (Some(issuer), None) => {
-                let url = endpoint_url("issuer", &issuer)?;
-                if url.query().is_some() {
-                    return Err(Error::Config(
-                        "an issuer has no query component (RFC 8414 §2)".into(),
-                    ));
-                }
-                let clock = Arc::clone(&self.clock);
-                let metadata = discovery::discover(
-                    &http,
-                    &self.retry,
-                    &url,
-                    &issuer,
-                    self.auth_method,
-                    move || clock.now(),
-                )
-                .await?;
+                let metadata =
+                    discovery::discover(&http, &issuer, &self.retry, self.clock.as_ref()).await?;
+                discovery::check_offers(&metadata, self.auth_method)?;
                 endpoint_url("token endpoint", &metadata.token_endpoint)
                     .map_err(|e| Error::Discovery(e.to_string()))?
             }
@@ -246,7 +233,7 @@ fn default_http_client() -> Result<reqwest::Client, Error> {
 
 /// An issuer or endpoint URL: `https`, or `http` only on a loopback address, so credentials
 /// never cross a network in the clear (RFC 6749 §2.3.1 requires TLS); no fragment.
-fn endpoint_url(what: &str, value: &str) -> Result<Url, Error> {
+pub(crate) fn endpoint_url(what: &str, value: &str) -> Result<Url, Error> {
     let url = Url::parse(value).map_err(|e| Error::Config(format!("the {what} {value:?}: {e}")))?;
     let loopback = match url.host() {
         Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),

@@ -7,6 +7,8 @@ use http::StatusCode;
 use latchkey_proto::{AuthorizationServerMetadata, ClientAuthMethod};
 use url::Url;
 
+use crate::builder::endpoint_url;
+use crate::clock::Clock;
 use crate::error::Error;
 use crate::retry::{Attempt, RetryPolicy};
 use crate::token_request::{BodyError, network_failure, read_limited, retryable};
@@ -25,27 +27,39 @@ pub(crate) fn metadata_urls(issuer: &Url) -> Vec<Url> {
     urls
 }
 
-/// Fetches the metadata of `issuer` and checks that it is about `issuer` and offers what this
-/// client needs.
-pub(crate) async fn discover(
+/// Reads the authorization server metadata of `issuer`: RFC 8414 §3 first, then OpenID
+/// Connect Discovery. Checks that the issuer is `https` (plain `http` only on loopback) without
+/// a query, and that the document names exactly this issuer (RFC 8414 §3.3), or an attacker's
+/// document could point the caller elsewhere. Failures worth another try are retried per
+/// `retry`. Resource servers use it too, to find the JWKS.
+pub async fn discover(
     http: &reqwest::Client,
+    issuer: &str,
     retry: &RetryPolicy,
-    issuer: &Url,
-    issuer_as_given: &str,
-    method: ClientAuthMethod,
-    now: impl Fn() -> SystemTime,
+    clock: &dyn Clock,
 ) -> Result<AuthorizationServerMetadata, Error> {
+    let url = endpoint_url("issuer", issuer)?;
+    if url.query().is_some() {
+        return Err(Error::Config(
+            "an issuer has no query component (RFC 8414 §2)".into(),
+        ));
+    }
     let mut last_status = None;
-    for url in metadata_urls(issuer) {
+    for candidate in metadata_urls(&url) {
         let fetched = retry
-            .run(|timeout| fetch(http, &url, timeout, now()))
+            .run(|timeout| fetch(http, &candidate, timeout, clock.now()))
             .await?;
         match fetched {
             Fetched::Found(metadata) => {
-                check(&metadata, issuer_as_given, method)?;
+                if metadata.issuer != issuer {
+                    return Err(Error::Discovery(format!(
+                        "the metadata names issuer {:?}, not {issuer:?} (RFC 8414 §3.3)",
+                        metadata.issuer
+                    )));
+                }
                 return Ok(*metadata);
             }
-            Fetched::NotFound => last_status = Some(url),
+            Fetched::NotFound => last_status = Some(candidate),
         }
     }
     Err(Error::Discovery(format!(
@@ -110,19 +124,11 @@ async fn fetch(
     )))
 }
 
-fn check(
+/// Checks that the server offers the client credentials grant with `method`.
+pub(crate) fn check_offers(
     metadata: &AuthorizationServerMetadata,
-    issuer: &str,
     method: ClientAuthMethod,
 ) -> Result<(), Error> {
-    // RFC 8414 §3.3: the issuer in the document must be identical to the one configured,
-    // or an attacker's document could redirect the client's credentials.
-    if metadata.issuer != issuer {
-        return Err(Error::Discovery(format!(
-            "the metadata names issuer {:?}, not {issuer:?} (RFC 8414 §3.3)",
-            metadata.issuer
-        )));
-    }
     // RFC 8414 §2 reads an absent list as authorization_code and implicit only; many servers
     // that do offer client_credentials leave it out, so only a list that names grants and
     // leaves client_credentials out is refused. The token request settles the rest.

@@ -86,6 +86,7 @@ mod token_request;
 pub use builder::Builder;
 pub use cache::ClientCredentials;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use discovery::discover;
 pub use error::{Error, Rejection};
 pub use latchkey_proto::ClientAuthMethod;
 pub use layer::{BearerLayer, BearerService, BoxError};

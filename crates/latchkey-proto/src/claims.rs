@@ -47,6 +47,10 @@ pub struct AccessTokenClaims {
     pub iat: i64,
     /// Expiry, seconds since the Unix epoch.
     pub exp: i64,
+    /// Not before, seconds since the Unix epoch (RFC 7519 §4.1.5). latchkey does not send it;
+    /// verifiers honour it when another issuer does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     /// A unique identifier with at least 128 random bits.
     pub jti: String,
     /// Space-separated granted scopes; absent when none were granted.

@@ -114,6 +114,7 @@ pub fn access_token_claims(
         aud: Audience::from_list(grant.audience.clone()),
         iat: now,
         exp: now.saturating_add(grant.ttl_seconds),
+        nbf: None,
         jti,
         scope: (!grant.scope.is_empty()).then(|| grant.scope.join(" ")),
         epoch: client.token_epoch,

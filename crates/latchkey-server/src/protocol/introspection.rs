@@ -14,6 +14,7 @@ pub fn opaque_claims(issuer: &str, record: &OpaqueTokenRecord) -> AccessTokenCla
         aud: Audience::from_list(record.audience.clone()),
         iat: record.issued_at,
         exp: record.expires_at,
+        nbf: None,
         jti: record.jti.clone(),
         scope: (!record.scope.is_empty()).then(|| record.scope.join(" ")),
         epoch: record.epoch,
