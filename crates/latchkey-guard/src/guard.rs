@@ -1,0 +1,365 @@
+//! [`Guard`]: validates bearer tokens for one resource (API) of one issuer.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, Uri};
+use latchkey_client::{Clock, RetryPolicy, SystemClock};
+use latchkey_proto::SigningAlg;
+
+use crate::cache::{VerifiedCache, token_hash};
+use crate::caller::Caller;
+use crate::jwks::Jwks;
+use crate::rejection::Rejection;
+use crate::verify::{self, Expectations, Invalid};
+
+/// Validates access tokens for one resource server. Cheap to clone; clones share the JWKS
+/// and the verified-token cache. Build one with [`Guard::builder`].
+#[derive(Clone)]
+pub struct Guard {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    issuer: String,
+    audience: Arc<str>,
+    realm: String,
+    algorithms: Vec<SigningAlg>,
+    leeway: i64,
+    clock: Arc<dyn Clock>,
+    jwks: Arc<Jwks>,
+    cache: VerifiedCache,
+}
+
+/// Configures a [`Guard`].
+#[must_use]
+pub struct GuardBuilder {
+    issuer: Option<String>,
+    audience: Option<String>,
+    realm: Option<String>,
+    jwks_uri: Option<String>,
+    algorithms: Vec<SigningAlg>,
+    leeway: Duration,
+    min_refetch_interval: Duration,
+    cache_capacity: usize,
+    http: Option<reqwest::Client>,
+    clock: Arc<dyn Clock>,
+    retry: RetryPolicy,
+}
+
+impl Guard {
+    /// Starts configuring a guard.
+    pub fn builder() -> GuardBuilder {
+        GuardBuilder {
+            issuer: None,
+            audience: None,
+            realm: None,
+            jwks_uri: None,
+            algorithms: vec![SigningAlg::Es256, SigningAlg::EdDsa, SigningAlg::Rs256],
+            leeway: Duration::from_secs(5),
+            min_refetch_interval: Duration::from_secs(10),
+            cache_capacity: 100_000,
+            http: None,
+            clock: Arc::new(SystemClock),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Validates the bearer token of a request with these headers and URI (RFC 6750 §2.1): a
+    /// valid token gives the [`Caller`]; anything else the RFC 6750 rejection.
+    pub async fn authenticate_request(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<Caller, Rejection> {
+        let token = bearer_token(headers, uri)?;
+        self.authenticate(token).await
+    }
+
+    /// Validates one access token (RFC 9068 §4): a verified token seen before costs a hash and
+    /// a lookup; a new one, a signature verification.
+    pub async fn authenticate(&self, token: &str) -> Result<Caller, Rejection> {
+        let inner = &self.inner;
+        let now = unix_now(inner.clock.as_ref());
+        if token.len() > verify::MAX_TOKEN_LEN {
+            return Err(Rejection::InvalidToken(Invalid::Malformed));
+        }
+        let hash = token_hash(token);
+        if let Some(caller) = inner.cache.get(&hash) {
+            // Still signed by a published key (a removed key takes its tokens with it)...
+            let published = inner
+                .jwks
+                .current()
+                .is_some_and(|set| set.get(caller.kid()).is_some());
+            if published {
+                // ...and still within its lifetime.
+                verify::check_times(caller.claims(), inner.leeway, now)
+                    .map_err(Rejection::InvalidToken)?;
+                return Ok(caller);
+            }
+            inner.cache.remove(&hash);
+        }
+        let parsed = verify::parse(token, &inner.algorithms).map_err(Rejection::InvalidToken)?;
+        let key = match inner.jwks.key(&parsed.kid).await {
+            Ok(Some(key)) => key,
+            Ok(None) => return Err(Rejection::InvalidToken(Invalid::UnknownKey(parsed.kid))),
+            Err(()) => return Err(Rejection::Unavailable),
+        };
+        let expect = Expectations {
+            issuer: &inner.issuer,
+            audience: &inner.audience,
+            leeway: inner.leeway,
+        };
+        let claims =
+            verify::verify(&parsed, &key, &expect, now).map_err(Rejection::InvalidToken)?;
+        let caller = Caller::new(claims, parsed.kid, Arc::clone(&inner.audience));
+        inner.cache.insert(hash, caller.clone(), now);
+        Ok(caller)
+    }
+
+    /// Whether `caller` was verified by a guard for this same resource.
+    pub(crate) fn verified(&self, caller: &Caller) -> bool {
+        caller.verified_for() == &*self.inner.audience && caller.claims().iss == self.inner.issuer
+    }
+
+    /// The realm in challenges.
+    pub fn realm(&self) -> &str {
+        &self.inner.realm
+    }
+
+    /// The resource (audience) tokens must be for.
+    pub fn audience(&self) -> &str {
+        &self.inner.audience
+    }
+
+    /// How many times the JWKS was fetched (for monitoring and tests).
+    pub fn jwks_fetches(&self) -> u64 {
+        self.inner.jwks.fetches()
+    }
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("issuer", &self.inner.issuer)
+            .field("audience", &self.inner.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GuardBuilder {
+    /// The issuer whose tokens are accepted; its JWKS is found through discovery.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// This resource server's identifier: tokens must carry it in `aud`.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// The `realm` in challenges (default: the audience).
+    pub fn realm(mut self, realm: impl Into<String>) -> Self {
+        self.realm = Some(realm.into());
+        self
+    }
+
+    /// The JWKS URL, skipping discovery.
+    pub fn jwks_uri(mut self, uri: impl Into<String>) -> Self {
+        self.jwks_uri = Some(uri.into());
+        self
+    }
+
+    /// The algorithms accepted (default ES256, EdDSA, RS256). A key is still used only with
+    /// its own algorithm.
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = SigningAlg>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// Clock skew allowed on `exp` and `nbf` (default 5 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// An unknown `kid` refetches the JWKS at most once per this interval (default 10 s).
+    pub fn min_refetch_interval(mut self, interval: Duration) -> Self {
+        self.min_refetch_interval = interval;
+        self
+    }
+
+    /// How many verified tokens to remember (default 100,000; 0 turns the cache off).
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// The HTTP client for discovery and the JWKS.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// The clock tokens are checked against (for tests).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How discovery retries (see `latchkey_client::RetryPolicy`).
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Runs discovery (unless a JWKS URL was given) and the first JWKS fetch. A JWKS that
+    /// cannot be fetched yet is not fatal: requests get 503 until it can.
+    pub async fn build(self) -> Result<Guard, latchkey_client::Error> {
+        let issuer = self
+            .issuer
+            .ok_or_else(|| latchkey_client::Error::Config("an issuer is required".into()))?;
+        let audience = self.audience.ok_or_else(|| {
+            latchkey_client::Error::Config("the resource's audience is required".into())
+        })?;
+        if self.algorithms.is_empty() {
+            return Err(latchkey_client::Error::Config(
+                "at least one algorithm must be allowed".into(),
+            ));
+        }
+        let http = match self.http {
+            Some(http) => http,
+            None => reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| latchkey_client::Error::Config(e.to_string()))?,
+        };
+        let jwks_uri = match self.jwks_uri {
+            Some(uri) => uri,
+            None => {
+                let metadata =
+                    latchkey_client::discover(&http, &issuer, &self.retry, self.clock.as_ref())
+                        .await?;
+                metadata.jwks_uri.ok_or_else(|| {
+                    latchkey_client::Error::Discovery("the metadata has no jwks_uri".into())
+                })?
+            }
+        };
+        let jwks = Arc::new(Jwks::new(
+            jwks_uri,
+            http,
+            Arc::clone(&self.clock),
+            self.min_refetch_interval,
+        ));
+        jwks.prime().await;
+        Ok(Guard {
+            inner: Arc::new(Inner {
+                realm: self.realm.unwrap_or_else(|| audience.clone()),
+                issuer,
+                audience: Arc::from(audience),
+                algorithms: self.algorithms,
+                leeway: i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX),
+                clock: self.clock,
+                jwks,
+                cache: VerifiedCache::new(self.cache_capacity),
+            }),
+        })
+    }
+}
+
+fn unix_now(clock: &dyn Clock) -> i64 {
+    clock
+        .now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The bearer token of a request (RFC 6750 §2.1). Only the `Authorization` header is
+/// accepted: a token in the query (§2.3) is refused as `invalid_request`, so a token never
+/// sits in access logs and a request never carries two.
+pub(crate) fn bearer_token<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<&'a str, Rejection> {
+    if uri.query().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some("access_token"))
+    }) {
+        return Err(Rejection::InvalidRequest(
+            "send the access token in the Authorization header only",
+        ));
+    }
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Rejection::MissingToken);
+    };
+    if values.next().is_some() {
+        return Err(Rejection::InvalidRequest("several Authorization headers"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| Rejection::InvalidRequest("malformed Authorization header"))?;
+    let Some((scheme, token)) = value.split_once(' ') else {
+        return Err(Rejection::MissingToken);
+    };
+    if !scheme.eq_ignore_ascii_case("Bearer") {
+        // Another scheme carries no bearer token: a challenge without an error (§3.1).
+        return Err(Rejection::MissingToken);
+    }
+    // b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+    let body = token.trim_end_matches('=');
+    let b64token = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+    if body.is_empty() || !body.bytes().all(b64token) {
+        return Err(Rejection::InvalidRequest("malformed Bearer credentials"));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extract(values: &[&str], uri: &str) -> Result<String, Rejection> {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(AUTHORIZATION, value.parse().unwrap());
+        }
+        bearer_token(&headers, &uri.parse().unwrap()).map(str::to_owned)
+    }
+
+    #[test]
+    fn the_token_comes_from_one_authorization_header_only() {
+        assert_eq!(
+            extract(&["Bearer abc.def-_~+/=="], "/").unwrap(),
+            "abc.def-_~+/=="
+        );
+        assert_eq!(extract(&["bearer abc"], "/").unwrap(), "abc");
+        assert_eq!(extract(&[], "/"), Err(Rejection::MissingToken));
+        assert_eq!(
+            extract(&["Basic dXNlcg=="], "/"),
+            Err(Rejection::MissingToken)
+        );
+        assert!(matches!(
+            extract(&["Bearer a", "Bearer b"], "/"),
+            Err(Rejection::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            extract(&["Bearer a"], "/x?access_token=a"),
+            Err(Rejection::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            extract(&[], "/x?b=1&access_token=a"),
+            Err(Rejection::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            extract(&["Bearer a b"], "/"),
+            Err(Rejection::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            extract(&["Bearer "], "/"),
+            Err(Rejection::InvalidRequest(_))
+        ));
+    }
+}

@@ -1,0 +1,236 @@
+//! The issuer's JWK Set, cached per its `Cache-Control: max-age`, refreshed in the background
+//! when stale, refetched at most once per interval for an unknown `kid`, and kept as it is
+//! when the JWKS endpoint is down. Never fails open: without keys, nothing verifies.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use http::header::CACHE_CONTROL;
+use latchkey_client::Clock;
+use latchkey_proto::Jwk;
+
+use crate::keys::VerifyingKey;
+
+/// A JWKS without `max-age` is refreshed after this long.
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+/// A `max-age` shorter than this is read as this, so a JWKS endpoint cannot make every
+/// request a refetch.
+const MIN_MAX_AGE: Duration = Duration::from_secs(30);
+/// A `max-age` longer than this is read as this, so rotated keys are picked up within a day.
+const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// The largest JWKS read.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// The keys as last fetched.
+pub(crate) struct KeySet {
+    keys: HashMap<String, Arc<VerifyingKey>>,
+    /// When to fetch again in the background.
+    stale_at: SystemTime,
+}
+
+impl KeySet {
+    pub(crate) fn get(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
+        self.keys.get(kid)
+    }
+}
+
+/// The JWKS source of one issuer.
+pub(crate) struct Jwks {
+    uri: String,
+    http: reqwest::Client,
+    clock: Arc<dyn Clock>,
+    /// At most one fetch per this interval (unknown kids and stale refreshes alike).
+    min_refetch_interval: Duration,
+    current: ArcSwapOption<KeySet>,
+    /// When the last fetch started; guards the rate limit.
+    last_fetch: Mutex<Option<SystemTime>>,
+    /// One fetch at a time.
+    fetching: tokio::sync::Mutex<()>,
+    background: AtomicBool,
+    /// Fetches made (for tests and metrics).
+    fetches: AtomicU64,
+}
+
+impl Jwks {
+    pub(crate) fn new(
+        uri: String,
+        http: reqwest::Client,
+        clock: Arc<dyn Clock>,
+        min_refetch_interval: Duration,
+    ) -> Self {
+        Jwks {
+            uri,
+            http,
+            clock,
+            min_refetch_interval,
+            current: ArcSwapOption::empty(),
+            last_fetch: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+            background: AtomicBool::new(false),
+            fetches: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// The current key set, if any was ever fetched.
+    pub(crate) fn current(&self) -> Option<Arc<KeySet>> {
+        self.current.load_full()
+    }
+
+    /// The key `kid`: from the cached set; for an unknown kid, after one refetch if the rate
+    /// limit allows. `Err` when no key set was ever fetched.
+    pub(crate) async fn key(self: &Arc<Self>, kid: &str) -> Result<Option<Arc<VerifyingKey>>, ()> {
+        let now = self.clock.now();
+        if let Some(set) = self.current.load().as_deref() {
+            if now >= set.stale_at {
+                self.refresh_in_background();
+            }
+            if let Some(key) = set.get(kid) {
+                return Ok(Some(Arc::clone(key)));
+            }
+        }
+        // Unknown kid (perhaps a new key after rotation) or no keys yet: one refetch at most
+        // per interval, however many requests ask.
+        if self.claim_fetch(now) {
+            let _one = self.fetching.lock().await;
+            self.fetch().await;
+        } else if self.fetching.try_lock().is_err() {
+            // A fetch is running (perhaps for this very kid): its result is worth waiting for.
+            let _wait = self.fetching.lock().await;
+        }
+        match self.current.load().as_deref() {
+            Some(set) => Ok(set.get(kid).cloned()),
+            None => Err(()),
+        }
+    }
+
+    /// Fetches now (at start-up). Errors are logged; the guard keeps trying on demand.
+    pub(crate) async fn prime(&self) {
+        if self.claim_fetch(self.clock.now()) {
+            let _one = self.fetching.lock().await;
+            self.fetch().await;
+        }
+    }
+
+    /// Whether a fetch may start now; if so, records that it did.
+    fn claim_fetch(&self, now: SystemTime) -> bool {
+        let mut last = self
+            .last_fetch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let allowed = last.is_none_or(|at| {
+            now.duration_since(at)
+                .is_ok_and(|since| since >= self.min_refetch_interval)
+                // A clock that moved backwards does not block fetching for ever.
+                || now < at
+        });
+        if allowed {
+            *last = Some(now);
+        }
+        allowed
+    }
+
+    fn refresh_in_background(self: &Arc<Self>) {
+        if self.background.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if !self.claim_fetch(self.clock.now()) {
+            self.background.store(false, Ordering::Release);
+            return;
+        }
+        let jwks = Arc::clone(self);
+        tokio::spawn(async move {
+            {
+                let _one = jwks.fetching.lock().await;
+                jwks.fetch().await;
+            }
+            jwks.background.store(false, Ordering::Release);
+        });
+    }
+
+    /// One fetch: on success the new set replaces the old; on failure the old set stays.
+    async fn fetch(&self) {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        match self.download().await {
+            Ok(set) => self.current.store(Some(Arc::new(set))),
+            Err(error) => {
+                tracing::warn!(uri = %self.uri, %error, "JWKS fetch failed; keeping the keys held");
+            }
+        }
+    }
+
+    async fn download(&self) -> Result<KeySet, String> {
+        let response = self
+            .http
+            .get(&self.uri)
+            .timeout(Duration::from_secs(5))
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status().as_u16()));
+        }
+        let max_age = response
+            .headers()
+            .get(CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(max_age)
+            .unwrap_or(DEFAULT_MAX_AGE)
+            .clamp(MIN_MAX_AGE, MAX_MAX_AGE);
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        if body.len() > MAX_JWKS_BYTES {
+            return Err("the JWKS is too large".into());
+        }
+        #[derive(serde::Deserialize)]
+        struct Document {
+            keys: Vec<serde_json::Value>,
+        }
+        let document: Document = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        // Keys this guard cannot use (other types, encryption keys) are skipped, not fatal.
+        let keys = document
+            .keys
+            .into_iter()
+            .filter_map(|value| serde_json::from_value::<Jwk>(value).ok())
+            .filter_map(|jwk| VerifyingKey::from_jwk(&jwk))
+            .map(|key| (key.kid().to_owned(), Arc::new(key)))
+            .collect();
+        Ok(KeySet {
+            keys,
+            stale_at: self.clock.now() + max_age,
+        })
+    }
+}
+
+/// `max-age=N` from a `Cache-Control` value (RFC 9111 §5.2.2.1).
+fn max_age(value: &str) -> Option<Duration> {
+    value.split(',').find_map(|directive| {
+        let (name, seconds) = directive.trim().split_once('=')?;
+        name.eq_ignore_ascii_case("max-age")
+            .then(|| seconds.trim_matches('"').parse().ok())
+            .flatten()
+            .map(Duration::from_secs)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        assert_eq!(
+            max_age("public, max-age=300"),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(max_age("MAX-AGE=\"60\""), Some(Duration::from_secs(60)));
+        assert_eq!(max_age("no-store"), None);
+        assert_eq!(max_age("max-age=-1"), None);
+    }
+}

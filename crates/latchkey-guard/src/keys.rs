@@ -1,0 +1,169 @@
+//! Public keys from a JWK Set, parsed once into verifiers. The algorithm of each key comes
+//! from the JWKS (its `alg`, or its type and curve), never from a token.
+
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ED25519, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256,
+    VerificationAlgorithm,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use latchkey_proto::{Jwk, SigningAlg};
+
+/// One verification key.
+pub struct VerifyingKey {
+    kid: String,
+    alg: SigningAlg,
+    verifier: ParsedPublicKey,
+}
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish()
+    }
+}
+
+impl VerifyingKey {
+    /// Parses a JWK; `None` for keys this guard cannot or must not use (another `use`, an
+    /// unknown type or curve, an `alg` that does not fit the key, malformed numbers).
+    pub(crate) fn from_jwk(jwk: &Jwk) -> Option<Self> {
+        if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+            return None;
+        }
+        let b64 = |v: &Option<String>| URL_SAFE_NO_PAD.decode(v.as_deref()?).ok();
+        let (alg, bytes) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+            ("EC", Some("P-256")) => {
+                let (x, y) = (b64(&jwk.x)?, b64(&jwk.y)?);
+                if x.len() != 32 || y.len() != 32 {
+                    return None;
+                }
+                (SigningAlg::Es256, [&[4u8][..], &x, &y].concat())
+            }
+            ("OKP", Some("Ed25519")) => {
+                let x = b64(&jwk.x)?;
+                (x.len() == 32).then_some(())?;
+                (SigningAlg::EdDsa, x)
+            }
+            ("RSA", _) => (
+                SigningAlg::Rs256,
+                rsa_public_key_der(&b64(&jwk.n)?, &b64(&jwk.e)?),
+            ),
+            _ => return None,
+        };
+        // A key's stated alg must be the one its type allows (RFC 7517 §4.4).
+        if jwk
+            .alg
+            .as_deref()
+            .is_some_and(|stated| stated != alg.as_str())
+        {
+            return None;
+        }
+        let algorithm: &'static dyn VerificationAlgorithm = match alg {
+            SigningAlg::Es256 => &ECDSA_P256_SHA256_FIXED,
+            SigningAlg::EdDsa => &ED25519,
+            SigningAlg::Rs256 => &RSA_PKCS1_2048_8192_SHA256,
+        };
+        let verifier = ParsedPublicKey::new(algorithm, bytes).ok()?;
+        Some(VerifyingKey {
+            kid: jwk.kid.clone(),
+            alg,
+            verifier,
+        })
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The one algorithm this key verifies.
+    pub fn alg(&self) -> SigningAlg {
+        self.alg
+    }
+
+    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.verifier.verify_sig(message, signature).is_ok()
+    }
+}
+
+/// DER of `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }` (RFC 8017
+/// §A.1.1), which is what aws-lc-rs parses for RSA verification.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn integer(bytes: &[u8]) -> Vec<u8> {
+        let bytes = match bytes.iter().position(|&b| b != 0) {
+            Some(first) => &bytes[first..],
+            None => &[0u8][..],
+        };
+        // A leading 0 keeps a set top bit from reading as negative.
+        let mut content = Vec::with_capacity(bytes.len() + 1);
+        if bytes[0] & 0x80 != 0 {
+            content.push(0);
+        }
+        content.extend_from_slice(bytes);
+        tagged(0x02, &content)
+    }
+    fn tagged(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let len = content.len();
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let octets: Vec<u8> = len
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|&b| b == 0)
+                .collect();
+            out.push(0x80 | octets.len() as u8);
+            out.extend_from_slice(&octets);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+    tagged(0x30, &[integer(n), integer(e)].concat())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwk(kty: &str, crv: Option<&str>, alg: Option<&str>) -> Jwk {
+        Jwk {
+            kty: kty.into(),
+            kid: "k".into(),
+            use_: Some("sig".into()),
+            alg: alg.map(Into::into),
+            crv: crv.map(Into::into),
+            x: Some(URL_SAFE_NO_PAD.encode([7u8; 32])),
+            y: Some(URL_SAFE_NO_PAD.encode([9u8; 32])),
+            n: None,
+            e: None,
+        }
+    }
+
+    #[test]
+    fn a_stated_alg_must_fit_the_key() {
+        // HS256 on an EC key, or an RSA alg on an OKP key, is refused (checklist I: alg not
+        // allowed for that key).
+        assert!(VerifyingKey::from_jwk(&jwk("EC", Some("P-256"), Some("HS256"))).is_none());
+        assert!(VerifyingKey::from_jwk(&jwk("OKP", Some("Ed25519"), Some("RS256"))).is_none());
+        assert!(VerifyingKey::from_jwk(&jwk("oct", None, Some("HS256"))).is_none());
+        let mut enc = jwk("OKP", Some("Ed25519"), None);
+        enc.use_ = Some("enc".into());
+        assert!(VerifyingKey::from_jwk(&enc).is_none());
+        let okp = VerifyingKey::from_jwk(&jwk("OKP", Some("Ed25519"), None)).unwrap();
+        assert_eq!(okp.alg(), SigningAlg::EdDsa);
+    }
+
+    #[test]
+    fn der_lengths_and_signs() {
+        assert_eq!(
+            rsa_public_key_der(&[0x01], &[0x01, 0x00, 0x01]),
+            [0x30, 0x08, 0x02, 0x01, 0x01, 0x02, 0x03, 0x01, 0x00, 0x01]
+        );
+        let der = rsa_public_key_der(&[0xff; 256], &[3]);
+        assert_eq!(&der[..4], &[0x30, 0x82, 0x01, 0x08]);
+        assert_eq!(&der[4..9], &[0x02, 0x82, 0x01, 0x01, 0x00]);
+    }
+}

@@ -1,0 +1,55 @@
+//! Resource-server guard for OAuth 2.0 access tokens: validates JWT access tokens (RFC 9068
+//! §4) against the issuer's published keys and enforces scopes, as a tower layer and an axum
+//! extractor, for HTTP and gRPC services.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{Router, routing::get};
+//! use latchkey_guard::{Caller, Guard};
+//!
+//! let guard = Guard::builder()
+//!     .issuer("https://auth.example.com")     // discovery finds the JWKS
+//!     .audience("https://api.example.com")    // tokens must be for this API
+//!     .build()
+//!     .await?;
+//!
+//! async fn invoices(caller: Caller) -> String {
+//!     format!("invoices for {}", caller.client_id())
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/invoices", get(invoices).route_layer(guard.require_scope("invoices:read")))
+//!     .layer(guard.layer());
+//! # Ok(()) }
+//! ```
+//!
+//! What is checked, in order (checklist I): one `Authorization: Bearer` header and no token
+//! in the query (else 400 `invalid_request`); `typ` is `at+jwt`; no `crit`; `alg` is allowed
+//! and is the algorithm of the key named by `kid` in the JWKS (never `none`, never HMAC);
+//! the signature; `iss` exactly; `aud` contains this resource; `exp` and `nbf` within a small
+//! leeway; then the route's scopes (else 403 `insufficient_scope` naming them). Failures are
+//! 401 with `WWW-Authenticate: Bearer realm=..., error="invalid_token"`; a request without a
+//! token gets the challenge without an error code (RFC 6750 §3.1).
+//!
+//! The JWKS is cached per its `Cache-Control: max-age` and refreshed in the background when
+//! stale; an unknown `kid` triggers at most one refetch per interval; when the JWKS endpoint is
+//! down the keys held are kept. Without any key, requests get 503, never access. Verified
+//! tokens are remembered (by SHA-256) until they expire, so a reused token costs no signature
+//! verification.
+#![deny(missing_docs)]
+
+mod cache;
+mod caller;
+mod guard;
+mod jwks;
+mod keys;
+mod layer;
+mod rejection;
+mod verify;
+
+pub use caller::Caller;
+pub use guard::{Guard, GuardBuilder};
+pub use keys::VerifyingKey;
+pub use layer::{GuardLayer, GuardService};
+pub use rejection::Rejection;
+pub use verify::Invalid;
