@@ -74,6 +74,78 @@ pub enum Command {
     /// (where other users could see it in the process list). With --cache-file, a token that
     /// is still valid is reused instead of asking the server again.
     Token(TokenArgs),
+    /// Put token validation in front of an existing HTTP service, without changing it.
+    ///
+    /// A reverse proxy: requests without a valid token for --audience get the RFC 6750 error;
+    /// the others go to --upstream with the caller in X-Latchkey-Client-Id, X-Latchkey-Scope
+    /// and X-Latchkey-Subject (such headers from outside are removed first) and without the
+    /// Authorization header.
+    Gate(GateArgs),
+    /// Give an existing application tokens for the APIs it calls, without changing it.
+    ///
+    /// The application sends plain requests to the sidecar; the sidecar adds a cached token
+    /// (fetched, refreshed and shared as latchkey-client does) and forwards them to
+    /// --upstream. The secret comes from --client-secret-file or LATCHKEY_CLIENT_SECRET.
+    Sidecar(SidecarArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// Where good requests go (http://host:port[/prefix]).
+    #[arg(long, env = "LATCHKEY_GATE_UPSTREAM")]
+    pub upstream: String,
+
+    /// The issuer whose tokens are accepted; its keys are found through discovery.
+    #[arg(long, env = "LATCHKEY_ISSUER")]
+    pub issuer: String,
+
+    /// This API's identifier: tokens must carry it in `aud`.
+    #[arg(long, env = "LATCHKEY_GATE_AUDIENCE")]
+    pub audience: String,
+
+    /// A scope every request needs; repeat for several.
+    #[arg(long)]
+    pub require_scope: Vec<String>,
+
+    /// Address and port to listen on.
+    #[arg(long, env = "LATCHKEY_GATE_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct SidecarArgs {
+    /// Address and port the application sends its requests to.
+    #[arg(
+        long,
+        env = "LATCHKEY_SIDECAR_LISTEN",
+        default_value = "127.0.0.1:8082"
+    )]
+    pub listen: SocketAddr,
+
+    /// Where requests go, with a token added (http://host:port[/prefix]).
+    #[arg(long, env = "LATCHKEY_SIDECAR_UPSTREAM")]
+    pub upstream: String,
+
+    /// The issuer to get tokens from.
+    #[arg(long, env = "LATCHKEY_ISSUER")]
+    pub issuer: String,
+
+    /// The client id.
+    #[arg(long, env = "LATCHKEY_CLIENT_ID")]
+    pub client_id: String,
+
+    /// A file holding the client secret (`-` reads standard input); else
+    /// LATCHKEY_CLIENT_SECRET.
+    #[arg(long)]
+    pub client_secret_file: Option<PathBuf>,
+
+    /// Scope to request; repeat or separate with spaces.
+    #[arg(long)]
+    pub scope: Vec<String>,
+
+    /// The API (absolute URI) the tokens are for; may repeat.
+    #[arg(long)]
+    pub audience: Vec<String>,
 }
 
 #[derive(Debug, Args)]

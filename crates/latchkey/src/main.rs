@@ -1,12 +1,16 @@
-//! `latchkey`: the authorization server, its admin CLI, and `latchkey token` for scripts. A thin layer over
+//! `latchkey`: the authorization server, its admin CLI, `latchkey token` for scripts, and the
+//! `gate` and `sidecar` proxies. A thin layer over
 //! `latchkey-server`; every decision lives in the library.
 
 mod cli;
 mod client_cmd;
+mod gate_cmd;
 mod kek;
 mod keys_cmd;
 mod output;
+mod proxy;
 mod serve_cmd;
+mod sidecar_cmd;
 mod token_cmd;
 
 use std::process::ExitCode;
@@ -33,6 +37,8 @@ fn main() -> ExitCode {
             Command::Client(cmd) => client_cmd::run(&cli.global, cmd).await,
             Command::Keys(cmd) => keys_cmd::run(&cli.global, cmd).await,
             Command::Token(args) => token_cmd::run(&cli.global, args).await,
+            Command::Gate(args) => gate_cmd::run(args).await,
+            Command::Sidecar(args) => sidecar_cmd::run(args).await,
         }
     });
     match result {

@@ -11,7 +11,7 @@ use latchkey_proto::{TokenResponse, TokenType};
 use crate::cli::{GlobalArgs, OutputFormat, TokenArgs};
 
 pub async fn run(global: &GlobalArgs, args: TokenArgs) -> anyhow::Result<()> {
-    let secret = read_secret(&args)?;
+    let secret = read_secret_from(args.client_secret_file.as_deref())?;
     let mut builder = ClientCredentials::builder()
         .client_id(&args.client_id)
         .client_secret(secret)
@@ -63,8 +63,8 @@ pub async fn run(global: &GlobalArgs, args: TokenArgs) -> anyhow::Result<()> {
 
 /// The secret from `--client-secret-file` (or standard input for `-`), else from
 /// LATCHKEY_CLIENT_SECRET. Never from an argument: the process list shows those to everyone.
-fn read_secret(args: &TokenArgs) -> anyhow::Result<ClientSecret> {
-    let secret = match &args.client_secret_file {
+pub fn read_secret_from(file: Option<&std::path::Path>) -> anyhow::Result<ClientSecret> {
+    let secret = match file {
         Some(path) if path.as_os_str() == "-" => {
             let mut secret = String::new();
             std::io::stdin()

@@ -75,11 +75,26 @@ pub async fn spawn_app_with_issuer(issuer: &str) -> TestApp {
     spawn_configured(SigningAlg::Es256, Some(issuer.to_owned())).await
 }
 
+/// A server whose clock stands at the real time, for tests where another process (the `gate`
+/// or `sidecar` binary) checks its tokens against the real clock.
+pub async fn spawn_app_at_real_time() -> TestApp {
+    #[allow(clippy::disallowed_methods)] // The other process reads the real clock too.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    spawn_at(SigningAlg::Es256, None, now as i64).await
+}
+
 async fn spawn_configured(alg: SigningAlg, issuer: Option<String>) -> TestApp {
+    spawn_at(alg, issuer, T0).await
+}
+
+async fn spawn_at(alg: SigningAlg, issuer: Option<String>, now: i64) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}", dir.path().join("latchkey.db").display());
     let store = store::connect(&database_url).await.unwrap();
-    let clock = ManualClock::new(T0);
+    let clock = ManualClock::new(now);
     let config = server_config(alg, issuer);
     spawn_with_config(config, database_url, dir, store, clock).await
 }

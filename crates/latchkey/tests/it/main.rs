@@ -6,6 +6,7 @@
 
 mod cli;
 mod discovery;
+mod gateways;
 mod helpers;
 mod interop;
 mod issuance;

@@ -1,0 +1,96 @@
+//! `latchkey gate`: a reverse proxy that lets through only requests with a valid token, and
+//! tells the unchanged upstream who called in headers it controls.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use http::{HeaderName, HeaderValue, Request, Response};
+use latchkey_guard::{Caller, Guard};
+
+use crate::cli::GateArgs;
+use crate::proxy::{Upstream, UpstreamClient, send, upstream_client};
+
+/// Identity headers the gate sets. Any header starting with this prefix that arrives from
+/// outside is removed first, so the upstream can trust them.
+const PREFIX: &str = "x-latchkey-";
+
+#[derive(Clone)]
+struct Gate {
+    upstream: Upstream,
+    client: UpstreamClient,
+}
+
+pub async fn run(args: GateArgs) -> anyhow::Result<()> {
+    crate::serve_cmd::init_logging();
+    let upstream = Upstream::parse(&args.upstream)?;
+    let guard = Guard::builder()
+        .issuer(&args.issuer)
+        .audience(&args.audience)
+        .build()
+        .await
+        .context("setting up token validation")?;
+    let mut layer = guard.layer();
+    for scope in &args.require_scope {
+        layer = layer.require_scope(scope);
+    }
+    let router = Router::new()
+        .fallback(forward)
+        .layer(layer)
+        .with_state(Gate {
+            upstream,
+            client: upstream_client(),
+        });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let listen = listener.local_addr()?;
+    tracing::info!(listen = %listen, upstream = %args.upstream, audience = %args.audience, "latchkey gate is serving");
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(crate::serve_cmd::shutdown_signal())
+    .await
+    .context("serving")?;
+    Ok(())
+}
+
+async fn forward(
+    State(gate): State<Gate>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request<Body>,
+) -> Response<Body> {
+    // The guard layer put the caller here; without one the request never got this far.
+    let Some(caller) = request.extensions().get::<Caller>().cloned() else {
+        return Response::builder()
+            .status(500)
+            .body(Body::empty())
+            .unwrap_or_default();
+    };
+    let headers = request.headers_mut();
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with(PREFIX))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+    // The upstream trusts the gate, not the token: the token stays here.
+    headers.remove(http::header::AUTHORIZATION);
+    let identity = [
+        ("x-latchkey-client-id", caller.client_id().to_owned()),
+        ("x-latchkey-scope", caller.scopes().join(" ")),
+        ("x-latchkey-subject", caller.claims().sub.clone()),
+    ];
+    for (name, value) in identity {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    gate.upstream.prepare(&mut request, Some(peer));
+    send(gate.client.request(request).await).await
+}

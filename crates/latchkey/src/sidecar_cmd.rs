@@ -1,0 +1,76 @@
+//! `latchkey sidecar`: the outgoing direction. An application that cannot be changed sends
+//! plain requests to the sidecar, which adds a cached token and forwards them.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use http::{Request, Response};
+use latchkey_client::{BearerLayer, BearerService, ClientCredentials};
+use tower::{Layer as _, Service as _};
+
+use crate::cli::SidecarArgs;
+use crate::proxy::{Upstream, UpstreamClient, send, upstream_client};
+
+#[derive(Clone)]
+struct Sidecar {
+    upstream: Upstream,
+    client: BearerService<UpstreamClient>,
+}
+
+pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
+    crate::serve_cmd::init_logging();
+    let upstream = Upstream::parse(&args.upstream)?;
+    let secret = crate::token_cmd::read_secret_from(args.client_secret_file.as_deref())?;
+    let mut builder = ClientCredentials::builder()
+        .issuer(&args.issuer)
+        .client_id(&args.client_id)
+        .client_secret(secret);
+    for scope in &args.scope {
+        builder = builder.scope(scope);
+    }
+    for audience in &args.audience {
+        builder = builder.audience(audience);
+    }
+    let tokens = builder
+        .build()
+        .await
+        .context("setting up the token client")?;
+    // Fetch once now, so a wrong secret stops the sidecar at start, not at the first request.
+    tokens.token().await.context("getting a first token")?;
+    let router = Router::new().fallback(forward).with_state(Sidecar {
+        upstream,
+        client: BearerLayer::new(tokens).layer(upstream_client()),
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let listen = listener.local_addr()?;
+    tracing::info!(listen = %listen, upstream = %args.upstream, "latchkey sidecar is serving");
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(crate::serve_cmd::shutdown_signal())
+    .await
+    .context("serving")?;
+    Ok(())
+}
+
+async fn forward(
+    State(mut sidecar): State<Sidecar>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request<Body>,
+) -> Response<Body> {
+    // The application's own credentials, if any, are replaced by the sidecar's token.
+    request.headers_mut().remove(http::header::AUTHORIZATION);
+    sidecar.upstream.prepare(&mut request, Some(peer));
+    let ready = std::future::poll_fn(|cx| sidecar.client.poll_ready(cx)).await;
+    let result = match ready {
+        Ok(()) => sidecar.client.call(request).await,
+        Err(error) => Err(error),
+    };
+    send(result).await
+}

@@ -1,0 +1,287 @@
+//! `latchkey gate` and `latchkey sidecar` end to end: the real binary between real HTTP
+//! services, with tokens from the real server.
+
+use std::io::BufRead as _;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use latchkey_guard::{Caller, Guard};
+
+use crate::helpers::{TestApp, spawn_app_at_real_time};
+
+const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+const API: &str = "https://api.example.com";
+
+/// A child process, killed when dropped.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `command` and waits for a stdout line containing `ready`; returns the process and
+/// that line.
+fn start(mut command: Command, ready: &str) -> (Background, String) {
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let process = Background(child);
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no line containing {ready:?}"));
+        if line.contains(ready) {
+            return (process, line);
+        }
+    }
+}
+
+/// The `listen=ADDR` field of a log line.
+fn listen_field(line: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("listen="))
+        .unwrap()
+        .to_owned()
+}
+
+async fn token(app: &TestApp, client: &crate::helpers::TestClient, form: &str) -> String {
+    let response = app
+        .token_basic(client, &format!("grant_type=client_credentials&{form}"))
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    url
+}
+
+/// An upstream that answers with the request's method, path, headers and body size as JSON.
+async fn echo_upstream() -> String {
+    serve(axum::Router::new().fallback(
+        |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap, body: Bytes| async move {
+            let headers: serde_json::Map<String, serde_json::Value> = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().into()))
+                .collect();
+            axum::Json(serde_json::json!({
+                "method": method.as_str(), "uri": uri.to_string(),
+                "headers": headers, "body_len": body.len(),
+            }))
+        },
+    ))
+    .await
+}
+
+fn gate(app: &TestApp, upstream: &str, scopes: &[&str]) -> (Background, String) {
+    let mut command = Command::new(BIN);
+    command.args([
+        "gate",
+        "--upstream",
+        upstream,
+        "--issuer",
+        &app.issuer,
+        "--audience",
+        API,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    for scope in scopes {
+        command.args(["--require-scope", scope]);
+    }
+    let (process, line) = start(command, "latchkey gate is serving");
+    (process, format!("http://{}", listen_field(&line)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_puts_token_validation_in_front_of_a_plain_upstream() {
+    let app = spawn_app_at_real_time().await;
+    let client = app.client(|_| {}).await;
+    // A plain upstream: Python's http.server serving a file.
+    let files = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    std::fs::write(files.path().join("data.bin"), &data).unwrap();
+    let mut python = Command::new("python3");
+    python
+        .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
+        .current_dir(files.path())
+        .stderr(Stdio::null());
+    let (_python, line) = start(python, "Serving HTTP");
+    let port = line
+        .split("port ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let (_gate, gate_url) = gate(&app, &format!("http://127.0.0.1:{port}"), &["read"]);
+    let http = reqwest::Client::new();
+    let get = |authorization: Option<String>| {
+        let mut request = http.get(format!("{gate_url}/data.bin"));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request.send()
+    };
+
+    let none = get(None).await.unwrap();
+    assert_eq!(none.status(), 401);
+    assert_eq!(
+        none.headers()["www-authenticate"],
+        format!("Bearer realm=\"{API}\"")
+    );
+
+    let good = token(&app, &client, &format!("scope=read&resource={API}")).await;
+    let response = get(Some(format!("Bearer {good}"))).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.bytes().await.unwrap().as_ref(),
+        &data[..],
+        "byte for byte"
+    );
+
+    let other_api = token(
+        &app,
+        &client,
+        "scope=read&resource=https://other.example.com",
+    )
+    .await;
+    let response = get(Some(format!("Bearer {other_api}"))).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+
+    let no_read = token(&app, &client, &format!("scope=write&resource={API}")).await;
+    let response = get(Some(format!("Bearer {no_read}"))).await.unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("scope=\"read\"")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_sets_identity_headers_and_strips_spoofed_ones() {
+    let app = spawn_app_at_real_time().await;
+    let client = app.client(|_| {}).await;
+    let upstream = echo_upstream().await;
+    let (_gate, gate_url) = gate(&app, &format!("{upstream}/base"), &[]);
+    let good = token(&app, &client, &format!("scope=read write&resource={API}")).await;
+    let response = reqwest::Client::new()
+        .put(format!("{gate_url}/items/7?x=1"))
+        .header("authorization", format!("Bearer {good}"))
+        .header("x-latchkey-client-id", "lk_someone_else")
+        .header("X-Latchkey-Admin", "yes")
+        .body(vec![1u8; 70_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echo["method"], "PUT");
+    assert_eq!(echo["uri"], "/base/items/7?x=1");
+    assert_eq!(echo["body_len"], 70_000);
+    let headers = &echo["headers"];
+    assert_eq!(headers["x-latchkey-client-id"], client.id());
+    assert_eq!(headers["x-latchkey-scope"], "read write");
+    assert!(
+        headers.get("x-latchkey-admin").is_none(),
+        "spoofed header stripped"
+    );
+    assert!(
+        headers.get("authorization").is_none(),
+        "the token stays at the gate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_adds_one_cached_token_to_every_request() {
+    let app = spawn_app_at_real_time().await;
+    let client = app.client(|_| {}).await;
+    // A guarded upstream that records the tokens it sees.
+    let guard = Guard::builder()
+        .issuer(&app.issuer)
+        .audience(API)
+        .build()
+        .await
+        .unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let recorder = Arc::clone(&seen);
+    let upstream = serve(
+        axum::Router::new()
+            .fallback(move |caller: Caller, headers: HeaderMap| {
+                let recorder = Arc::clone(&recorder);
+                async move {
+                    let token = headers["authorization"].to_str().unwrap().to_owned();
+                    recorder.lock().unwrap().push(token);
+                    format!("hello {}", caller.client_id())
+                }
+            })
+            .layer(guard.require_scope("read")),
+    )
+    .await;
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "sidecar",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream,
+            "--issuer",
+            &app.issuer,
+            "--client-id",
+            client.id(),
+            "--scope",
+            "read",
+            "--audience",
+            API,
+        ])
+        .env("LATCHKEY_CLIENT_SECRET", &client.secret);
+    let (_sidecar, line) = start(command, "latchkey sidecar is serving");
+    let sidecar = format!("http://{}", listen_field(&line));
+    let http = reqwest::Client::new();
+    for i in 0..25 {
+        let response = http
+            .get(format!("{sidecar}/call/{i}"))
+            .header("authorization", "Basic aWdub3JlZA==")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.text().await.unwrap(),
+            format!("hello {}", client.id())
+        );
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 25);
+    assert!(
+        seen.iter().all(|t| t == &seen[0]),
+        "one token (one token request) for every call"
+    );
+}
