@@ -1,17 +1,18 @@
-//! Tokens already verified, keyed by the SHA-256 of the token, kept until they expire: a
+//! Results of token checks, keyed by the SHA-256 of the token and kept until a deadline: a
 //! client that reuses its token costs one hash and one map lookup per request instead of a
-//! signature verification.
+//! signature verification or an introspection call.
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
 
-use crate::caller::Caller;
-
 const SHARDS: usize = 16;
 
-/// A bounded map from token hash to the verified caller.
-pub(crate) struct VerifiedCache {
-    shards: Vec<RwLock<HashMap<[u8; 32], Caller>>>,
+/// One shard: token hash → (value, Unix time it is good until).
+type Shard<V> = RwLock<HashMap<[u8; 32], (V, i64)>>;
+
+/// A bounded map from token hash to a value that is good until a Unix time.
+pub(crate) struct TokenCache<V> {
+    shards: Vec<Shard<V>>,
     per_shard: usize,
 }
 
@@ -23,34 +24,36 @@ pub(crate) fn token_hash(token: &str) -> [u8; 32] {
     hash
 }
 
-impl VerifiedCache {
+impl<V: Clone> TokenCache<V> {
     /// A cache for about `capacity` tokens (0 turns it off).
     pub(crate) fn new(capacity: usize) -> Self {
-        VerifiedCache {
+        TokenCache {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             per_shard: capacity.div_ceil(SHARDS),
         }
     }
 
-    fn shard(&self, hash: &[u8; 32]) -> &RwLock<HashMap<[u8; 32], Caller>> {
+    fn shard(&self, hash: &[u8; 32]) -> &Shard<V> {
         &self.shards[usize::from(hash[0]) % SHARDS]
     }
 
-    pub(crate) fn get(&self, hash: &[u8; 32]) -> Option<Caller> {
+    /// The value, if stored and `now` is before its deadline.
+    pub(crate) fn get(&self, hash: &[u8; 32], now: i64) -> Option<V> {
         if self.per_shard == 0 {
             return None;
         }
-        self.shard(hash)
+        let shard = self
+            .shard(hash)
             .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(hash)
-            .cloned()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (value, until) = shard.get(hash)?;
+        (now < *until).then(|| value.clone())
     }
 
-    /// Stores a verified caller; when the shard is full, expired entries go first, and if
-    /// that is not enough the shard starts over.
-    pub(crate) fn insert(&self, hash: [u8; 32], caller: Caller, now: i64) {
-        if self.per_shard == 0 {
+    /// Stores `value` until `until`; when the shard is full, entries past their deadline go
+    /// first, and if that is not enough the shard starts over.
+    pub(crate) fn insert(&self, hash: [u8; 32], value: V, until: i64, now: i64) {
+        if self.per_shard == 0 || until <= now {
             return;
         }
         let mut shard = self
@@ -58,12 +61,12 @@ impl VerifiedCache {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         if shard.len() >= self.per_shard {
-            shard.retain(|_, c| c.claims().exp > now);
+            shard.retain(|_, (_, until)| *until > now);
             if shard.len() >= self.per_shard {
                 shard.clear();
             }
         }
-        shard.insert(hash, caller);
+        shard.insert(hash, (value, until));
     }
 
     pub(crate) fn remove(&self, hash: &[u8; 32]) {

@@ -13,15 +13,16 @@ pub struct Caller(Arc<Inner>);
 struct Inner {
     claims: AccessTokenClaims,
     scopes: Box<[String]>,
-    /// The key that verified the token; a cached caller is dropped once the key is gone.
-    kid: String,
+    /// The key that verified a JWT; a cached caller is dropped once the key is gone. `None`
+    /// when the token was introspected.
+    kid: Option<String>,
     /// The resource (audience) it was verified for, so a caller verified by one guard is not
     /// taken as verified by another guard of another resource.
     resource: Arc<str>,
 }
 
 impl Caller {
-    pub(crate) fn new(claims: AccessTokenClaims, kid: String, resource: Arc<str>) -> Self {
+    pub(crate) fn new(claims: AccessTokenClaims, kid: Option<String>, resource: Arc<str>) -> Self {
         let scopes = claims
             .scope
             .as_deref()
@@ -63,8 +64,8 @@ impl Caller {
         &self.0.claims
     }
 
-    pub(crate) fn kid(&self) -> &str {
-        &self.0.kid
+    pub(crate) fn kid(&self) -> Option<&str> {
+        self.0.kid.as_deref()
     }
 
     pub(crate) fn verified_for(&self) -> &str {

@@ -8,8 +8,9 @@ use http::{HeaderMap, Uri};
 use latchkey_client::{Clock, RetryPolicy, SystemClock};
 use latchkey_proto::SigningAlg;
 
-use crate::cache::{VerifiedCache, token_hash};
+use crate::cache::{TokenCache, token_hash};
 use crate::caller::Caller;
+use crate::introspect::{self, Introspector};
 use crate::jwks::Jwks;
 use crate::rejection::Rejection;
 use crate::verify::{self, Expectations, Invalid};
@@ -29,7 +30,10 @@ struct Inner {
     leeway: i64,
     clock: Arc<dyn Clock>,
     jwks: Arc<Jwks>,
-    cache: VerifiedCache,
+    /// Verified JWTs, until `exp` plus the leeway.
+    verified: TokenCache<Caller>,
+    /// For opaque tokens, when configured.
+    introspector: Option<Introspector>,
 }
 
 /// Configures a [`Guard`].
@@ -46,6 +50,9 @@ pub struct GuardBuilder {
     http: Option<reqwest::Client>,
     clock: Arc<dyn Clock>,
     retry: RetryPolicy,
+    introspection: Option<(String, latchkey_client::ClientSecret)>,
+    introspection_endpoint: Option<String>,
+    introspection_cache: (Duration, Duration),
 }
 
 impl Guard {
@@ -63,6 +70,9 @@ impl Guard {
             http: None,
             clock: Arc::new(SystemClock),
             retry: RetryPolicy::default(),
+            introspection: None,
+            introspection_endpoint: None,
+            introspection_cache: (Duration::from_secs(60), Duration::from_secs(5)),
         }
     }
 
@@ -86,19 +96,31 @@ impl Guard {
             return Err(Rejection::InvalidToken(Invalid::Malformed));
         }
         let hash = token_hash(token);
-        if let Some(caller) = inner.cache.get(&hash) {
+        // A JWT has two dots; anything else can only be checked by introspection.
+        if token.bytes().filter(|&b| b == b'.').count() != 2 {
+            let Some(introspector) = &inner.introspector else {
+                return Err(Rejection::InvalidToken(Invalid::Malformed));
+            };
+            let expect = introspect::Expect {
+                issuer: &inner.issuer,
+                audience: &inner.audience,
+                leeway: inner.leeway,
+            };
+            return introspector.check(token, hash, &expect, now).await;
+        }
+        if let Some(caller) = inner.verified.get(&hash, now) {
             // Still signed by a published key (a removed key takes its tokens with it)...
             let published = inner
                 .jwks
                 .current()
-                .is_some_and(|set| set.get(caller.kid()).is_some());
+                .is_some_and(|set| caller.kid().is_some_and(|kid| set.get(kid).is_some()));
             if published {
                 // ...and still within its lifetime.
                 verify::check_times(caller.claims(), inner.leeway, now)
                     .map_err(Rejection::InvalidToken)?;
                 return Ok(caller);
             }
-            inner.cache.remove(&hash);
+            inner.verified.remove(&hash);
         }
         let parsed = verify::parse(token, &inner.algorithms).map_err(Rejection::InvalidToken)?;
         let key = match inner.jwks.key(&parsed.kid).await {
@@ -113,8 +135,9 @@ impl Guard {
         };
         let claims =
             verify::verify(&parsed, &key, &expect, now).map_err(Rejection::InvalidToken)?;
-        let caller = Caller::new(claims, parsed.kid, Arc::clone(&inner.audience));
-        inner.cache.insert(hash, caller.clone(), now);
+        let until = claims.exp.saturating_add(inner.leeway);
+        let caller = Caller::new(claims, Some(parsed.kid), Arc::clone(&inner.audience));
+        inner.verified.insert(hash, caller.clone(), until, now);
         Ok(caller)
     }
 
@@ -136,6 +159,14 @@ impl Guard {
     /// How many times the JWKS was fetched (for monitoring and tests).
     pub fn jwks_fetches(&self) -> u64 {
         self.inner.jwks.fetches()
+    }
+
+    /// How many introspection requests were made (for monitoring and tests).
+    pub fn introspections(&self) -> u64 {
+        self.inner
+            .introspector
+            .as_ref()
+            .map_or(0, Introspector::calls)
     }
 }
 
@@ -210,6 +241,32 @@ impl GuardBuilder {
         self
     }
 
+    /// Checks opaque tokens (anything that is not a JWT) by introspection (RFC 7662),
+    /// authenticating as this client (`client_secret_basic`; the client needs
+    /// `--can-introspect`). JWTs are still verified locally.
+    pub fn introspection(
+        mut self,
+        client_id: impl Into<String>,
+        secret: impl Into<latchkey_client::ClientSecret>,
+    ) -> Self {
+        self.introspection = Some((client_id.into(), secret.into()));
+        self
+    }
+
+    /// The introspection endpoint, instead of the one discovery names.
+    pub fn introspection_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.introspection_endpoint = Some(url.into());
+        self
+    }
+
+    /// How long introspection answers are reused: an active one at most `active` (default
+    /// 60 s, and never past the token's `exp`), so a revocation takes at most that long to
+    /// bite; an inactive one `inactive` (default 5 s).
+    pub fn introspection_cache(mut self, active: Duration, inactive: Duration) -> Self {
+        self.introspection_cache = (active, inactive);
+        self
+    }
+
     /// How discovery retries (see `latchkey_client::RetryPolicy`).
     pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
@@ -238,15 +295,49 @@ impl GuardBuilder {
                 .build()
                 .map_err(|e| latchkey_client::Error::Config(e.to_string()))?,
         };
+        let needs_discovery = self.jwks_uri.is_none()
+            || (self.introspection.is_some() && self.introspection_endpoint.is_none());
+        let metadata = if needs_discovery {
+            Some(latchkey_client::discover(&http, &issuer, &self.retry, self.clock.as_ref()).await?)
+        } else {
+            None
+        };
+        let from_metadata =
+            |field: fn(&latchkey_proto::AuthorizationServerMetadata) -> Option<String>,
+             name: &str| {
+                metadata.as_ref().and_then(field).ok_or_else(|| {
+                    latchkey_client::Error::Discovery(format!("the metadata has no {name}"))
+                })
+            };
         let jwks_uri = match self.jwks_uri {
             Some(uri) => uri,
-            None => {
-                let metadata =
-                    latchkey_client::discover(&http, &issuer, &self.retry, self.clock.as_ref())
-                        .await?;
-                metadata.jwks_uri.ok_or_else(|| {
-                    latchkey_client::Error::Discovery("the metadata has no jwks_uri".into())
-                })?
+            None => from_metadata(|m| m.jwks_uri.clone(), "jwks_uri")?,
+        };
+        let introspector = match self.introspection {
+            None => None,
+            Some((client_id, secret)) => {
+                let endpoint = match self.introspection_endpoint {
+                    Some(endpoint) => endpoint,
+                    None => from_metadata(
+                        |m| m.introspection_endpoint.clone(),
+                        "introspection_endpoint",
+                    )?,
+                };
+                let (active, inactive) = self.introspection_cache;
+                Some(
+                    Introspector::new(
+                        endpoint,
+                        &client_id,
+                        secret.expose(),
+                        http.clone(),
+                        active,
+                        inactive,
+                        self.cache_capacity,
+                    )
+                    .ok_or_else(|| {
+                        latchkey_client::Error::Config("unusable introspection credentials".into())
+                    })?,
+                )
             }
         };
         let jwks = Arc::new(Jwks::new(
@@ -265,7 +356,8 @@ impl GuardBuilder {
                 leeway: i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX),
                 clock: self.clock,
                 jwks,
-                cache: VerifiedCache::new(self.cache_capacity),
+                verified: TokenCache::new(self.cache_capacity),
+                introspector,
             }),
         })
     }

@@ -41,6 +41,7 @@
 mod cache;
 mod caller;
 mod guard;
+mod introspect;
 mod jwks;
 mod keys;
 mod layer;

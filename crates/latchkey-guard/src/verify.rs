@@ -56,6 +56,14 @@ pub enum Invalid {
     /// `nbf` is in the future (beyond the leeway).
     #[error("the token is not valid yet")]
     NotYetValid,
+    /// The introspection endpoint says the token is not active (RFC 7662 §2.2): unknown,
+    /// expired or revoked.
+    #[error("the token is not active")]
+    Inactive,
+    /// The token is bound to a key or certificate (`DPoP`), so it cannot be used as a plain
+    /// bearer token (RFC 9449 §7.1).
+    #[error("the token is not a bearer token")]
+    NotBearer,
 }
 
 #[derive(Deserialize)]

@@ -140,15 +140,37 @@ async fn relay_jwks(State((upstream, down)): State<(String, Arc<AtomicBool>)>) -
 impl Stack {
     /// A token from the real server for `form` (e.g. `scope=read&resource=...`).
     pub async fn token(&self, form: &str) -> String {
+        self.token_for(&self.client_id, &self.secret, form).await
+    }
+
+    /// Registers another client like the stack's own, changed by `edit`; returns id and secret.
+    pub async fn register(&self, edit: impl FnOnce(&mut NewClient)) -> (String, String) {
+        let mut new = NewClient {
+            name: "guard-test-2".into(),
+            scope: vec!["read".into()],
+            audience: vec![API.into()],
+            token_ttl_seconds: 900,
+            auth_method: ClientAuthMethod::ClientSecretBasic,
+            grant_types: vec![GrantType::ClientCredentials],
+            can_introspect: false,
+            token_format: TokenFormat::Jwt,
+        };
+        edit(&mut new);
+        let (record, secret) = admin::create_client(self.store.as_ref(), &self.server_clock, new)
+            .await
+            .unwrap()
+            .value;
+        (record.client_id, secret.expose().to_owned())
+    }
+
+    /// A token from the real server for the client `id`.
+    pub async fn token_for(&self, id: &str, secret: &str, form: &str) -> String {
         let response = self
             .http
             .post(format!("{}/oauth2/token", self.issuer))
             .header(
                 "authorization",
-                format!(
-                    "Basic {}",
-                    STANDARD.encode(format!("{}:{}", self.client_id, self.secret))
-                ),
+                format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))),
             )
             .header("content-type", "application/x-www-form-urlencoded")
             .body(format!("grant_type=client_credentials&{form}"))

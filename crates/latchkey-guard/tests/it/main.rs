@@ -7,4 +7,5 @@
 
 mod checklist;
 mod helpers;
+mod introspection;
 mod jwks;
