@@ -182,6 +182,11 @@ impl Stack {
         body["access_token"].as_str().unwrap().to_owned()
     }
 
+    /// The stack client's secret.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
     /// A token for the API with scope `read`.
     pub async fn api_token(&self) -> String {
         self.token(&format!("scope=read&resource={API}")).await
