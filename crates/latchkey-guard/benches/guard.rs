@@ -67,7 +67,10 @@ fn main() {
     });
 
     #[allow(clippy::disallowed_methods)] // Real time: the guard runs on the real clock here.
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let sign = |jti: usize| {
         let header = r#"{"alg":"ES256","typ":"at+jwt","kid":"bench"}"#;
         let claims = serde_json::json!({
@@ -135,8 +138,16 @@ fn main() {
     );
     println!(
         "targets: (a) ≥ 15,000/s {}; (b) ≥ 500,000/s {}",
-        if first_seen >= 15_000.0 { "met" } else { "NOT met" },
-        if cached >= 500_000.0 { "met" } else { "NOT met" }
+        if first_seen >= 15_000.0 {
+            "met"
+        } else {
+            "NOT met"
+        },
+        if cached >= 500_000.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
 }
 

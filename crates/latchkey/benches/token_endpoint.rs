@@ -7,9 +7,14 @@
 //!
 //!     cargo bench -p latchkey --bench token_endpoint
 //!     BENCH_ENDPOINT=introspect-jwt cargo bench -p latchkey --bench token_endpoint
+//!     BENCH_ENDPOINT=gate cargo bench -p latchkey --bench token_endpoint
 //!
-//! Settings (environment): `BENCH_ENDPOINT` (`token`, `introspect-jwt` or
-//! `introspect-opaque`; default `token`), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
+//! `gate` measures what `latchkey gate` adds: the same request with a token, first straight
+//! to a small upstream, then through `latchkey gate` in front of it (target: ≤ 1 ms more at
+//! p99).
+//!
+//! Settings (environment): `BENCH_ENDPOINT` (`token`, `introspect-jwt`, `introspect-opaque`
+//! or `gate`; default `token`), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
 //! `BENCH_CONNECTIONS` (16), `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (2).
 //! Targets on a 2-core machine, load generator included, at 16 connections: ≥ 20,000
 //! tokens/s with ES256 and p99 ≤ 5 ms; ≥ 15,000 introspections/s.
@@ -79,7 +84,7 @@ fn main() {
         .build()
         .unwrap();
     let token_body = "grant_type=client_credentials&scope=read";
-    let result = runtime.block_on(async {
+    runtime.block_on(async {
         wait_until_ready(&addr).await;
         let token = Request {
             addr: addr.clone(),
@@ -88,6 +93,9 @@ fn main() {
             body: Bytes::from_static(token_body.as_bytes()),
             expect: b"{\"access_token\":\"",
         };
+        if endpoint == "gate" {
+            return gate_overhead(&token, &addr, connections, warmup, seconds).await;
+        }
         let request = if endpoint == "token" {
             token
         } else {
@@ -105,13 +113,86 @@ fn main() {
             }
         };
         run_load(&request, connections, Duration::from_secs(warmup)).await;
-        run_load(&request, connections, Duration::from_secs(seconds)).await
+        let result = run_load(&request, connections, Duration::from_secs(seconds)).await;
+        result.report(&endpoint, &alg, connections);
     });
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status();
     let _ = server.wait();
-    result.report(&endpoint, &alg, connections);
+}
+
+/// The same authenticated GET straight to an upstream and through `latchkey gate`.
+async fn gate_overhead(
+    token_request: &Request,
+    issuer_addr: &str,
+    connections: usize,
+    warmup: u64,
+    seconds: u64,
+) {
+    let issued = send(token_request).await;
+    let issued: serde_json::Value = serde_json::from_slice(&issued).unwrap();
+    let bearer = format!("Bearer {}", issued["access_token"].as_str().unwrap());
+    // The upstream: answers "hello" from a thread of its own.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            upstream.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(upstream).unwrap();
+            let router = axum::Router::new().fallback(|| async { "hello" });
+            axum::serve(listener, router).await.unwrap();
+        });
+    });
+    let gate_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gate_addr = format!("127.0.0.1:{gate_port}");
+    let mut gate = Command::new(BIN)
+        .args([
+            "gate",
+            "--upstream",
+            &format!("http://{upstream_addr}"),
+            "--issuer",
+            &format!("http://{issuer_addr}"),
+            "--audience",
+            "https://api.example.com",
+            "--listen",
+            &gate_addr,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_until_ready(&gate_addr).await;
+    let request = |addr: &str| Request {
+        addr: addr.to_owned(),
+        path: "/hello",
+        authorization: bearer.clone(),
+        body: Bytes::new(),
+        expect: b"hello",
+    };
+    let mut p99 = Vec::new();
+    for (name, addr) in [("direct", &upstream_addr), ("gate", &gate_addr)] {
+        let request = request(addr);
+        run_load(&request, connections, Duration::from_secs(warmup)).await;
+        let result = run_load(&request, connections, Duration::from_secs(seconds)).await;
+        p99.push(result.report(name, "ES256", connections));
+    }
+    let added = p99[1] - p99[0];
+    println!(
+        "gate adds {added:.2} ms at p99; target ≤ 1 ms: {}",
+        if added <= 1.0 { "met" } else { "NOT met" }
+    );
+    let _ = gate.kill();
+    let _ = gate.wait();
 }
 
 /// Registers a client with the CLI and returns its `Authorization: Basic` value.
@@ -253,7 +334,8 @@ async fn connection_loop(request: &Request, deadline: Instant) -> (Vec<u32>, u64
 }
 
 impl LoadResult {
-    fn report(mut self, endpoint: &str, alg: &str, connections: usize) {
+    /// Prints the result and returns the p99 latency in ms.
+    fn report(mut self, endpoint: &str, alg: &str, connections: usize) -> f64 {
         self.latencies_us.sort_unstable();
         let n = self.latencies_us.len();
         let pct = |p: f64| {
@@ -274,7 +356,7 @@ impl LoadResult {
             pct(0.99),
             pct(1.0)
         );
-        if alg == "ES256" && connections == 16 {
+        if alg == "ES256" && connections == 16 && endpoint != "direct" && endpoint != "gate" {
             let (target, met) = if endpoint == "token" {
                 (
                     "≥ 20000 tokens/s and p99 ≤ 5 ms",
@@ -289,5 +371,6 @@ impl LoadResult {
             );
         }
         assert_eq!(self.errors, 0, "every response must succeed");
+        pct(0.99)
     }
 }
