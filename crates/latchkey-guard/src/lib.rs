@@ -23,6 +23,24 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A gRPC service (tonic) takes the same layer; rejected calls get the gRPC status
+//! (`UNAUTHENTICATED`, `PERMISSION_DENIED`, `UNAVAILABLE`) as a trailers-only response:
+//!
+//! ```no_run
+//! # async fn example(guard: latchkey_guard::Guard) -> Result<(), Box<dyn std::error::Error>> {
+//! let (_reporter, health) = tonic_health::server::health_reporter();
+//! tonic::transport::Server::builder()
+//!     .layer(guard.require_scope("health:read"))
+//!     .add_service(health)
+//!     .serve("127.0.0.1:50051".parse()?)
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Opaque tokens are checked by introspection (RFC 7662) when the guard has client
+//! credentials for it: `.introspection(client_id, secret)`. Active answers are reused for at
+//! most a minute and never past the token's expiry; inactive ones for 5 s.
+//!
 //! What is checked, in order (checklist I): one `Authorization: Bearer` header and no token
 //! in the query (else 400 `invalid_request`); `typ` is `at+jwt`; no `crit`; `alg` is allowed
 //! and is the algorithm of the key named by `kid` in the JWKS (never `none`, never HMAC);
