@@ -68,8 +68,10 @@ impl Caller {
         self.0.kid.as_deref()
     }
 
-    pub(crate) fn verified_for(&self) -> &str {
-        &self.0.resource
+    /// Whether this caller was verified by the guard whose audience is `resource` (the very
+    /// same allocation: clones of one guard share it, other guards do not).
+    pub(crate) fn verified_by(&self, resource: &Arc<str>) -> bool {
+        Arc::ptr_eq(&self.0.resource, resource)
     }
 }
 

@@ -109,6 +109,8 @@ impl Guard {
             return introspector.check(token, hash, &expect, now).await;
         }
         if let Some(caller) = inner.verified.get(&hash, now) {
+            // Cached answers must not keep an outdated key set alive.
+            inner.jwks.refresh_if_stale();
             // Still signed by a published key (a removed key takes its tokens with it)...
             let published = inner
                 .jwks
@@ -141,9 +143,16 @@ impl Guard {
         Ok(caller)
     }
 
-    /// Whether `caller` was verified by a guard for this same resource.
+    /// Whether `caller` was verified by this guard (or a clone of it) and is still within its
+    /// lifetime, so an inner layer of the same guard need not verify again.
     pub(crate) fn verified(&self, caller: &Caller) -> bool {
-        caller.verified_for() == &*self.inner.audience && caller.claims().iss == self.inner.issuer
+        caller.verified_by(&self.inner.audience)
+            && verify::check_times(
+                caller.claims(),
+                self.inner.leeway,
+                unix_now(self.inner.clock.as_ref()),
+            )
+            .is_ok()
     }
 
     /// The realm in challenges.
@@ -396,6 +405,8 @@ pub(crate) fn bearer_token<'a>(headers: &'a HeaderMap, uri: &Uri) -> Result<&'a 
     let Some((scheme, token)) = value.split_once(' ') else {
         return Err(Rejection::MissingToken);
     };
+    // RFC 6750 §2.1: `"Bearer" 1*SP b64token`.
+    let token = token.trim_start_matches(' ');
     if !scheme.eq_ignore_ascii_case("Bearer") {
         // Another scheme carries no bearer token: a challenge without an error (§3.1).
         return Err(Rejection::MissingToken);
@@ -428,6 +439,7 @@ mod tests {
             "abc.def-_~+/=="
         );
         assert_eq!(extract(&["bearer abc"], "/").unwrap(), "abc");
+        assert_eq!(extract(&["Bearer   abc"], "/").unwrap(), "abc");
         assert_eq!(extract(&[], "/"), Err(Rejection::MissingToken));
         assert_eq!(
             extract(&["Basic dXNlcg=="], "/"),

@@ -24,9 +24,19 @@ pub(crate) struct Introspector {
     max_positive: i64,
     /// How long an inactive answer is reused.
     negative: i64,
-    cache: TokenCache<Option<Caller>>,
+    /// Active answers. Kept apart from inactive ones, so a flood of made-up tokens cannot
+    /// push the real ones out.
+    active: TokenCache<Caller>,
+    inactive: TokenCache<()>,
+    /// At most this many introspection requests at once; more wait their turn.
+    in_flight: tokio::sync::Semaphore,
     calls: AtomicU64,
 }
+
+/// Concurrent introspection requests per guard.
+const MAX_IN_FLIGHT: usize = 32;
+/// The largest introspection response read.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// What a guard checks an introspected token against.
 pub(crate) struct Expect<'a> {
@@ -60,7 +70,9 @@ impl Introspector {
             http,
             max_positive: i64::try_from(max_positive.as_secs()).unwrap_or(i64::MAX),
             negative: i64::try_from(negative.as_secs()).unwrap_or(i64::MAX),
-            cache: TokenCache::new(capacity),
+            active: TokenCache::new(capacity),
+            inactive: TokenCache::new(capacity / 4),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
             calls: AtomicU64::new(0),
         })
     }
@@ -77,38 +89,47 @@ impl Introspector {
         expect: &Expect<'_>,
         now: i64,
     ) -> Result<Caller, Rejection> {
-        let known = match self.cache.get(&hash, now) {
-            Some(known) => known,
-            None => {
-                let answer = self.ask(token).await?;
-                let decided = decide(answer, expect, now);
-                let (value, until) = match &decided {
-                    Ok(caller) => {
-                        let until = caller
-                            .claims()
-                            .exp
-                            .min(now.saturating_add(self.max_positive));
-                        (Some(caller.clone()), until)
-                    }
-                    Err(_) => (None, now.saturating_add(self.negative)),
-                };
-                self.cache.insert(hash, value, until, now);
-                return decided;
-            }
-        };
-        match known {
-            Some(caller) => {
-                verify::check_times(caller.claims(), expect.leeway, now)
-                    .map_err(Rejection::InvalidToken)?;
-                Ok(caller)
-            }
-            None => Err(Rejection::InvalidToken(Invalid::Inactive)),
+        if let Some(caller) = self.active.get(&hash, now) {
+            verify::check_times(caller.claims(), expect.leeway, now)
+                .map_err(Rejection::InvalidToken)?;
+            return Ok(caller);
         }
+        if self.inactive.get(&hash, now).is_some() {
+            return Err(Rejection::InvalidToken(Invalid::Inactive));
+        }
+        let (answer, bound) = {
+            let _turn = self
+                .in_flight
+                .acquire()
+                .await
+                .map_err(|_| Rejection::Unavailable)?;
+            self.ask(token).await?
+        };
+        let decided = if bound {
+            Err(Rejection::InvalidToken(Invalid::NotBearer))
+        } else {
+            decide(answer, expect, now)
+        };
+        match &decided {
+            Ok(caller) => {
+                let until = caller
+                    .claims()
+                    .exp
+                    .min(now.saturating_add(self.max_positive));
+                self.active.insert(hash, caller.clone(), until, now);
+            }
+            Err(_) => {
+                self.inactive
+                    .insert(hash, (), now.saturating_add(self.negative), now);
+            }
+        }
+        decided
     }
 
-    /// One introspection request (RFC 7662 §2.1). Anything but a clear answer is
-    /// `Unavailable`: a token is never taken as active without one.
-    async fn ask(&self, token: &str) -> Result<IntrospectionResponse, Rejection> {
+    /// One introspection request (RFC 7662 §2.1), and whether the token is bound to a key or
+    /// certificate (`cnf`). Anything but a clear answer is `Unavailable`: a token is never
+    /// taken as active without one.
+    async fn ask(&self, token: &str) -> Result<(IntrospectionResponse, bool), Rejection> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let body = format!(
             "{}={}&{}=access_token",
@@ -145,10 +166,18 @@ impl Introspector {
             }
             return Err(Rejection::Unavailable);
         }
-        response.json().await.map_err(|error| {
+        let unreadable = |error: String| {
             tracing::warn!(%error, "unreadable introspection response");
             Rejection::Unavailable
-        })
+        };
+        let body = crate::jwks::read_limited(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(unreadable)?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| unreadable(e.to_string()))?;
+        let bound = value.get("cnf").is_some();
+        let answer = serde_json::from_value(value).map_err(|e| unreadable(e.to_string()))?;
+        Ok((answer, bound))
     }
 }
 

@@ -42,7 +42,7 @@ pub(crate) struct Jwks {
     uri: String,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
-    /// At most one fetch per this interval (unknown kids and stale refreshes alike).
+    /// At most one fetch for unknown kids per this interval.
     min_refetch_interval: Duration,
     current: ArcSwapOption<KeySet>,
     /// When the last fetch started; guards the rate limit.
@@ -50,6 +50,8 @@ pub(crate) struct Jwks {
     /// One fetch at a time.
     fetching: tokio::sync::Mutex<()>,
     background: AtomicBool,
+    /// No background refresh before this (one attempt per `MIN_MAX_AGE` while failing).
+    next_background: Mutex<Option<SystemTime>>,
     /// Fetches made (for tests and metrics).
     fetches: AtomicU64,
 }
@@ -70,6 +72,7 @@ impl Jwks {
             last_fetch: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
             background: AtomicBool::new(false),
+            next_background: Mutex::new(None),
             fetches: AtomicU64::new(0),
         }
     }
@@ -89,7 +92,7 @@ impl Jwks {
         let now = self.clock.now();
         if let Some(set) = self.current.load().as_deref() {
             if now >= set.stale_at {
-                self.refresh_in_background();
+                self.refresh_in_background(now);
             }
             if let Some(key) = set.get(kid) {
                 return Ok(Some(Arc::clone(key)));
@@ -136,13 +139,34 @@ impl Jwks {
         allowed
     }
 
-    fn refresh_in_background(self: &Arc<Self>) {
-        if self.background.swap(true, Ordering::AcqRel) {
-            return;
+    /// Starts a background refresh if the key set is past its max-age.
+    pub(crate) fn refresh_if_stale(self: &Arc<Self>) {
+        let now = self.clock.now();
+        if self
+            .current
+            .load()
+            .as_deref()
+            .is_some_and(|set| now >= set.stale_at)
+        {
+            self.refresh_in_background(now);
         }
-        if !self.claim_fetch(self.clock.now()) {
-            self.background.store(false, Ordering::Release);
-            return;
+    }
+
+    /// One refresh at a time, and at most one attempt per `MIN_MAX_AGE` (so a JWKS endpoint
+    /// that is down is not asked on every request). Independent of the unknown-kid limit.
+    fn refresh_in_background(self: &Arc<Self>, now: SystemTime) {
+        {
+            let mut next = self
+                .next_background
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if next.is_some_and(|at| now < at) {
+                return;
+            }
+            if self.background.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            *next = Some(now + MIN_MAX_AGE);
         }
         let jwks = Arc::clone(self);
         tokio::spawn(async move {
@@ -184,10 +208,7 @@ impl Jwks {
             .and_then(max_age)
             .unwrap_or(DEFAULT_MAX_AGE)
             .clamp(MIN_MAX_AGE, MAX_MAX_AGE);
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
-        if body.len() > MAX_JWKS_BYTES {
-            return Err("the JWKS is too large".into());
-        }
+        let body = read_limited(response, MAX_JWKS_BYTES).await?;
         #[derive(serde::Deserialize)]
         struct Document {
             keys: Vec<serde_json::Value>,
@@ -206,6 +227,22 @@ impl Jwks {
             stale_at: self.clock.now() + max_age,
         })
     }
+}
+
+/// A response body of at most `max` bytes, read as it arrives (a larger one is an error
+/// before it is all in memory).
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("the response is larger than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// `max-age=N` from a `Cache-Control` value (RFC 9111 §5.2.2.1).

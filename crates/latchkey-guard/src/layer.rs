@@ -125,8 +125,8 @@ where
 }
 
 /// The axum extractor: `async fn handler(caller: Caller)`. The route must be behind a
-/// [`GuardLayer`]; without one, the extractor refuses the request (it never lets a request
-/// through unauthenticated).
+/// [`GuardLayer`]; without one, the request is refused with 500 (a server misconfiguration,
+/// never a request let through unauthenticated).
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = axum::response::Response;
 
@@ -136,9 +136,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     ) -> Result<Self, Self::Rejection> {
         parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
             tracing::error!("the Caller extractor is used on a route without a GuardLayer");
-            Rejection::MissingToken
-                .into_response::<axum::body::Body>("", false)
-                .into_response()
+            http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
         })
     }
 }

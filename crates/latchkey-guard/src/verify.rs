@@ -150,6 +150,16 @@ pub(crate) fn verify(
         .map_err(|_| Invalid::Malformed)?;
     let claims: AccessTokenClaims =
         serde_json::from_slice(&payload).map_err(|_| Invalid::Claims)?;
+    // A token bound to a DPoP key or a certificate (`cnf`, RFC 9449 §6, RFC 8705 §3) proves
+    // nothing when presented alone; this guard checks no proof, so it refuses such tokens.
+    #[derive(Deserialize)]
+    struct Binding {
+        cnf: Option<serde::de::IgnoredAny>,
+    }
+    let binding: Binding = serde_json::from_slice(&payload).map_err(|_| Invalid::Claims)?;
+    if binding.cnf.is_some() {
+        return Err(Invalid::NotBearer);
+    }
     if claims.iss != expect.issuer {
         return Err(Invalid::Issuer);
     }

@@ -11,10 +11,11 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use latchkey_guard::{Caller, Guard};
 
 use crate::cli::GateArgs;
-use crate::proxy::{Upstream, UpstreamClient, send, upstream_client};
+use crate::proxy::{Upstream, UpstreamClient, answer, refuse, upstream_client};
 
-/// Identity headers the gate sets. Any header starting with this prefix that arrives from
-/// outside is removed first, so the upstream can trust them.
+/// Identity headers the gate sets. Any header that arrives from outside and starts with this
+/// prefix (or with `x_latchkey_`, which CGI-style servers read as the same name) is removed
+/// first, so the upstream can trust them.
 const PREFIX: &str = "x-latchkey-";
 
 #[derive(Clone)]
@@ -41,7 +42,7 @@ pub async fn run(args: GateArgs) -> anyhow::Result<()> {
         .layer(layer)
         .with_state(Gate {
             upstream,
-            client: upstream_client(),
+            client: upstream_client()?,
         });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -70,10 +71,15 @@ async fn forward(
             .body(Body::empty())
             .unwrap_or_default();
     };
+    // Hop-by-hop headers first: a `Connection` header naming the identity headers must not be
+    // able to remove them after they are set.
+    if let Err(why) = gate.upstream.prepare(&mut request, peer) {
+        return refuse(why);
+    }
     let headers = request.headers_mut();
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with(PREFIX))
+        .filter(|name| name.as_str().replace('_', "-").starts_with(PREFIX))
         .cloned()
         .collect();
     for name in spoofed {
@@ -91,6 +97,5 @@ async fn forward(
             headers.insert(HeaderName::from_static(name), value);
         }
     }
-    gate.upstream.prepare(&mut request, Some(peer));
-    send(gate.client.request(request).await).await
+    answer(gate.client.request(request).await)
 }

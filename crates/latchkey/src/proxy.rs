@@ -1,23 +1,38 @@
 //! Forwarding HTTP requests to an upstream, for `latchkey gate` and `latchkey sidecar`:
-//! streaming bodies both ways, any method, hop-by-hop headers dropped (RFC 9110 §7.6.1).
+//! streaming bodies both ways, any method, hop-by-hop headers dropped (RFC 9110 §7.6.1),
+//! `Via` added (§7.6.3), and the `X-Forwarded-*` headers set by the proxy alone.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use axum::body::Body;
-use http::header::{CONNECTION, HOST, HeaderName};
+use http::header::{CONNECTION, HOST, HeaderName, VIA};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-/// The HTTP client proxies forward with (plain HTTP/1.1 to an upstream on the same host or
-/// network).
-pub type UpstreamClient = Client<HttpConnector, Body>;
+/// The HTTP client proxies forward with: HTTP/1.1, plain or TLS (rustls, platform trust
+/// store), pooled keep-alive connections.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-pub fn upstream_client() -> UpstreamClient {
-    Client::builder(TokioExecutor::new()).build_http()
+pub fn upstream_client() -> anyhow::Result<UpstreamClient> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .try_with_platform_verifier()
+        .context("loading the platform's trusted certificates")?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(https))
 }
 
 /// Where requests go.
@@ -29,12 +44,24 @@ pub struct Upstream {
     base_path: String,
 }
 
+/// Headers the proxy sets itself; any a client sends are dropped first.
+const FORWARDING_HEADERS: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
 impl Upstream {
     pub fn parse(url: &str) -> anyhow::Result<Self> {
         let uri: Uri = url.parse().with_context(|| format!("--upstream {url:?}"))?;
-        let scheme = uri.scheme().cloned().context("--upstream needs http://")?;
-        if scheme != Scheme::HTTP {
-            bail!("--upstream must be an http:// URL (the upstream is on a trusted network)");
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .context("--upstream needs http:// or https://")?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            bail!("--upstream must be an http:// or https:// URL");
         }
         let authority = uri
             .authority()
@@ -47,48 +74,95 @@ impl Upstream {
         })
     }
 
-    /// Rewrites `request` to go to the upstream: its URI, `Host`, no hop-by-hop headers, and
-    /// `X-Forwarded-*` naming the original request.
-    pub fn prepare(&self, request: &mut Request<Body>, peer: Option<SocketAddr>) {
+    /// Whether requests to this upstream stay on this machine or are encrypted: bearer
+    /// tokens must not cross a network in the clear (RFC 6750 §5.3).
+    pub fn is_confidential(&self) -> bool {
+        if self.scheme == Scheme::HTTPS {
+            return true;
+        }
+        let host = self
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Rewrites `request` to go to the upstream: its URI (under the upstream's path), `Host`,
+    /// no hop-by-hop headers, `Via`, and `X-Forwarded-*` naming the original request. Refuses
+    /// a path with dot segments, which could climb out of the upstream's path prefix.
+    pub fn prepare(
+        &self,
+        request: &mut Request<Body>,
+        peer: SocketAddr,
+    ) -> Result<(), &'static str> {
         let path_and_query = request
             .uri()
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
-        let original_host = request.headers().get(HOST).cloned();
+        if has_dot_segment(request.uri().path()) {
+            return Err("the path has . or .. segments");
+        }
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(format!("{}{path_and_query}", self.base_path))
-            .build();
-        if let Ok(uri) = uri {
-            *request.uri_mut() = uri;
-        }
+            .build()
+            .map_err(|_| "the request URI cannot be forwarded")?;
+        let original_host = request.headers().get(HOST).cloned();
+        *request.uri_mut() = uri;
+        *request.version_mut() = http::Version::HTTP_11;
         let headers = request.headers_mut();
         remove_hop_by_hop(headers);
+        for name in FORWARDING_HEADERS {
+            headers.remove(name);
+        }
         if let Ok(host) = HeaderValue::try_from(self.authority.as_str()) {
             headers.insert(HOST, host);
         }
         if let Some(host) = original_host {
             headers.insert(HeaderName::from_static("x-forwarded-host"), host);
         }
-        if let Some(peer) = peer
-            && let Ok(value) = HeaderValue::try_from(peer.ip().to_string())
-        {
-            headers.append(HeaderName::from_static("x-forwarded-for"), value);
+        if let Ok(value) = HeaderValue::try_from(peer.ip().to_string()) {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
         }
-        *request.version_mut() = http::Version::HTTP_11;
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static("http"),
+        );
+        headers.append(VIA, HeaderValue::from_static("1.1 latchkey"));
+        Ok(())
     }
 }
 
-/// Sends a prepared request and streams the answer back; an unreachable upstream is 502.
-pub async fn send(
+/// A `.` or `..` segment, also percent-encoded.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
+/// A 400 for a request that cannot be forwarded.
+pub fn refuse(why: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::from(format!("{why}\n")));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response
+}
+
+/// Streams the upstream's answer back; an unreachable upstream is 502.
+pub fn answer(
     response: Result<Response<hyper::body::Incoming>, impl std::fmt::Display>,
 ) -> Response<Body> {
     match response {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             remove_hop_by_hop(&mut parts.headers);
+            parts
+                .headers
+                .append(VIA, HeaderValue::from_static("1.1 latchkey"));
             Response::from_parts(parts, Body::new(body))
         }
         Err(error) => {
@@ -101,7 +175,7 @@ pub async fn send(
 }
 
 /// RFC 9110 §7.6.1: headers for one connection only, including those `Connection` names.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -124,5 +198,20 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         "upgrade",
     ] {
         headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_found_encoded_or_not() {
+        for bad in ["/a/../b", "/..", "/a/./b", "/%2e%2E/x", "/a/%2E"] {
+            assert!(has_dot_segment(bad), "{bad}");
+        }
+        for fine in ["/", "/a/b", "/a..b/", "/.well-known/x", "/a%2eb"] {
+            assert!(!has_dot_segment(fine), "{fine}");
+        }
     }
 }

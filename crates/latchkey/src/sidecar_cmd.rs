@@ -12,7 +12,7 @@ use latchkey_client::{BearerLayer, BearerService, ClientCredentials};
 use tower::{Layer as _, Service as _};
 
 use crate::cli::SidecarArgs;
-use crate::proxy::{Upstream, UpstreamClient, send, upstream_client};
+use crate::proxy::{Upstream, UpstreamClient, answer, refuse, upstream_client};
 
 #[derive(Clone)]
 struct Sidecar {
@@ -23,6 +23,13 @@ struct Sidecar {
 pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     crate::serve_cmd::init_logging();
     let upstream = Upstream::parse(&args.upstream)?;
+    if !upstream.is_confidential() {
+        anyhow::bail!(
+            "--upstream {} would carry bearer tokens over plain HTTP across the network \
+             (RFC 6750 §5.3): use https://, or http:// only to this machine",
+            args.upstream
+        );
+    }
     let secret = crate::token_cmd::read_secret_from(args.client_secret_file.as_deref())?;
     let mut builder = ClientCredentials::builder()
         .issuer(&args.issuer)
@@ -42,7 +49,7 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     tokens.token().await.context("getting a first token")?;
     let router = Router::new().fallback(forward).with_state(Sidecar {
         upstream,
-        client: BearerLayer::new(tokens).layer(upstream_client()),
+        client: BearerLayer::new(tokens).layer(upstream_client()?),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -66,11 +73,13 @@ async fn forward(
 ) -> Response<Body> {
     // The application's own credentials, if any, are replaced by the sidecar's token.
     request.headers_mut().remove(http::header::AUTHORIZATION);
-    sidecar.upstream.prepare(&mut request, Some(peer));
+    if let Err(why) = sidecar.upstream.prepare(&mut request, peer) {
+        return refuse(why);
+    }
     let ready = std::future::poll_fn(|cx| sidecar.client.poll_ready(cx)).await;
     let result = match ready {
         Ok(()) => sidecar.client.call(request).await,
         Err(error) => Err(error),
     };
-    send(result).await
+    answer(result)
 }
