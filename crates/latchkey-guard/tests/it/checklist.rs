@@ -175,6 +175,32 @@ async fn tokens_that_break_rfc9068_get_401_invalid_token() {
             Invalid::UnknownKey("nobody".into()),
         ),
         ("mutated signature", flip_last(&real), Invalid::Signature),
+        (
+            "DPoP-bound, sent as Bearer",
+            stack
+                .forge(
+                    es256("at+jwt"),
+                    with(
+                        "cnf",
+                        json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
+                    ),
+                )
+                .await,
+            Invalid::NotBearer,
+        ),
+        (
+            "certificate-bound, no certificate",
+            stack
+                .forge(
+                    es256("at+jwt"),
+                    with(
+                        "cnf",
+                        json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}),
+                    ),
+                )
+                .await,
+            Invalid::NotBearer,
+        ),
         ("not a JWT", "abc".into(), Invalid::Malformed),
     ];
     for (case, token, reason) in cases {

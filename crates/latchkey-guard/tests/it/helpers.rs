@@ -33,6 +33,10 @@ pub struct Stack {
     /// The guarded API's base URL.
     pub api: String,
     pub jwks_down: Arc<AtomicBool>,
+    /// Serve `{"keys":[]}` (as if every key had been removed).
+    pub jwks_empty: Arc<AtomicBool>,
+    /// The relay's JWKS URL.
+    pub jwks_uri: String,
     pub http: reqwest::Client,
     pub client_id: String,
     secret: String,
@@ -59,17 +63,23 @@ pub async fn spawn_stack() -> Stack {
     tokio::spawn(app.run_until(std::future::pending()));
 
     let jwks_down = Arc::new(AtomicBool::new(false));
+    let jwks_empty = Arc::new(AtomicBool::new(false));
     let jwks_uri = serve(
         axum::Router::new()
             .route("/jwks", get(relay_jwks))
-            .with_state((format!("{issuer}/jwks"), Arc::clone(&jwks_down))),
+            .with_state(Relay {
+                upstream: format!("{issuer}/jwks"),
+                down: Arc::clone(&jwks_down),
+                empty: Arc::clone(&jwks_empty),
+            }),
     )
     .await;
+    let jwks_uri = format!("{jwks_uri}/jwks");
     let clock = latchkey_client::ManualClock::new(UNIX_EPOCH + Duration::from_secs(T0 as u64));
     let guard = Guard::builder()
         .issuer(&issuer)
         .audience(API)
-        .jwks_uri(format!("{jwks_uri}/jwks"))
+        .jwks_uri(&jwks_uri)
         .clock(clock.clone())
         .build()
         .await
@@ -109,6 +119,8 @@ pub async fn spawn_stack() -> Stack {
         guard,
         api,
         jwks_down,
+        jwks_empty,
+        jwks_uri,
         http: reqwest::Client::new(),
         client_id: record.client_id,
         secret: secret.expose().to_owned(),
@@ -127,11 +139,22 @@ async fn whoami(caller: Caller) -> String {
     format!("{} {}", caller.client_id(), caller.scopes().join(" "))
 }
 
-async fn relay_jwks(State((upstream, down)): State<(String, Arc<AtomicBool>)>) -> Response {
-    if down.load(Ordering::SeqCst) {
+/// The JWKS, relayed from the server, unless switched to "down" or "empty".
+#[derive(Clone)]
+struct Relay {
+    upstream: String,
+    down: Arc<AtomicBool>,
+    empty: Arc<AtomicBool>,
+}
+
+async fn relay_jwks(State(relay): State<Relay>) -> Response {
+    if relay.down.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    let answer = reqwest::get(upstream).await.unwrap();
+    if relay.empty.load(Ordering::SeqCst) {
+        return ([("cache-control", "max-age=300")], r#"{"keys":[]}"#).into_response();
+    }
+    let answer = reqwest::get(relay.upstream).await.unwrap();
     let cache_control = answer.headers()["cache-control"].clone();
     let body = answer.bytes().await.unwrap();
     ([("cache-control", cache_control)], body).into_response()

@@ -75,6 +75,76 @@ fn token_exp(token: &str) -> i64 {
 }
 
 #[tokio::test]
+async fn the_background_refresh_alone_follows_a_rotation() {
+    let stack = spawn_stack().await;
+    // Unknown kids may never refetch here: only the max-age refresh can bring new keys.
+    let guard = Guard::builder()
+        .issuer(&stack.issuer)
+        .audience(API)
+        .jwks_uri(&stack.jwks_uri)
+        .min_refetch_interval(Duration::from_secs(100 * 24 * 3600))
+        .clock(stack.clock.clone())
+        .build()
+        .await
+        .unwrap();
+    let source = KeySource {
+        alg: SigningAlg::Es256,
+        kek: None,
+    };
+    for _ in 0..2 {
+        // The next key is published 360 s before it signs; max-age is 300 s.
+        stack.advance(301);
+        let token = stack.api_token().await;
+        let fetches = guard.jwks_fetches();
+        guard.authenticate(&token).await.unwrap(); // stale: starts the background refresh
+        wait_for(|| guard.jwks_fetches() > fetches).await;
+        stack.advance(60);
+        admin::rotate_keys(stack.store.as_ref(), &stack.server_clock, &source, None)
+            .await
+            .unwrap();
+        let fresh = stack.api_token().await;
+        assert!(
+            guard.authenticate(&fresh).await.is_ok(),
+            "the new key was already known"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_key_that_leaves_the_jwks_takes_its_cached_tokens_with_it() {
+    let stack = spawn_stack().await;
+    let token = stack.api_token().await;
+    assert!(stack.guard.authenticate(&token).await.is_ok());
+    stack.jwks_empty.store(true, Ordering::SeqCst);
+    stack.advance(301); // Stale: the next request, though answered from the cache, refreshes.
+    let fetches = stack.guard.jwks_fetches();
+    let _ = stack.guard.authenticate(&token).await;
+    wait_for(|| stack.guard.jwks_fetches() > fetches).await;
+    // Let the refreshed (empty) set land.
+    for _ in 0..50 {
+        if stack.guard.authenticate(&token).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(matches!(
+        stack.guard.authenticate(&token).await,
+        Err(Rejection::InvalidToken(_))
+    ));
+}
+
+/// Polls a condition that a background task makes true.
+async fn wait_for(condition: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached within 5 s");
+}
+
+#[tokio::test]
 async fn an_unknown_kid_flood_refetches_at_most_once_per_interval() {
     let stack = spawn_stack().await;
     // The fetch at start-up used this interval's allowance.

@@ -196,6 +196,16 @@ async fn gate_sets_identity_headers_and_strips_spoofed_ones() {
         .header("authorization", format!("Bearer {good}"))
         .header("x-latchkey-client-id", "lk_someone_else")
         .header("X-Latchkey-Admin", "yes")
+        .header("x_latchkey_scope", "admin")
+        // A client may not have the gate drop its identity headers as hop-by-hop ones...
+        .header(
+            "connection",
+            "keep-alive, x-latchkey-client-id, x-latchkey-scope",
+        )
+        // ...nor choose what the upstream believes about where the request came from.
+        .header("x-forwarded-for", "10.9.9.9")
+        .header("forwarded", "for=10.9.9.9")
+        .header("x-real-ip", "10.9.9.9")
         .body(vec![1u8; 70_000])
         .send()
         .await
@@ -216,6 +226,64 @@ async fn gate_sets_identity_headers_and_strips_spoofed_ones() {
         headers.get("authorization").is_none(),
         "the token stays at the gate"
     );
+    assert!(
+        headers.get("x_latchkey_scope").is_none(),
+        "underscore variant stripped"
+    );
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert!(headers.get("forwarded").is_none() && headers.get("x-real-ip").is_none());
+    assert!(
+        headers["x-forwarded-host"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert_eq!(headers["via"], "1.1 latchkey");
+
+    // Dot segments could climb out of the upstream's /base prefix: refused. (Sent raw: HTTP
+    // client libraries normalise them away.)
+    for path in ["/items/../../secret", "/items/%2e%2e/%2E%2E/secret"] {
+        let status = raw_get(&gate_url, path, &good).await;
+        assert_eq!(status, "HTTP/1.1 400 Bad Request", "{path}");
+    }
+}
+
+/// Sends `GET path` as written, with the token, and returns the status line.
+async fn raw_get(base: &str, path: &str, token: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn sidecar_refuses_to_send_tokens_in_the_clear_across_the_network() {
+    let output = Command::new(BIN)
+        .args([
+            "sidecar",
+            "--upstream",
+            "http://api.example.com",
+            "--issuer",
+            "http://127.0.0.1:9",
+            "--client-id",
+            "x",
+        ])
+        .env("LATCHKEY_CLIENT_SECRET", "s")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("RFC 6750"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
