@@ -60,6 +60,11 @@ pub enum Command {
     /// Creates or migrates the database schema, creates the first signing key if there is
     /// none, and serves the token endpoint, discovery and JWKS until SIGTERM or Ctrl-C.
     Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    ///
+    /// `serve` does this too at start; run it on its own to upgrade before rolling out new
+    /// replicas. Safe to run while servers are running and from several places at once.
+    Migrate,
     /// Register and manage clients (the machines that get tokens).
     #[command(subcommand)]
     Client(ClientCommand),

@@ -7,6 +7,7 @@ mod client_cmd;
 mod gate_cmd;
 mod kek;
 mod keys_cmd;
+mod migrate_cmd;
 mod output;
 mod proxy;
 mod serve_cmd;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve_cmd::run(&cli.global, args).await,
+            Command::Migrate => migrate_cmd::run(&cli.global).await,
             Command::Client(cmd) => client_cmd::run(&cli.global, cmd).await,
             Command::Keys(cmd) => keys_cmd::run(&cli.global, cmd).await,
             Command::Token(args) => token_cmd::run(&cli.global, args).await,

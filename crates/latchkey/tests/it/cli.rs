@@ -750,3 +750,17 @@ async fn token_command_shares_tokens_through_redis() {
     assert!(first.starts_with("ey"));
     assert_eq!(first, second, "one token request for both processes");
 }
+
+#[test]
+fn migrate_creates_and_upgrades_the_schema_without_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("fresh.db").display());
+    for _ in 0..2 {
+        let run = latchkey(&database, &["migrate"]);
+        assert!(run.ok, "{}", run.stderr);
+        assert_eq!(run.stdout, "the database schema is up to date\n");
+    }
+    assert!(dir.path().join("fresh.db").exists());
+    let listed = latchkey(&database, &["client", "list", "--output", "json"]).json();
+    assert_eq!(listed, serde_json::json!([]));
+}
