@@ -1,8 +1,10 @@
 //! The storage contract: the handful of operations the server and the admin CLI need.
 //!
-//! No code outside this module knows SQL. Each backend is one module implementing [`Store`];
-//! [`connect`] is the only place that chooses a backend by URL.
+//! No code outside this module knows SQL. Each backend is one module implementing [`Store`]:
+//! `sqlite` for one server with an embedded database file, `postgres` for several servers
+//! sharing one database. [`connect`] is the only place that chooses a backend by URL.
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
 
 use crate::secret::SecretHash;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Why a storage operation failed, by kind rather than by message.
@@ -421,16 +424,15 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the database named by `url`, creating and migrating it if needed.
 ///
 /// `sqlite://path` (or `sqlite:path`) opens an embedded database file, created with mode 0600.
+/// `postgres://` (or `postgresql://`) connects to a PostgreSQL database, which must exist.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Err(StoreError::Other(
-            "PostgreSQL support is not built into this version yet; use a sqlite:// URL".into(),
-        ))
+        Ok(Arc::new(PostgresStore::open(url).await?))
     } else {
         Err(StoreError::Other(format!(
-            "unsupported database URL scheme in {:?}: expected sqlite://",
+            "unsupported database URL scheme in {:?}: expected sqlite:// or postgres://",
             url.split(':').next().unwrap_or("")
         )))
     }

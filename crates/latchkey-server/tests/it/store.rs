@@ -1,0 +1,552 @@
+//! Every `Store` operation, with the same expectations on every backend.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
+use latchkey_server::secret::SecretHash;
+use latchkey_server::store::{
+    ClientRecord, ClientUpdate, KeyState, OpaqueTokenRecord, RotationOutcome, RotationPlan,
+    SecretAdded, SecretRecord, StoreError, StoredKey,
+};
+
+use crate::backends::each_backend;
+
+const T0: i64 = 1_767_225_600;
+
+fn secret(id: &str, created_at: i64, expires_at: Option<i64>) -> SecretRecord {
+    SecretRecord {
+        secret_id: id.into(),
+        hash: SecretHash::of(id.as_bytes()),
+        created_at,
+        expires_at,
+    }
+}
+
+fn client(id: &str, created_at: i64) -> ClientRecord {
+    ClientRecord {
+        client_id: id.into(),
+        name: format!("name of {id}"),
+        scope: vec!["read".into(), "write".into()],
+        audience: vec!["https://api.example.com".into()],
+        grant_types: vec![GrantType::ClientCredentials],
+        token_ttl_seconds: 900,
+        auth_method: ClientAuthMethod::ClientSecretBasic,
+        enabled: true,
+        can_introspect: false,
+        token_format: TokenFormat::Jwt,
+        token_epoch: 0,
+        created_at,
+        updated_at: created_at,
+        secrets: vec![secret(&format!("{id}-s1"), created_at, None)],
+    }
+}
+
+fn opaque(jti: &str, client_id: &str, expires_at: i64) -> OpaqueTokenRecord {
+    OpaqueTokenRecord {
+        token_hash: SecretHash::of(jti.as_bytes()),
+        jti: jti.into(),
+        client_id: client_id.into(),
+        scope: vec!["read".into()],
+        audience: vec!["https://api.example.com".into()],
+        issued_at: T0,
+        expires_at,
+        epoch: 0,
+    }
+}
+
+fn key(kid: &str, state: KeyState, created_at: i64) -> StoredKey {
+    StoredKey {
+        kid: kid.into(),
+        alg: SigningAlg::Es256,
+        state,
+        private_key: format!("pkcs8 of {kid}").into_bytes(),
+        encryption: None,
+        public_jwk: format!(r#"{{"kid":"{kid}"}}"#),
+        created_at,
+        activated_at: (state == KeyState::Current).then_some(created_at),
+        retired_at: None,
+        removed_at: None,
+    }
+}
+
+#[tokio::test]
+async fn clients_are_created_found_listed_and_unique() {
+    each_backend(|store, backend| async move {
+        store.ready().await.unwrap();
+        assert_eq!(
+            store.find_client("nobody").await.unwrap(),
+            None,
+            "{backend}"
+        );
+        let a = client("lk_a", T0);
+        let b = client("lk_b", T0 + 1);
+        store.create_client(&b).await.unwrap();
+        store.create_client(&a).await.unwrap();
+        assert_eq!(
+            store.find_client("lk_a").await.unwrap().as_ref(),
+            Some(&a),
+            "{backend}"
+        );
+        let listed: Vec<String> = store
+            .list_clients()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.client_id)
+            .collect();
+        assert_eq!(listed, ["lk_a", "lk_b"], "ordered by creation: {backend}");
+        assert!(
+            matches!(store.create_client(&a).await, Err(StoreError::Conflict(_))),
+            "{backend}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn updates_change_only_what_they_name_and_move_the_generation() {
+    each_backend(|store, backend| async move {
+        store.create_client(&client("lk_a", T0)).await.unwrap();
+        store
+            .insert_opaque_token(&opaque("j1", "lk_a", T0 + 900))
+            .await
+            .unwrap();
+        let before = store.sync_point().await.unwrap().generation;
+        let update = ClientUpdate {
+            name: Some("renamed".into()),
+            scope: Some(vec!["read".into()]),
+            enabled: Some(false),
+            can_introspect: Some(true),
+            token_format: Some(TokenFormat::Opaque),
+            revoke_tokens: true,
+            ..ClientUpdate::default()
+        };
+        let updated = store
+            .update_client("lk_a", &update, T0 + 5)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(updated.name, "renamed", "{backend}");
+        assert_eq!(updated.scope, ["read"]);
+        assert_eq!(updated.audience, ["https://api.example.com"], "unchanged");
+        assert!(!updated.enabled && updated.can_introspect);
+        assert_eq!(updated.token_format, TokenFormat::Opaque);
+        assert_eq!(
+            updated.token_epoch, 1,
+            "revoke_tokens moves the epoch: {backend}"
+        );
+        assert_eq!(updated.updated_at, T0 + 5);
+        let gone = store
+            .find_opaque_token(&SecretHash::of(b"j1"))
+            .await
+            .unwrap();
+        assert_eq!(gone, None, "revoke_tokens deletes opaque tokens: {backend}");
+        assert!(
+            store.sync_point().await.unwrap().generation > before,
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .update_client("nobody", &ClientUpdate::default(), T0)
+                .await
+                .unwrap(),
+            None
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn secrets_are_added_within_the_limit_listed_used_and_revoked() {
+    each_backend(|store, backend| async move {
+        store.create_client(&client("lk_a", T0)).await.unwrap();
+        let added = store
+            .add_secret(
+                "lk_a",
+                &secret("s2", T0 + 1, None),
+                Some(T0 + 100),
+                3,
+                T0 + 1,
+            )
+            .await
+            .unwrap();
+        assert_eq!(added, SecretAdded::Added, "{backend}");
+        let record = store.find_client("lk_a").await.unwrap().unwrap();
+        let first = record
+            .secrets
+            .iter()
+            .find(|s| s.secret_id == "lk_a-s1")
+            .unwrap();
+        assert_eq!(
+            first.expires_at,
+            Some(T0 + 100),
+            "the overlap ends the others: {backend}"
+        );
+        assert_eq!(
+            store
+                .add_secret("lk_a", &secret("s3", T0 + 2, None), None, 3, T0 + 2)
+                .await
+                .unwrap(),
+            SecretAdded::Added
+        );
+        assert_eq!(
+            store
+                .add_secret("lk_a", &secret("s4", T0 + 3, None), None, 3, T0 + 3)
+                .await
+                .unwrap(),
+            SecretAdded::TooMany,
+            "{backend}"
+        );
+        // Once the first one has expired, there is room again.
+        assert_eq!(
+            store
+                .add_secret("lk_a", &secret("s4", T0 + 200, None), None, 3, T0 + 200)
+                .await
+                .unwrap(),
+            SecretAdded::Added,
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .add_secret("nobody", &secret("s5", T0, None), None, 3, T0)
+                .await
+                .unwrap(),
+            SecretAdded::NoSuchClient
+        );
+        store
+            .record_secret_use(&[("s2".into(), T0 + 50), ("s3".into(), T0 + 60)])
+            .await
+            .unwrap();
+        store
+            .record_secret_use(&[("s2".into(), T0 + 40)])
+            .await
+            .unwrap();
+        let listed = store.list_secrets("lk_a").await.unwrap().unwrap();
+        let s2 = listed.iter().find(|s| s.secret_id == "s2").unwrap();
+        assert_eq!(
+            s2.last_used_at,
+            Some(T0 + 50),
+            "never moves back: {backend}"
+        );
+        assert!(store.revoke_secret("lk_a", "s2", T0 + 70).await.unwrap());
+        assert!(
+            !store.revoke_secret("lk_a", "s2", T0 + 71).await.unwrap(),
+            "{backend}"
+        );
+        assert!(!store.revoke_secret("lk_a", "nope", T0).await.unwrap());
+        let listed = store.list_secrets("lk_a").await.unwrap().unwrap();
+        assert!(listed.iter().all(|s| s.secret_id != "s2"), "{backend}");
+        assert_eq!(store.list_secrets("nobody").await.unwrap(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_secret_additions_respect_the_limit() {
+    each_backend(|store, backend| async move {
+        store.create_client(&client("lk_a", T0)).await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..12 {
+            let store = Arc::clone(&store);
+            tasks.spawn(async move {
+                store
+                    .add_secret(
+                        "lk_a",
+                        &secret(&format!("c{i}"), T0 + 1, None),
+                        None,
+                        5,
+                        T0 + 1,
+                    )
+                    .await
+            });
+        }
+        let added = tasks
+            .join_all()
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, Ok(SecretAdded::Added)))
+            .count();
+        assert_eq!(added, 4, "5 live at most, one existed: {backend}");
+        let live = store
+            .find_client("lk_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .secrets
+            .len();
+        assert_eq!(live, 5, "{backend}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_client_takes_its_secrets_and_tokens() {
+    each_backend(|store, backend| async move {
+        store.create_client(&client("lk_a", T0)).await.unwrap();
+        store
+            .insert_opaque_token(&opaque("j1", "lk_a", T0 + 900))
+            .await
+            .unwrap();
+        assert!(store.delete_client("lk_a").await.unwrap(), "{backend}");
+        assert!(!store.delete_client("lk_a").await.unwrap());
+        assert_eq!(store.find_client("lk_a").await.unwrap(), None);
+        assert_eq!(
+            store
+                .find_opaque_token(&SecretHash::of(b"j1"))
+                .await
+                .unwrap(),
+            None
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn servers_acknowledge_generations() {
+    each_backend(|store, backend| async move {
+        let generation = store.sync_point().await.unwrap().generation;
+        store
+            .acknowledge_generation("server-1", generation)
+            .await
+            .unwrap();
+        store
+            .acknowledge_generation("server-2", generation)
+            .await
+            .unwrap();
+        store.create_client(&client("lk_a", T0)).await.unwrap();
+        let next = store.sync_point().await.unwrap().generation;
+        assert!(next > generation);
+        let mut behind = store.servers_behind(next).await.unwrap();
+        behind.sort();
+        assert_eq!(behind, ["server-1", "server-2"], "{backend}");
+        store
+            .acknowledge_generation("server-1", next)
+            .await
+            .unwrap();
+        assert_eq!(store.servers_behind(next).await.unwrap(), ["server-2"]);
+        store.forget_server("server-2").await.unwrap();
+        assert!(
+            store.servers_behind(next).await.unwrap().is_empty(),
+            "{backend}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn opaque_tokens_and_the_deny_list() {
+    each_backend(|store, backend| async move {
+        store.create_client(&client("lk_a", T0)).await.unwrap();
+        let token = opaque("j1", "lk_a", T0 + 900);
+        store.insert_opaque_token(&token).await.unwrap();
+        assert_eq!(
+            store
+                .find_opaque_token(&token.token_hash)
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(&token),
+            "{backend}"
+        );
+        let start = store.sync_point().await.unwrap().revocation_seq;
+        store
+            .revoke_token("j1", "lk_a", T0 + 900, Some(&token.token_hash))
+            .await
+            .unwrap();
+        // Twice is not an error and adds nothing.
+        store
+            .revoke_token("j1", "lk_a", T0 + 900, Some(&token.token_hash))
+            .await
+            .unwrap();
+        store
+            .revoke_token("j2", "lk_a", T0 + 10, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.find_opaque_token(&token.token_hash).await.unwrap(),
+            None
+        );
+        assert!(store.is_revoked("j1").await.unwrap() && !store.is_revoked("j9").await.unwrap());
+        let since: Vec<String> = store
+            .revocations_since(start)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.jti)
+            .collect();
+        assert_eq!(since, ["j1", "j2"], "{backend}");
+        assert!(store.sync_point().await.unwrap().revocation_seq > start);
+        store
+            .insert_opaque_token(&opaque("j3", "lk_a", T0 + 5))
+            .await
+            .unwrap();
+        let purged = store.purge_expired(T0 + 100).await.unwrap();
+        assert_eq!(
+            (purged.opaque_tokens, purged.revocations),
+            (1, 1),
+            "{backend}"
+        );
+        assert!(store.is_revoked("j1").await.unwrap());
+    })
+    .await;
+}
+
+/// Revocations from many tasks while a poller follows the deny list by position, as servers
+/// do: the poller must see every entry, in an order where positions only grow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poller_following_the_deny_list_misses_nothing() {
+    each_backend(|store, backend| async move {
+        store.create_client(&client("lk_a", T0)).await.unwrap();
+        let start = store.sync_point().await.unwrap().revocation_seq;
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    for i in 0..25 {
+                        store
+                            .revoke_token(&format!("w{w}-{i}"), "lk_a", T0 + 900, None)
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut seen = HashSet::new();
+        let mut last = start;
+        let mut done = false;
+        while !done {
+            done = writers.iter().all(|w| w.is_finished());
+            for revocation in store.revocations_since(last).await.unwrap() {
+                assert!(revocation.seq > last, "positions only grow: {backend}");
+                last = revocation.seq;
+                seen.insert(revocation.jti);
+            }
+        }
+        assert_eq!(seen.len(), 200, "every revocation was seen once: {backend}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn signing_keys_have_one_current_and_one_next_even_under_a_race() {
+    each_backend(|store, backend| async move {
+        assert!(store.signing_keys().await.unwrap().is_empty());
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let store = Arc::clone(&store);
+            tasks.spawn(async move {
+                let current = store
+                    .insert_key_if_none(&key(&format!("c{i}"), KeyState::Current, T0))
+                    .await
+                    .unwrap();
+                let next = store
+                    .insert_key_if_none(&key(&format!("n{i}"), KeyState::Next, T0))
+                    .await
+                    .unwrap();
+                (current.kid, next.kid)
+            });
+        }
+        let agreed: HashSet<(String, String)> = tasks.join_all().await.into_iter().collect();
+        assert_eq!(agreed.len(), 1, "every server got the same keys: {backend}");
+        let keys = store.signing_keys().await.unwrap();
+        assert_eq!(keys.len(), 2, "{backend}");
+        let (current, next) = agreed.into_iter().next().unwrap();
+
+        // Rotation: refused while the next key is too new, or not due; then done.
+        let plan = |now: i64, next_created_by: i64, only_if: Option<i64>| RotationPlan {
+            alg: SigningAlg::Es256,
+            now,
+            next_created_by,
+            only_if_current_activated_by: only_if,
+            new_next: key("n-new", KeyState::Next, now),
+        };
+        assert_eq!(
+            store
+                .rotate_keys(&plan(T0 + 10, T0 - 1, None))
+                .await
+                .unwrap(),
+            RotationOutcome::NextTooNew { created_at: T0 },
+            "{backend}"
+        );
+        assert_eq!(
+            store
+                .rotate_keys(&plan(T0 + 400, T0 + 40, Some(T0 - 1)))
+                .await
+                .unwrap(),
+            RotationOutcome::NotDue
+        );
+        assert_eq!(
+            store
+                .rotate_keys(&plan(T0 + 400, T0 + 40, None))
+                .await
+                .unwrap(),
+            RotationOutcome::Rotated {
+                retired: current.clone(),
+                current: next.clone(),
+                next: "n-new".into(),
+            },
+            "{backend}"
+        );
+        let states: Vec<(String, KeyState)> = store
+            .signing_keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.kid, k.state))
+            .collect();
+        assert!(
+            states.contains(&(current.clone(), KeyState::Retired)),
+            "{states:?}"
+        );
+        assert!(states.contains(&(next.clone(), KeyState::Current)));
+        assert!(states.contains(&("n-new".into(), KeyState::Next)));
+
+        // Removal of keys retired long enough, and resealing.
+        assert!(
+            store
+                .remove_retired_keys(T0 + 399, T0 + 500)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.remove_retired_keys(T0 + 400, T0 + 500).await.unwrap(),
+            std::slice::from_ref(&current)
+        );
+        let removed = store
+            .signing_keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|k| k.kid == current)
+            .unwrap();
+        assert_eq!(removed.state, KeyState::Removed, "{backend}");
+        assert!(
+            removed.private_key.is_empty(),
+            "the private key is erased: {backend}"
+        );
+        store
+            .reseal_key(&next, b"sealed", "A256GCM:kek1")
+            .await
+            .unwrap();
+        let resealed = store
+            .signing_keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|k| k.kid == next)
+            .unwrap();
+        assert_eq!(resealed.private_key, b"sealed");
+        assert_eq!(resealed.encryption.as_deref(), Some("A256GCM:kek1"));
+        let empty = store
+            .rotate_keys(&RotationPlan {
+                alg: SigningAlg::EdDsa,
+                ..plan(T0 + 900, T0 + 900, None)
+            })
+            .await
+            .unwrap();
+        assert_eq!(empty, RotationOutcome::NoKeys, "{backend}");
+    })
+    .await;
+}
