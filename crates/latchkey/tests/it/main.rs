@@ -12,4 +12,5 @@ mod interop;
 mod issuance;
 mod keys;
 mod lifecycle;
+mod replicas;
 mod token_endpoint;

@@ -1,0 +1,300 @@
+//! Several `latchkey serve` replicas on one PostgreSQL database: whichever replica a request
+//! hits, the answer is the same. Needs `LATCHKEY_TEST_POSTGRES_URL` (required under CI).
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use latchkey_proto::SigningAlg;
+use latchkey_server::store;
+use latchkey_server::{Application, ManualClock, ServerConfig};
+use sqlx::Connection as _;
+
+use crate::helpers::{T0, basic};
+
+const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+const ISSUER: &str = "https://auth.example.com";
+
+/// A fresh database on the test PostgreSQL server, dropped when the test ends well.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Option<PgDatabase> {
+        let Ok(admin_url) = std::env::var("LATCHKEY_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "LATCHKEY_TEST_POSTGRES_URL is required under CI"
+            );
+            eprintln!("skipping: LATCHKEY_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
+            Ok(admin) => admin,
+            Err(error) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "PostgreSQL is required under CI: {error}"
+                );
+                eprintln!("skipping: no PostgreSQL at {admin_url}: {error}");
+                return None;
+            }
+        };
+        let name = format!("lk_test_{:016x}", fastrand::u64(..));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        Some(PgDatabase {
+            admin_url,
+            name,
+            url,
+        })
+    }
+
+    pub async fn drop_database(self) {
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+}
+
+/// Starts a replica on `url` (its own connection pool, as a separate process would have).
+async fn replica(url: &str, clock: &ManualClock) -> String {
+    let store = store::connect(url).await.unwrap();
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        issuer: Some(ISSUER.into()),
+        signing_alg: SigningAlg::Es256,
+        key_encryption_key: None,
+        key_rotation: None,
+        janitor_interval: Duration::from_secs(3600),
+    };
+    let app = Application::build(config, store, Arc::new(clock.clone()))
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until(std::future::pending()));
+    base
+}
+
+/// `latchkey --database URL args... --output json`, on a blocking thread.
+async fn cli(url: &str, args: &[&str]) -> serde_json::Value {
+    let mut command = Command::new(BIN);
+    command
+        .args(["--database", url])
+        .args(args)
+        .args(["--output", "json"]);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.stdout.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    authorization: &str,
+    body: String,
+) -> reqwest::Response {
+    http.post(url)
+        .header("authorization", authorization)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_on_one_database_answer_alike() {
+    let Some(database) = PgDatabase::create().await else {
+        return;
+    };
+    let url = database.url.clone();
+    let clock = ManualClock::new(T0);
+    // Started together on an empty database: one schema, one current key.
+    let replicas: Vec<String> = start_three(&url, &clock).await;
+    let http = reqwest::Client::new();
+    let keys: Vec<serde_json::Value> = jwks_of(&http, &replicas).await;
+    assert!(
+        keys.windows(2).all(|w| w[0] == w[1]),
+        "every replica publishes the same keys"
+    );
+
+    // A client created through the CLI works on every replica.
+    let created = cli(
+        &url,
+        &[
+            "client",
+            "create",
+            "--name",
+            "svc",
+            "--scope",
+            "read",
+            "--audience",
+            "https://api.example.com",
+        ],
+    )
+    .await;
+    let client = basic(
+        created["client_id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap(),
+    );
+    let checker = cli(
+        &url,
+        &[
+            "client",
+            "create",
+            "--name",
+            "api",
+            "--can-introspect",
+            "--grant-types",
+            "",
+        ],
+    )
+    .await;
+    let checker = basic(
+        checker["client_id"].as_str().unwrap(),
+        checker["client_secret"].as_str().unwrap(),
+    );
+    let mut tokens = Vec::new();
+    for base in &replicas {
+        let response = post(
+            &http,
+            format!("{base}/oauth2/token"),
+            &client,
+            "grant_type=client_credentials".into(),
+        )
+        .await;
+        assert_eq!(response.status(), 200, "{base}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        tokens.push(body["access_token"].as_str().unwrap().to_owned());
+    }
+
+    // A token from replica 1 introspects as active on replica 2.
+    let introspect = |base: &String, token: &String| {
+        post(
+            &http,
+            format!("{base}/oauth2/introspect"),
+            &checker,
+            format!("token={token}"),
+        )
+    };
+    let active: serde_json::Value = introspect(&replicas[1], &tokens[0])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(active["active"], true);
+
+    // Revoked on replica 3: inactive on the others within a second (they follow the deny list).
+    let revoke = post(
+        &http,
+        format!("{}/oauth2/revoke", replicas[2]),
+        &client,
+        format!("token={}", tokens[0]),
+    )
+    .await;
+    assert_eq!(revoke.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    for base in &replicas[..2] {
+        loop {
+            let answer: serde_json::Value =
+                introspect(base, &tokens[0]).await.json().await.unwrap();
+            if answer["active"] == false {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{base} still sees the revoked token as active"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // The other tokens are untouched.
+    let other: serde_json::Value = introspect(&replicas[0], &tokens[1])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["active"], true);
+
+    // `client disable` returns once every replica has reloaded: at once, everywhere.
+    let started = Instant::now();
+    cli(
+        &url,
+        &["client", "disable", created["client_id"].as_str().unwrap()],
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "disable took {took:?}");
+    for base in &replicas {
+        let response = post(
+            &http,
+            format!("{base}/oauth2/token"),
+            &client,
+            "grant_type=client_credentials".into(),
+        )
+        .await;
+        assert_eq!(
+            response.status(),
+            401,
+            "{base} still issues to a disabled client"
+        );
+        let answer: serde_json::Value = introspect(base, &tokens[1]).await.json().await.unwrap();
+        assert_eq!(
+            answer["active"], false,
+            "{base}: the disabled client's tokens are revoked"
+        );
+    }
+    database.drop_database().await;
+}
+
+/// Three replicas started at the same moment on one database.
+async fn start_three(url: &str, clock: &ManualClock) -> Vec<String> {
+    let (a, b, c) = tokio::join!(
+        replica(url, clock),
+        replica(url, clock),
+        replica(url, clock)
+    );
+    vec![a, b, c]
+}
+
+/// Each replica's JWK Set.
+async fn jwks_of(http: &reqwest::Client, replicas: &[String]) -> Vec<serde_json::Value> {
+    let mut keys = Vec::new();
+    for base in replicas {
+        keys.push(
+            http.get(format!("{base}/jwks"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap(),
+        );
+    }
+    keys
+}
