@@ -405,3 +405,54 @@ pub async fn delete_client(store: &dyn Store, client_id: &str) -> Result<Applied
     }
     applied(store, ()).await
 }
+
+/// What [`migrate_data`] moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataMoved {
+    /// Clients, with their settings.
+    pub clients: usize,
+    /// Live (unrevoked) secrets, as hashes.
+    pub secrets: usize,
+    /// Signing keys in every state, sealed ones still sealed.
+    pub keys: usize,
+}
+
+/// Copies every client (with its unrevoked secrets) and every signing key from `from` to
+/// `to`, which must be empty, so that each client keeps working with its secret and tokens
+/// signed before the move still verify against the published keys.
+///
+/// Tokens themselves are not moved: opaque tokens and the deny list stay behind. So that a
+/// revoked token cannot come back to life in the new database, every client's token epoch
+/// moves on, which makes all tokens issued before the move inactive at introspection and
+/// revocation; clients simply get new ones. (Resource servers that verify JWTs offline keep
+/// accepting them until they expire, as before the move.) Secret last-use times start afresh.
+pub async fn migrate_data(from: &dyn Store, to: &dyn Store) -> Result<DataMoved, AdminError> {
+    if !to.list_clients().await?.is_empty() || !to.signing_keys().await?.is_empty() {
+        return Err(AdminError::Invalid(
+            "the target database already holds clients or keys; migrate into an empty one".into(),
+        ));
+    }
+    let clients = from.list_clients().await?;
+    let keys = from.signing_keys().await?;
+    let mut moved = DataMoved {
+        clients: 0,
+        secrets: 0,
+        keys: 0,
+    };
+    // Keys first: a server started on the target during the move finds them and creates none.
+    for key in &keys {
+        to.import_key(key).await?;
+        moved.keys += 1;
+    }
+    for client in clients {
+        let secrets = client.secrets.len();
+        let moved_client = ClientRecord {
+            token_epoch: client.token_epoch.saturating_add(1),
+            ..client
+        };
+        to.create_client(&moved_client).await?;
+        moved.clients += 1;
+        moved.secrets += secrets;
+    }
+    Ok(moved)
+}

@@ -65,6 +65,13 @@ pub enum Command {
     /// `serve` does this too at start; run it on its own to upgrade before rolling out new
     /// replicas. Safe to run while servers are running and from several places at once.
     Migrate,
+    /// Copy clients, secrets and signing keys to another, empty database (for example from
+    /// SQLite to PostgreSQL), so every client keeps working there.
+    ///
+    /// Opaque tokens and the deny list are not copied; so that no revoked token comes back,
+    /// tokens issued before the move are revoked (clients get new ones on their next request).
+    /// Stop the servers on the old database first, then start them on the new one.
+    MigrateData(MigrateDataArgs),
     /// Register and manage clients (the machines that get tokens).
     #[command(subcommand)]
     Client(ClientCommand),
@@ -92,6 +99,17 @@ pub enum Command {
     /// (fetched, refreshed and shared as latchkey-client does) and forwards them to
     /// --upstream. The secret comes from --client-secret-file or LATCHKEY_CLIENT_SECRET.
     Sidecar(SidecarArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateDataArgs {
+    /// The database to copy from (e.g. sqlite://latchkey.db).
+    #[arg(long)]
+    pub from: String,
+    /// The empty database to copy to (e.g. postgres://latchkey@db.internal/latchkey); its
+    /// schema is created first.
+    #[arg(long)]
+    pub to: String,
 }
 
 #[derive(Debug, Args)]

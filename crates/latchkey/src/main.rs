@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve_cmd::run(&cli.global, args).await,
             Command::Migrate => migrate_cmd::run(&cli.global).await,
+            Command::MigrateData(args) => migrate_cmd::run_data(&cli.global, args).await,
             Command::Client(cmd) => client_cmd::run(&cli.global, cmd).await,
             Command::Keys(cmd) => keys_cmd::run(&cli.global, cmd).await,
             Command::Token(args) => token_cmd::run(&cli.global, args).await,

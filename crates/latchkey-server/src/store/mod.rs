@@ -412,6 +412,10 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<Vec<String>, StoreError>;
 
+    /// Stores a key exactly as given, in any state (for moving data to another database).
+    /// A key with the same kid, or a second current or next key, is a `Conflict`.
+    async fn import_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+
     /// Replaces a key's stored private key (to seal a clear key with a KEK).
     async fn reseal_key(
         &self,

@@ -878,6 +878,18 @@ impl Store for PostgresStore {
         rows.iter().map(key_from_row).collect()
     }
 
+    async fn import_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        retrying(|| async move {
+            let mut tx = self.begin().await?;
+            lock_signing_keys(&mut tx, key.alg).await?;
+            insert_key(&mut tx, key).await?;
+            bump_generation(&mut tx).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn insert_key_if_none(&self, key: &StoredKey) -> Result<StoredKey, StoreError> {
         retrying(|| async move {
             let mut tx = self.begin().await?;

@@ -772,6 +772,13 @@ impl Store for SqliteStore {
         rows.iter().map(key_from_row).collect()
     }
 
+    async fn import_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        let mut tx = self.write_transaction().await?;
+        insert_key(&mut tx, key).await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
     async fn insert_key_if_none(&self, key: &StoredKey) -> Result<StoredKey, StoreError> {
         let mut tx = self.write_transaction().await?;
         if let Some(existing) = key_in_state(&mut tx, key.alg, key.state).await? {

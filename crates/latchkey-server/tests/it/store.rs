@@ -539,6 +539,31 @@ async fn signing_keys_have_one_current_and_one_next_even_under_a_race() {
             .unwrap();
         assert_eq!(resealed.private_key, b"sealed");
         assert_eq!(resealed.encryption.as_deref(), Some("A256GCM:kek1"));
+        // Importing keys as they are (migrate-data): any state, but no duplicate kid and no
+        // second current key.
+        let mut old = key("imported", KeyState::Retired, T0 - 100);
+        old.retired_at = Some(T0 - 50);
+        store.import_key(&old).await.unwrap();
+        let imported = store
+            .signing_keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|k| k.kid == "imported")
+            .unwrap();
+        assert_eq!(imported, old, "{backend}");
+        assert!(matches!(
+            store.import_key(&old).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let second_current = key("another-current", KeyState::Current, T0);
+        assert!(
+            matches!(
+                store.import_key(&second_current).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{backend}"
+        );
         let empty = store
             .rotate_keys(&RotationPlan {
                 alg: SigningAlg::EdDsa,
