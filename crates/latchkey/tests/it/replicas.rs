@@ -407,3 +407,163 @@ async fn migrate_data_moves_a_sqlite_installation_to_postgres() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("empty"));
     database.drop_database().await;
 }
+
+/// Connections cut under load (`pg_terminate_backend`, as in a database restart): requests
+/// get 200 or 503 `temporarily_unavailable`, never 401 or 500, and the replica recovers by
+/// itself once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cutting_database_connections_under_load_gives_only_200_or_503() {
+    let Some(database) = PgDatabase::create().await else {
+        return;
+    };
+    let clock = ManualClock::new(T0);
+    let base = replica(&database.url, &clock).await;
+    // Opaque tokens: issuing writes a row and introspecting reads one, so both need the
+    // database on every request.
+    let created = cli(
+        &database.url,
+        &[
+            "client",
+            "create",
+            "--name",
+            "svc",
+            "--token-format",
+            "opaque",
+            "--scope",
+            "read",
+            "--audience",
+            "https://api.example.com",
+        ],
+    )
+    .await;
+    let client = basic(
+        created["client_id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap(),
+    );
+    let checker = cli(
+        &database.url,
+        &[
+            "client",
+            "create",
+            "--name",
+            "api",
+            "--can-introspect",
+            "--grant-types",
+            "",
+        ],
+    )
+    .await;
+    let checker = basic(
+        checker["client_id"].as_str().unwrap(),
+        checker["client_secret"].as_str().unwrap(),
+    );
+    let http = reqwest::Client::new();
+    let issued: serde_json::Value = post(
+        &http,
+        format!("{base}/oauth2/token"),
+        &client,
+        "grant_type=client_credentials".into(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let token = issued["access_token"].as_str().unwrap().to_owned();
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = tokio::task::JoinSet::new();
+    for worker in 0..4 {
+        let (http, base, client, checker, token, stop) = (
+            http.clone(),
+            base.clone(),
+            client.clone(),
+            checker.clone(),
+            token.clone(),
+            Arc::clone(&stop),
+        );
+        load.spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let response = if worker % 2 == 0 {
+                    post(
+                        &http,
+                        format!("{base}/oauth2/token"),
+                        &client,
+                        "grant_type=client_credentials".into(),
+                    )
+                    .await
+                } else {
+                    post(
+                        &http,
+                        format!("{base}/oauth2/introspect"),
+                        &checker,
+                        format!("token={token}"),
+                    )
+                    .await
+                };
+                let status = response.status().as_u16();
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                if status == 503 {
+                    assert_eq!(body["error"], "temporarily_unavailable");
+                }
+                if worker % 2 == 1 && status == 200 {
+                    assert_eq!(body["active"], true, "never inactive because of the outage");
+                }
+                statuses.push(status);
+            }
+            statuses
+        });
+    }
+    // Cut every connection to the database, again and again, for about a second.
+    let mut admin = sqlx::PgConnection::connect(&database.admin_url)
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            database.name
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let statuses: Vec<u16> = load.join_all().await.into_iter().flatten().collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&503), "the outage was seen");
+
+    // Recovery without a restart: within a few seconds, requests succeed again, and keep
+    // succeeding.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = post(
+            &http,
+            format!("{base}/oauth2/token"),
+            &client,
+            "grant_type=client_credentials".into(),
+        )
+        .await;
+        if response.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..20 {
+        let response = post(
+            &http,
+            format!("{base}/oauth2/introspect"),
+            &checker,
+            format!("token={token}"),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+    }
+    drop(admin);
+    database.drop_database().await;
+}
