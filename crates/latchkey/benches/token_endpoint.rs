@@ -13,8 +13,13 @@
 //! to a small upstream, then through `latchkey gate` in front of it (target: ≤ 1 ms more at
 //! p99).
 //!
+//! `BENCH_DATABASE=postgres://user@host/db` runs the servers on a fresh PostgreSQL database
+//! created next to the one named (and dropped after) instead of a temporary SQLite file, and
+//! `BENCH_REPLICAS=3` starts that many servers on the database, the connections spread over
+//! them (all on this machine, so they share its cores).
+//!
 //! Settings (environment): `BENCH_ENDPOINT` (`token`, `introspect-jwt`, `introspect-opaque`
-//! or `gate`; default `token`), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
+//! or `gate`; default `token`), `BENCH_DATABASE`, `BENCH_REPLICAS` (1), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
 //! `BENCH_CONNECTIONS` (16), `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (2).
 //! Targets on a 2-core machine, load generator included, at 16 connections: ≥ 20,000
 //! tokens/s with ES256 and p99 ≤ 5 ms; ≥ 15,000 introspections/s.
@@ -46,8 +51,20 @@ fn main() {
     let seconds: u64 = setting("BENCH_SECONDS", 10);
     let warmup: u64 = setting("BENCH_WARMUP_SECONDS", 2);
 
+    let replicas: usize = setting("BENCH_REPLICAS", 1);
     let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let postgres = std::env::var("BENCH_DATABASE")
+        .ok()
+        .filter(|url| url.starts_with("postgres"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fresh_postgres = postgres.map(|url| runtime.block_on(FreshDatabase::create(&url)));
+    let database = match &fresh_postgres {
+        Some(fresh) => fresh.url.clone(),
+        None => format!("sqlite://{}", dir.path().join("bench.db").display()),
+    };
     let token_format = if endpoint == "introspect-opaque" {
         "opaque"
     } else {
@@ -56,36 +73,43 @@ fn main() {
     let authorization = create_client(&database, &["--token-format", token_format]);
     let resource_server = create_client(&database, &["--can-introspect", "--grant-types", ""]);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut server = Command::new(BIN)
-        .args([
-            "--database",
-            &database,
-            "serve",
-            "--listen",
-            &addr,
-            "--signing-alg",
-            &alg,
-        ])
-        // The access log stays on, as in production, unless BENCH_LOG says otherwise.
-        .env("RUST_LOG", setting("BENCH_LOG", "info".to_owned()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut servers = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..replicas.max(1) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let server = Command::new(BIN)
+            .args([
+                "--database",
+                &database,
+                "serve",
+                "--listen",
+                &addr,
+                "--signing-alg",
+                &alg,
+                "--issuer",
+                "https://auth.bench",
+            ])
+            // The access log stays on, as in production, unless BENCH_LOG says otherwise.
+            .env("RUST_LOG", setting("BENCH_LOG", "info".to_owned()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        servers.push(server);
+        addrs.push(addr);
+    }
+    let addr = addrs[0].clone();
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let token_body = "grant_type=client_credentials&scope=read";
     runtime.block_on(async {
-        wait_until_ready(&addr).await;
+        for addr in &addrs {
+            wait_until_ready(addr).await;
+        }
         let token = Request {
             addr: addr.clone(),
             path: "/oauth2/token",
@@ -112,14 +136,76 @@ fn main() {
                 expect: b"{\"active\":true",
             }
         };
-        run_load(&request, connections, Duration::from_secs(warmup)).await;
-        let result = run_load(&request, connections, Duration::from_secs(seconds)).await;
-        result.report(&endpoint, &alg, connections);
+        // The same request to every replica; connections are spread over them.
+        let requests: Vec<Request> = addrs
+            .iter()
+            .map(|addr| Request {
+                addr: addr.clone(),
+                path: request.path,
+                authorization: request.authorization.clone(),
+                body: request.body.clone(),
+                expect: request.expect,
+            })
+            .collect();
+        run_load(&requests, connections, Duration::from_secs(warmup)).await;
+        let result = run_load(&requests, connections, Duration::from_secs(seconds)).await;
+        let label = format!(
+            "{endpoint}, {} database, {} replica(s)",
+            if fresh_postgres.is_some() {
+                "PostgreSQL"
+            } else {
+                "SQLite"
+            },
+            addrs.len()
+        );
+        result.report(&label, &alg, connections);
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
+    for mut server in servers {
+        let _ = Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status();
+        let _ = server.wait();
+    }
+    if let Some(fresh) = fresh_postgres {
+        runtime.block_on(fresh.drop_database());
+    }
+}
+
+/// A database of its own on the PostgreSQL server `BENCH_DATABASE` names.
+struct FreshDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl FreshDatabase {
+    async fn create(admin_url: &str) -> Self {
+        use sqlx::Connection as _;
+        let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
+        let name = format!("lk_bench_{}", std::process::id());
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
+        FreshDatabase {
+            admin_url: admin_url.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    async fn drop_database(self) {
+        use sqlx::Connection as _;
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
 }
 
 /// The same authenticated GET straight to an upstream and through `latchkey gate`.
@@ -182,8 +268,18 @@ async fn gate_overhead(
     let mut p99 = Vec::new();
     for (name, addr) in [("direct", &upstream_addr), ("gate", &gate_addr)] {
         let request = request(addr);
-        run_load(&request, connections, Duration::from_secs(warmup)).await;
-        let result = run_load(&request, connections, Duration::from_secs(seconds)).await;
+        run_load(
+            std::slice::from_ref(&request),
+            connections,
+            Duration::from_secs(warmup),
+        )
+        .await;
+        let result = run_load(
+            std::slice::from_ref(&request),
+            connections,
+            Duration::from_secs(seconds),
+        )
+        .await;
         p99.push(result.report(name, "ES256", connections));
     }
     let added = p99[1] - p99[0];
@@ -282,19 +378,25 @@ struct LoadResult {
     errors: u64,
 }
 
-async fn run_load(request: &Request, connections: usize, duration: Duration) -> LoadResult {
+/// Drives `connections` keep-alive connections, connection `i` sending `requests[i % n]`.
+async fn run_load(requests: &[Request], connections: usize, duration: Duration) -> LoadResult {
     let started = Instant::now();
     let deadline = started + duration;
-    let request = std::sync::Arc::new(Request {
-        addr: request.addr.clone(),
-        path: request.path,
-        authorization: request.authorization.clone(),
-        body: request.body.clone(),
-        expect: request.expect,
-    });
+    let requests: Vec<std::sync::Arc<Request>> = requests
+        .iter()
+        .map(|request| {
+            std::sync::Arc::new(Request {
+                addr: request.addr.clone(),
+                path: request.path,
+                authorization: request.authorization.clone(),
+                body: request.body.clone(),
+                expect: request.expect,
+            })
+        })
+        .collect();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..connections {
-        let request = std::sync::Arc::clone(&request);
+    for i in 0..connections {
+        let request = std::sync::Arc::clone(&requests[i % requests.len()]);
         tasks.spawn(async move { connection_loop(&request, deadline).await });
     }
     let mut latencies_us = Vec::new();
@@ -357,7 +459,7 @@ impl LoadResult {
             pct(1.0)
         );
         if alg == "ES256" && connections == 16 && endpoint != "direct" && endpoint != "gate" {
-            let (target, met) = if endpoint == "token" {
+            let (target, met) = if endpoint.starts_with("token") {
                 (
                     "≥ 20000 tokens/s and p99 ≤ 5 ms",
                     rate >= 20_000.0 && pct(0.99) <= 5.0,
