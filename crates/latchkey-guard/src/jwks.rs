@@ -12,7 +12,7 @@ use http::header::CACHE_CONTROL;
 use latchkey_client::Clock;
 use latchkey_proto::Jwk;
 
-use crate::keys::VerifyingKey;
+use latchkey_jose::VerifyingKey;
 
 /// A JWKS without `max-age` is refreshed after this long.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);

@@ -61,14 +61,13 @@ mod caller;
 mod guard;
 mod introspect;
 mod jwks;
-mod keys;
 mod layer;
 mod rejection;
 mod verify;
 
 pub use caller::Caller;
 pub use guard::{Guard, GuardBuilder};
-pub use keys::VerifyingKey;
+pub use latchkey_jose::VerifyingKey;
 pub use layer::{GuardLayer, GuardService};
 pub use rejection::Rejection;
 pub use verify::Invalid;

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey_proto::{AccessTokenClaims, SigningAlg};
 use serde::Deserialize;
 
-use crate::keys::VerifyingKey;
+use latchkey_jose::VerifyingKey;
 
 /// Longer input is refused before any decoding.
 pub(crate) const MAX_TOKEN_LEN: usize = 8 * 1024;

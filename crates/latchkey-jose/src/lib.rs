@@ -1,5 +1,9 @@
-//! Public keys from a JWK Set, parsed once into verifiers. The algorithm of each key comes
-//! from the JWKS (its `alg`, or its type and curve), never from a token.
+//! Public keys from a JWK Set, parsed once into signature verifiers. The algorithm of each key
+//! comes from the JWK (its `alg`, or its type and curve), never from a token.
+//!
+//! Shared by the resource-server guard (issuer JWKS) and the server (keys clients register for
+//! `private_key_jwt`), so both read JWKs the same way.
+#![deny(missing_docs)]
 
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED, ED25519, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256,
@@ -9,7 +13,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey_proto::{Jwk, SigningAlg};
 
-/// One verification key.
+/// One verification key: its id, its one algorithm, and the parsed public key.
 pub struct VerifyingKey {
     kid: String,
     alg: SigningAlg,
@@ -28,7 +32,7 @@ impl std::fmt::Debug for VerifyingKey {
 impl VerifyingKey {
     /// Parses a JWK; `None` for keys this guard cannot or must not use (another `use`, an
     /// unknown type or curve, an `alg` that does not fit the key, malformed numbers).
-    pub(crate) fn from_jwk(jwk: &Jwk) -> Option<Self> {
+    pub fn from_jwk(jwk: &Jwk) -> Option<Self> {
         if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
             return None;
         }
@@ -83,7 +87,8 @@ impl VerifyingKey {
         self.alg
     }
 
-    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+    /// Whether `signature` is this key's signature of `message` (JWS signing input).
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         self.verifier.verify_sig(message, signature).is_ok()
     }
 }
