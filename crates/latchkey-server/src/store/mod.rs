@@ -166,6 +166,8 @@ pub struct Purged {
     pub opaque_tokens: u64,
     /// Deny-list entries whose token has expired.
     pub revocations: u64,
+    /// Used client assertion ids whose assertion has expired.
+    pub assertion_jtis: u64,
 }
 
 /// What a key rotation needs: checked and applied in one transaction.
@@ -390,7 +392,20 @@ pub trait Store: Send + Sync + 'static {
     /// Whether `jti` is on the deny list (for servers whose in-memory copy is stale).
     async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError>;
 
-    /// Deletes opaque tokens and deny-list entries that expired before `now`.
+    /// Records that `client_id` authenticated with the client assertion `jti` (RFC 7523 §3
+    /// item 7), remembered until `expires_at`. `true` the first time; `false` for a replay.
+    /// A uniqueness constraint decides, so of two concurrent uses exactly one gets `true`.
+    /// An entry whose `expires_at` is at or before `now` no longer counts.
+    async fn use_assertion_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes opaque tokens, deny-list entries and used assertion ids that expired before
+    /// `now`.
     async fn purge_expired(&self, now: i64) -> Result<Purged, StoreError>;
 
     /// Every signing key, removed ones included, ordered by creation.

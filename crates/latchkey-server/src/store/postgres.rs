@@ -21,10 +21,16 @@ use crate::secret::SecretHash;
 /// Schema migrations, in order. Version `n` is `MIGRATIONS[n - 1]`; a migration is never edited
 /// once released, only followed by a new one. Version 1 is the whole of SQLite's versions 1
 /// and 2: PostgreSQL support started there.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        "client assertions",
+        include_str!("../../migrations/postgres/0002_client_assertions.sql"),
+    ),
+];
 
 /// The advisory lock that migrations run under ("latchkey" in ASCII). Transaction-scoped, so it
 /// is released by the commit or rollback whatever happens to the process.
@@ -861,11 +867,44 @@ impl Store for PostgresStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            let assertion_jtis = sqlx::query("DELETE FROM assertion_jtis WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             tx.commit().await?;
             Ok(Purged {
                 opaque_tokens,
                 revocations,
+                assertion_jtis,
             })
+        })
+        .await
+    }
+
+    async fn use_assertion_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        // One statement, so the primary key decides between concurrent uses on any replicas:
+        // inserted, or taking over an entry that has expired (not yet purged), is a first use.
+        retrying(|| async move {
+            let affected = sqlx::query(
+                "INSERT INTO assertion_jtis (client_id, jti, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (client_id, jti) DO UPDATE SET expires_at = excluded.expires_at
+                 WHERE assertion_jtis.expires_at <= $4",
+            )
+            .bind(client_id)
+            .bind(jti)
+            .bind(expires_at)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            Ok(affected == 1)
         })
         .await
     }

@@ -30,6 +30,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "token lifecycle",
         include_str!("../../migrations/sqlite/0002_token_lifecycle.sql"),
     ),
+    (
+        "client assertions",
+        include_str!("../../migrations/sqlite/0003_client_assertions.sql"),
+    ),
 ];
 
 /// A SQLite database file shared by the server and the admin CLI.
@@ -757,11 +761,42 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?
             .rows_affected();
+        let assertion_jtis = sqlx::query("DELETE FROM assertion_jtis WHERE expires_at <= ?1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
         tx.commit().await.map_err(map_err)?;
         Ok(Purged {
             opaque_tokens,
             revocations,
+            assertion_jtis,
         })
+    }
+
+    async fn use_assertion_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        // Inserted, or taking over an entry that has expired (not yet purged): first use.
+        let affected = sqlx::query(
+            "INSERT INTO assertion_jtis (client_id, jti, expires_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (client_id, jti) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE assertion_jtis.expires_at <= ?4",
+        )
+        .bind(client_id)
+        .bind(jti)
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        Ok(affected == 1)
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {

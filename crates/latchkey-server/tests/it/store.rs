@@ -575,3 +575,64 @@ async fn signing_keys_have_one_current_and_one_next_even_under_a_race() {
     })
     .await;
 }
+
+/// RFC 7523 §3 item 7 and checklist D: a client assertion's `jti` authenticates once; of
+/// concurrent replays exactly one succeeds; expired entries are purged and free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn assertion_ids_are_single_use_even_under_concurrent_replays() {
+    each_backend(|store, backend| async move {
+        assert!(
+            store
+                .use_assertion_jti("lk_a", "j1", T0 + 60, T0)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .use_assertion_jti("lk_a", "j1", T0 + 60, T0 + 1)
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+        // Per client: another client's assertion may carry the same id.
+        assert!(
+            store
+                .use_assertion_jti("lk_b", "j1", T0 + 60, T0)
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+
+        let mut replays = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let store = Arc::clone(&store);
+            replays
+                .spawn(async move { store.use_assertion_jti("lk_a", "race", T0 + 60, T0).await });
+        }
+        let winners = replays
+            .join_all()
+            .await
+            .into_iter()
+            .filter(|r| matches!(r, Ok(true)))
+            .count();
+        assert_eq!(winners, 1, "exactly one of 16 concurrent uses: {backend}");
+
+        // Once expired, the entry no longer counts, and the janitor purges it.
+        assert!(
+            store
+                .use_assertion_jti("lk_a", "j1", T0 + 200, T0 + 60)
+                .await
+                .unwrap(),
+            "{backend}"
+        );
+        let purged = store.purge_expired(T0 + 61).await.unwrap();
+        assert_eq!(purged.assertion_jtis, 2, "lk_b/j1 and race: {backend}");
+        assert!(
+            !store
+                .use_assertion_jti("lk_a", "j1", T0 + 200, T0 + 61)
+                .await
+                .unwrap()
+        );
+    })
+    .await;
+}
