@@ -2,6 +2,7 @@
 //! and `now`, and returns a decision. HTTP and SQL stay at the edges.
 
 pub mod access_token;
+pub mod client_assertion;
 pub mod client_auth;
 pub mod client_credentials;
 pub mod introspection;
