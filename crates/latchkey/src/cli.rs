@@ -133,6 +133,11 @@ pub struct GateArgs {
     /// Address and port to listen on.
     #[arg(long, env = "LATCHKEY_GATE_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
+
+    /// How long the upstream may take to start answering before the gate answers 504, like
+    /// 60s or 2m.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_u64)]
+    pub upstream_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +174,10 @@ pub struct SidecarArgs {
     /// The API (absolute URI) the tokens are for; may repeat.
     #[arg(long)]
     pub audience: Vec<String>,
+
+    /// How long the upstream may take to start answering before the sidecar answers 504.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_u64)]
+    pub upstream_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -271,6 +280,14 @@ fn parse_token_format(s: &str) -> Result<TokenFormat, String> {
 fn parse_auth_method(s: &str) -> Result<ClientAuthMethod, String> {
     s.parse()
         .map_err(|_| "expected client_secret_basic or client_secret_post".to_owned())
+}
+
+/// A positive duration in whole seconds.
+fn parse_duration_u64(s: &str) -> Result<u64, String> {
+    match parse_duration(s)? {
+        0 => Err("must be at least 1s".to_owned()),
+        seconds => u64::try_from(seconds).map_err(|_| "duration too large".to_owned()),
+    }
 }
 
 /// A duration like `15m`, `1h`, `90s`, `30d` or plain seconds, as whole seconds.

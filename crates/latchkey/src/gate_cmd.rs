@@ -11,7 +11,7 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use latchkey_guard::{Caller, Guard};
 
 use crate::cli::GateArgs;
-use crate::proxy::{Upstream, UpstreamClient, answer, refuse, upstream_client};
+use crate::proxy::{Upstream, UpstreamClient, refuse, send_with_timeout, upstream_client};
 
 /// Identity headers the gate sets. Any header that arrives from outside and starts with this
 /// prefix (or with `x_latchkey_`, which CGI-style servers read as the same name) is removed
@@ -21,6 +21,7 @@ const PREFIX: &str = "x-latchkey-";
 #[derive(Clone)]
 struct Gate {
     upstream: Upstream,
+    timeout: std::time::Duration,
     client: UpstreamClient,
 }
 
@@ -42,6 +43,7 @@ pub async fn run(args: GateArgs) -> anyhow::Result<()> {
         .layer(layer)
         .with_state(Gate {
             upstream,
+            timeout: std::time::Duration::from_secs(args.upstream_timeout),
             client: upstream_client()?,
         });
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -97,5 +99,5 @@ async fn forward(
             headers.insert(HeaderName::from_static(name), value);
         }
     }
-    answer(gate.client.request(request).await)
+    send_with_timeout(gate.timeout, gate.client.request(request)).await
 }

@@ -152,6 +152,24 @@ pub fn refuse(why: &'static str) -> Response<Body> {
     response
 }
 
+/// Sends through `send`, giving up with 504 when the upstream has not started answering (its
+/// status and headers) within `timeout`, so a hung upstream cannot pin connections for ever.
+/// The body then streams for as long as it takes.
+pub async fn send_with_timeout<E: std::fmt::Display>(
+    timeout: Duration,
+    send: impl std::future::Future<Output = Result<Response<hyper::body::Incoming>, E>>,
+) -> Response<Body> {
+    match tokio::time::timeout(timeout, send).await {
+        Ok(result) => answer(result),
+        Err(_) => {
+            tracing::warn!("the upstream did not answer in time");
+            let mut response = Response::new(Body::from("upstream timed out\n"));
+            *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+            response
+        }
+    }
+}
+
 /// Streams the upstream's answer back; an unreachable upstream is 502.
 pub fn answer(
     response: Result<Response<hyper::body::Incoming>, impl std::fmt::Display>,

@@ -12,11 +12,12 @@ use latchkey_client::{BearerLayer, BearerService, ClientCredentials};
 use tower::{Layer as _, Service as _};
 
 use crate::cli::SidecarArgs;
-use crate::proxy::{Upstream, UpstreamClient, answer, refuse, upstream_client};
+use crate::proxy::{Upstream, UpstreamClient, answer, refuse, send_with_timeout, upstream_client};
 
 #[derive(Clone)]
 struct Sidecar {
     upstream: Upstream,
+    timeout: std::time::Duration,
     client: BearerService<UpstreamClient>,
 }
 
@@ -49,6 +50,7 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     tokens.token().await.context("getting a first token")?;
     let router = Router::new().fallback(forward).with_state(Sidecar {
         upstream,
+        timeout: std::time::Duration::from_secs(args.upstream_timeout),
         client: BearerLayer::new(tokens).layer(upstream_client()?),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -77,9 +79,8 @@ async fn forward(
         return refuse(why);
     }
     let ready = std::future::poll_fn(|cx| sidecar.client.poll_ready(cx)).await;
-    let result = match ready {
-        Ok(()) => sidecar.client.call(request).await,
-        Err(error) => Err(error),
-    };
-    answer(result)
+    match ready {
+        Ok(()) => send_with_timeout(sidecar.timeout, sidecar.client.call(request)).await,
+        Err(error) => answer(Err(error)),
+    }
 }

@@ -103,6 +103,8 @@ fn gate(app: &TestApp, upstream: &str, scopes: &[&str]) -> (Background, String) 
         API,
         "--listen",
         "127.0.0.1:0",
+        "--upstream-timeout",
+        "1s",
     ]);
     for scope in scopes {
         command.args(["--require-scope", scope]);
@@ -351,5 +353,35 @@ async fn sidecar_adds_one_cached_token_to_every_request() {
     assert!(
         seen.iter().all(|t| t == &seen[0]),
         "one token (one token request) for every call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_answers_504_when_the_upstream_hangs() {
+    let app = spawn_app_at_real_time().await;
+    let client = app.client(|_| {}).await;
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let (_gate, gate_url) = gate(&app, &upstream, &[]);
+    let good = token(&app, &client, &format!("scope=read&resource={API}")).await;
+    let started = std::time::Instant::now();
+    let response = reqwest::Client::new()
+        .get(format!("{gate_url}/slow"))
+        .header("authorization", format!("Bearer {good}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(1) && waited < std::time::Duration::from_secs(30),
+        "{waited:?}"
     );
 }
