@@ -5,6 +5,7 @@
 //! sharing one database. [`connect`] is the only place that chooses a backend by URL.
 
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;

@@ -5,17 +5,18 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use latchkey_proto::{ClientAuthMethod, SigningAlg, TokenFormat};
+use latchkey_proto::{SigningAlg, TokenFormat};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{Row, SqlSafeStr};
 
+use super::rows::{clients_from_rows, key_from_row};
 use super::{
     ClientRecord, ClientUpdate, KeyState, OpaqueTokenRecord, Purged, Revocation, RotationOutcome,
     RotationPlan, SecretAdded, SecretInfo, SecretRecord, Store, StoreError, StoredKey, SyncPoint,
-    join_grants, parse_grants, split_list,
+    join_grants, split_list,
 };
 use crate::secret::SecretHash;
 
@@ -228,74 +229,12 @@ macro_rules! client_select {
     };
 }
 
-/// Folds joined rows (one per secret) into client records; rows of one client are adjacent.
-fn clients_from_rows(rows: &[SqliteRow]) -> Result<Vec<ClientRecord>, StoreError> {
-    let mut clients: Vec<ClientRecord> = Vec::new();
-    for row in rows {
-        let client_id: String = row.try_get("client_id").map_err(map_err)?;
-        if clients.last().is_none_or(|c| c.client_id != client_id) {
-            let auth_method: String = row.try_get("auth_method").map_err(map_err)?;
-            let token_format: String = row.try_get("token_format").map_err(map_err)?;
-            clients.push(ClientRecord {
-                client_id,
-                name: row.try_get("name").map_err(map_err)?,
-                scope: split_list(row.try_get("scope").map_err(map_err)?),
-                audience: split_list(row.try_get("audience").map_err(map_err)?),
-                grant_types: parse_grants(row.try_get("grant_types").map_err(map_err)?)?,
-                token_ttl_seconds: row.try_get("token_ttl_seconds").map_err(map_err)?,
-                auth_method: ClientAuthMethod::from_str(&auth_method)
-                    .map_err(|e| StoreError::Corrupt(format!("auth method: {e}")))?,
-                enabled: row.try_get("enabled").map_err(map_err)?,
-                can_introspect: row.try_get("can_introspect").map_err(map_err)?,
-                token_format: TokenFormat::from_str(&token_format)
-                    .map_err(|e| StoreError::Corrupt(format!("token format: {e}")))?,
-                token_epoch: row.try_get("token_epoch").map_err(map_err)?,
-                created_at: row.try_get("created_at").map_err(map_err)?,
-                updated_at: row.try_get("updated_at").map_err(map_err)?,
-                secrets: Vec::new(),
-            });
-        }
-        let secret_id: Option<String> = row.try_get("secret_id").map_err(map_err)?;
-        if let (Some(secret_id), Some(client)) = (secret_id, clients.last_mut()) {
-            let hash: Vec<u8> = row.try_get("secret_hash").map_err(map_err)?;
-            let hash: [u8; 32] = hash
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("secret hash is not 32 bytes".into()))?;
-            client.secrets.push(SecretRecord {
-                secret_id,
-                hash: SecretHash(hash),
-                created_at: row.try_get("secret_created_at").map_err(map_err)?,
-                expires_at: row.try_get("expires_at").map_err(map_err)?,
-            });
-        }
-    }
-    Ok(clients)
-}
-
 /// Selects the columns [`key_from_row`] reads; a macro so `concat!` can extend it.
 macro_rules! key_select {
     () => {
         "SELECT kid, alg, state, private_key, encryption, public_jwk, created_at, activated_at,
             retired_at, removed_at FROM signing_keys"
     };
-}
-
-fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
-    let alg: String = row.try_get("alg").map_err(map_err)?;
-    let state: String = row.try_get("state").map_err(map_err)?;
-    Ok(StoredKey {
-        kid: row.try_get("kid").map_err(map_err)?,
-        alg: SigningAlg::from_str(&alg)
-            .map_err(|e| StoreError::Corrupt(format!("key alg: {e}")))?,
-        state: KeyState::parse(&state)?,
-        private_key: row.try_get("private_key").map_err(map_err)?,
-        encryption: row.try_get("encryption").map_err(map_err)?,
-        public_jwk: row.try_get("public_jwk").map_err(map_err)?,
-        created_at: row.try_get("created_at").map_err(map_err)?,
-        activated_at: row.try_get("activated_at").map_err(map_err)?,
-        retired_at: row.try_get("retired_at").map_err(map_err)?,
-        removed_at: row.try_get("removed_at").map_err(map_err)?,
-    })
 }
 
 async fn key_in_state(

@@ -1,0 +1,103 @@
+//! Turning result rows into records, for both backends: the schemas use the same column
+//! names, and sqlx decodes each backend's types (SQLite INTEGER or PostgreSQL BOOLEAN as
+//! `bool`, BLOB or BYTEA as bytes) into the same Rust values.
+
+use std::str::FromStr;
+
+use latchkey_proto::{ClientAuthMethod, SigningAlg, TokenFormat};
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use super::{
+    ClientRecord, KeyState, SecretRecord, StoreError, StoredKey, parse_grants, split_list,
+};
+use crate::secret::SecretHash;
+
+/// Column `name` as `T`; a missing column or an undecodable value is a corrupt record.
+fn get<'r, R, T>(row: &'r R, name: &str) -> Result<T, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+{
+    row.try_get(name)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Folds joined client/secret rows (one per secret, rows of one client adjacent) into client
+/// records.
+pub(super) fn clients_from_rows<R>(rows: &[R]) -> Result<Vec<ClientRecord>, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let mut clients: Vec<ClientRecord> = Vec::new();
+    for row in rows {
+        let client_id: String = get(row, "client_id")?;
+        if clients.last().is_none_or(|c| c.client_id != client_id) {
+            let auth_method: String = get(row, "auth_method")?;
+            let token_format: String = get(row, "token_format")?;
+            clients.push(ClientRecord {
+                client_id,
+                name: get(row, "name")?,
+                scope: split_list(&get::<_, String>(row, "scope")?),
+                audience: split_list(&get::<_, String>(row, "audience")?),
+                grant_types: parse_grants(&get::<_, String>(row, "grant_types")?)?,
+                token_ttl_seconds: get(row, "token_ttl_seconds")?,
+                auth_method: ClientAuthMethod::from_str(&auth_method)
+                    .map_err(|e| StoreError::Corrupt(format!("auth method: {e}")))?,
+                enabled: get(row, "enabled")?,
+                can_introspect: get(row, "can_introspect")?,
+                token_format: TokenFormat::from_str(&token_format)
+                    .map_err(|e| StoreError::Corrupt(format!("token format: {e}")))?,
+                token_epoch: get(row, "token_epoch")?,
+                created_at: get(row, "created_at")?,
+                updated_at: get(row, "updated_at")?,
+                secrets: Vec::new(),
+            });
+        }
+        let secret_id: Option<String> = get(row, "secret_id")?;
+        if let (Some(secret_id), Some(client)) = (secret_id, clients.last_mut()) {
+            let hash: Vec<u8> = get(row, "secret_hash")?;
+            let hash: [u8; 32] = hash
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("secret hash is not 32 bytes".into()))?;
+            client.secrets.push(SecretRecord {
+                secret_id,
+                hash: SecretHash(hash),
+                created_at: get(row, "secret_created_at")?,
+                expires_at: get(row, "expires_at")?,
+            });
+        }
+    }
+    Ok(clients)
+}
+
+/// A signing key from a row of `key_select!` columns.
+pub(super) fn key_from_row<R>(row: &R) -> Result<StoredKey, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let alg: String = get(row, "alg")?;
+    let state: String = get(row, "state")?;
+    Ok(StoredKey {
+        kid: get(row, "kid")?,
+        alg: SigningAlg::from_str(&alg)
+            .map_err(|e| StoreError::Corrupt(format!("key alg: {e}")))?,
+        state: KeyState::parse(&state)?,
+        private_key: get(row, "private_key")?,
+        encryption: get(row, "encryption")?,
+        public_jwk: get(row, "public_jwk")?,
+        created_at: get(row, "created_at")?,
+        activated_at: get(row, "activated_at")?,
+        retired_at: get(row, "retired_at")?,
+        removed_at: get(row, "removed_at")?,
+    })
+}
