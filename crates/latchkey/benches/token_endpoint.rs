@@ -60,7 +60,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let fresh_postgres = postgres.map(|url| runtime.block_on(FreshDatabase::create(&url)));
+    let fresh_postgres =
+        postgres.map(|url| runtime.block_on(latchkey_testkit::PgDatabase::create_on(&url)));
     let database = match &fresh_postgres {
         Some(fresh) => fresh.url.clone(),
         None => format!("sqlite://{}", dir.path().join("bench.db").display()),
@@ -168,43 +169,6 @@ fn main() {
     }
     if let Some(fresh) = fresh_postgres {
         runtime.block_on(fresh.drop_database());
-    }
-}
-
-/// A database of its own on the PostgreSQL server `BENCH_DATABASE` names.
-struct FreshDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl FreshDatabase {
-    async fn create(admin_url: &str) -> Self {
-        use sqlx::Connection as _;
-        let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
-        let name = format!("lk_bench_{}", std::process::id());
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
-        FreshDatabase {
-            admin_url: admin_url.to_owned(),
-            url: format!("{base}/{name}"),
-            name,
-        }
-    }
-
-    async fn drop_database(self) {
-        use sqlx::Connection as _;
-        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut admin)
-        .await
-        .unwrap();
     }
 }
 

@@ -8,68 +8,13 @@ use std::time::{Duration, Instant};
 use latchkey_proto::SigningAlg;
 use latchkey_server::store;
 use latchkey_server::{Application, ManualClock, ServerConfig};
+use latchkey_testkit::PgDatabase;
 use sqlx::Connection as _;
 
 use crate::helpers::{T0, basic};
 
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 const ISSUER: &str = "https://auth.example.com";
-
-/// A fresh database on the test PostgreSQL server, dropped when the test ends well.
-pub struct PgDatabase {
-    admin_url: String,
-    name: String,
-    pub url: String,
-}
-
-impl PgDatabase {
-    pub async fn create() -> Option<PgDatabase> {
-        let Ok(admin_url) = std::env::var("LATCHKEY_TEST_POSTGRES_URL") else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "LATCHKEY_TEST_POSTGRES_URL is required under CI"
-            );
-            eprintln!("skipping: LATCHKEY_TEST_POSTGRES_URL is not set");
-            return None;
-        };
-        let mut admin = match sqlx::PgConnection::connect(&admin_url).await {
-            Ok(admin) => admin,
-            Err(error) => {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "PostgreSQL is required under CI: {error}"
-                );
-                eprintln!("skipping: no PostgreSQL at {admin_url}: {error}");
-                return None;
-            }
-        };
-        let name = format!("lk_test_{:016x}", fastrand::u64(..));
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let base = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url.as_str(), |(b, _)| b);
-        let url = format!("{base}/{name}");
-        Some(PgDatabase {
-            admin_url,
-            name,
-            url,
-        })
-    }
-
-    pub async fn drop_database(self) {
-        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    }
-}
 
 /// Starts a replica on `url` (its own connection pool, as a separate process would have).
 async fn replica(url: &str, clock: &ManualClock) -> String {
