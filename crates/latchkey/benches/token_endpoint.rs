@@ -18,8 +18,10 @@
 //! `BENCH_REPLICAS=3` starts that many servers on the database, the connections spread over
 //! them (all on this machine, so they share its cores).
 //!
-//! Settings (environment): `BENCH_ENDPOINT` (`token`, `introspect-jwt`, `introspect-opaque`
-//! or `gate`; default `token`), `BENCH_DATABASE`, `BENCH_REPLICAS` (1), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
+//! `token-opaque` issues opaque tokens instead of JWTs: one database insert per token.
+//!
+//! Settings (environment): `BENCH_ENDPOINT` (`token`, `token-opaque`, `introspect-jwt`,
+//! `introspect-opaque` or `gate`; default `token`), `BENCH_DATABASE`, `BENCH_REPLICAS` (1), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
 //! `BENCH_CONNECTIONS` (16), `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (2).
 //! Targets on a 2-core machine, load generator included, at 16 connections: ≥ 20,000
 //! tokens/s with ES256 and p99 ≤ 5 ms; ≥ 15,000 introspections/s.
@@ -66,7 +68,7 @@ fn main() {
         Some(fresh) => fresh.url.clone(),
         None => format!("sqlite://{}", dir.path().join("bench.db").display()),
     };
-    let token_format = if endpoint == "introspect-opaque" {
+    let token_format = if endpoint == "introspect-opaque" || endpoint == "token-opaque" {
         "opaque"
     } else {
         "jwt"
@@ -121,7 +123,7 @@ fn main() {
         if endpoint == "gate" {
             return gate_overhead(&token, &addr, connections, warmup, seconds).await;
         }
-        let request = if endpoint == "token" {
+        let request = if endpoint == "token" || endpoint == "token-opaque" {
             token
         } else {
             // One token, introspected over and over, as a resource server does while a client
@@ -422,15 +424,22 @@ impl LoadResult {
             pct(0.99),
             pct(1.0)
         );
-        if alg == "ES256" && connections == 16 && endpoint != "direct" && endpoint != "gate" {
-            let (target, met) = if endpoint.starts_with("token") {
-                (
-                    "≥ 20000 tokens/s and p99 ≤ 5 ms",
-                    rate >= 20_000.0 && pct(0.99) <= 5.0,
-                )
-            } else {
-                ("≥ 15000 introspections/s", rate >= 15_000.0)
-            };
+        // The issue's targets: JWT issuance and introspection (opaque issuance and the gate
+        // comparison have none of their own here).
+        let target = if endpoint.starts_with("token,") {
+            Some((
+                "≥ 20000 tokens/s and p99 ≤ 5 ms",
+                rate >= 20_000.0 && pct(0.99) <= 5.0,
+            ))
+        } else if endpoint.starts_with("introspect") {
+            Some(("≥ 15000 introspections/s", rate >= 15_000.0))
+        } else {
+            None
+        };
+        if let Some((target, met)) = target
+            && alg == "ES256"
+            && connections == 16
+        {
             println!(
                 "  target     {target}: {}",
                 if met { "met" } else { "NOT met" }
