@@ -155,6 +155,7 @@ pub async fn create_client(
         can_introspect: new.can_introspect,
         token_format: new.token_format,
         token_epoch: 0,
+        public_keys: None,
         created_at: now,
         updated_at: now,
         secrets: vec![SecretRecord {

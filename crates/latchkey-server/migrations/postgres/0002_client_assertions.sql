@@ -1,4 +1,10 @@
--- latchkey schema v2 (PostgreSQL): single-use client assertion ids (RFC 7523 §3 item 7).
+-- latchkey schema v2 (PostgreSQL): private_key_jwt. Clients may register public keys instead of
+-- a secret, and each client assertion id (RFC 7523 §3 item 7) may be used once.
+
+-- The client's public keys as a JWK Set (JSON), for private_key_jwt; NULL for secret clients.
+ALTER TABLE clients ADD COLUMN public_keys TEXT;
+
+-- Single-use client assertion ids.
 -- A (client_id, jti) pair may authenticate once; the primary key makes two concurrent replays,
 -- on any replicas, give exactly one success. Rows are kept until the assertion's own expiry.
 CREATE TABLE assertion_jtis (

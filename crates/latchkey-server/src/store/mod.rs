@@ -63,6 +63,9 @@ pub struct ClientRecord {
     pub token_format: TokenFormat,
     /// Tokens carry the epoch of their client at issue; tokens of an older epoch are revoked.
     pub token_epoch: i64,
+    /// For `private_key_jwt`: the public keys the client signs its assertions with, as a JWK
+    /// Set (JSON). `None` for clients that use a secret.
+    pub public_keys: Option<String>,
     /// Creation time.
     pub created_at: i64,
     /// Last change.
@@ -104,6 +107,9 @@ pub struct ClientUpdate {
     /// Revoke every token the client holds: moves `token_epoch` on and deletes the client's
     /// opaque tokens, in one transaction.
     pub revoke_tokens: bool,
+    /// Replace the client's registered public keys (a JWK Set, JSON): key rotation for
+    /// `private_key_jwt`.
+    pub public_keys: Option<String>,
 }
 
 /// A secret as `client secret list` shows it: never the secret or its hash.

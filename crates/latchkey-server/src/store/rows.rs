@@ -54,6 +54,7 @@ where
                 token_format: TokenFormat::from_str(&token_format)
                     .map_err(|e| StoreError::Corrupt(format!("token format: {e}")))?,
                 token_epoch: get(row, "token_epoch")?,
+                public_keys: get(row, "public_keys")?,
                 created_at: get(row, "created_at")?,
                 updated_at: get(row, "updated_at")?,
                 secrets: Vec::new(),

@@ -36,6 +36,7 @@ fn client(id: &str, created_at: i64) -> ClientRecord {
         can_introspect: false,
         token_format: TokenFormat::Jwt,
         token_epoch: 0,
+        public_keys: None,
         created_at,
         updated_at: created_at,
         secrets: vec![secret(&format!("{id}-s1"), created_at, None)],
@@ -98,6 +99,51 @@ async fn clients_are_created_found_listed_and_unique() {
         assert_eq!(listed, ["lk_a", "lk_b"], "ordered by creation: {backend}");
         assert!(
             matches!(store.create_client(&a).await, Err(StoreError::Conflict(_))),
+            "{backend}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn registered_public_keys_are_stored_and_replaced() {
+    each_backend(|store, backend| async move {
+        let mut keyed = client("lk_k", T0);
+        keyed.auth_method = ClientAuthMethod::ClientSecretPost;
+        keyed.public_keys = Some(r#"{"keys":[{"kid":"one"}]}"#.into());
+        keyed.secrets.clear();
+        store.create_client(&keyed).await.unwrap();
+        assert_eq!(
+            store.find_client("lk_k").await.unwrap().as_ref(),
+            Some(&keyed),
+            "{backend}"
+        );
+        let rotated = ClientUpdate {
+            public_keys: Some(r#"{"keys":[{"kid":"two"}]}"#.into()),
+            ..ClientUpdate::default()
+        };
+        let updated = store
+            .update_client("lk_k", &rotated, T0 + 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            updated.public_keys.as_deref(),
+            Some(r#"{"keys":[{"kid":"two"}]}"#)
+        );
+        // Other updates leave the keys alone.
+        let renamed = ClientUpdate {
+            name: Some("x".into()),
+            ..ClientUpdate::default()
+        };
+        let updated = store
+            .update_client("lk_k", &renamed, T0 + 2)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            updated.public_keys.as_deref(),
+            Some(r#"{"keys":[{"kid":"two"}]}"#),
             "{backend}"
         );
     })
