@@ -8,7 +8,8 @@ use latchkey_proto::{ClientAuthMethod, SigningAlg, TokenFormat};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{
-    ClientRecord, KeyState, SecretRecord, StoreError, StoredKey, parse_grants, split_list,
+    ClientRecord, KeyState, OpaqueTokenRecord, SecretRecord, StoreError, StoredKey, parse_grants,
+    split_list,
 };
 use crate::secret::SecretHash;
 
@@ -100,5 +101,30 @@ where
         activated_at: get(row, "activated_at")?,
         retired_at: get(row, "retired_at")?,
         removed_at: get(row, "removed_at")?,
+    })
+}
+
+/// An opaque token record from a row of `opaque_tokens`.
+pub(super) fn opaque_from_row<R>(row: &R) -> Result<OpaqueTokenRecord, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let hash: Vec<u8> = get(row, "token_hash")?;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("token hash is not 32 bytes".into()))?;
+    Ok(OpaqueTokenRecord {
+        token_hash: SecretHash(hash),
+        jti: get(row, "jti")?,
+        client_id: get(row, "client_id")?,
+        scope: split_list(&get::<_, String>(row, "scope")?),
+        audience: split_list(&get::<_, String>(row, "audience")?),
+        issued_at: get(row, "issued_at")?,
+        expires_at: get(row, "expires_at")?,
+        epoch: get(row, "epoch")?,
     })
 }

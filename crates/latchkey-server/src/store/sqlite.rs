@@ -7,16 +7,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latchkey_proto::{SigningAlg, TokenFormat};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, SqlSafeStr};
 
-use super::rows::{clients_from_rows, key_from_row};
+use super::rows::{clients_from_rows, key_from_row, opaque_from_row};
 use super::{
     ClientRecord, ClientUpdate, KeyState, OpaqueTokenRecord, Purged, Revocation, RotationOutcome,
     RotationPlan, SecretAdded, SecretInfo, SecretRecord, Store, StoreError, StoredKey, SyncPoint,
-    join_grants, split_list,
+    join_grants,
 };
 use crate::secret::SecretHash;
 
@@ -271,23 +270,6 @@ async fn insert_key(conn: &mut sqlx::SqliteConnection, key: &StoredKey) -> Resul
     .await
     .map_err(map_err)?;
     Ok(())
-}
-
-fn opaque_from_row(row: &SqliteRow) -> Result<OpaqueTokenRecord, StoreError> {
-    let hash: Vec<u8> = row.try_get("token_hash").map_err(map_err)?;
-    let hash: [u8; 32] = hash
-        .try_into()
-        .map_err(|_| StoreError::Corrupt("token hash is not 32 bytes".into()))?;
-    Ok(OpaqueTokenRecord {
-        token_hash: SecretHash(hash),
-        jti: row.try_get("jti").map_err(map_err)?,
-        client_id: row.try_get("client_id").map_err(map_err)?,
-        scope: split_list(row.try_get("scope").map_err(map_err)?),
-        audience: split_list(row.try_get("audience").map_err(map_err)?),
-        issued_at: row.try_get("issued_at").map_err(map_err)?,
-        expires_at: row.try_get("expires_at").map_err(map_err)?,
-        epoch: row.try_get("epoch").map_err(map_err)?,
-    })
 }
 
 #[async_trait]
