@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use latchkey_client::ClientCredentials;
-use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
+use latchkey_proto::{ClientAuthMethod, GrantType, TokenFormat};
 use latchkey_server::admin::{self, NewClient};
 use latchkey_server::{Application, ServerConfig, SystemClock, store};
 
@@ -47,12 +47,8 @@ fn main() {
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
         let store = store::connect(&url).await.unwrap();
         let config = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            issuer: None,
-            signing_alg: SigningAlg::Es256,
-            key_encryption_key: None,
-            key_rotation: None,
             janitor_interval: Duration::from_secs(3600),
+            ..ServerConfig::default()
         };
         let app = Application::build(config, Arc::clone(&store), Arc::new(SystemClock))
             .await

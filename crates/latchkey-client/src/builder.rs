@@ -16,7 +16,8 @@ use crate::refresh::RefreshPolicy;
 use crate::retry::RetryPolicy;
 use crate::secret::ClientSecret;
 use crate::store::{CacheKey, TokenStore};
-use crate::token_request::TokenRequest;
+use crate::token_request::{Credential, TokenRequest};
+use latchkey_jose::PrivateKey;
 
 /// Builds a [`ClientCredentials`]; start with [`ClientCredentials::builder`].
 #[must_use]
@@ -26,6 +27,8 @@ pub struct Builder {
     client_id: Option<String>,
     client_secret: Option<ClientSecret>,
     auth_method: ClientAuthMethod,
+    private_key: Option<Result<PrivateKey, String>>,
+    assertion_audience: Option<String>,
     scope: Vec<String>,
     audience: Vec<String>,
     refresh: RefreshPolicy,
@@ -43,6 +46,8 @@ impl Builder {
             client_id: None,
             client_secret: None,
             auth_method: ClientAuthMethod::ClientSecretBasic,
+            private_key: None,
+            assertion_audience: None,
             scope: Vec::new(),
             audience: Vec::new(),
             refresh: RefreshPolicy::default(),
@@ -79,9 +84,37 @@ impl Builder {
     }
 
     /// How the secret is sent: `client_secret_basic` (the default, RFC 6749 §2.3.1) or
-    /// `client_secret_post`.
+    /// `client_secret_post`. For `private_key_jwt`, give the key with
+    /// [`Builder::private_key`] instead.
     pub fn auth_method(mut self, method: ClientAuthMethod) -> Self {
         self.auth_method = method;
+        self
+    }
+
+    /// Authenticates with `private_key_jwt` (RFC 7523 §2.2) instead of a secret: each token
+    /// request carries a fresh assertion signed with `key`, whose public key is registered
+    /// for the client (`latchkey client create --auth-method private_key_jwt --jwks-file`).
+    /// The key's `kid` is its RFC 7638 thumbprint unless set with [`PrivateKey::with_kid`].
+    pub fn private_key(mut self, key: PrivateKey) -> Self {
+        self.private_key = Some(Ok(key));
+        self.auth_method = ClientAuthMethod::PrivateKeyJwt;
+        self
+    }
+
+    /// [`Builder::private_key`] from a PEM file as openssl writes it (PKCS#8, SEC1 or
+    /// PKCS#1; EC P-256, Ed25519 or RSA). A key that does not parse fails `build`.
+    pub fn private_key_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.private_key = Some(PrivateKey::from_pem(pem.as_ref()).map_err(|e| e.to_string()));
+        self.auth_method = ClientAuthMethod::PrivateKeyJwt;
+        self
+    }
+
+    /// The audience of `private_key_jwt` assertions when the client is configured with a
+    /// token endpoint and no issuer: the server's issuer identifier
+    /// (draft-ietf-oauth-rfc7523bis §5 — never the token endpoint URL). With
+    /// [`Builder::issuer`], the issuer is used and this need not be set.
+    pub fn assertion_audience(mut self, issuer: impl Into<String>) -> Self {
+        self.assertion_audience = Some(issuer.into());
         self
     }
 
@@ -150,10 +183,30 @@ impl Builder {
                 "the client id contains control characters".into(),
             ));
         }
-        let secret = self
-            .client_secret
-            .filter(|s| !s.expose().is_empty())
-            .ok_or_else(|| Error::Config("a client secret is required".into()))?;
+        let key = match self.private_key {
+            Some(Ok(key)) => Some(Arc::new(key)),
+            Some(Err(reason)) => return Err(Error::Config(reason)),
+            None => None,
+        };
+        let secret = match (&key, self.client_secret) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "give a client secret or a private key, not both".into(),
+                ));
+            }
+            (Some(_), None) => None,
+            (None, secret) => Some(
+                secret
+                    .filter(|s| !s.expose().is_empty())
+                    .ok_or_else(|| Error::Config("a client secret is required".into()))?,
+            ),
+        };
+        if key.is_none() && self.auth_method == ClientAuthMethod::PrivateKeyJwt {
+            return Err(Error::Config(
+                "private_key_jwt needs a private key: use .private_key(..) or .private_key_pem(..)"
+                    .into(),
+            ));
+        }
         let mut scope = self.scope;
         for token in &scope {
             check_scope_token(token)?;
@@ -171,6 +224,7 @@ impl Builder {
             Some(http) => http,
             None => default_http_client()?,
         };
+        let mut issuer_id = self.assertion_audience;
         let token_endpoint = match (self.issuer, self.token_endpoint) {
             (Some(_), Some(_)) => {
                 return Err(Error::Config(
@@ -187,26 +241,35 @@ impl Builder {
                 let metadata =
                     discovery::discover(&http, &issuer, &self.retry, self.clock.as_ref()).await?;
                 discovery::check_offers(&metadata, self.auth_method)?;
+                issuer_id.get_or_insert(metadata.issuer);
                 endpoint_url("token endpoint", &metadata.token_endpoint)
                     .map_err(|e| Error::Discovery(e.to_string()))?
             }
         };
+        let credential = match (key, secret) {
+            (Some(key), _) => Credential::PrivateKey {
+                key,
+                audience: issuer_id.ok_or_else(|| {
+                    Error::Config(
+                        "private_key_jwt assertions are addressed to the issuer: configure \
+                         .issuer(..), or .assertion_audience(..) next to .token_endpoint(..)"
+                            .into(),
+                    )
+                })?,
+            },
+            (None, Some(secret)) => Credential::Secret(secret, self.auth_method),
+            (None, None) => return Err(Error::Config("a client secret is required".into())),
+        };
         let key = CacheKey::new(
             token_endpoint.as_str(),
             &client_id,
-            secret.expose(),
-            self.auth_method,
+            &credential.fingerprint(),
+            credential.method(),
             &scope,
             &audience,
         );
-        let request = TokenRequest::new(
-            token_endpoint,
-            self.auth_method,
-            &client_id,
-            &secret,
-            &scope,
-            &audience,
-        )?;
+        let request =
+            TokenRequest::new(token_endpoint, &credential, &client_id, &scope, &audience)?;
         Ok(ClientCredentials::new(Settings {
             client_id,
             scope,

@@ -88,6 +88,7 @@ pub use cache::ClientCredentials;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use discovery::discover;
 pub use error::{Error, Rejection};
+pub use latchkey_jose::{KeyError, PrivateKey};
 pub use latchkey_proto::ClientAuthMethod;
 pub use layer::{BearerLayer, BearerService, BoxError};
 pub use middleware::BearerMiddleware;

@@ -2,11 +2,13 @@
 //! (§5.1, §5.2).
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
+use latchkey_jose::PrivateKey;
 use latchkey_proto::{ClientAuthMethod, ErrorCode, ErrorResponse, TokenResponse, params};
 use url::Url;
 use url::form_urlencoded::{Serializer, byte_serialize};
@@ -15,24 +17,67 @@ use crate::error::{Error, Rejection};
 use crate::retry::{self, Attempt};
 use crate::secret::ClientSecret;
 
+/// RFC 7523 §2.2: the `client_assertion_type` of a JWT client assertion.
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
 /// The largest token endpoint response body read (a token response is a few KiB at most).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// How the client proves who it is.
+#[derive(Clone)]
+pub(crate) enum Credential {
+    /// A shared secret, sent as `method` says (`client_secret_basic` or `_post`).
+    Secret(ClientSecret, ClientAuthMethod),
+    /// `private_key_jwt` (RFC 7523 §2.2): a fresh assertion signed with `key` for each
+    /// request, addressed to `audience` (the issuer, draft-ietf-oauth-rfc7523bis §5).
+    PrivateKey {
+        key: Arc<PrivateKey>,
+        audience: String,
+    },
+}
+
+impl Credential {
+    pub(crate) fn method(&self) -> ClientAuthMethod {
+        match self {
+            Credential::Secret(_, method) => *method,
+            Credential::PrivateKey { .. } => ClientAuthMethod::PrivateKeyJwt,
+        }
+    }
+
+    /// What identifies the credential in a cache key: the secret, or the key's thumbprint
+    /// and id with the assertion audience.
+    pub(crate) fn fingerprint(&self) -> String {
+        match self {
+            Credential::Secret(secret, _) => secret.expose().to_owned(),
+            Credential::PrivateKey { key, audience } => {
+                let thumbprint = latchkey_jose::thumbprint(key.public_jwk()).unwrap_or_default();
+                format!("jwk {thumbprint} {} {audience}", key.kid())
+            }
+        }
+    }
+}
+
+/// An assertion lives this long: long enough for one request and its retries to arrive,
+/// short enough that a captured one is useless soon (the server allows at most 5 minutes).
+const ASSERTION_LIFETIME_SECONDS: u64 = 60;
 
 /// A token request, encoded once when the client is built and sent as often as needed.
 pub(crate) struct TokenRequest {
     endpoint: Url,
     /// `Basic ...` for client_secret_basic, marked sensitive.
     authorization: Option<HeaderValue>,
-    /// The form body; with client_secret_post it holds the secret, hence the wrapper.
+    /// The form body; with client_secret_post it holds the secret, hence the wrapper. With
+    /// private_key_jwt, the assertion is appended per request.
     body: ClientSecret,
+    /// For private_key_jwt: the signing key, client id and audience.
+    assertion: Option<(Arc<PrivateKey>, String, String)>,
 }
 
 impl TokenRequest {
     pub(crate) fn new(
         endpoint: Url,
-        method: ClientAuthMethod,
+        credential: &Credential,
         client_id: &str,
-        secret: &ClientSecret,
         scope: &[String],
         audience: &[String],
     ) -> Result<Self, Error> {
@@ -46,8 +91,14 @@ impl TokenRequest {
             // RFC 8707 §2: one `resource` parameter per audience.
             form.append_pair(params::RESOURCE, resource);
         }
-        let authorization = match method {
-            ClientAuthMethod::ClientSecretBasic => {
+        let mut assertion = None;
+        let authorization = match credential {
+            Credential::Secret(secret, ClientAuthMethod::ClientSecretPost) => {
+                form.append_pair(params::CLIENT_ID, client_id);
+                form.append_pair(params::CLIENT_SECRET, secret.expose());
+                None
+            }
+            Credential::Secret(secret, _) => {
                 // RFC 6749 §2.3.1: form-urlencode id and secret before joining and encoding;
                 // many clients skip this and break on secrets with `:` or `%`.
                 let pair = format!(
@@ -61,9 +112,12 @@ impl TokenRequest {
                 value.set_sensitive(true);
                 Some(value)
             }
-            ClientAuthMethod::ClientSecretPost => {
+            Credential::PrivateKey { key, audience } => {
+                // RFC 7521 §4.2: client_id is optional next to an assertion; sent so the
+                // server finds the client without reading the assertion first.
                 form.append_pair(params::CLIENT_ID, client_id);
-                form.append_pair(params::CLIENT_SECRET, secret.expose());
+                form.append_pair(params::CLIENT_ASSERTION_TYPE, ASSERTION_TYPE);
+                assertion = Some((Arc::clone(key), client_id.to_owned(), audience.clone()));
                 None
             }
         };
@@ -71,7 +125,43 @@ impl TokenRequest {
             endpoint,
             authorization,
             body: ClientSecret::new(form.finish()),
+            assertion,
         })
+    }
+
+    /// The body of one attempt: with private_key_jwt, a new assertion each time, since the
+    /// server accepts each `jti` once (RFC 7523 §3 item 7).
+    fn body_at(&self, now: SystemTime) -> Result<String, Error> {
+        let Some((key, client_id, audience)) = &self.assertion else {
+            return Ok(self.body.expose().to_owned());
+        };
+        let iat = now
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| Error::Config("the clock is before 1970".into()))?
+            .as_secs();
+        let mut jti = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut jti).map_err(|_| Error::Config("no randomness".into()))?;
+        // RFC 7523 §3: iss and sub are the client id, aud the issuer, exp required; typ
+        // per draft-ietf-oauth-rfc7523bis §4.
+        let header = serde_json::json!({
+            "alg": key.alg().as_str(),
+            "kid": key.kid(),
+            "typ": "client-authentication+jwt",
+        });
+        let claims = serde_json::json!({
+            "iss": client_id,
+            "sub": client_id,
+            "aud": audience,
+            "iat": iat,
+            "exp": iat + ASSERTION_LIFETIME_SECONDS,
+            "jti": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jti),
+        });
+        let assertion = key
+            .sign_jws(header.to_string().as_bytes(), claims.to_string().as_bytes())
+            .map_err(|e| Error::Config(format!("cannot sign the client assertion: {e}")))?;
+        let mut body = Serializer::for_suffix(self.body.expose().to_owned(), 0);
+        body.append_pair(params::CLIENT_ASSERTION, &assertion);
+        Ok(body.finish())
     }
 
     pub(crate) fn endpoint(&self) -> &Url {
@@ -90,7 +180,10 @@ impl TokenRequest {
             .timeout(timeout)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
-            .body(self.body.expose().to_owned());
+            .body(match self.body_at(now) {
+                Ok(body) => body,
+                Err(error) => return Attempt::Fatal(error),
+            });
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
         }
@@ -316,9 +409,11 @@ mod tests {
     fn basic_credentials_are_form_urlencoded_first() {
         let request = TokenRequest::new(
             Url::parse("https://as.example/token").unwrap(),
-            ClientAuthMethod::ClientSecretBasic,
+            &Credential::Secret(
+                ClientSecret::new("p%s s"),
+                ClientAuthMethod::ClientSecretBasic,
+            ),
             "id:1",
-            &ClientSecret::new("p%s s"),
             &["a".into(), "b".into()],
             &["https://api.example/".into()],
         )

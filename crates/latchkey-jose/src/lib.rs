@@ -1,9 +1,15 @@
-//! Public keys from a JWK Set, parsed once into signature verifiers. The algorithm of each key
-//! comes from the JWK (its `alg`, or its type and curve), never from a token.
+//! JOSE for latchkey. Public keys from a JWK Set, parsed once into signature verifiers: the
+//! algorithm of each key comes from the JWK (its `alg`, or its type and curve), never from a
+//! token. Private keys ([`PrivateKey`]) that sign compact JWS.
 //!
-//! Shared by the resource-server guard (issuer JWKS) and the server (keys clients register for
-//! `private_key_jwt`), so both read JWKs the same way.
+//! Shared by the resource-server guard (issuer JWKS), the server (its signing keys, and keys
+//! clients register for `private_key_jwt`) and the client library (assertions), so all read
+//! and write JWKs the same way.
 #![deny(missing_docs)]
+
+mod signing;
+
+pub use signing::{KeyError, PrivateKey};
 
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED, ED25519, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256,
@@ -50,10 +56,16 @@ impl VerifyingKey {
                 (x.len() == 32).then_some(())?;
                 (SigningAlg::EdDsa, x)
             }
-            ("RSA", _) => (
-                SigningAlg::Rs256,
-                rsa_public_key_der(&b64(&jwk.n)?, &b64(&jwk.e)?),
-            ),
+            ("RSA", _) => {
+                let (n, e) = (b64(&jwk.n)?, b64(&jwk.e)?);
+                // RS256 keys of 2048 to 8192 bits, as the verifier requires; refused here
+                // rather than at every verification.
+                let bits = n.iter().skip_while(|&&b| b == 0).count() * 8;
+                if !(2048..=8192).contains(&bits) {
+                    return None;
+                }
+                (SigningAlg::Rs256, rsa_public_key_der(&n, &e))
+            }
             _ => return None,
         };
         // A key's stated alg must be the one its type allows (RFC 7517 §4.4).
@@ -91,6 +103,37 @@ impl VerifyingKey {
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         self.verifier.verify_sig(message, signature).is_ok()
     }
+}
+
+/// The RFC 7638 §3 thumbprint of a public JWK: SHA-256 over its required members in
+/// lexicographic order without whitespace, base64url. `None` when a required member is missing
+/// or is not base64url (so untrusted input cannot change the canonical JSON).
+pub fn thumbprint(jwk: &Jwk) -> Option<String> {
+    fn member(v: &Option<String>) -> Option<&str> {
+        v.as_deref().filter(|v| {
+            !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+    }
+    let canonical = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+        ("EC", Some(crv @ "P-256")) => format!(
+            r#"{{"crv":"{crv}","kty":"EC","x":"{}","y":"{}"}}"#,
+            member(&jwk.x)?,
+            member(&jwk.y)?
+        ),
+        ("OKP", Some(crv @ "Ed25519")) => {
+            format!(r#"{{"crv":"{crv}","kty":"OKP","x":"{}"}}"#, member(&jwk.x)?)
+        }
+        ("RSA", _) => format!(
+            r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+            member(&jwk.e)?,
+            member(&jwk.n)?
+        ),
+        _ => return None,
+    };
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+    Some(URL_SAFE_NO_PAD.encode(digest.as_ref()))
 }
 
 /// DER of `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }` (RFC 8017

@@ -24,6 +24,10 @@ pub struct AuthorizationServerMetadata {
     /// say, which RFC 8414 §2 reads as `client_secret_basic`.
     #[serde(default)]
     pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// JWS algorithms accepted for `private_key_jwt` assertions at the token endpoint
+    /// (RFC 8414 §2); absent when the server does not take assertions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
     /// Response types: empty, since there is no authorization endpoint (RFC 8414 §2).
     #[serde(default)]
     pub response_types_supported: Vec<String>,
@@ -33,10 +37,16 @@ pub struct AuthorizationServerMetadata {
     /// Client authentication methods at the introspection endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub introspection_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// JWS algorithms accepted for assertions at the introspection endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
     /// The RFC 7009 revocation endpoint, when enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_endpoint: Option<String>,
     /// Client authentication methods at the revocation endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// JWS algorithms accepted for assertions at the revocation endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
 }

@@ -69,6 +69,9 @@ wire_enum! {
         ClientSecretBasic = "client_secret_basic",
         /// RFC 6749 §2.3.1: `client_id` and `client_secret` in the request body.
         ClientSecretPost = "client_secret_post",
+        /// RFC 7523 §2.2 and OIDC Core §9: a JWT signed with a key the client registered,
+        /// sent as `client_assertion`. No secret is shared.
+        PrivateKeyJwt = "private_key_jwt",
     }
 }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 use crate::cache::wait_for_servers;
 use crate::clock::Clock;
 use crate::keys::{KeyError, KeySource, next_key_ready_at};
+pub use crate::protocol::client_keys::MAX_JWKS_BYTES;
+use crate::protocol::client_keys::normalize_jwks;
 use crate::protocol::syntax::{is_resource_uri, is_scope_token};
 use crate::secret::{ClientSecret, new_client_id, new_row_id};
 use crate::store::{
@@ -141,9 +143,48 @@ pub async fn create_client(
     clock: &dyn Clock,
     new: NewClient,
 ) -> Result<Applied<(ClientRecord, ClientSecret)>, AdminError> {
+    if new.auth_method == ClientAuthMethod::PrivateKeyJwt {
+        return Err(AdminError::Invalid(
+            "a private_key_jwt client registers public keys, not a secret".into(),
+        ));
+    }
     let now = clock.now();
     let secret = ClientSecret::generate();
-    let client = ClientRecord {
+    let mut client = client_record(new, now)?;
+    client.secrets.push(SecretRecord {
+        secret_id: new_row_id(),
+        hash: secret.hash(),
+        created_at: now,
+        expires_at: None,
+    });
+    store.create_client(&client).await?;
+    applied(store, (client, secret)).await
+}
+
+/// Registers a `private_key_jwt` client (RFC 7523 §2.2) with the public keys of `jwks` (a JWK
+/// Set document; see [`normalize_jwks`] for what is accepted). No secret exists for it.
+/// Returns once every running server knows the client.
+pub async fn create_key_client(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    new: NewClient,
+    jwks: &str,
+) -> Result<Applied<ClientRecord>, AdminError> {
+    if new.auth_method != ClientAuthMethod::PrivateKeyJwt {
+        return Err(AdminError::Invalid(format!(
+            "public keys are for private_key_jwt clients; a {} client uses a secret",
+            new.auth_method
+        )));
+    }
+    let mut client = client_record(new, clock.now())?;
+    client.public_keys = Some(normalize_jwks(jwks).map_err(AdminError::Invalid)?);
+    store.create_client(&client).await?;
+    applied(store, client).await
+}
+
+/// A new client record with a fresh id, no secrets and no keys, after validating `new`.
+fn client_record(new: NewClient, now: i64) -> Result<ClientRecord, AdminError> {
+    Ok(ClientRecord {
         client_id: new_client_id(),
         name: check_name(&new.name)?,
         scope: parse_scope_list(&new.scope.join(" "))?,
@@ -158,15 +199,8 @@ pub async fn create_client(
         public_keys: None,
         created_at: now,
         updated_at: now,
-        secrets: vec![SecretRecord {
-            secret_id: new_row_id(),
-            hash: secret.hash(),
-            created_at: now,
-            expires_at: None,
-        }],
-    };
-    store.create_client(&client).await?;
-    applied(store, (client, secret)).await
+        secrets: Vec::new(),
+    })
 }
 
 /// Changes a client after validating the new values. Returns once every running server has
@@ -190,6 +224,16 @@ pub async fn update_client(
         .transpose()?;
     update.audience = update.audience.as_deref().map(check_audience).transpose()?;
     update.token_ttl_seconds = update.token_ttl_seconds.map(check_ttl).transpose()?;
+    if let Some(jwks) = &update.public_keys {
+        let client = show_client(store, client_id).await?;
+        if client.auth_method != ClientAuthMethod::PrivateKeyJwt {
+            return Err(AdminError::Invalid(format!(
+                "client {client_id} authenticates with a secret ({}), not registered keys",
+                client.auth_method
+            )));
+        }
+        update.public_keys = Some(normalize_jwks(jwks).map_err(AdminError::Invalid)?);
+    }
     let client = store
         .update_client(client_id, &update, clock.now())
         .await?
@@ -257,6 +301,13 @@ async fn new_secret(
     expires_in: Option<i64>,
     others_expire_in: Option<i64>,
 ) -> Result<Applied<(String, ClientSecret)>, AdminError> {
+    let client = show_client(store, client_id).await?;
+    if client.auth_method == ClientAuthMethod::PrivateKeyJwt {
+        return Err(AdminError::Invalid(format!(
+            "client {client_id} authenticates with registered keys (private_key_jwt) and has no \
+             secrets; replace its keys with `latchkey client update --jwks-file`"
+        )));
+    }
     let now = clock.now();
     let secret = ClientSecret::generate();
     let record = SecretRecord {

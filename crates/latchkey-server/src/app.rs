@@ -35,6 +35,26 @@ pub struct ServerConfig {
     pub key_rotation: Option<i64>,
     /// How often the janitor runs.
     pub janitor_interval: Duration,
+    /// Also accept the token endpoint URL as the sole audience of a `private_key_jwt`
+    /// assertion, for clients that cannot be changed to send the issuer. Off by default
+    /// (draft-ietf-oauth-rfc7523bis §5: the issuer is the one audience).
+    pub accept_token_endpoint_audience: bool,
+}
+
+impl Default for ServerConfig {
+    /// Loopback on a free port, the issuer from the bound address, ES256, keys in the clear,
+    /// no automatic rotation, the janitor every minute, strict assertion audiences.
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            issuer: None,
+            signing_alg: SigningAlg::Es256,
+            key_encryption_key: None,
+            key_rotation: None,
+            janitor_interval: Duration::from_secs(60),
+            accept_token_endpoint_audience: false,
+        }
+    }
 }
 
 /// Why the server could not start.
@@ -78,6 +98,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// The issuer identifier, exactly as it appears in `iss`.
     pub issuer: String,
+    /// The token endpoint URL when it is accepted as an assertion audience (compatibility).
+    pub compatible_assertion_audience: Option<String>,
     /// The RFC 8414 document, serialised once.
     pub metadata_json: Bytes,
     /// `max-age` of the metadata.
@@ -158,11 +180,15 @@ impl Application {
             config.key_rotation,
         );
         let max_age = u32::try_from(JWKS_MAX_AGE_SECONDS).unwrap_or(300);
+        let compatible_assertion_audience = config
+            .accept_token_endpoint_audience
+            .then(|| metadata.token_endpoint.clone());
         let state = Arc::new(AppState {
             cache,
             store,
             clock,
             issuer,
+            compatible_assertion_audience,
             metadata_json,
             metadata_max_age: max_age,
             jwks_max_age: max_age,
@@ -270,11 +296,14 @@ fn metadata(issuer: &str) -> AuthorizationServerMetadata {
             .map(|g| g.as_str().to_owned())
             .collect(),
         token_endpoint_auth_methods_supported: auth_methods(),
+        token_endpoint_auth_signing_alg_values_supported: Some(assertion_algs()),
         response_types_supported: Vec::new(),
         introspection_endpoint: Some(format!("{issuer}{}", paths::INTROSPECT)),
         introspection_endpoint_auth_methods_supported: Some(auth_methods()),
+        introspection_endpoint_auth_signing_alg_values_supported: Some(assertion_algs()),
         revocation_endpoint: Some(format!("{issuer}{}", paths::REVOKE)),
         revocation_endpoint_auth_methods_supported: Some(auth_methods()),
+        revocation_endpoint_auth_signing_alg_values_supported: Some(assertion_algs()),
     }
 }
 
@@ -282,6 +311,15 @@ fn auth_methods() -> Vec<String> {
     ClientAuthMethod::ALL
         .iter()
         .map(|m| m.as_str().to_owned())
+        .collect()
+}
+
+/// RFC 8414 §2: the algorithms a `private_key_jwt` assertion may be signed with — those of
+/// the keys clients can register. Never `none` or a MAC.
+fn assertion_algs() -> Vec<String> {
+    SigningAlg::ALL
+        .iter()
+        .map(|a| a.as_str().to_owned())
         .collect()
 }
 

@@ -20,8 +20,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use latchkey_jose::VerifyingKey;
+
 use crate::clock::Clock;
 use crate::keys::{KeyError, KeyRing, KeySource};
+use crate::protocol::client_keys::registered_keys;
 use crate::store::{ClientRecord, Store, StoreError};
 
 /// How often a server checks the generation counter and the deny list.
@@ -33,10 +36,31 @@ pub const STALE_AFTER_SECONDS: i64 = 2;
 /// timed out waiting for it has forgotten it.
 const HEARTBEAT_POLLS: u32 = 20;
 
+/// A client as the request path uses it: the stored record and, for `private_key_jwt`, its
+/// registered public keys parsed once when the record is loaded (never per request).
+#[derive(Debug)]
+pub struct KnownClient {
+    /// The stored record.
+    pub record: ClientRecord,
+    /// Verifiers for its registered keys; empty for clients that use a secret.
+    pub assertion_keys: Vec<VerifyingKey>,
+}
+
+impl KnownClient {
+    /// Parses the record's keys.
+    pub fn new(record: ClientRecord) -> Self {
+        let assertion_keys = registered_keys(record.public_keys.as_deref());
+        KnownClient {
+            record,
+            assertion_keys,
+        }
+    }
+}
+
 /// All clients as of one generation.
 struct ClientSnapshot {
     generation: i64,
-    clients: HashMap<String, Arc<ClientRecord>>,
+    clients: HashMap<String, Arc<KnownClient>>,
 }
 
 /// Revoked token ids with their expiry, as of one deny-list position.
@@ -117,11 +141,14 @@ impl Cache {
         &self,
         store: &dyn Store,
         client_id: &str,
-    ) -> Result<Option<Arc<ClientRecord>>, StoreError> {
+    ) -> Result<Option<Arc<KnownClient>>, StoreError> {
         if self.fresh() {
             return Ok(self.snapshot().clients.get(client_id).cloned());
         }
-        Ok(store.find_client(client_id).await?.map(Arc::new))
+        Ok(store
+            .find_client(client_id)
+            .await?
+            .map(|record| Arc::new(KnownClient::new(record))))
     }
 
     /// Whether the token `jti` is on the deny list: from memory while it is fresh, else from
@@ -189,7 +216,7 @@ impl Cache {
                 .list_clients()
                 .await?
                 .into_iter()
-                .map(|c| (c.client_id.clone(), Arc::new(c)))
+                .map(|c| (c.client_id.clone(), Arc::new(KnownClient::new(c))))
                 .collect();
             let previous = self.key_ring();
             let keys = self.key_source.load(store, Some(&previous)).await?;

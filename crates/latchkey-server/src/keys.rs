@@ -9,17 +9,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::KeySize;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair,
-    Ed25519KeyPair, KeyPair, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256,
-    RsaKeyPair, VerificationAlgorithm,
-};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
+use latchkey_jose::{PrivateKey, VerifyingKey};
 use latchkey_proto::{Jwk, JwkSet, SigningAlg};
 use serde::Serialize;
 
@@ -68,28 +61,19 @@ pub enum KeyError {
     Store(#[from] StoreError),
 }
 
-enum Pair {
-    Ecdsa(EcdsaKeyPair),
-    Ed25519(Ed25519KeyPair),
-    Rsa(RsaKeyPair),
-}
-
 /// A parsed private key, ready to sign access tokens.
 pub struct SigningKey {
-    kid: String,
-    alg: SigningAlg,
+    key: PrivateKey,
     /// `base64url(header) + "."`, computed once: the header never changes for a key.
     header_prefix: String,
-    pair: Pair,
-    jwk: Jwk,
-    verifier: ParsedPublicKey,
+    verifier: VerifyingKey,
 }
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
+            .field("kid", &self.kid())
+            .field("alg", &self.alg())
             .finish()
     }
 }
@@ -97,120 +81,51 @@ impl std::fmt::Debug for SigningKey {
 impl SigningKey {
     /// Generates a new key; returns it with its PKCS#8 DER encoding for storage.
     pub fn generate(alg: SigningAlg) -> Result<(Self, Vec<u8>), KeyError> {
-        let pkcs8 = match alg {
-            SigningAlg::Es256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
-                .and_then(|k| k.to_pkcs8v1())
-                .map(|d| d.as_ref().to_vec()),
-            SigningAlg::EdDsa => Ed25519KeyPair::generate()
-                .and_then(|k| k.to_pkcs8())
-                .map(|d| d.as_ref().to_vec()),
-            SigningAlg::Rs256 => RsaKeyPair::generate(KeySize::Rsa2048)
-                .and_then(|k| AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&k))
-                .map(|d| d.as_ref().to_vec()),
-        }
-        .map_err(|_| KeyError::Crypto)?;
-        let key = Self::from_pkcs8(alg, &pkcs8)?;
-        Ok((key, pkcs8))
+        let (key, pkcs8) = PrivateKey::generate(alg).map_err(|_| KeyError::Crypto)?;
+        Ok((Self::new(key)?, pkcs8))
     }
 
     /// Parses a stored key.
     pub fn from_pkcs8(alg: SigningAlg, der: &[u8]) -> Result<Self, KeyError> {
-        let unreadable = |reason: String| KeyError::Unreadable {
+        let key = PrivateKey::from_pkcs8(alg, der).map_err(|e| KeyError::Unreadable {
             kid: String::new(),
-            reason,
-        };
-        let (pair, jwk, verification): (Pair, Jwk, &'static dyn VerificationAlgorithm) = match alg {
-            SigningAlg::Es256 => {
-                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
-                    .map_err(|e| unreadable(e.to_string()))?;
-                // Uncompressed SEC1 point: 0x04 || x (32 bytes) || y (32 bytes).
-                let point = pair.public_key().as_ref();
-                if point.len() != 65 || point[0] != 4 {
-                    return Err(unreadable("unexpected P-256 public key encoding".into()));
-                }
-                let jwk = public_jwk(
-                    "EC",
-                    Some("P-256"),
-                    Some(&point[1..33]),
-                    Some(&point[33..]),
-                    None,
-                    None,
-                );
-                (Pair::Ecdsa(pair), jwk, &ECDSA_P256_SHA256_FIXED)
-            }
-            SigningAlg::EdDsa => {
-                let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-                    .map_err(|e| unreadable(e.to_string()))?;
-                let jwk = public_jwk(
-                    "OKP",
-                    Some("Ed25519"),
-                    Some(pair.public_key().as_ref()),
-                    None,
-                    None,
-                    None,
-                );
-                (Pair::Ed25519(pair), jwk, &ED25519)
-            }
-            SigningAlg::Rs256 => {
-                let pair = RsaKeyPair::from_pkcs8(der).map_err(|e| unreadable(e.to_string()))?;
-                let public = pair.public_key();
-                let jwk = public_jwk(
-                    "RSA",
-                    None,
-                    None,
-                    None,
-                    Some(public.modulus().big_endian_without_leading_zero()),
-                    Some(public.exponent().big_endian_without_leading_zero()),
-                );
-                (Pair::Rsa(pair), jwk, &RSA_PKCS1_2048_8192_SHA256)
-            }
-        };
-        let public_key = match &pair {
-            Pair::Ecdsa(p) => p.public_key().as_ref().to_vec(),
-            Pair::Ed25519(p) => p.public_key().as_ref().to_vec(),
-            Pair::Rsa(p) => p.public_key().as_ref().to_vec(),
-        };
-        let verifier = ParsedPublicKey::new(verification, public_key)
-            .map_err(|e| unreadable(e.to_string()))?;
-        let kid = thumbprint(&jwk);
-        let jwk = Jwk {
-            kid: kid.clone(),
-            use_: Some("sig".into()),
-            alg: Some(alg.as_str().into()),
-            ..jwk
-        };
+            reason: e.to_string(),
+        })?;
+        Self::new(key)
+    }
+
+    fn new(key: PrivateKey) -> Result<Self, KeyError> {
+        let verifier = key.verifying_key().map_err(|_| KeyError::Crypto)?;
         // RFC 9068 §2.1: access tokens carry `typ: at+jwt`.
-        let header = serde_json::json!({ "alg": alg.as_str(), "kid": kid, "typ": "at+jwt" });
+        let header =
+            serde_json::json!({ "alg": key.alg().as_str(), "kid": key.kid(), "typ": "at+jwt" });
         let mut header_prefix = URL_SAFE_NO_PAD.encode(header.to_string());
         header_prefix.push('.');
         Ok(SigningKey {
-            kid,
-            alg,
+            key,
             header_prefix,
-            pair,
-            jwk,
             verifier,
         })
     }
 
     /// Checks a JWS signature made with this key over `message`.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        self.verifier.verify_sig(message, signature).is_ok()
+        self.verifier.verify(message, signature)
     }
 
     /// The key id.
     pub fn kid(&self) -> &str {
-        &self.kid
+        self.key.kid()
     }
 
     /// The algorithm.
     pub fn alg(&self) -> SigningAlg {
-        self.alg
+        self.key.alg()
     }
 
     /// The public JWK (no private members).
     pub fn public_jwk(&self) -> &Jwk {
-        &self.jwk
+        self.key.public_jwk()
     }
 
     /// Signs `claims` as a compact JWS with this key's cached header.
@@ -219,79 +134,11 @@ impl SigningKey {
         let mut jwt = String::with_capacity(self.header_prefix.len() + payload.len() * 4 / 3 + 360);
         jwt.push_str(&self.header_prefix);
         URL_SAFE_NO_PAD.encode_string(&payload, &mut jwt);
-        // Each signature is computed over the whole `header.payload` and owned before the
-        // separator is appended, so the borrow of `jwt` ends first.
-        match &self.pair {
-            Pair::Ecdsa(pair) => {
-                let sig = pair
-                    .sign(&SystemRandom::new(), jwt.as_bytes())
-                    .map_err(|_| KeyError::Crypto)?;
-                jwt.push('.');
-                URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut jwt);
-            }
-            Pair::Ed25519(pair) => {
-                let sig = pair.sign(jwt.as_bytes());
-                jwt.push('.');
-                URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut jwt);
-            }
-            Pair::Rsa(pair) => {
-                let mut sig = vec![0u8; pair.public_modulus_len()];
-                pair.sign(
-                    &RSA_PKCS1_SHA256,
-                    &SystemRandom::new(),
-                    jwt.as_bytes(),
-                    &mut sig,
-                )
-                .map_err(|_| KeyError::Crypto)?;
-                jwt.push('.');
-                URL_SAFE_NO_PAD.encode_string(&sig, &mut jwt);
-            }
-        }
+        self.key
+            .sign_compact(&mut jwt)
+            .map_err(|_| KeyError::Crypto)?;
         Ok(jwt)
     }
-}
-
-fn public_jwk(
-    kty: &str,
-    crv: Option<&str>,
-    x: Option<&[u8]>,
-    y: Option<&[u8]>,
-    n: Option<&[u8]>,
-    e: Option<&[u8]>,
-) -> Jwk {
-    let b64 = |v: Option<&[u8]>| v.map(|b| URL_SAFE_NO_PAD.encode(b));
-    Jwk {
-        kty: kty.into(),
-        kid: String::new(),
-        use_: None,
-        alg: None,
-        crv: crv.map(Into::into),
-        x: b64(x),
-        y: b64(y),
-        n: b64(n),
-        e: b64(e),
-    }
-}
-
-/// RFC 7638 §3: SHA-256 over the required members in lexicographic order, no whitespace.
-fn thumbprint(jwk: &Jwk) -> String {
-    let s = |v: &Option<String>| v.clone().unwrap_or_default();
-    let canonical = match jwk.kty.as_str() {
-        "EC" => format!(
-            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
-            s(&jwk.crv),
-            s(&jwk.x),
-            s(&jwk.y)
-        ),
-        "OKP" => format!(
-            r#"{{"crv":"{}","kty":"OKP","x":"{}"}}"#,
-            s(&jwk.crv),
-            s(&jwk.x)
-        ),
-        _ => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, s(&jwk.e), s(&jwk.n)),
-    };
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
-    URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
 /// The keys a running server uses: the one it signs with, every published key by id (for
@@ -305,7 +152,7 @@ pub struct KeyRing {
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyRing")
-            .field("signing", &self.signing.kid)
+            .field("signing", &self.signing.kid())
             .field("published", &self.published.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -330,16 +177,16 @@ impl KeySource {
     ) -> Result<StoredKey, KeyError> {
         let (key, pkcs8) = SigningKey::generate(alg)?;
         let (private_key, encryption) = match &self.kek {
-            Some(kek) => (kek.seal(&key.kid, &pkcs8)?, Some(kek.marker())),
+            Some(kek) => (kek.seal(key.kid(), &pkcs8)?, Some(kek.marker())),
             None => (pkcs8, None),
         };
         Ok(StoredKey {
-            kid: key.kid.clone(),
+            kid: key.kid().to_owned(),
             alg,
             state,
             private_key,
             encryption,
-            public_jwk: serde_json::to_string(&key.jwk).map_err(|_| KeyError::Crypto)?,
+            public_jwk: serde_json::to_string(key.public_jwk()).map_err(|_| KeyError::Crypto)?,
             created_at: now,
             activated_at: (state == KeyState::Current).then_some(now),
             retired_at: None,
@@ -361,7 +208,7 @@ impl KeySource {
             },
             other => other,
         })?;
-        if key.kid != stored.kid {
+        if key.kid() != stored.kid {
             return Err(KeyError::Unreadable {
                 kid: stored.kid.clone(),
                 reason: "the private key does not match its key id".into(),
@@ -415,7 +262,7 @@ impl KeySource {
             if key.alg == self.alg && key.state == KeyState::Current {
                 signing = Some(Arc::clone(&parsed));
             }
-            jwks.push(parsed.jwk.clone());
+            jwks.push(parsed.public_jwk().clone());
             published.insert(key.kid.clone(), parsed);
         }
         let signing = signing.ok_or_else(|| KeyError::Unreadable {

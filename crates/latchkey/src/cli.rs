@@ -266,6 +266,13 @@ pub struct ServeArgs {
     /// 1h). Off by default; `latchkey keys rotate` rotates by hand.
     #[arg(long, env = "LATCHKEY_KEY_ROTATION", value_parser = parse_duration)]
     pub key_rotation: Option<i64>,
+
+    /// Also accept the token endpoint URL as the audience of private_key_jwt assertions, for
+    /// clients that cannot be changed to send the issuer. Off by default: the issuer alone is
+    /// the audience (draft-ietf-oauth-rfc7523bis), which closes the 2025 audience-injection
+    /// attacks.
+    #[arg(long, env = "LATCHKEY_ACCEPT_TOKEN_ENDPOINT_AUDIENCE")]
+    pub accept_token_endpoint_audience: bool,
 }
 
 fn parse_alg(s: &str) -> Result<SigningAlg, String> {
@@ -278,8 +285,9 @@ fn parse_token_format(s: &str) -> Result<TokenFormat, String> {
 }
 
 fn parse_auth_method(s: &str) -> Result<ClientAuthMethod, String> {
-    s.parse()
-        .map_err(|_| "expected client_secret_basic or client_secret_post".to_owned())
+    s.parse().map_err(|_| {
+        "expected client_secret_basic, client_secret_post or private_key_jwt".to_owned()
+    })
 }
 
 /// A positive duration in whole seconds.
@@ -390,9 +398,15 @@ pub struct CreateArgs {
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub token_ttl: i64,
 
-    /// How the client sends its secret.
+    /// How the client authenticates: client_secret_basic or client_secret_post (a secret is
+    /// generated and shown once), or private_key_jwt (signed assertions; give --jwks-file).
     #[arg(long, default_value = "client_secret_basic", value_parser = parse_auth_method)]
     pub auth_method: ClientAuthMethod,
+
+    /// For private_key_jwt: a JWK Set file (or - for stdin) with the client's public signing
+    /// keys (EC P-256, Ed25519 or RSA). Private key members are refused.
+    #[arg(long, value_name = "FILE")]
+    pub jwks_file: Option<PathBuf>,
 
     /// Space-separated grant types the client may use; "" registers a client that cannot get
     /// tokens (for example a resource server that only calls introspection).
@@ -431,4 +445,9 @@ pub struct UpdateArgs {
     /// New token format for tokens issued from now on: jwt or opaque.
     #[arg(long, value_parser = parse_token_format)]
     pub token_format: Option<TokenFormat>,
+    /// For private_key_jwt clients: replace the registered public keys with this JWK Set file
+    /// (or - for stdin). To rotate, register old and new key together, move the client to the
+    /// new key, then register the new key alone.
+    #[arg(long, value_name = "FILE")]
+    pub jwks_file: Option<PathBuf>,
 }

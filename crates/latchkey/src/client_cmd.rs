@@ -1,7 +1,10 @@
 //! `latchkey client ...`: register and manage clients.
 
+use std::io::Read as _;
+use std::path::Path;
+
 use anyhow::Context as _;
-use latchkey_proto::GrantType;
+use latchkey_proto::{ClientAuthMethod, GrantType};
 use latchkey_server::admin::{self, Applied, NewClient};
 use latchkey_server::store::{self, ClientRecord, ClientUpdate};
 use latchkey_server::{Clock, SystemClock};
@@ -38,7 +41,26 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 can_introspect: args.can_introspect,
                 token_format: args.token_format,
             };
-            let (client, secret) = confirmed(admin::create_client(store, clock, new).await?);
+            let (client, secret) = match (new.auth_method, &args.jwks_file) {
+                (ClientAuthMethod::PrivateKeyJwt, Some(file)) => {
+                    let jwks = read_jwks(file)?;
+                    let client =
+                        confirmed(admin::create_key_client(store, clock, new, &jwks).await?);
+                    (client, None)
+                }
+                (ClientAuthMethod::PrivateKeyJwt, None) => anyhow::bail!(
+                    "a private_key_jwt client needs its public keys: --jwks-file keys.json"
+                ),
+                (_, Some(_)) => anyhow::bail!(
+                    "--jwks-file registers keys for --auth-method private_key_jwt; other \
+                     methods use a generated secret"
+                ),
+                (_, None) => {
+                    let (client, secret) =
+                        confirmed(admin::create_client(store, clock, new).await?);
+                    (client, Some(secret))
+                }
+            };
             if client.audience.is_empty() && !client.grant_types.is_empty() {
                 eprintln!(
                     "warning: the client has no --audience, so it must send a `resource` with every \
@@ -46,9 +68,12 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 );
             }
             let mut value = client_json(&client);
-            value["client_secret"] = json!(secret.expose());
-            out.record(&value, &client_row(&client, Some(secret.expose())));
-            if out.is_table() {
+            if let Some(secret) = &secret {
+                value["client_secret"] = json!(secret.expose());
+            }
+            let secret_text = secret.as_ref().map(|s| s.expose());
+            out.record(&value, &client_row(&client, secret_text));
+            if secret.is_some() && out.is_table() {
                 eprintln!("Store the client_secret now: it is not shown again.");
             }
         }
@@ -101,6 +126,7 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 token_ttl_seconds: args.token_ttl,
                 can_introspect: args.can_introspect,
                 token_format: args.token_format,
+                public_keys: args.jwks_file.as_deref().map(read_jwks).transpose()?,
                 ..ClientUpdate::default()
             };
             let client = confirmed(admin::update_client(store, clock, &args.id, update).await?);
@@ -257,8 +283,27 @@ pub fn confirmed<T>(change: Applied<T>) -> T {
     change.value
 }
 
+/// A JWK Set document from a file, or stdin for `-`.
+fn read_jwks(path: &Path) -> anyhow::Result<String> {
+    let mut text = String::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .take(admin::MAX_JWKS_BYTES as u64 + 1)
+            .read_to_string(&mut text)
+            .context("reading the JWK Set from stdin")?;
+    } else {
+        std::fs::File::open(path)
+            .and_then(|f| {
+                f.take(admin::MAX_JWKS_BYTES as u64 + 1)
+                    .read_to_string(&mut text)
+            })
+            .with_context(|| format!("reading the JWK Set {}", path.display()))?;
+    }
+    Ok(text)
+}
+
 fn client_json(client: &ClientRecord) -> Value {
-    json!({
+    let mut value = json!({
         "client_id": client.client_id,
         "name": client.name,
         "scope": client.scope.join(" "),
@@ -271,7 +316,16 @@ fn client_json(client: &ClientRecord) -> Value {
         "token_format": client.token_format,
         "created_at": timestamp(client.created_at),
         "updated_at": timestamp(client.updated_at),
-    })
+    });
+    if let Some(keys) = public_keys(client) {
+        value["jwks"] = keys;
+    }
+    value
+}
+
+/// The registered public keys of a private_key_jwt client, as stored.
+fn public_keys(client: &ClientRecord) -> Option<Value> {
+    serde_json::from_str(client.public_keys.as_deref()?).ok()
 }
 
 fn client_row(client: &ClientRecord, secret: Option<&str>) -> Vec<Row> {
@@ -300,6 +354,15 @@ fn client_row(client: &ClientRecord, secret: Option<&str>) -> Vec<Row> {
         ("created_at", timestamp(client.created_at)),
         ("updated_at", timestamp(client.updated_at)),
     ]);
+    if let Some(keys) = public_keys(client) {
+        let kids: Vec<&str> = keys["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k["kid"].as_str())
+            .collect();
+        rows.push(("key_ids", kids.join(" ")));
+    }
     rows
 }
 

@@ -41,6 +41,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         key_encryption_key,
         key_rotation: args.key_rotation,
         janitor_interval: JANITOR_INTERVAL,
+        accept_token_endpoint_audience: args.accept_token_endpoint_audience,
     };
     let app = Application::build(config, Arc::clone(&store), Arc::new(SystemClock))
         .await

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use latchkey_client::{ClientCredentials, ManualClock, RetryPolicy};
-use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
+use latchkey_proto::{ClientAuthMethod, GrantType, TokenFormat};
 use latchkey_server::admin::{self, NewClient};
 use latchkey_server::store::{self, Store};
 use latchkey_server::{Application, ServerConfig};
@@ -46,12 +46,9 @@ pub async fn spawn_stack() -> Stack {
     let issuer = format!("http://{}", listener.local_addr().unwrap());
     let server_clock = latchkey_server::ManualClock::new(T0);
     let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
         issuer: Some(issuer.clone()),
-        signing_alg: SigningAlg::Es256,
-        key_encryption_key: None,
-        key_rotation: None,
         janitor_interval: Duration::from_secs(3600),
+        ..ServerConfig::default()
     };
     let app = Application::build(config, Arc::clone(&store), Arc::new(server_clock.clone()))
         .await

@@ -13,7 +13,7 @@ use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use latchkey_guard::{Caller, Guard};
-use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
+use latchkey_proto::{ClientAuthMethod, GrantType, TokenFormat};
 use latchkey_server::admin::{self, NewClient};
 use latchkey_server::store::{self, KeyState, Store};
 use latchkey_server::{Application, ServerConfig};
@@ -49,12 +49,8 @@ pub async fn spawn_stack() -> Stack {
     let store = store::connect(&database_url).await.unwrap();
     let server_clock = latchkey_server::ManualClock::new(T0);
     let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        issuer: None,
-        signing_alg: SigningAlg::Es256,
-        key_encryption_key: None,
-        key_rotation: None,
         janitor_interval: Duration::from_secs(3600),
+        ..ServerConfig::default()
     };
     let app = Application::build(config, Arc::clone(&store), Arc::new(server_clock.clone()))
         .await

@@ -9,12 +9,15 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use crate::app::AppState;
+use crate::cache::KnownClient;
 use crate::error::OAuthError;
 use crate::form::{self, FormError};
 use crate::http::access_log::ClientTag;
-use crate::protocol::client_auth::{authenticate, presented_credentials};
+use crate::protocol::client_assertion::AssertionPolicy;
+use crate::protocol::client_auth::{
+    Presented, authenticate, authenticate_assertion, presented_credentials,
+};
 use crate::protocol::request::{MAX_PARAMETERS, RequestParams};
-use crate::store::ClientRecord;
 
 /// Checklist A: bodies over 16 KiB are refused with 413 before parsing.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -41,34 +44,55 @@ pub async fn receive(request: Request) -> Result<Received, OAuthError> {
     })
 }
 
-/// Authenticates the client (RFC 6749 §2.3) and returns its record. Tags the response with
-/// the claimed client id for the access log, and notes which secret was used.
+/// Authenticates the client (RFC 6749 §2.3, RFC 7523 §2.2) and returns it. Tags the response
+/// with the claimed client id for the access log, and notes which secret was used.
 pub async fn authenticate_client(
     state: &AppState,
     received: &Received,
     client_tag: &mut Option<ClientTag>,
-) -> Result<Arc<ClientRecord>, OAuthError> {
+) -> Result<Arc<KnownClient>, OAuthError> {
     let presented = presented_credentials(
         received.authorization.as_ref().map(HeaderValue::as_bytes),
         &received.params,
     )?;
-    let claimed = plausible_client_id(&presented.client_id);
+    let claimed_id = presented.client_id();
+    let claimed = plausible_client_id(claimed_id);
     if claimed {
-        *client_tag = Some(ClientTag(presented.client_id.clone()));
+        *client_tag = Some(ClientTag(claimed_id.to_owned()));
     }
     // A claimed id that cannot be one of ours is not looked up, but still costs a hash compare.
-    let record = if claimed {
-        state
-            .cache
-            .client(state.store.as_ref(), &presented.client_id)
-            .await?
+    let client = if claimed {
+        state.cache.client(state.store.as_ref(), claimed_id).await?
     } else {
         None
     };
     let now = state.clock.now();
-    let secret_id = authenticate(&presented, record.as_deref(), now)?;
-    state.cache.note_secret_use(secret_id, now);
-    record.ok_or_else(OAuthError::invalid_client)
+    match &presented {
+        Presented::Secret(secret) => {
+            let secret_id = authenticate(secret, client.as_deref().map(|c| &c.record), now)?;
+            state.cache.note_secret_use(secret_id, now);
+        }
+        Presented::Assertion(assertion) => {
+            let policy = AssertionPolicy {
+                issuer: &state.issuer,
+                compatible_audience: state.compatible_assertion_audience.as_deref(),
+            };
+            let keys = client.as_deref().map_or(&[][..], |c| &c.assertion_keys);
+            let record = client.as_deref().map(|c| &c.record);
+            let verified = authenticate_assertion(assertion, record, keys, &policy, now)?;
+            // RFC 7523 §3 item 7: each assertion is used once. The database decides, so two
+            // replicas never both accept it; if it cannot answer, fail closed (503).
+            let first_use = state
+                .store
+                .use_assertion_jti(claimed_id, &verified.jti, verified.expires_at, now)
+                .await?;
+            if !first_use {
+                tracing::info!(client_id = %claimed_id, "client assertion replayed");
+                return Err(OAuthError::invalid_client());
+            }
+        }
+    }
+    client.ok_or_else(OAuthError::invalid_client)
 }
 
 fn check_transport(

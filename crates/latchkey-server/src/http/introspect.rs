@@ -34,7 +34,7 @@ async fn answer(
     // RFC 7662 §2.1: the caller authenticates, and must be allowed to introspect (§4: "the
     // authorization server MUST determine whether the resource server is allowed").
     let caller = authenticate_client(state, &received, client_tag).await?;
-    if !caller.can_introspect {
+    if !caller.record.can_introspect {
         return Err(OAuthError::forbidden(
             "this client may not introspect tokens; an operator can allow it with `latchkey client update ID --can-introspect`",
         ));
@@ -76,7 +76,7 @@ pub async fn active_claims(
     let store = state.store.as_ref();
     let revoked = state.cache.is_revoked(store, &claims.jti).await?;
     let client = state.cache.client(store, &claims.client_id).await?;
-    Ok(is_active(&claims, client.as_deref(), revoked, now).then_some(claims))
+    Ok(is_active(&claims, client.as_deref().map(|c| &c.record), revoked, now).then_some(claims))
 }
 
 /// RFC 7662 §2.2: 200 with a JSON object; never cached.

@@ -52,7 +52,7 @@ async fn run(
     // RFC 7009 §2.1: the server "verifies whether the token was issued to the client making
     // the revocation request. If this validation fails, the request is refused". The token
     // stays active.
-    if claims.client_id != caller.client_id {
+    if claims.client_id != caller.record.client_id {
         return Err(OAuthError::unauthorized_client(
             "the token was not issued to this client",
         ));

@@ -34,11 +34,12 @@ async fn issue(
     let received = receive(request).await?;
     check_grant_type(received.params.grant_type.as_deref())?;
     let client = authenticate_client(state, &received, client_tag).await?;
+    let client = &client.record;
     // Read after the lookup, so `iat` is the moment of issue even if the lookup waited.
     let now = state.clock.now();
     let params = &received.params;
-    let grant = decide(&client, params.scope.as_deref(), &params.resources)?;
-    let claims = access_token_claims(&state.issuer, &client, &grant, now, new_jti());
+    let grant = decide(client, params.scope.as_deref(), &params.resources)?;
+    let claims = access_token_claims(&state.issuer, client, &grant, now, new_jti());
     let access_token = match client.token_format {
         TokenFormat::Jwt => state
             .cache

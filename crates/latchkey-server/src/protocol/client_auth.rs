@@ -1,13 +1,18 @@
-//! Client authentication with a shared secret (RFC 6749 §2.3.1): which credentials a request
-//! presents, and whether they match the stored client.
+//! Client authentication (RFC 6749 §2.3): which credentials a request presents — a shared
+//! secret (§2.3.1) or a `private_key_jwt` assertion (RFC 7523 §2.2) — and whether they match
+//! the stored client.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::GeneralPurpose;
 use base64::engine::{DecodePaddingMode, GeneralPurposeConfig};
+use latchkey_jose::VerifyingKey;
 use latchkey_proto::ClientAuthMethod;
 
 use crate::error::OAuthError;
 use crate::form::decode_component;
+use crate::protocol::client_assertion::{
+    ASSERTION_TYPE, AssertionPolicy, VerifiedAssertion, unverified_subject, verify_assertion,
+};
 use crate::protocol::request::RequestParams;
 use crate::secret::SecretHash;
 use crate::store::ClientRecord;
@@ -37,6 +42,42 @@ impl std::fmt::Debug for PresentedSecret {
     }
 }
 
+/// A client assertion (RFC 7521 §4.2) and the client it claims to come from.
+pub struct PresentedAssertion {
+    /// The body's `client_id`, or else the assertion's (still unverified) `sub`: only used to
+    /// find the client whose keys must verify it.
+    pub client_id: String,
+    assertion: String,
+}
+
+impl std::fmt::Debug for PresentedAssertion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresentedAssertion")
+            .field("client_id", &self.client_id)
+            .field("assertion", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The credentials of one request: a secret or an assertion, never both.
+#[derive(Debug)]
+pub enum Presented {
+    /// `client_secret_basic` or `client_secret_post`.
+    Secret(PresentedSecret),
+    /// `private_key_jwt`.
+    Assertion(PresentedAssertion),
+}
+
+impl Presented {
+    /// The client the request claims to come from.
+    pub fn client_id(&self) -> &str {
+        match self {
+            Presented::Secret(s) => &s.client_id,
+            Presented::Assertion(a) => &a.client_id,
+        }
+    }
+}
+
 /// What the request presents. `authorization` is the single `Authorization` header, if any
 /// (the caller has already refused two of them).
 ///
@@ -46,9 +87,9 @@ impl std::fmt::Debug for PresentedSecret {
 pub fn presented_credentials(
     authorization: Option<&[u8]>,
     request: &RequestParams,
-) -> Result<PresentedSecret, OAuthError> {
+) -> Result<Presented, OAuthError> {
     if let Some(header) = authorization {
-        if request.client_secret.is_some() || request.has_assertion {
+        if request.client_secret.is_some() || request.has_assertion() {
             return Err(OAuthError::invalid_request(
                 "the client used more than one authentication method",
             ));
@@ -63,31 +104,76 @@ pub fn presented_credentials(
                 "client_id in the body differs from the Authorization header",
             ));
         }
-        return Ok(PresentedSecret {
+        return Ok(Presented::Secret(PresentedSecret {
             client_id,
             secret,
             method: ClientAuthMethod::ClientSecretBasic,
-        });
+        }));
     }
-    if request.has_assertion {
+    if request.has_assertion() {
         if request.client_secret.is_some() {
             return Err(OAuthError::invalid_request(
                 "the client used more than one authentication method",
             ));
         }
-        // Assertion-based authentication (RFC 7523) is not enabled for any client here.
-        return Err(OAuthError::invalid_client());
+        return presented_assertion(request).map(Presented::Assertion);
     }
     match (&request.client_id, &request.client_secret) {
-        (Some(client_id), Some(secret)) => Ok(PresentedSecret {
+        (Some(client_id), Some(secret)) => Ok(Presented::Secret(PresentedSecret {
             client_id: client_id.clone(),
             secret: secret.clone(),
             method: ClientAuthMethod::ClientSecretPost,
-        }),
+        })),
         // No credentials, or a client_id alone: a confidential client must authenticate
         // (RFC 6749 §4.4.2).
         _ => Err(OAuthError::invalid_client()),
     }
+}
+
+/// RFC 7521 §4.2: `client_assertion` and `client_assertion_type` go together; RFC 7523 §2.2
+/// fixes the type. `client_id` is optional (RFC 7521 §4.2); without it the assertion's `sub`
+/// names the client, and verification then checks that the client's own keys signed it.
+fn presented_assertion(request: &RequestParams) -> Result<PresentedAssertion, OAuthError> {
+    let (Some(assertion), Some(assertion_type)) =
+        (&request.client_assertion, &request.client_assertion_type)
+    else {
+        return Err(OAuthError::invalid_request(
+            "client_assertion and client_assertion_type must be sent together",
+        ));
+    };
+    if assertion_type != ASSERTION_TYPE {
+        return Err(OAuthError::invalid_client());
+    }
+    let client_id = match &request.client_id {
+        Some(client_id) => client_id.clone(),
+        None => unverified_subject(assertion).ok_or_else(OAuthError::invalid_client)?,
+    };
+    Ok(PresentedAssertion {
+        client_id,
+        assertion: assertion.clone(),
+    })
+}
+
+/// Decides whether `presented` authenticates as `client` (`None` when no such client exists),
+/// a client registered for `private_key_jwt` whose registered keys are `keys`. On success
+/// returns the assertion's id and expiry, for the caller's single-use check (RFC 7523 §3
+/// item 7), which must pass too.
+pub fn authenticate_assertion(
+    presented: &PresentedAssertion,
+    client: Option<&ClientRecord>,
+    keys: &[VerifyingKey],
+    policy: &AssertionPolicy<'_>,
+    now: i64,
+) -> Result<VerifiedAssertion, OAuthError> {
+    let client = client
+        .filter(|c| c.enabled && c.auth_method == ClientAuthMethod::PrivateKeyJwt)
+        .ok_or_else(OAuthError::invalid_client)?;
+    verify_assertion(&presented.assertion, &client.client_id, keys, policy, now).map_err(|err| {
+        // RFC 7521 §4.2.1: every invalid assertion is invalid_client; the reason is for the
+        // operator's log only.
+        tracing::info!(client_id = %client.client_id, reason = %err, "client assertion refused");
+        OAuthError::invalid_client()
+    })
 }
 
 /// RFC 6749 §2.3.1: the client id and secret are form-urlencoded, joined by `:` and base64

@@ -5,6 +5,7 @@ pub mod access_token;
 pub mod client_assertion;
 pub mod client_auth;
 pub mod client_credentials;
+pub mod client_keys;
 pub mod introspection;
 pub mod request;
 pub mod syntax;

@@ -19,8 +19,10 @@ pub struct RequestParams {
     pub client_id: Option<String>,
     /// `client_secret`.
     pub client_secret: Option<String>,
-    /// `client_assertion` or `client_assertion_type` was sent.
-    pub has_assertion: bool,
+    /// `client_assertion` (RFC 7521 §4.2): a credential, kept out of `Debug`.
+    pub client_assertion: Option<String>,
+    /// `client_assertion_type` (RFC 7521 §4.2).
+    pub client_assertion_type: Option<String>,
     /// `token`: what to introspect or revoke.
     pub token: Option<String>,
     /// `token_type_hint`: read and ignored, since the token's shape tells its type
@@ -39,6 +41,11 @@ impl std::fmt::Debug for RequestParams {
                 "client_secret",
                 &self.client_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field(
+                "client_assertion",
+                &self.client_assertion.as_ref().map(|_| "<redacted>"),
+            )
+            .field("client_assertion_type", &self.client_assertion_type)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_type_hint", &self.token_type_hint)
             .finish()
@@ -50,6 +57,11 @@ impl std::fmt::Debug for RequestParams {
 pub const MAX_PARAMETERS: usize = 64;
 
 impl RequestParams {
+    /// Whether either assertion parameter was sent.
+    pub fn has_assertion(&self) -> bool {
+        self.client_assertion.is_some() || self.client_assertion_type.is_some()
+    }
+
     /// Reads the pairs. RFC 6749 §3.2: "Request and response parameters MUST NOT be included
     /// more than once" — any repeat, even with the same value, is `invalid_request`, except
     /// `resource` (RFC 8707 §2).
@@ -76,9 +88,8 @@ impl RequestParams {
                 params::RESOURCE => request.resources.push(value),
                 params::CLIENT_ID => request.client_id = Some(value),
                 params::CLIENT_SECRET => request.client_secret = Some(value),
-                params::CLIENT_ASSERTION | params::CLIENT_ASSERTION_TYPE => {
-                    request.has_assertion = true
-                }
+                params::CLIENT_ASSERTION => request.client_assertion = Some(value),
+                params::CLIENT_ASSERTION_TYPE => request.client_assertion_type = Some(value),
                 params::TOKEN => request.token = Some(value),
                 params::TOKEN_TYPE_HINT => request.token_type_hint = Some(value),
                 _ => {}

@@ -29,12 +29,10 @@ pub struct TestApp {
 /// A server configuration on a free port; the janitor's own timer is an hour.
 pub fn server_config(alg: SigningAlg, issuer: Option<String>) -> ServerConfig {
     ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
         issuer,
         signing_alg: alg,
-        key_encryption_key: None,
-        key_rotation: None,
         janitor_interval: std::time::Duration::from_secs(3600),
+        ..ServerConfig::default()
     }
 }
 

@@ -5,7 +5,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use latchkey_proto::SigningAlg;
 use latchkey_server::store;
 use latchkey_server::{Application, ManualClock, ServerConfig};
 use latchkey_testkit::PgDatabase;
@@ -20,12 +19,9 @@ const ISSUER: &str = "https://auth.example.com";
 async fn replica(url: &str, clock: &ManualClock) -> String {
     let store = store::connect(url).await.unwrap();
     let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
         issuer: Some(ISSUER.into()),
-        signing_alg: SigningAlg::Es256,
-        key_encryption_key: None,
-        key_rotation: None,
         janitor_interval: Duration::from_secs(3600),
+        ..ServerConfig::default()
     };
     let app = Application::build(config, store, Arc::new(clock.clone()))
         .await
