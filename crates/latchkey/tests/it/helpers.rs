@@ -172,6 +172,31 @@ impl TestApp {
         }
     }
 
+    /// Registers a `private_key_jwt` client whose one public key is that of `key`; `edit`
+    /// adjusts the defaults as in [`TestApp::client`].
+    pub async fn key_client(
+        &self,
+        key: &latchkey_client::PrivateKey,
+        edit: impl FnOnce(&mut NewClient),
+    ) -> ClientRecord {
+        let mut new = NewClient {
+            name: "key-client".into(),
+            scope: vec!["read".into(), "write".into()],
+            audience: vec!["https://api.example.com".into()],
+            token_ttl_seconds: 900,
+            auth_method: ClientAuthMethod::PrivateKeyJwt,
+            grant_types: vec![GrantType::ClientCredentials],
+            can_introspect: false,
+            token_format: TokenFormat::Jwt,
+        };
+        edit(&mut new);
+        let jwks = serde_json::json!({ "keys": [key.public_jwk()] }).to_string();
+        admin::create_key_client(self.store.as_ref(), &self.clock, new, &jwks)
+            .await
+            .unwrap()
+            .value
+    }
+
     /// A form POST to the token endpoint with Basic authentication.
     pub async fn token_basic(&self, client: &TestClient, body: &str) -> reqwest::Response {
         self.http

@@ -12,5 +12,6 @@ mod interop;
 mod issuance;
 mod keys;
 mod lifecycle;
+mod private_key_jwt;
 mod replicas;
 mod token_endpoint;
