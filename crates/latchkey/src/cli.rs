@@ -86,6 +86,15 @@ pub enum Command {
     /// (where other users could see it in the process list). With --cache-file, a token that
     /// is still valid is reused instead of asking the server again.
     Token(TokenArgs),
+    /// Print the public JWK Set of PEM private keys, for registering a private_key_jwt
+    /// client: latchkey public-jwks client.pem > client.jwks.json
+    ///
+    /// Each key gets its RFC 7638 thumbprint as kid. Nothing private is printed.
+    PublicJwks {
+        /// PEM private key files (EC P-256, Ed25519 or RSA; PKCS#8, SEC1 or PKCS#1).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Put token validation in front of an existing HTTP service, without changing it.
     ///
     /// A reverse proxy: requests without a valid token for --audience get the RFC 6750 error;
@@ -207,6 +216,22 @@ pub struct TokenArgs {
     /// How the secret is sent: client_secret_basic or client_secret_post.
     #[arg(long, default_value = "client_secret_basic", value_parser = parse_auth_method)]
     pub auth_method: ClientAuthMethod,
+
+    /// Authenticate with private_key_jwt instead of a secret: sign each request's assertion
+    /// with this PEM private key (EC P-256, Ed25519 or RSA), whose public key is registered
+    /// for the client. The assertion's audience is the issuer.
+    #[arg(long, value_name = "FILE", conflicts_with = "client_secret_file")]
+    pub private_key_file: Option<PathBuf>,
+
+    /// With --private-key-file: the kid the key is registered under, when it is not the
+    /// key's RFC 7638 thumbprint (what `latchkey public-jwks` gives it).
+    #[arg(long, requires = "private_key_file")]
+    pub key_id: Option<String>,
+
+    /// With --private-key-file and --token-endpoint: the issuer identifier, which is the
+    /// assertion's audience (with --issuer it is known).
+    #[arg(long, requires = "private_key_file")]
+    pub assertion_audience: Option<String>,
 
     /// Scope to request; repeat the flag or separate scopes with spaces. Without it the server
     /// grants the client's default scope.

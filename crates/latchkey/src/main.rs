@@ -40,6 +40,7 @@ fn main() -> ExitCode {
             Command::Client(cmd) => client_cmd::run(&cli.global, cmd).await,
             Command::Keys(cmd) => keys_cmd::run(&cli.global, cmd).await,
             Command::Token(args) => token_cmd::run(&cli.global, args).await,
+            Command::PublicJwks { files } => token_cmd::public_jwks(&files),
             Command::Gate(args) => gate_cmd::run(args).await,
             Command::Sidecar(args) => sidecar_cmd::run(args).await,
         }

@@ -5,17 +5,29 @@ use std::io::Read as _;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, bail};
-use latchkey_client::{ClientCredentials, ClientSecret, FileStore, RedisStore};
+use latchkey_client::{ClientCredentials, ClientSecret, FileStore, PrivateKey, RedisStore};
 use latchkey_proto::{TokenResponse, TokenType};
 
 use crate::cli::{GlobalArgs, OutputFormat, TokenArgs};
 
 pub async fn run(global: &GlobalArgs, args: TokenArgs) -> anyhow::Result<()> {
-    let secret = read_secret_from(args.client_secret_file.as_deref())?;
-    let mut builder = ClientCredentials::builder()
-        .client_id(&args.client_id)
-        .client_secret(secret)
-        .auth_method(args.auth_method);
+    let mut builder = ClientCredentials::builder().client_id(&args.client_id);
+    builder = match &args.private_key_file {
+        Some(path) => {
+            let mut key = read_private_key(path)?;
+            if let Some(kid) = &args.key_id {
+                key = key.with_kid(kid);
+            }
+            let builder = builder.private_key(key);
+            match &args.assertion_audience {
+                Some(audience) => builder.assertion_audience(audience),
+                None => builder,
+            }
+        }
+        None => builder
+            .client_secret(read_secret_from(args.client_secret_file.as_deref())?)
+            .auth_method(args.auth_method),
+    };
     builder = match (&args.issuer, &args.token_endpoint) {
         (Some(issuer), _) => builder.issuer(issuer),
         (None, Some(endpoint)) => builder.token_endpoint(endpoint),
@@ -58,6 +70,26 @@ pub async fn run(global: &GlobalArgs, args: TokenArgs) -> anyhow::Result<()> {
     } else {
         println!("{}", token.secret());
     }
+    Ok(())
+}
+
+/// A PEM private key file.
+pub fn read_private_key(path: &std::path::Path) -> anyhow::Result<PrivateKey> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading the private key {}", path.display()))?;
+    PrivateKey::from_pem(&pem).with_context(|| format!("{}", path.display()))
+}
+
+/// `latchkey public-jwks`: the public halves of PEM keys, as a JWK Set.
+pub fn public_jwks(files: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    let keys = files
+        .iter()
+        .map(|path| read_private_key(path).map(|key| key.public_jwk().clone()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&latchkey_proto::JwkSet { keys })?
+    );
     Ok(())
 }
 

@@ -764,3 +764,184 @@ fn migrate_creates_and_upgrades_the_schema_without_serving() {
     let listed = latchkey(&database, &["client", "list", "--output", "json"]).json();
     assert_eq!(listed, serde_json::json!([]));
 }
+
+/// openssl, to make keys the way users do; skips (fails under CI) without it.
+fn openssl(args: &[&str]) -> bool {
+    match Command::new("openssl").args(args).output() {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(_) => {
+            assert!(std::env::var_os("CI").is_none(), "CI must have openssl");
+            eprintln!("SKIPPED: openssl is not installed");
+            false
+        }
+    }
+}
+
+/// README "private_key_jwt": keys made by openssl (SEC1 EC, PKCS#8 Ed25519, PKCS#1 RSA),
+/// `public-jwks`, `client create --auth-method private_key_jwt --jwks-file`, `token
+/// --private-key-file` with each key, then `client update --jwks-file` to drop keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_key_jwt_clients_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (ec, ed, rsa) = (path("ec.pem"), path("ed.pem"), path("rsa.pem"));
+    if !openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &ec,
+    ]) {
+        return;
+    }
+    assert!(openssl(&["genpkey", "-algorithm", "ed25519", "-out", &ed]));
+    assert!(openssl(&["genrsa", "-traditional", "-out", &rsa, "2048"]));
+    let app = crate::helpers::spawn_app_at_real_time().await;
+    let database = app.database_url.clone();
+    let issuer = app.issuer.clone();
+    let cli = move |args: Vec<String>| {
+        let database = database.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                latchkey(&database, &args)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let jwks = cli(args(&["public-jwks", &ec, &ed, &rsa])).await;
+    assert!(jwks.ok, "{}", jwks.stderr);
+    let set: serde_json::Value = serde_json::from_str(&jwks.stdout).unwrap();
+    let kinds: Vec<&str> = set["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kty"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["EC", "OKP", "RSA"]);
+    for private in ["d", "p", "q", "dp", "dq", "qi"] {
+        assert!(
+            !jwks.stdout.contains(&format!("\"{private}\"")),
+            "{private}"
+        );
+    }
+    let jwks_file = path("client.jwks.json");
+    std::fs::write(&jwks_file, &jwks.stdout).unwrap();
+
+    let created = cli(args(&[
+        "client",
+        "create",
+        "--name",
+        "batch",
+        "--scope",
+        "read",
+        "--audience",
+        "https://api.example.com",
+        "--auth-method",
+        "private_key_jwt",
+        "--jwks-file",
+        &jwks_file,
+        "--output",
+        "json",
+    ]))
+    .await
+    .json();
+    assert!(created.get("client_secret").is_none(), "{created}");
+    assert_eq!(created["auth_method"], "private_key_jwt");
+    assert_eq!(created["jwks"]["keys"].as_array().unwrap().len(), 3);
+    let id = created["client_id"].as_str().unwrap().to_owned();
+
+    let token_with = |key: &str| {
+        args(&[
+            "token",
+            "--issuer",
+            &issuer,
+            "--client-id",
+            &id,
+            "--private-key-file",
+            key,
+        ])
+    };
+    for key in [&ec, &ed, &rsa] {
+        let run = cli(token_with(key)).await;
+        assert!(run.ok, "{key}: {}", run.stderr);
+        assert_eq!(
+            crate::helpers::decode_parts(run.stdout.trim()).1["client_id"],
+            id
+        );
+    }
+
+    // Rotation: register the Ed25519 key alone; the others stop working at once.
+    let ed_only = path("ed.jwks.json");
+    let ed_jwks = cli(args(&["public-jwks", &ed])).await;
+    std::fs::write(&ed_only, &ed_jwks.stdout).unwrap();
+    let updated = cli(args(&[
+        "client",
+        "update",
+        &id,
+        "--jwks-file",
+        &ed_only,
+        "--output",
+        "json",
+    ]))
+    .await
+    .json();
+    assert_eq!(updated["jwks"]["keys"].as_array().unwrap().len(), 1);
+    let refused = cli(token_with(&ec)).await;
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("invalid_client"),
+        "{}",
+        refused.stderr
+    );
+    assert!(cli(token_with(&ed)).await.ok);
+
+    // Private key material is refused at registration, and key clients have no secrets.
+    let mut leaked: serde_json::Value = serde_json::from_str(&ed_jwks.stdout).unwrap();
+    leaked["keys"][0]["d"] = serde_json::json!("AAAA");
+    let leaked_file = path("leaked.json");
+    std::fs::write(&leaked_file, leaked.to_string()).unwrap();
+    let refused = cli(args(&[
+        "client",
+        "create",
+        "--name",
+        "x",
+        "--auth-method",
+        "private_key_jwt",
+        "--jwks-file",
+        &leaked_file,
+    ]))
+    .await;
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("private key material"),
+        "{}",
+        refused.stderr
+    );
+    let no_keys = cli(args(&[
+        "client",
+        "create",
+        "--name",
+        "x",
+        "--auth-method",
+        "private_key_jwt",
+    ]))
+    .await;
+    assert!(
+        !no_keys.ok && no_keys.stderr.contains("--jwks-file"),
+        "{}",
+        no_keys.stderr
+    );
+    let no_secret = cli(args(&["client", "secret", "rotate", &id])).await;
+    assert!(
+        !no_secret.ok && no_secret.stderr.contains("private_key_jwt"),
+        "{}",
+        no_secret.stderr
+    );
+}
