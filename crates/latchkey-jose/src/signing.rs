@@ -70,8 +70,9 @@ impl PrivateKey {
             SigningAlg::Es256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
                 .and_then(|k| k.to_pkcs8v1())
                 .map(|d| d.as_ref().to_vec()),
+            // PKCS#8 v1, which every library reads (v2 adds the public key, and some refuse it).
             SigningAlg::EdDsa => Ed25519KeyPair::generate()
-                .and_then(|k| k.to_pkcs8())
+                .and_then(|k| k.to_pkcs8v1())
                 .map(|d| d.as_ref().to_vec()),
             SigningAlg::Rs256 => RsaKeyPair::generate(KeySize::Rsa2048)
                 .and_then(|k| AsDer::<Pkcs8V1Der>::as_der(&k))

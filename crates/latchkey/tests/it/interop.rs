@@ -5,6 +5,7 @@
 
 use std::process::Command;
 
+use base64::Engine as _;
 use latchkey_proto::{ClientAuthMethod, SigningAlg};
 use latchkey_server::{Clock, SystemClock};
 
@@ -78,5 +79,46 @@ async fn authlib_gets_tokens_that_pyjwt_verifies() {
         assert_eq!(out["claims"]["sub"], client.id());
         assert_eq!(out["claims"]["iss"], app.issuer.as_str());
         assert_eq!(out["claims"]["scope"], "read");
+    }
+}
+
+/// Issue 7 acceptance: Authlib authenticates with private_key_jwt (its own JOSE code signs the
+/// assertion) with a key of each type, twice per key (each assertion used once).
+#[tokio::test]
+async fn authlib_authenticates_with_private_key_jwt() {
+    if !python_ready() {
+        return;
+    }
+    let app = spawn_app_with(SigningAlg::Es256).await;
+    app.clock.set(SystemClock.now()); // Authlib stamps assertions with the real clock.
+    for alg in SigningAlg::ALL {
+        let (key, pkcs8) = latchkey_client::PrivateKey::generate(*alg).unwrap();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(&pkcs8)
+        );
+        let client = app.key_client(&key, |_| {}).await;
+        let script = tokio::process::Command::new("python3")
+            .args([
+                SCRIPT,
+                &app.url("/.well-known/oauth-authorization-server"),
+                &client.client_id,
+                "private_key_jwt",
+                "read",
+                "https://api.example.com",
+            ])
+            .env("CLIENT_SECRET", &pem)
+            .env("CLIENT_KEY_ALG", alg.as_str())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            script.status.success(),
+            "{alg}: {}",
+            String::from_utf8_lossy(&script.stderr)
+        );
+        let out: serde_json::Value = serde_json::from_slice(&script.stdout).unwrap();
+        assert_eq!(out["claims"]["client_id"], client.client_id.as_str());
+        assert_eq!(out["response"]["token_type"], "Bearer");
     }
 }
