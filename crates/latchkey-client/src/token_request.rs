@@ -442,4 +442,57 @@ mod tests {
         );
         assert_eq!(printable(&"x".repeat(400)).len(), 303);
     }
+
+    #[test]
+    fn each_body_carries_a_new_typed_assertion_for_the_issuer() {
+        let key = Arc::new(
+            PrivateKey::generate(latchkey_proto::SigningAlg::Es256)
+                .unwrap()
+                .0,
+        );
+        let request = TokenRequest::new(
+            Url::parse("https://as.example/oauth2/token").unwrap(),
+            &Credential::PrivateKey {
+                key: Arc::clone(&key),
+                audience: "https://as.example".into(),
+            },
+            "c1",
+            &["read".into()],
+            &[],
+        )
+        .unwrap();
+        assert!(request.authorization.is_none());
+        let now = UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        let decode = |part: &str| -> serde_json::Value {
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .unwrap();
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        let mut jtis = Vec::new();
+        for _ in 0..2 {
+            let body = request.body_at(now).unwrap();
+            let pairs: std::collections::HashMap<String, String> =
+                url::form_urlencoded::parse(body.as_bytes())
+                    .into_owned()
+                    .collect();
+            assert_eq!(pairs["client_assertion_type"], ASSERTION_TYPE);
+            assert_eq!(pairs["client_id"], "c1");
+            assert_eq!(pairs["scope"], "read");
+            let parts: Vec<&str> = pairs["client_assertion"].split('.').collect();
+            let header = decode(parts[0]);
+            assert_eq!(header["typ"], "client-authentication+jwt");
+            assert_eq!(header["alg"], "ES256");
+            assert_eq!(header["kid"], key.kid());
+            let claims = decode(parts[1]);
+            assert_eq!(claims["iss"], "c1");
+            assert_eq!(claims["sub"], "c1");
+            assert_eq!(claims["aud"], "https://as.example");
+            assert_eq!(claims["iat"], 1_767_225_600);
+            assert_eq!(claims["exp"], 1_767_225_660);
+            jtis.push(claims["jti"].as_str().unwrap().to_owned());
+        }
+        assert_ne!(jtis[0], jtis[1]);
+        assert!(!format!("{request:?}").contains("BEGIN"));
+    }
 }

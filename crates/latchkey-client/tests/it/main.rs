@@ -8,5 +8,6 @@ mod caching;
 mod faults;
 mod helpers;
 mod middleware;
+mod private_key_jwt;
 mod secrecy;
 mod stores;
