@@ -7,6 +7,7 @@
 mod postgres;
 mod rows;
 mod sqlite;
+mod sqlite_jti;
 
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Why a storage operation failed, by kind rather than by message.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached or is busy: retry later (HTTP 503).
     #[error("database unavailable: {0}")]

@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlSafeStr};
 
 use super::rows::{clients_from_rows, key_from_row, opaque_from_row};
+use super::sqlite_jti::JtiWriter;
 use super::{
     ClientRecord, ClientUpdate, KeyState, OpaqueTokenRecord, Purged, Revocation, RotationOutcome,
     RotationPlan, SecretAdded, SecretInfo, SecretRecord, Store, StoreError, StoredKey, SyncPoint,
@@ -40,6 +41,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Writes assertion ids in batches (group commit).
+    jtis: JtiWriter,
 }
 
 impl SqliteStore {
@@ -81,7 +84,8 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(map_err)?;
-        let store = SqliteStore { pool };
+        let jtis = JtiWriter::start(pool.clone());
+        let store = SqliteStore { pool, jtis };
         store.migrate().await?;
         Ok(store)
     }
@@ -192,7 +196,7 @@ async fn bump_generation(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreE
     Ok(())
 }
 
-fn map_err(err: sqlx::Error) -> StoreError {
+pub(super) fn map_err(err: sqlx::Error) -> StoreError {
     match &err {
         sqlx::Error::Database(db) => {
             if db.kind() == sqlx::error::ErrorKind::UniqueViolation {
@@ -706,21 +710,7 @@ impl Store for SqliteStore {
         expires_at: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        // Inserted, or taking over an entry that has expired (not yet purged): first use.
-        let affected = sqlx::query(
-            "INSERT INTO assertion_jtis (client_id, jti, expires_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (client_id, jti) DO UPDATE SET expires_at = excluded.expires_at
-             WHERE assertion_jtis.expires_at <= ?4",
-        )
-        .bind(client_id)
-        .bind(jti)
-        .bind(expires_at)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?
-        .rows_affected();
-        Ok(affected == 1)
+        self.jtis.use_jti(client_id, jti, expires_at, now).await
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
