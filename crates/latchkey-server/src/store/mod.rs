@@ -4,10 +4,10 @@
 //! `sqlite` for one server with an embedded database file, `postgres` for several servers
 //! sharing one database. [`connect`] is the only place that chooses a backend by URL.
 
+mod jti_batch;
 mod postgres;
 mod rows;
 mod sqlite;
-mod sqlite_jti;
 
 use std::sync::Arc;
 

@@ -10,6 +10,7 @@ use latchkey_proto::{SigningAlg, TokenFormat};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Row, SqlSafeStr};
 
+use super::jti_batch::{JtiBackend, JtiWriter, NewJti, insert_sql};
 use super::rows::{clients_from_rows, key_from_row, opaque_from_row};
 use super::{
     ClientRecord, ClientUpdate, KeyState, OpaqueTokenRecord, Purged, Revocation, RotationOutcome,
@@ -48,6 +49,8 @@ const MAX_ATTEMPTS: u32 = 3;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Writes assertion ids in batches (group commit).
+    jtis: JtiWriter,
 }
 
 impl PostgresStore {
@@ -59,7 +62,8 @@ impl PostgresStore {
             .connect(url)
             .await
             .map_err(map_err)?;
-        let store = PostgresStore { pool };
+        let jtis = JtiWriter::start(PostgresJtis(pool.clone()));
+        let store = PostgresStore { pool, jtis };
         retrying(|| store.migrate()).await?;
         Ok(store)
     }
@@ -813,24 +817,9 @@ impl Store for PostgresStore {
         expires_at: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        // One statement, so the primary key decides between concurrent uses on any replicas:
-        // inserted, or taking over an entry that has expired (not yet purged), is a first use.
-        retrying(|| async move {
-            let affected = sqlx::query(
-                "INSERT INTO assertion_jtis (client_id, jti, expires_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (client_id, jti) DO UPDATE SET expires_at = excluded.expires_at
-                 WHERE assertion_jtis.expires_at <= $4",
-            )
-            .bind(client_id)
-            .bind(jti)
-            .bind(expires_at)
-            .bind(now)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            Ok(affected == 1)
-        })
-        .await
+        // Batched with other uses (one statement each batch), so the primary key decides
+        // between concurrent uses on any replicas.
+        self.jtis.use_jti(client_id, jti, expires_at, now).await
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
@@ -963,6 +952,33 @@ impl Store for PostgresStore {
                 .execute(&self.pool)
                 .await?;
             Ok(())
+        })
+        .await
+    }
+}
+
+/// Writes batches of assertion ids (see `jti_batch`). The rows come sorted, so two replicas'
+/// batches lock in one order; a deadlock or serialization failure still reruns the statement.
+struct PostgresJtis(PgPool);
+
+impl JtiBackend for PostgresJtis {
+    async fn insert(
+        &self,
+        rows: &[NewJti<'_>],
+        now: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let sql = insert_sql(rows.len(), |n| format!("${n}"));
+        retrying(|| async {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+            for row in rows {
+                query = query.bind(row.client_id).bind(row.jti).bind(row.expires_at);
+            }
+            let returned = query.bind(now).fetch_all(&self.0).await?;
+            let mut inserted = Vec::with_capacity(returned.len());
+            for r in &returned {
+                inserted.push((r.try_get(0)?, r.try_get(1)?));
+            }
+            Ok(inserted)
         })
         .await
     }

@@ -11,8 +11,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlSafeStr};
 
+use super::jti_batch::{JtiBackend, JtiWriter, NewJti, insert_sql};
 use super::rows::{clients_from_rows, key_from_row, opaque_from_row};
-use super::sqlite_jti::JtiWriter;
 use super::{
     ClientRecord, ClientUpdate, KeyState, OpaqueTokenRecord, Purged, Revocation, RotationOutcome,
     RotationPlan, SecretAdded, SecretInfo, SecretRecord, Store, StoreError, StoredKey, SyncPoint,
@@ -84,7 +84,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(map_err)?;
-        let jtis = JtiWriter::start(pool.clone());
+        let jtis = JtiWriter::start(SqliteJtis(pool.clone()));
         let store = SqliteStore { pool, jtis };
         store.migrate().await?;
         Ok(store)
@@ -196,7 +196,7 @@ async fn bump_generation(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreE
     Ok(())
 }
 
-pub(super) fn map_err(err: sqlx::Error) -> StoreError {
+fn map_err(err: sqlx::Error) -> StoreError {
     match &err {
         sqlx::Error::Database(db) => {
             if db.kind() == sqlx::error::ErrorKind::UniqueViolation {
@@ -816,5 +816,32 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?;
         Ok(())
+    }
+}
+
+/// Writes batches of assertion ids (see `jti_batch`).
+struct SqliteJtis(SqlitePool);
+
+impl JtiBackend for SqliteJtis {
+    async fn insert(
+        &self,
+        rows: &[NewJti<'_>],
+        now: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let sql = insert_sql(rows.len(), |_| "?".to_owned());
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in rows {
+            query = query.bind(row.client_id).bind(row.jti).bind(row.expires_at);
+        }
+        let returned = query.bind(now).fetch_all(&self.0).await.map_err(map_err)?;
+        returned
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(map_err)?,
+                    r.try_get(1).map_err(map_err)?,
+                ))
+            })
+            .collect()
     }
 }

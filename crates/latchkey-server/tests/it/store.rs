@@ -663,6 +663,27 @@ async fn assertion_ids_are_single_use_even_under_concurrent_replays() {
             .count();
         assert_eq!(winners, 1, "exactly one of 16 concurrent uses: {backend}");
 
+        // Uses are written in batches: 8 ids each used 3 times at once → 8 first uses, one
+        // per id.
+        let mut mixed = tokio::task::JoinSet::new();
+        for round in 0..3 {
+            for id in 0..8 {
+                let store = Arc::clone(&store);
+                mixed.spawn(async move {
+                    let jti = format!("mixed-{id}");
+                    let fresh = store.use_assertion_jti("lk_a", &jti, T0 + 60, T0).await;
+                    (id, round, fresh)
+                });
+            }
+        }
+        let mut firsts = [0; 8];
+        for (id, _, fresh) in mixed.join_all().await {
+            if fresh.unwrap() {
+                firsts[id] += 1;
+            }
+        }
+        assert_eq!(firsts, [1; 8], "{backend}");
+
         // Once expired, the entry no longer counts, and the janitor purges it.
         assert!(
             store
@@ -672,7 +693,10 @@ async fn assertion_ids_are_single_use_even_under_concurrent_replays() {
             "{backend}"
         );
         let purged = store.purge_expired(T0 + 61).await.unwrap();
-        assert_eq!(purged.assertion_jtis, 2, "lk_b/j1 and race: {backend}");
+        assert_eq!(
+            purged.assertion_jtis, 10,
+            "lk_b/j1, race and the 8 mixed: {backend}"
+        );
         assert!(
             !store
                 .use_assertion_jti("lk_a", "j1", T0 + 200, T0 + 61)

@@ -1,0 +1,147 @@
+//! Group commit of assertion ids (`Store::use_assertion_jti`). One insert and commit per
+//! `private_key_jwt` request makes every token request wait for its own commit (a WAL flush
+//! in PostgreSQL, the single write lock in SQLite). Instead, concurrent uses are written by one
+//! task per store, many per statement and one commit per batch; each caller still gets its own
+//! answer only after its row is committed, and the database's primary key still decides
+//! between servers.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+
+/// One assertion id to record.
+pub(super) struct NewJti<'a> {
+    pub client_id: &'a str,
+    pub jti: &'a str,
+    pub expires_at: i64,
+}
+
+/// How a backend writes one batch: one statement that inserts every row, or takes over a
+/// row whose `expires_at` is at or before `now`, and returns the (client_id, jti) of exactly
+/// those rows. The rows are distinct and sorted, so concurrent batches lock in one order.
+pub(super) trait JtiBackend: Send + Sync + 'static {
+    fn insert<'a>(
+        &'a self,
+        rows: &'a [NewJti<'a>],
+        now: i64,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send + 'a;
+}
+
+/// Most uses written by one statement (three bound values each, far below SQLite's limit).
+const MAX_BATCH: usize = 256;
+
+struct JtiUse {
+    client_id: String,
+    jti: String,
+    expires_at: i64,
+    now: i64,
+    reply: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+/// The handle the store keeps; the writer task ends when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub(super) struct JtiWriter {
+    queue: mpsc::UnboundedSender<JtiUse>,
+}
+
+impl JtiWriter {
+    /// Starts the writer task for `backend`.
+    pub(super) fn start(backend: impl JtiBackend) -> Self {
+        let (queue, incoming) = mpsc::unbounded_channel();
+        tokio::spawn(write_batches(backend, incoming));
+        JtiWriter { queue }
+    }
+
+    /// Same contract as `Store::use_assertion_jti`.
+    pub(super) async fn use_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let request = JtiUse {
+            client_id: client_id.to_owned(),
+            jti: jti.to_owned(),
+            expires_at,
+            now,
+            reply,
+        };
+        let stopped = || StoreError::Unavailable("the assertion id writer has stopped".into());
+        self.queue.send(request).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn write_batches(backend: impl JtiBackend, mut incoming: mpsc::UnboundedReceiver<JtiUse>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let outcome = write(&backend, &batch).await;
+        for (use_, result) in batch.drain(..).zip(outcome) {
+            // The caller may have gone (its request was cancelled); nothing to tell then.
+            let _ = use_.reply.send(result);
+        }
+    }
+}
+
+/// Writes one batch and returns each use's answer, in order. A repeated (client, jti) within
+/// the batch is a replay of the first.
+async fn write(backend: &impl JtiBackend, batch: &[JtiUse]) -> Vec<Result<bool, StoreError>> {
+    let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(batch.len());
+    let mut rows: Vec<NewJti<'_>> = Vec::with_capacity(batch.len());
+    for (i, u) in batch.iter().enumerate() {
+        first.entry((&u.client_id, &u.jti)).or_insert_with(|| {
+            rows.push(NewJti {
+                client_id: &u.client_id,
+                jti: &u.jti,
+                expires_at: u.expires_at,
+            });
+            i
+        });
+    }
+    rows.sort_unstable_by(|a, b| (a.client_id, a.jti).cmp(&(b.client_id, b.jti)));
+    // An earlier entry counts as expired only if it expired before every caller's `now`.
+    let now = batch.iter().map(|u| u.now).min().unwrap_or(0);
+    let inserted = match backend.insert(&rows, now).await {
+        Ok(inserted) => inserted,
+        Err(err) => return batch.iter().map(|_| Err(err.clone())).collect(),
+    };
+    let mut fresh: Vec<bool> = vec![false; batch.len()];
+    for (client_id, jti) in &inserted {
+        if let Some(&i) = first.get(&(client_id.as_str(), jti.as_str())) {
+            fresh[i] = true;
+        }
+    }
+    fresh.into_iter().map(Ok).collect()
+}
+
+/// `INSERT ... VALUES (..),(..) ON CONFLICT ... RETURNING` for `rows`, with placeholders
+/// written by `placeholder(n)` for the n-th value (1-based): `?` for SQLite, `$n` for
+/// PostgreSQL. The last placeholder is `now`.
+pub(super) fn insert_sql(rows: usize, placeholder: impl Fn(usize) -> String) -> String {
+    let mut sql = String::from("INSERT INTO assertion_jtis (client_id, jti, expires_at) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        let n = i * 3;
+        sql.push_str(&format!(
+            "({},{},{})",
+            placeholder(n + 1),
+            placeholder(n + 2),
+            placeholder(n + 3)
+        ));
+    }
+    // Inserted, or taking over an entry that has expired (not yet purged): first use.
+    // RETURNING names exactly those rows.
+    sql.push_str(&format!(
+        " ON CONFLICT (client_id, jti) DO UPDATE SET expires_at = excluded.expires_at \
+         WHERE assertion_jtis.expires_at <= {} RETURNING client_id, jti",
+        placeholder(rows * 3 + 1)
+    ));
+    sql
+}
