@@ -25,20 +25,29 @@ const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 /// The keys as last fetched.
-pub(crate) struct KeySet {
+pub struct KeySet {
     keys: HashMap<String, Arc<VerifyingKey>>,
     /// When to fetch again in the background.
     stale_at: SystemTime,
 }
 
 impl KeySet {
-    pub(crate) fn get(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
+    /// The key `kid`.
+    pub fn get(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
         self.keys.get(kid)
+    }
+
+    /// Every key.
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<VerifyingKey>> {
+        self.keys.values()
     }
 }
 
-/// The JWKS source of one issuer.
-pub(crate) struct Jwks {
+/// The JWK Set at one URL, kept fresh: cached per its `max-age` (30 s to 24 h), refreshed in
+/// the background when stale, refetched at most once per interval for an unknown `kid`, and
+/// kept as it is while the URL fails. The guard uses it for an issuer's keys; the server for
+/// keys that clients publish (`jwks_uri`). The HTTP client decides where it may connect.
+pub struct Jwks {
     uri: String,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
@@ -57,7 +66,9 @@ pub(crate) struct Jwks {
 }
 
 impl Jwks {
-    pub(crate) fn new(
+    /// A source for `uri`, fetched with `http` on demand; `min_refetch_interval` bounds
+    /// refetches for unknown kids.
+    pub fn new(
         uri: String,
         http: reqwest::Client,
         clock: Arc<dyn Clock>,
@@ -77,18 +88,19 @@ impl Jwks {
         }
     }
 
-    pub(crate) fn fetches(&self) -> u64 {
+    /// How many fetches were made.
+    pub fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
     }
 
     /// The current key set, if any was ever fetched.
-    pub(crate) fn current(&self) -> Option<Arc<KeySet>> {
+    pub fn current(&self) -> Option<Arc<KeySet>> {
         self.current.load_full()
     }
 
     /// The key `kid`: from the cached set; for an unknown kid, after one refetch if the rate
     /// limit allows. `Err` when no key set was ever fetched.
-    pub(crate) async fn key(self: &Arc<Self>, kid: &str) -> Result<Option<Arc<VerifyingKey>>, ()> {
+    pub async fn key(self: &Arc<Self>, kid: &str) -> Result<Option<Arc<VerifyingKey>>, ()> {
         let now = self.clock.now();
         if let Some(set) = self.current.load().as_deref() {
             if now >= set.stale_at {
@@ -113,8 +125,9 @@ impl Jwks {
         }
     }
 
-    /// Fetches now (at start-up). Errors are logged; the guard keeps trying on demand.
-    pub(crate) async fn prime(&self) {
+    /// Fetches now (at start-up), unless a fetch was made within the refetch interval.
+    /// Errors are logged; later calls try again.
+    pub async fn prime(&self) {
         if self.claim_fetch(self.clock.now()) {
             let _one = self.fetching.lock().await;
             self.fetch().await;
@@ -140,7 +153,7 @@ impl Jwks {
     }
 
     /// Starts a background refresh if the key set is past its max-age.
-    pub(crate) fn refresh_if_stale(self: &Arc<Self>) {
+    pub fn refresh_if_stale(self: &Arc<Self>) {
         let now = self.clock.now();
         if self
             .current

@@ -12,6 +12,7 @@ use crate::keys::{KeyError, KeySource, next_key_ready_at};
 pub use crate::protocol::client_keys::MAX_JWKS_BYTES;
 use crate::protocol::client_keys::normalize_jwks;
 use crate::protocol::syntax::{is_resource_uri, is_scope_token};
+pub use crate::remote_keys::check_jwks_uri;
 use crate::secret::{ClientSecret, new_client_id, new_row_id};
 use crate::store::{
     ClientRecord, ClientUpdate, KeyState, RotationOutcome, SecretAdded, SecretInfo, SecretRecord,
@@ -161,14 +162,28 @@ pub async fn create_client(
     applied(store, (client, secret)).await
 }
 
-/// Registers a `private_key_jwt` client (RFC 7523 §2.2) with the public keys of `jwks` (a JWK
-/// Set document; see [`normalize_jwks`] for what is accepted). No secret exists for it.
-/// Returns once every running server knows the client.
+/// Where a `private_key_jwt` client's public keys come from.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientKeys<'a> {
+    /// A JWK Set document, registered (see [`normalize_jwks`] for what is accepted).
+    Jwks(&'a str),
+    /// A URL the server fetches the client's JWK Set from (RFC 7591 §2 `jwks_uri`).
+    /// `allow_private` lets it point inside the network (see [`check_jwks_uri`]).
+    JwksUri {
+        /// The URL.
+        uri: &'a str,
+        /// Allow loopback, private and link-local addresses.
+        allow_private: bool,
+    },
+}
+
+/// Registers a `private_key_jwt` client (RFC 7523 §2.2) whose public keys come from `keys`.
+/// No secret exists for it. Returns once every running server knows the client.
 pub async fn create_key_client(
     store: &dyn Store,
     clock: &dyn Clock,
     new: NewClient,
-    jwks: &str,
+    keys: ClientKeys<'_>,
 ) -> Result<Applied<ClientRecord>, AdminError> {
     if new.auth_method != ClientAuthMethod::PrivateKeyJwt {
         return Err(AdminError::Invalid(format!(
@@ -177,8 +192,54 @@ pub async fn create_key_client(
         )));
     }
     let mut client = client_record(new, clock.now())?;
-    client.public_keys = Some(normalize_jwks(jwks).map_err(AdminError::Invalid)?);
+    match keys {
+        ClientKeys::Jwks(jwks) => {
+            client.public_keys = Some(normalize_jwks(jwks).map_err(AdminError::Invalid)?);
+        }
+        ClientKeys::JwksUri { uri, allow_private } => {
+            client.jwks_uri = Some(
+                check_jwks_uri(uri, allow_private)
+                    .await
+                    .map_err(AdminError::Invalid)?,
+            );
+        }
+    }
     store.create_client(&client).await?;
+    applied(store, client).await
+}
+
+/// Replaces a `private_key_jwt` client's keys, or where they come from: rotation. Returns
+/// once every running server uses the new keys.
+pub async fn replace_client_keys(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    client_id: &str,
+    keys: ClientKeys<'_>,
+) -> Result<Applied<ClientRecord>, AdminError> {
+    let client = show_client(store, client_id).await?;
+    if client.auth_method != ClientAuthMethod::PrivateKeyJwt {
+        return Err(AdminError::Invalid(format!(
+            "client {client_id} authenticates with a secret ({}), not registered keys",
+            client.auth_method
+        )));
+    }
+    let mut update = ClientUpdate::default();
+    match keys {
+        ClientKeys::Jwks(jwks) => {
+            update.public_keys = Some(normalize_jwks(jwks).map_err(AdminError::Invalid)?);
+        }
+        ClientKeys::JwksUri { uri, allow_private } => {
+            update.jwks_uri = Some(
+                check_jwks_uri(uri, allow_private)
+                    .await
+                    .map_err(AdminError::Invalid)?,
+            );
+        }
+    }
+    let client = store
+        .update_client(client_id, &update, clock.now())
+        .await?
+        .ok_or_else(|| AdminError::NotFound(client_id.to_owned()))?;
     applied(store, client).await
 }
 
@@ -197,6 +258,7 @@ fn client_record(new: NewClient, now: i64) -> Result<ClientRecord, AdminError> {
         token_format: new.token_format,
         token_epoch: 0,
         public_keys: None,
+        jwks_uri: None,
         created_at: now,
         updated_at: now,
         secrets: Vec::new(),
@@ -224,15 +286,10 @@ pub async fn update_client(
         .transpose()?;
     update.audience = update.audience.as_deref().map(check_audience).transpose()?;
     update.token_ttl_seconds = update.token_ttl_seconds.map(check_ttl).transpose()?;
-    if let Some(jwks) = &update.public_keys {
-        let client = show_client(store, client_id).await?;
-        if client.auth_method != ClientAuthMethod::PrivateKeyJwt {
-            return Err(AdminError::Invalid(format!(
-                "client {client_id} authenticates with a secret ({}), not registered keys",
-                client.auth_method
-            )));
-        }
-        update.public_keys = Some(normalize_jwks(jwks).map_err(AdminError::Invalid)?);
+    if update.public_keys.is_some() || update.jwks_uri.is_some() {
+        return Err(AdminError::Invalid(
+            "keys are replaced with replace_client_keys, which checks them".into(),
+        ));
     }
     let client = store
         .update_client(client_id, &update, clock.now())

@@ -18,6 +18,7 @@ use crate::http::{self, paths};
 use crate::janitor::Janitor;
 use crate::kek::KeyEncryptionKey;
 use crate::keys::{JWKS_MAX_AGE_SECONDS, KeyError, KeySource};
+use crate::remote_keys::RemoteKeys;
 use crate::store::{Store, StoreError};
 
 /// What `latchkey serve` is told at start-up. Every field is a choice the operator can see.
@@ -39,6 +40,9 @@ pub struct ServerConfig {
     /// assertion, for clients that cannot be changed to send the issuer. Off by default
     /// (draft-ietf-oauth-rfc7523bis §5: the issuer is the one audience).
     pub accept_token_endpoint_audience: bool,
+    /// Let clients' `jwks_uri` point at loopback, private and link-local addresses (for
+    /// development). Off by default: the server never fetches from inside the network.
+    pub allow_private_jwks_uri: bool,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +57,7 @@ impl Default for ServerConfig {
             key_rotation: None,
             janitor_interval: Duration::from_secs(60),
             accept_token_endpoint_audience: false,
+            allow_private_jwks_uri: false,
         }
     }
 }
@@ -100,6 +105,8 @@ pub struct AppState {
     pub issuer: String,
     /// The token endpoint URL when it is accepted as an assertion audience (compatibility).
     pub compatible_assertion_audience: Option<String>,
+    /// The JWK Sets clients publish at their `jwks_uri`.
+    pub remote_keys: RemoteKeys,
     /// The RFC 8414 document, serialised once.
     pub metadata_json: Bytes,
     /// `max-age` of the metadata.
@@ -183,12 +190,15 @@ impl Application {
         let compatible_assertion_audience = config
             .accept_token_endpoint_audience
             .then(|| metadata.token_endpoint.clone());
+        let remote_keys = RemoteKeys::new(Arc::clone(&clock), config.allow_private_jwks_uri)
+            .map_err(StartError::Config)?;
         let state = Arc::new(AppState {
             cache,
             store,
             clock,
             issuer,
             compatible_assertion_audience,
+            remote_keys,
             metadata_json,
             metadata_max_age: max_age,
             jwks_max_age: max_age,

@@ -15,6 +15,7 @@ pub mod janitor;
 pub mod kek;
 pub mod keys;
 pub mod protocol;
+pub mod remote_keys;
 pub mod secret;
 pub mod store;
 

@@ -298,6 +298,11 @@ pub struct ServeArgs {
     /// attacks.
     #[arg(long, env = "LATCHKEY_ACCEPT_TOKEN_ENDPOINT_AUDIENCE")]
     pub accept_token_endpoint_audience: bool,
+
+    /// Fetch clients' jwks_uri from loopback, private and link-local addresses too (for
+    /// development). Off by default: every connection goes to a public address only.
+    #[arg(long, env = "LATCHKEY_ALLOW_PRIVATE_JWKS_URI")]
+    pub allow_private_jwks_uri: bool,
 }
 
 fn parse_alg(s: &str) -> Result<SigningAlg, String> {
@@ -430,8 +435,18 @@ pub struct CreateArgs {
 
     /// For private_key_jwt: a JWK Set file (or - for stdin) with the client's public signing
     /// keys (EC P-256, Ed25519 or RSA). Private key members are refused.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "jwks_uri")]
     pub jwks_file: Option<PathBuf>,
+
+    /// For private_key_jwt: an https URL where the client publishes its JWK Set; the server
+    /// fetches it (cached, 5 s timeouts). Addresses inside the network are refused.
+    #[arg(long, value_name = "URL")]
+    pub jwks_uri: Option<String>,
+
+    /// Let --jwks-uri point at loopback, private or link-local addresses, or use http (for
+    /// development; `serve` needs the same flag to fetch from there).
+    #[arg(long, requires = "jwks_uri")]
+    pub allow_private_jwks_uri: bool,
 
     /// Space-separated grant types the client may use; "" registers a client that cannot get
     /// tokens (for example a resource server that only calls introspection).
@@ -473,6 +488,13 @@ pub struct UpdateArgs {
     /// For private_key_jwt clients: replace the registered public keys with this JWK Set file
     /// (or - for stdin). To rotate, register old and new key together, move the client to the
     /// new key, then register the new key alone.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "jwks_uri")]
     pub jwks_file: Option<PathBuf>,
+    /// For private_key_jwt clients: fetch the public keys from this URL from now on (replaces
+    /// registered keys).
+    #[arg(long, value_name = "URL")]
+    pub jwks_uri: Option<String>,
+    /// Let --jwks-uri point inside the network (see `client create`).
+    #[arg(long, requires = "jwks_uri")]
+    pub allow_private_jwks_uri: bool,
 }

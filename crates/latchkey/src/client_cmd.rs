@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use latchkey_proto::{ClientAuthMethod, GrantType};
-use latchkey_server::admin::{self, Applied, NewClient};
+use latchkey_server::admin::{self, Applied, ClientKeys, NewClient};
 use latchkey_server::store::{self, ClientRecord, ClientUpdate};
 use latchkey_server::{Clock, SystemClock};
 use serde_json::{Value, json};
@@ -41,18 +41,27 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 can_introspect: args.can_introspect,
                 token_format: args.token_format,
             };
-            let (client, secret) = match (new.auth_method, &args.jwks_file) {
-                (ClientAuthMethod::PrivateKeyJwt, Some(file)) => {
-                    let jwks = read_jwks(file)?;
+            let jwks = args.jwks_file.as_deref().map(read_jwks).transpose()?;
+            let keys = match (&jwks, &args.jwks_uri) {
+                (Some(jwks), _) => Some(ClientKeys::Jwks(jwks)),
+                (None, Some(uri)) => Some(ClientKeys::JwksUri {
+                    uri,
+                    allow_private: args.allow_private_jwks_uri,
+                }),
+                (None, None) => None,
+            };
+            let (client, secret) = match (new.auth_method, keys) {
+                (ClientAuthMethod::PrivateKeyJwt, Some(keys)) => {
                     let client =
-                        confirmed(admin::create_key_client(store, clock, new, &jwks).await?);
+                        confirmed(admin::create_key_client(store, clock, new, keys).await?);
                     (client, None)
                 }
                 (ClientAuthMethod::PrivateKeyJwt, None) => anyhow::bail!(
-                    "a private_key_jwt client needs its public keys: --jwks-file keys.json"
+                    "a private_key_jwt client needs its public keys: --jwks-file keys.json or \
+                     --jwks-uri https://..."
                 ),
                 (_, Some(_)) => anyhow::bail!(
-                    "--jwks-file registers keys for --auth-method private_key_jwt; other \
+                    "--jwks-file and --jwks-uri are for --auth-method private_key_jwt; other \
                      methods use a generated secret"
                 ),
                 (_, None) => {
@@ -126,10 +135,21 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 token_ttl_seconds: args.token_ttl,
                 can_introspect: args.can_introspect,
                 token_format: args.token_format,
-                public_keys: args.jwks_file.as_deref().map(read_jwks).transpose()?,
                 ..ClientUpdate::default()
             };
-            let client = confirmed(admin::update_client(store, clock, &args.id, update).await?);
+            let jwks = args.jwks_file.as_deref().map(read_jwks).transpose()?;
+            let keys = match (&jwks, &args.jwks_uri) {
+                (Some(jwks), _) => Some(ClientKeys::Jwks(jwks)),
+                (None, Some(uri)) => Some(ClientKeys::JwksUri {
+                    uri,
+                    allow_private: args.allow_private_jwks_uri,
+                }),
+                (None, None) => None,
+            };
+            let mut client = confirmed(admin::update_client(store, clock, &args.id, update).await?);
+            if let Some(keys) = keys {
+                client = confirmed(admin::replace_client_keys(store, clock, &args.id, keys).await?);
+            }
             out.record(&client_json(&client), &client_row(&client, None));
         }
         ClientCommand::Disable { id } => set_enabled(store, clock, &out, &id, false).await?,
@@ -320,6 +340,9 @@ fn client_json(client: &ClientRecord) -> Value {
     if let Some(keys) = public_keys(client) {
         value["jwks"] = keys;
     }
+    if let Some(uri) = &client.jwks_uri {
+        value["jwks_uri"] = json!(uri);
+    }
     value
 }
 
@@ -362,6 +385,9 @@ fn client_row(client: &ClientRecord, secret: Option<&str>) -> Vec<Row> {
             .filter_map(|k| k["kid"].as_str())
             .collect();
         rows.push(("key_ids", kids.join(" ")));
+    }
+    if let Some(uri) = &client.jwks_uri {
+        rows.push(("jwks_uri", uri.clone()));
     }
     rows
 }

@@ -42,6 +42,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         key_rotation: args.key_rotation,
         janitor_interval: JANITOR_INTERVAL,
         accept_token_endpoint_audience: args.accept_token_endpoint_audience,
+        allow_private_jwks_uri: args.allow_private_jwks_uri,
     };
     let app = Application::build(config, Arc::clone(&store), Arc::new(SystemClock))
         .await

@@ -26,10 +26,15 @@ async fn key_client(stack: &crate::helpers::Stack, alg: SigningAlg) -> (String, 
         token_format: TokenFormat::Jwt,
     };
     let jwks = serde_json::json!({ "keys": [key.public_jwk()] }).to_string();
-    let record = admin::create_key_client(stack.store.as_ref(), &stack.server_clock, new, &jwks)
-        .await
-        .unwrap()
-        .value;
+    let record = admin::create_key_client(
+        stack.store.as_ref(),
+        &stack.server_clock,
+        new,
+        admin::ClientKeys::Jwks(&jwks),
+    )
+    .await
+    .unwrap()
+    .value;
     (record.client_id, pem)
 }
 

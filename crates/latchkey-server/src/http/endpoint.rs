@@ -15,9 +15,10 @@ use crate::form::{self, FormError};
 use crate::http::access_log::ClientTag;
 use crate::protocol::client_assertion::AssertionPolicy;
 use crate::protocol::client_auth::{
-    Presented, authenticate, authenticate_assertion, presented_credentials,
+    Presented, PresentedAssertion, authenticate, authenticate_assertion, presented_credentials,
 };
 use crate::protocol::request::{MAX_PARAMETERS, RequestParams};
+use latchkey_jose::VerifyingKey;
 
 /// Checklist A: bodies over 16 KiB are refused with 413 before parsing.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -77,9 +78,17 @@ pub async fn authenticate_client(
                 issuer: &state.issuer,
                 compatible_audience: state.compatible_assertion_audience.as_deref(),
             };
-            let keys = client.as_deref().map_or(&[][..], |c| &c.assertion_keys);
             let record = client.as_deref().map(|c| &c.record);
-            let verified = authenticate_assertion(assertion, record, keys, &policy, now)?;
+            let verified = match record.and_then(|r| r.jwks_uri.as_deref()) {
+                Some(uri) => {
+                    let keys = published_keys(state, uri, assertion).await?;
+                    authenticate_assertion(assertion, record, &keys, &policy, now)?
+                }
+                None => {
+                    let keys = client.as_deref().map_or(&[][..], |c| &c.assertion_keys);
+                    authenticate_assertion(assertion, record, keys, &policy, now)?
+                }
+            };
             // RFC 7523 §3 item 7: each assertion is used once. The database decides, so two
             // replicas never both accept it; if it cannot answer, fail closed (503).
             let first_use = state
@@ -93,6 +102,38 @@ pub async fn authenticate_client(
         }
     }
     client.ok_or_else(OAuthError::invalid_client)
+}
+
+/// The keys a client publishes at its `jwks_uri` that may have signed `assertion`: the one its
+/// `kid` names (fetched again, at most every 30 s, when it is unknown), or every key. No key
+/// set could ever be fetched: 503, since nothing can be verified (fail closed).
+async fn published_keys(
+    state: &AppState,
+    uri: &str,
+    assertion: &PresentedAssertion,
+) -> Result<Vec<Arc<VerifyingKey>>, OAuthError> {
+    let Some(jwks) = state.remote_keys.for_uri(uri) else {
+        tracing::warn!(%uri, "a client's jwks_uri is not one this server may fetch");
+        return Err(OAuthError::invalid_client());
+    };
+    let unavailable = || {
+        tracing::warn!(%uri, "no keys could be fetched from a client's jwks_uri");
+        OAuthError::temporarily_unavailable()
+    };
+    match assertion.kid() {
+        Some(kid) => match jwks.key(&kid).await {
+            Ok(key) => Ok(key.into_iter().collect()),
+            Err(()) => Err(unavailable()),
+        },
+        None => {
+            if jwks.current().is_none() {
+                jwks.prime().await;
+            }
+            jwks.refresh_if_stale();
+            let set = jwks.current().ok_or_else(unavailable)?;
+            Ok(set.keys().cloned().collect())
+        }
+    }
 }
 
 fn check_transport(

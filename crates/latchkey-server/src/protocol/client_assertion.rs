@@ -2,6 +2,8 @@
 //! checklist D): checking a client assertion against the keys the client registered. No IO:
 //! the single-use `jti` check is the caller's (`Store::use_assertion_jti`), after this passes.
 
+use std::borrow::Borrow;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey_jose::VerifyingKey;
@@ -124,11 +126,25 @@ pub fn unverified_subject(assertion: &str) -> Option<String> {
         .map(|s| s.sub)
 }
 
+/// The `kid` of an assertion's header, read without verifying anything: only to pick which
+/// of a client's published keys to fetch. `None` for none or anything malformed.
+pub fn unverified_kid(assertion: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Kid {
+        kid: Option<String>,
+    }
+    if assertion.len() > MAX_ASSERTION_LEN {
+        return None;
+    }
+    let header = URL_SAFE_NO_PAD.decode(assertion.split('.').next()?).ok()?;
+    serde_json::from_slice::<Kid>(&header).ok()?.kid
+}
+
 /// Checks `assertion` for the client `client_id` with its registered `keys` (checklist D).
-pub fn verify_assertion(
+pub fn verify_assertion<K: Borrow<VerifyingKey>>(
     assertion: &str,
     client_id: &str,
-    keys: &[VerifyingKey],
+    keys: &[K],
     policy: &AssertionPolicy<'_>,
     now: i64,
 ) -> Result<VerifiedAssertion, AssertionError> {
@@ -157,6 +173,7 @@ pub fn verify_assertion(
     // tried, and a kid (untrusted input) only narrows the choice when it names one of them.
     let of_alg: Vec<&VerifyingKey> = keys
         .iter()
+        .map(Borrow::borrow)
         .filter(|k| k.alg().as_str() == header.alg)
         .collect();
     if of_alg.is_empty() {

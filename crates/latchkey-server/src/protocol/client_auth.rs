@@ -11,7 +11,8 @@ use latchkey_proto::ClientAuthMethod;
 use crate::error::OAuthError;
 use crate::form::decode_component;
 use crate::protocol::client_assertion::{
-    ASSERTION_TYPE, AssertionPolicy, VerifiedAssertion, unverified_subject, verify_assertion,
+    ASSERTION_TYPE, AssertionPolicy, VerifiedAssertion, unverified_kid, unverified_subject,
+    verify_assertion,
 };
 use crate::protocol::request::RequestParams;
 use crate::secret::SecretHash;
@@ -48,6 +49,13 @@ pub struct PresentedAssertion {
     /// find the client whose keys must verify it.
     pub client_id: String,
     assertion: String,
+}
+
+impl PresentedAssertion {
+    /// The (unverified) `kid` of the assertion's header, to choose a key to fetch.
+    pub fn kid(&self) -> Option<String> {
+        unverified_kid(&self.assertion)
+    }
 }
 
 impl std::fmt::Debug for PresentedAssertion {
@@ -158,10 +166,10 @@ fn presented_assertion(request: &RequestParams) -> Result<PresentedAssertion, OA
 /// a client registered for `private_key_jwt` whose registered keys are `keys`. On success
 /// returns the assertion's id and expiry, for the caller's single-use check (RFC 7523 §3
 /// item 7), which must pass too.
-pub fn authenticate_assertion(
+pub fn authenticate_assertion<K: std::borrow::Borrow<VerifyingKey>>(
     presented: &PresentedAssertion,
     client: Option<&ClientRecord>,
-    keys: &[VerifyingKey],
+    keys: &[K],
     policy: &AssertionPolicy<'_>,
     now: i64,
 ) -> Result<VerifiedAssertion, OAuthError> {

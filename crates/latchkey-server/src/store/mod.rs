@@ -67,6 +67,9 @@ pub struct ClientRecord {
     /// For `private_key_jwt`: the public keys the client signs its assertions with, as a JWK
     /// Set (JSON). `None` for clients that use a secret.
     pub public_keys: Option<String>,
+    /// For `private_key_jwt`: where the client's public keys are fetched from instead
+    /// (RFC 7591 §2 `jwks_uri`). At most one of `public_keys` and `jwks_uri` is set.
+    pub jwks_uri: Option<String>,
     /// Creation time.
     pub created_at: i64,
     /// Last change.
@@ -109,8 +112,10 @@ pub struct ClientUpdate {
     /// opaque tokens, in one transaction.
     pub revoke_tokens: bool,
     /// Replace the client's registered public keys (a JWK Set, JSON): key rotation for
-    /// `private_key_jwt`.
+    /// `private_key_jwt`. Clears `jwks_uri`.
     pub public_keys: Option<String>,
+    /// Fetch the client's public keys from this URL from now on. Clears `public_keys`.
+    pub jwks_uri: Option<String>,
 }
 
 /// A secret as `client secret list` shows it: never the secret or its hash.

@@ -56,6 +56,7 @@ where
                     .map_err(|e| StoreError::Corrupt(format!("token format: {e}")))?,
                 token_epoch: get(row, "token_epoch")?,
                 public_keys: get(row, "public_keys")?,
+                jwks_uri: get(row, "jwks_uri")?,
                 created_at: get(row, "created_at")?,
                 updated_at: get(row, "updated_at")?,
                 secrets: Vec::new(),

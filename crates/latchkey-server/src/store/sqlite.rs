@@ -35,6 +35,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "client assertions",
         include_str!("../../migrations/sqlite/0003_client_assertions.sql"),
     ),
+    (
+        "jwks_uri",
+        include_str!("../../migrations/sqlite/0004_jwks_uri.sql"),
+    ),
 ];
 
 /// A SQLite database file shared by the server and the admin CLI.
@@ -225,7 +229,7 @@ macro_rules! client_select {
     () => {
         "SELECT c.client_id, c.name, c.scope, c.audience, c.grant_types,
         c.token_ttl_seconds, c.auth_method, c.enabled, c.can_introspect, c.token_format,
-        c.token_epoch, c.public_keys, c.created_at, c.updated_at,
+        c.token_epoch, c.public_keys, c.jwks_uri, c.created_at, c.updated_at,
         s.secret_id, s.secret_hash, s.created_at AS secret_created_at, s.expires_at
     FROM clients c
     LEFT JOIN client_secrets s ON s.client_id = c.client_id AND s.revoked_at IS NULL"
@@ -296,8 +300,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO clients (client_id, name, scope, audience, grant_types,
                 token_ttl_seconds, auth_method, enabled, can_introspect, token_format,
-                token_epoch, created_at, updated_at, public_keys)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                token_epoch, created_at, updated_at, public_keys, jwks_uri)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )
         .bind(&client.client_id)
         .bind(&client.name)
@@ -313,6 +317,7 @@ impl Store for SqliteStore {
         .bind(client.created_at)
         .bind(client.updated_at)
         .bind(client.public_keys.as_deref())
+        .bind(client.jwks_uri.as_deref())
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -363,7 +368,9 @@ impl Store for SqliteStore {
                 can_introspect = COALESCE(?8, can_introspect),
                 token_format = COALESCE(?9, token_format),
                 token_epoch = token_epoch + ?10,
-                public_keys = COALESCE(?11, public_keys),
+                public_keys = CASE WHEN ?12 IS NOT NULL THEN NULL
+                    ELSE COALESCE(?11, public_keys) END,
+                jwks_uri = CASE WHEN ?11 IS NOT NULL THEN NULL ELSE COALESCE(?12, jwks_uri) END,
                 updated_at = ?7
              WHERE client_id = ?1",
         )
@@ -378,6 +385,7 @@ impl Store for SqliteStore {
         .bind(update.token_format.map(TokenFormat::as_str))
         .bind(i64::from(update.revoke_tokens))
         .bind(update.public_keys.as_deref())
+        .bind(update.jwks_uri.as_deref())
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;

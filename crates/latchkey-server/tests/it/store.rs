@@ -37,6 +37,7 @@ fn client(id: &str, created_at: i64) -> ClientRecord {
         token_format: TokenFormat::Jwt,
         token_epoch: 0,
         public_keys: None,
+        jwks_uri: None,
         created_at,
         updated_at: created_at,
         secrets: vec![secret(&format!("{id}-s1"), created_at, None)],
@@ -144,6 +145,32 @@ async fn registered_public_keys_are_stored_and_replaced() {
         assert_eq!(
             updated.public_keys.as_deref(),
             Some(r#"{"keys":[{"kid":"two"}]}"#),
+            "{backend}"
+        );
+        // Keys come from one place: a jwks_uri replaces registered keys, and back.
+        let by_uri = ClientUpdate {
+            jwks_uri: Some("https://client.example/jwks".into()),
+            ..ClientUpdate::default()
+        };
+        let updated = store
+            .update_client("lk_k", &by_uri, T0 + 3)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (updated.public_keys.as_deref(), updated.jwks_uri.as_deref()),
+            (None, Some("https://client.example/jwks")),
+            "{backend}"
+        );
+        assert_eq!(store.find_client("lk_k").await.unwrap().unwrap(), updated);
+        let updated = store
+            .update_client("lk_k", &rotated, T0 + 4)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (updated.public_keys.as_deref(), updated.jwks_uri.as_deref()),
+            (Some(r#"{"keys":[{"kid":"two"}]}"#), None),
             "{backend}"
         );
     })

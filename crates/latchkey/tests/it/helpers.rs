@@ -191,10 +191,15 @@ impl TestApp {
         };
         edit(&mut new);
         let jwks = serde_json::json!({ "keys": [key.public_jwk()] }).to_string();
-        admin::create_key_client(self.store.as_ref(), &self.clock, new, &jwks)
-            .await
-            .unwrap()
-            .value
+        admin::create_key_client(
+            self.store.as_ref(),
+            &self.clock,
+            new,
+            admin::ClientKeys::Jwks(&jwks),
+        )
+        .await
+        .unwrap()
+        .value
     }
 
     /// A form POST to the token endpoint with Basic authentication.

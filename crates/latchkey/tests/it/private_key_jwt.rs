@@ -6,6 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey_client::PrivateKey;
 use latchkey_proto::SigningAlg;
+use latchkey_server::admin::ClientKeys;
 use latchkey_server::store::ClientUpdate;
 use serde_json::{Value, json};
 
@@ -493,15 +494,16 @@ async fn replacing_the_keys_rotates_them() {
     let id = client.client_id.clone();
     let update = |keys: Vec<&PrivateKey>| {
         let jwks = json!({ "keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>() });
-        latchkey_server::admin::update_client(
-            app.store.as_ref(),
-            &app.clock,
-            &id,
-            ClientUpdate {
-                public_keys: Some(jwks.to_string()),
-                ..ClientUpdate::default()
-            },
-        )
+        let (store, clock, id) = (app.store.clone(), app.clock.clone(), id.clone());
+        async move {
+            latchkey_server::admin::replace_client_keys(
+                store.as_ref(),
+                &clock,
+                &id,
+                ClientKeys::Jwks(&jwks.to_string()),
+            )
+            .await
+        }
     };
     let try_key = |key: &PrivateKey| sign(key, &header(key), &claims(&app, &id));
     update(vec![&old, &new]).await.unwrap();
@@ -513,14 +515,11 @@ async fn replacing_the_keys_rotates_them() {
     // Keys with private members are refused, and the registered keys stay.
     let mut leaked = serde_json::to_value(new.public_jwk()).unwrap();
     leaked["d"] = json!("AAAA");
-    let err = latchkey_server::admin::update_client(
+    let err = latchkey_server::admin::replace_client_keys(
         app.store.as_ref(),
         &app.clock,
         &id,
-        ClientUpdate {
-            public_keys: Some(json!({ "keys": [leaked] }).to_string()),
-            ..ClientUpdate::default()
-        },
+        ClientKeys::Jwks(&json!({ "keys": [leaked] }).to_string()),
     )
     .await
     .unwrap_err();
