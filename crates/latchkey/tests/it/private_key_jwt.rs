@@ -526,3 +526,226 @@ async fn replacing_the_keys_rotates_them() {
     assert!(err.to_string().contains("private key material"), "{err}");
     assert_eq!(with_assertion(&app, &try_key(&new)).await.0, 200);
 }
+
+/// A JWK Set server the test controls, on loopback: serves `keys`, counts fetches, and can be
+/// switched off.
+struct PublishedKeys {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<Option<Value>>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn publish(keys: Vec<&PrivateKey>) -> PublishedKeys {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let document = |keys: Vec<&PrivateKey>| json!({ "keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>() });
+    let served = std::sync::Arc::new(std::sync::Mutex::new(Some(document(keys))));
+    let fetches = std::sync::Arc::new(AtomicUsize::new(0));
+    let router = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get({
+            let (served, fetches) = (served.clone(), fetches.clone());
+            move || async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                let body = served.lock().unwrap().clone();
+                match body {
+                    Some(body) => {
+                        ([("cache-control", "max-age=600")], axum::Json(body)).into_response()
+                    }
+                    None => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    PublishedKeys {
+        url,
+        keys: served,
+        fetches,
+    }
+}
+
+impl PublishedKeys {
+    fn serve(&self, keys: Option<Vec<&PrivateKey>>) {
+        *self.keys.lock().unwrap() = keys
+            .map(|keys| json!({ "keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>() }));
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+use axum::response::IntoResponse as _;
+
+async fn spawn_allowing_private_jwks_uri() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("latchkey.db").display());
+    let store = latchkey_server::store::connect(&url).await.unwrap();
+    let config = latchkey_server::ServerConfig {
+        allow_private_jwks_uri: true,
+        ..server_config(SigningAlg::Es256, None)
+    };
+    spawn_with_config(
+        config,
+        url,
+        dir,
+        store,
+        latchkey_server::ManualClock::new(T0),
+    )
+    .await
+}
+
+fn key_client_new() -> latchkey_server::admin::NewClient {
+    latchkey_server::admin::NewClient {
+        name: "published-keys".into(),
+        scope: vec!["read".into()],
+        audience: vec!["https://api.example.com".into()],
+        token_ttl_seconds: 900,
+        auth_method: latchkey_proto::ClientAuthMethod::PrivateKeyJwt,
+        grant_types: vec![latchkey_proto::GrantType::ClientCredentials],
+        can_introspect: false,
+        token_format: latchkey_proto::TokenFormat::Jwt,
+    }
+}
+
+/// Checklist D: keys at a jwks_uri are fetched with a cache, refetched for a new kid, and
+/// never from inside the network unless allowed.
+#[tokio::test]
+async fn keys_published_at_a_jwks_uri_are_fetched_and_cached() {
+    let app = spawn_allowing_private_jwks_uri().await;
+    let old = es256();
+    let published = publish(vec![&old]).await;
+    let admin = |uri: String, allow_private: bool| {
+        let (store, clock) = (app.store.clone(), app.clock.clone());
+        async move {
+            latchkey_server::admin::create_key_client(
+                store.as_ref(),
+                &clock,
+                key_client_new(),
+                ClientKeys::JwksUri {
+                    uri: &uri,
+                    allow_private,
+                },
+            )
+            .await
+        }
+    };
+    // SSRF: loopback, private, link-local and plain http are refused at registration.
+    for uri in [
+        published.url.replace("http://", "https://"),
+        "https://10.0.0.8/jwks.json".to_owned(),
+        "https://169.254.169.254/latest/meta-data".to_owned(),
+        "https://[::1]/jwks.json".to_owned(),
+        "https://localhost/jwks.json".to_owned(),
+        "http://93.184.216.34/jwks.json".to_owned(),
+    ] {
+        let err = admin(uri.clone(), false).await.unwrap_err();
+        assert!(
+            err.to_string().contains("inside the network") || err.to_string().contains("https"),
+            "{uri}: {err}"
+        );
+    }
+    let client = admin(published.url.clone(), true).await.unwrap().value;
+    let id = client.client_id.clone();
+    let token = |key: &PrivateKey| {
+        let (key_header, c) = (header(key), claims(&app, &id));
+        sign(key, &key_header, &c)
+    };
+    assert_eq!(with_assertion(&app, &token(&old)).await.0, 200);
+    assert_eq!(with_assertion(&app, &token(&old)).await.0, 200);
+    assert_eq!(published.fetches(), 1, "the key set is cached");
+
+    // The client rotates: a new kid is fetched once, however many requests carry it (once
+    // 30 s have passed since the last fetch).
+    app.clock.advance(31);
+    let new = PrivateKey::generate(SigningAlg::EdDsa).unwrap().0;
+    published.serve(Some(vec![&old, &new]));
+    for _ in 0..3 {
+        assert_eq!(with_assertion(&app, &token(&new)).await.0, 200);
+    }
+    assert_eq!(published.fetches(), 2);
+    // An unknown kid does not refetch again within 30 s.
+    let stranger = es256();
+    assert_invalid_client(
+        &with_assertion(&app, &token(&stranger)).await,
+        "unknown key",
+    );
+    assert_eq!(published.fetches(), 2);
+
+    // The endpoint goes down: the keys held still work.
+    published.serve(None);
+    app.clock.advance(31);
+    assert_eq!(
+        with_assertion(
+            &app,
+            &sign(&old, &header(&old), &{
+                let mut c = claims(&app, &id);
+                c["iat"] = json!(T0 + 31);
+                c["exp"] = json!(T0 + 91);
+                c
+            })
+        )
+        .await
+        .0,
+        200
+    );
+}
+
+/// Fail closed: a client whose jwks_uri never answered cannot authenticate (503), and a server
+/// without --allow-private-jwks-uri does not fetch from inside the network at all.
+#[tokio::test]
+async fn unreachable_or_inner_jwks_uris_fail_closed() {
+    let key = es256();
+    let published = publish(vec![&key]).await;
+    published.serve(None);
+    let app = spawn_allowing_private_jwks_uri().await;
+    let client = latchkey_server::admin::create_key_client(
+        app.store.as_ref(),
+        &app.clock,
+        key_client_new(),
+        ClientKeys::JwksUri {
+            uri: &published.url,
+            allow_private: true,
+        },
+    )
+    .await
+    .unwrap()
+    .value;
+    let (status, body) = with_assertion(
+        &app,
+        &sign(&key, &header(&key), &claims(&app, &client.client_id)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("temporarily_unavailable"))
+    );
+
+    // The same registration on a server that keeps to public addresses: never fetched.
+    published.serve(Some(vec![&key]));
+    let strict = spawn_app().await;
+    let client = latchkey_server::admin::create_key_client(
+        strict.store.as_ref(),
+        &strict.clock,
+        key_client_new(),
+        ClientKeys::JwksUri {
+            uri: &published.url,
+            allow_private: true,
+        },
+    )
+    .await
+    .unwrap()
+    .value;
+    let before = published.fetches();
+    assert_invalid_client(
+        &with_assertion(
+            &strict,
+            &sign(&key, &header(&key), &claims(&strict, &client.client_id)),
+        )
+        .await,
+        "inner jwks_uri on a strict server",
+    );
+    assert_eq!(published.fetches(), before);
+}
