@@ -42,14 +42,11 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 token_format: args.token_format,
             };
             let jwks = args.jwks_file.as_deref().map(read_jwks).transpose()?;
-            let keys = match (&jwks, &args.jwks_uri) {
-                (Some(jwks), _) => Some(ClientKeys::Jwks(jwks)),
-                (None, Some(uri)) => Some(ClientKeys::JwksUri {
-                    uri,
-                    allow_private: args.allow_private_jwks_uri,
-                }),
-                (None, None) => None,
-            };
+            let keys = client_keys(
+                jwks.as_deref(),
+                args.jwks_uri.as_deref(),
+                args.allow_private_jwks_uri,
+            );
             let (client, secret) = match (new.auth_method, keys) {
                 (ClientAuthMethod::PrivateKeyJwt, Some(keys)) => {
                     let client =
@@ -138,14 +135,11 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 ..ClientUpdate::default()
             };
             let jwks = args.jwks_file.as_deref().map(read_jwks).transpose()?;
-            let keys = match (&jwks, &args.jwks_uri) {
-                (Some(jwks), _) => Some(ClientKeys::Jwks(jwks)),
-                (None, Some(uri)) => Some(ClientKeys::JwksUri {
-                    uri,
-                    allow_private: args.allow_private_jwks_uri,
-                }),
-                (None, None) => None,
-            };
+            let keys = client_keys(
+                jwks.as_deref(),
+                args.jwks_uri.as_deref(),
+                args.allow_private_jwks_uri,
+            );
             let mut client = confirmed(admin::update_client(store, clock, &args.id, update).await?);
             if let Some(keys) = keys {
                 client = confirmed(admin::replace_client_keys(store, clock, &args.id, keys).await?);
@@ -301,6 +295,19 @@ pub fn confirmed<T>(change: Applied<T>) -> T {
         );
     }
     change.value
+}
+
+/// Where `--jwks-file` (already read) or `--jwks-uri` say a client's keys come from.
+fn client_keys<'a>(
+    jwks: Option<&'a str>,
+    uri: Option<&'a str>,
+    allow_private: bool,
+) -> Option<ClientKeys<'a>> {
+    match (jwks, uri) {
+        (Some(jwks), _) => Some(ClientKeys::Jwks(jwks)),
+        (None, Some(uri)) => Some(ClientKeys::JwksUri { uri, allow_private }),
+        (None, None) => None,
+    }
 }
 
 /// A JWK Set document from a file, or stdin for `-`.

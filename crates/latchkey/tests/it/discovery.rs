@@ -32,9 +32,17 @@ async fn metadata_is_served_at_both_well_known_paths() {
         doc["grant_types_supported"],
         serde_json::json!(["client_credentials"])
     );
+    let methods = serde_json::json!([
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt"
+    ]);
+    // RFC 8414 §2: the algorithms private_key_jwt assertions may use; never none or a MAC.
+    let algs = serde_json::json!(["ES256", "EdDSA", "RS256"]);
+    assert_eq!(doc["token_endpoint_auth_methods_supported"], methods);
     assert_eq!(
-        doc["token_endpoint_auth_methods_supported"],
-        serde_json::json!(["client_secret_basic", "client_secret_post"])
+        doc["token_endpoint_auth_signing_alg_values_supported"],
+        algs
     );
     assert_eq!(doc["response_types_supported"], serde_json::json!([]));
     // RFC 8414 §2 with RFC 7662 and RFC 7009: the lifecycle endpoints and how to authenticate.
@@ -48,7 +56,11 @@ async fn metadata_is_served_at_both_well_known_paths() {
         );
         assert_eq!(
             doc[format!("{endpoint}_endpoint_auth_methods_supported")],
-            serde_json::json!(["client_secret_basic", "client_secret_post"])
+            methods
+        );
+        assert_eq!(
+            doc[format!("{endpoint}_endpoint_auth_signing_alg_values_supported")],
+            algs
         );
     }
 }

@@ -597,6 +597,26 @@ async fn spawn_allowing_private_jwks_uri() -> TestApp {
     .await
 }
 
+/// Registers a private_key_jwt client whose keys are at `uri`.
+async fn register_jwks_uri(
+    app: &TestApp,
+    uri: String,
+    allow_private: bool,
+) -> Result<latchkey_server::store::ClientRecord, latchkey_server::admin::AdminError> {
+    let keys = ClientKeys::JwksUri {
+        uri: &uri,
+        allow_private,
+    };
+    latchkey_server::admin::create_key_client(
+        app.store.as_ref(),
+        &app.clock,
+        key_client_new(),
+        keys,
+    )
+    .await
+    .map(|applied| applied.value)
+}
+
 fn key_client_new() -> latchkey_server::admin::NewClient {
     latchkey_server::admin::NewClient {
         name: "published-keys".into(),
@@ -617,21 +637,7 @@ async fn keys_published_at_a_jwks_uri_are_fetched_and_cached() {
     let app = spawn_allowing_private_jwks_uri().await;
     let old = es256();
     let published = publish(vec![&old]).await;
-    let admin = |uri: String, allow_private: bool| {
-        let (store, clock) = (app.store.clone(), app.clock.clone());
-        async move {
-            latchkey_server::admin::create_key_client(
-                store.as_ref(),
-                &clock,
-                key_client_new(),
-                ClientKeys::JwksUri {
-                    uri: &uri,
-                    allow_private,
-                },
-            )
-            .await
-        }
-    };
+    let admin = |uri: String, allow_private: bool| register_jwks_uri(&app, uri, allow_private);
     // SSRF: loopback, private, link-local and plain http are refused at registration.
     for uri in [
         published.url.replace("http://", "https://"),
@@ -647,7 +653,7 @@ async fn keys_published_at_a_jwks_uri_are_fetched_and_cached() {
             "{uri}: {err}"
         );
     }
-    let client = admin(published.url.clone(), true).await.unwrap().value;
+    let client = admin(published.url.clone(), true).await.unwrap();
     let id = client.client_id.clone();
     let token = |key: &PrivateKey| {
         let (key_header, c) = (header(key), claims(&app, &id));
@@ -701,18 +707,9 @@ async fn unreachable_or_inner_jwks_uris_fail_closed() {
     let published = publish(vec![&key]).await;
     published.serve(None);
     let app = spawn_allowing_private_jwks_uri().await;
-    let client = latchkey_server::admin::create_key_client(
-        app.store.as_ref(),
-        &app.clock,
-        key_client_new(),
-        ClientKeys::JwksUri {
-            uri: &published.url,
-            allow_private: true,
-        },
-    )
-    .await
-    .unwrap()
-    .value;
+    let client = register_jwks_uri(&app, published.url.clone(), true)
+        .await
+        .unwrap();
     let (status, body) = with_assertion(
         &app,
         &sign(&key, &header(&key), &claims(&app, &client.client_id)),
@@ -726,18 +723,9 @@ async fn unreachable_or_inner_jwks_uris_fail_closed() {
     // The same registration on a server that keeps to public addresses: never fetched.
     published.serve(Some(vec![&key]));
     let strict = spawn_app().await;
-    let client = latchkey_server::admin::create_key_client(
-        strict.store.as_ref(),
-        &strict.clock,
-        key_client_new(),
-        ClientKeys::JwksUri {
-            uri: &published.url,
-            allow_private: true,
-        },
-    )
-    .await
-    .unwrap()
-    .value;
+    let client = register_jwks_uri(&strict, published.url.clone(), true)
+        .await
+        .unwrap();
     let before = published.fetches();
     assert_invalid_client(
         &with_assertion(
