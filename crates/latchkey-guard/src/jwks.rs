@@ -244,10 +244,7 @@ impl Jwks {
 
 /// A response body of at most `max` bytes, read as it arrives (a larger one is an error
 /// before it is all in memory).
-pub(crate) async fn read_limited(
-    mut response: reqwest::Response,
-    max: usize,
-) -> Result<Vec<u8>, String> {
+pub async fn read_limited(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
         if body.len() + chunk.len() > max {

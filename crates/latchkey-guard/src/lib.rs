@@ -67,7 +67,7 @@ mod verify;
 
 pub use caller::Caller;
 pub use guard::{Guard, GuardBuilder};
-pub use jwks::{Jwks, KeySet};
+pub use jwks::{Jwks, KeySet, read_limited};
 pub use latchkey_jose::VerifyingKey;
 pub use layer::{GuardLayer, GuardService};
 pub use rejection::Rejection;

@@ -15,8 +15,8 @@ use crate::protocol::syntax::{is_resource_uri, is_scope_token};
 pub use crate::remote_keys::check_jwks_uri;
 use crate::secret::{ClientSecret, new_client_id, new_row_id};
 use crate::store::{
-    ClientRecord, ClientUpdate, KeyState, RotationOutcome, SecretAdded, SecretInfo, SecretRecord,
-    Store, StoreError,
+    ClientRecord, ClientUpdate, Federation, KeyState, RotationOutcome, SecretAdded, SecretInfo,
+    SecretRecord, Store, StoreError,
 };
 
 /// Shortest token lifetime a client may have (seconds).
@@ -175,6 +175,71 @@ pub enum ClientKeys<'a> {
         /// Allow loopback, private and link-local addresses.
         allow_private: bool,
     },
+    /// Federated workload identity: tokens that an external issuer gave the workload, with
+    /// exactly this issuer, subject and audience (default: this server's issuer). The
+    /// issuer's keys are found through its discovery document.
+    Federated {
+        /// The external issuer identifier (https).
+        issuer: &'a str,
+        /// The workload's `sub`.
+        subject: &'a str,
+        /// The `aud` its tokens must carry alone; `None` for this server's issuer.
+        audience: Option<&'a str>,
+        /// Allow the issuer at loopback, private and link-local addresses.
+        allow_private: bool,
+    },
+}
+
+impl ClientKeys<'_> {
+    /// Checks the key source and returns it as stored: (public_keys, jwks_uri, federation).
+    async fn checked(
+        self,
+    ) -> Result<(Option<String>, Option<String>, Option<Federation>), AdminError> {
+        Ok(match self {
+            ClientKeys::Jwks(jwks) => (
+                Some(normalize_jwks(jwks).map_err(AdminError::Invalid)?),
+                None,
+                None,
+            ),
+            ClientKeys::JwksUri { uri, allow_private } => (
+                None,
+                Some(
+                    check_jwks_uri(uri, allow_private)
+                        .await
+                        .map_err(AdminError::Invalid)?,
+                ),
+                None,
+            ),
+            ClientKeys::Federated {
+                issuer,
+                subject,
+                audience,
+                allow_private,
+            } => {
+                // The issuer is compared exactly with `iss`, so it is kept as given, once
+                // checked to be a URL the server may fetch from.
+                check_jwks_uri(issuer, allow_private)
+                    .await
+                    .map_err(|e| AdminError::Invalid(e.replace("jwks_uri", "federated issuer")))?;
+                let text = |what: &str, v: &str| {
+                    if v.is_empty() || v.len() > 1024 || v.chars().any(char::is_control) {
+                        Err(AdminError::Invalid(format!(
+                            "the federated {what} must be 1 to 1024 characters without control \
+                             characters"
+                        )))
+                    } else {
+                        Ok(v.to_owned())
+                    }
+                };
+                let federation = Federation {
+                    issuer: issuer.to_owned(),
+                    subject: text("subject", subject)?,
+                    audience: audience.map(|a| text("audience", a)).transpose()?,
+                };
+                (None, None, Some(federation))
+            }
+        })
+    }
 }
 
 /// Registers a `private_key_jwt` client (RFC 7523 §2.2) whose public keys come from `keys`.
@@ -192,18 +257,7 @@ pub async fn create_key_client(
         )));
     }
     let mut client = client_record(new, clock.now())?;
-    match keys {
-        ClientKeys::Jwks(jwks) => {
-            client.public_keys = Some(normalize_jwks(jwks).map_err(AdminError::Invalid)?);
-        }
-        ClientKeys::JwksUri { uri, allow_private } => {
-            client.jwks_uri = Some(
-                check_jwks_uri(uri, allow_private)
-                    .await
-                    .map_err(AdminError::Invalid)?,
-            );
-        }
-    }
+    (client.public_keys, client.jwks_uri, client.federation) = keys.checked().await?;
     store.create_client(&client).await?;
     applied(store, client).await
 }
@@ -224,18 +278,7 @@ pub async fn replace_client_keys(
         )));
     }
     let mut update = ClientUpdate::default();
-    match keys {
-        ClientKeys::Jwks(jwks) => {
-            update.public_keys = Some(normalize_jwks(jwks).map_err(AdminError::Invalid)?);
-        }
-        ClientKeys::JwksUri { uri, allow_private } => {
-            update.jwks_uri = Some(
-                check_jwks_uri(uri, allow_private)
-                    .await
-                    .map_err(AdminError::Invalid)?,
-            );
-        }
-    }
+    (update.public_keys, update.jwks_uri, update.federation) = keys.checked().await?;
     let client = store
         .update_client(client_id, &update, clock.now())
         .await?
@@ -259,6 +302,7 @@ fn client_record(new: NewClient, now: i64) -> Result<ClientRecord, AdminError> {
         token_epoch: 0,
         public_keys: None,
         jwks_uri: None,
+        federation: None,
         created_at: now,
         updated_at: now,
         secrets: Vec::new(),
@@ -286,7 +330,7 @@ pub async fn update_client(
         .transpose()?;
     update.audience = update.audience.as_deref().map(check_audience).transpose()?;
     update.token_ttl_seconds = update.token_ttl_seconds.map(check_ttl).transpose()?;
-    if update.public_keys.is_some() || update.jwks_uri.is_some() {
+    if update.public_keys.is_some() || update.jwks_uri.is_some() || update.federation.is_some() {
         return Err(AdminError::Invalid(
             "keys are replaced with replace_client_keys, which checks them".into(),
         ));

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use latchkey_guard::Jwks;
+use latchkey_guard::{Jwks, read_limited};
 use url::Url;
 
 use crate::clock::Clock;
@@ -103,13 +103,24 @@ impl reqwest::dns::Resolve for PublicOnly {
     }
 }
 
-/// The JWK Sets of every client registered with a `jwks_uri`, one cache per URL, kept across
-/// reloads of the client list.
+/// How long a trusted issuer's discovered `jwks_uri` is used before it is read again.
+const DISCOVERY_MAX_AGE_SECONDS: i64 = 3600;
+
+/// The largest discovery document read.
+const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
+
+/// The JWK Sets of every client registered with a `jwks_uri`, and of every trusted external
+/// issuer (federated identity), one cache per URL, kept across reloads of the client list.
 pub struct RemoteKeys {
     http: reqwest::Client,
     allow_private: bool,
     clock: Arc<dyn latchkey_client::Clock>,
+    seconds: Arc<dyn Clock>,
     sets: Mutex<HashMap<String, Arc<Jwks>>>,
+    /// Issuer → its jwks_uri and when it was discovered.
+    issuers: Mutex<HashMap<String, (String, i64)>>,
+    /// One discovery at a time.
+    discovering: tokio::sync::Mutex<()>,
 }
 
 impl RemoteKeys {
@@ -126,9 +137,118 @@ impl RemoteKeys {
         Ok(RemoteKeys {
             http: http.build().map_err(|e| e.to_string())?,
             allow_private,
-            clock: Arc::new(SecondsClock(clock)),
+            clock: Arc::new(SecondsClock(Arc::clone(&clock))),
+            seconds: clock,
             sets: Mutex::new(HashMap::new()),
+            issuers: Mutex::new(HashMap::new()),
+            discovering: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The key source of the external issuer `issuer`, through its discovery document
+    /// (OpenID Connect Discovery, then RFC 8414), which must name exactly this issuer. The
+    /// `jwks_uri` found is used for an hour; while discovery fails, the last one found stays.
+    /// `None` when no key source could ever be found.
+    pub async fn for_issuer(&self, issuer: &str) -> Option<Arc<Jwks>> {
+        let now = self.seconds.now();
+        let known = self.known_issuer(issuer);
+        if let Some((uri, at)) = &known
+            && now - at < DISCOVERY_MAX_AGE_SECONDS
+        {
+            return self.for_uri(uri);
+        }
+        let _one = self.discovering.lock().await;
+        // Another request may have discovered it meanwhile.
+        if let Some((uri, at)) = self.known_issuer(issuer)
+            && now - at < DISCOVERY_MAX_AGE_SECONDS
+        {
+            return self.for_uri(&uri);
+        }
+        match self.discover(issuer).await {
+            Ok(uri) => {
+                self.issuers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(issuer.to_owned(), (uri.clone(), now));
+                self.for_uri(&uri)
+            }
+            Err(error) => {
+                tracing::warn!(%issuer, %error, "discovery of a trusted issuer failed");
+                known.and_then(|(uri, _)| self.for_uri(&uri))
+            }
+        }
+    }
+
+    fn known_issuer(&self, issuer: &str) -> Option<(String, i64)> {
+        self.issuers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(issuer)
+            .cloned()
+    }
+
+    /// The `jwks_uri` of `issuer`'s discovery document.
+    async fn discover(&self, issuer: &str) -> Result<String, String> {
+        #[derive(serde::Deserialize)]
+        struct Discovery {
+            issuer: String,
+            jwks_uri: String,
+        }
+        let url = Url::parse(issuer).map_err(|e| e.to_string())?;
+        let base = issuer.trim_end_matches('/');
+        // OpenID Connect Discovery §4 appends; RFC 8414 §3.1 inserts before the path.
+        let rfc8414 = format!(
+            "{}://{}/.well-known/oauth-authorization-server{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            url.path().trim_end_matches('/')
+        );
+        let rfc8414 = match url.port() {
+            Some(port) => rfc8414.replacen(
+                url.host_str().unwrap_or_default(),
+                &format!("{}:{port}", url.host_str().unwrap_or_default()),
+                1,
+            ),
+            None => rfc8414,
+        };
+        let mut last_error = String::new();
+        for document in [format!("{base}/.well-known/openid-configuration"), rfc8414] {
+            if self.for_uri(&document).is_none() {
+                return Err(format!(
+                    "{document} is not an address this server may fetch"
+                ));
+            }
+            let response = match self
+                .http
+                .get(&document)
+                .timeout(Duration::from_secs(5))
+                .header(http::header::ACCEPT, "application/json")
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => r,
+                Ok(r) => {
+                    last_error = format!("{document}: HTTP {}", r.status().as_u16());
+                    continue;
+                }
+                Err(e) => {
+                    last_error = format!("{document}: {e}");
+                    continue;
+                }
+            };
+            let body = read_limited(response, MAX_DISCOVERY_BYTES).await?;
+            let found: Discovery =
+                serde_json::from_slice(&body).map_err(|e| format!("{document}: {e}"))?;
+            // OIDC Discovery §4.3, RFC 8414 §3.3: the document must name this very issuer.
+            if found.issuer != issuer {
+                return Err(format!(
+                    "{document} names the issuer {:?}, not {issuer:?}",
+                    found.issuer
+                ));
+            }
+            return Ok(found.jwks_uri);
+        }
+        Err(last_error)
     }
 
     /// The key source for `uri`. `None` for a URL this server must not fetch (an address

@@ -15,9 +15,11 @@ use crate::form::{self, FormError};
 use crate::http::access_log::ClientTag;
 use crate::protocol::client_assertion::AssertionPolicy;
 use crate::protocol::client_auth::{
-    Presented, PresentedAssertion, authenticate, authenticate_assertion, presented_credentials,
+    Presented, PresentedAssertion, authenticate, authenticate_assertion, authenticate_federated,
+    presented_credentials,
 };
 use crate::protocol::request::{MAX_PARAMETERS, RequestParams};
+use latchkey_guard::Jwks;
 use latchkey_jose::VerifyingKey;
 
 /// Checklist A: bodies over 16 KiB are refused with 413 before parsing.
@@ -79,9 +81,25 @@ pub async fn authenticate_client(
                 compatible_audience: state.compatible_assertion_audience.as_deref(),
             };
             let record = client.as_deref().map(|c| &c.record);
+            if let Some(federation) = record.and_then(|r| r.federation.as_ref()) {
+                // Federated identity: the workload's token from a trusted issuer. It is reused
+                // until it expires, as its issuer intends, so it is not single-use.
+                let jwks = state.remote_keys.for_issuer(&federation.issuer).await;
+                let Some(jwks) = jwks else {
+                    tracing::warn!(issuer = %federation.issuer, "no keys for a trusted issuer");
+                    return Err(OAuthError::temporarily_unavailable());
+                };
+                let keys = keys_for(&jwks, assertion).await?;
+                authenticate_federated(assertion, record, &keys, &state.issuer, now)?;
+                return client.ok_or_else(OAuthError::invalid_client);
+            }
             let verified = match record.and_then(|r| r.jwks_uri.as_deref()) {
                 Some(uri) => {
-                    let keys = published_keys(state, uri, assertion).await?;
+                    let Some(jwks) = state.remote_keys.for_uri(uri) else {
+                        tracing::warn!(%uri, "a client's jwks_uri is not one this server may fetch");
+                        return Err(OAuthError::invalid_client());
+                    };
+                    let keys = keys_for(&jwks, assertion).await?;
                     authenticate_assertion(assertion, record, &keys, &policy, now)?
                 }
                 None => {
@@ -104,20 +122,16 @@ pub async fn authenticate_client(
     client.ok_or_else(OAuthError::invalid_client)
 }
 
-/// The keys a client publishes at its `jwks_uri` that may have signed `assertion`: the one its
-/// `kid` names (fetched again, at most every 30 s, when it is unknown), or every key. No key
-/// set could ever be fetched: 503, since nothing can be verified (fail closed).
-async fn published_keys(
-    state: &AppState,
-    uri: &str,
+/// The keys of a fetched JWK Set (a client's `jwks_uri`, a trusted issuer's) that may have
+/// signed `assertion`: the one its `kid` names (fetched again, at most every 30 s, when it is
+/// unknown), or every key. No key set could ever be fetched: 503, since nothing can be
+/// verified (fail closed).
+async fn keys_for(
+    jwks: &Arc<Jwks>,
     assertion: &PresentedAssertion,
 ) -> Result<Vec<Arc<VerifyingKey>>, OAuthError> {
-    let Some(jwks) = state.remote_keys.for_uri(uri) else {
-        tracing::warn!(%uri, "a client's jwks_uri is not one this server may fetch");
-        return Err(OAuthError::invalid_client());
-    };
     let unavailable = || {
-        tracing::warn!(%uri, "no keys could be fetched from a client's jwks_uri");
+        tracing::warn!("no keys could be fetched from a JWK Set URL");
         OAuthError::temporarily_unavailable()
     };
     match assertion.kid() {

@@ -105,49 +105,26 @@ struct Claims {
     exp: i64,
     iat: Option<i64>,
     nbf: Option<i64>,
-    jti: String,
+    jti: Option<String>,
 }
 
-/// The `sub` of an assertion, read without verifying anything: only to find the client whose
-/// keys must then verify it. `None` for anything malformed.
-pub fn unverified_subject(assertion: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Subject {
-        sub: String,
-    }
-    if assertion.len() > MAX_ASSERTION_LEN {
-        return None;
-    }
-    let mut parts = assertion.split('.');
-    let payload = parts.nth(1)?;
-    let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    serde_json::from_slice::<Subject>(&payload)
-        .ok()
-        .map(|s| s.sub)
+/// Which explicit `typ` values an assertion may carry.
+#[derive(Clone, Copy)]
+enum Typ {
+    /// rfc7523bis: absent, or exactly client-authentication+jwt.
+    ClientAuthentication,
+    /// A workload identity token from another issuer: also the generic `JWT` those carry
+    /// (Kubernetes, CI systems); never a type that says it is something else.
+    Foreign,
 }
 
-/// The `kid` of an assertion's header, read without verifying anything: only to pick which
-/// of a client's published keys to fetch. `None` for none or anything malformed.
-pub fn unverified_kid(assertion: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Kid {
-        kid: Option<String>,
-    }
-    if assertion.len() > MAX_ASSERTION_LEN {
-        return None;
-    }
-    let header = URL_SAFE_NO_PAD.decode(assertion.split('.').next()?).ok()?;
-    serde_json::from_slice::<Kid>(&header).ok()?.kid
-}
-
-/// Checks `assertion` for the client `client_id` with its registered `keys` (checklist D).
-pub fn verify_assertion<K: Borrow<VerifyingKey>>(
+/// The checks every assertion passes before its claims are read: shape, `typ`, no `crit`,
+/// the algorithm of a given key, and its signature. Returns the claims, not yet checked.
+fn signed_claims<K: Borrow<VerifyingKey>>(
     assertion: &str,
-    client_id: &str,
     keys: &[K],
-    policy: &AssertionPolicy<'_>,
-    now: i64,
-) -> Result<VerifiedAssertion, AssertionError> {
+    typ_rule: Typ,
+) -> Result<Claims, AssertionError> {
     use AssertionError as E;
     // Oversized or many-dot input (a JWE has four dots) is refused before decoding.
     if assertion.len() > MAX_ASSERTION_LEN || assertion.bytes().filter(|&b| b == b'.').count() != 2
@@ -162,15 +139,20 @@ pub fn verify_assertion<K: Borrow<VerifyingKey>>(
     // access token must never pass as a client assertion).
     if let Some(typ) = &header.typ {
         let typ = typ.to_ascii_lowercase();
-        if typ != "client-authentication+jwt" && typ != "application/client-authentication+jwt" {
+        let typ = typ.strip_prefix("application/").unwrap_or(&typ);
+        let allowed = match typ_rule {
+            Typ::ClientAuthentication => typ == "client-authentication+jwt",
+            Typ::Foreign => typ == "client-authentication+jwt" || typ == "jwt",
+        };
+        if !allowed {
             return Err(E::Type);
         }
     }
     if header.crit.is_some() {
         return Err(E::Critical);
     }
-    // The algorithm is pinned by the registered keys: only keys of the header's alg are
-    // tried, and a kid (untrusted input) only narrows the choice when it names one of them.
+    // The algorithm is pinned by the keys: only keys of the header's alg are tried, and a
+    // kid (untrusted input) only narrows the choice when it names one of them.
     let of_alg: Vec<&VerifyingKey> = keys
         .iter()
         .map(Borrow::borrow)
@@ -193,42 +175,129 @@ pub fn verify_assertion<K: Borrow<VerifyingKey>>(
         return Err(E::Signature);
     }
     let claims: Claims = serde_json::from_slice(&decode(payload)?).map_err(|_| E::Claims)?;
-    if claims.jti.is_empty()
-        || claims.exp < 0
-        || claims.iat.is_some_and(|t| t < 0)
-        || claims.nbf.is_some_and(|t| t < 0)
-    {
+    if claims.exp < 0 || claims.iat.is_some_and(|t| t < 0) || claims.nbf.is_some_and(|t| t < 0) {
         return Err(E::Claims);
     }
+    Ok(claims)
+}
+
+/// The one audience value: a string, or a one-element array. A list of several is refused
+/// whatever it holds (rfc7523bis §5).
+fn sole_audience(aud: &Audience) -> Option<&str> {
+    match aud {
+        Audience::One(aud) => Some(aud),
+        Audience::Many(list) if list.len() == 1 => Some(&list[0]),
+        Audience::Many(_) => None,
+    }
+}
+
+/// RFC 7523 §3 item 4 and the skew rules: not expired, not yet valid by more than the skew.
+fn check_times(claims: &Claims, now: i64) -> Result<(), AssertionError> {
+    if claims.exp <= now {
+        return Err(AssertionError::Expired);
+    }
+    let ahead = now.saturating_add(CLOCK_SKEW_SECONDS);
+    if claims.iat.is_some_and(|t| t > ahead) || claims.nbf.is_some_and(|t| t > ahead) {
+        return Err(AssertionError::NotYetValid);
+    }
+    Ok(())
+}
+
+/// Checks `assertion` for the client `client_id` with its registered `keys` (checklist D).
+pub fn verify_assertion<K: Borrow<VerifyingKey>>(
+    assertion: &str,
+    client_id: &str,
+    keys: &[K],
+    policy: &AssertionPolicy<'_>,
+    now: i64,
+) -> Result<VerifiedAssertion, AssertionError> {
+    use AssertionError as E;
+    let claims = signed_claims(assertion, keys, Typ::ClientAuthentication)?;
+    let jti = claims
+        .jti
+        .clone()
+        .filter(|j| !j.is_empty())
+        .ok_or(E::Claims)?;
     // RFC 7523 §3 items 1 and 2: iss and sub are the client id.
     if claims.iss != client_id || claims.sub != client_id {
         return Err(E::Subject);
     }
     // rfc7523bis §5: the issuer identifier as the sole audience, compared exactly (no
-    // trailing slash, no other case or scheme); a one-element array is the same thing.
-    let sole = match &claims.aud {
-        Audience::One(aud) => aud.as_str(),
-        Audience::Many(list) if list.len() == 1 => list[0].as_str(),
-        Audience::Many(_) => return Err(E::Audience),
-    };
+    // trailing slash, no other case or scheme).
+    let sole = sole_audience(&claims.aud).ok_or(E::Audience)?;
     if sole != policy.issuer && Some(sole) != policy.compatible_audience {
         return Err(E::Audience);
     }
-    // RFC 7523 §3 item 4.
-    if claims.exp <= now {
-        return Err(E::Expired);
-    }
+    check_times(&claims, now)?;
     if claims.exp - now > MAX_LIFETIME_SECONDS + CLOCK_SKEW_SECONDS {
         return Err(E::TooLong);
     }
-    let ahead = now.saturating_add(CLOCK_SKEW_SECONDS);
-    if claims.iat.is_some_and(|t| t > ahead) || claims.nbf.is_some_and(|t| t > ahead) {
-        return Err(E::NotYetValid);
-    }
     Ok(VerifiedAssertion {
-        jti: claims.jti,
+        jti,
         expires_at: claims.exp,
     })
+}
+
+/// What a workload identity token from a trusted external issuer must say (federated
+/// workload identity): exactly this `iss`, `sub` and sole `aud`.
+#[derive(Debug, Clone, Copy)]
+pub struct FederatedPolicy<'a> {
+    /// The external issuer identifier, compared exactly.
+    pub issuer: &'a str,
+    /// The workload's subject, compared exactly.
+    pub subject: &'a str,
+    /// The audience, compared exactly, as the sole value.
+    pub audience: &'a str,
+}
+
+/// Checks a workload identity token (a Kubernetes service-account token, a CI system's OIDC
+/// token) signed by one of its issuer's `keys`. Such tokens are reused until they expire, as
+/// their issuer intends, so no single use is enforced and their lifetime is the issuer's.
+pub fn verify_federated_assertion<K: Borrow<VerifyingKey>>(
+    assertion: &str,
+    keys: &[K],
+    policy: &FederatedPolicy<'_>,
+    now: i64,
+) -> Result<(), AssertionError> {
+    use AssertionError as E;
+    let claims = signed_claims(assertion, keys, Typ::Foreign)?;
+    if claims.iss != policy.issuer || claims.sub != policy.subject {
+        return Err(E::Subject);
+    }
+    if sole_audience(&claims.aud) != Some(policy.audience) {
+        return Err(E::Audience);
+    }
+    check_times(&claims, now)
+}
+
+/// The `sub` of an assertion, read without verifying anything: only to find the client whose
+/// keys must then verify it. `None` for anything malformed.
+pub fn unverified_subject(assertion: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Subject {
+        sub: String,
+    }
+    if assertion.len() > MAX_ASSERTION_LEN {
+        return None;
+    }
+    let payload = URL_SAFE_NO_PAD.decode(assertion.split('.').nth(1)?).ok()?;
+    serde_json::from_slice::<Subject>(&payload)
+        .ok()
+        .map(|s| s.sub)
+}
+
+/// The `kid` of an assertion's header, read without verifying anything: only to pick which
+/// of a client's published keys to fetch. `None` for none or anything malformed.
+pub fn unverified_kid(assertion: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Kid {
+        kid: Option<String>,
+    }
+    if assertion.len() > MAX_ASSERTION_LEN {
+        return None;
+    }
+    let header = URL_SAFE_NO_PAD.decode(assertion.split('.').next()?).ok()?;
+    serde_json::from_slice::<Kid>(&header).ok()?.kid
 }
 
 #[cfg(test)]

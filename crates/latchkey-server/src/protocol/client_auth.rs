@@ -11,8 +11,8 @@ use latchkey_proto::ClientAuthMethod;
 use crate::error::OAuthError;
 use crate::form::decode_component;
 use crate::protocol::client_assertion::{
-    ASSERTION_TYPE, AssertionPolicy, VerifiedAssertion, unverified_kid, unverified_subject,
-    verify_assertion,
+    ASSERTION_TYPE, AssertionPolicy, FederatedPolicy, VerifiedAssertion, unverified_kid,
+    unverified_subject, verify_assertion, verify_federated_assertion,
 };
 use crate::protocol::request::RequestParams;
 use crate::secret::SecretHash;
@@ -180,6 +180,31 @@ pub fn authenticate_assertion<K: std::borrow::Borrow<VerifyingKey>>(
         // RFC 7521 §4.2.1: every invalid assertion is invalid_client; the reason is for the
         // operator's log only.
         tracing::info!(client_id = %client.client_id, reason = %err, "client assertion refused");
+        OAuthError::invalid_client()
+    })
+}
+
+/// Decides whether `presented`, a workload identity token, authenticates as `client`, a
+/// client registered for federated identity, given its trusted issuer's `keys` and the
+/// audience its tokens must carry (`audience`, this server's issuer by default).
+pub fn authenticate_federated<K: std::borrow::Borrow<VerifyingKey>>(
+    presented: &PresentedAssertion,
+    client: Option<&ClientRecord>,
+    keys: &[K],
+    default_audience: &str,
+    now: i64,
+) -> Result<(), OAuthError> {
+    let (client, federation) = client
+        .filter(|c| c.enabled && c.auth_method == ClientAuthMethod::PrivateKeyJwt)
+        .and_then(|c| Some((c, c.federation.as_ref()?)))
+        .ok_or_else(OAuthError::invalid_client)?;
+    let policy = FederatedPolicy {
+        issuer: &federation.issuer,
+        subject: &federation.subject,
+        audience: federation.audience.as_deref().unwrap_or(default_audience),
+    };
+    verify_federated_assertion(&presented.assertion, keys, &policy, now).map_err(|err| {
+        tracing::info!(client_id = %client.client_id, reason = %err, "workload identity token refused");
         OAuthError::invalid_client()
     })
 }

@@ -68,8 +68,12 @@ pub struct ClientRecord {
     /// Set (JSON). `None` for clients that use a secret.
     pub public_keys: Option<String>,
     /// For `private_key_jwt`: where the client's public keys are fetched from instead
-    /// (RFC 7591 §2 `jwks_uri`). At most one of `public_keys` and `jwks_uri` is set.
+    /// (RFC 7591 §2 `jwks_uri`). At most one of `public_keys`, `jwks_uri` and `federation`
+    /// is set.
     pub jwks_uri: Option<String>,
+    /// For federated workload identity: the external issuer whose tokens authenticate the
+    /// client, instead of any key of its own.
+    pub federation: Option<Federation>,
     /// Creation time.
     pub created_at: i64,
     /// Last change.
@@ -112,10 +116,28 @@ pub struct ClientUpdate {
     /// opaque tokens, in one transaction.
     pub revoke_tokens: bool,
     /// Replace the client's registered public keys (a JWK Set, JSON): key rotation for
-    /// `private_key_jwt`. Clears `jwks_uri`.
+    /// `private_key_jwt`. Clears `jwks_uri` and `federation`.
     pub public_keys: Option<String>,
-    /// Fetch the client's public keys from this URL from now on. Clears `public_keys`.
+    /// Fetch the client's public keys from this URL from now on. Clears `public_keys` and
+    /// `federation`.
     pub jwks_uri: Option<String>,
+    /// Authenticate the client with this external issuer's tokens from now on. Clears
+    /// `public_keys` and `jwks_uri`.
+    pub federation: Option<Federation>,
+}
+
+/// A trusted external issuer, and which of its tokens authenticate a client: those with
+/// exactly this `iss`, `sub` and (sole) `aud`. At the token endpoint these tokens are
+/// RFC 7523 client assertions; their keys come from the issuer's JWK Set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Federation {
+    /// The issuer identifier; its keys come through its discovery document.
+    pub issuer: String,
+    /// The workload's subject, like `system:serviceaccount:ns:name`.
+    pub subject: String,
+    /// The audience the workload's token must be for; `None` means this server's issuer
+    /// identifier.
+    pub audience: Option<String>,
 }
 
 /// A secret as `client secret list` shows it: never the secret or its hash.

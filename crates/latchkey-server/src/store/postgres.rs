@@ -35,6 +35,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "jwks_uri",
         include_str!("../../migrations/postgres/0003_jwks_uri.sql"),
     ),
+    (
+        "federated identity",
+        include_str!("../../migrations/postgres/0004_federated_identity.sql"),
+    ),
 ];
 
 /// The advisory lock that migrations run under ("latchkey" in ASCII). Transaction-scoped, so it
@@ -279,7 +283,8 @@ macro_rules! client_select {
     () => {
         "SELECT c.client_id, c.name, c.scope, c.audience, c.grant_types,
         c.token_ttl_seconds, c.auth_method, c.enabled, c.can_introspect, c.token_format,
-        c.token_epoch, c.public_keys, c.jwks_uri, c.created_at, c.updated_at,
+        c.token_epoch, c.public_keys, c.jwks_uri,
+        c.federated_issuer, c.federated_subject, c.federated_audience, c.created_at, c.updated_at,
         s.secret_id, s.secret_hash, s.created_at AS secret_created_at, s.expires_at
     FROM clients c
     LEFT JOIN client_secrets s ON s.client_id = c.client_id AND s.revoked_at IS NULL"
@@ -349,8 +354,10 @@ impl Store for PostgresStore {
             sqlx::query(
                 "INSERT INTO clients (client_id, name, scope, audience, grant_types,
                     token_ttl_seconds, auth_method, enabled, can_introspect, token_format,
-                    token_epoch, created_at, updated_at, public_keys, jwks_uri)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                    token_epoch, created_at, updated_at, public_keys, jwks_uri, federated_issuer,
+                    federated_subject, federated_audience)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                    $17, $18)",
             )
             .bind(&client.client_id)
             .bind(&client.name)
@@ -367,6 +374,14 @@ impl Store for PostgresStore {
             .bind(client.updated_at)
             .bind(client.public_keys.as_deref())
             .bind(client.jwks_uri.as_deref())
+            .bind(client.federation.as_ref().map(|f| f.issuer.as_str()))
+            .bind(client.federation.as_ref().map(|f| f.subject.as_str()))
+            .bind(
+                client
+                    .federation
+                    .as_ref()
+                    .and_then(|f| f.audience.as_deref()),
+            )
             .execute(&mut *tx)
             .await?;
             for secret in &client.secrets {
@@ -420,10 +435,17 @@ impl Store for PostgresStore {
                     can_introspect = COALESCE($8, can_introspect),
                     token_format = COALESCE($9, token_format),
                     token_epoch = token_epoch + $10,
-                    public_keys = CASE WHEN $12::TEXT IS NOT NULL THEN NULL
-                        ELSE COALESCE($11, public_keys) END,
-                    jwks_uri = CASE WHEN $11::TEXT IS NOT NULL THEN NULL
-                        ELSE COALESCE($12, jwks_uri) END,
+                    public_keys = CASE WHEN $12::TEXT IS NOT NULL OR $13::TEXT IS NOT NULL
+                        THEN NULL ELSE COALESCE($11, public_keys) END,
+                    jwks_uri = CASE WHEN $11::TEXT IS NOT NULL OR $13::TEXT IS NOT NULL
+                        THEN NULL ELSE COALESCE($12, jwks_uri) END,
+                    federated_issuer = CASE WHEN $11::TEXT IS NOT NULL OR $12::TEXT IS NOT NULL
+                        THEN NULL ELSE COALESCE($13, federated_issuer) END,
+                    federated_subject = CASE WHEN $11::TEXT IS NOT NULL OR $12::TEXT IS NOT NULL
+                        THEN NULL ELSE COALESCE($14::TEXT, federated_subject) END,
+                    federated_audience = CASE WHEN $11::TEXT IS NOT NULL OR $12::TEXT IS NOT NULL
+                        THEN NULL WHEN $13::TEXT IS NOT NULL THEN $15::TEXT
+                        ELSE federated_audience END,
                     updated_at = $7
                  WHERE client_id = $1",
             )
@@ -439,6 +461,14 @@ impl Store for PostgresStore {
             .bind(i64::from(update.revoke_tokens))
             .bind(update.public_keys.as_deref())
             .bind(update.jwks_uri.as_deref())
+            .bind(update.federation.as_ref().map(|f| f.issuer.as_str()))
+            .bind(update.federation.as_ref().map(|f| f.subject.as_str()))
+            .bind(
+                update
+                    .federation
+                    .as_ref()
+                    .and_then(|f| f.audience.as_deref()),
+            )
             .execute(&mut *tx)
             .await?;
             if result.rows_affected() == 0 {

@@ -8,8 +8,8 @@ use latchkey_proto::{ClientAuthMethod, SigningAlg, TokenFormat};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{
-    ClientRecord, KeyState, OpaqueTokenRecord, SecretRecord, StoreError, StoredKey, parse_grants,
-    split_list,
+    ClientRecord, Federation, KeyState, OpaqueTokenRecord, SecretRecord, StoreError, StoredKey,
+    parse_grants, split_list,
 };
 use crate::secret::SecretHash;
 
@@ -57,6 +57,19 @@ where
                 token_epoch: get(row, "token_epoch")?,
                 public_keys: get(row, "public_keys")?,
                 jwks_uri: get(row, "jwks_uri")?,
+                federation: match (
+                    get::<_, Option<String>>(row, "federated_issuer")?,
+                    get::<_, Option<String>>(row, "federated_subject")?,
+                    get::<_, Option<String>>(row, "federated_audience")?,
+                ) {
+                    (Some(issuer), Some(subject), audience) => Some(Federation {
+                        issuer,
+                        subject,
+                        audience,
+                    }),
+                    (None, None, None) => None,
+                    _ => return Err(StoreError::Corrupt("partial federation".into())),
+                },
                 created_at: get(row, "created_at")?,
                 updated_at: get(row, "updated_at")?,
                 secrets: Vec::new(),

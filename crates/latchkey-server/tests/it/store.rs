@@ -6,8 +6,8 @@ use std::sync::Arc;
 use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
 use latchkey_server::secret::SecretHash;
 use latchkey_server::store::{
-    ClientRecord, ClientUpdate, KeyState, OpaqueTokenRecord, RotationOutcome, RotationPlan,
-    SecretAdded, SecretRecord, StoreError, StoredKey,
+    ClientRecord, ClientUpdate, Federation, KeyState, OpaqueTokenRecord, RotationOutcome,
+    RotationPlan, SecretAdded, SecretRecord, StoreError, StoredKey,
 };
 
 use crate::backends::each_backend;
@@ -38,6 +38,7 @@ fn client(id: &str, created_at: i64) -> ClientRecord {
         token_epoch: 0,
         public_keys: None,
         jwks_uri: None,
+        federation: None,
         created_at,
         updated_at: created_at,
         secrets: vec![secret(&format!("{id}-s1"), created_at, None)],
@@ -173,6 +174,44 @@ async fn registered_public_keys_are_stored_and_replaced() {
             (Some(r#"{"keys":[{"kid":"two"}]}"#), None),
             "{backend}"
         );
+        // Federated identity replaces both, is read back whole, and is cleared by keys.
+        let federation = Federation {
+            issuer: "https://k8s.example".into(),
+            subject: "system:serviceaccount:jobs:batch".into(),
+            audience: Some("https://aud.example".into()),
+        };
+        for audience in [Some("https://aud.example".to_owned()), None] {
+            let federated = ClientUpdate {
+                federation: Some(Federation {
+                    audience,
+                    ..federation.clone()
+                }),
+                ..ClientUpdate::default()
+            };
+            let updated = store
+                .update_client("lk_k", &federated, T0 + 5)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(updated.federation, federated.federation, "{backend}");
+            assert_eq!((updated.public_keys, updated.jwks_uri), (None, None));
+            assert_eq!(
+                store.find_client("lk_k").await.unwrap().unwrap().federation,
+                federated.federation,
+                "{backend}"
+            );
+        }
+        let updated = store
+            .update_client("lk_k", &by_uri, T0 + 6)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(updated.federation, None, "{backend}");
+        let mut created = client("lk_f", T0);
+        created.secrets.clear();
+        created.federation = Some(federation);
+        store.create_client(&created).await.unwrap();
+        assert_eq!(store.find_client("lk_f").await.unwrap(), Some(created));
     })
     .await;
 }
