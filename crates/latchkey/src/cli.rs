@@ -443,10 +443,27 @@ pub struct CreateArgs {
     #[arg(long, value_name = "URL")]
     pub jwks_uri: Option<String>,
 
-    /// Let --jwks-uri point at loopback, private or link-local addresses, or use http (for
-    /// development; `serve` needs the same flag to fetch from there).
-    #[arg(long, requires = "jwks_uri")]
+    /// Let --jwks-uri or --federated-issuer point at loopback, private or link-local
+    /// addresses, or use http (for development; `serve` needs --allow-private-jwks-uri too).
+    #[arg(long)]
     pub allow_private_jwks_uri: bool,
+
+    /// Federated workload identity (with --auth-method private_key_jwt): the client
+    /// authenticates with tokens this external issuer gives the workload (a Kubernetes
+    /// cluster, a CI system), found through the issuer's discovery document. No secret or key
+    /// of the client's own exists.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["jwks_file", "jwks_uri"], requires = "federated_subject")]
+    pub federated_issuer: Option<String>,
+
+    /// With --federated-issuer: the `sub` its tokens must carry, exactly (for Kubernetes,
+    /// system:serviceaccount:NAMESPACE:NAME).
+    #[arg(long, value_name = "SUB", requires = "federated_issuer")]
+    pub federated_subject: Option<String>,
+
+    /// With --federated-issuer: the `aud` its tokens must carry, as the only value. Default:
+    /// this server's issuer.
+    #[arg(long, value_name = "AUD", requires = "federated_issuer")]
+    pub federated_audience: Option<String>,
 
     /// Space-separated grant types the client may use; "" registers a client that cannot get
     /// tokens (for example a resource server that only calls introspection).

@@ -42,11 +42,19 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 token_format: args.token_format,
             };
             let jwks = args.jwks_file.as_deref().map(read_jwks).transpose()?;
-            let keys = client_keys(
-                jwks.as_deref(),
-                args.jwks_uri.as_deref(),
-                args.allow_private_jwks_uri,
-            );
+            let keys = match (&args.federated_issuer, &args.federated_subject) {
+                (Some(issuer), Some(subject)) => Some(ClientKeys::Federated {
+                    issuer,
+                    subject,
+                    audience: args.federated_audience.as_deref(),
+                    allow_private: args.allow_private_jwks_uri,
+                }),
+                _ => client_keys(
+                    jwks.as_deref(),
+                    args.jwks_uri.as_deref(),
+                    args.allow_private_jwks_uri,
+                ),
+            };
             let (client, secret) = match (new.auth_method, keys) {
                 (ClientAuthMethod::PrivateKeyJwt, Some(keys)) => {
                     let client =
@@ -54,12 +62,13 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                     (client, None)
                 }
                 (ClientAuthMethod::PrivateKeyJwt, None) => anyhow::bail!(
-                    "a private_key_jwt client needs its public keys: --jwks-file keys.json or \
-                     --jwks-uri https://..."
+                    "a private_key_jwt client needs its public keys (--jwks-file keys.json or \
+                     --jwks-uri https://...) or a trusted issuer (--federated-issuer URL \
+                     --federated-subject SUB)"
                 ),
                 (_, Some(_)) => anyhow::bail!(
-                    "--jwks-file and --jwks-uri are for --auth-method private_key_jwt; other \
-                     methods use a generated secret"
+                    "--jwks-file, --jwks-uri and --federated-issuer are for --auth-method \
+                     private_key_jwt; other methods use a generated secret"
                 ),
                 (_, None) => {
                     let (client, secret) =
@@ -350,6 +359,13 @@ fn client_json(client: &ClientRecord) -> Value {
     if let Some(uri) = &client.jwks_uri {
         value["jwks_uri"] = json!(uri);
     }
+    if let Some(federation) = &client.federation {
+        value["federated_issuer"] = json!(federation.issuer);
+        value["federated_subject"] = json!(federation.subject);
+        if let Some(audience) = &federation.audience {
+            value["federated_audience"] = json!(audience);
+        }
+    }
     value
 }
 
@@ -395,6 +411,13 @@ fn client_row(client: &ClientRecord, secret: Option<&str>) -> Vec<Row> {
     }
     if let Some(uri) = &client.jwks_uri {
         rows.push(("jwks_uri", uri.clone()));
+    }
+    if let Some(federation) = &client.federation {
+        rows.push(("federated_issuer", federation.issuer.clone()));
+        rows.push(("federated_subject", federation.subject.clone()));
+        if let Some(audience) = &federation.audience {
+            rows.push(("federated_audience", audience.clone()));
+        }
     }
     rows
 }
