@@ -224,6 +224,7 @@ fn decide(
         jti: answer.jti.unwrap_or_default(),
         scope: answer.scope,
         epoch: 0,
+        cnf: answer.cnf,
     };
     verify::check_times(&claims, expect.leeway, now).map_err(Rejection::InvalidToken)?;
     Ok(Caller::new(claims, None, Arc::clone(expect.audience)))

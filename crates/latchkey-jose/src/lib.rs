@@ -7,6 +7,7 @@
 //! and write JWKs the same way.
 #![deny(missing_docs)]
 
+pub mod dpop;
 mod signing;
 
 pub use signing::{KeyError, PrivateKey};

@@ -62,6 +62,21 @@ pub struct AccessTokenClaims {
     /// verifiers ignore it.
     #[serde(rename = "lk_epoch", default, skip_serializing_if = "is_zero")]
     pub epoch: i64,
+    /// The key or certificate the token is bound to (RFC 7800 `cnf`): only its holder may
+    /// use it. Absent for bearer tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// A confirmation claim (RFC 7800 §3.1) binding a token to a proof-of-possession key.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// RFC 9449 §6.1: the RFC 7638 SHA-256 thumbprint of the DPoP public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
+    /// RFC 8705 §3.1: the SHA-256 thumbprint of the client's X.509 certificate (DER).
+    #[serde(rename = "x5t#S256", default, skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
 }
 
 fn is_zero(n: &i64) -> bool {

@@ -38,6 +38,9 @@ pub struct IntrospectionResponse {
     /// The token's unique identifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// The key the token is bound to (RFC 9449 §6.2, RFC 8705 §3.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<crate::Confirmation>,
 }
 
 impl IntrospectionResponse {

@@ -24,7 +24,7 @@ mod metadata;
 mod names;
 mod token;
 
-pub use claims::{AccessTokenClaims, Audience};
+pub use claims::{AccessTokenClaims, Audience, Confirmation};
 pub use error::{ErrorCode, ErrorResponse};
 pub use introspection::IntrospectionResponse;
 pub use jwks::{Jwk, JwkSet};

@@ -24,6 +24,10 @@ pub struct AuthorizationServerMetadata {
     /// say, which RFC 8414 §2 reads as `client_secret_basic`.
     #[serde(default)]
     pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// RFC 9449 §5.1: the JWS algorithms accepted for DPoP proofs; absent when the server
+    /// does not take DPoP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_signing_alg_values_supported: Option<Vec<String>>,
     /// JWS algorithms accepted for `private_key_jwt` assertions at the token endpoint
     /// (RFC 8414 §2); absent when the server does not take assertions.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -103,6 +103,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// The issuer identifier, exactly as it appears in `iss`.
     pub issuer: String,
+    /// The token endpoint URL: the `htu` of DPoP proofs sent to it.
+    pub token_endpoint: String,
     /// The token endpoint URL when it is accepted as an assertion audience (compatibility).
     pub compatible_assertion_audience: Option<String>,
     /// The JWK Sets clients publish at their `jwks_uri`.
@@ -198,6 +200,7 @@ impl Application {
             clock,
             issuer,
             compatible_assertion_audience,
+            token_endpoint: metadata.token_endpoint.clone(),
             remote_keys,
             metadata_json,
             metadata_max_age: max_age,
@@ -307,6 +310,7 @@ fn metadata(issuer: &str) -> AuthorizationServerMetadata {
             .collect(),
         token_endpoint_auth_methods_supported: auth_methods(),
         token_endpoint_auth_signing_alg_values_supported: Some(assertion_algs()),
+        dpop_signing_alg_values_supported: Some(assertion_algs()),
         response_types_supported: Vec::new(),
         introspection_endpoint: Some(format!("{issuer}{}", paths::INTROSPECT)),
         introspection_endpoint_auth_methods_supported: Some(auth_methods()),
@@ -324,8 +328,8 @@ fn auth_methods() -> Vec<String> {
         .collect()
 }
 
-/// RFC 8414 §2: the algorithms a `private_key_jwt` assertion may be signed with — those of
-/// the keys clients can register. Never `none` or a MAC.
+/// RFC 8414 §2 and RFC 9449 §5.1: the algorithms a `private_key_jwt` assertion or a DPoP
+/// proof may be signed with — those of the keys latchkey verifies. Never `none` or a MAC.
 fn assertion_algs() -> Vec<String> {
     SigningAlg::ALL
         .iter()

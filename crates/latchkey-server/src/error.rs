@@ -108,6 +108,15 @@ impl OAuthError {
         )
     }
 
+    /// 400 `invalid_dpop_proof` (RFC 9449 §5).
+    pub fn invalid_dpop_proof(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(
+            ErrorCode::InvalidDpopProof,
+            StatusCode::BAD_REQUEST,
+            description,
+        )
+    }
+
     /// A request error with another status (405, 413, 415-like cases), still `invalid_request`.
     pub fn invalid_request_with_status(
         status: StatusCode,

@@ -29,6 +29,8 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct Received {
     /// The single `Authorization` header, if any.
     pub authorization: Option<HeaderValue>,
+    /// The single `DPoP` proof header, if any (RFC 9449 §4.1).
+    pub dpop: Option<HeaderValue>,
     /// The form parameters.
     pub params: RequestParams,
 }
@@ -39,10 +41,17 @@ pub async fn receive(request: Request) -> Result<Received, OAuthError> {
     let (parts, body) = request.into_parts();
     check_transport(&parts.method, parts.uri.query(), &parts.headers)?;
     let authorization = single_authorization(&parts.headers)?;
+    // RFC 9449 §4.3 item 1: at most one DPoP header.
+    let mut proofs = parts.headers.get_all("dpop").iter();
+    let dpop = proofs.next().cloned();
+    if proofs.next().is_some() {
+        return Err(OAuthError::invalid_dpop_proof("more than one DPoP header"));
+    }
     let body = read_body(&parts.headers, body).await?;
     let params = parse(&body)?;
     Ok(Received {
         authorization,
+        dpop,
         params,
     })
 }

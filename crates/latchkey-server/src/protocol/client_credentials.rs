@@ -118,5 +118,6 @@ pub fn access_token_claims(
         jti,
         scope: (!grant.scope.is_empty()).then(|| grant.scope.join(" ")),
         epoch: client.token_epoch,
+        cnf: None,
     }
 }

@@ -18,6 +18,7 @@ pub fn opaque_claims(issuer: &str, record: &OpaqueTokenRecord) -> AccessTokenCla
         jti: record.jti.clone(),
         scope: (!record.scope.is_empty()).then(|| record.scope.join(" ")),
         epoch: record.epoch,
+        cnf: None,
     }
 }
 
@@ -43,13 +44,22 @@ pub fn active_response(claims: AccessTokenClaims) -> IntrospectionResponse {
         active: true,
         scope: claims.scope,
         client_id: Some(claims.client_id),
-        token_type: Some(token_type_name(TokenType::Bearer).to_owned()),
+        // RFC 9449 §6.2: a token bound to a DPoP key is of type DPoP, and says which key.
+        token_type: Some(
+            token_type_name(if claims.cnf.as_ref().is_some_and(|c| c.jkt.is_some()) {
+                TokenType::DPoP
+            } else {
+                TokenType::Bearer
+            })
+            .to_owned(),
+        ),
         exp: Some(claims.exp),
         iat: Some(claims.iat),
         sub: Some(claims.sub),
         aud: Some(claims.aud),
         iss: Some(claims.iss),
         jti: Some(claims.jti),
+        cnf: claims.cnf,
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod cli;
 mod discovery;
+mod dpop;
 mod federated;
 mod gateways;
 mod helpers;

@@ -1,0 +1,405 @@
+//! DPoP proofs (RFC 9449 §4.3), checked the same way at the token endpoint and at resource
+//! servers: shape, `typ`, an asymmetric `alg` of the embedded public `jwk`, the signature,
+//! `htm`, `htu`, the `iat` window and, for resource requests, `ath`. No IO: remembering each
+//! `jti` (§11.1) is the caller's, with the [`VerifiedProof::jti`] and its window.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use latchkey_proto::{Jwk, SigningAlg};
+use serde::Deserialize;
+use serde_json::Value;
+use url::Url;
+
+use crate::{VerifyingKey, thumbprint};
+
+/// Longer proofs are refused before decoding (an RSA-4096 `jwk` fits easily).
+pub const MAX_PROOF_LEN: usize = 8 * 1024;
+/// A proof's `iat` may be this many seconds old.
+pub const PROOF_MAX_AGE_SECONDS: i64 = 300;
+/// A proof's `iat` may be this many seconds in the future (clock skew).
+pub const PROOF_SKEW_SECONDS: i64 = 60;
+
+/// JWK members that carry private key material; a proof's `jwk` must have none (§4.3 item 7).
+const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// What the request the proof comes with looks like.
+#[derive(Debug, Clone, Copy)]
+pub struct ProofCheck<'a> {
+    /// The HTTP method (`htm`).
+    pub method: &'a str,
+    /// The request URL (`htu` is compared without query and fragment, RFC 9449 §4.3 item 9).
+    pub url: &'a str,
+    /// Now, in seconds since the Unix epoch.
+    pub now: i64,
+    /// At a resource server: the access token, whose hash `ath` must be (§4.3 item 12).
+    pub access_token: Option<&'a str>,
+    /// The nonce the server requires, if it does (§8, §9).
+    pub nonce: Option<&'a str>,
+}
+
+/// A proof that passed: whose key signed it and what must be remembered against replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedProof {
+    /// The RFC 7638 thumbprint of the proof's public key: `cnf.jkt` of the token it binds.
+    pub jkt: String,
+    /// The proof's unique id; a second use within the window is a replay.
+    pub jti: String,
+    /// Until when the `jti` must be remembered: after this the proof is too old anyway.
+    pub remember_until: i64,
+}
+
+/// Why a proof was refused; every case is `invalid_dpop_proof` (or `use_dpop_nonce` for
+/// [`ProofError::Nonce`]) on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProofError {
+    /// Too long, not three base64url parts, or not JSON.
+    Malformed,
+    /// `typ` is not `dpop+jwt`.
+    Type,
+    /// `alg` is missing, symmetric, `none`, or not that of the `jwk`.
+    Algorithm,
+    /// `jwk` is missing, private, or not a supported public key.
+    Key,
+    /// The signature does not verify with `jwk`.
+    Signature,
+    /// A required claim is missing or of the wrong type.
+    Claims,
+    /// `htm` is not the request's method.
+    Method,
+    /// `htu` is not the request's URL.
+    Url,
+    /// `iat` is too old or too far ahead.
+    Time,
+    /// `ath` is missing or not the hash of the access token.
+    TokenHash,
+    /// The required nonce is missing or not the current one.
+    Nonce,
+}
+
+impl std::fmt::Display for ProofError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProofError::Malformed => "the DPoP proof is not a well-formed JWT",
+            ProofError::Type => "the DPoP proof's typ must be dpop+jwt",
+            ProofError::Algorithm => {
+                "the DPoP proof's alg must be an asymmetric algorithm of its jwk"
+            }
+            ProofError::Key => "the DPoP proof needs a supported public jwk",
+            ProofError::Signature => "the DPoP proof's signature does not verify",
+            ProofError::Claims => "the DPoP proof needs jti, htm, htu and an integer iat",
+            ProofError::Method => "the DPoP proof's htm is not this request's method",
+            ProofError::Url => "the DPoP proof's htu is not this request's URL",
+            ProofError::Time => "the DPoP proof's iat is outside the accepted window",
+            ProofError::TokenHash => "the DPoP proof's ath is not the access token's hash",
+            ProofError::Nonce => "the DPoP proof must carry the server's nonce",
+        })
+    }
+}
+
+impl std::error::Error for ProofError {}
+
+#[derive(Deserialize)]
+struct Header {
+    typ: Option<String>,
+    alg: Option<String>,
+    jwk: Option<Value>,
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    jti: String,
+    htm: String,
+    htu: String,
+    iat: i64,
+    ath: Option<String>,
+    nonce: Option<String>,
+}
+
+/// The base64url SHA-256 of an access token: a proof's `ath` (RFC 9449 §4.2).
+pub fn access_token_hash(access_token: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access_token.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+/// Checks a DPoP proof against the request it came with (RFC 9449 §4.3).
+pub fn verify_proof(proof: &str, check: &ProofCheck<'_>) -> Result<VerifiedProof, ProofError> {
+    use ProofError as E;
+    if proof.len() > MAX_PROOF_LEN || proof.bytes().filter(|&b| b == b'.').count() != 2 {
+        return Err(E::Malformed);
+    }
+    let (signed, signature) = proof.rsplit_once('.').ok_or(E::Malformed)?;
+    let (header, payload) = signed.split_once('.').ok_or(E::Malformed)?;
+    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| E::Malformed);
+    let header: Header = serde_json::from_slice(&decode(header)?).map_err(|_| E::Malformed)?;
+    // Item 4: explicit typing, so no other JWT can pass as a proof.
+    if !header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("dpop+jwt"))
+    {
+        return Err(E::Type);
+    }
+    if header.crit.is_some() {
+        return Err(E::Malformed);
+    }
+    // Item 5: an asymmetric algorithm we support; `none` and MACs never.
+    let alg: SigningAlg = header
+        .alg
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .ok_or(E::Algorithm)?;
+    let key = public_key(header.jwk.as_ref().ok_or(E::Key)?)?;
+    if key.0.alg() != alg {
+        return Err(E::Algorithm);
+    }
+    // Item 6: signed by the key it carries.
+    if !key.0.verify(signed.as_bytes(), &decode(signature)?) {
+        return Err(E::Signature);
+    }
+    let claims: Claims = serde_json::from_slice(&decode(payload)?).map_err(|_| E::Claims)?;
+    if claims.jti.is_empty() || claims.jti.len() > 256 {
+        return Err(E::Claims);
+    }
+    // Item 8: htm, compared exactly (methods are case-sensitive, RFC 9110 §9.1).
+    if claims.htm != check.method {
+        return Err(E::Method);
+    }
+    // Item 9: htu, without query and fragment, after normalisation.
+    if !same_target(&claims.htu, check.url) {
+        return Err(E::Url);
+    }
+    // Item 10: the nonce the server requires.
+    if let Some(nonce) = check.nonce
+        && claims.nonce.as_deref() != Some(nonce)
+    {
+        return Err(E::Nonce);
+    }
+    // Item 11: iat within the window.
+    if claims.iat < check.now - PROOF_MAX_AGE_SECONDS || claims.iat > check.now + PROOF_SKEW_SECONDS
+    {
+        return Err(E::Time);
+    }
+    // Item 12: bound to the access token it is sent with.
+    if let Some(token) = check.access_token
+        && claims.ath.as_deref() != Some(access_token_hash(token).as_str())
+    {
+        return Err(E::TokenHash);
+    }
+    Ok(VerifiedProof {
+        jkt: key.1,
+        jti: claims.jti,
+        remember_until: claims.iat + PROOF_MAX_AGE_SECONDS + PROOF_SKEW_SECONDS,
+    })
+}
+
+/// The proof's public key and its thumbprint; private or unsupported keys are refused.
+fn public_key(jwk: &Value) -> Result<(VerifyingKey, String), ProofError> {
+    let object = jwk.as_object().ok_or(ProofError::Key)?;
+    if PRIVATE_MEMBERS.iter().any(|m| object.contains_key(*m)) {
+        return Err(ProofError::Key);
+    }
+    let text = |name: &str| object.get(name).and_then(Value::as_str).map(str::to_owned);
+    let mut jwk = Jwk {
+        kty: text("kty").ok_or(ProofError::Key)?,
+        kid: String::new(),
+        use_: text("use"),
+        alg: text("alg"),
+        crv: text("crv"),
+        x: text("x"),
+        y: text("y"),
+        n: text("n"),
+        e: text("e"),
+    };
+    let jkt = thumbprint(&jwk).ok_or(ProofError::Key)?;
+    jwk.kid.clone_from(&jkt);
+    let key = VerifyingKey::from_jwk(&jwk).ok_or(ProofError::Key)?;
+    Ok((key, jkt))
+}
+
+/// RFC 9449 §4.3 item 9 with RFC 3986 §6.2.2 and §6.2.3 normalisation: scheme, host, port
+/// (the default one made explicit) and path must match; query and fragment do not count.
+fn same_target(htu: &str, url: &str) -> bool {
+    let (Ok(a), Ok(b)) = (Url::parse(htu), Url::parse(url)) else {
+        return false;
+    };
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+        && a.path() == b.path()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PrivateKey;
+    use serde_json::json;
+
+    const URL: &str = "https://as.example/oauth2/token";
+    const NOW: i64 = 1_767_225_600;
+
+    fn proof(key: &PrivateKey, edit: impl FnOnce(&mut Value, &mut Value)) -> String {
+        let mut header =
+            json!({ "typ": "dpop+jwt", "alg": key.alg().as_str(), "jwk": key.public_jwk() });
+        let mut claims = json!({ "jti": "j1", "htm": "POST", "htu": URL, "iat": NOW });
+        edit(&mut header, &mut claims);
+        key.sign_jws(header.to_string().as_bytes(), claims.to_string().as_bytes())
+            .unwrap()
+    }
+
+    fn check() -> ProofCheck<'static> {
+        ProofCheck {
+            method: "POST",
+            url: URL,
+            now: NOW,
+            access_token: None,
+            nonce: None,
+        }
+    }
+
+    #[test]
+    fn a_good_proof_names_its_key() {
+        for alg in SigningAlg::ALL {
+            let key = PrivateKey::generate(*alg).unwrap().0;
+            let verified = verify_proof(&proof(&key, |_, _| {}), &check()).unwrap();
+            assert_eq!(verified.jkt, thumbprint(key.public_jwk()).unwrap());
+            assert_eq!(verified.jti, "j1");
+        }
+        let key = PrivateKey::generate(SigningAlg::Es256).unwrap().0;
+        // Normalisation: case of scheme and host, the default port, and a query.
+        for htu in [
+            "HTTPS://AS.example/oauth2/token",
+            "https://as.example:443/oauth2/token",
+            "https://as.example/oauth2/token?x=1",
+        ] {
+            let p = proof(&key, |_, c| c["htu"] = json!(htu));
+            assert!(verify_proof(&p, &check()).is_ok(), "{htu}");
+        }
+        let with_ath = proof(&key, |_, c| c["ath"] = json!(access_token_hash("tok")));
+        let at_rs = ProofCheck {
+            access_token: Some("tok"),
+            ..check()
+        };
+        assert!(verify_proof(&with_ath, &at_rs).is_ok());
+    }
+
+    #[test]
+    fn every_rule_of_section_4_3_is_enforced() {
+        let key = PrivateKey::generate(SigningAlg::Es256).unwrap().0;
+        let other = PrivateKey::generate(SigningAlg::Es256).unwrap().0;
+        let ed = PrivateKey::generate(SigningAlg::EdDsa).unwrap().0;
+        let cases: Vec<(ProofError, String)> = vec![
+            (
+                ProofError::Type,
+                proof(&key, |h, _| h["typ"] = json!("JWT")),
+            ),
+            (
+                ProofError::Type,
+                proof(&key, |h, _| _ = h.as_object_mut().unwrap().remove("typ")),
+            ),
+            (
+                ProofError::Algorithm,
+                proof(&key, |h, _| h["alg"] = json!("HS256")),
+            ),
+            (
+                ProofError::Algorithm,
+                proof(&key, |h, _| h["alg"] = json!("none")),
+            ),
+            (
+                ProofError::Algorithm,
+                proof(&key, |h, _| h["alg"] = json!("EdDSA")),
+            ),
+            (
+                ProofError::Key,
+                proof(&key, |h, _| _ = h.as_object_mut().unwrap().remove("jwk")),
+            ),
+            (
+                ProofError::Key,
+                proof(&key, |h, _| h["jwk"]["d"] = json!("AAAA")),
+            ),
+            (
+                ProofError::Signature,
+                proof(&key, |h, _| {
+                    h["jwk"] = serde_json::to_value(other.public_jwk()).unwrap()
+                }),
+            ),
+            (
+                ProofError::Algorithm,
+                proof(&key, |h, _| {
+                    h["jwk"] = serde_json::to_value(ed.public_jwk()).unwrap()
+                }),
+            ),
+            (
+                ProofError::Claims,
+                proof(&key, |_, c| _ = c.as_object_mut().unwrap().remove("jti")),
+            ),
+            (
+                ProofError::Claims,
+                proof(&key, |_, c| c["iat"] = json!(NOW.to_string())),
+            ),
+            (
+                ProofError::Method,
+                proof(&key, |_, c| c["htm"] = json!("GET")),
+            ),
+            (
+                ProofError::Method,
+                proof(&key, |_, c| c["htm"] = json!("post")),
+            ),
+            (
+                ProofError::Url,
+                proof(&key, |_, c| c["htu"] = json!("https://as.example/other")),
+            ),
+            (
+                ProofError::Url,
+                proof(&key, |_, c| {
+                    c["htu"] = json!("http://as.example/oauth2/token")
+                }),
+            ),
+            (
+                ProofError::Url,
+                proof(&key, |_, c| {
+                    c["htu"] = json!("https://evil.example/oauth2/token")
+                }),
+            ),
+            (
+                ProofError::Time,
+                proof(&key, |_, c| c["iat"] = json!(NOW - 301)),
+            ),
+            (
+                ProofError::Time,
+                proof(&key, |_, c| c["iat"] = json!(NOW + 61)),
+            ),
+            (
+                ProofError::Malformed,
+                proof(&key, |h, _| h["crit"] = json!(["x"])),
+            ),
+            (ProofError::Malformed, "a.b".to_owned()),
+            (
+                ProofError::Malformed,
+                format!("{}.x.y", "a".repeat(MAX_PROOF_LEN)),
+            ),
+        ];
+        for (expected, bad) in cases {
+            assert_eq!(
+                verify_proof(&bad, &check()),
+                Err(expected.clone()),
+                "{expected:?}"
+            );
+        }
+        let at_rs = ProofCheck {
+            access_token: Some("tok"),
+            ..check()
+        };
+        let no_ath = proof(&key, |_, _| {});
+        assert_eq!(verify_proof(&no_ath, &at_rs), Err(ProofError::TokenHash));
+        let wrong_ath = proof(&key, |_, c| c["ath"] = json!(access_token_hash("other")));
+        assert_eq!(verify_proof(&wrong_ath, &at_rs), Err(ProofError::TokenHash));
+        let with_nonce = ProofCheck {
+            nonce: Some("n1"),
+            ..check()
+        };
+        assert_eq!(verify_proof(&no_ath, &with_nonce), Err(ProofError::Nonce));
+        let nonced = proof(&key, |_, c| c["nonce"] = json!("n1"));
+        assert!(verify_proof(&nonced, &with_nonce).is_ok());
+    }
+}

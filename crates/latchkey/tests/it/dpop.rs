@@ -1,0 +1,172 @@
+//! DPoP at the token endpoint (RFC 9449 §4.3, §5, §6): a client that sends a proof gets a
+//! token bound to the proof's key (`token_type: DPoP`, `cnf.jkt`); bad, replayed or doubled
+//! proofs get `400 invalid_dpop_proof`.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use latchkey_client::PrivateKey;
+use latchkey_proto::{SigningAlg, TokenFormat};
+use serde_json::{Value, json};
+
+use crate::helpers::{T0, TestApp, TestClient, decode_parts, spawn_app};
+
+fn proof(app: &TestApp, key: &PrivateKey, edit: impl FnOnce(&mut Value, &mut Value)) -> String {
+    let mut header =
+        json!({ "typ": "dpop+jwt", "alg": key.alg().as_str(), "jwk": key.public_jwk() });
+    let mut claims = json!({
+        "jti": URL_SAFE_NO_PAD.encode(fastrand::u128(..).to_le_bytes()),
+        "htm": "POST",
+        "htu": app.token_url(),
+        "iat": T0,
+    });
+    edit(&mut header, &mut claims);
+    key.sign_jws(header.to_string().as_bytes(), claims.to_string().as_bytes())
+        .unwrap()
+}
+
+async fn token(app: &TestApp, client: &TestClient, proofs: &[&str]) -> (u16, Value) {
+    let mut request = app
+        .http
+        .post(app.token_url())
+        .basic_auth(client.id(), Some(&client.secret))
+        .form(&[("grant_type", "client_credentials")]);
+    for proof in proofs {
+        request = request.header("DPoP", *proof);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_proof_binds_the_token_to_its_key() {
+    let app = spawn_app().await;
+    let client = app.client(|_| {}).await;
+    for alg in SigningAlg::ALL {
+        let key = PrivateKey::generate(*alg).unwrap().0;
+        let (status, body) = token(&app, &client, &[&proof(&app, &key, |_, _| {})]).await;
+        assert_eq!(status, 200, "{alg}: {body}");
+        assert_eq!(body["token_type"], "DPoP");
+        let (_, claims) = decode_parts(body["access_token"].as_str().unwrap());
+        // The kid of a generated key is its RFC 7638 thumbprint, which cnf.jkt must be.
+        assert_eq!(claims["cnf"], json!({ "jkt": key.kid() }));
+    }
+    // Without a proof: a bearer token, no cnf.
+    let (status, body) = token(&app, &client, &[]).await;
+    assert_eq!((status, body["token_type"].as_str()), (200, Some("Bearer")));
+    assert!(
+        decode_parts(body["access_token"].as_str().unwrap())
+            .1
+            .get("cnf")
+            .is_none()
+    );
+
+    // Introspection reports the binding (RFC 9449 §6.2).
+    let key = PrivateKey::generate(SigningAlg::Es256).unwrap().0;
+    let (_, body) = token(&app, &client, &[&proof(&app, &key, |_, _| {})]).await;
+    let rs = app
+        .client(|c| {
+            c.can_introspect = true;
+            c.grant_types = vec![];
+        })
+        .await;
+    let introspected: Value = app
+        .http
+        .post(app.url("/oauth2/introspect"))
+        .basic_auth(rs.id(), Some(&rs.secret))
+        .form(&[("token", body["access_token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["active"], true);
+    assert_eq!(introspected["token_type"], "DPoP");
+    assert_eq!(introspected["cnf"]["jkt"], key.kid());
+
+    // Discovery says which algorithms proofs may use (RFC 9449 §5.1).
+    let metadata: Value = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
+    assert_eq!(
+        metadata["dpop_signing_alg_values_supported"],
+        json!(["ES256", "EdDSA", "RS256"])
+    );
+}
+
+#[tokio::test]
+async fn bad_replayed_or_doubled_proofs_are_refused() {
+    let app = spawn_app().await;
+    let client = app.client(|_| {}).await;
+    let key = PrivateKey::generate(SigningAlg::Es256).unwrap().0;
+    let good = proof(&app, &key, |_, _| {});
+    assert_eq!(token(&app, &client, &[&good]).await.0, 200);
+    let other = app.url("/oauth2/introspect");
+    let cases = [
+        ("replayed", good.clone()),
+        ("typ JWT", proof(&app, &key, |h, _| h["typ"] = json!("JWT"))),
+        (
+            "alg none",
+            proof(&app, &key, |h, _| h["alg"] = json!("none")),
+        ),
+        (
+            "private jwk",
+            proof(&app, &key, |h, _| h["jwk"]["d"] = json!("AAAA")),
+        ),
+        (
+            "no jwk",
+            proof(&app, &key, |h, _| {
+                _ = h.as_object_mut().unwrap().remove("jwk")
+            }),
+        ),
+        ("htm GET", proof(&app, &key, |_, c| c["htm"] = json!("GET"))),
+        (
+            "another htu",
+            proof(&app, &key, |_, c| c["htu"] = json!(other)),
+        ),
+        (
+            "iat 10 min old",
+            proof(&app, &key, |_, c| c["iat"] = json!(T0 - 600)),
+        ),
+        (
+            "iat 2 min ahead",
+            proof(&app, &key, |_, c| c["iat"] = json!(T0 + 120)),
+        ),
+        (
+            "no jti",
+            proof(&app, &key, |_, c| {
+                _ = c.as_object_mut().unwrap().remove("jti")
+            }),
+        ),
+        ("not a JWT", "abc".to_owned()),
+    ];
+    for (case, bad) in cases {
+        let (status, body) = token(&app, &client, &[&bad]).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_dpop_proof")),
+            "{case}: {body}"
+        );
+    }
+    let (a, b) = (proof(&app, &key, |_, _| {}), proof(&app, &key, |_, _| {}));
+    let (status, body) = token(&app, &client, &[&a, &b]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_dpop_proof"))
+    );
+    // A proof does not replace client authentication.
+    let stranger = crate::helpers::TestClient {
+        record: client.record.clone(),
+        secret: "wrong".into(),
+    };
+    let (status, _) = token(&app, &stranger, &[&proof(&app, &key, |_, _| {})]).await;
+    assert_eq!(status, 401);
+    // Opaque tokens cannot carry the binding here: refused, not silently bearer.
+    let opaque = app.client(|c| c.token_format = TokenFormat::Opaque).await;
+    let (status, body) = token(&app, &opaque, &[&proof(&app, &key, |_, _| {})]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+}
