@@ -97,7 +97,7 @@ impl Introspector {
         if self.inactive.get(&hash, now).is_some() {
             return Err(Rejection::InvalidToken(Invalid::Inactive));
         }
-        let (answer, bound) = {
+        let answer = {
             let _turn = self
                 .in_flight
                 .acquire()
@@ -105,11 +105,7 @@ impl Introspector {
                 .map_err(|_| Rejection::Unavailable)?;
             self.ask(token).await?
         };
-        let decided = if bound {
-            Err(Rejection::InvalidToken(Invalid::NotBearer))
-        } else {
-            decide(answer, expect, now)
-        };
+        let decided = decide(answer, expect, now);
         match &decided {
             Ok(caller) => {
                 let until = caller
@@ -126,10 +122,9 @@ impl Introspector {
         decided
     }
 
-    /// One introspection request (RFC 7662 §2.1), and whether the token is bound to a key or
-    /// certificate (`cnf`). Anything but a clear answer is `Unavailable`: a token is never
-    /// taken as active without one.
-    async fn ask(&self, token: &str) -> Result<(IntrospectionResponse, bool), Rejection> {
+    /// One introspection request (RFC 7662 §2.1). Anything but a clear answer is
+    /// `Unavailable`: a token is never taken as active without one.
+    async fn ask(&self, token: &str) -> Result<IntrospectionResponse, Rejection> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let body = format!(
             "{}={}&{}=access_token",
@@ -175,9 +170,8 @@ impl Introspector {
             .map_err(unreadable)?;
         let value: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| unreadable(e.to_string()))?;
-        let bound = value.get("cnf").is_some();
         let answer = serde_json::from_value(value).map_err(|e| unreadable(e.to_string()))?;
-        Ok((answer, bound))
+        Ok(answer)
     }
 }
 
@@ -191,11 +185,18 @@ fn decide(
     if !answer.active {
         return invalid(Invalid::Inactive);
     }
-    if answer
+    // Bearer, or DPoP with the key it is bound to (RFC 9449 §6.2); the caller checks the
+    // binding against the request's proof.
+    let dpop = answer
         .token_type
         .as_deref()
-        .is_some_and(|t| !t.eq_ignore_ascii_case("Bearer"))
-    {
+        .is_some_and(|t| t.eq_ignore_ascii_case("DPoP"));
+    let bearer = answer
+        .token_type
+        .as_deref()
+        .is_none_or(|t| t.eq_ignore_ascii_case("Bearer"));
+    let jkt = answer.cnf.as_ref().and_then(|c| c.jkt.as_ref());
+    if !(bearer || (dpop && jkt.is_some())) {
         return invalid(Invalid::NotBearer);
     }
     if answer

@@ -104,7 +104,7 @@ where
             let caller = match known {
                 Some(caller) => caller,
                 None => match guard
-                    .authenticate_request(request.headers(), request.uri())
+                    .authenticate_request(request.method(), request.headers(), request.uri())
                     .await
                 {
                     Ok(caller) => {

@@ -27,13 +27,27 @@ pub enum Rejection {
     /// be fine, but it is not accepted unverified.
     #[error("token verification is unavailable")]
     Unavailable,
+    /// RFC 9449 §7.1: a token sent with the DPoP scheme is not valid (the challenge uses the
+    /// DPoP scheme).
+    #[error("invalid DPoP token: {0}")]
+    InvalidDpopToken(Invalid),
+    /// RFC 9449 §7.1 `invalid_dpop_proof`: the proof is missing, doubled, invalid, replayed,
+    /// or made with another key than the token's.
+    #[error("invalid DPoP proof: {0}")]
+    InvalidDpopProof(String),
 }
+
+/// The algorithms DPoP proofs may use here (RFC 9449 §7.1 `algs`).
+const DPOP_ALGS: &str = "ES256 EdDSA RS256";
 
 impl Rejection {
     /// The HTTP status (RFC 6750 §3.1).
     pub fn status(&self) -> StatusCode {
         match self {
-            Rejection::MissingToken | Rejection::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Rejection::MissingToken
+            | Rejection::InvalidToken(_)
+            | Rejection::InvalidDpopToken(_)
+            | Rejection::InvalidDpopProof(_) => StatusCode::UNAUTHORIZED,
             Rejection::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Rejection::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -57,6 +71,14 @@ impl Rejection {
                 "Bearer realm={realm}, error=\"insufficient_scope\", scope={}",
                 quote(scope)
             ),
+            Rejection::InvalidDpopToken(why) => format!(
+                "DPoP realm={realm}, error=\"invalid_token\", error_description={}, algs=\"{DPOP_ALGS}\"",
+                quote(&why.to_string())
+            ),
+            Rejection::InvalidDpopProof(why) => format!(
+                "DPoP realm={realm}, error=\"invalid_dpop_proof\", error_description={}, algs=\"{DPOP_ALGS}\"",
+                quote(why)
+            ),
         }
     }
 
@@ -72,11 +94,22 @@ impl Rejection {
         if let Ok(challenge) = HeaderValue::try_from(self.challenge(realm)) {
             headers.insert(WWW_AUTHENTICATE, challenge);
         }
+        if self == Rejection::MissingToken {
+            // RFC 9449 §7.1: say that DPoP is accepted too, and with which algorithms.
+            if let Ok(dpop) =
+                HeaderValue::try_from(format!("DPoP realm={}, algs=\"{DPOP_ALGS}\"", quote(realm)))
+            {
+                headers.append(WWW_AUTHENTICATE, dpop);
+            }
+        }
         if grpc {
             // gRPC status codes: UNAUTHENTICATED 16, PERMISSION_DENIED 7, INVALID_ARGUMENT 3,
             // UNAVAILABLE 14.
             let code = match self {
-                Rejection::MissingToken | Rejection::InvalidToken(_) => "16",
+                Rejection::MissingToken
+                | Rejection::InvalidToken(_)
+                | Rejection::InvalidDpopToken(_)
+                | Rejection::InvalidDpopProof(_) => "16",
                 Rejection::InsufficientScope(_) => "7",
                 Rejection::InvalidRequest(_) => "3",
                 Rejection::Unavailable => "14",

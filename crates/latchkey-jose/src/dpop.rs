@@ -14,7 +14,7 @@ use crate::{VerifyingKey, thumbprint};
 
 /// Longer proofs are refused before decoding (an RSA-4096 `jwk` fits easily).
 pub const MAX_PROOF_LEN: usize = 8 * 1024;
-/// A proof's `iat` may be this many seconds old.
+/// At the token endpoint, a proof's `iat` may be this many seconds old.
 pub const PROOF_MAX_AGE_SECONDS: i64 = 300;
 /// A proof's `iat` may be this many seconds in the future (clock skew).
 pub const PROOF_SKEW_SECONDS: i64 = 60;
@@ -35,6 +35,8 @@ pub struct ProofCheck<'a> {
     pub access_token: Option<&'a str>,
     /// The nonce the server requires, if it does (§8, §9).
     pub nonce: Option<&'a str>,
+    /// How old `iat` may be, in seconds (every proof id must be remembered this long).
+    pub max_age_seconds: i64,
 }
 
 /// A proof that passed: whose key signed it and what must be remembered against replay.
@@ -176,7 +178,7 @@ pub fn verify_proof(proof: &str, check: &ProofCheck<'_>) -> Result<VerifiedProof
         return Err(E::Nonce);
     }
     // Item 11: iat within the window.
-    if claims.iat < check.now - PROOF_MAX_AGE_SECONDS || claims.iat > check.now + PROOF_SKEW_SECONDS
+    if claims.iat < check.now - check.max_age_seconds || claims.iat > check.now + PROOF_SKEW_SECONDS
     {
         return Err(E::Time);
     }
@@ -189,7 +191,7 @@ pub fn verify_proof(proof: &str, check: &ProofCheck<'_>) -> Result<VerifiedProof
     Ok(VerifiedProof {
         jkt: key.1,
         jti: claims.jti,
-        remember_until: claims.iat + PROOF_MAX_AGE_SECONDS + PROOF_SKEW_SECONDS,
+        remember_until: claims.iat + check.max_age_seconds + PROOF_SKEW_SECONDS,
     })
 }
 
@@ -254,6 +256,7 @@ mod tests {
             now: NOW,
             access_token: None,
             nonce: None,
+            max_age_seconds: PROOF_MAX_AGE_SECONDS,
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use latchkey_jose::dpop::{ProofCheck, verify_proof};
+use latchkey_jose::dpop::{PROOF_MAX_AGE_SECONDS, ProofCheck, verify_proof};
 use latchkey_proto::{Confirmation, GrantType, TokenFormat, TokenResponse, TokenType};
 
 use crate::app::AppState;
@@ -115,6 +115,7 @@ async fn dpop_key(
         now,
         access_token: None,
         nonce: None,
+        max_age_seconds: PROOF_MAX_AGE_SECONDS,
     };
     let verified = verify_proof(proof, &check)
         .map_err(|err| OAuthError::invalid_dpop_proof(err.to_string()))?;
