@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod checklist;
+mod dpop;
 mod grpc;
 mod helpers;
 mod introspection;

@@ -1,0 +1,162 @@
+//! Checklist I, DPoP lines, and RFC 9449 §7 at the guard: a DPoP-bound token from the real
+//! server is accepted with the DPoP scheme and a valid proof for this request, and refused as
+//! Bearer, without a proof, with another key's proof, a replayed proof, or a proof for another
+//! request.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use latchkey_client::PrivateKey;
+use latchkey_jose::dpop::access_token_hash;
+use latchkey_proto::SigningAlg;
+use serde_json::{Value, json};
+
+use crate::helpers::{API, Stack, T0, challenge, spawn_stack};
+
+fn proof(key: &PrivateKey, htm: &str, htu: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let header = json!({ "typ": "dpop+jwt", "alg": key.alg().as_str(), "jwk": key.public_jwk() });
+    let mut claims = json!({
+        "jti": URL_SAFE_NO_PAD.encode(fastrand::u128(..).to_le_bytes()),
+        "htm": htm,
+        "htu": htu,
+        "iat": T0,
+    });
+    edit(&mut claims);
+    key.sign_jws(header.to_string().as_bytes(), claims.to_string().as_bytes())
+        .unwrap()
+}
+
+/// A DPoP-bound token for the API from the real server.
+async fn dpop_token(stack: &Stack, key: &PrivateKey) -> String {
+    let token_url = format!("{}/oauth2/token", stack.issuer);
+    let response = stack
+        .http
+        .post(&token_url)
+        .basic_auth(&stack.client_id, Some(stack.secret()))
+        .header("DPoP", proof(key, "POST", &token_url, |_| {}))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "read"),
+            ("resource", API),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn call(stack: &Stack, authorization: &str, proofs: &[&str]) -> reqwest::Response {
+    let mut request = stack
+        .http
+        .get(format!("{}/hello", stack.api))
+        .header("authorization", authorization);
+    for proof in proofs {
+        request = request.header("DPoP", *proof);
+    }
+    request.send().await.unwrap()
+}
+
+const HTU: &str = "https://api.example.com/hello";
+
+#[tokio::test]
+async fn a_bound_token_needs_its_keys_proof_for_each_request() {
+    let stack = spawn_stack().await;
+    let key = PrivateKey::generate(SigningAlg::Es256).unwrap().0;
+    let token = dpop_token(&stack, &key).await;
+    let ath = access_token_hash(&token);
+    let good = |edit: &dyn Fn(&mut Value)| {
+        proof(&key, "GET", HTU, |c| {
+            c["ath"] = json!(ath);
+            edit(c);
+        })
+    };
+    let scheme = format!("DPoP {token}");
+    let first = good(&|_| {});
+    let response = call(&stack, &scheme, &[&first]).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().starts_with(&stack.client_id));
+    // A second request needs a second proof.
+    assert_eq!(call(&stack, &scheme, &[&good(&|_| {})]).await.status(), 200);
+
+    let other_key = PrivateKey::generate(SigningAlg::Es256).unwrap().0;
+    let other_token = stack.api_token().await;
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("no proof", vec![]),
+        ("replayed proof", vec![first.clone()]),
+        ("two proofs", vec![good(&|_| {}), good(&|_| {})]),
+        (
+            "another key",
+            vec![proof(&other_key, "GET", HTU, |c| c["ath"] = json!(ath))],
+        ),
+        (
+            "another method",
+            vec![proof(&key, "POST", HTU, |c| c["ath"] = json!(ath))],
+        ),
+        (
+            "another URL",
+            vec![proof(&key, "GET", "https://api.example.com/admin", |c| {
+                c["ath"] = json!(ath)
+            })],
+        ),
+        (
+            "the internal URL",
+            vec![proof(&key, "GET", &format!("{}/hello", stack.api), |c| {
+                c["ath"] = json!(ath)
+            })],
+        ),
+        ("no ath", vec![proof(&key, "GET", HTU, |_| {})]),
+        (
+            "another token's ath",
+            vec![good(&|c| c["ath"] = json!(access_token_hash(&other_token)))],
+        ),
+        ("an old proof", vec![good(&|c| c["iat"] = json!(T0 - 120))]),
+    ];
+    for (case, proofs) in cases {
+        let proofs: Vec<&str> = proofs.iter().map(String::as_str).collect();
+        let response = call(&stack, &scheme, &proofs).await;
+        assert_eq!(response.status(), 401, "{case}");
+        let challenge = challenge(&response);
+        assert!(
+            challenge.starts_with("DPoP ") && challenge.contains("error=\"invalid_dpop_proof\""),
+            "{case}: {challenge}"
+        );
+        assert!(challenge.contains("algs=\"ES256 EdDSA RS256\""), "{case}");
+    }
+
+    // Checklist I: the bound token sent as Bearer is refused, with or without a proof.
+    let response = call(&stack, &format!("Bearer {token}"), &[&good(&|_| {})]).await;
+    assert_eq!(response.status(), 401);
+    assert!(challenge(&response).contains("error=\"invalid_token\""));
+    // A bearer token sent with the DPoP scheme is refused too (RFC 9449 §7.1).
+    let response = call(
+        &stack,
+        &format!("DPoP {other_token}"),
+        &[&proof(&key, "GET", HTU, |c| {
+            c["ath"] = json!(access_token_hash(&other_token))
+        })],
+    )
+    .await;
+    assert_eq!(response.status(), 401);
+    let challenge_text = challenge(&response);
+    assert!(
+        challenge_text.starts_with("DPoP ") && challenge_text.contains("error=\"invalid_token\""),
+        "{challenge_text}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_both_schemes_are_offered() {
+    let stack = spawn_stack().await;
+    let response = stack.get("/hello", &[]).await;
+    assert_eq!(response.status(), 401);
+    let challenges: Vec<&str> = response
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(challenges.len(), 2, "{challenges:?}");
+    assert!(challenges[0].starts_with("Bearer realm="));
+    assert!(challenges[1].starts_with("DPoP realm=") && challenges[1].contains("algs="));
+}
