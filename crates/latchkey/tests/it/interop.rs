@@ -122,3 +122,83 @@ async fn authlib_authenticates_with_private_key_jwt() {
         assert_eq!(out["response"]["token_type"], "Bearer");
     }
 }
+
+const OPENID_CLIENT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
+
+fn node_ready() -> bool {
+    let installed = std::path::Path::new(OPENID_CLIENT_DIR)
+        .join("node_modules/openid-client")
+        .is_dir();
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if installed && node {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must have node with openid-client installed (see .ci/run)"
+    );
+    eprintln!(
+        "SKIPPED DPoP interop: needs node and `npm install --prefix crates/latchkey/tests/interop`"
+    );
+    false
+}
+
+/// Issue 7 acceptance: openid-client (an independent, certified client) gets a DPoP-bound
+/// token with its own proof, then calls an API behind latchkey-guard with its own proofs.
+#[tokio::test]
+async fn openid_client_gets_and_uses_a_dpop_bound_token() {
+    if !node_ready() {
+        return;
+    }
+    let app = crate::helpers::spawn_app_at_real_time().await;
+    let client = app.client(|_| {}).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let guard = latchkey_guard::Guard::builder()
+        .issuer(&app.issuer)
+        .audience("https://api.example.com")
+        .public_origin(&origin)
+        .build()
+        .await
+        .unwrap();
+    let api = axum::Router::new()
+        .route(
+            "/hello",
+            axum::routing::get(|caller: latchkey_guard::Caller| async move {
+                format!("hello {}", caller.client_id())
+            }),
+        )
+        .layer(guard.layer());
+    tokio::spawn(async move { axum::serve(listener, api).await.unwrap() });
+
+    let script = tokio::process::Command::new("node")
+        .current_dir(OPENID_CLIENT_DIR)
+        .args([
+            "openid_client_dpop.mjs",
+            &app.issuer,
+            client.id(),
+            "read",
+            "https://api.example.com",
+            &format!("{origin}/hello"),
+        ])
+        .env("CLIENT_SECRET", &client.secret)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        script.status.success(),
+        "{}",
+        String::from_utf8_lossy(&script.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&script.stdout).unwrap();
+    assert_eq!(out["response"]["token_type"], "dpop");
+    let jkt = out["claims"]["cnf"]["jkt"].as_str().unwrap();
+    assert_eq!(jkt.len(), 43, "a base64url SHA-256 thumbprint");
+    for answer in out["answers"].as_array().unwrap() {
+        assert_eq!(answer["status"], 200, "{out}");
+        assert_eq!(answer["body"], format!("hello {}", client.id()));
+    }
+}
