@@ -29,6 +29,7 @@ pub struct Builder {
     auth_method: ClientAuthMethod,
     private_key: Option<Result<PrivateKey, String>>,
     assertion_audience: Option<String>,
+    dpop: Option<Arc<PrivateKey>>,
     scope: Vec<String>,
     audience: Vec<String>,
     refresh: RefreshPolicy,
@@ -48,6 +49,7 @@ impl Builder {
             auth_method: ClientAuthMethod::ClientSecretBasic,
             private_key: None,
             assertion_audience: None,
+            dpop: None,
             scope: Vec::new(),
             audience: Vec::new(),
             refresh: RefreshPolicy::default(),
@@ -115,6 +117,15 @@ impl Builder {
     /// [`Builder::issuer`], the issuer is used and this need not be set.
     pub fn assertion_audience(mut self, issuer: impl Into<String>) -> Self {
         self.assertion_audience = Some(issuer.into());
+        self
+    }
+
+    /// Asks for DPoP-bound tokens (RFC 9449): token requests carry a proof made with `key`, and
+    /// the server binds the token to it. The middleware and the tower layer then send the
+    /// token with the DPoP scheme and a fresh proof per request; a stolen token is useless
+    /// without the key. Use a key of its own for DPoP, not the private_key_jwt key.
+    pub fn dpop(mut self, key: PrivateKey) -> Self {
+        self.dpop = Some(Arc::new(key));
         self
     }
 
@@ -260,16 +271,28 @@ impl Builder {
             (None, Some(secret)) => Credential::Secret(secret, self.auth_method),
             (None, None) => return Err(Error::Config("a client secret is required".into())),
         };
+        // A DPoP token is only good with its key, so the key is part of the cache key.
+        let mut fingerprint = credential.fingerprint();
+        if let Some(dpop) = &self.dpop {
+            fingerprint.push_str(" dpop ");
+            fingerprint.push_str(dpop.kid());
+        }
         let key = CacheKey::new(
             token_endpoint.as_str(),
             &client_id,
-            &credential.fingerprint(),
+            &fingerprint,
             credential.method(),
             &scope,
             &audience,
         );
-        let request =
-            TokenRequest::new(token_endpoint, &credential, &client_id, &scope, &audience)?;
+        let request = TokenRequest::new(
+            token_endpoint,
+            &credential,
+            &client_id,
+            &scope,
+            &audience,
+            self.dpop.clone(),
+        )?;
         Ok(ClientCredentials::new(Settings {
             client_id,
             scope,
@@ -281,6 +304,7 @@ impl Builder {
             retry: self.retry,
             store: self.store,
             key,
+            dpop: self.dpop,
         }))
     }
 }

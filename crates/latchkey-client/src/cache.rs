@@ -15,11 +15,13 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
+use http::HeaderValue;
+use latchkey_jose::PrivateKey;
 use latchkey_proto::{TokenResponse, TokenType};
 use url::Url;
 
 use crate::builder::Builder;
-use crate::clock::Clock;
+use crate::clock::{Clock, unix_seconds};
 use crate::error::Error;
 use crate::refresh::{RefreshPolicy, Schedule};
 use crate::retry::RetryPolicy;
@@ -64,6 +66,8 @@ pub(crate) struct Settings {
     pub retry: RetryPolicy,
     pub store: Option<Arc<dyn TokenStore>>,
     pub key: CacheKey,
+    /// The DPoP key, when tokens are to be bound to it (RFC 9449).
+    pub dpop: Option<Arc<PrivateKey>>,
 }
 
 struct Inner {
@@ -186,6 +190,27 @@ impl ClientCredentials {
         if removed {
             tracing::debug!(endpoint = %self.token_endpoint(), "cached token invalidated");
         }
+    }
+
+    /// The `DPoP` header value for sending `token` in a `method` request to `url` (RFC 9449
+    /// §7.1): a fresh proof with the token's hash. `None` for a bearer token. The middleware
+    /// and the tower layer add it themselves.
+    pub fn dpop_proof(
+        &self,
+        token: &AccessToken,
+        method: &str,
+        url: &str,
+    ) -> Result<Option<HeaderValue>, Error> {
+        let (TokenType::DPoP, Some(key)) = (token.token_type(), &self.inner.settings.dpop) else {
+            return Ok(None);
+        };
+        let iat = unix_seconds(self.inner.settings.clock.now());
+        let proof =
+            latchkey_jose::dpop::make_proof(key, method, url, iat, Some(token.secret()), None)
+                .map_err(|e| Error::Config(format!("cannot make a DPoP proof: {e}")))?;
+        HeaderValue::try_from(proof)
+            .map(Some)
+            .map_err(|_| Error::Config("the DPoP proof cannot be sent".into()))
     }
 
     /// The token endpoint in use (from discovery or as configured).
@@ -361,11 +386,12 @@ impl Inner {
     /// RFC 6749 §5.1: expiry is `expires_in` counted from receipt; the token is never decoded
     /// (RFC 9068 §6: it is opaque to the client).
     fn receive(&self, response: TokenResponse) -> Result<Cached, Error> {
-        if response.token_type != TokenType::Bearer {
-            return Err(Error::InvalidResponse(format!(
-                "token_type {:?}, but this client only sends Bearer tokens",
-                response.token_type
-            )));
+        // A DPoP token is usable only with the key it is bound to. A server that does not do
+        // DPoP answers with a bearer token (RFC 9449 §5), which is used as such.
+        if response.token_type == TokenType::DPoP && self.settings.dpop.is_none() {
+            return Err(Error::InvalidResponse(
+                "token_type DPoP, but this client has no DPoP key".into(),
+            ));
         }
         let received_at = self.settings.clock.now();
         let expires_at = match response.expires_in {

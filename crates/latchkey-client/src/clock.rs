@@ -62,3 +62,9 @@ pub(crate) fn to_millis(time: SystemTime) -> u64 {
 pub(crate) fn from_millis(millis: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(millis)
 }
+
+/// Whole seconds since the Unix epoch (0 for a clock before it).
+pub(crate) fn unix_seconds(time: SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -96,6 +96,18 @@ where
             request
                 .headers_mut()
                 .insert(AUTHORIZATION, token.authorization());
+            // A DPoP-bound token needs a proof for this request, whose absolute URI is `htu`.
+            if token.token_type() == latchkey_proto::TokenType::DPoP {
+                let uri = request.uri();
+                if uri.scheme().is_none() || uri.authority().is_none() {
+                    return Err("a DPoP-bound token needs requests with an absolute URI".into());
+                }
+                let url = uri.to_string();
+                let method = request.method().as_str().to_owned();
+                if let Some(proof) = tokens.dpop_proof(&token, &method, &url)? {
+                    request.headers_mut().insert("DPoP", proof);
+                }
+            }
             let response = inner.call(request).await.map_err(Into::into)?;
             if rejects_token(response.status(), response.headers())
                 || grpc_unauthenticated(response.headers())

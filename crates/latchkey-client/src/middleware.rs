@@ -53,6 +53,14 @@ impl BearerMiddleware {
         request
             .headers_mut()
             .insert(AUTHORIZATION, token.authorization());
+        // A DPoP-bound token needs a fresh proof for this very request (RFC 9449 §7.1).
+        let proof = self
+            .tokens
+            .dpop_proof(&token, request.method().as_str(), request.url().as_str())
+            .map_err(reqwest_middleware::Error::middleware)?;
+        if let Some(proof) = proof {
+            request.headers_mut().insert("DPoP", proof);
+        }
         Ok(token)
     }
 }

@@ -71,7 +71,12 @@ impl AccessToken {
         if value.is_empty() || value.bytes().any(|b| !b.is_ascii_graphic()) {
             return None;
         }
-        let mut authorization = HeaderValue::try_from(format!("Bearer {value}")).ok()?;
+        // RFC 9449 §7.1: a DPoP-bound token goes with the DPoP scheme.
+        let scheme = match token_type {
+            TokenType::Bearer => "Bearer",
+            TokenType::DPoP => "DPoP",
+        };
+        let mut authorization = HeaderValue::try_from(format!("{scheme} {value}")).ok()?;
         authorization.set_sensitive(true);
         Some(AccessToken(Arc::new(TokenInner {
             value: value.into_boxed_str(),
@@ -88,12 +93,15 @@ impl AccessToken {
         &self.0.value
     }
 
-    /// The `Authorization: Bearer ...` header value, marked sensitive.
+    /// The `Authorization` header value (`Bearer ...`, or `DPoP ...` for a DPoP-bound
+    /// token, which also needs a proof per request: [`ClientCredentials::dpop_proof`](crate::ClientCredentials::dpop_proof)),
+    /// marked sensitive.
     pub fn authorization(&self) -> HeaderValue {
         self.0.authorization.clone()
     }
 
-    /// The token type the server issued (always `Bearer` for now).
+    /// The token type the server issued: `DPoP` when the client has a DPoP key and the server
+    /// bound the token to it, else `Bearer`.
     pub fn token_type(&self) -> TokenType {
         self.0.token_type
     }

@@ -71,6 +71,8 @@ pub(crate) struct TokenRequest {
     body: ClientSecret,
     /// For private_key_jwt: the signing key, client id and audience.
     assertion: Option<(Arc<PrivateKey>, String, String)>,
+    /// The DPoP key: each attempt carries a fresh proof (RFC 9449 §5).
+    dpop: Option<Arc<PrivateKey>>,
 }
 
 impl TokenRequest {
@@ -80,6 +82,7 @@ impl TokenRequest {
         client_id: &str,
         scope: &[String],
         audience: &[String],
+        dpop: Option<Arc<PrivateKey>>,
     ) -> Result<Self, Error> {
         let mut form = Serializer::new(String::new());
         form.append_pair(params::GRANT_TYPE, "client_credentials");
@@ -126,6 +129,7 @@ impl TokenRequest {
             authorization,
             body: ClientSecret::new(form.finish()),
             assertion,
+            dpop,
         })
     }
 
@@ -186,6 +190,24 @@ impl TokenRequest {
             });
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        if let Some(key) = &self.dpop {
+            let iat = crate::clock::unix_seconds(now);
+            match latchkey_jose::dpop::make_proof(
+                key,
+                "POST",
+                self.endpoint.as_str(),
+                iat,
+                None,
+                None,
+            ) {
+                Ok(proof) => request = request.header("DPoP", proof),
+                Err(error) => {
+                    return Attempt::Fatal(Error::Config(format!(
+                        "cannot make a DPoP proof: {error}"
+                    )));
+                }
+            }
         }
         let response = match request.send().await {
             Ok(response) => response,
@@ -416,6 +438,7 @@ mod tests {
             "id:1",
             &["a".into(), "b".into()],
             &["https://api.example/".into()],
+            None,
         )
         .unwrap();
         let header = request.authorization.as_ref().unwrap().to_str().unwrap();
@@ -459,6 +482,7 @@ mod tests {
             "c1",
             &["read".into()],
             &[],
+            None,
         )
         .unwrap();
         assert!(request.authorization.is_none());

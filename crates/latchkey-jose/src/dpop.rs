@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use crate::{VerifyingKey, thumbprint};
+use crate::{KeyError, PrivateKey, VerifyingKey, thumbprint};
 
 /// Longer proofs are refused before decoding (an RSA-4096 `jwk` fits easily).
 pub const MAX_PROOF_LEN: usize = 8 * 1024;
@@ -124,6 +124,42 @@ pub fn access_token_hash(access_token: &str) -> String {
     URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
+/// Makes a DPoP proof (RFC 9449 §4.2) with `key` for a `method` request to `url` (its query
+/// and fragment are left out of `htu`), at `iat`, with a random 128-bit `jti`; with `ath` for
+/// an access token sent to a resource server, and the server's `nonce` when it asked for one.
+pub fn make_proof(
+    key: &PrivateKey,
+    method: &str,
+    url: &str,
+    iat: i64,
+    access_token: Option<&str>,
+    nonce: Option<&str>,
+) -> Result<String, KeyError> {
+    let mut htu = Url::parse(url).map_err(|e| KeyError::Unreadable(format!("htu: {e}")))?;
+    htu.set_query(None);
+    htu.set_fragment(None);
+    let mut jti = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut jti).map_err(|_| KeyError::Crypto)?;
+    let header = serde_json::json!({
+        "typ": "dpop+jwt",
+        "alg": key.alg().as_str(),
+        "jwk": key.public_jwk(),
+    });
+    let mut claims = serde_json::json!({
+        "jti": URL_SAFE_NO_PAD.encode(jti),
+        "htm": method,
+        "htu": htu.as_str(),
+        "iat": iat,
+    });
+    if let Some(token) = access_token {
+        claims["ath"] = Value::String(access_token_hash(token));
+    }
+    if let Some(nonce) = nonce {
+        claims["nonce"] = Value::String(nonce.to_owned());
+    }
+    key.sign_jws(header.to_string().as_bytes(), claims.to_string().as_bytes())
+}
+
 /// Checks a DPoP proof against the request it came with (RFC 9449 §4.3).
 pub fn verify_proof(proof: &str, check: &ProofCheck<'_>) -> Result<VerifiedProof, ProofError> {
     use ProofError as E;
@@ -234,7 +270,6 @@ fn same_target(htu: &str, url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::PrivateKey;
     use serde_json::json;
 
     const URL: &str = "https://as.example/oauth2/token";
@@ -284,6 +319,31 @@ mod tests {
             ..check()
         };
         assert!(verify_proof(&with_ath, &at_rs).is_ok());
+    }
+
+    #[test]
+    fn made_proofs_verify() {
+        let key = PrivateKey::generate(SigningAlg::EdDsa).unwrap().0;
+        let proof = make_proof(
+            &key,
+            "GET",
+            "https://as.example/oauth2/token?q=1#f",
+            NOW,
+            Some("tok"),
+            None,
+        )
+        .unwrap();
+        let at_rs = ProofCheck {
+            method: "GET",
+            access_token: Some("tok"),
+            ..check()
+        };
+        assert_eq!(verify_proof(&proof, &at_rs).unwrap().jkt, key.kid());
+        let again = make_proof(&key, "GET", URL, NOW, Some("tok"), None).unwrap();
+        assert_ne!(
+            verify_proof(&again, &at_rs).unwrap().jti,
+            verify_proof(&proof, &at_rs).unwrap().jti
+        );
     }
 
     #[test]

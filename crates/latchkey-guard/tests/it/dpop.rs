@@ -160,3 +160,78 @@ async fn without_a_token_both_schemes_are_offered() {
     assert!(challenges[0].starts_with("Bearer realm="));
     assert!(challenges[1].starts_with("DPoP realm=") && challenges[1].contains("algs="));
 }
+
+/// latchkey-client with a DPoP key: the token endpoint binds its token, and each request to
+/// the guarded API (the middleware path, and the proof helper) carries a fresh proof.
+#[tokio::test]
+async fn latchkey_client_sends_dpop_proofs() {
+    let stack = spawn_stack().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let guard = latchkey_guard::Guard::builder()
+        .issuer(&stack.issuer)
+        .audience(API)
+        .jwks_uri(&stack.jwks_uri)
+        .public_origin(&origin)
+        .clock(stack.clock.clone())
+        .build()
+        .await
+        .unwrap();
+    let app = axum::Router::new()
+        .route(
+            "/hello",
+            axum::routing::get(|caller: latchkey_guard::Caller| async move {
+                caller.client_id().to_owned()
+            }),
+        )
+        .layer(guard.layer());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let tokens = latchkey_client::ClientCredentials::builder()
+        .issuer(&stack.issuer)
+        .client_id(&stack.client_id)
+        .client_secret(stack.secret())
+        .audience(API)
+        .scope("read")
+        .dpop(PrivateKey::generate(SigningAlg::EdDsa).unwrap().0)
+        .clock(stack.clock.clone())
+        .build()
+        .await
+        .unwrap();
+    let token = tokens.token().await.unwrap();
+    assert_eq!(token.token_type(), latchkey_proto::TokenType::DPoP);
+    let authorization = token.authorization();
+    assert!(authorization.to_str().unwrap().starts_with("DPoP "));
+    let url = format!("{origin}/hello");
+    let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(latchkey_client::BearerMiddleware::new(tokens.clone()))
+        .build();
+    for _ in 0..3 {
+        let response = http.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), stack.client_id);
+    }
+    // The same token without a proof is refused.
+    let response = stack
+        .http
+        .get(&url)
+        .header("authorization", authorization)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    // A proof made for one request does not work for another.
+    let proof = tokens
+        .dpop_proof(&token, "GET", &format!("{origin}/other"))
+        .unwrap()
+        .unwrap();
+    let response = stack
+        .http
+        .get(&url)
+        .header("authorization", token.authorization())
+        .header("DPoP", proof)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
