@@ -20,6 +20,7 @@ use crate::kek::KeyEncryptionKey;
 use crate::keys::{JWKS_MAX_AGE_SECONDS, KeyError, KeySource};
 use crate::remote_keys::RemoteKeys;
 use crate::store::{Store, StoreError};
+use crate::tls::{Tls, TlsFiles, TlsPeer};
 
 /// What `latchkey serve` is told at start-up. Every field is a choice the operator can see.
 #[derive(Debug, Clone)]
@@ -43,6 +44,9 @@ pub struct ServerConfig {
     /// Let clients' `jwks_uri` point at loopback, private and link-local addresses (for
     /// development). Off by default: the server never fetches from inside the network.
     pub allow_private_jwks_uri: bool,
+    /// Terminate TLS with these files (and take client certificates); `None` serves plain
+    /// HTTP, for use behind a TLS terminator.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +62,7 @@ impl Default for ServerConfig {
             janitor_interval: Duration::from_secs(60),
             accept_token_endpoint_audience: false,
             allow_private_jwks_uri: false,
+            tls: None,
         }
     }
 }
@@ -109,6 +114,8 @@ pub struct AppState {
     pub compatible_assertion_audience: Option<String>,
     /// The JWK Sets clients publish at their `jwks_uri`.
     pub remote_keys: RemoteKeys,
+    /// TLS, when this server terminates it.
+    pub tls: Option<Tls>,
     /// The RFC 8414 document, serialised once.
     pub metadata_json: Bytes,
     /// `max-age` of the metadata.
@@ -147,10 +154,17 @@ impl Application {
             addr: config.listen,
             source,
         })?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(Tls::load)
+            .transpose()
+            .map_err(StartError::Config)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let issuer = config
             .issuer
             .clone()
-            .unwrap_or_else(|| format!("http://{local_addr}"));
+            .unwrap_or_else(|| format!("{scheme}://{local_addr}"));
         let (issuer, issuer_path) = normalize_issuer(&issuer)?;
         if config
             .key_rotation
@@ -202,6 +216,7 @@ impl Application {
             compatible_assertion_audience,
             token_endpoint: metadata.token_endpoint.clone(),
             remote_keys,
+            tls,
             metadata_json,
             metadata_max_age: max_age,
             jwks_max_age: max_age,
@@ -255,17 +270,32 @@ impl Application {
                 .run_poller(Arc::clone(&state.store), until_stopped(stop.clone())),
         );
         let janitor = tokio::spawn(self.janitor.run(self.janitor_interval, until_stopped(stop)));
-        let listener = self.listener.tap_io(|tcp| {
-            // Responses are written whole; never let Nagle's algorithm hold one back.
-            let _ = tcp.set_nodelay(true);
-        });
-        let served = axum::serve(listener, self.router)
-            .with_graceful_shutdown(async move {
+        let draining = {
+            let state = Arc::clone(&state);
+            async move {
                 shutdown.await;
                 state.shutting_down.store(true, Ordering::SeqCst);
                 tracing::info!("shutting down: no longer ready, draining in-flight requests");
-            })
-            .await;
+            }
+        };
+        let served = match &state.tls {
+            Some(tls) => {
+                // Handlers find the client's certificate in `ConnectInfo<TlsPeer>`.
+                let app = self.router.into_make_service_with_connect_info::<TlsPeer>();
+                axum::serve(tls.listener(self.listener), app)
+                    .with_graceful_shutdown(draining)
+                    .await
+            }
+            None => {
+                let listener = self.listener.tap_io(|tcp| {
+                    // Responses are written whole; never let Nagle's algorithm hold one back.
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, self.router)
+                    .with_graceful_shutdown(draining)
+                    .await
+            }
+        };
         let _ = stopped.send(true);
         let _ = poller.await;
         let _ = janitor.await;

@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod remote_keys;
 pub mod secret;
 pub mod store;
+pub mod tls;
 
 pub use app::{Application, ServerConfig, StartError};
 pub use clock::{Clock, ManualClock, SystemClock};

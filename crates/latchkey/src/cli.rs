@@ -303,6 +303,35 @@ pub struct ServeArgs {
     /// development). Off by default: every connection goes to a public address only.
     #[arg(long, env = "LATCHKEY_ALLOW_PRIVATE_JWKS_URI")]
     pub allow_private_jwks_uri: bool,
+
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key. Without it
+    /// the server speaks plain HTTP, for use behind a TLS terminator.
+    #[arg(
+        long,
+        env = "LATCHKEY_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "LATCHKEY_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) that issue client certificates, for clients registered with
+    /// tls_client_auth (mutual TLS, RFC 8705). Needs --tls-cert.
+    #[arg(
+        long,
+        env = "LATCHKEY_CLIENT_CA",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub client_ca: Option<PathBuf>,
 }
 
 fn parse_alg(s: &str) -> Result<SigningAlg, String> {

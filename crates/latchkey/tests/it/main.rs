@@ -14,6 +14,7 @@ mod interop;
 mod issuance;
 mod keys;
 mod lifecycle;
+mod mtls;
 mod private_key_jwt;
 mod replicas;
 mod token_endpoint;

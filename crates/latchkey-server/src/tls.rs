@@ -1,0 +1,278 @@
+//! TLS termination for `latchkey serve` (rustls with aws-lc-rs), with client certificates for
+//! mutual TLS (RFC 8705). Every connection may present a certificate; whether it
+//! authenticates anyone is decided per request, by the client's registered method: the chain
+//! is checked against the `--client-ca` roots for `tls_client_auth`, or the certificate must be
+//! the client's registered one for `self_signed_tls_client_auth`. The handshake itself proves
+//! that the peer holds the certificate's private key.
+//!
+//! Handshakes run concurrently (each in its own task, with a timeout), so a slow or silent
+//! peer never holds up other connections.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// A handshake that has not finished in this long is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Finished handshakes waiting for the server to take them.
+const ACCEPT_QUEUE: usize = 1024;
+
+/// What `serve` needs for TLS: PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The server's certificate chain (PEM), leaf first.
+    pub cert: std::path::PathBuf,
+    /// The server's private key (PEM).
+    pub key: std::path::PathBuf,
+    /// CA certificates (PEM) that issue client certificates, for `tls_client_auth`.
+    pub client_ca: Option<std::path::PathBuf>,
+}
+
+/// The TLS side of a running server: the acceptor, and the verifier for `tls_client_auth`.
+#[derive(Clone)]
+pub struct Tls {
+    acceptor: TlsAcceptor,
+    /// Checks a client's chain against the `--client-ca` roots; `None` without them.
+    pub client_ca: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("client_ca", &self.client_ca.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// Reads the PEM files and builds the configuration: TLS 1.2 and 1.3, HTTP/1.1, client
+    /// certificates asked for but optional.
+    pub fn load(files: &TlsFiles) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let certs = read_certs(&files.cert)?;
+        if certs.is_empty() {
+            return Err(format!("{}: no certificate", files.cert.display()));
+        }
+        let key = PrivateKeyDer::from_pem_file(&files.key)
+            .map_err(|e| format!("{}: no private key ({e})", files.key.display()))?;
+        let client_ca = match &files.client_ca {
+            Some(path) => {
+                let mut roots = RootCertStore::empty();
+                for cert in read_certs(path)? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::clone(&provider),
+                )
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+                Some(verifier)
+            }
+            None => None,
+        };
+        let verifier = Arc::new(AnyClientCertificate {
+            provider: Arc::clone(&provider),
+        });
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Tls {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            client_ca,
+        })
+    }
+
+    /// Accepts TLS connections on `listener`.
+    pub fn listener(&self, listener: TcpListener) -> TlsListener {
+        let (ready, incoming) = mpsc::channel(ACCEPT_QUEUE);
+        let local_addr = listener.local_addr();
+        tokio::spawn(accept_loop(listener, self.acceptor.clone(), ready));
+        TlsListener {
+            incoming,
+            local_addr,
+        }
+    }
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    ready: mpsc::Sender<(TlsStream<TcpStream>, TlsPeer)>,
+) {
+    loop {
+        // The loop ends, and the port closes, when the server drops its listener.
+        let accepted = tokio::select! {
+            () = ready.closed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, addr) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: wait a moment rather than spin.
+                tracing::warn!(%error, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, ready) = (acceptor.clone(), ready.clone());
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            let Ok(Ok(stream)) = handshake else {
+                tracing::debug!(%addr, "TLS handshake failed or timed out");
+                return;
+            };
+            let certificates = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .filter(|chain| !chain.is_empty())
+                .map(|chain| Arc::new(chain.to_vec()));
+            let _ = ready.send((stream, TlsPeer { addr, certificates })).await;
+        });
+    }
+}
+
+/// Connections whose TLS handshake has finished.
+pub struct TlsListener {
+    incoming: mpsc::Receiver<(TlsStream<TcpStream>, TlsPeer)>,
+    local_addr: std::io::Result<SocketAddr>,
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = TlsPeer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.incoming.recv().await {
+            Some(connection) => connection,
+            // The accept loop only ends when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        match &self.local_addr {
+            Ok(addr) => Ok(TlsPeer {
+                addr: *addr,
+                certificates: None,
+            }),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
+
+/// The peer of a TLS connection: its address and the certificate chain it presented (leaf
+/// first), if any. Handlers read it from the `ConnectInfo` extension.
+#[derive(Debug, Clone)]
+pub struct TlsPeer {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// The chain it presented, proven by the handshake to be held by the peer.
+    pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for TlsPeer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+/// Asks every client for a certificate and accepts any (or none): the handshake signature
+/// still proves the peer holds the certificate's key. Which certificates authenticate whom is
+/// decided per request.
+#[derive(Debug)]
+struct AnyClientCertificate {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for AnyClientCertificate {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // No hints: clients with self-signed certificates must feel free to send them.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// RFC 8705 §3.1: the `x5t#S256` confirmation of a certificate, base64url SHA-256 of its DER.
+pub fn certificate_thumbprint(certificate: &CertificateDer<'_>) -> String {
+    use base64::Engine as _;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, certificate.as_ref());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
