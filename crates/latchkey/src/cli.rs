@@ -147,6 +147,11 @@ pub struct GateArgs {
     /// 60s or 2m.
     #[arg(long, default_value = "60s", value_parser = parse_duration_u64)]
     pub upstream_timeout: u64,
+
+    /// The origin clients call this gate at (like https://api.example.com), for checking
+    /// DPoP proofs (their htu). Default: the origin of --audience.
+    #[arg(long, env = "LATCHKEY_GATE_PUBLIC_ORIGIN", value_name = "URL")]
+    pub public_origin: Option<String>,
 }
 
 #[derive(Debug, Args)]

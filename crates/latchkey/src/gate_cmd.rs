@@ -28,9 +28,13 @@ struct Gate {
 pub async fn run(args: GateArgs) -> anyhow::Result<()> {
     crate::serve_cmd::init_logging();
     let upstream = Upstream::parse(&args.upstream)?;
-    let guard = Guard::builder()
+    let mut builder = Guard::builder()
         .issuer(&args.issuer)
-        .audience(&args.audience)
+        .audience(&args.audience);
+    if let Some(origin) = &args.public_origin {
+        builder = builder.public_origin(origin);
+    }
+    let guard = builder
         .build()
         .await
         .context("setting up token validation")?;
