@@ -23,7 +23,10 @@
 //! carries its own assertion, signed before the run, so the server verifies one signature and
 //! inserts one assertion id per token (target ≥ 8,000 tokens/s).
 //!
-//! Settings (environment): `BENCH_ENDPOINT` (`token`, `token-opaque`, `token-pkjwt`,
+//! `token-tls` serves HTTPS (`--tls-cert`, a P-256 certificate made with openssl) and opens a
+//! new TLS connection for every token request: handshake, request, close (target ≥ 3,000/s).
+//!
+//! Settings (environment): `BENCH_ENDPOINT` (`token`, `token-opaque`, `token-pkjwt`, `token-tls`,
 //! `introspect-jwt`, `introspect-opaque` or `gate`; default `token`), `BENCH_DATABASE`, `BENCH_REPLICAS` (1), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
 //! `BENCH_CONNECTIONS` (16), `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (2).
 //! Targets on a 2-core machine, load generator included, at 16 connections: ≥ 20,000
@@ -79,6 +82,7 @@ fn main() {
     let authorization = create_client(&database, &["--token-format", token_format]);
     let resource_server = create_client(&database, &["--can-introspect", "--grant-types", ""]);
 
+    let tls_files = (endpoint == "token-tls").then(|| server_certificate(dir.path()));
     let mut servers = Vec::new();
     let mut addrs = Vec::new();
     for _ in 0..replicas.max(1) {
@@ -100,6 +104,15 @@ fn main() {
                 "--issuer",
                 "https://auth.bench",
             ])
+            .args(match &tls_files {
+                Some((cert, key)) => vec![
+                    "--tls-cert".to_owned(),
+                    cert.clone(),
+                    "--tls-key".to_owned(),
+                    key.clone(),
+                ],
+                None => Vec::new(),
+            })
             // The access log stays on, as in production, unless BENCH_LOG says otherwise.
             .env("RUST_LOG", setting("BENCH_LOG", "info".to_owned()))
             .stdout(Stdio::null())
@@ -126,6 +139,24 @@ fn main() {
         };
         if endpoint == "gate" {
             return gate_overhead(&token, &addr, connections, warmup, seconds).await;
+        }
+        if let Some((cert, _)) = &tls_files {
+            let connector = tls_connector(cert);
+            let token = std::sync::Arc::new(token);
+            new_tls_connections(&token, &connector, connections, Duration::from_secs(warmup)).await;
+            let result = new_tls_connections(
+                &token,
+                &connector,
+                connections,
+                Duration::from_secs(seconds),
+            )
+            .await;
+            result.report(
+                "token-tls, new TLS connection per request",
+                &alg,
+                connections,
+            );
+            return;
         }
         let request = if endpoint == "token" || endpoint == "token-opaque" {
             token
@@ -357,6 +388,101 @@ struct BodyPool {
     next: std::sync::atomic::AtomicUsize,
 }
 
+/// A self-signed P-256 certificate for 127.0.0.1, made with openssl: (cert, key) paths.
+fn server_certificate(dir: &std::path::Path) -> (String, String) {
+    let cert = dir.join("server.pem").display().to_string();
+    let key = dir.join("server.key").display().to_string();
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-keyout", &key, "-out", &cert])
+        .output()
+        .expect("BENCH_ENDPOINT=token-tls needs openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (cert, key)
+}
+
+/// A TLS client trusting only the benchmark's server certificate.
+fn tls_connector(cert: &str) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// `connections` loops, each opening a new TLS connection per token request.
+async fn new_tls_connections(
+    request: &std::sync::Arc<Request>,
+    connector: &tokio_rustls::TlsConnector,
+    connections: usize,
+    duration: Duration,
+) -> LoadResult {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let (request, connector) = (std::sync::Arc::clone(request), connector.clone());
+        tasks.spawn(async move {
+            let name =
+                rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+            let mut latencies = Vec::with_capacity(100_000);
+            let mut errors = 0;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let tcp = tokio::net::TcpStream::connect(&request.addr).await.unwrap();
+                tcp.set_nodelay(true).unwrap();
+                let tls = connector.connect(name.clone(), tcp).await.unwrap();
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                        .await
+                        .unwrap();
+                tokio::spawn(connection);
+                let response = sender.send_request(request.build()).await.unwrap();
+                let ok = response.status() == 200;
+                let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                if !ok || !bytes.starts_with(request.expect) {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        });
+    }
+    let mut latencies_us = Vec::new();
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (lat, err) = done.unwrap();
+        latencies_us.extend(lat);
+        errors += err;
+    }
+    LoadResult {
+        elapsed: started.elapsed(),
+        latencies_us,
+        errors,
+    }
+}
+
 /// Registers a client with the CLI and returns its `Authorization: Basic` value.
 fn create_client(database: &str, extra: &[&str]) -> String {
     let created = Command::new(BIN)
@@ -526,7 +652,7 @@ impl LoadResult {
         };
         let rate = n as f64 / self.elapsed.as_secs_f64();
         println!(
-            "{endpoint}, {alg}, {connections} keep-alive connections, {:.1} s",
+            "{endpoint}, {alg}, {connections} concurrent connections, {:.1} s",
             self.elapsed.as_secs_f64()
         );
         println!("  requests   {n} ({} errors)", self.errors);
@@ -540,7 +666,12 @@ impl LoadResult {
         );
         // The targets: JWT issuance and introspection (opaque issuance and the gate
         // comparison have none of their own here).
-        let target = if endpoint.starts_with("token-pkjwt,") {
+        let target = if endpoint.starts_with("token-tls,") {
+            Some((
+                "≥ 3000 new TLS connections with a token each per second",
+                rate >= 3_000.0,
+            ))
+        } else if endpoint.starts_with("token-pkjwt,") {
             Some(("≥ 8000 tokens/s with private_key_jwt", rate >= 8_000.0))
         } else if endpoint.starts_with("token,") {
             Some((
