@@ -85,50 +85,64 @@ pub async fn authenticate_client(
             state.cache.note_secret_use(secret_id, now);
         }
         Presented::Assertion(assertion) => {
-            let policy = AssertionPolicy {
-                issuer: &state.issuer,
-                compatible_audience: state.compatible_assertion_audience.as_deref(),
-            };
-            let record = client.as_deref().map(|c| &c.record);
-            if let Some(federation) = record.and_then(|r| r.federation.as_ref()) {
-                // Federated identity: the workload's token from a trusted issuer. It is reused
-                // until it expires, as its issuer intends, so it is not single-use.
-                let jwks = state.remote_keys.for_issuer(&federation.issuer).await;
-                let Some(jwks) = jwks else {
-                    tracing::warn!(issuer = %federation.issuer, "no keys for a trusted issuer");
-                    return Err(OAuthError::temporarily_unavailable());
-                };
-                let keys = keys_for(&jwks, assertion).await?;
-                authenticate_federated(assertion, record, &keys, &state.issuer, now)?;
-                return client.ok_or_else(OAuthError::invalid_client);
-            }
-            let verified = match record.and_then(|r| r.jwks_uri.as_deref()) {
-                Some(uri) => {
-                    let Some(jwks) = state.remote_keys.for_uri(uri) else {
-                        tracing::warn!(%uri, "a client's jwks_uri is not one this server may fetch");
-                        return Err(OAuthError::invalid_client());
-                    };
-                    let keys = keys_for(&jwks, assertion).await?;
-                    authenticate_assertion(assertion, record, &keys, &policy, now)?
-                }
-                None => {
-                    let keys = client.as_deref().map_or(&[][..], |c| &c.assertion_keys);
-                    authenticate_assertion(assertion, record, keys, &policy, now)?
-                }
-            };
-            // RFC 7523 §3 item 7: each assertion is used once. The database decides, so two
-            // replicas never both accept it; if it cannot answer, fail closed (503).
-            let first_use = state
-                .store
-                .use_assertion_jti(claimed_id, &verified.jti, verified.expires_at, now)
-                .await?;
-            if !first_use {
-                tracing::info!(client_id = %claimed_id, "client assertion replayed");
-                return Err(OAuthError::invalid_client());
-            }
+            authenticate_by_assertion(state, assertion, client.as_deref(), now).await?;
         }
     }
     client.ok_or_else(OAuthError::invalid_client)
+}
+
+/// RFC 7523 §2.2 client authentication: by a `private_key_jwt` assertion signed with the
+/// client's registered or published keys (then used once), or by a workload identity token
+/// from the client's trusted issuer (federated identity, reused while valid).
+async fn authenticate_by_assertion(
+    state: &AppState,
+    assertion: &PresentedAssertion,
+    client: Option<&KnownClient>,
+    now: i64,
+) -> Result<(), OAuthError> {
+    let record = client.map(|c| &c.record);
+    if let Some(federation) = record.and_then(|r| r.federation.as_ref()) {
+        let Some(jwks) = state.remote_keys.for_issuer(&federation.issuer).await else {
+            tracing::warn!(issuer = %federation.issuer, "no keys for a trusted issuer");
+            return Err(OAuthError::temporarily_unavailable());
+        };
+        let keys = keys_for(&jwks, assertion).await?;
+        return authenticate_federated(assertion, record, &keys, &state.issuer, now);
+    }
+    let policy = AssertionPolicy {
+        issuer: &state.issuer,
+        compatible_audience: state.compatible_assertion_audience.as_deref(),
+    };
+    let verified = match record.and_then(|r| r.jwks_uri.as_deref()) {
+        Some(uri) => {
+            let Some(jwks) = state.remote_keys.for_uri(uri) else {
+                tracing::warn!(%uri, "a client's jwks_uri is not one this server may fetch");
+                return Err(OAuthError::invalid_client());
+            };
+            let keys = keys_for(&jwks, assertion).await?;
+            authenticate_assertion(assertion, record, &keys, &policy, now)?
+        }
+        None => {
+            let keys = client.map_or(&[][..], |c| &c.assertion_keys);
+            authenticate_assertion(assertion, record, keys, &policy, now)?
+        }
+    };
+    // RFC 7523 §3 item 7: each assertion is used once. The database decides, so two replicas
+    // never both accept it; if it cannot answer, fail closed (503).
+    let first_use = state
+        .store
+        .use_assertion_jti(
+            &assertion.client_id,
+            &verified.jti,
+            verified.expires_at,
+            now,
+        )
+        .await?;
+    if !first_use {
+        tracing::info!(client_id = %assertion.client_id, "client assertion replayed");
+        return Err(OAuthError::invalid_client());
+    }
+    Ok(())
 }
 
 /// The keys of a fetched JWK Set (a client's `jwks_uri`, a trusted issuer's) that may have
