@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::helpers::{basic, spawn_app};
+use crate::mtls::openssl;
 
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 
@@ -763,19 +764,6 @@ fn migrate_creates_and_upgrades_the_schema_without_serving() {
     assert!(dir.path().join("fresh.db").exists());
     let listed = latchkey(&database, &["client", "list", "--output", "json"]).json();
     assert_eq!(listed, serde_json::json!([]));
-}
-
-/// openssl, to make keys the way users do; skips (fails under CI) without it.
-fn openssl(args: &[&str]) -> bool {
-    match Command::new("openssl").args(args).output() {
-        Ok(out) if out.status.success() => true,
-        Ok(out) => panic!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr)),
-        Err(_) => {
-            assert!(std::env::var_os("CI").is_none(), "CI must have openssl");
-            eprintln!("SKIPPED: openssl is not installed");
-            false
-        }
-    }
 }
 
 /// README "private_key_jwt": keys made by openssl (SEC1 EC, PKCS#8 Ed25519, PKCS#1 RSA),
