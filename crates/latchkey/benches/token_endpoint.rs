@@ -469,18 +469,7 @@ async fn new_tls_connections(
             (latencies, errors)
         });
     }
-    let mut latencies_us = Vec::new();
-    let mut errors = 0;
-    while let Some(done) = tasks.join_next().await {
-        let (lat, err) = done.unwrap();
-        latencies_us.extend(lat);
-        errors += err;
-    }
-    LoadResult {
-        elapsed: started.elapsed(),
-        latencies_us,
-        errors,
-    }
+    LoadResult::gather(tasks, started).await
 }
 
 /// Registers a client with the CLI and returns its `Authorization: Basic` value.
@@ -605,18 +594,7 @@ async fn run_load(requests: &[Request], connections: usize, duration: Duration) 
         let request = std::sync::Arc::clone(&requests[i % requests.len()]);
         tasks.spawn(async move { connection_loop(&request, deadline).await });
     }
-    let mut latencies_us = Vec::new();
-    let mut errors = 0;
-    while let Some(done) = tasks.join_next().await {
-        let (lat, err) = done.unwrap();
-        latencies_us.extend(lat);
-        errors += err;
-    }
-    LoadResult {
-        elapsed: started.elapsed(),
-        latencies_us,
-        errors,
-    }
+    LoadResult::gather(tasks, started).await
 }
 
 async fn connection_loop(request: &Request, deadline: Instant) -> (Vec<u32>, u64) {
@@ -642,6 +620,25 @@ async fn connection_loop(request: &Request, deadline: Instant) -> (Vec<u32>, u64
 }
 
 impl LoadResult {
+    /// Waits for every load loop and puts their latencies and errors together.
+    async fn gather(
+        mut tasks: tokio::task::JoinSet<(Vec<u32>, u64)>,
+        started: Instant,
+    ) -> LoadResult {
+        let mut latencies_us = Vec::new();
+        let mut errors = 0;
+        while let Some(done) = tasks.join_next().await {
+            let (lat, err) = done.unwrap();
+            latencies_us.extend(lat);
+            errors += err;
+        }
+        LoadResult {
+            elapsed: started.elapsed(),
+            latencies_us,
+            errors,
+        }
+    }
+
     /// Prints the result and returns the p99 latency in ms.
     fn report(mut self, endpoint: &str, alg: &str, connections: usize) -> f64 {
         self.latencies_us.sort_unstable();
