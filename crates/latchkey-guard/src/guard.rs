@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::AUTHORIZATION;
-use http::{HeaderMap, Method, Uri};
+use http::{Extensions, HeaderMap, HeaderName, Method, Uri};
 use latchkey_client::{Clock, RetryPolicy, SystemClock};
 use latchkey_jose::dpop::{ProofCheck, verify_proof};
 use latchkey_proto::SigningAlg;
 
 use crate::cache::{TokenCache, token_hash};
 use crate::caller::Caller;
+use crate::certificate;
 use crate::introspect::{self, Introspector};
 use crate::jwks::Jwks;
 use crate::rejection::Rejection;
@@ -40,6 +41,8 @@ struct Inner {
     origin: Option<String>,
     /// DPoP proof ids seen, until they are too old to be accepted anyway (RFC 9449 §11.1).
     proofs: TokenCache<()>,
+    /// The header a TLS-terminating proxy puts the client certificate in, when trusted.
+    certificate_header: Option<HeaderName>,
 }
 
 /// At resource servers a DPoP proof may be this old (seconds), so remembering every proof id
@@ -77,6 +80,7 @@ pub struct GuardBuilder {
     introspection_endpoint: Option<String>,
     introspection_cache: (Duration, Duration),
     public_origin: Option<String>,
+    certificate_header: Option<String>,
 }
 
 impl Guard {
@@ -98,21 +102,66 @@ impl Guard {
             introspection_endpoint: None,
             introspection_cache: (Duration::from_secs(60), Duration::from_secs(5)),
             public_origin: None,
+            certificate_header: None,
         }
     }
 
-    /// Validates the token of a request with this method, headers and URI: a bearer token
-    /// (RFC 6750 §2.1), or a DPoP-bound token with its proof (RFC 9449 §7). A valid token
-    /// gives the [`Caller`]; anything else the RFC 6750 / RFC 9449 rejection.
+    /// Validates the token of a request with this method, headers, URI and extensions: a
+    /// bearer token (RFC 6750 §2.1), or a DPoP-bound token with its proof (RFC 9449 §7). A
+    /// token bound to a client certificate (RFC 8705 §3) also needs that certificate: a
+    /// [`ClientCertificate`](crate::ClientCertificate) in `extensions`, or in the header set
+    /// with [`GuardBuilder::trust_certificate_header`]. A valid token gives the [`Caller`];
+    /// anything else the RFC 6750 / RFC 9449 rejection.
     pub async fn authenticate_request(
         &self,
         method: &Method,
         headers: &HeaderMap,
         uri: &Uri,
+        extensions: &Extensions,
     ) -> Result<Caller, Rejection> {
-        match credentials(headers, uri)? {
-            Credentials::Bearer(token) => self.authenticate(token).await,
-            Credentials::Dpop(token) => self.authenticate_dpop(token, method, headers, uri).await,
+        let caller = match credentials(headers, uri)? {
+            Credentials::Bearer(token) => {
+                let caller = self.verify_token(token).await?;
+                // RFC 9449 §7.2: a DPoP-bound token alone proves nothing. A `cnf` that names
+                // neither a DPoP key nor a certificate is a binding this guard cannot check.
+                if caller
+                    .claims()
+                    .cnf
+                    .as_ref()
+                    .is_some_and(|c| c.jkt.is_some() || c.x5t_s256.is_none())
+                {
+                    return Err(Rejection::InvalidToken(Invalid::NotBearer));
+                }
+                caller
+            }
+            Credentials::Dpop(token) => self.authenticate_dpop(token, method, headers, uri).await?,
+        };
+        self.check_certificate(&caller, headers, extensions)?;
+        Ok(caller)
+    }
+
+    /// RFC 8705 §3: a token bound to a certificate (`cnf.x5t#S256`) is accepted only from a
+    /// client presenting that certificate; anything else is `invalid_token`.
+    fn check_certificate(
+        &self,
+        caller: &Caller,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Result<(), Rejection> {
+        let Some(x5t) = caller
+            .claims()
+            .cnf
+            .as_ref()
+            .and_then(|c| c.x5t_s256.as_deref())
+        else {
+            return Ok(());
+        };
+        let presented =
+            certificate::presented(extensions, headers, self.inner.certificate_header.as_ref());
+        match presented {
+            Some(certificate) if certificate.thumbprint() == x5t => Ok(()),
+            Some(_) => Err(Rejection::InvalidToken(Invalid::OtherCertificate)),
+            None => Err(Rejection::InvalidToken(Invalid::NoCertificate)),
         }
     }
 
@@ -313,6 +362,17 @@ impl GuardBuilder {
         self
     }
 
+    /// Trusts this header (like `Client-Cert`, RFC 9440) for the client certificate of
+    /// requests, for tokens bound to one (RFC 8705 §3). Set it only behind a TLS-terminating
+    /// proxy that always replaces the header with the certificate of the connection it
+    /// received: anyone reaching the service directly could otherwise send any certificate.
+    /// Accepts `:BASE64-DER:` (RFC 9440) and URL-encoded PEM (nginx's
+    /// `$ssl_client_escaped_cert`).
+    pub fn trust_certificate_header(mut self, name: impl Into<String>) -> Self {
+        self.certificate_header = Some(name.into());
+        self
+    }
+
     /// The JWKS URL, skipping discovery.
     pub fn jwks_uri(mut self, uri: impl Into<String>) -> Self {
         self.jwks_uri = Some(uri.into());
@@ -468,9 +528,17 @@ impl GuardBuilder {
                 "the public origin must be an http(s) URL like https://api.example.com".into(),
             ));
         }
+        let certificate_header = self
+            .certificate_header
+            .map(|name| HeaderName::try_from(name.as_str()))
+            .transpose()
+            .map_err(|_| {
+                latchkey_client::Error::Config("the certificate header is not a header name".into())
+            })?;
         Ok(Guard {
             inner: Arc::new(Inner {
                 origin,
+                certificate_header,
                 proofs: TokenCache::new(MAX_REMEMBERED_PROOFS),
                 realm: self.realm.unwrap_or_else(|| audience.clone()),
                 issuer,

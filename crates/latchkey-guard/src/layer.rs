@@ -104,7 +104,12 @@ where
             let caller = match known {
                 Some(caller) => caller,
                 None => match guard
-                    .authenticate_request(request.method(), request.headers(), request.uri())
+                    .authenticate_request(
+                        request.method(),
+                        request.headers(),
+                        request.uri(),
+                        request.extensions(),
+                    )
                     .await
                 {
                     Ok(caller) => {

@@ -58,6 +58,7 @@
 
 mod cache;
 mod caller;
+mod certificate;
 mod guard;
 mod introspect;
 mod jwks;
@@ -66,6 +67,7 @@ mod rejection;
 mod verify;
 
 pub use caller::Caller;
+pub use certificate::ClientCertificate;
 pub use guard::{Guard, GuardBuilder};
 pub use jwks::{Jwks, KeySet, read_limited};
 pub use latchkey_jose::VerifyingKey;

@@ -67,6 +67,13 @@ pub enum Invalid {
     /// Sent with the DPoP scheme, but not bound to a DPoP key (RFC 9449 §7.1).
     #[error("the token is not bound to a DPoP key")]
     NotDpop,
+    /// Bound to a client certificate (RFC 8705 §3), but the request came without one the
+    /// guard may read.
+    #[error("the token is bound to a client certificate and none was presented")]
+    NoCertificate,
+    /// Bound to another client certificate than the one presented (RFC 8705 §3).
+    #[error("the token is bound to another client certificate")]
+    OtherCertificate,
 }
 
 #[derive(Deserialize)]

@@ -248,6 +248,7 @@ fn public_key(jwk: &Value) -> Result<(VerifyingKey, String), ProofError> {
         y: text("y"),
         n: text("n"),
         e: text("e"),
+        x5c: None,
     };
     let jkt = thumbprint(&jwk).ok_or(ProofError::Key)?;
     jwk.kid.clone_from(&jkt);

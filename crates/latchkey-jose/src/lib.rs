@@ -188,6 +188,7 @@ mod tests {
             y: Some(URL_SAFE_NO_PAD.encode([9u8; 32])),
             n: None,
             e: None,
+            x5c: None,
         }
     }
 

@@ -145,6 +145,7 @@ impl PrivateKey {
             y: None,
             n: None,
             e: None,
+            x5c: None,
         };
         let alg = match &pair {
             Pair::Ecdsa(p) => {

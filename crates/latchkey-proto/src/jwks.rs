@@ -31,6 +31,10 @@ pub struct Jwk {
     /// RSA public exponent, base64url.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub e: Option<String>,
+    /// RFC 7517 §4.7: the key's X.509 certificate chain (standard base64 DER, leaf first). A
+    /// `self_signed_tls_client_auth` client registers its certificates here (RFC 8705 §2.2.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x5c: Option<Vec<String>>,
 }
 
 /// A JWK Set document, as served at `jwks_uri`.

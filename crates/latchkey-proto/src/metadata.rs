@@ -32,6 +32,10 @@ pub struct AuthorizationServerMetadata {
     /// (RFC 8414 §2); absent when the server does not take assertions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
+    /// RFC 8705 §3.3: the server issues certificate-bound access tokens to clients that
+    /// authenticate with mutual TLS; absent when the server does not terminate TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_certificate_bound_access_tokens: Option<bool>,
     /// Response types: empty, since there is no authorization endpoint (RFC 8414 §2).
     #[serde(default)]
     pub response_types_supported: Vec<String>,

@@ -72,6 +72,30 @@ wire_enum! {
         /// RFC 7523 §2.2 and OIDC Core §9: a JWT signed with a key the client registered,
         /// sent as `client_assertion`. No secret is shared.
         PrivateKeyJwt = "private_key_jwt",
+        /// RFC 8705 §2.1: mutual TLS with a certificate from a trusted CA whose subject DN or
+        /// subject alternative name is the one registered for the client.
+        TlsClientAuth = "tls_client_auth",
+        /// RFC 8705 §2.2: mutual TLS with a certificate the client registered itself (in the
+        /// `x5c` of a key in its JWK Set); no CA is involved.
+        SelfSignedTlsClientAuth = "self_signed_tls_client_auth",
+    }
+}
+
+impl ClientAuthMethod {
+    /// Whether the client authenticates with a shared secret (RFC 6749 §2.3.1).
+    pub const fn uses_secret(self) -> bool {
+        matches!(
+            self,
+            ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost
+        )
+    }
+
+    /// Whether the client authenticates with a TLS client certificate (RFC 8705 §2).
+    pub const fn is_mutual_tls(self) -> bool {
+        matches!(
+            self,
+            ClientAuthMethod::TlsClientAuth | ClientAuthMethod::SelfSignedTlsClientAuth
+        )
     }
 }
 

@@ -10,7 +10,9 @@ use crate::cache::wait_for_servers;
 use crate::clock::Clock;
 use crate::keys::{KeyError, KeySource, next_key_ready_at};
 pub use crate::protocol::client_keys::MAX_JWKS_BYTES;
-use crate::protocol::client_keys::normalize_jwks;
+use crate::protocol::client_keys::{MAX_KEYS, normalize_jwks, registered_keys};
+pub use crate::protocol::mutual_tls::TlsSubject;
+use crate::protocol::mutual_tls::{certificate_jwk, registered_certificates};
 use crate::protocol::syntax::{is_resource_uri, is_scope_token};
 pub use crate::remote_keys::check_jwks_uri;
 use crate::secret::{ClientSecret, new_client_id, new_row_id};
@@ -144,10 +146,11 @@ pub async fn create_client(
     clock: &dyn Clock,
     new: NewClient,
 ) -> Result<Applied<(ClientRecord, ClientSecret)>, AdminError> {
-    if new.auth_method == ClientAuthMethod::PrivateKeyJwt {
-        return Err(AdminError::Invalid(
-            "a private_key_jwt client registers public keys, not a secret".into(),
-        ));
+    if !new.auth_method.uses_secret() {
+        return Err(AdminError::Invalid(format!(
+            "a {} client registers keys or a certificate, not a secret",
+            new.auth_method
+        )));
     }
     let now = clock.now();
     let secret = ClientSecret::generate();
@@ -162,7 +165,9 @@ pub async fn create_client(
     applied(store, (client, secret)).await
 }
 
-/// Where a `private_key_jwt` client's public keys come from.
+/// What authenticates a client that has no secret: where a `private_key_jwt` client's public
+/// keys come from, the certificates a `self_signed_tls_client_auth` client registers, or the
+/// certificate subject of a `tls_client_auth` client.
 #[derive(Debug, Clone, Copy)]
 pub enum ClientKeys<'a> {
     /// A JWK Set document, registered (see [`normalize_jwks`] for what is accepted).
@@ -188,28 +193,116 @@ pub enum ClientKeys<'a> {
         /// Allow the issuer at loopback, private and link-local addresses.
         allow_private: bool,
     },
+    /// `self_signed_tls_client_auth` (RFC 8705 §2.2): the client's certificates (DER), stored
+    /// as a JWK Set whose keys carry them in `x5c`.
+    Certificates(&'a [Vec<u8>]),
+    /// `tls_client_auth` (RFC 8705 §2.1): the subject DN or SAN its CA-issued certificate
+    /// carries, by metadata name (`tls_client_auth_san_dns`, ...) and value.
+    TlsSubject {
+        /// One of [`TlsSubject::KINDS`].
+        kind: &'a str,
+        /// The DN (RFC 4514 string) or SAN value.
+        value: &'a str,
+    },
+}
+
+/// The certificates (DER) of a PEM document, for [`ClientKeys::Certificates`].
+pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, AdminError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.map(|c| c.as_ref().to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| AdminError::Invalid(format!("not a PEM certificate file: {e}")))?;
+    if certificates.is_empty() || certificates.len() > MAX_KEYS {
+        return Err(AdminError::Invalid(format!(
+            "give 1 to {MAX_KEYS} PEM certificates (-----BEGIN CERTIFICATE-----)"
+        )));
+    }
+    Ok(certificates)
+}
+
+/// How a client without a secret is stored: the columns [`ClientKeys`] fills.
+#[derive(Default)]
+struct KeyColumns {
+    public_keys: Option<String>,
+    jwks_uri: Option<String>,
+    federation: Option<Federation>,
+    tls_subject: Option<TlsSubject>,
 }
 
 impl ClientKeys<'_> {
-    /// Checks the key source and returns it as stored: (public_keys, jwks_uri, federation).
-    async fn checked(
-        self,
-    ) -> Result<(Option<String>, Option<String>, Option<Federation>), AdminError> {
+    /// Checks the key source for a client of `method` and returns it as stored.
+    async fn checked(self, method: ClientAuthMethod) -> Result<KeyColumns, AdminError> {
+        use ClientAuthMethod::{PrivateKeyJwt, SelfSignedTlsClientAuth, TlsClientAuth};
+        let fits = match self {
+            ClientKeys::Jwks(_) => matches!(method, PrivateKeyJwt | SelfSignedTlsClientAuth),
+            ClientKeys::JwksUri { .. } | ClientKeys::Federated { .. } => method == PrivateKeyJwt,
+            ClientKeys::Certificates(_) => method == SelfSignedTlsClientAuth,
+            ClientKeys::TlsSubject { .. } => method == TlsClientAuth,
+        };
+        if !fits {
+            return Err(AdminError::Invalid(match method {
+                PrivateKeyJwt => "a private_key_jwt client registers a JWK Set, a jwks_uri or a \
+                                  federated issuer"
+                    .into(),
+                SelfSignedTlsClientAuth => "a self_signed_tls_client_auth client registers its \
+                                            certificates (or a JWK Set whose keys carry them in \
+                                            x5c)"
+                    .into(),
+                TlsClientAuth => "a tls_client_auth client registers the subject DN or a subject \
+                                  alternative name of its certificate"
+                    .into(),
+                other => format!("a {other} client uses a secret"),
+            }));
+        }
         Ok(match self {
-            ClientKeys::Jwks(jwks) => (
-                Some(normalize_jwks(jwks).map_err(AdminError::Invalid)?),
-                None,
-                None,
-            ),
-            ClientKeys::JwksUri { uri, allow_private } => (
-                None,
-                Some(
+            ClientKeys::Jwks(jwks) => {
+                let stored = normalize_jwks(jwks).map_err(AdminError::Invalid)?;
+                if method == SelfSignedTlsClientAuth
+                    && registered_certificates(Some(&stored)).len()
+                        != registered_keys(Some(&stored)).len()
+                {
+                    return Err(AdminError::Invalid(
+                        "every key of a self_signed_tls_client_auth client carries its \
+                         certificate in \"x5c\" (RFC 8705 §2.2.2)"
+                            .into(),
+                    ));
+                }
+                KeyColumns {
+                    public_keys: Some(stored),
+                    ..KeyColumns::default()
+                }
+            }
+            ClientKeys::Certificates(certificates) => {
+                let keys = certificates
+                    .iter()
+                    .enumerate()
+                    .map(|(i, der)| {
+                        certificate_jwk(der).map_err(|why| {
+                            AdminError::Invalid(format!("certificate {}: {why}", i + 1))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let set = serde_json::to_string(&latchkey_proto::JwkSet { keys })
+                    .map_err(|e| AdminError::Invalid(e.to_string()))?;
+                KeyColumns {
+                    public_keys: Some(normalize_jwks(&set).map_err(AdminError::Invalid)?),
+                    ..KeyColumns::default()
+                }
+            }
+            ClientKeys::TlsSubject { kind, value } => KeyColumns {
+                tls_subject: Some(TlsSubject::parse(kind, value).map_err(AdminError::Invalid)?),
+                ..KeyColumns::default()
+            },
+            ClientKeys::JwksUri { uri, allow_private } => KeyColumns {
+                jwks_uri: Some(
                     check_jwks_uri(uri, allow_private)
                         .await
                         .map_err(AdminError::Invalid)?,
                 ),
-                None,
-            ),
+                ..KeyColumns::default()
+            },
             ClientKeys::Federated {
                 issuer,
                 subject,
@@ -236,34 +329,36 @@ impl ClientKeys<'_> {
                     subject: text("subject", subject)?,
                     audience: audience.map(|a| text("audience", a)).transpose()?,
                 };
-                (None, None, Some(federation))
+                KeyColumns {
+                    federation: Some(federation),
+                    ..KeyColumns::default()
+                }
             }
         })
     }
 }
 
-/// Registers a `private_key_jwt` client (RFC 7523 §2.2) whose public keys come from `keys`.
-/// No secret exists for it. Returns once every running server knows the client.
+/// Registers a client that authenticates without a secret: `private_key_jwt` (RFC 7523 §2.2)
+/// or mutual TLS (RFC 8705 §2), with `keys` saying what authenticates it. No secret exists
+/// for it. Returns once every running server knows the client.
 pub async fn create_key_client(
     store: &dyn Store,
     clock: &dyn Clock,
     new: NewClient,
     keys: ClientKeys<'_>,
 ) -> Result<Applied<ClientRecord>, AdminError> {
-    if new.auth_method != ClientAuthMethod::PrivateKeyJwt {
-        return Err(AdminError::Invalid(format!(
-            "public keys are for private_key_jwt clients; a {} client uses a secret",
-            new.auth_method
-        )));
-    }
+    let columns = keys.checked(new.auth_method).await?;
     let mut client = client_record(new, clock.now())?;
-    (client.public_keys, client.jwks_uri, client.federation) = keys.checked().await?;
+    client.public_keys = columns.public_keys;
+    client.jwks_uri = columns.jwks_uri;
+    client.federation = columns.federation;
+    client.tls_subject = columns.tls_subject;
     store.create_client(&client).await?;
     applied(store, client).await
 }
 
-/// Replaces a `private_key_jwt` client's keys, or where they come from: rotation. Returns
-/// once every running server uses the new keys.
+/// Replaces the keys, certificates or certificate subject of a client without a secret, or
+/// where its keys come from: rotation. Returns once every running server uses the new ones.
 pub async fn replace_client_keys(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -271,14 +366,20 @@ pub async fn replace_client_keys(
     keys: ClientKeys<'_>,
 ) -> Result<Applied<ClientRecord>, AdminError> {
     let client = show_client(store, client_id).await?;
-    if client.auth_method != ClientAuthMethod::PrivateKeyJwt {
+    if client.auth_method.uses_secret() {
         return Err(AdminError::Invalid(format!(
             "client {client_id} authenticates with a secret ({}), not registered keys",
             client.auth_method
         )));
     }
-    let mut update = ClientUpdate::default();
-    (update.public_keys, update.jwks_uri, update.federation) = keys.checked().await?;
+    let columns = keys.checked(client.auth_method).await?;
+    let update = ClientUpdate {
+        public_keys: columns.public_keys,
+        jwks_uri: columns.jwks_uri,
+        federation: columns.federation,
+        tls_subject: columns.tls_subject,
+        ..ClientUpdate::default()
+    };
     let client = store
         .update_client(client_id, &update, clock.now())
         .await?
@@ -303,6 +404,7 @@ fn client_record(new: NewClient, now: i64) -> Result<ClientRecord, AdminError> {
         public_keys: None,
         jwks_uri: None,
         federation: None,
+        tls_subject: None,
         created_at: now,
         updated_at: now,
         secrets: Vec::new(),
@@ -330,7 +432,11 @@ pub async fn update_client(
         .transpose()?;
     update.audience = update.audience.as_deref().map(check_audience).transpose()?;
     update.token_ttl_seconds = update.token_ttl_seconds.map(check_ttl).transpose()?;
-    if update.public_keys.is_some() || update.jwks_uri.is_some() || update.federation.is_some() {
+    if update.public_keys.is_some()
+        || update.jwks_uri.is_some()
+        || update.federation.is_some()
+        || update.tls_subject.is_some()
+    {
         return Err(AdminError::Invalid(
             "keys are replaced with replace_client_keys, which checks them".into(),
         ));
@@ -403,10 +509,11 @@ async fn new_secret(
     others_expire_in: Option<i64>,
 ) -> Result<Applied<(String, ClientSecret)>, AdminError> {
     let client = show_client(store, client_id).await?;
-    if client.auth_method == ClientAuthMethod::PrivateKeyJwt {
+    if !client.auth_method.uses_secret() {
         return Err(AdminError::Invalid(format!(
-            "client {client_id} authenticates with registered keys (private_key_jwt) and has no \
-             secrets; replace its keys with `latchkey client update --jwks-file`"
+            "client {client_id} authenticates with keys or a certificate ({}) and has no \
+             secrets; replace them with `latchkey client update`",
+            client.auth_method
         )));
     }
     let now = clock.now();

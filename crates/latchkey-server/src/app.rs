@@ -181,7 +181,7 @@ impl Application {
         let keys = key_source
             .load_or_create(store.as_ref(), clock.now())
             .await?;
-        let metadata = metadata(&issuer);
+        let metadata = metadata(&issuer, tls.as_ref());
         let metadata_json = Bytes::from(
             serde_json::to_vec(&metadata).map_err(|e| StartError::Config(e.to_string()))?,
         );
@@ -329,7 +329,8 @@ pub fn normalize_issuer(issuer: &str) -> Result<(String, String), StartError> {
     ))
 }
 
-fn metadata(issuer: &str) -> AuthorizationServerMetadata {
+fn metadata(issuer: &str, tls: Option<&Tls>) -> AuthorizationServerMetadata {
+    let auth_methods = auth_methods(tls);
     AuthorizationServerMetadata {
         issuer: issuer.to_owned(),
         token_endpoint: format!("{issuer}{}", paths::TOKEN),
@@ -338,22 +339,30 @@ fn metadata(issuer: &str) -> AuthorizationServerMetadata {
             .iter()
             .map(|g| g.as_str().to_owned())
             .collect(),
-        token_endpoint_auth_methods_supported: auth_methods(),
+        token_endpoint_auth_methods_supported: auth_methods.clone(),
         token_endpoint_auth_signing_alg_values_supported: Some(assertion_algs()),
         dpop_signing_alg_values_supported: Some(assertion_algs()),
+        tls_client_certificate_bound_access_tokens: tls.map(|_| true),
         response_types_supported: Vec::new(),
         introspection_endpoint: Some(format!("{issuer}{}", paths::INTROSPECT)),
-        introspection_endpoint_auth_methods_supported: Some(auth_methods()),
+        introspection_endpoint_auth_methods_supported: Some(auth_methods.clone()),
         introspection_endpoint_auth_signing_alg_values_supported: Some(assertion_algs()),
         revocation_endpoint: Some(format!("{issuer}{}", paths::REVOKE)),
-        revocation_endpoint_auth_methods_supported: Some(auth_methods()),
+        revocation_endpoint_auth_methods_supported: Some(auth_methods),
         revocation_endpoint_auth_signing_alg_values_supported: Some(assertion_algs()),
     }
 }
 
-fn auth_methods() -> Vec<String> {
+/// The client authentication methods this server takes: the mutual-TLS ones (RFC 8705 §2)
+/// only when it terminates TLS itself, and `tls_client_auth` only with `--client-ca` roots.
+fn auth_methods(tls: Option<&Tls>) -> Vec<String> {
     ClientAuthMethod::ALL
         .iter()
+        .filter(|m| match m {
+            ClientAuthMethod::TlsClientAuth => tls.is_some_and(|t| t.client_ca.is_some()),
+            ClientAuthMethod::SelfSignedTlsClientAuth => tls.is_some(),
+            _ => true,
+        })
         .map(|m| m.as_str().to_owned())
         .collect()
 }

@@ -25,6 +25,7 @@ use latchkey_jose::VerifyingKey;
 use crate::clock::Clock;
 use crate::keys::{KeyError, KeyRing, KeySource};
 use crate::protocol::client_keys::registered_keys;
+use crate::protocol::mutual_tls::registered_certificates;
 use crate::store::{ClientRecord, Store, StoreError};
 
 /// How often a server checks the generation counter and the deny list.
@@ -44,15 +45,19 @@ pub struct KnownClient {
     pub record: ClientRecord,
     /// Verifiers for its registered keys; empty for clients that use a secret.
     pub assertion_keys: Vec<VerifyingKey>,
+    /// For `self_signed_tls_client_auth`: the certificates (DER) it registered.
+    pub certificates: Vec<Vec<u8>>,
 }
 
 impl KnownClient {
     /// Parses the record's keys.
     pub fn new(record: ClientRecord) -> Self {
         let assertion_keys = registered_keys(record.public_keys.as_deref());
+        let certificates = registered_certificates(record.public_keys.as_deref());
         KnownClient {
             record,
             assertion_keys,
+            certificates,
         }
     }
 }

@@ -269,10 +269,3 @@ impl ClientCertVerifier for AnyClientCertificate {
             .supported_schemes()
     }
 }
-
-/// RFC 8705 §3.1: the `x5t#S256` confirmation of a certificate, base64url SHA-256 of its DER.
-pub fn certificate_thumbprint(certificate: &CertificateDer<'_>) -> String {
-    use base64::Engine as _;
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, certificate.as_ref());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
-}

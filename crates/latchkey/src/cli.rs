@@ -152,6 +152,35 @@ pub struct GateArgs {
     /// DPoP proofs (their htu). Default: the origin of --audience.
     #[arg(long, env = "LATCHKEY_GATE_PUBLIC_ORIGIN", value_name = "URL")]
     pub public_origin: Option<String>,
+
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key. Clients
+    /// may present certificates, which tokens bound to a certificate (RFC 8705) need.
+    #[arg(
+        long,
+        env = "LATCHKEY_GATE_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "LATCHKEY_GATE_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Behind a TLS-terminating proxy: read the client certificate from this header (like
+    /// Client-Cert, RFC 9440), for certificate-bound tokens. Only if the proxy always
+    /// replaces it: anyone reaching the gate directly could otherwise send any certificate.
+    #[arg(
+        long,
+        env = "LATCHKEY_GATE_TRUST_CERTIFICATE_HEADER",
+        value_name = "NAME"
+    )]
+    pub trust_certificate_header: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -463,7 +492,9 @@ pub struct CreateArgs {
     pub token_ttl: i64,
 
     /// How the client authenticates: client_secret_basic or client_secret_post (a secret is
-    /// generated and shown once), or private_key_jwt (signed assertions; give --jwks-file).
+    /// generated and shown once), private_key_jwt (signed assertions; give --jwks-file),
+    /// tls_client_auth (a CA-issued client certificate; give --tls-subject-dn or a --tls-san-*)
+    /// or self_signed_tls_client_auth (its own certificate; give --certificate-file).
     #[arg(long, default_value = "client_secret_basic", value_parser = parse_auth_method)]
     pub auth_method: ClientAuthMethod,
 
@@ -498,6 +529,9 @@ pub struct CreateArgs {
     /// this server's issuer.
     #[arg(long, value_name = "AUD", requires = "federated_issuer")]
     pub federated_audience: Option<String>,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 
     /// Space-separated grant types the client may use; "" registers a client that cannot get
     /// tokens (for example a resource server that only calls introspection).
@@ -548,4 +582,50 @@ pub struct UpdateArgs {
     /// Let --jwks-uri point inside the network (see `client create`).
     #[arg(long, requires = "jwks_uri")]
     pub allow_private_jwks_uri: bool,
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
+}
+
+/// What identifies a mutual-TLS client (RFC 8705 §2): on `client create`, and on `client
+/// update` to replace it (certificate rotation).
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct TlsClientArgs {
+    /// For self_signed_tls_client_auth: a PEM file with the client's certificate(s); each one
+    /// it presents in the TLS handshake authenticates it. Give two during a rotation.
+    #[arg(long, value_name = "FILE")]
+    pub certificate_file: Option<PathBuf>,
+    /// For tls_client_auth: the subject DN its CA-issued certificate carries, as an RFC 4514
+    /// string like "CN=billing,O=Example,C=US" (compared case-insensitively, per RDN).
+    #[arg(long, value_name = "DN")]
+    pub tls_subject_dn: Option<String>,
+    /// For tls_client_auth: a DNS name among the certificate's subject alternative names.
+    #[arg(long, value_name = "NAME")]
+    pub tls_san_dns: Option<String>,
+    /// For tls_client_auth: a URI among the certificate's subject alternative names (like a
+    /// SPIFFE ID, spiffe://example.org/billing).
+    #[arg(long, value_name = "URI")]
+    pub tls_san_uri: Option<String>,
+    /// For tls_client_auth: an IP address among the certificate's subject alternative names.
+    #[arg(long, value_name = "IP")]
+    pub tls_san_ip: Option<String>,
+    /// For tls_client_auth: an email address among the certificate's subject alternative
+    /// names.
+    #[arg(long, value_name = "EMAIL")]
+    pub tls_san_email: Option<String>,
+}
+
+impl TlsClientArgs {
+    /// The RFC 8705 §2.1.2 metadata name and value given, if any.
+    pub fn subject(&self) -> Option<(&'static str, &str)> {
+        [
+            ("tls_client_auth_subject_dn", &self.tls_subject_dn),
+            ("tls_client_auth_san_dns", &self.tls_san_dns),
+            ("tls_client_auth_san_uri", &self.tls_san_uri),
+            ("tls_client_auth_san_ip", &self.tls_san_ip),
+            ("tls_client_auth_san_email", &self.tls_san_email),
+        ]
+        .into_iter()
+        .find_map(|(kind, value)| Some((kind, value.as_deref()?)))
+    }
 }

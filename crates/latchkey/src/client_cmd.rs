@@ -42,6 +42,12 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 token_format: args.token_format,
             };
             let jwks = args.jwks_file.as_deref().map(read_jwks).transpose()?;
+            let certificates = args
+                .tls
+                .certificate_file
+                .as_deref()
+                .map(read_certificates)
+                .transpose()?;
             let keys = match (&args.federated_issuer, &args.federated_subject) {
                 (Some(issuer), Some(subject)) => Some(ClientKeys::Federated {
                     issuer,
@@ -53,10 +59,12 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                     jwks.as_deref(),
                     args.jwks_uri.as_deref(),
                     args.allow_private_jwks_uri,
+                    certificates.as_deref(),
+                    args.tls.subject(),
                 ),
             };
             let (client, secret) = match (new.auth_method, keys) {
-                (ClientAuthMethod::PrivateKeyJwt, Some(keys)) => {
+                (method, Some(keys)) if !method.uses_secret() => {
                     let client =
                         confirmed(admin::create_key_client(store, clock, new, keys).await?);
                     (client, None)
@@ -66,9 +74,20 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                      --jwks-uri https://...) or a trusted issuer (--federated-issuer URL \
                      --federated-subject SUB)"
                 ),
+                (ClientAuthMethod::TlsClientAuth, None) => anyhow::bail!(
+                    "a tls_client_auth client needs the subject its certificate carries \
+                     (--tls-subject-dn DN, --tls-san-dns NAME, --tls-san-uri URI, --tls-san-ip IP \
+                     or --tls-san-email EMAIL)"
+                ),
+                (ClientAuthMethod::SelfSignedTlsClientAuth, None) => anyhow::bail!(
+                    "a self_signed_tls_client_auth client needs its certificate \
+                     (--certificate-file cert.pem) or a JWK Set whose keys carry it in x5c \
+                     (--jwks-file)"
+                ),
                 (_, Some(_)) => anyhow::bail!(
-                    "--jwks-file, --jwks-uri and --federated-issuer are for --auth-method \
-                     private_key_jwt; other methods use a generated secret"
+                    "keys, certificates and subjects are for private_key_jwt, tls_client_auth \
+                     and self_signed_tls_client_auth clients; other methods use a generated \
+                     secret"
                 ),
                 (_, None) => {
                     let (client, secret) =
@@ -144,10 +163,18 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 ..ClientUpdate::default()
             };
             let jwks = args.jwks_file.as_deref().map(read_jwks).transpose()?;
+            let certificates = args
+                .tls
+                .certificate_file
+                .as_deref()
+                .map(read_certificates)
+                .transpose()?;
             let keys = client_keys(
                 jwks.as_deref(),
                 args.jwks_uri.as_deref(),
                 args.allow_private_jwks_uri,
+                certificates.as_deref(),
+                args.tls.subject(),
             );
             let mut client = confirmed(admin::update_client(store, clock, &args.id, update).await?);
             if let Some(keys) = keys {
@@ -306,17 +333,33 @@ pub fn confirmed<T>(change: Applied<T>) -> T {
     change.value
 }
 
-/// Where `--jwks-file` (already read) or `--jwks-uri` say a client's keys come from.
+/// What `--jwks-file` (already read), `--jwks-uri`, `--certificate-file` (already read) or a
+/// `--tls-*` subject say authenticates a client.
 fn client_keys<'a>(
     jwks: Option<&'a str>,
     uri: Option<&'a str>,
     allow_private: bool,
+    certificates: Option<&'a [Vec<u8>]>,
+    subject: Option<(&'a str, &'a str)>,
 ) -> Option<ClientKeys<'a>> {
+    if let Some(certificates) = certificates {
+        return Some(ClientKeys::Certificates(certificates));
+    }
+    if let Some((kind, value)) = subject {
+        return Some(ClientKeys::TlsSubject { kind, value });
+    }
     match (jwks, uri) {
         (Some(jwks), _) => Some(ClientKeys::Jwks(jwks)),
         (None, Some(uri)) => Some(ClientKeys::JwksUri { uri, allow_private }),
         (None, None) => None,
     }
+}
+
+/// The certificates (DER) of a PEM file.
+fn read_certificates(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading the certificate file {}", path.display()))?;
+    admin::certificates_from_pem(&pem).with_context(|| path.display().to_string())
 }
 
 /// A JWK Set document from a file, or stdin for `-`.
@@ -358,6 +401,9 @@ fn client_json(client: &ClientRecord) -> Value {
     }
     if let Some(uri) = &client.jwks_uri {
         value["jwks_uri"] = json!(uri);
+    }
+    if let Some(subject) = &client.tls_subject {
+        value[subject.kind()] = json!(subject.value());
     }
     if let Some(federation) = &client.federation {
         value["federated_issuer"] = json!(federation.issuer);
@@ -411,6 +457,9 @@ fn client_row(client: &ClientRecord, secret: Option<&str>) -> Vec<Row> {
     }
     if let Some(uri) = &client.jwks_uri {
         rows.push(("jwks_uri", uri.clone()));
+    }
+    if let Some(subject) = &client.tls_subject {
+        rows.push((subject.kind(), subject.value()));
     }
     if let Some(federation) = &client.federation {
         rows.push(("federated_issuer", federation.issuer.clone()));

@@ -8,7 +8,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use http::{HeaderName, HeaderValue, Request, Response};
-use latchkey_guard::{Caller, Guard};
+use latchkey_guard::{Caller, ClientCertificate, Guard};
+use latchkey_server::tls::{Tls, TlsFiles, TlsPeer};
 
 use crate::cli::GateArgs;
 use crate::proxy::{Upstream, UpstreamClient, refuse, send_with_timeout, upstream_client};
@@ -34,6 +35,9 @@ pub async fn run(args: GateArgs) -> anyhow::Result<()> {
     if let Some(origin) = &args.public_origin {
         builder = builder.public_origin(origin);
     }
+    if let Some(header) = &args.trust_certificate_header {
+        builder = builder.trust_certificate_header(header);
+    }
     let guard = builder
         .build()
         .await
@@ -54,15 +58,51 @@ pub async fn run(args: GateArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let listen = listener.local_addr()?;
-    tracing::info!(listen = %listen, upstream = %args.upstream, audience = %args.audience, "latchkey gate is serving");
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(crate::serve_cmd::shutdown_signal())
-    .await
+    tracing::info!(listen = %listen, upstream = %args.upstream, audience = %args.audience, tls = args.tls_cert.is_some(), "latchkey gate is serving");
+    match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = Tls::load(&TlsFiles {
+                cert,
+                key,
+                client_ca: None,
+            })
+            .map_err(anyhow::Error::msg)
+            .context("loading the TLS certificate")?;
+            // The guard finds the connection's client certificate in the request (RFC 8705
+            // §3); the forwarding handler, the peer's address.
+            let router = router.layer(axum::middleware::map_request(tls_peer));
+            axum::serve(
+                tls.listener(listener),
+                router.into_make_service_with_connect_info::<TlsPeer>(),
+            )
+            .with_graceful_shutdown(crate::serve_cmd::shutdown_signal())
+            .await
+        }
+        _ => {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(crate::serve_cmd::shutdown_signal())
+            .await
+        }
+    }
     .context("serving")?;
     Ok(())
+}
+
+/// On a TLS connection: the peer's address as `ConnectInfo<SocketAddr>`, and its certificate
+/// as a [`ClientCertificate`] for the guard.
+async fn tls_peer(
+    ConnectInfo(peer): ConnectInfo<TlsPeer>,
+    mut request: Request<Body>,
+) -> Request<Body> {
+    let extensions = request.extensions_mut();
+    extensions.insert(ConnectInfo(peer.addr));
+    if let Some(leaf) = peer.certificates.as_ref().and_then(|chain| chain.first()) {
+        extensions.insert(ClientCertificate::from_der(leaf.as_ref()));
+    }
+    request
 }
 
 async fn forward(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
@@ -15,12 +15,14 @@ use crate::form::{self, FormError};
 use crate::http::access_log::ClientTag;
 use crate::protocol::client_assertion::AssertionPolicy;
 use crate::protocol::client_auth::{
-    Presented, PresentedAssertion, authenticate, authenticate_assertion, authenticate_federated,
-    presented_credentials,
+    Presented, PresentedAssertion, PresentedCertificate, authenticate, authenticate_assertion,
+    authenticate_certificate, authenticate_federated, presented_credentials,
 };
 use crate::protocol::request::{MAX_PARAMETERS, RequestParams};
+use crate::tls::TlsPeer;
 use latchkey_guard::Jwks;
 use latchkey_jose::VerifyingKey;
+use rustls_pki_types::{CertificateDer, UnixTime};
 
 /// Checklist A: bodies over 16 KiB are refused with 413 before parsing.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -33,6 +35,19 @@ pub struct Received {
     pub dpop: Option<HeaderValue>,
     /// The form parameters.
     pub params: RequestParams,
+    /// The certificate chain the client presented in the TLS handshake (leaf first), when
+    /// this server terminates TLS and the client sent one.
+    pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+impl Received {
+    /// The client certificate (DER) of the connection, if any.
+    pub fn certificate(&self) -> Option<&[u8]> {
+        self.certificates
+            .as_ref()
+            .and_then(|chain| chain.first())
+            .map(AsRef::as_ref)
+    }
 }
 
 /// Checklist A: only POST, no parameters in the URI, a form body of at most 16 KiB, no
@@ -47,12 +62,17 @@ pub async fn receive(request: Request) -> Result<Received, OAuthError> {
     if proofs.next().is_some() {
         return Err(OAuthError::invalid_dpop_proof("more than one DPoP header"));
     }
+    let certificates = parts
+        .extensions
+        .get::<ConnectInfo<TlsPeer>>()
+        .and_then(|peer| peer.0.certificates.clone());
     let body = read_body(&parts.headers, body).await?;
     let params = parse(&body)?;
     Ok(Received {
         authorization,
         dpop,
         params,
+        certificates,
     })
 }
 
@@ -87,8 +107,46 @@ pub async fn authenticate_client(
         Presented::Assertion(assertion) => {
             authenticate_by_assertion(state, assertion, client.as_deref(), now).await?;
         }
+        Presented::ClientId(_) => {
+            let certificate = received.certificates.as_ref().and_then(|chain| {
+                let (leaf, intermediates) = chain.split_first()?;
+                Some(PresentedCertificate {
+                    leaf: leaf.as_ref(),
+                    chain_is_trusted: || chain_is_trusted(state, leaf, intermediates, now),
+                })
+            });
+            let registered = client.as_deref().map_or(&[][..], |c| &c.certificates);
+            authenticate_certificate(
+                client.as_deref().map(|c| &c.record),
+                registered,
+                certificate,
+            )?;
+        }
     }
     client.ok_or_else(OAuthError::invalid_client)
+}
+
+/// RFC 8705 §2.1: whether a client certificate chain leads to one of the `--client-ca` roots,
+/// valid at `now` (the server's clock) and for client authentication.
+fn chain_is_trusted(
+    state: &AppState,
+    leaf: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: i64,
+) -> bool {
+    let Some(verifier) = state.tls.as_ref().and_then(|tls| tls.client_ca.as_ref()) else {
+        return false;
+    };
+    let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        u64::try_from(now).unwrap_or(0),
+    ));
+    match verifier.verify_client_cert(leaf, intermediates, now) {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::info!(%error, "client certificate chain refused");
+            false
+        }
+    }
 }
 
 /// RFC 7523 §2.2 client authentication: by a `private_key_jwt` assertion signed with the

@@ -14,6 +14,7 @@ use crate::error::OAuthError;
 use crate::http::access_log::{ClientTag, Outcome};
 use crate::http::endpoint::{authenticate_client, receive};
 use crate::protocol::client_credentials::{access_token_claims, decide};
+use crate::protocol::mutual_tls::certificate_thumbprint;
 use crate::secret::{new_jti, new_opaque_token};
 use crate::store::OpaqueTokenRecord;
 
@@ -36,21 +37,31 @@ async fn issue(
     check_grant_type(received.params.grant_type.as_deref())?;
     let client = authenticate_client(state, &received, client_tag).await?;
     let client = &client.record;
-    let bound_to = match &received.dpop {
-        Some(proof) => Some(dpop_key(state, proof, client.token_format).await?),
+    let dpop_jkt = match &received.dpop {
+        Some(proof) => Some(dpop_key(state, proof).await?),
         None => None,
     };
+    // RFC 8705 §3: a client that authenticated with its certificate gets tokens bound to it.
+    let certificate_x5t = client
+        .auth_method
+        .is_mutual_tls()
+        .then(|| received.certificate().map(certificate_thumbprint))
+        .flatten();
     // Read after the lookup, so `iat` is the moment of issue even if the lookup waited.
     let now = state.clock.now();
     let params = &received.params;
     let grant = decide(client, params.scope.as_deref(), &params.resources)?;
     let mut claims = access_token_claims(&state.issuer, client, &grant, now, new_jti());
-    // RFC 9449 §6.1: a DPoP-bound token names its key.
-    claims.cnf = bound_to.map(|jkt| Confirmation {
-        jkt: Some(jkt),
-        x5t_s256: None,
-    });
-    let token_type = if claims.cnf.is_some() {
+    // RFC 9449 §6.1, RFC 8705 §3.1: a bound token names its key or certificate.
+    if dpop_jkt.is_some() || certificate_x5t.is_some() {
+        claims.cnf = Some(Confirmation {
+            jkt: dpop_jkt,
+            x5t_s256: certificate_x5t,
+        });
+    }
+    // RFC 9449 §5: DPoP-bound tokens are of type DPoP; certificate-bound ones stay Bearer
+    // (RFC 8705 §3).
+    let token_type = if claims.cnf.as_ref().is_some_and(|c| c.jkt.is_some()) {
         TokenType::DPoP
     } else {
         TokenType::Bearer
@@ -78,6 +89,7 @@ async fn issue(
                 issued_at: claims.iat,
                 expires_at: claims.exp,
                 epoch: claims.epoch,
+                cnf: claims.cnf.clone(),
             };
             state.store.insert_opaque_token(&record).await?;
             token
@@ -93,18 +105,7 @@ async fn issue(
 
 /// RFC 9449 §4.3 and §5: checks the request's DPoP proof and remembers its `jti`, and returns
 /// the thumbprint of its key, to bind the token to.
-async fn dpop_key(
-    state: &AppState,
-    proof: &http::HeaderValue,
-    format: TokenFormat,
-) -> Result<String, OAuthError> {
-    if format == TokenFormat::Opaque {
-        // Opaque tokens carry no confirmation claim here yet: refuse rather than issue a
-        // bearer token the client did not ask for.
-        return Err(OAuthError::invalid_request(
-            "DPoP-bound tokens are JWTs; this client is registered for opaque tokens",
-        ));
-    }
+async fn dpop_key(state: &AppState, proof: &http::HeaderValue) -> Result<String, OAuthError> {
     let proof = proof
         .to_str()
         .map_err(|_| OAuthError::invalid_dpop_proof("the DPoP header is not a JWT"))?;

@@ -335,6 +335,7 @@ mod tests {
             y: Some(URL_SAFE_NO_PAD.encode(&point[33..65])),
             n: None,
             e: None,
+            x5c: None,
         };
         Signer { pair, jwk }
     }
@@ -510,6 +511,7 @@ mod tests {
             y: None,
             n: None,
             e: None,
+            x5c: None,
         };
         let ed_key = VerifyingKey::from_jwk(&ed_jwk).unwrap();
         let ed_signed = format!("{}.{payload}", header(json!({"alg": "EdDSA"})));

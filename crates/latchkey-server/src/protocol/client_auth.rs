@@ -67,13 +67,17 @@ impl std::fmt::Debug for PresentedAssertion {
     }
 }
 
-/// The credentials of one request: a secret or an assertion, never both.
+/// The credentials of one request: a secret, an assertion, or a `client_id` alone.
 #[derive(Debug)]
 pub enum Presented {
     /// `client_secret_basic` or `client_secret_post`.
     Secret(PresentedSecret),
     /// `private_key_jwt`.
     Assertion(PresentedAssertion),
+    /// A `client_id` and nothing else: only mutual TLS can authenticate it, with the
+    /// connection's certificate (RFC 8705 §2: "the client_id parameter [...] MUST be
+    /// included").
+    ClientId(String),
 }
 
 impl Presented {
@@ -82,6 +86,7 @@ impl Presented {
         match self {
             Presented::Secret(s) => &s.client_id,
             Presented::Assertion(a) => &a.client_id,
+            Presented::ClientId(client_id) => client_id,
         }
     }
 }
@@ -132,9 +137,66 @@ pub fn presented_credentials(
             secret: secret.clone(),
             method: ClientAuthMethod::ClientSecretPost,
         })),
-        // No credentials, or a client_id alone: a confidential client must authenticate
-        // (RFC 6749 §4.4.2).
+        // A client_id alone: mutual TLS, or nothing (then invalid_client, RFC 6749 §4.4.2).
+        (Some(client_id), None) => Ok(Presented::ClientId(client_id.clone())),
+        // No credentials: a confidential client must authenticate (RFC 6749 §4.4.2).
         _ => Err(OAuthError::invalid_client()),
+    }
+}
+
+/// A client certificate presented on the connection: the leaf (DER), and whether its chain
+/// leads to a `--client-ca` root (checked lazily: only `tls_client_auth` asks).
+pub struct PresentedCertificate<'a, F: FnOnce() -> bool> {
+    /// The certificate (DER) whose private key the TLS handshake proved the peer holds.
+    pub leaf: &'a [u8],
+    /// Checks the chain against the configured CA roots; `false` without roots.
+    pub chain_is_trusted: F,
+}
+
+/// RFC 8705 §2: decides whether the connection's certificate (`None` when the request came
+/// without one) authenticates as `client`, registered for `tls_client_auth` with the subject
+/// its CA-issued certificate carries (§2.1), or for `self_signed_tls_client_auth` with its
+/// own certificates `registered` (§2.2). Every failure is `invalid_client`; the reason goes
+/// to the operator's log only.
+pub fn authenticate_certificate<F: FnOnce() -> bool>(
+    client: Option<&ClientRecord>,
+    registered: &[Vec<u8>],
+    certificate: Option<PresentedCertificate<'_, F>>,
+) -> Result<(), OAuthError> {
+    let client = client
+        .filter(|c| c.enabled && c.auth_method.is_mutual_tls())
+        .ok_or_else(OAuthError::invalid_client)?;
+    let refuse = |reason: &str| {
+        tracing::info!(client_id = %client.client_id, reason, "client certificate refused");
+        OAuthError::invalid_client()
+    };
+    let Some(certificate) = certificate else {
+        return Err(refuse("the request came without a client certificate"));
+    };
+    match client.auth_method {
+        ClientAuthMethod::TlsClientAuth => {
+            let Some(subject) = &client.tls_subject else {
+                return Err(refuse("the client has no registered certificate subject"));
+            };
+            if !(certificate.chain_is_trusted)() {
+                return Err(refuse(
+                    "the certificate is not issued by a trusted client CA",
+                ));
+            }
+            if !subject.matches(certificate.leaf) {
+                return Err(refuse(
+                    "the certificate does not carry the registered subject",
+                ));
+            }
+            Ok(())
+        }
+        _ => {
+            if registered.iter().any(|c| c.as_slice() == certificate.leaf) {
+                Ok(())
+            } else {
+                Err(refuse("the certificate is not one the client registered"))
+            }
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 
 use latchkey_jose::VerifyingKey;
 use latchkey_proto::{Jwk, JwkSet};
+
+use crate::protocol::mutual_tls::public_jwk;
 use serde_json::Value;
 
 /// A client may register at most this many keys (a current one and a few for rotation).
@@ -62,6 +64,7 @@ pub fn normalize_jwks(document: &str) -> Result<String, String> {
             y: text("y")?,
             n: text("n")?,
             e: text("e")?,
+            x5c: None,
         };
         let parsed = VerifyingKey::from_jwk(&jwk).ok_or_else(|| {
             format!(
@@ -82,12 +85,42 @@ pub fn normalize_jwks(document: &str) -> Result<String, String> {
         if out.iter().any(|k| k.kid == jwk.kid) {
             return Err(format!("key {n} repeats the kid {:?}", jwk.kid));
         }
+        jwk.x5c = checked_x5c(object.get("x5c"), &jwk).map_err(|why| format!("key {n}: {why}"))?;
         // The algorithm is pinned at registration, so a token's header cannot choose it.
         jwk.alg = Some(parsed.alg().as_str().to_owned());
         jwk.use_ = Some("sig".to_owned());
         out.push(jwk);
     }
     serde_json::to_string(&JwkSet { keys: out }).map_err(|e| e.to_string())
+}
+
+/// RFC 7517 §4.7: an `x5c` is a chain of standard-base64 DER certificates, leaf first, and
+/// the leaf's key is the JWK's key. Kept so `self_signed_tls_client_auth` can match the
+/// certificate a client presents (RFC 8705 §2.2.2).
+fn checked_x5c(x5c: Option<&Value>, jwk: &Jwk) -> Result<Option<Vec<String>>, String> {
+    use base64::Engine as _;
+    let Some(x5c) = x5c else {
+        return Ok(None);
+    };
+    let chain = x5c
+        .as_array()
+        .filter(|chain| (1..=MAX_KEYS).contains(&chain.len()))
+        .ok_or("\"x5c\" must be an array of 1 to 10 certificates")?;
+    let mut out = Vec::with_capacity(chain.len());
+    for (i, cert) in chain.iter().enumerate() {
+        let der = cert
+            .as_str()
+            .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok())
+            .ok_or("each \"x5c\" entry is a standard-base64 DER certificate")?;
+        if i == 0 {
+            let leaf = public_jwk(&der).map_err(|why| format!("its x5c certificate: {why}"))?;
+            if latchkey_jose::thumbprint(&leaf) != latchkey_jose::thumbprint(jwk) {
+                return Err("the key of its first x5c certificate is not the JWK's key".into());
+            }
+        }
+        out.push(cert.as_str().unwrap_or_default().to_owned());
+    }
+    Ok(Some(out))
 }
 
 /// Parses a stored JWK Set (written by [`normalize_jwks`]) into verifiers, once per load of

@@ -18,7 +18,7 @@ pub fn opaque_claims(issuer: &str, record: &OpaqueTokenRecord) -> AccessTokenCla
         jti: record.jti.clone(),
         scope: (!record.scope.is_empty()).then(|| record.scope.join(" ")),
         epoch: record.epoch,
-        cnf: None,
+        cnf: record.cnf.clone(),
     }
 }
 

@@ -7,5 +7,6 @@ pub mod client_auth;
 pub mod client_credentials;
 pub mod client_keys;
 pub mod introspection;
+pub mod mutual_tls;
 pub mod request;
 pub mod syntax;

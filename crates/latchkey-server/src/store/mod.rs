@@ -12,8 +12,9 @@ mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
+use latchkey_proto::{ClientAuthMethod, Confirmation, GrantType, SigningAlg, TokenFormat};
 
+use crate::protocol::mutual_tls::TlsSubject;
 use crate::secret::SecretHash;
 
 pub use postgres::PostgresStore;
@@ -74,6 +75,9 @@ pub struct ClientRecord {
     /// For federated workload identity: the external issuer whose tokens authenticate the
     /// client, instead of any key of its own.
     pub federation: Option<Federation>,
+    /// For `tls_client_auth`: the subject DN or SAN its certificate must carry (RFC 8705
+    /// §2.1.2).
+    pub tls_subject: Option<TlsSubject>,
     /// Creation time.
     pub created_at: i64,
     /// Last change.
@@ -124,6 +128,8 @@ pub struct ClientUpdate {
     /// Authenticate the client with this external issuer's tokens from now on. Clears
     /// `public_keys` and `jwks_uri`.
     pub federation: Option<Federation>,
+    /// The certificate subject a `tls_client_auth` client is known by from now on.
+    pub tls_subject: Option<TlsSubject>,
 }
 
 /// A trusted external issuer, and which of its tokens authenticate a client: those with
@@ -172,6 +178,8 @@ pub struct OpaqueTokenRecord {
     pub expires_at: i64,
     /// The client's token epoch at issue.
     pub epoch: i64,
+    /// The key or certificate the token is bound to (RFC 9449 §6, RFC 8705 §3), if any.
+    pub cnf: Option<Confirmation>,
 }
 
 /// A deny-list entry: a revoked token id, kept until the token would have expired.

@@ -17,6 +17,7 @@ use super::{
     RotationPlan, SecretAdded, SecretInfo, SecretRecord, Store, StoreError, StoredKey, SyncPoint,
     join_grants,
 };
+use crate::protocol::mutual_tls::TlsSubject;
 use crate::secret::SecretHash;
 
 /// Schema migrations, in order. Version `n` is `MIGRATIONS[n - 1]`; a migration is never edited
@@ -38,6 +39,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "federated identity",
         include_str!("../../migrations/postgres/0004_federated_identity.sql"),
+    ),
+    (
+        "mutual TLS",
+        include_str!("../../migrations/postgres/0005_mutual_tls.sql"),
     ),
 ];
 
@@ -284,7 +289,8 @@ macro_rules! client_select {
         "SELECT c.client_id, c.name, c.scope, c.audience, c.grant_types,
         c.token_ttl_seconds, c.auth_method, c.enabled, c.can_introspect, c.token_format,
         c.token_epoch, c.public_keys, c.jwks_uri,
-        c.federated_issuer, c.federated_subject, c.federated_audience, c.created_at, c.updated_at,
+        c.federated_issuer, c.federated_subject, c.federated_audience, c.tls_subject_kind,
+        c.tls_subject, c.created_at, c.updated_at,
         s.secret_id, s.secret_hash, s.created_at AS secret_created_at, s.expires_at
     FROM clients c
     LEFT JOIN client_secrets s ON s.client_id = c.client_id AND s.revoked_at IS NULL"
@@ -355,9 +361,9 @@ impl Store for PostgresStore {
                 "INSERT INTO clients (client_id, name, scope, audience, grant_types,
                     token_ttl_seconds, auth_method, enabled, can_introspect, token_format,
                     token_epoch, created_at, updated_at, public_keys, jwks_uri, federated_issuer,
-                    federated_subject, federated_audience)
+                    federated_subject, federated_audience, tls_subject_kind, tls_subject)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                    $17, $18)",
+                    $17, $18, $19, $20)",
             )
             .bind(&client.client_id)
             .bind(&client.name)
@@ -382,6 +388,8 @@ impl Store for PostgresStore {
                     .as_ref()
                     .and_then(|f| f.audience.as_deref()),
             )
+            .bind(client.tls_subject.as_ref().map(TlsSubject::kind))
+            .bind(client.tls_subject.as_ref().map(TlsSubject::value))
             .execute(&mut *tx)
             .await?;
             for secret in &client.secrets {
@@ -446,6 +454,8 @@ impl Store for PostgresStore {
                     federated_audience = CASE WHEN $11::TEXT IS NOT NULL OR $12::TEXT IS NOT NULL
                         THEN NULL WHEN $13::TEXT IS NOT NULL THEN $15::TEXT
                         ELSE federated_audience END,
+                    tls_subject_kind = COALESCE($16::TEXT, tls_subject_kind),
+                    tls_subject = COALESCE($17::TEXT, tls_subject),
                     updated_at = $7
                  WHERE client_id = $1",
             )
@@ -469,6 +479,8 @@ impl Store for PostgresStore {
                     .as_ref()
                     .and_then(|f| f.audience.as_deref()),
             )
+            .bind(update.tls_subject.as_ref().map(TlsSubject::kind))
+            .bind(update.tls_subject.as_ref().map(TlsSubject::value))
             .execute(&mut *tx)
             .await?;
             if result.rows_affected() == 0 {
@@ -705,8 +717,8 @@ impl Store for PostgresStore {
         retrying(|| async move {
             sqlx::query(
                 "INSERT INTO opaque_tokens (token_hash, jti, client_id, scope, audience, issued_at,
-                    expires_at, epoch)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    expires_at, epoch, cnf)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&token.token_hash.0[..])
             .bind(&token.jti)
@@ -716,6 +728,12 @@ impl Store for PostgresStore {
             .bind(token.issued_at)
             .bind(token.expires_at)
             .bind(token.epoch)
+            .bind(
+                token
+                    .cnf
+                    .as_ref()
+                    .and_then(|c| serde_json::to_string(c).ok()),
+            )
             .execute(&self.pool)
             .await?;
             Ok(())
@@ -728,7 +746,7 @@ impl Store for PostgresStore {
         token_hash: &SecretHash,
     ) -> Result<Option<OpaqueTokenRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT token_hash, jti, client_id, scope, audience, issued_at, expires_at, epoch
+            "SELECT token_hash, jti, client_id, scope, audience, issued_at, expires_at, epoch, cnf
              FROM opaque_tokens WHERE token_hash = $1",
         )
         .bind(&token_hash.0[..])

@@ -11,6 +11,7 @@ use super::{
     ClientRecord, Federation, KeyState, OpaqueTokenRecord, SecretRecord, StoreError, StoredKey,
     parse_grants, split_list,
 };
+use crate::protocol::mutual_tls::TlsSubject;
 use crate::secret::SecretHash;
 
 /// Column `name` as `T`; a missing column or an undecodable value is a corrupt record.
@@ -69,6 +70,17 @@ where
                     }),
                     (None, None, None) => None,
                     _ => return Err(StoreError::Corrupt("partial federation".into())),
+                },
+                tls_subject: match (
+                    get::<_, Option<String>>(row, "tls_subject_kind")?,
+                    get::<_, Option<String>>(row, "tls_subject")?,
+                ) {
+                    (Some(kind), Some(value)) => Some(
+                        TlsSubject::parse(&kind, &value)
+                            .map_err(|e| StoreError::Corrupt(format!("tls subject: {e}")))?,
+                    ),
+                    (None, None) => None,
+                    _ => return Err(StoreError::Corrupt("partial tls subject".into())),
                 },
                 created_at: get(row, "created_at")?,
                 updated_at: get(row, "updated_at")?,
@@ -140,5 +152,9 @@ where
         issued_at: get(row, "issued_at")?,
         expires_at: get(row, "expires_at")?,
         epoch: get(row, "epoch")?,
+        cnf: get::<_, Option<String>>(row, "cnf")?
+            .map(|cnf| serde_json::from_str(&cnf))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("cnf: {e}")))?,
     })
 }

@@ -18,6 +18,7 @@ use super::{
     RotationPlan, SecretAdded, SecretInfo, SecretRecord, Store, StoreError, StoredKey, SyncPoint,
     join_grants,
 };
+use crate::protocol::mutual_tls::TlsSubject;
 use crate::secret::SecretHash;
 
 /// Schema migrations, in order. Version `n` is `MIGRATIONS[n - 1]`; a migration is never edited
@@ -42,6 +43,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "federated identity",
         include_str!("../../migrations/sqlite/0005_federated_identity.sql"),
+    ),
+    (
+        "mutual TLS",
+        include_str!("../../migrations/sqlite/0006_mutual_tls.sql"),
     ),
 ];
 
@@ -234,7 +239,8 @@ macro_rules! client_select {
         "SELECT c.client_id, c.name, c.scope, c.audience, c.grant_types,
         c.token_ttl_seconds, c.auth_method, c.enabled, c.can_introspect, c.token_format,
         c.token_epoch, c.public_keys, c.jwks_uri,
-        c.federated_issuer, c.federated_subject, c.federated_audience, c.created_at, c.updated_at,
+        c.federated_issuer, c.federated_subject, c.federated_audience, c.tls_subject_kind,
+        c.tls_subject, c.created_at, c.updated_at,
         s.secret_id, s.secret_hash, s.created_at AS secret_created_at, s.expires_at
     FROM clients c
     LEFT JOIN client_secrets s ON s.client_id = c.client_id AND s.revoked_at IS NULL"
@@ -306,9 +312,9 @@ impl Store for SqliteStore {
             "INSERT INTO clients (client_id, name, scope, audience, grant_types,
                 token_ttl_seconds, auth_method, enabled, can_introspect, token_format,
                 token_epoch, created_at, updated_at, public_keys, jwks_uri, federated_issuer,
-                federated_subject, federated_audience)
+                federated_subject, federated_audience, tls_subject_kind, tls_subject)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                ?17, ?18)",
+                ?17, ?18, ?19, ?20)",
         )
         .bind(&client.client_id)
         .bind(&client.name)
@@ -333,6 +339,8 @@ impl Store for SqliteStore {
                 .as_ref()
                 .and_then(|f| f.audience.as_deref()),
         )
+        .bind(client.tls_subject.as_ref().map(TlsSubject::kind))
+        .bind(client.tls_subject.as_ref().map(TlsSubject::value))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -393,6 +401,8 @@ impl Store for SqliteStore {
                     ELSE COALESCE(?14, federated_subject) END,
                 federated_audience = CASE WHEN ?11 IS NOT NULL OR ?12 IS NOT NULL THEN NULL
                     WHEN ?13 IS NOT NULL THEN ?15 ELSE federated_audience END,
+                tls_subject_kind = COALESCE(?16, tls_subject_kind),
+                tls_subject = COALESCE(?17, tls_subject),
                 updated_at = ?7
              WHERE client_id = ?1",
         )
@@ -416,6 +426,8 @@ impl Store for SqliteStore {
                 .as_ref()
                 .and_then(|f| f.audience.as_deref()),
         )
+        .bind(update.tls_subject.as_ref().map(TlsSubject::kind))
+        .bind(update.tls_subject.as_ref().map(TlsSubject::value))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -625,8 +637,8 @@ impl Store for SqliteStore {
     async fn insert_opaque_token(&self, token: &OpaqueTokenRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO opaque_tokens (token_hash, jti, client_id, scope, audience, issued_at,
-                expires_at, epoch)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                expires_at, epoch, cnf)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .bind(&token.token_hash.0[..])
         .bind(&token.jti)
@@ -636,6 +648,12 @@ impl Store for SqliteStore {
         .bind(token.issued_at)
         .bind(token.expires_at)
         .bind(token.epoch)
+        .bind(
+            token
+                .cnf
+                .as_ref()
+                .and_then(|c| serde_json::to_string(c).ok()),
+        )
         .execute(&self.pool)
         .await
         .map_err(map_err)?;
@@ -647,7 +665,7 @@ impl Store for SqliteStore {
         token_hash: &SecretHash,
     ) -> Result<Option<OpaqueTokenRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT token_hash, jti, client_id, scope, audience, issued_at, expires_at, epoch
+            "SELECT token_hash, jti, client_id, scope, audience, issued_at, expires_at, epoch, cnf
              FROM opaque_tokens WHERE token_hash = ?1",
         )
         .bind(&token_hash.0[..])

@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
+use latchkey_proto::{ClientAuthMethod, Confirmation, GrantType, SigningAlg, TokenFormat};
+use latchkey_server::admin::TlsSubject;
 use latchkey_server::secret::SecretHash;
 use latchkey_server::store::{
     ClientRecord, ClientUpdate, Federation, KeyState, OpaqueTokenRecord, RotationOutcome,
@@ -39,6 +40,7 @@ fn client(id: &str, created_at: i64) -> ClientRecord {
         public_keys: None,
         jwks_uri: None,
         federation: None,
+        tls_subject: None,
         created_at,
         updated_at: created_at,
         secrets: vec![secret(&format!("{id}-s1"), created_at, None)],
@@ -55,6 +57,7 @@ fn opaque(jti: &str, client_id: &str, expires_at: i64) -> OpaqueTokenRecord {
         issued_at: T0,
         expires_at,
         epoch: 0,
+        cnf: None,
     }
 }
 
@@ -212,6 +215,27 @@ async fn registered_public_keys_are_stored_and_replaced() {
         created.federation = Some(federation);
         store.create_client(&created).await.unwrap();
         assert_eq!(store.find_client("lk_f").await.unwrap(), Some(created));
+        // A tls_client_auth client's certificate subject is read back, and replaced whole.
+        let mut mtls = client("lk_t", T0);
+        mtls.secrets.clear();
+        mtls.auth_method = ClientAuthMethod::TlsClientAuth;
+        mtls.tls_subject = Some(TlsSubject::SubjectDn("CN=billing,O=Example".into()));
+        store.create_client(&mtls).await.unwrap();
+        assert_eq!(
+            store.find_client("lk_t").await.unwrap().as_ref(),
+            Some(&mtls)
+        );
+        let moved = ClientUpdate {
+            tls_subject: Some(TlsSubject::SanIp("10.1.2.3".parse().unwrap())),
+            ..ClientUpdate::default()
+        };
+        let updated = store
+            .update_client("lk_t", &moved, T0 + 7)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(updated.tls_subject, moved.tls_subject, "{backend}");
+        assert_eq!(store.find_client("lk_t").await.unwrap(), Some(updated));
     })
     .await;
 }
@@ -450,6 +474,20 @@ async fn servers_acknowledge_generations() {
 async fn opaque_tokens_and_the_deny_list() {
     each_backend(|store, backend| async move {
         store.create_client(&client("lk_a", T0)).await.unwrap();
+        // A bound token keeps its confirmation (RFC 8705 §3, RFC 9449 §6).
+        let bound = OpaqueTokenRecord {
+            cnf: Some(Confirmation {
+                jkt: Some("jkt".into()),
+                x5t_s256: Some("x5t".into()),
+            }),
+            ..opaque("j0", "lk_a", T0 + 900)
+        };
+        store.insert_opaque_token(&bound).await.unwrap();
+        assert_eq!(
+            store.find_opaque_token(&bound.token_hash).await.unwrap(),
+            Some(bound),
+            "{backend}"
+        );
         let token = opaque("j1", "lk_a", T0 + 900);
         store.insert_opaque_token(&token).await.unwrap();
         assert_eq!(
