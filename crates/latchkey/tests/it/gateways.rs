@@ -16,7 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 const API: &str = "https://api.example.com";
 
 /// A child process, killed when dropped.
-struct Background(Child);
+pub struct Background(Child);
 
 impl Drop for Background {
     fn drop(&mut self) {
@@ -27,7 +27,7 @@ impl Drop for Background {
 
 /// Starts `command` and waits for a stdout line containing `ready`; returns the process and
 /// that line.
-fn start(mut command: Command, ready: &str) -> (Background, String) {
+pub fn start(mut command: Command, ready: &str) -> (Background, String) {
     let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
@@ -51,7 +51,7 @@ fn start(mut command: Command, ready: &str) -> (Background, String) {
 }
 
 /// The `listen=ADDR` field of a log line.
-fn listen_field(line: &str) -> String {
+pub fn listen_field(line: &str) -> String {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix("listen="))
         .unwrap()
@@ -75,7 +75,7 @@ async fn serve(router: axum::Router) -> String {
 }
 
 /// An upstream that answers with the request's method, path, headers and body size as JSON.
-async fn echo_upstream() -> String {
+pub async fn echo_upstream() -> String {
     serve(axum::Router::new().fallback(
         |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap, body: Bytes| async move {
             let headers: serde_json::Map<String, serde_json::Value> = headers
