@@ -25,8 +25,12 @@
 //!
 //! `token-tls` serves HTTPS (`--tls-cert`, a P-256 certificate made with openssl) and opens a
 //! new TLS connection for every token request: handshake, request, close (target ≥ 3,000/s).
+//! `token-mtls` does the same with mutual TLS: every connection presents the client's
+//! self-signed P-256 certificate, which authenticates it (`self_signed_tls_client_auth`,
+//! RFC 8705), and every token is bound to it.
 //!
-//! Settings (environment): `BENCH_ENDPOINT` (`token`, `token-opaque`, `token-pkjwt`, `token-tls`,
+//! Settings (environment): `BENCH_ENDPOINT` (`token`, `token-opaque`, `token-pkjwt`,
+//! `token-tls`, `token-mtls`,
 //! `introspect-jwt`, `introspect-opaque` or `gate`; default `token`), `BENCH_DATABASE`, `BENCH_REPLICAS` (1), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
 //! `BENCH_CONNECTIONS` (16), `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (2).
 //! Targets on a 2-core machine, load generator included, at 16 connections: ≥ 20,000
@@ -82,7 +86,22 @@ fn main() {
     let authorization = create_client(&database, &["--token-format", token_format]);
     let resource_server = create_client(&database, &["--can-introspect", "--grant-types", ""]);
 
-    let tls_files = (endpoint == "token-tls").then(|| server_certificate(dir.path()));
+    let mutual_tls = endpoint == "token-mtls";
+    let tls_files = (endpoint == "token-tls" || mutual_tls).then(|| server_certificate(dir.path()));
+    // token-mtls: the client authenticates with its certificate and sends its client_id alone.
+    let client_certificate = mutual_tls.then(|| {
+        let (cert, key) = self_signed_certificate(dir.path(), "client", "/CN=bench-client");
+        let created = create_key_client(
+            &database,
+            &[
+                "--auth-method",
+                "self_signed_tls_client_auth",
+                "--certificate-file",
+                &cert,
+            ],
+        );
+        (cert, key, created)
+    });
     let mut servers = Vec::new();
     let mut addrs = Vec::new();
     for _ in 0..replicas.max(1) {
@@ -124,7 +143,17 @@ fn main() {
     }
     let addr = addrs[0].clone();
 
-    let token_body = "grant_type=client_credentials&scope=read";
+    let token_body = match &client_certificate {
+        Some((_, _, client_id)) => {
+            format!("grant_type=client_credentials&scope=read&client_id={client_id}")
+        }
+        None => "grant_type=client_credentials&scope=read".to_owned(),
+    };
+    let authorization = if client_certificate.is_some() {
+        String::new()
+    } else {
+        authorization
+    };
     runtime.block_on(async {
         for addr in &addrs {
             wait_until_ready(addr).await;
@@ -133,7 +162,7 @@ fn main() {
             addr: addr.clone(),
             path: "/oauth2/token",
             authorization,
-            body: Bytes::from_static(token_body.as_bytes()),
+            body: Bytes::from(token_body),
             expect: b"{\"access_token\":\"",
             bodies: None,
         };
@@ -141,7 +170,10 @@ fn main() {
             return gate_overhead(&token, &addr, connections, warmup, seconds).await;
         }
         if let Some((cert, _)) = &tls_files {
-            let connector = tls_connector(cert);
+            let identity = client_certificate
+                .as_ref()
+                .map(|(cert, key, _)| (cert.as_str(), key.as_str()));
+            let connector = tls_connector(cert, identity);
             let token = std::sync::Arc::new(token);
             new_tls_connections(&token, &connector, connections, Duration::from_secs(warmup)).await;
             let result = new_tls_connections(
@@ -151,11 +183,13 @@ fn main() {
                 Duration::from_secs(seconds),
             )
             .await;
-            result.report(
-                "token-tls, new TLS connection per request",
-                &alg,
-                connections,
-            );
+            let label = if mutual_tls {
+                "token-tls, new mutual-TLS connection per request, client certificate \
+                 authentication, certificate-bound tokens"
+            } else {
+                "token-tls, new TLS connection per request"
+            };
+            result.report(label, &alg, connections);
             return;
         }
         let request = if endpoint == "token" || endpoint == "token-opaque" {
@@ -311,33 +345,11 @@ fn key_client_request(database: &str, addr: &str, seconds: u64) -> Request {
         serde_json::json!({ "keys": [key.public_jwk()] }).to_string(),
     )
     .unwrap();
-    let created = Command::new(BIN)
-        .args([
-            "--database",
-            database,
-            "client",
-            "create",
-            "--name",
-            "bench-key",
-        ])
-        .args([
-            "--scope",
-            "read write",
-            "--audience",
-            "https://api.example.com",
-        ])
-        .args(["--auth-method", "private_key_jwt", "--jwks-file"])
-        .arg(&jwks)
-        .args(["--output", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
+    let jwks = jwks.display().to_string();
+    let client_id = create_key_client(
+        database,
+        &["--auth-method", "private_key_jwt", "--jwks-file", &jwks],
     );
-    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
-    let client_id = created["client_id"].as_str().unwrap().to_owned();
     #[allow(clippy::disallowed_methods)] // The server checks assertions against the real clock.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -390,8 +402,13 @@ struct BodyPool {
 
 /// A self-signed P-256 certificate for 127.0.0.1, made with openssl: (cert, key) paths.
 fn server_certificate(dir: &std::path::Path) -> (String, String) {
-    let cert = dir.join("server.pem").display().to_string();
-    let key = dir.join("server.key").display().to_string();
+    self_signed_certificate(dir, "server", "/CN=localhost")
+}
+
+/// A self-signed P-256 end-entity certificate (SAN 127.0.0.1), made with openssl.
+fn self_signed_certificate(dir: &std::path::Path, name: &str, subject: &str) -> (String, String) {
+    let cert = dir.join(format!("{name}.pem")).display().to_string();
+    let key = dir.join(format!("{name}.key")).display().to_string();
     let made = Command::new("openssl")
         .args([
             "req",
@@ -401,7 +418,7 @@ fn server_certificate(dir: &std::path::Path) -> (String, String) {
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
         ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-nodes", "-days", "1", "-subj", subject])
         .args(["-addext", "subjectAltName=IP:127.0.0.1"])
         .args(["-addext", "basicConstraints=critical,CA:FALSE"])
         .args(["-keyout", &key, "-out", &cert])
@@ -415,8 +432,9 @@ fn server_certificate(dir: &std::path::Path) -> (String, String) {
     (cert, key)
 }
 
-/// A TLS client trusting only the benchmark's server certificate.
-fn tls_connector(cert: &str) -> tokio_rustls::TlsConnector {
+/// A TLS client trusting only the benchmark's server certificate, presenting `identity`
+/// (certificate and key PEM files) when given.
+fn tls_connector(cert: &str, identity: Option<(&str, &str)>) -> tokio_rustls::TlsConnector {
     use rustls_pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
@@ -426,8 +444,16 @@ fn tls_connector(cert: &str) -> tokio_rustls::TlsConnector {
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => config
+            .with_client_auth_cert(
+                vec![rustls_pki_types::CertificateDer::from_pem_file(cert).unwrap()],
+                rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+        None => config.with_no_client_auth(),
+    };
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
 
@@ -474,6 +500,28 @@ async fn new_tls_connections(
 
 /// Registers a client with the CLI and returns its `Authorization: Basic` value.
 fn create_client(database: &str, extra: &[&str]) -> String {
+    let created = register(database, extra);
+    let credentials = format!(
+        "{}:{}",
+        created["client_id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap()
+    );
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    )
+}
+
+/// Registers a client without a secret (keys or a certificate) and returns its client_id.
+fn create_key_client(database: &str, extra: &[&str]) -> String {
+    register(database, extra)["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `latchkey client create` with `extra`; returns what it printed.
+fn register(database: &str, extra: &[&str]) -> serde_json::Value {
     let created = Command::new(BIN)
         .args([
             "--database",
@@ -498,16 +546,7 @@ fn create_client(database: &str, extra: &[&str]) -> String {
         "{}",
         String::from_utf8_lossy(&created.stderr)
     );
-    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
-    let credentials = format!(
-        "{}:{}",
-        created["client_id"].as_str().unwrap(),
-        created["client_secret"].as_str().unwrap()
-    );
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(credentials)
-    )
+    serde_json::from_slice(&created.stdout).unwrap()
 }
 
 struct Request {
