@@ -30,6 +30,8 @@ pub struct Builder {
     private_key: Option<Result<PrivateKey, String>>,
     assertion_audience: Option<String>,
     dpop: Option<Arc<PrivateKey>>,
+    /// For mutual TLS: the client certificate and key (PEM), and its fingerprint.
+    identity: Option<Result<(reqwest::Identity, String), String>>,
     scope: Vec<String>,
     audience: Vec<String>,
     refresh: RefreshPolicy,
@@ -50,6 +52,7 @@ impl Builder {
             private_key: None,
             assertion_audience: None,
             dpop: None,
+            identity: None,
             scope: Vec::new(),
             audience: Vec::new(),
             refresh: RefreshPolicy::default(),
@@ -117,6 +120,29 @@ impl Builder {
     /// [`Builder::issuer`], the issuer is used and this need not be set.
     pub fn assertion_audience(mut self, issuer: impl Into<String>) -> Self {
         self.assertion_audience = Some(issuer.into());
+        self
+    }
+
+    /// Authenticates with mutual TLS (RFC 8705 §2) instead of a secret: the HTTP client
+    /// presents this certificate to the token endpoint, and the server binds every token to it
+    /// (`cnf.x5t#S256`). `pem` holds the certificate (chain) and its private key, PEM encoded.
+    /// The method is `tls_client_auth` unless [`Builder::auth_method`] says
+    /// `self_signed_tls_client_auth`. Resource servers check the binding, so call them with a
+    /// reqwest client that presents the same certificate (`reqwest::Identity`).
+    /// Not with [`Builder::http_client`]: give that client the identity instead, and set the
+    /// method with [`Builder::auth_method`].
+    pub fn client_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        let pem = pem.as_ref();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pem);
+        let fingerprint = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            digest.as_ref(),
+        );
+        self.identity = Some(
+            reqwest::Identity::from_pem(pem)
+                .map(|identity| (identity, fingerprint))
+                .map_err(|e| format!("the client certificate and key PEM: {e}")),
+        );
         self
     }
 
@@ -199,6 +225,25 @@ impl Builder {
             Some(Err(reason)) => return Err(Error::Config(reason)),
             None => None,
         };
+        let identity = self.identity.transpose().map_err(Error::Config)?;
+        let mut auth_method = self.auth_method;
+        if identity.is_some() && !auth_method.is_mutual_tls() {
+            auth_method = ClientAuthMethod::TlsClientAuth;
+        }
+        let mutual_tls = auth_method.is_mutual_tls();
+        if mutual_tls && (key.is_some() || self.client_secret.is_some()) {
+            return Err(Error::Config(
+                "mutual TLS authenticates with the certificate: give no secret or private key"
+                    .into(),
+            ));
+        }
+        if identity.is_some() && self.http.is_some() {
+            return Err(Error::Config(
+                "give the client certificate to your http_client (reqwest::Identity), or let \
+                 latchkey-client make its own client, not both"
+                    .into(),
+            ));
+        }
         let secret = match (&key, self.client_secret) {
             (Some(_), Some(_)) => {
                 return Err(Error::Config(
@@ -206,13 +251,14 @@ impl Builder {
                 ));
             }
             (Some(_), None) => None,
+            (None, None) if mutual_tls => None,
             (None, secret) => Some(
                 secret
                     .filter(|s| !s.expose().is_empty())
                     .ok_or_else(|| Error::Config("a client secret is required".into()))?,
             ),
         };
-        if key.is_none() && self.auth_method == ClientAuthMethod::PrivateKeyJwt {
+        if key.is_none() && auth_method == ClientAuthMethod::PrivateKeyJwt {
             return Err(Error::Config(
                 "private_key_jwt needs a private key: use .private_key(..) or .private_key_pem(..)"
                     .into(),
@@ -231,9 +277,10 @@ impl Builder {
         }
         audience.sort();
         audience.dedup();
+        let fingerprint = identity.as_ref().map(|(_, f)| f.clone());
         let http = match self.http {
             Some(http) => http,
-            None => default_http_client()?,
+            None => default_http_client(identity.map(|(identity, _)| identity))?,
         };
         let mut issuer_id = self.assertion_audience;
         let token_endpoint = match (self.issuer, self.token_endpoint) {
@@ -251,7 +298,7 @@ impl Builder {
             (Some(issuer), None) => {
                 let metadata =
                     discovery::discover(&http, &issuer, &self.retry, self.clock.as_ref()).await?;
-                discovery::check_offers(&metadata, self.auth_method)?;
+                discovery::check_offers(&metadata, auth_method)?;
                 issuer_id.get_or_insert(metadata.issuer);
                 endpoint_url("token endpoint", &metadata.token_endpoint)
                     .map_err(|e| Error::Discovery(e.to_string()))?
@@ -268,7 +315,13 @@ impl Builder {
                     )
                 })?,
             },
-            (None, Some(secret)) => Credential::Secret(secret, self.auth_method),
+            (None, Some(secret)) => Credential::Secret(secret, auth_method),
+            (None, None) if mutual_tls => Credential::Certificate {
+                method: auth_method,
+                // With the caller's own HTTP client the certificate is unknown here: the
+                // client id alone keys the cache.
+                fingerprint: fingerprint.unwrap_or_default(),
+            },
             (None, None) => return Err(Error::Config("a client secret is required".into())),
         };
         // A DPoP token is only good with its key, so the key is part of the cache key.
@@ -309,8 +362,12 @@ impl Builder {
     }
 }
 
-fn default_http_client() -> Result<reqwest::Client, Error> {
-    reqwest::Client::builder()
+fn default_http_client(identity: Option<reqwest::Identity>) -> Result<reqwest::Client, Error> {
+    let builder = match identity {
+        Some(identity) => reqwest::Client::builder().identity(identity),
+        None => reqwest::Client::builder(),
+    };
+    builder
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("latchkey-client/", env!("CARGO_PKG_VERSION")))

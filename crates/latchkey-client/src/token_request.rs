@@ -34,6 +34,13 @@ pub(crate) enum Credential {
         key: Arc<PrivateKey>,
         audience: String,
     },
+    /// Mutual TLS (RFC 8705 §2): the HTTP client presents the certificate, the request names
+    /// the client alone. `method` is `tls_client_auth` or `self_signed_tls_client_auth`;
+    /// `fingerprint` identifies the certificate (tokens are bound to it).
+    Certificate {
+        method: ClientAuthMethod,
+        fingerprint: String,
+    },
 }
 
 impl Credential {
@@ -41,6 +48,7 @@ impl Credential {
         match self {
             Credential::Secret(_, method) => *method,
             Credential::PrivateKey { .. } => ClientAuthMethod::PrivateKeyJwt,
+            Credential::Certificate { method, .. } => *method,
         }
     }
 
@@ -53,6 +61,7 @@ impl Credential {
                 let thumbprint = latchkey_jose::thumbprint(key.public_jwk()).unwrap_or_default();
                 format!("jwk {thumbprint} {} {audience}", key.kid())
             }
+            Credential::Certificate { fingerprint, .. } => format!("x509 {fingerprint}"),
         }
     }
 }
@@ -121,6 +130,11 @@ impl TokenRequest {
                 form.append_pair(params::CLIENT_ID, client_id);
                 form.append_pair(params::CLIENT_ASSERTION_TYPE, ASSERTION_TYPE);
                 assertion = Some((Arc::clone(key), client_id.to_owned(), audience.clone()));
+                None
+            }
+            Credential::Certificate { .. } => {
+                // RFC 8705 §2: the certificate authenticates; client_id says who.
+                form.append_pair(params::CLIENT_ID, client_id);
                 None
             }
         };

@@ -267,6 +267,17 @@ pub struct TokenArgs {
     #[arg(long, requires = "private_key_file")]
     pub assertion_audience: Option<String>,
 
+    /// Authenticate with mutual TLS (RFC 8705) instead: present this PEM certificate to the
+    /// token endpoint (its key in the same file or in --client-key-file). The token is bound
+    /// to it. --auth-method self_signed_tls_client_auth for a self-signed one (default
+    /// tls_client_auth).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["client_secret_file", "private_key_file"])]
+    pub client_certificate_file: Option<PathBuf>,
+
+    /// With --client-certificate-file: the certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_certificate_file")]
+    pub client_key_file: Option<PathBuf>,
+
     /// Scope to request; repeat the flag or separate scopes with spaces. Without it the server
     /// grants the client's default scope.
     #[arg(long)]

@@ -12,8 +12,24 @@ use crate::cli::{GlobalArgs, OutputFormat, TokenArgs};
 
 pub async fn run(global: &GlobalArgs, args: TokenArgs) -> anyhow::Result<()> {
     let mut builder = ClientCredentials::builder().client_id(&args.client_id);
-    builder = match &args.private_key_file {
-        Some(path) => {
+    builder = match (&args.private_key_file, &args.client_certificate_file) {
+        (_, Some(certificate)) => {
+            let mut pem = std::fs::read(certificate)
+                .with_context(|| format!("reading {}", certificate.display()))?;
+            if let Some(key) = &args.client_key_file {
+                pem.push(b'\n');
+                pem.extend(
+                    std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+                );
+            }
+            let method = if args.auth_method.is_mutual_tls() {
+                args.auth_method
+            } else {
+                latchkey_proto::ClientAuthMethod::TlsClientAuth
+            };
+            builder.client_certificate_pem(pem).auth_method(method)
+        }
+        (Some(path), None) => {
             let mut key = read_private_key(path)?;
             if let Some(kid) = &args.key_id {
                 key = key.with_kid(kid);
@@ -24,7 +40,7 @@ pub async fn run(global: &GlobalArgs, args: TokenArgs) -> anyhow::Result<()> {
                 None => builder,
             }
         }
-        None => builder
+        (None, None) => builder
             .client_secret(read_secret_from(args.client_secret_file.as_deref())?)
             .auth_method(args.auth_method),
     };

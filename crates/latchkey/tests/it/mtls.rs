@@ -326,6 +326,37 @@ async fn cli_create(app: &TestApp, args: &[&str]) -> String {
 
 const API: &str = "https://api.example.com";
 
+/// `latchkey token --client-certificate-file` (latchkey-client with a client certificate);
+/// returns the access token.
+async fn latchkey_token(
+    app: &TestApp,
+    dir: &Path,
+    client_id: &str,
+    cert: &Certificate,
+    method: Option<&str>,
+) -> String {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    command
+        .args(["token", "--issuer", &app.issuer, "--client-id", client_id])
+        .arg("--client-certificate-file")
+        .arg(&cert.cert)
+        .arg("--client-key-file")
+        .arg(&cert.key)
+        // The library's own HTTP client trusts the platform's roots: add the test server's.
+        .env("SSL_CERT_FILE", dir.join("server.pem"))
+        .env_remove("LATCHKEY_CLIENT_SECRET");
+    if let Some(method) = method {
+        command.args(["--auth-method", method]);
+    }
+    let out = command.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 fn have_curl() -> bool {
     let found = Command::new("curl").arg("--version").output().is_ok();
     assert!(
@@ -394,6 +425,12 @@ async fn tls_client_auth_with_curl_binds_tokens_to_the_certificate() {
         ids.push(id);
     }
     let by_dn = &ids[0];
+    // latchkey-client, through `latchkey token` (tls_client_auth is its default method).
+    let fetched = latchkey_token(&app, dir, by_dn, &billing, None).await;
+    assert_eq!(
+        decode_parts(&fetched).1["cnf"]["x5t#S256"],
+        thumbprint.as_str()
+    );
 
     // No certificate, one from another CA with the same names, one from the CA with other
     // names: all invalid_client.
