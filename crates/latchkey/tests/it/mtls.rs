@@ -384,6 +384,23 @@ async fn tls_client_auth_with_curl_binds_tokens_to_the_certificate() {
         "DNS:billing.svc.example,URI:spiffe://example.org/billing,IP:10.1.2.3,\
          email:billing@example.org",
     );
+    // Made before the server starts: its clock is fixed then, and a certificate must already
+    // be valid at that time.
+    let rogue_ca = make_ca(dir, "rogue", "/CN=latchkey test client CA").unwrap();
+    let forged = issue(
+        dir,
+        &rogue_ca,
+        "forged",
+        "/C=US/O=Example Corp/CN=billing",
+        "DNS:billing.svc.example",
+    );
+    let other = issue(
+        dir,
+        &ca,
+        "other",
+        "/C=US/O=Example Corp/CN=other",
+        "DNS:other.example",
+    );
     let Some((app, _)) = spawn_tls(dir, Some(ca.0.clone())).await else {
         return;
     };
@@ -434,21 +451,6 @@ async fn tls_client_auth_with_curl_binds_tokens_to_the_certificate() {
 
     // No certificate, one from another CA with the same names, one from the CA with other
     // names: all invalid_client.
-    let rogue_ca = make_ca(dir, "rogue", "/CN=latchkey test client CA").unwrap();
-    let forged = issue(
-        dir,
-        &rogue_ca,
-        "forged",
-        "/C=US/O=Example Corp/CN=billing",
-        "DNS:billing.svc.example",
-    );
-    let other = issue(
-        dir,
-        &ca,
-        "other",
-        "/C=US/O=Example Corp/CN=other",
-        "DNS:other.example",
-    );
     for (case, cert) in [
         ("none", None),
         ("forged", Some(&forged)),
