@@ -82,6 +82,8 @@ pub(crate) struct TokenRequest {
     assertion: Option<(Arc<PrivateKey>, String, String)>,
     /// The DPoP key: each attempt carries a fresh proof (RFC 9449 §5).
     dpop: Option<Arc<PrivateKey>>,
+    /// The last nonce the server sent in `DPoP-Nonce` (RFC 9449 §8), for the next proof.
+    dpop_nonce: std::sync::Mutex<Option<String>>,
 }
 
 impl TokenRequest {
@@ -144,6 +146,7 @@ impl TokenRequest {
             body: ClientSecret::new(form.finish()),
             assertion,
             dpop,
+            dpop_nonce: std::sync::Mutex::new(None),
         })
     }
 
@@ -186,8 +189,38 @@ impl TokenRequest {
         &self.endpoint
     }
 
-    /// Sends the request once and classifies the answer.
+    /// Sends the request and classifies the answer. With DPoP, a server that wants a nonce
+    /// answers `use_dpop_nonce` with one (RFC 9449 §8): the request goes again at once with
+    /// it, as part of the same attempt.
     pub(crate) async fn send(
+        &self,
+        http: &reqwest::Client,
+        timeout: Duration,
+        now: SystemTime,
+    ) -> Attempt<TokenResponse> {
+        let first = self.send_once(http, timeout, now).await;
+        let wants_nonce = matches!(
+            &first,
+            Attempt::Fatal(Error::Rejected(Rejection {
+                code: Some(ErrorCode::UseDpopNonce),
+                ..
+            }))
+        );
+        if self.dpop.is_some() && wants_nonce && self.nonce().is_some() {
+            return self.send_once(http, timeout, now).await;
+        }
+        first
+    }
+
+    fn nonce(&self) -> Option<String> {
+        self.dpop_nonce
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sends the request once and classifies the answer.
+    async fn send_once(
         &self,
         http: &reqwest::Client,
         timeout: Duration,
@@ -213,7 +246,7 @@ impl TokenRequest {
                 self.endpoint.as_str(),
                 iat,
                 None,
-                None,
+                self.nonce().as_deref(),
             ) {
                 Ok(proof) => request = request.header("DPoP", proof),
                 Err(error) => {
@@ -237,6 +270,17 @@ impl TokenRequest {
         }
         let status = response.status();
         let headers = response.headers().clone();
+        // RFC 9449 §8.2: the server may send a (new) nonce with any answer.
+        if self.dpop.is_some()
+            && let Some(nonce) = headers.get("dpop-nonce").and_then(|v| v.to_str().ok())
+            && !nonce.is_empty()
+            && nonce.len() <= 1024
+        {
+            *self
+                .dpop_nonce
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(nonce.to_owned());
+        }
         match read_limited(response).await {
             Ok(body) => classify(status, &headers, &body, now),
             // A huge error page from an overloaded server is still worth a retry.

@@ -48,6 +48,8 @@ pub struct VerifiedProof {
     pub jti: String,
     /// Until when the `jti` must be remembered: after this the proof is too old anyway.
     pub remember_until: i64,
+    /// The proof's `nonce`, for a server that checks nonces of its own making (§8).
+    pub nonce: Option<String>,
 }
 
 /// Why a proof was refused; every case is `invalid_dpop_proof` (or `use_dpop_nonce` for
@@ -228,6 +230,7 @@ pub fn verify_proof(proof: &str, check: &ProofCheck<'_>) -> Result<VerifiedProof
         jkt: key.1,
         jti: claims.jti,
         remember_until: claims.iat + check.max_age_seconds + PROOF_SKEW_SECONDS,
+        nonce: claims.nonce,
     })
 }
 

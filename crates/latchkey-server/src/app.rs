@@ -47,6 +47,8 @@ pub struct ServerConfig {
     /// Terminate TLS with these files (and take client certificates); `None` serves plain
     /// HTTP, for use behind a TLS terminator.
     pub tls: Option<TlsFiles>,
+    /// Require a server-provided nonce in DPoP proofs at the token endpoint (RFC 9449 §8).
+    pub dpop_nonce: bool,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +65,7 @@ impl Default for ServerConfig {
             accept_token_endpoint_audience: false,
             allow_private_jwks_uri: false,
             tls: None,
+            dpop_nonce: false,
         }
     }
 }
@@ -116,6 +119,8 @@ pub struct AppState {
     pub remote_keys: RemoteKeys,
     /// TLS, when this server terminates it.
     pub tls: Option<Tls>,
+    /// DPoP proofs at the token endpoint need a nonce this server made (RFC 9449 §8).
+    pub dpop_nonce: bool,
     /// The RFC 8414 document, serialised once.
     pub metadata_json: Bytes,
     /// `max-age` of the metadata.
@@ -217,6 +222,7 @@ impl Application {
             token_endpoint: metadata.token_endpoint.clone(),
             remote_keys,
             tls,
+            dpop_nonce: config.dpop_nonce,
             metadata_json,
             metadata_max_age: max_age,
             jwks_max_age: max_age,

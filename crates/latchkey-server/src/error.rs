@@ -19,6 +19,8 @@ pub struct OAuthError {
     pub description: Cow<'static, str>,
     /// Seconds for `Retry-After`, on 503 and 429.
     pub retry_after: Option<u32>,
+    /// A fresh nonce for the `DPoP-Nonce` header (RFC 9449 §8), with `use_dpop_nonce`.
+    pub dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -28,6 +30,7 @@ impl OAuthError {
             status,
             description: description.into(),
             retry_after: None,
+            dpop_nonce: None,
         }
     }
 
@@ -115,6 +118,18 @@ impl OAuthError {
             StatusCode::BAD_REQUEST,
             description,
         )
+    }
+
+    /// 400 `use_dpop_nonce` (RFC 9449 §8): the proof must carry `nonce`, the one sent back in
+    /// the `DPoP-Nonce` header.
+    pub fn use_dpop_nonce(nonce: String) -> Self {
+        let mut error = Self::new(
+            ErrorCode::UseDpopNonce,
+            StatusCode::BAD_REQUEST,
+            "the DPoP proof must carry the nonce in the DPoP-Nonce header",
+        );
+        error.dpop_nonce = Some(nonce);
+        error
     }
 
     /// A request error with another status (405, 413, 415-like cases), still `invalid_request`.

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::admin::MAX_TOKEN_TTL;
 use crate::kek::{KekError, KeyEncryptionKey, unseal};
+use crate::protocol::dpop_nonce::NonceKey;
 use crate::store::{KeyState, RotationOutcome, RotationPlan, Store, StoreError, StoredKey};
 
 /// How long verifiers may cache the JWK Set (the `max-age` of `/jwks`, seconds).
@@ -64,6 +65,9 @@ pub enum KeyError {
 /// A parsed private key, ready to sign access tokens.
 pub struct SigningKey {
     key: PrivateKey,
+    /// Makes and checks DPoP nonces (RFC 9449 §8); derived from the private key, so every
+    /// replica with this key has the same.
+    nonce_key: NonceKey,
     /// `base64url(header) + "."`, computed once: the header never changes for a key.
     header_prefix: String,
     verifier: VerifyingKey,
@@ -82,7 +86,7 @@ impl SigningKey {
     /// Generates a new key; returns it with its PKCS#8 DER encoding for storage.
     pub fn generate(alg: SigningAlg) -> Result<(Self, Vec<u8>), KeyError> {
         let (key, pkcs8) = PrivateKey::generate(alg).map_err(|_| KeyError::Crypto)?;
-        Ok((Self::new(key)?, pkcs8))
+        Ok((Self::new(key, &pkcs8)?, pkcs8))
     }
 
     /// Parses a stored key.
@@ -91,10 +95,10 @@ impl SigningKey {
             kid: String::new(),
             reason: e.to_string(),
         })?;
-        Self::new(key)
+        Self::new(key, der)
     }
 
-    fn new(key: PrivateKey) -> Result<Self, KeyError> {
+    fn new(key: PrivateKey, pkcs8: &[u8]) -> Result<Self, KeyError> {
         let verifier = key.verifying_key().map_err(|_| KeyError::Crypto)?;
         // RFC 9068 §2.1: access tokens carry `typ: at+jwt`.
         let header =
@@ -103,6 +107,7 @@ impl SigningKey {
         header_prefix.push('.');
         Ok(SigningKey {
             key,
+            nonce_key: NonceKey::derive(pkcs8),
             header_prefix,
             verifier,
         })
@@ -116,6 +121,11 @@ impl SigningKey {
     /// The key id.
     pub fn kid(&self) -> &str {
         self.key.kid()
+    }
+
+    /// The DPoP nonce key that goes with this signing key.
+    pub fn nonce_key(&self) -> &NonceKey {
+        &self.nonce_key
     }
 
     /// The algorithm.

@@ -349,6 +349,12 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_ALLOW_PRIVATE_JWKS_URI")]
     pub allow_private_jwks_uri: bool,
 
+    /// Require DPoP proofs at the token endpoint to carry a nonce this server made (RFC 9449
+    /// §8): a proof without one gets `400 use_dpop_nonce` and a fresh nonce in the
+    /// `DPoP-Nonce` header. Proofs made in advance are then useless.
+    #[arg(long, env = "LATCHKEY_DPOP_NONCE")]
+    pub dpop_nonce: bool,
+
     /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key. Without it
     /// the server speaks plain HTTP, for use behind a TLS terminator.
     #[arg(

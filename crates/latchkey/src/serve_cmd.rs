@@ -43,6 +43,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         janitor_interval: JANITOR_INTERVAL,
         accept_token_endpoint_audience: args.accept_token_endpoint_audience,
         allow_private_jwks_uri: args.allow_private_jwks_uri,
+        dpop_nonce: args.dpop_nonce,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(latchkey_server::tls::TlsFiles {
                 cert,

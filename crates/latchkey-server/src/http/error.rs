@@ -33,6 +33,9 @@ impl IntoResponse for OAuthError {
             }
             _ => {}
         }
+        if let Some(nonce) = self.dpop_nonce.and_then(|n| HeaderValue::try_from(n).ok()) {
+            headers.insert("dpop-nonce", nonce);
+        }
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

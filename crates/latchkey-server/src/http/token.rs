@@ -22,10 +22,31 @@ use crate::store::OpaqueTokenRecord;
 pub async fn token(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let mut client_tag = None;
     let response = match issue(&state, request, &mut client_tag).await {
-        Ok(token) => issued(&token),
+        Ok(token) => {
+            let mut response = issued(&token);
+            // RFC 9449 §8.2: a fresh nonce with every DPoP token, so the client's next proof
+            // has one before the current one expires.
+            if state.dpop_nonce
+                && token.token_type == TokenType::DPoP
+                && let Ok(nonce) = http::HeaderValue::try_from(current_nonce(&state))
+            {
+                response.headers_mut().insert("dpop-nonce", nonce);
+            }
+            response
+        }
         Err(err) => err.into_response(),
     };
     super::access_log::tag_client(response, client_tag)
+}
+
+/// The DPoP nonce of this moment (RFC 9449 §8), made with the current signing key.
+fn current_nonce(state: &AppState) -> String {
+    state
+        .cache
+        .key_ring()
+        .signing_key()
+        .nonce_key()
+        .issue(state.clock.now())
 }
 
 async fn issue(
@@ -120,6 +141,19 @@ async fn dpop_key(state: &AppState, proof: &http::HeaderValue) -> Result<String,
     };
     let verified = verify_proof(proof, &check)
         .map_err(|err| OAuthError::invalid_dpop_proof(err.to_string()))?;
+    // §8, §4.3 item 10: with nonces required, the proof must carry one this server (or a
+    // replica with the same signing key) made lately; else the client gets a fresh one.
+    if state.dpop_nonce {
+        let key_ring = state.cache.key_ring();
+        let nonce_key = key_ring.signing_key().nonce_key();
+        if !verified
+            .nonce
+            .as_deref()
+            .is_some_and(|nonce| nonce_key.accepts(nonce, now))
+        {
+            return Err(OAuthError::use_dpop_nonce(nonce_key.issue(now)));
+        }
+    }
     // §11.1: a proof is used once. Recorded like assertion ids, per key, until the proof is
     // too old to be accepted anyway.
     let first_use = state

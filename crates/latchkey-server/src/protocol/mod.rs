@@ -6,6 +6,7 @@ pub mod client_assertion;
 pub mod client_auth;
 pub mod client_credentials;
 pub mod client_keys;
+pub mod dpop_nonce;
 pub mod introspection;
 pub mod mutual_tls;
 pub mod request;

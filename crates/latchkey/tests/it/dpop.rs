@@ -8,7 +8,9 @@ use latchkey_client::PrivateKey;
 use latchkey_proto::{SigningAlg, TokenFormat};
 use serde_json::{Value, json};
 
-use crate::helpers::{T0, TestApp, TestClient, decode_parts, spawn_app};
+use crate::helpers::{
+    T0, TestApp, TestClient, decode_parts, server_config, spawn_app, spawn_with_config,
+};
 
 fn proof(app: &TestApp, key: &PrivateKey, edit: impl FnOnce(&mut Value, &mut Value)) -> String {
     let mut header =
@@ -167,4 +169,104 @@ async fn bad_replayed_or_doubled_proofs_are_refused() {
     };
     let (status, _) = token(&app, &stranger, &[&proof(&app, &key, |_, _| {})]).await;
     assert_eq!(status, 401);
+}
+
+/// A token request with one proof; returns the status, the body and the `DPoP-Nonce` header.
+async fn token_with_nonce(
+    app: &TestApp,
+    client: &TestClient,
+    proof: &str,
+) -> (u16, Value, Option<String>) {
+    let response = app
+        .http
+        .post(app.token_url())
+        .basic_auth(client.id(), Some(&client.secret))
+        .header("DPoP", proof)
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let nonce = response
+        .headers()
+        .get("dpop-nonce")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, response.json().await.unwrap(), nonce)
+}
+
+#[tokio::test]
+async fn a_required_server_nonce_is_handed_out_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("latchkey.db").display());
+    let store = latchkey_server::store::connect(&url).await.unwrap();
+    let config = latchkey_server::ServerConfig {
+        dpop_nonce: true,
+        ..server_config(SigningAlg::Es256, None)
+    };
+    let clock = latchkey_server::ManualClock::new(T0);
+    let app = spawn_with_config(config, url, dir, store, clock).await;
+    let client = app.client(|_| {}).await;
+    let key = PrivateKey::generate(SigningAlg::Es256).unwrap().0;
+
+    // RFC 9449 §8: a proof without a nonce gets use_dpop_nonce and the nonce to use.
+    let (status, body, nonce) =
+        token_with_nonce(&app, &client, &proof(&app, &key, |_, _| {})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("use_dpop_nonce"))
+    );
+    let nonce = nonce.expect("a DPoP-Nonce header");
+    // With it: a DPoP token, and a fresh nonce for the next proof (§8.2).
+    let with = |nonce: String, iat: i64| {
+        proof(&app, &key, move |_, claims| {
+            claims["nonce"] = json!(nonce);
+            claims["iat"] = json!(iat);
+        })
+    };
+    let (status, body, next) = token_with_nonce(&app, &client, &with(nonce.clone(), T0)).await;
+    assert_eq!(
+        (status, body["token_type"].as_str()),
+        (200, Some("DPoP")),
+        "{body}"
+    );
+    assert!(next.is_some());
+    // A nonce is good for five minutes of the server's clock, then replaced.
+    app.clock.advance(4 * 60);
+    let (status, _, _) = token_with_nonce(&app, &client, &with(nonce.clone(), T0 + 240)).await;
+    assert_eq!(status, 200);
+    app.clock.advance(2 * 60);
+    let (status, body, fresh) =
+        token_with_nonce(&app, &client, &with(nonce.clone(), T0 + 360)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("use_dpop_nonce"))
+    );
+    assert_ne!(fresh.as_deref(), Some(nonce.as_str()));
+    // A made-up nonce, or one changed by a byte, is refused the same way.
+    let mut forged = fresh.clone().unwrap().into_bytes();
+    forged[30] = if forged[30] == b'A' { b'B' } else { b'A' };
+    for bad in ["made-up".to_owned(), String::from_utf8(forged).unwrap()] {
+        let (status, body, _) = token_with_nonce(&app, &client, &with(bad, T0 + 360)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("use_dpop_nonce"))
+        );
+    }
+    // Bearer tokens need no nonce.
+    let (status, body) = token(&app, &client, &[]).await;
+    assert_eq!((status, body["token_type"].as_str()), (200, Some("Bearer")));
+
+    // latchkey-client takes the nonce from the error and sends the request again at once.
+    let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs((T0 + 360) as u64);
+    let tokens = latchkey_client::ClientCredentials::builder()
+        .token_endpoint(app.token_url())
+        .client_id(client.id())
+        .client_secret(client.secret.clone())
+        .dpop(PrivateKey::generate(SigningAlg::Es256).unwrap().0)
+        .clock(latchkey_client::ManualClock::new(now))
+        .build()
+        .await
+        .unwrap();
+    let token = tokens.token().await.unwrap();
+    assert_eq!(token.token_type(), latchkey_proto::TokenType::DPoP);
 }
