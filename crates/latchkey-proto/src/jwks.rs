@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// A public JSON Web Key. Private members (`d`, `p`, `q`, `dp`, `dq`, `qi`, `k`) do not exist
 /// on this type, so they cannot be published by mistake.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Jwk {
     /// Key type: `EC`, `OKP` or `RSA`.
     pub kty: String,

@@ -42,12 +42,7 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 token_format: args.token_format,
             };
             let jwks = args.jwks_file.as_deref().map(read_jwks).transpose()?;
-            let certificates = args
-                .tls
-                .certificate_file
-                .as_deref()
-                .map(read_certificates)
-                .transpose()?;
+            let certificates = read_certificates(args.tls.certificate_file.as_deref())?;
             let keys = match (&args.federated_issuer, &args.federated_subject) {
                 (Some(issuer), Some(subject)) => Some(ClientKeys::Federated {
                     issuer,
@@ -163,12 +158,7 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 ..ClientUpdate::default()
             };
             let jwks = args.jwks_file.as_deref().map(read_jwks).transpose()?;
-            let certificates = args
-                .tls
-                .certificate_file
-                .as_deref()
-                .map(read_certificates)
-                .transpose()?;
+            let certificates = read_certificates(args.tls.certificate_file.as_deref())?;
             let keys = client_keys(
                 jwks.as_deref(),
                 args.jwks_uri.as_deref(),
@@ -355,11 +345,16 @@ fn client_keys<'a>(
     }
 }
 
-/// The certificates (DER) of a PEM file.
-fn read_certificates(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+/// The certificates (DER) of a `--certificate-file`, if one was given.
+fn read_certificates(path: Option<&Path>) -> anyhow::Result<Option<Vec<Vec<u8>>>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
     let pem = std::fs::read(path)
         .with_context(|| format!("reading the certificate file {}", path.display()))?;
-    admin::certificates_from_pem(&pem).with_context(|| path.display().to_string())
+    let certificates =
+        admin::certificates_from_pem(&pem).with_context(|| path.display().to_string())?;
+    Ok(Some(certificates))
 }
 
 /// A JWK Set document from a file, or stdin for `-`.

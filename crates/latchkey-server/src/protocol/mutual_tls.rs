@@ -302,18 +302,7 @@ pub fn public_jwk(der: &[u8]) -> Result<Jwk, String> {
     let spki = cert.public_key();
     let algorithm = spki.algorithm.algorithm.to_id_string();
     let b64 = |bytes: &[u8]| Some(URL_SAFE_NO_PAD.encode(bytes));
-    let mut jwk = Jwk {
-        kty: String::new(),
-        kid: String::new(),
-        use_: None,
-        alg: None,
-        crv: None,
-        x: None,
-        y: None,
-        n: None,
-        e: None,
-        x5c: None,
-    };
+    let mut jwk = Jwk::default();
     match spki.parsed() {
         Ok(PublicKey::EC(point)) => {
             let curve = spki

@@ -26,9 +26,28 @@ pub fn openssl(args: &[&str]) -> bool {
 
 /// A self-signed P-256 certificate for `subject` (and SAN `san`), in `dir`.
 pub fn self_signed(dir: &Path, name: &str, subject: &str, san: &str) -> Option<(PathBuf, PathBuf)> {
+    // An end-entity certificate: webpki refuses a CA one as a server or client identity.
+    self_signed_with(
+        dir,
+        name,
+        subject,
+        &[
+            &format!("subjectAltName={san}"),
+            "basicConstraints=critical,CA:FALSE",
+        ],
+    )
+}
+
+/// `openssl req -x509`: a self-signed P-256 certificate with these extensions, valid a day.
+fn self_signed_with(
+    dir: &Path,
+    name: &str,
+    subject: &str,
+    extensions: &[&str],
+) -> Option<(PathBuf, PathBuf)> {
     let cert = dir.join(format!("{name}.pem"));
     let key = dir.join(format!("{name}.key"));
-    openssl(&[
+    let mut args = vec![
         "req",
         "-x509",
         "-newkey",
@@ -40,17 +59,12 @@ pub fn self_signed(dir: &Path, name: &str, subject: &str, san: &str) -> Option<(
         "1",
         "-subj",
         subject,
-        "-addext",
-        &format!("subjectAltName={san}"),
-        // An end-entity certificate: webpki refuses a CA one as a server or client identity.
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ])
-    .then_some((cert, key))
+    ];
+    for extension in extensions {
+        args.extend(["-addext", extension]);
+    }
+    args.extend(["-keyout", key.to_str()?, "-out", cert.to_str()?]);
+    openssl(&args).then_some((cert, key))
 }
 
 /// A server terminating TLS with a fresh certificate for 127.0.0.1 (`server.pem` in `dir`),
@@ -143,30 +157,15 @@ async fn serve_terminates_tls() {
 
 /// A CA certificate and key for `subject`, in `dir`.
 fn make_ca(dir: &Path, name: &str, subject: &str) -> Option<(PathBuf, PathBuf)> {
-    let cert = dir.join(format!("{name}.pem"));
-    let key = dir.join(format!("{name}.key"));
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
+    self_signed_with(
+        dir,
+        name,
         subject,
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ])
-    .then_some((cert, key))
+        &[
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=critical,keyCertSign",
+        ],
+    )
 }
 
 /// A client certificate issued by `ca` for `subject` with SANs `san`.
