@@ -26,7 +26,7 @@ pub struct Builder {
     token_endpoint: Option<String>,
     client_id: Option<String>,
     client_secret: Option<ClientSecret>,
-    auth_method: ClientAuthMethod,
+    auth_method: Option<ClientAuthMethod>,
     private_key: Option<Result<PrivateKey, String>>,
     assertion_audience: Option<String>,
     dpop: Option<Arc<PrivateKey>>,
@@ -48,7 +48,7 @@ impl Builder {
             token_endpoint: None,
             client_id: None,
             client_secret: None,
-            auth_method: ClientAuthMethod::ClientSecretBasic,
+            auth_method: None,
             private_key: None,
             assertion_audience: None,
             dpop: None,
@@ -92,7 +92,7 @@ impl Builder {
     /// `client_secret_post`. For `private_key_jwt`, give the key with
     /// [`Builder::private_key`] instead.
     pub fn auth_method(mut self, method: ClientAuthMethod) -> Self {
-        self.auth_method = method;
+        self.auth_method = Some(method);
         self
     }
 
@@ -102,7 +102,7 @@ impl Builder {
     /// The key's `kid` is its RFC 7638 thumbprint unless set with [`PrivateKey::with_kid`].
     pub fn private_key(mut self, key: PrivateKey) -> Self {
         self.private_key = Some(Ok(key));
-        self.auth_method = ClientAuthMethod::PrivateKeyJwt;
+        self.auth_method = Some(ClientAuthMethod::PrivateKeyJwt);
         self
     }
 
@@ -110,7 +110,7 @@ impl Builder {
     /// PKCS#1; EC P-256, Ed25519 or RSA). A key that does not parse fails `build`.
     pub fn private_key_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
         self.private_key = Some(PrivateKey::from_pem(pem.as_ref()).map_err(|e| e.to_string()));
-        self.auth_method = ClientAuthMethod::PrivateKeyJwt;
+        self.auth_method = Some(ClientAuthMethod::PrivateKeyJwt);
         self
     }
 
@@ -125,24 +125,33 @@ impl Builder {
 
     /// Authenticates with mutual TLS (RFC 8705 §2) instead of a secret: the HTTP client
     /// presents this certificate to the token endpoint, and the server binds every token to it
-    /// (`cnf.x5t#S256`). `pem` holds the certificate (chain) and its private key, PEM encoded.
-    /// The method is `tls_client_auth` unless [`Builder::auth_method`] says
+    /// (`cnf.x5t#S256`). `pem` holds the certificate (chain, leaf first) and its private key,
+    /// PEM encoded. The method is `tls_client_auth` unless [`Builder::auth_method`] says
     /// `self_signed_tls_client_auth`. Resource servers check the binding, so call them with a
-    /// reqwest client that presents the same certificate (`reqwest::Identity`).
-    /// Not with [`Builder::http_client`]: give that client the identity instead, and set the
-    /// method with [`Builder::auth_method`].
+    /// reqwest client that presents the same certificate (`reqwest::Identity`). With
+    /// [`Builder::http_client`], that client is used as it is and must present this same
+    /// certificate; the PEM then only names it in the cache key.
     pub fn client_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject as _;
         let pem = pem.as_ref();
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pem);
-        let fingerprint = base64::Engine::encode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            digest.as_ref(),
-        );
-        self.identity = Some(
-            reqwest::Identity::from_pem(pem)
-                .map(|identity| (identity, fingerprint))
-                .map_err(|e| format!("the client certificate and key PEM: {e}")),
-        );
+        let identity = CertificateDer::pem_slice_iter(pem)
+            .next()
+            .and_then(Result::ok)
+            .ok_or_else(|| "the client certificate PEM holds no certificate".to_owned())
+            .and_then(|leaf| {
+                // A token is bound to the leaf certificate (RFC 8705 §3.1), so its thumbprint
+                // keeps tokens of different certificates apart in a shared cache.
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf.as_ref());
+                let thumbprint = base64::Engine::encode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    digest.as_ref(),
+                );
+                reqwest::Identity::from_pem(pem)
+                    .map(|identity| (identity, thumbprint))
+                    .map_err(|e| format!("the client certificate and key PEM: {e}"))
+            });
+        self.identity = Some(identity);
         self
     }
 
@@ -226,21 +235,26 @@ impl Builder {
             None => None,
         };
         let identity = self.identity.transpose().map_err(Error::Config)?;
-        let mut auth_method = self.auth_method;
-        if identity.is_some() && !auth_method.is_mutual_tls() {
-            auth_method = ClientAuthMethod::TlsClientAuth;
-        }
+        let auth_method = match (self.auth_method, &identity) {
+            (Some(method), Some(_)) if !method.is_mutual_tls() => {
+                return Err(Error::Config(format!(
+                    "a client certificate is for tls_client_auth or \
+                     self_signed_tls_client_auth, not {method}"
+                )));
+            }
+            (Some(method), _) => method,
+            (None, Some(_)) => ClientAuthMethod::TlsClientAuth,
+            (None, None) => ClientAuthMethod::ClientSecretBasic,
+        };
         let mutual_tls = auth_method.is_mutual_tls();
+        if mutual_tls && identity.is_none() {
+            return Err(Error::Config(
+                "mutual TLS needs the client certificate: .client_certificate_pem(..)".into(),
+            ));
+        }
         if mutual_tls && (key.is_some() || self.client_secret.is_some()) {
             return Err(Error::Config(
                 "mutual TLS authenticates with the certificate: give no secret or private key"
-                    .into(),
-            ));
-        }
-        if identity.is_some() && self.http.is_some() {
-            return Err(Error::Config(
-                "give the client certificate to your http_client (reqwest::Identity), or let \
-                 latchkey-client make its own client, not both"
                     .into(),
             ));
         }
@@ -318,8 +332,6 @@ impl Builder {
             (None, Some(secret)) => Credential::Secret(secret, auth_method),
             (None, None) if mutual_tls => Credential::Certificate {
                 method: auth_method,
-                // With the caller's own HTTP client the certificate is unknown here: the
-                // client id alone keys the cache.
                 fingerprint: fingerprint.unwrap_or_default(),
             },
             (None, None) => return Err(Error::Config("a client secret is required".into())),

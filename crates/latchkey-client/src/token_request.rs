@@ -36,7 +36,7 @@ pub(crate) enum Credential {
     },
     /// Mutual TLS (RFC 8705 §2): the HTTP client presents the certificate, the request names
     /// the client alone. `method` is `tls_client_auth` or `self_signed_tls_client_auth`;
-    /// `fingerprint` identifies the certificate (tokens are bound to it).
+    /// `fingerprint` is the leaf certificate's SHA-256 thumbprint (tokens are bound to it).
     Certificate {
         method: ClientAuthMethod,
         fingerprint: String,

@@ -12,40 +12,48 @@ use http::{Extensions, HeaderMap, HeaderName};
 /// The largest certificate read from a header (DER bytes).
 const MAX_CERTIFICATE_BYTES: usize = 16 * 1024;
 
-/// The certificate (DER) the client presented in the TLS handshake of this request's
-/// connection. A server that terminates TLS itself inserts it into each request's extensions
-/// (the handshake proved the client holds its key); the guard then checks certificate-bound
-/// tokens against it.
+/// The client certificate (DER) of this request's TLS connection, as the TLS-terminating
+/// server saw it: a server that terminates TLS itself inserts one into each request's
+/// extensions — [`ClientCertificate::from_der`] when the client presented a certificate (the
+/// handshake proved it holds the key), [`ClientCertificate::none`] when it did not. The guard
+/// checks certificate-bound tokens against it, and never reads a certificate header on such a
+/// request.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientCertificate(Arc<[u8]>);
+pub struct ClientCertificate(Option<Arc<[u8]>>);
 
 impl ClientCertificate {
-    /// A certificate from its DER bytes.
+    /// The certificate the client presented, from its DER bytes.
     pub fn from_der(der: impl Into<Arc<[u8]>>) -> Self {
-        ClientCertificate(der.into())
+        ClientCertificate(Some(der.into()))
     }
 
-    /// The DER bytes.
-    pub fn der(&self) -> &[u8] {
-        &self.0
+    /// A TLS connection on which the client presented no certificate.
+    pub fn none() -> Self {
+        ClientCertificate(None)
     }
 
-    /// RFC 8705 §3.1: base64url SHA-256 of the DER, as in a token's `cnf.x5t#S256`.
-    pub fn thumbprint(&self) -> String {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.0);
-        URL_SAFE_NO_PAD.encode(digest.as_ref())
+    /// The DER bytes, if the client presented a certificate.
+    pub fn der(&self) -> Option<&[u8]> {
+        self.0.as_deref()
     }
 }
 
-/// The client certificate of a request: the connection's, else the trusted header's. A
-/// header that is not configured is never read, so a client cannot claim a certificate.
+/// RFC 8705 §3.1: base64url SHA-256 of a certificate's DER, as in a token's `cnf.x5t#S256`.
+pub(crate) fn thumbprint(der: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+/// The client certificate (DER) of a request: its TLS connection's when the server says so
+/// (then no header is read, so a client on that connection cannot claim another one), else
+/// the trusted header's. A header that is not configured is never read.
 pub(crate) fn presented(
     extensions: &Extensions,
     headers: &HeaderMap,
     trusted_header: Option<&HeaderName>,
-) -> Option<ClientCertificate> {
-    if let Some(certificate) = extensions.get::<ClientCertificate>() {
-        return Some(certificate.clone());
+) -> Option<Arc<[u8]>> {
+    if let Some(connection) = extensions.get::<ClientCertificate>() {
+        return connection.0.clone();
     }
     let name = trusted_header?;
     let mut values = headers.get_all(name).iter();
@@ -54,7 +62,7 @@ pub(crate) fn presented(
         // Two certificates: the proxy did not set this header alone.
         return None;
     }
-    from_header(value.to_str().ok()?).map(ClientCertificate::from_der)
+    from_header(value.to_str().ok()?).map(Arc::from)
 }
 
 /// RFC 9440 §2.2: `:BASE64-DER:` (a structured-field byte sequence); also the URL-encoded PEM
@@ -118,17 +126,18 @@ mod tests {
         let name = HeaderName::from_static("client-cert");
         let none = Extensions::new();
         assert!(presented(&none, &headers, None).is_none());
-        assert_eq!(
-            presented(&none, &headers, Some(&name)).unwrap().der(),
-            b"cert"
-        );
-        // The connection's certificate wins over any header.
+        assert_eq!(&*presented(&none, &headers, Some(&name)).unwrap(), b"cert");
+        // The connection's certificate wins over any header...
         let mut extensions = Extensions::new();
         extensions.insert(ClientCertificate::from_der(&b"tls"[..]));
         assert_eq!(
-            presented(&extensions, &headers, Some(&name)).unwrap().der(),
+            &*presented(&extensions, &headers, Some(&name)).unwrap(),
             b"tls"
         );
+        // ...and a TLS connection without one reads no header either.
+        let mut extensions = Extensions::new();
+        extensions.insert(ClientCertificate::none());
+        assert!(presented(&extensions, &headers, Some(&name)).is_none());
         headers.append("client-cert", format!(":{der}:").parse().unwrap());
         assert!(presented(&none, &headers, Some(&name)).is_none());
     }

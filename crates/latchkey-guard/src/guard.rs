@@ -159,7 +159,7 @@ impl Guard {
         let presented =
             certificate::presented(extensions, headers, self.inner.certificate_header.as_ref());
         match presented {
-            Some(certificate) if certificate.thumbprint() == x5t => Ok(()),
+            Some(der) if certificate::thumbprint(&der) == x5t => Ok(()),
             Some(_) => Err(Rejection::InvalidToken(Invalid::OtherCertificate)),
             None => Err(Rejection::InvalidToken(Invalid::NoCertificate)),
         }

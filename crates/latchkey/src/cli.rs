@@ -175,10 +175,12 @@ pub struct GateArgs {
     /// Behind a TLS-terminating proxy: read the client certificate from this header (like
     /// Client-Cert, RFC 9440), for certificate-bound tokens. Only if the proxy always
     /// replaces it: anyone reaching the gate directly could otherwise send any certificate.
+    /// Not with --tls-cert: then the gate sees the certificate itself.
     #[arg(
         long,
         env = "LATCHKEY_GATE_TRUST_CERTIFICATE_HEADER",
-        value_name = "NAME"
+        value_name = "NAME",
+        conflicts_with = "tls_cert"
     )]
     pub trust_certificate_header: Option<String>,
 }

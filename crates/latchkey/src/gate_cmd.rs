@@ -24,6 +24,8 @@ struct Gate {
     upstream: Upstream,
     timeout: std::time::Duration,
     client: UpstreamClient,
+    /// Client certificate headers never forwarded: RFC 9440's, and the one trusted here.
+    certificate_headers: Vec<HeaderName>,
 }
 
 pub async fn run(args: GateArgs) -> anyhow::Result<()> {
@@ -53,6 +55,7 @@ pub async fn run(args: GateArgs) -> anyhow::Result<()> {
             upstream,
             timeout: std::time::Duration::from_secs(args.upstream_timeout),
             client: upstream_client()?,
+            certificate_headers: certificate_headers(args.trust_certificate_header.as_deref())?,
         });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -91,17 +94,36 @@ pub async fn run(args: GateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The certificate headers the gate drops before forwarding.
+fn certificate_headers(trusted: Option<&str>) -> anyhow::Result<Vec<HeaderName>> {
+    let mut names = vec![
+        HeaderName::from_static("client-cert"),
+        HeaderName::from_static("client-cert-chain"),
+    ];
+    if let Some(name) = trusted {
+        names.push(
+            HeaderName::try_from(name)
+                .with_context(|| format!("--trust-certificate-header {name:?}"))?,
+        );
+    }
+    Ok(names)
+}
+
 /// On a TLS connection: the peer's address as `ConnectInfo<SocketAddr>`, and its certificate
-/// as a [`ClientCertificate`] for the guard.
+/// (or that it presented none) as a [`ClientCertificate`] for the guard.
 async fn tls_peer(
     ConnectInfo(peer): ConnectInfo<TlsPeer>,
     mut request: Request<Body>,
 ) -> Request<Body> {
     let extensions = request.extensions_mut();
     extensions.insert(ConnectInfo(peer.addr));
-    if let Some(leaf) = peer.certificates.as_ref().and_then(|chain| chain.first()) {
-        extensions.insert(ClientCertificate::from_der(leaf.as_ref()));
-    }
+    // Always set, so the guard never looks for a certificate anywhere else.
+    extensions.insert(
+        match peer.certificates.as_ref().and_then(|chain| chain.first()) {
+            Some(leaf) => ClientCertificate::from_der(leaf.as_ref()),
+            None => ClientCertificate::none(),
+        },
+    );
     request
 }
 
@@ -131,8 +153,13 @@ async fn forward(
     for name in spoofed {
         headers.remove(name);
     }
-    // The upstream trusts the gate, not the token: the token stays here.
+    // The upstream trusts the gate, not the token: the token stays here. Nor does a client
+    // certificate header reach it: one sent by a client would be a claim the gate never
+    // checked.
     headers.remove(http::header::AUTHORIZATION);
+    for name in &gate.certificate_headers {
+        headers.remove(name);
+    }
     let identity = [
         ("x-latchkey-client-id", caller.client_id().to_owned()),
         ("x-latchkey-scope", caller.scopes().join(" ")),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use latchkey_jose::dpop::{PROOF_MAX_AGE_SECONDS, ProofCheck, verify_proof};
+use latchkey_jose::dpop::{PROOF_MAX_AGE_SECONDS, ProofCheck, VerifiedProof, verify_proof};
 use latchkey_proto::{Confirmation, GrantType, TokenFormat, TokenResponse, TokenType};
 
 use crate::app::AppState;
@@ -56,10 +56,16 @@ async fn issue(
 ) -> Result<TokenResponse, OAuthError> {
     let received = receive(request).await?;
     check_grant_type(received.params.grant_type.as_deref())?;
+    // The DPoP proof and its nonce are checked before the client authenticates: a client told
+    // to use a nonce sends the same request again, and its assertion must not be used up yet.
+    let proof = match &received.dpop {
+        Some(proof) => Some(check_dpop_proof(state, proof)?),
+        None => None,
+    };
     let client = authenticate_client(state, &received, client_tag).await?;
     let client = &client.record;
-    let dpop_jkt = match &received.dpop {
-        Some(proof) => Some(dpop_key(state, proof).await?),
+    let dpop_jkt = match proof {
+        Some(proof) => Some(use_dpop_proof(state, proof).await?),
         None => None,
     };
     // RFC 8705 §3: a client that authenticated with its certificate gets tokens bound to it.
@@ -124,9 +130,12 @@ async fn issue(
     })
 }
 
-/// RFC 9449 §4.3 and §5: checks the request's DPoP proof and remembers its `jti`, and returns
-/// the thumbprint of its key, to bind the token to.
-async fn dpop_key(state: &AppState, proof: &http::HeaderValue) -> Result<String, OAuthError> {
+/// RFC 9449 §4.3 and §8: checks the request's DPoP proof, and its nonce when the server
+/// requires one. Nothing is recorded yet.
+fn check_dpop_proof(
+    state: &AppState,
+    proof: &http::HeaderValue,
+) -> Result<VerifiedProof, OAuthError> {
     let proof = proof
         .to_str()
         .map_err(|_| OAuthError::invalid_dpop_proof("the DPoP header is not a JWT"))?;
@@ -154,6 +163,13 @@ async fn dpop_key(state: &AppState, proof: &http::HeaderValue) -> Result<String,
             return Err(OAuthError::use_dpop_nonce(nonce_key.issue(now)));
         }
     }
+    Ok(verified)
+}
+
+/// RFC 9449 §11.1: records a checked proof's `jti` and returns the thumbprint of its key, to
+/// bind the token to.
+async fn use_dpop_proof(state: &AppState, verified: VerifiedProof) -> Result<String, OAuthError> {
+    let now = state.clock.now();
     // §11.1: a proof is used once. Recorded like assertion ids, per key, until the proof is
     // too old to be accepted anyway.
     let first_use = state

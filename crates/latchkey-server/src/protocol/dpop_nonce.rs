@@ -60,8 +60,11 @@ impl NonceKey {
         }
         let mut window = [0u8; 8];
         window.copy_from_slice(&raw[..8]);
-        let age = now.div_euclid(WINDOW_SECONDS) - i64::from_be_bytes(window);
-        if !(0..WINDOWS_ACCEPTED).contains(&age) {
+        // The window comes from the client: checked arithmetic, never an overflow.
+        let age = now
+            .div_euclid(WINDOW_SECONDS)
+            .checked_sub(i64::from_be_bytes(window));
+        if !age.is_some_and(|age| (0..WINDOWS_ACCEPTED).contains(&age)) {
             return false;
         }
         let tag = hmac::sign(&self.0, &window);
@@ -93,6 +96,12 @@ mod tests {
         assert!(!key.accepts(&URL_SAFE_NO_PAD.encode(&raw), NOW));
         for bad in ["", "x", "not base64!", &nonce[..20]] {
             assert!(!key.accepts(bad, NOW), "{bad}");
+        }
+        // A window far in the past or future is refused without overflowing.
+        for window in [i64::MIN, i64::MAX] {
+            let mut raw = [0u8; 24];
+            raw[..8].copy_from_slice(&window.to_be_bytes());
+            assert!(!key.accepts(&URL_SAFE_NO_PAD.encode(raw), NOW));
         }
     }
 }

@@ -193,6 +193,9 @@ fn parse_dn(text: &str) -> Result<Vec<Vec<Attribute>>, String> {
             }
         }
         flush(&mut raw, &mut value)?;
+        if value.chars().any(char::is_control) {
+            return Err(format!("{name} has a control character"));
+        }
         if value.trim().is_empty() {
             return Err(format!("{name} has an empty value"));
         }
@@ -237,15 +240,16 @@ fn certificate_dn(cert: &X509Certificate<'_>) -> Option<Vec<Vec<Attribute>>> {
 }
 
 /// DN values compare like LDAP's caseIgnoreMatch (RFC 4517 §4.2.11, with the insignificant
-/// space handling of RFC 4518 §2.6.1): case-insensitive, outer spaces dropped, inner runs of
-/// spaces as one.
+/// space handling of RFC 4518 §2.6.1), restricted to ASCII case: outer spaces dropped, inner
+/// runs of spaces as one, ASCII letters case-insensitive, every other character exactly (no
+/// Unicode case folding, which would let look-alike names match).
 fn normalize(value: &str) -> String {
     value
         .split(' ')
         .filter(|part| !part.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
-        .to_lowercase()
+        .to_ascii_lowercase()
 }
 
 /// The dotted OID of an attribute type: a short name from RFC 4514 §3 (and the ones
@@ -395,6 +399,7 @@ mod tests {
             "CN=a\\",
             "CN=a;O=b",
             "CN=\\zz",
+            "CN=a\\00b",
         ] {
             assert!(parse_dn(bad).is_err(), "{bad}");
         }

@@ -120,7 +120,8 @@ pub struct ClientUpdate {
     /// opaque tokens, in one transaction.
     pub revoke_tokens: bool,
     /// Replace the client's registered public keys (a JWK Set, JSON): key rotation for
-    /// `private_key_jwt`. Clears `jwks_uri` and `federation`.
+    /// `private_key_jwt`, certificate rotation for `self_signed_tls_client_auth`. Clears
+    /// `jwks_uri` and `federation`.
     pub public_keys: Option<String>,
     /// Fetch the client's public keys from this URL from now on. Clears `public_keys` and
     /// `federation`.
@@ -481,6 +482,14 @@ pub trait Store: Send + Sync + 'static {
         private_key: &[u8],
         encryption: &str,
     ) -> Result<(), StoreError>;
+}
+
+/// A token's confirmation as stored (JSON). A binding that cannot be written is an error, never
+/// a token stored unbound.
+fn cnf_column(cnf: Option<&Confirmation>) -> Result<Option<String>, StoreError> {
+    cnf.map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("cnf: {e}")))
 }
 
 /// Opens the database named by `url`, creating and migrating it if needed.

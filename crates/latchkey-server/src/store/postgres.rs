@@ -714,6 +714,8 @@ impl Store for PostgresStore {
     }
 
     async fn insert_opaque_token(&self, token: &OpaqueTokenRecord) -> Result<(), StoreError> {
+        let cnf = super::cnf_column(token.cnf.as_ref())?;
+        let cnf = cnf.as_deref();
         retrying(|| async move {
             sqlx::query(
                 "INSERT INTO opaque_tokens (token_hash, jti, client_id, scope, audience, issued_at,
@@ -728,12 +730,7 @@ impl Store for PostgresStore {
             .bind(token.issued_at)
             .bind(token.expires_at)
             .bind(token.epoch)
-            .bind(
-                token
-                    .cnf
-                    .as_ref()
-                    .and_then(|c| serde_json::to_string(c).ok()),
-            )
+            .bind(cnf)
             .execute(&self.pool)
             .await?;
             Ok(())

@@ -635,6 +635,8 @@ impl Store for SqliteStore {
     }
 
     async fn insert_opaque_token(&self, token: &OpaqueTokenRecord) -> Result<(), StoreError> {
+        let cnf = super::cnf_column(token.cnf.as_ref())?;
+        let cnf = cnf.as_deref();
         sqlx::query(
             "INSERT INTO opaque_tokens (token_hash, jti, client_id, scope, audience, issued_at,
                 expires_at, epoch, cnf)
@@ -648,12 +650,7 @@ impl Store for SqliteStore {
         .bind(token.issued_at)
         .bind(token.expires_at)
         .bind(token.epoch)
-        .bind(
-            token
-                .cnf
-                .as_ref()
-                .and_then(|c| serde_json::to_string(c).ok()),
-        )
+        .bind(cnf)
         .execute(&self.pool)
         .await
         .map_err(map_err)?;

@@ -256,6 +256,54 @@ async fn a_required_server_nonce_is_handed_out_and_checked() {
     let (status, body) = token(&app, &client, &[]).await;
     assert_eq!((status, body["token_type"].as_str()), (200, Some("Bearer")));
 
+    // The nonce is asked for before the client authenticates: a private_key_jwt client sends
+    // the very same assertion again with the nonce, and it is still unused (RFC 9449 §8).
+    let client_key = PrivateKey::generate(SigningAlg::Es256).unwrap().0;
+    let key_client = app.key_client(&client_key, |_| {}).await;
+    let assertion = client_key
+        .sign_jws(
+            json!({ "alg": "ES256", "kid": client_key.kid(), "typ": "client-authentication+jwt" })
+                .to_string()
+                .as_bytes(),
+            json!({
+                "iss": key_client.client_id, "sub": key_client.client_id, "aud": app.issuer,
+                "iat": T0 + 360, "exp": T0 + 420, "jti": "one-assertion",
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+    let send = |proof: String| {
+        let (app, assertion) = (&app, assertion.clone());
+        async move {
+            let response = app
+                .http
+                .post(app.token_url())
+                .header("DPoP", proof)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", assertion.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let nonce = response
+                .headers()
+                .get("dpop-nonce")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: Value = response.json().await.unwrap();
+            (body, nonce)
+        }
+    };
+    let (body, nonce) = send(proof(&app, &key, |_, c| c["iat"] = json!(T0 + 360))).await;
+    assert_eq!(body["error"], "use_dpop_nonce");
+    let (body, _) = send(with(nonce.unwrap(), T0 + 360)).await;
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+
     // latchkey-client takes the nonce from the error and sends the request again at once.
     let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs((T0 + 360) as u64);
     let tokens = latchkey_client::ClientCredentials::builder()

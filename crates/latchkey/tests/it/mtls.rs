@@ -531,6 +531,13 @@ async fn self_signed_certificates_and_the_gate_check_the_binding() {
         (401, Some("invalid_client"))
     );
 
+    let header = |cert: &Certificate| {
+        use base64::Engine as _;
+        format!(
+            ":{}:",
+            base64::engine::general_purpose::STANDARD.encode(cert.der())
+        )
+    };
     // `latchkey gate` over TLS: the token is accepted with its certificate only.
     let upstream = echo_upstream().await;
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"));
@@ -557,16 +564,14 @@ async fn self_signed_certificates_and_the_gate_check_the_binding() {
         assert_eq!(status, 401, "{case}");
         assert!(body.contains("error=\"invalid_token\""), "{case}: {body}");
     }
+    // On its TLS connections the gate reads no certificate header: a client without a
+    // certificate cannot name the victim's (certificates are public).
+    let spoofed = format!("Client-Cert: {}", header(&robot));
+    let (status, _) = curl(dir, None, &gate, &["-H", &bearer, "-H", &spoofed]).await;
+    assert_eq!(status, 401);
 
     // Behind a TLS-terminating proxy, the certificate comes in a header, and only a gate told
     // to trust that header reads it.
-    let header = |cert: &Certificate| {
-        use base64::Engine as _;
-        format!(
-            ":{}:",
-            base64::engine::general_purpose::STANDARD.encode(cert.der())
-        )
-    };
     let plain_gate = |trust: bool| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"));
         command
@@ -583,15 +588,20 @@ async fn self_signed_certificates_and_the_gate_check_the_binding() {
         let (_gate, line) = plain_gate(trust);
         let url = format!("http://{}/orders", listen_field(&line));
         for (cert, accepted) in [(&robot, trust), (&intruder, false)] {
-            let status = http
+            let response = http
                 .get(&url)
                 .bearer_auth(&token)
                 .header("Client-Cert", header(cert))
                 .send()
                 .await
-                .unwrap()
-                .status();
+                .unwrap();
+            let status = response.status();
             assert_eq!(status == 200, accepted, "trust {trust}: {status}");
+            if accepted {
+                // The upstream never sees a certificate header the gate did not check.
+                let echoed: Value = response.json().await.unwrap();
+                assert!(echoed["headers"].get("client-cert").is_none(), "{echoed}");
+            }
         }
     }
 }
