@@ -27,8 +27,9 @@ pub fn certificate_thumbprint(der: &[u8]) -> String {
 /// §2.1.2 client metadata values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsSubject {
-    /// `tls_client_auth_subject_dn`: the subject distinguished name, as an RFC 4514 string.
-    SubjectDn(String),
+    /// `tls_client_auth_subject_dn`: the subject distinguished name, as the RFC 4514 string
+    /// registered and parsed once (never per request).
+    SubjectDn(Dn),
     /// `tls_client_auth_san_dns`: a dNSName SAN entry.
     SanDns(String),
     /// `tls_client_auth_san_uri`: a uniformResourceIdentifier SAN entry.
@@ -59,8 +60,8 @@ impl TlsSubject {
         let value = value.to_owned();
         Ok(match kind {
             "tls_client_auth_subject_dn" => {
-                parse_dn(&value).map_err(|why| format!("{kind} {value:?}: {why}"))?;
-                TlsSubject::SubjectDn(value)
+                let rdns = parse_dn(&value).map_err(|why| format!("{kind} {value:?}: {why}"))?;
+                TlsSubject::SubjectDn(Dn { text: value, rdns })
             }
             "tls_client_auth_san_dns" => TlsSubject::SanDns(value),
             "tls_client_auth_san_uri" => TlsSubject::SanUri(value),
@@ -88,10 +89,8 @@ impl TlsSubject {
     /// The registered value, as the operator gave it.
     pub fn value(&self) -> String {
         match self {
-            TlsSubject::SubjectDn(v)
-            | TlsSubject::SanDns(v)
-            | TlsSubject::SanUri(v)
-            | TlsSubject::SanEmail(v) => v.clone(),
+            TlsSubject::SubjectDn(dn) => dn.text.clone(),
+            TlsSubject::SanDns(v) | TlsSubject::SanUri(v) | TlsSubject::SanEmail(v) => v.clone(),
             TlsSubject::SanIp(ip) => ip.to_string(),
         }
     }
@@ -104,10 +103,7 @@ impl TlsSubject {
             return false;
         };
         if let TlsSubject::SubjectDn(dn) = self {
-            let Ok(expected) = parse_dn(dn) else {
-                return false;
-            };
-            return certificate_dn(&cert).is_some_and(|actual| actual == expected);
+            return certificate_dn(&cert).is_some_and(|actual| actual == dn.rdns);
         }
         let Ok(Some(san)) = cert.subject_alternative_name() else {
             return false;
@@ -130,6 +126,13 @@ impl TlsSubject {
                 _ => false,
             })
     }
+}
+
+/// A registered subject DN: the RFC 4514 string as given, and its RDNs for comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dn {
+    text: String,
+    rdns: Vec<Vec<Attribute>>,
 }
 
 /// One attribute of a distinguished name: its type as a dotted OID, and its value.

@@ -219,7 +219,8 @@ async fn registered_public_keys_are_stored_and_replaced() {
         let mut mtls = client("lk_t", T0);
         mtls.secrets.clear();
         mtls.auth_method = ClientAuthMethod::TlsClientAuth;
-        mtls.tls_subject = Some(TlsSubject::SubjectDn("CN=billing,O=Example".into()));
+        mtls.tls_subject =
+            Some(TlsSubject::parse("tls_client_auth_subject_dn", "CN=billing,O=Example").unwrap());
         store.create_client(&mtls).await.unwrap();
         assert_eq!(
             store.find_client("lk_t").await.unwrap().as_ref(),
