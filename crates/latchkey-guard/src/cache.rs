@@ -69,27 +69,6 @@ impl<V: Clone> TokenCache<V> {
         shard.insert(hash, (value, until));
     }
 
-    /// For a replay cache: records `hash` until `until` and returns `true`, unless it is
-    /// already recorded and live (`false`: a replay). When a shard is full of live entries,
-    /// nothing new is accepted (`false`): forgetting would let replays through.
-    pub(crate) fn insert_new(&self, hash: [u8; 32], value: V, until: i64, now: i64) -> bool {
-        let mut shard = self
-            .shard(&hash)
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if shard.get(&hash).is_some_and(|(_, u)| *u > now) {
-            return false;
-        }
-        if shard.len() >= self.per_shard {
-            shard.retain(|_, (_, until)| *until > now);
-            if shard.len() >= self.per_shard {
-                return false;
-            }
-        }
-        shard.insert(hash, (value, until));
-        true
-    }
-
     pub(crate) fn remove(&self, hash: &[u8; 32]) {
         self.shard(hash)
             .write()

@@ -12,9 +12,10 @@ use latchkey_proto::SigningAlg;
 use crate::cache::{TokenCache, token_hash};
 use crate::caller::Caller;
 use crate::certificate;
-use crate::introspect::{self, Introspector};
+use crate::introspect::{self, Introspector, OpaqueFormat};
 use crate::jwks::Jwks;
 use crate::rejection::Rejection;
+use crate::replay::{Refused, ReplayCache};
 use crate::verify::{self, Expectations, Invalid};
 
 /// Validates access tokens for one resource server. Cheap to clone; clones share the JWKS
@@ -40,7 +41,7 @@ struct Inner {
     /// plus the request path. `None`: DPoP is refused.
     origin: Option<String>,
     /// DPoP proof ids seen, until they are too old to be accepted anyway (RFC 9449 §11.1).
-    proofs: TokenCache<()>,
+    proofs: ReplayCache,
     /// The header a TLS-terminating proxy puts the client certificate in, when trusted.
     certificate_header: Option<HeaderName>,
 }
@@ -49,10 +50,15 @@ struct Inner {
 /// costs at most two minutes of them.
 const PROOF_MAX_AGE_SECONDS: i64 = 60;
 
-/// The DPoP proof ids one guard remembers at most; beyond that, new proofs are refused (fail
-/// closed) until old ones age out. A million ids (about 2 minutes at 8,000 requests/s) take
-/// some 100 MB at the very worst.
+/// The DPoP proof ids one guard remembers at most, in 16 shards of 62,500; when a key's shard
+/// is full, new proofs of its keys are refused (fail closed) until old ones age out. A
+/// million ids (about 2 minutes at 8,000 requests/s) take some 150 MB at the very worst.
 const MAX_REMEMBERED_PROOFS: usize = 1_000_000;
+
+/// Default for [`GuardBuilder::dpop_proofs_per_key`]: an honest proof is remembered about
+/// 120 s, so one key may make about 80 requests/s; a flooding key holds at most a sixth of
+/// its shard.
+const DEFAULT_PROOFS_PER_KEY: usize = 10_000;
 
 /// How a request presents its token.
 enum Credentials<'a> {
@@ -79,8 +85,11 @@ pub struct GuardBuilder {
     introspection: Option<(String, latchkey_client::ClientSecret)>,
     introspection_endpoint: Option<String>,
     introspection_cache: (Duration, Duration),
+    introspection_format: OpaqueFormat,
+    introspection_concurrency: (usize, usize),
     public_origin: Option<String>,
     certificate_header: Option<String>,
+    dpop_proofs_per_key: usize,
 }
 
 impl Guard {
@@ -101,8 +110,14 @@ impl Guard {
             introspection: None,
             introspection_endpoint: None,
             introspection_cache: (Duration::from_secs(60), Duration::from_secs(5)),
+            introspection_format: OpaqueFormat::Latchkey,
+            introspection_concurrency: (
+                introspect::DEFAULT_MAX_IN_FLIGHT,
+                introspect::DEFAULT_MAX_WAITING,
+            ),
             public_origin: None,
             certificate_header: None,
+            dpop_proofs_per_key: DEFAULT_PROOFS_PER_KEY,
         }
     }
 
@@ -224,14 +239,21 @@ impl Guard {
                 "the DPoP proof is not signed with the token's key",
             ));
         }
-        let id = token_hash(&format!("{jkt} {}", verified.jti));
-        if !inner
+        // RFC 9449 §11.1: each proof once. A key over its quota is refused alone.
+        match inner
             .proofs
-            .insert_new(id, (), verified.remember_until, now)
+            .remember(jkt, &verified.jti, verified.remember_until, now)
         {
-            return Err(proof_error("the DPoP proof was used before"));
+            Ok(()) => Ok(caller),
+            Err(Refused::Replay) => Err(proof_error("the DPoP proof was used before")),
+            Err(Refused::KeyQuota) => Err(proof_error(
+                "too many recent DPoP proofs with this key; retry later",
+            )),
+            Err(Refused::Full) => {
+                tracing::warn!("the DPoP replay cache is full; refusing new proofs");
+                Err(Rejection::Unavailable)
+            }
         }
-        Ok(caller)
     }
 
     /// Validates one access token (RFC 9068 §4), bound or not: a verified token seen before
@@ -243,9 +265,14 @@ impl Guard {
             return Err(Rejection::InvalidToken(Invalid::Malformed));
         }
         let hash = token_hash(token);
-        // A JWT has two dots; anything else can only be checked by introspection.
+        // A JWT has two dots; anything else can only be checked by introspection, and only
+        // if it may be a token of the server: made-up strings cost no network call.
         if token.bytes().filter(|&b| b == b'.').count() != 2 {
-            let Some(introspector) = &inner.introspector else {
+            let Some(introspector) = inner
+                .introspector
+                .as_ref()
+                .filter(|introspector| introspector.admits(token))
+            else {
                 return Err(Rejection::InvalidToken(Invalid::Malformed));
             };
             let expect = introspect::Expect {
@@ -419,12 +446,51 @@ impl GuardBuilder {
     /// Checks opaque tokens (anything that is not a JWT) by introspection (RFC 7662),
     /// authenticating as this client (`client_secret_basic`; the client needs
     /// `--can-introspect`). JWTs are still verified locally.
+    ///
+    /// Only tokens in latchkey's opaque format (`lkat_` and 43 base64url characters) are
+    /// sent; any other string is `invalid_token` at once, without a network call. For another
+    /// authorization server, see [`introspect_any_opaque_format`](Self::introspect_any_opaque_format).
     pub fn introspection(
         mut self,
         client_id: impl Into<String>,
         secret: impl Into<latchkey_client::ClientSecret>,
     ) -> Self {
         self.introspection = Some((client_id.into(), secret.into()));
+        self
+    }
+
+    /// Introspects opaque tokens of any format, not only latchkey's (`lkat_...`): for an
+    /// authorization server whose opaque tokens look different. Opt in only then: every
+    /// string that is not a JWT, up to 4 KiB, then costs an introspection call unless its
+    /// answer is cached (an inactive answer for the time set with
+    /// [`introspection_cache`](Self::introspection_cache)), so anyone can make the guard
+    /// call the server by sending made-up tokens; the calls stay bounded by
+    /// [`introspection_concurrency`](Self::introspection_concurrency). Longer strings are
+    /// never sent.
+    pub fn introspect_any_opaque_format(mut self) -> Self {
+        self.introspection_format = OpaqueFormat::Any;
+        self
+    }
+
+    /// At most `in_flight` introspection requests at once (default 64), and at most
+    /// `waiting` requests waiting for a turn (default 256), each for at most 5 s. A request
+    /// beyond that, or one that waited 5 s, gets 503 with `Retry-After`
+    /// ([`Rejection::Unavailable`]) rather than waiting without bound. Answers already cached
+    /// never wait.
+    pub fn introspection_concurrency(mut self, in_flight: usize, waiting: usize) -> Self {
+        self.introspection_concurrency = (in_flight, waiting);
+        self
+    }
+
+    /// How many DPoP proof ids one key (one `cnf.jkt`) may have remembered at once for
+    /// replay detection (RFC 9449 §11.1); default 10,000. An id is remembered until its proof
+    /// is too old to be accepted (60 s) plus the clock skew allowed (60 s), about two
+    /// minutes, so a key may make about this many requests per two minutes. Beyond that,
+    /// that key's proofs are refused (`invalid_dpop_proof`) until older ones expire, while
+    /// other keys keep working. Clamped to 1 ..= 62,500 (one shard of the 1,000,000 ids a
+    /// guard remembers at most).
+    pub fn dpop_proofs_per_key(mut self, per_key: usize) -> Self {
+        self.dpop_proofs_per_key = per_key;
         self
     }
 
@@ -498,18 +564,20 @@ impl GuardBuilder {
                         "introspection_endpoint",
                     )?,
                 };
-                let (active, inactive) = self.introspection_cache;
+                let (max_positive, negative) = self.introspection_cache;
+                let (max_in_flight, max_waiting) = self.introspection_concurrency;
+                let settings = introspect::Settings {
+                    endpoint,
+                    http: http.clone(),
+                    max_positive,
+                    negative,
+                    capacity: self.cache_capacity,
+                    format: self.introspection_format,
+                    max_in_flight,
+                    max_waiting,
+                };
                 Some(
-                    Introspector::new(
-                        endpoint,
-                        &client_id,
-                        secret.expose(),
-                        http.clone(),
-                        active,
-                        inactive,
-                        self.cache_capacity,
-                    )
-                    .ok_or_else(|| {
+                    Introspector::new(settings, &client_id, secret.expose()).ok_or_else(|| {
                         latchkey_client::Error::Config("unusable introspection credentials".into())
                     })?,
                 )
@@ -539,7 +607,7 @@ impl GuardBuilder {
             inner: Arc::new(Inner {
                 origin,
                 certificate_header,
-                proofs: TokenCache::new(MAX_REMEMBERED_PROOFS),
+                proofs: ReplayCache::new(MAX_REMEMBERED_PROOFS, self.dpop_proofs_per_key),
                 realm: self.realm.unwrap_or_else(|| audience.clone()),
                 issuer,
                 audience: Arc::from(audience),

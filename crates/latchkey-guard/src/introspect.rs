@@ -1,8 +1,9 @@
 //! Introspection mode for opaque tokens (RFC 7662): the guard asks the authorization server,
-//! authenticating as a client, and remembers the answer for a short while.
+//! authenticating as a client, and remembers the answer for a short while. Only strings that
+//! can be tokens of the server are sent, and only so many at once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -28,15 +29,80 @@ pub(crate) struct Introspector {
     /// push the real ones out.
     active: TokenCache<Caller>,
     inactive: TokenCache<()>,
-    /// At most this many introspection requests at once; more wait their turn.
+    /// Which strings are sent at all.
+    format: OpaqueFormat,
+    /// At most this many introspection requests at once...
     in_flight: tokio::sync::Semaphore,
+    /// ...and at most `max_waiting` requests waiting for a turn; more are refused at once.
+    waiting: AtomicUsize,
+    max_waiting: usize,
     calls: AtomicU64,
 }
 
-/// Concurrent introspection requests per guard.
-const MAX_IN_FLIGHT: usize = 32;
+/// Which opaque tokens are worth an introspection call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpaqueFormat {
+    /// latchkey's own: [`LATCHKEY_PREFIX`] and 43 base64url characters (256 random bits), as
+    /// latchkey-server issues them. Anything else cannot be one of its tokens.
+    Latchkey,
+    /// Any string of at most [`MAX_INTROSPECTED_LEN`] bytes, for servers whose opaque tokens
+    /// look different.
+    Any,
+}
+
+/// How latchkey's opaque access tokens start (latchkey-server `OPAQUE_PREFIX`).
+const LATCHKEY_PREFIX: &str = "lkat_";
+/// The base64url characters after the prefix: 256 bits without padding.
+const LATCHKEY_RANDOM_LEN: usize = 43;
+/// Longer opaque tokens are never sent for introspection, whatever the format.
+pub(crate) const MAX_INTROSPECTED_LEN: usize = 4 * 1024;
+
+/// Default: introspection requests in flight at once per guard.
+pub(crate) const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+/// Default: requests waiting for a turn; beyond this they get 503 at once.
+pub(crate) const DEFAULT_MAX_WAITING: usize = 256;
+/// The longest a request waits for its turn, and the longest one introspection call takes.
+const TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest introspection response read.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// How a guard introspects, as configured on its builder.
+pub(crate) struct Settings {
+    pub endpoint: String,
+    pub http: reqwest::Client,
+    /// Longest an active answer is reused, and how long an inactive one is.
+    pub max_positive: Duration,
+    pub negative: Duration,
+    /// Answers remembered.
+    pub capacity: usize,
+    pub format: OpaqueFormat,
+    pub max_in_flight: usize,
+    pub max_waiting: usize,
+}
+
+impl OpaqueFormat {
+    /// Whether `token` (not a JWT) may be an access token of this format.
+    pub(crate) fn admits(self, token: &str) -> bool {
+        match self {
+            OpaqueFormat::Latchkey => token.strip_prefix(LATCHKEY_PREFIX).is_some_and(|random| {
+                random.len() == LATCHKEY_RANDOM_LEN
+                    && random
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            }),
+            OpaqueFormat::Any => !token.is_empty() && token.len() <= MAX_INTROSPECTED_LEN,
+        }
+    }
+}
+
+/// A place in the queue for a turn; leaving it (also by cancellation) frees it.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// What a guard checks an introspected token against.
 pub(crate) struct Expect<'a> {
@@ -46,15 +112,8 @@ pub(crate) struct Expect<'a> {
 }
 
 impl Introspector {
-    pub(crate) fn new(
-        endpoint: String,
-        client_id: &str,
-        secret: &str,
-        http: reqwest::Client,
-        max_positive: Duration,
-        negative: Duration,
-        capacity: usize,
-    ) -> Option<Self> {
+    /// `None` when the credentials cannot be put in a header.
+    pub(crate) fn new(settings: Settings, client_id: &str, secret: &str) -> Option<Self> {
         // RFC 6749 §2.3.1: form-urlencode both before joining.
         let encode = |s: &str| url_encode(s);
         let pair = format!("{}:{}", encode(client_id), encode(secret));
@@ -64,17 +123,31 @@ impl Introspector {
         ))
         .ok()?;
         authorization.set_sensitive(true);
+        let seconds = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         Some(Introspector {
-            endpoint,
+            endpoint: settings.endpoint,
             authorization,
-            http,
-            max_positive: i64::try_from(max_positive.as_secs()).unwrap_or(i64::MAX),
-            negative: i64::try_from(negative.as_secs()).unwrap_or(i64::MAX),
-            active: TokenCache::new(capacity),
-            inactive: TokenCache::new(capacity / 4),
-            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            http: settings.http,
+            max_positive: seconds(settings.max_positive),
+            negative: seconds(settings.negative),
+            active: TokenCache::new(settings.capacity),
+            inactive: TokenCache::new(settings.capacity / 4),
+            format: settings.format,
+            in_flight: tokio::sync::Semaphore::new(
+                settings
+                    .max_in_flight
+                    .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+            ),
+            waiting: AtomicUsize::new(0),
+            max_waiting: settings.max_waiting,
             calls: AtomicU64::new(0),
         })
+    }
+
+    /// Whether `token` (not a JWT) is worth asking about; anything else is refused without
+    /// a network call.
+    pub(crate) fn admits(&self, token: &str) -> bool {
+        self.format.admits(token)
     }
 
     pub(crate) fn calls(&self) -> u64 {
@@ -98,11 +171,7 @@ impl Introspector {
             return Err(Rejection::InvalidToken(Invalid::Inactive));
         }
         let answer = {
-            let _turn = self
-                .in_flight
-                .acquire()
-                .await
-                .map_err(|_| Rejection::Unavailable)?;
+            let _turn = self.turn().await?;
             self.ask(token).await?
         };
         let decided = decide(answer, expect, now);
@@ -122,6 +191,24 @@ impl Introspector {
         decided
     }
 
+    /// A turn to introspect: at once if one is free, else after waiting in a bounded queue
+    /// for at most [`TIMEOUT`]. A full queue or a wait that times out is `Unavailable` (503
+    /// with `Retry-After`): the token may be fine, but nobody waits without bound.
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Rejection> {
+        if let Ok(permit) = self.in_flight.try_acquire() {
+            return Ok(permit);
+        }
+        let ahead = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _place = Waiting(&self.waiting);
+        if ahead >= self.max_waiting {
+            return Err(Rejection::Unavailable);
+        }
+        match tokio::time::timeout(TIMEOUT, self.in_flight.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) | Err(_) => Err(Rejection::Unavailable),
+        }
+    }
+
     /// One introspection request (RFC 7662 §2.1). Anything but a clear answer is
     /// `Unavailable`: a token is never taken as active without one.
     async fn ask(&self, token: &str) -> Result<IntrospectionResponse, Rejection> {
@@ -135,7 +222,7 @@ impl Introspector {
         let response = self
             .http
             .post(&self.endpoint)
-            .timeout(Duration::from_secs(5))
+            .timeout(TIMEOUT)
             .header(http::header::AUTHORIZATION, self.authorization.clone())
             .header(
                 http::header::CONTENT_TYPE,
@@ -243,4 +330,31 @@ fn url_encode(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_latchkey_shaped_tokens_are_introspected_by_default() {
+        let random = "A".repeat(LATCHKEY_RANDOM_LEN);
+        let cases = [
+            (format!("lkat_{random}"), true, true),
+            (format!("lkat_{}-_9z", &random[4..]), true, true),
+            (format!("lkat_{}", &random[1..]), false, true),
+            (format!("lkat_{random}A"), false, true),
+            (format!("LKAT_{random}"), false, true),
+            (format!("lkat_{}+/", &random[2..]), false, true),
+            (format!("lkat_{}==", &random[..41]), false, true),
+            ("hello".to_owned(), false, true),
+            (String::new(), false, false),
+            ("x".repeat(MAX_INTROSPECTED_LEN), false, true),
+            ("x".repeat(MAX_INTROSPECTED_LEN + 1), false, false),
+        ];
+        for (token, latchkey, any) in cases {
+            assert_eq!(OpaqueFormat::Latchkey.admits(&token), latchkey, "{token}");
+            assert_eq!(OpaqueFormat::Any.admits(&token), any, "{token}");
+        }
+    }
 }

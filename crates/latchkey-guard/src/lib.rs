@@ -39,15 +39,23 @@
 //!
 //! Opaque tokens are checked by introspection (RFC 7662) when the guard has client
 //! credentials for it: `.introspection(client_id, secret)`. Active answers are reused for at
-//! most a minute and never past the token's expiry; inactive ones for 5 s.
+//! most a minute and never past the token's expiry; inactive ones for 5 s. Only strings in
+//! latchkey's opaque format (`lkat_...`) are sent (other servers' formats only after
+//! `.introspect_any_opaque_format()`, and never beyond 4 KiB); at most 64 calls run at once
+//! and 256 wait, and requests beyond that get 503 at once.
 //!
-//! What is checked, in order (checklist I): one `Authorization: Bearer` header and no token
-//! in the query (else 400 `invalid_request`); `typ` is `at+jwt`; no `crit`; `alg` is allowed
-//! and is the algorithm of the key named by `kid` in the JWKS (never `none`, never HMAC);
-//! the signature; `iss` exactly; `aud` contains this resource; `exp` and `nbf` within a small
-//! leeway; then the route's scopes (else 403 `insufficient_scope` naming them). Failures are
-//! 401 with `WWW-Authenticate: Bearer realm=..., error="invalid_token"`; a request without a
-//! token gets the challenge without an error code (RFC 6750 §3.1).
+//! DPoP proofs (RFC 9449) are remembered against replay for about two minutes, at most
+//! 10,000 per key (`.dpop_proofs_per_key(n)`): a key beyond that has its proofs refused, and
+//! other keys keep working.
+//!
+//! What is checked, in order (RFC 6750 §2 and §3, RFC 9068 §4; docs/CONFORMANCE.md): one
+//! `Authorization: Bearer` header and no token in the query (else 400 `invalid_request`);
+//! `typ` is `at+jwt`; no `crit`; `alg` is allowed and is the algorithm of the key named by
+//! `kid` in the JWKS (never `none`, never HMAC); the signature; `iss` exactly; `aud` contains
+//! this resource; `exp` and `nbf` within a small leeway; then the route's scopes (else 403
+//! `insufficient_scope` naming them). Failures are 401 with `WWW-Authenticate: Bearer
+//! realm=..., error="invalid_token"`; a request without a token gets the challenge without an
+//! error code (RFC 6750 §3.1).
 //!
 //! The JWKS is cached per its `Cache-Control: max-age` and refreshed in the background when
 //! stale; an unknown `kid` triggers at most one refetch per interval; when the JWKS endpoint is
@@ -64,6 +72,7 @@ mod introspect;
 mod jwks;
 mod layer;
 mod rejection;
+mod replay;
 mod verify;
 
 pub use caller::Caller;

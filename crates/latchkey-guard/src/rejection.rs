@@ -23,8 +23,10 @@ pub enum Rejection {
     /// RFC 6750 §3.1 `insufficient_scope`, naming the scope needed.
     #[error("insufficient scope: {0} is required")]
     InsufficientScope(String),
-    /// The guard has no keys to verify with (the JWKS could never be fetched): the token may
-    /// be fine, but it is not accepted unverified.
+    /// The guard cannot decide now: it has no keys to verify with (the JWKS could never be
+    /// fetched), the introspection endpoint gave no clear answer, too many introspections are
+    /// in flight and waiting already, or the DPoP replay cache is full. The token may be fine,
+    /// but it is not accepted unverified: 503 with `Retry-After` (gRPC `UNAVAILABLE`).
     #[error("token verification is unavailable")]
     Unavailable,
     /// RFC 9449 §7.1: a token sent with the DPoP scheme is not valid (the challenge uses the

@@ -1,5 +1,5 @@
-//! JWT access token validation, RFC 9068 §4 (checklist I). Pure: the key lookup and `now`
-//! come in as arguments.
+//! JWT access token validation, RFC 9068 §4 (docs/CONFORMANCE.md, "RFC 9068: JWT access
+//! tokens"). Pure: the key lookup and `now` come in as arguments.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -140,6 +140,13 @@ pub fn make_proof(
     let mut htu = Url::parse(url).map_err(|e| KeyError::Unreadable(format!("htu: {e}")))?;
     htu.set_query(None);
     htu.set_fragment(None);
+    // RFC 9110 §4.2.4: a target URI carries no userinfo (verifiers refuse it, and a password
+    // must not travel in a proof).
+    if !htu.username().is_empty() || htu.password().is_some() {
+        htu.set_username("")
+            .and_then(|()| htu.set_password(None))
+            .map_err(|()| KeyError::Unreadable("htu: userinfo cannot be removed".into()))?;
+    }
     let mut jti = [0u8; 16];
     aws_lc_rs::rand::fill(&mut jti).map_err(|_| KeyError::Crypto)?;
     let header = serde_json::json!({
@@ -260,11 +267,16 @@ fn public_key(jwk: &Value) -> Result<(VerifyingKey, String), ProofError> {
 }
 
 /// RFC 9449 §4.3 item 9 with RFC 3986 §6.2.2 and §6.2.3 normalisation: scheme, host, port
-/// (the default one made explicit) and path must match; query and fragment do not count.
+/// (the default one made explicit) and path must match; query and fragment do not count. An
+/// `htu` with userinfo is refused: RFC 9110 §4.2.4 forbids it in an http(s) target URI, and it
+/// would let one target be written in endless ways.
 fn same_target(htu: &str, url: &str) -> bool {
     let (Ok(a), Ok(b)) = (Url::parse(htu), Url::parse(url)) else {
         return false;
     };
+    if !a.username().is_empty() || a.password().is_some() {
+        return false;
+    }
     a.scheme() == b.scheme()
         && a.host_str() == b.host_str()
         && a.port_or_known_default() == b.port_or_known_default()
@@ -343,11 +355,76 @@ mod tests {
             ..check()
         };
         assert_eq!(verify_proof(&proof, &at_rs).unwrap().jkt, key.kid());
+        // Userinfo never reaches htu (RFC 9110 §4.2.4), so the proof verifies.
+        let with_userinfo = make_proof(
+            &key,
+            "GET",
+            "https://user:pw@as.example/oauth2/token",
+            NOW,
+            Some("tok"),
+            None,
+        )
+        .unwrap();
+        assert!(verify_proof(&with_userinfo, &at_rs).is_ok());
         let again = make_proof(&key, "GET", URL, NOW, Some("tok"), None).unwrap();
         assert_ne!(
             verify_proof(&again, &at_rs).unwrap().jti,
             verify_proof(&proof, &at_rs).unwrap().jti
         );
+    }
+
+    /// RFC 7638 §3: one key, one thumbprint. Members that are not canonical (RFC 7518 §2,
+    /// §6.2.1.2, §6.3.1.1; RFC 8037 §2; RFC 8032 §5.1.3) would give the same key another
+    /// `jkt`, so a proof carrying them is refused even though its signature verifies.
+    #[test]
+    fn a_proofs_jwk_members_must_be_canonical() {
+        fn b64(bytes: &[u8]) -> Value {
+            json!(URL_SAFE_NO_PAD.encode(bytes))
+        }
+        fn decoded(v: &Value) -> Vec<u8> {
+            URL_SAFE_NO_PAD.decode(v.as_str().unwrap()).unwrap()
+        }
+        fn zero_first(v: &Value) -> Value {
+            b64(&[&[0u8][..], &decoded(v)].concat())
+        }
+        let rsa = PrivateKey::generate(SigningAlg::Rs256).unwrap().0;
+        let ec = PrivateKey::generate(SigningAlg::Es256).unwrap().0;
+        let ed = PrivateKey::generate(SigningAlg::EdDsa).unwrap().0;
+        type Edit = fn(&mut Value);
+        let cases: Vec<(&str, &PrivateKey, Edit)> = vec![
+            ("RSA n with a leading zero", &rsa, |j| {
+                j["n"] = zero_first(&j["n"])
+            }),
+            ("RSA e with a leading zero", &rsa, |j| {
+                j["e"] = zero_first(&j["e"])
+            }),
+            ("RSA e empty", &rsa, |j| j["e"] = json!("")),
+            ("EC x of 33 octets", &ec, |j| j["x"] = zero_first(&j["x"])),
+            ("EC y of 33 octets", &ec, |j| j["y"] = zero_first(&j["y"])),
+            ("EC x of 31 octets", &ec, |j| {
+                j["x"] = b64(&decoded(&j["x"])[1..])
+            }),
+            ("EC y of 31 octets", &ec, |j| {
+                j["y"] = b64(&decoded(&j["y"])[1..])
+            }),
+            ("Ed25519 x of 33 octets", &ed, |j| {
+                j["x"] = zero_first(&j["x"])
+            }),
+            ("Ed25519 x of 31 octets", &ed, |j| {
+                j["x"] = b64(&decoded(&j["x"])[1..])
+            }),
+            ("EC x padded", &ec, |j| {
+                j["x"] = json!(format!("{}=", j["x"].as_str().unwrap()))
+            }),
+        ];
+        for (case, key, edit) in cases {
+            let p = proof(key, |h, _| edit(&mut h["jwk"]));
+            assert_eq!(verify_proof(&p, &check()), Err(ProofError::Key), "{case}");
+        }
+        // The canonical members of the same keys pass.
+        for key in [&rsa, &ec, &ed] {
+            assert!(verify_proof(&proof(key, |_, _| {}), &check()).is_ok());
+        }
     }
 
     #[test]
@@ -426,6 +503,24 @@ mod tests {
                 ProofError::Url,
                 proof(&key, |_, c| {
                     c["htu"] = json!("https://evil.example/oauth2/token")
+                }),
+            ),
+            (
+                ProofError::Url,
+                proof(&key, |_, c| {
+                    c["htu"] = json!("https://user@as.example/oauth2/token")
+                }),
+            ),
+            (
+                ProofError::Url,
+                proof(&key, |_, c| {
+                    c["htu"] = json!("https://user:pw@as.example/oauth2/token")
+                }),
+            ),
+            (
+                ProofError::Url,
+                proof(&key, |_, c| {
+                    c["htu"] = json!("https:user@as.example/oauth2/token")
                 }),
             ),
             (

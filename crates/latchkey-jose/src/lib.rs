@@ -39,6 +39,11 @@ impl std::fmt::Debug for VerifyingKey {
 impl VerifyingKey {
     /// Parses a JWK; `None` for keys this guard cannot or must not use (another `use`, an
     /// unknown type or curve, an `alg` that does not fit the key, malformed numbers).
+    ///
+    /// Members must be canonical, so one key has one RFC 7638 thumbprint: RSA `n` and `e`
+    /// without leading zero octets (RFC 7518 §6.3.1.1), EC `x` and `y` of exactly 32 octets
+    /// for P-256 (RFC 7518 §6.2.1.2), Ed25519 `x` of exactly 32 octets (RFC 8037 §2) encoding
+    /// a y below p (RFC 8032 §5.1.3), all in unpadded base64url without stray bits.
     pub fn from_jwk(jwk: &Jwk) -> Option<Self> {
         if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
             return None;
@@ -54,14 +59,22 @@ impl VerifyingKey {
             }
             ("OKP", Some("Ed25519")) => {
                 let x = b64(&jwk.x)?;
-                (x.len() == 32).then_some(())?;
+                // RFC 8037 §2: `x` is the 32-octet public key, whose encoding of y must be
+                // below p (RFC 8032 §5.1.3 step 1).
+                (x.len() == 32 && canonical_ed25519(&x)).then_some(())?;
                 (SigningAlg::EdDsa, x)
             }
             ("RSA", _) => {
                 let (n, e) = (b64(&jwk.n)?, b64(&jwk.e)?);
+                // RFC 7518 §6.3.1.1 and §2 (Base64urlUInt): n and e in the minimum number of
+                // octets. A leading zero octet would be the same key under another RFC 7638
+                // thumbprint, so another `jkt` or `kid` for one key.
+                if n.first().is_none_or(|&b| b == 0) || e.first().is_none_or(|&b| b == 0) {
+                    return None;
+                }
                 // RS256 keys of 2048 to 8192 bits, as the verifier requires; refused here
                 // rather than at every verification.
-                let bits = n.iter().skip_while(|&&b| b == 0).count() * 8;
+                let bits = n.len() * 8;
                 if !(2048..=8192).contains(&bits) {
                     return None;
                 }
@@ -137,6 +150,19 @@ pub fn thumbprint(jwk: &Jwk) -> Option<String> {
     Some(URL_SAFE_NO_PAD.encode(digest.as_ref()))
 }
 
+/// RFC 8032 §5.1.3 step 1: the low 255 bits of an Ed25519 public key (little-endian) are y,
+/// and a y of p = 2^255 - 19 or more is another encoding of a smaller y.
+fn canonical_ed25519(x: &[u8]) -> bool {
+    let Some((&last, rest)) = x.split_last() else {
+        return false;
+    };
+    let Some((&first, middle)) = rest.split_first() else {
+        return false;
+    };
+    // y >= p exactly when its bytes are ed ff .. ff 7f or more (sign bit aside).
+    !(last & 0x7f == 0x7f && middle.iter().all(|&b| b == 0xff) && first >= 0xed)
+}
+
 /// DER of `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }` (RFC 8017
 /// §A.1.1), which is what aws-lc-rs parses for RSA verification.
 fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
@@ -194,8 +220,8 @@ mod tests {
 
     #[test]
     fn a_stated_alg_must_fit_the_key() {
-        // HS256 on an EC key, or an RSA alg on an OKP key, is refused (checklist I: alg not
-        // allowed for that key).
+        // HS256 on an EC key, or an RSA alg on an OKP key, is refused: an alg the key does not
+        // allow (RFC 7517 §4.4; RFC 9068 §4, docs/CONFORMANCE.md, "RFC 9068: JWT access tokens").
         assert!(VerifyingKey::from_jwk(&jwk("EC", Some("P-256"), Some("HS256"))).is_none());
         assert!(VerifyingKey::from_jwk(&jwk("OKP", Some("Ed25519"), Some("RS256"))).is_none());
         assert!(VerifyingKey::from_jwk(&jwk("oct", None, Some("HS256"))).is_none());
@@ -204,6 +230,64 @@ mod tests {
         assert!(VerifyingKey::from_jwk(&enc).is_none());
         let okp = VerifyingKey::from_jwk(&jwk("OKP", Some("Ed25519"), None)).unwrap();
         assert_eq!(okp.alg(), SigningAlg::EdDsa);
+    }
+
+    /// The same rules for every JWK read (issuer JWKS, clients' registered keys, DPoP
+    /// proofs): one key, one encoding, so one RFC 7638 thumbprint.
+    #[test]
+    fn members_must_be_canonical() {
+        let rsa = PrivateKey::generate(SigningAlg::Rs256).unwrap().0;
+        let good = rsa.public_jwk().clone();
+        assert!(VerifyingKey::from_jwk(&good).is_some());
+        let zero_first = |v: &Option<String>| {
+            let bytes = URL_SAFE_NO_PAD.decode(v.as_deref().unwrap()).unwrap();
+            Some(URL_SAFE_NO_PAD.encode([&[0u8][..], &bytes].concat()))
+        };
+        let mut n = good.clone();
+        n.n = zero_first(&n.n);
+        assert!(
+            VerifyingKey::from_jwk(&n).is_none(),
+            "RSA n with a leading zero"
+        );
+        let mut e = good.clone();
+        e.e = zero_first(&e.e);
+        assert!(
+            VerifyingKey::from_jwk(&e).is_none(),
+            "RSA e with a leading zero"
+        );
+
+        let ed = |x: Vec<u8>| Jwk {
+            x: Some(URL_SAFE_NO_PAD.encode(x)),
+            ..jwk("OKP", Some("Ed25519"), None)
+        };
+        // y = p + 1 (the identity point written with a y above p), and y = p - 1.
+        let mut above_p = vec![0xee];
+        above_p.extend([0xff; 30]);
+        above_p.push(0x7f);
+        assert!(VerifyingKey::from_jwk(&ed(above_p.clone())).is_none());
+        above_p[31] = 0xff; // the sign bit does not make it canonical
+        assert!(VerifyingKey::from_jwk(&ed(above_p.clone())).is_none());
+        above_p[0] = 0xec;
+        above_p[31] = 0x7f;
+        assert!(VerifyingKey::from_jwk(&ed(above_p)).is_some());
+        assert!(VerifyingKey::from_jwk(&ed(vec![7; 33])).is_none());
+        assert!(VerifyingKey::from_jwk(&ed(vec![7; 31])).is_none());
+
+        let mut ec = jwk("EC", Some("P-256"), None);
+        let p256 = PrivateKey::generate(SigningAlg::Es256).unwrap().0;
+        ec.x.clone_from(&p256.public_jwk().x);
+        ec.y.clone_from(&p256.public_jwk().y);
+        assert!(VerifyingKey::from_jwk(&ec).is_some());
+        let mut long_x = ec.clone();
+        long_x.x = zero_first(&long_x.x);
+        assert!(VerifyingKey::from_jwk(&long_x).is_none());
+        let mut long_y = ec.clone();
+        long_y.y = zero_first(&long_y.y);
+        assert!(VerifyingKey::from_jwk(&long_y).is_none());
+        // Unpadded base64url only, without stray trailing bits.
+        let mut padded = ec.clone();
+        padded.x = padded.x.map(|x| format!("{x}="));
+        assert!(VerifyingKey::from_jwk(&padded).is_none());
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub use crate::protocol::client_keys::MAX_JWKS_BYTES;
 use crate::protocol::client_keys::{MAX_KEYS, normalize_jwks, registered_keys};
 pub use crate::protocol::mutual_tls::TlsSubject;
 use crate::protocol::mutual_tls::{certificate_jwk, registered_certificates};
-use crate::protocol::syntax::{is_resource_uri, is_scope_token};
+use crate::protocol::syntax::{MAX_SCOPE_TOKENS, is_resource_uri, is_scope_token};
 pub use crate::remote_keys::check_jwks_uri;
 use crate::secret::{ClientSecret, new_client_id, new_row_id};
 use crate::store::{
@@ -90,6 +90,11 @@ pub struct NewClient {
 /// Splits and checks a space-separated scope list (RFC 6749 §3.3 syntax).
 pub fn parse_scope_list(scope: &str) -> Result<Vec<String>, AdminError> {
     let mut out: Vec<String> = Vec::new();
+    if scope.split(' ').filter(|t| !t.is_empty()).count() > MAX_SCOPE_TOKENS {
+        return Err(AdminError::Invalid(format!(
+            "at most {MAX_SCOPE_TOKENS} scope tokens"
+        )));
+    }
     for token in scope.split(' ').filter(|t| !t.is_empty()) {
         if !is_scope_token(token) {
             return Err(AdminError::Invalid(format!(
@@ -468,8 +473,8 @@ pub async fn revoke_tokens(
 pub const MAX_SECRETS: usize = 5;
 
 /// Rotates a client's secret: adds a new one and lets every older live secret work for
-/// `overlap_seconds` more, so deployments can switch without downtime (checklist C). The new
-/// secret is returned in the clear this once, with its id.
+/// `overlap_seconds` more, so deployments can switch without downtime (docs/CONFORMANCE.md,
+/// "Secret rotation"). The new secret is returned in the clear this once, with its id.
 pub async fn rotate_secret(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -586,8 +591,8 @@ pub struct Rotated {
 
 /// Rotates the signing keys of `alg`, or of every algorithm that has a current key: the next
 /// key signs, the current one retires, a new next key is published. Refused while the next key
-/// has not been published for a JWKS max-age (checklist H). Returns once every running server
-/// signs with the new key.
+/// has not been published for a JWKS max-age (docs/CONFORMANCE.md, "Signing keys and
+/// rotation"). Returns once every running server signs with the new key.
 pub async fn rotate_keys(
     store: &dyn Store,
     clock: &dyn Clock,

@@ -7,20 +7,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use bytes::Bytes;
 use latchkey_proto::{AuthorizationServerMetadata, ClientAuthMethod, GrantType, SigningAlg};
 use tokio::net::TcpListener;
 
 use crate::cache::{Cache, CacheError};
 use crate::clock::Clock;
+use crate::connections::{self, ConnectionLimits, Transport};
 use crate::http::{self, paths};
 use crate::janitor::Janitor;
 use crate::kek::KeyEncryptionKey;
 use crate::keys::{JWKS_MAX_AGE_SECONDS, KeyError, KeySource};
 use crate::remote_keys::RemoteKeys;
 use crate::store::{Store, StoreError};
-use crate::tls::{Tls, TlsFiles, TlsPeer};
+use crate::tls::{Tls, TlsFiles};
 
 /// What `latchkey serve` is told at start-up. Every field is a choice the operator can see.
 #[derive(Debug, Clone)]
@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Require a server-provided nonce in DPoP proofs at the token endpoint (RFC 9449 §8).
     pub dpop_nonce: bool,
+    /// Timeouts, the request head limit and the connection cap.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +68,7 @@ impl Default for ServerConfig {
             allow_private_jwks_uri: false,
             tls: None,
             dpop_nonce: false,
+            connections: ConnectionLimits::DEFAULT,
         }
     }
 }
@@ -139,6 +142,7 @@ pub struct Application {
     router: Router,
     janitor: Janitor,
     janitor_interval: Duration,
+    connections: ConnectionLimits,
 }
 
 impl Application {
@@ -159,6 +163,7 @@ impl Application {
             addr: config.listen,
             source,
         })?;
+        config.connections.validate().map_err(StartError::Config)?;
         let tls = config
             .tls
             .as_ref()
@@ -236,6 +241,7 @@ impl Application {
             router,
             janitor,
             janitor_interval: config.janitor_interval,
+            connections: config.connections,
         })
     }
 
@@ -261,11 +267,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes; then readiness turns false, the listener closes and
-    /// in-flight requests finish before this returns.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    /// in-flight requests finish (within the shutdown timeout) before this returns.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let state = Arc::clone(&self.state);
         let (stopped, stop) = tokio::sync::watch::channel(false);
         let until_stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
@@ -284,28 +287,23 @@ impl Application {
                 tracing::info!("shutting down: no longer ready, draining in-flight requests");
             }
         };
-        let served = match &state.tls {
-            Some(tls) => {
-                // Handlers find the client's certificate in `ConnectInfo<TlsPeer>`.
-                let app = self.router.into_make_service_with_connect_info::<TlsPeer>();
-                axum::serve(tls.listener(self.listener), app)
-                    .with_graceful_shutdown(draining)
-                    .await
-            }
-            None => {
-                let listener = self.listener.tap_io(|tcp| {
-                    // Responses are written whole; never let Nagle's algorithm hold one back.
-                    let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(listener, self.router)
-                    .with_graceful_shutdown(draining)
-                    .await
-            }
+        // Handlers find the peer in `ConnectInfo<SocketAddr>` and, with TLS, its certificate
+        // chain in `ConnectInfo<TlsPeer>`.
+        let transport = match &state.tls {
+            Some(tls) => Transport::Tls(tls.acceptor()),
+            None => Transport::Plain,
         };
+        connections::serve(
+            self.listener,
+            transport,
+            self.router,
+            self.connections,
+            draining,
+        )
+        .await;
         let _ = stopped.send(true);
         let _ = poller.await;
         let _ = janitor.await;
-        served
     }
 }
 

@@ -142,7 +142,7 @@ impl OAuthError {
 }
 
 impl From<StoreError> for OAuthError {
-    /// Checklist K: storage trouble is 503, never 401.
+    /// Storage trouble is 503, never 401 (docs/CONFORMANCE.md, "Storage failures").
     fn from(err: StoreError) -> Self {
         tracing::warn!(error = %err, "storage error on an OAuth endpoint");
         OAuthError::temporarily_unavailable()

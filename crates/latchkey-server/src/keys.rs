@@ -1,6 +1,6 @@
 //! Signing keys: generation, the public JWK with an RFC 7638 thumbprint as `kid`, JWT signing
-//! and verification, and the key lifecycle (checklist H). A key is parsed once when loaded and
-//! held in memory; signing and verifying never re-parse it.
+//! and verification, and the key lifecycle (docs/CONFORMANCE.md, "Signing keys and rotation").
+//! A key is parsed once when loaded and held in memory; signing and verifying never re-parse it.
 //!
 //! Lifecycle: `next` (published, not signing) → `current` (signing) → `retired` (published for
 //! verification only) → `removed` (private key erased, unpublished). The timing rules are
@@ -26,14 +26,16 @@ pub const JWKS_MAX_AGE_SECONDS: i64 = 300;
 /// Margin for clock skew between servers and verifiers, and for servers to reload (seconds).
 pub const ROTATION_SKEW_SECONDS: i64 = 60;
 
-/// Checklist H: a next key may sign once it has been published for at least one JWKS max-age
-/// (plus skew), so that every verifier that refreshes by the max-age already knows it.
+/// A next key may sign once it has been published for at least one JWKS max-age (plus skew),
+/// so that every verifier that refreshes by the max-age already knows it (docs/CONFORMANCE.md,
+/// "Signing keys and rotation").
 pub fn next_key_ready_at(next_created_at: i64) -> i64 {
     next_created_at + JWKS_MAX_AGE_SECONDS + ROTATION_SKEW_SECONDS
 }
 
-/// Checklist H: a retired key stays published until every token it signed has expired (no
-/// token lives longer than [`MAX_TOKEN_TTL`]), plus one max-age and skew.
+/// A retired key stays published until every token it signed has expired (no token lives
+/// longer than [`MAX_TOKEN_TTL`]), plus one max-age and skew (docs/CONFORMANCE.md, "Signing
+/// keys and rotation").
 pub const RETIRED_KEY_PUBLISHED_FOR: i64 =
     MAX_TOKEN_TTL + JWKS_MAX_AGE_SECONDS + ROTATION_SKEW_SECONDS;
 
@@ -230,7 +232,7 @@ impl KeySource {
     /// Start-up: makes sure a current and a next key exist for the algorithm (several servers
     /// starting at once agree on one of each, see [`Store::insert_key_if_none`]); seals keys
     /// stored in the clear when a KEK is configured; loads the ring. A key that cannot be
-    /// decrypted fails here, loudly (checklist H).
+    /// decrypted fails here, loudly (docs/CONFORMANCE.md, "Signing keys and rotation").
     pub async fn load_or_create(&self, store: &dyn Store, now: i64) -> Result<KeyRing, KeyError> {
         for state in [KeyState::Current, KeyState::Next] {
             let stored = store.signing_keys().await?;
@@ -287,9 +289,10 @@ impl KeySource {
         })
     }
 
-    /// Promotes the next key of `alg` and creates a new next key (checklist H). With
-    /// `only_if_older_than`, rotates only if the current key has signed at least that long
-    /// (automatic rotation); otherwise now, as long as the next key is ready.
+    /// Promotes the next key of `alg` and creates a new next key (docs/CONFORMANCE.md,
+    /// "Signing keys and rotation"). With `only_if_older_than`, rotates only if the current key
+    /// has signed at least that long (automatic rotation); otherwise now, as long as the next
+    /// key is ready.
     pub async fn rotate(
         &self,
         store: &dyn Store,

@@ -2,12 +2,14 @@
 //! and integration tests start it on port 0 with [`Application::build`].
 //!
 //! Layout: `protocol` decides (no IO), `store` persists (the only SQL), `http` speaks HTTP
-//! (the only axum), `keys` signs, `admin` manages clients for the CLI.
+//! (the only axum routes), `connections` runs HTTP/1.1 connections within their limits, `keys`
+//! signs, `admin` manages clients for the CLI.
 
 pub mod admin;
 pub mod app;
 pub mod cache;
 pub mod clock;
+pub mod connections;
 pub mod error;
 pub mod form;
 pub mod http;

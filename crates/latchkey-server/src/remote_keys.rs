@@ -1,8 +1,8 @@
 //! Public keys that `private_key_jwt` clients publish at a `jwks_uri` (RFC 7591 §2), fetched
 //! by the server with timeouts and a cache, and never from an address inside the network
-//! unless the operator allows it (checklist D: SSRF). The check is made when the client is
-//! registered and again on every connection, so a name that later resolves to a private
-//! address (DNS rebinding) is refused too.
+//! unless the operator allows it (SSRF; docs/CONFORMANCE.md, "Client keys at a jwks_uri").
+//! The check is made when the client is registered and again on every connection, so a name
+//! that later resolves to a private address (DNS rebinding) is refused too.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use latchkey_guard::{Jwks, read_limited};
+use tokio::sync::watch;
 use url::Url;
 
 use crate::clock::Clock;
@@ -17,34 +18,52 @@ use crate::clock::Clock;
 /// Unknown kids refetch a client's JWKS at most this often.
 const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Whether `ip` is a public unicast address: not loopback, private, link-local, shared
-/// (CGNAT), unique-local, multicast, unspecified, broadcast or documentation space.
+/// Whether `ip` is a public unicast address, one this server may fetch from: outside every
+/// special-purpose range of the IANA IPv4 and IPv6 Special-Purpose Address Registries (RFC
+/// 6890 and its updates), whether or not the registry calls a range globally reachable, and
+/// outside the deprecated ranges that still route somewhere (6to4 relays, site-local). An
+/// IPv6 address must be global unicast (`2000::/3`), so IPv4-compatible (`::/96`, including
+/// `[::127.0.0.1]`), NAT64 (`64:ff9b::/96`), discard, unique-local, link-local, site-local
+/// and multicast addresses are refused; an IPv4-mapped address is judged as IPv4.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)))
-        }
+        IpAddr::V4(v4) => is_public_v4(v4),
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
+                return is_public_v4(v4);
             }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
+            let bits = u128::from(v6);
+            let within = |prefix: u128, len: u32| bits >> (128 - len) == prefix >> (128 - len);
+            within(0x2000 << 112, 3)
+                && !within(0x2001 << 112, 23) // IETF protocol assignments: Teredo, benchmarking, ORCHID
+                && !within(0x2001_0db8 << 96, 32) // documentation
+                && !within(0x2002 << 112, 16) // 6to4
+                && !within(0x3fff << 112, 20) // documentation (RFC 9637)
         }
     }
+}
+
+fn is_public_v4(v4: std::net::Ipv4Addr) -> bool {
+    let bits = u32::from(v4);
+    let within = |prefix: u32, len: u32| bits >> (32 - len) == prefix >> (32 - len);
+    const SPECIAL: [(u32, u32); 15] = [
+        (0x0000_0000, 8),  // "this network"
+        (0x0a00_0000, 8),  // private
+        (0x6440_0000, 10), // shared address space (CGNAT)
+        (0x7f00_0000, 8),  // loopback
+        (0xa9fe_0000, 16), // link-local (cloud metadata)
+        (0xac10_0000, 12), // private
+        (0xc000_0000, 24), // IETF protocol assignments
+        (0xc000_0200, 24), // documentation
+        (0xc058_6300, 24), // 6to4 relay anycast (deprecated)
+        (0xc0a8_0000, 16), // private
+        (0xc612_0000, 15), // benchmarking
+        (0xc633_6400, 24), // documentation
+        (0xcb00_7100, 24), // documentation
+        (0xe000_0000, 4),  // multicast
+        (0xf000_0000, 4),  // reserved, and the broadcast address
+    ];
+    !SPECIAL.iter().any(|&(prefix, len)| within(prefix, len))
 }
 
 /// Checks a `jwks_uri` an operator registers: an absolute `https` URL (plain `http` only when
@@ -103,8 +122,19 @@ impl reqwest::dns::Resolve for PublicOnly {
     }
 }
 
-/// How long a trusted issuer's discovered `jwks_uri` is used before it is read again.
+/// How long a trusted issuer's discovered `jwks_uri` is used before it is read again (in the
+/// background: the one found stays in use meanwhile, and while discovery fails).
 const DISCOVERY_MAX_AGE_SECONDS: i64 = 3600;
+
+/// The longest a token request waits for an issuer's first discovery before it gets 503
+/// (the discovery itself goes on in the background for later requests).
+pub const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
+
+/// After a failed discovery, the next waits 1, 2, 4 ... seconds, at most this long.
+const MAX_DISCOVERY_BACKOFF_SECONDS: i64 = 300;
+
+/// Each discovery document request is given this long.
+const DISCOVERY_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest discovery document read.
 const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
@@ -117,17 +147,34 @@ pub struct RemoteKeys {
     clock: Arc<dyn latchkey_client::Clock>,
     seconds: Arc<dyn Clock>,
     sets: Mutex<HashMap<String, Arc<Jwks>>>,
-    /// Issuer → its jwks_uri and when it was discovered.
-    issuers: Mutex<HashMap<String, (String, i64)>>,
-    /// One discovery at a time.
-    discovering: tokio::sync::Mutex<()>,
+    /// Each trusted issuer's discovery, on its own: one issuer never waits for another. Only
+    /// registered issuers are ever looked up, so the map grows with registrations, not with
+    /// requests.
+    issuers: Mutex<HashMap<String, Arc<Mutex<Discovery>>>>,
+}
+
+/// What is known of one trusted issuer's discovery document.
+#[derive(Default)]
+struct Discovery {
+    /// Its `jwks_uri` and when it was read.
+    found: Option<(String, i64)>,
+    /// Failures in a row; no new attempt before `retry_at` (backoff).
+    failures: u32,
+    retry_at: i64,
+    /// A discovery in flight: becomes `true` when it ends. One at a time per issuer.
+    running: Option<watch::Receiver<bool>>,
 }
 
 impl RemoteKeys {
     /// Fetches with a 5 s connect timeout (the Jwks adds a 5 s request timeout), no
-    /// redirects, and, unless `allow_private`, only public addresses.
+    /// redirects (so none to an inner address), no proxy, bodies read up to a cap (256 KiB
+    /// for a JWK Set, 64 KiB for a discovery document), and, unless `allow_private`, only
+    /// public addresses.
     pub fn new(clock: Arc<dyn Clock>, allow_private: bool) -> Result<Self, String> {
         let mut http = reqwest::Client::builder()
+            // A proxy would resolve the name itself, out of reach of the address check; so
+            // HTTPS_PROXY and the like are never read here.
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("latchkey/", env!("CARGO_PKG_VERSION")));
@@ -141,129 +188,98 @@ impl RemoteKeys {
             seconds: clock,
             sets: Mutex::new(HashMap::new()),
             issuers: Mutex::new(HashMap::new()),
-            discovering: tokio::sync::Mutex::new(()),
         })
     }
 
     /// The key source of the external issuer `issuer`, through its discovery document
-    /// (OpenID Connect Discovery, then RFC 8414), which must name exactly this issuer. The
-    /// `jwks_uri` found is used for an hour; while discovery fails, the last one found stays.
-    /// `None` when no key source could ever be found.
+    /// (OpenID Connect Discovery, then RFC 8414), which must name exactly this issuer.
+    ///
+    /// Per issuer, one discovery at a time (single flight). A `jwks_uri` found is used for an
+    /// hour, then read again in the background while the old one stays in use
+    /// (stale-while-revalidate), as it does while discovery fails. A failure is retried only
+    /// after a backoff (1 s doubling to 5 min); meanwhile requests get `None` at once. A
+    /// first discovery is waited for at most [`DISCOVERY_WAIT`]. `None` when no key source is
+    /// known.
     pub async fn for_issuer(&self, issuer: &str) -> Option<Arc<Jwks>> {
+        let entry = Arc::clone(
+            self.issuers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(issuer.to_owned())
+                .or_default(),
+        );
         let now = self.seconds.now();
-        let known = self.known_issuer(issuer);
-        if let Some((uri, at)) = &known
-            && now - at < DISCOVERY_MAX_AGE_SECONDS
-        {
-            return self.for_uri(uri);
-        }
-        let _one = self.discovering.lock().await;
-        // Another request may have discovered it meanwhile.
-        if let Some((uri, at)) = self.known_issuer(issuer)
-            && now - at < DISCOVERY_MAX_AGE_SECONDS
-        {
-            return self.for_uri(&uri);
-        }
-        match self.discover(issuer).await {
-            Ok(uri) => {
-                self.issuers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(issuer.to_owned(), (uri.clone(), now));
-                self.for_uri(&uri)
+        let mut running = {
+            let mut discovery = entry.lock().unwrap_or_else(PoisonError::into_inner);
+            let fresh = discovery
+                .found
+                .as_ref()
+                .is_some_and(|(_, at)| now - at < DISCOVERY_MAX_AGE_SECONDS);
+            if !fresh && discovery.running.is_none() && now >= discovery.retry_at {
+                discovery.running = Some(self.start_discovery(issuer, &entry));
             }
-            Err(error) => {
-                tracing::warn!(%issuer, %error, "discovery of a trusted issuer failed");
-                known.and_then(|(uri, _)| self.for_uri(&uri))
+            match &discovery.found {
+                // Fresh, or stale and being read again: use it now.
+                Some((uri, _)) => return self.for_uri(uri),
+                None => discovery.running.clone()?,
             }
-        }
-    }
-
-    fn known_issuer(&self, issuer: &str) -> Option<(String, i64)> {
-        self.issuers
+        };
+        let _ = tokio::time::timeout(DISCOVERY_WAIT, running.wait_for(|done| *done)).await;
+        let found = entry
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(issuer)
-            .cloned()
+            .found
+            .clone();
+        found.and_then(|(uri, _)| self.for_uri(&uri))
     }
 
-    /// The `jwks_uri` of `issuer`'s discovery document.
-    async fn discover(&self, issuer: &str) -> Result<String, String> {
-        #[derive(serde::Deserialize)]
-        struct Discovery {
-            issuer: String,
-            jwks_uri: String,
-        }
-        let url = Url::parse(issuer).map_err(|e| e.to_string())?;
-        let base = issuer.trim_end_matches('/');
-        // OpenID Connect Discovery §4 appends; RFC 8414 §3.1 inserts before the path.
-        let rfc8414 = format!(
-            "{}://{}/.well-known/oauth-authorization-server{}",
-            url.scheme(),
-            url.host_str().unwrap_or_default(),
-            url.path().trim_end_matches('/')
-        );
-        let rfc8414 = match url.port() {
-            Some(port) => rfc8414.replacen(
-                url.host_str().unwrap_or_default(),
-                &format!("{}:{port}", url.host_str().unwrap_or_default()),
-                1,
-            ),
-            None => rfc8414,
-        };
-        let mut last_error = String::new();
-        for document in [format!("{base}/.well-known/openid-configuration"), rfc8414] {
-            if self.for_uri(&document).is_none() {
-                return Err(format!(
-                    "{document} is not an address this server may fetch"
-                ));
-            }
-            let response = match self
-                .http
-                .get(&document)
-                .timeout(Duration::from_secs(5))
-                .header(http::header::ACCEPT, "application/json")
-                .send()
-                .await
-            {
-                Ok(r) if r.status().is_success() => r,
-                Ok(r) => {
-                    last_error = format!("{document}: HTTP {}", r.status().as_u16());
-                    continue;
+    /// Discovers `issuer` in a task of its own, which records what it found (or the failure
+    /// and the next time to try) in `entry`.
+    fn start_discovery(
+        &self,
+        issuer: &str,
+        entry: &Arc<Mutex<Discovery>>,
+    ) -> watch::Receiver<bool> {
+        let (done, running) = watch::channel(false);
+        let http = self.http.clone();
+        let allow_private = self.allow_private;
+        let issuer = issuer.to_owned();
+        let entry = Arc::clone(entry);
+        let clock = Arc::clone(&self.seconds);
+        tokio::spawn(async move {
+            let result = discover(&http, allow_private, &issuer).await;
+            let now = clock.now();
+            let mut discovery = entry.lock().unwrap_or_else(PoisonError::into_inner);
+            match result {
+                Ok(uri) => {
+                    discovery.found = Some((uri, now));
+                    discovery.failures = 0;
+                    discovery.retry_at = now;
                 }
-                Err(e) => {
-                    last_error = format!("{document}: {e}");
-                    continue;
+                Err(error) => {
+                    discovery.failures = discovery.failures.saturating_add(1);
+                    let doublings = discovery.failures.saturating_sub(1).min(16);
+                    let backoff = (1i64 << doublings).min(MAX_DISCOVERY_BACKOFF_SECONDS);
+                    discovery.retry_at = now.saturating_add(backoff);
+                    tracing::warn!(
+                        %issuer,
+                        %error,
+                        retry_in_seconds = backoff,
+                        "discovery of a trusted issuer failed"
+                    );
                 }
-            };
-            let body = read_limited(response, MAX_DISCOVERY_BYTES).await?;
-            let found: Discovery =
-                serde_json::from_slice(&body).map_err(|e| format!("{document}: {e}"))?;
-            // OIDC Discovery §4.3, RFC 8414 §3.3: the document must name this very issuer.
-            if found.issuer != issuer {
-                return Err(format!(
-                    "{document} names the issuer {:?}, not {issuer:?}",
-                    found.issuer
-                ));
             }
-            return Ok(found.jwks_uri);
-        }
-        Err(last_error)
+            discovery.running = None;
+            let _ = done.send(true);
+        });
+        running
     }
 
     /// The key source for `uri`. `None` for a URL this server must not fetch (an address
     /// literal inside the network while that is not allowed).
     pub fn for_uri(&self, uri: &str) -> Option<Arc<Jwks>> {
-        if !self.allow_private {
-            let url = Url::parse(uri).ok()?;
-            let literal = match url.host()? {
-                url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
-                url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
-                url::Host::Domain(_) => None,
-            };
-            if literal.is_some_and(|ip| !is_public(ip)) || url.scheme() != "https" {
-                return None;
-            }
+        if !fetchable(uri, self.allow_private) {
+            return None;
         }
         let mut sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
         let jwks = sets.entry(uri.to_owned()).or_insert_with(|| {
@@ -276,6 +292,91 @@ impl RemoteKeys {
         });
         Some(Arc::clone(jwks))
     }
+}
+
+/// The `jwks_uri` of `issuer`'s discovery document.
+async fn discover(
+    http: &reqwest::Client,
+    allow_private: bool,
+    issuer: &str,
+) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Discovery {
+        issuer: String,
+        jwks_uri: String,
+    }
+    let url = Url::parse(issuer).map_err(|e| e.to_string())?;
+    let base = issuer.trim_end_matches('/');
+    // OpenID Connect Discovery §4 appends; RFC 8414 §3.1 inserts before the path.
+    let rfc8414 = format!(
+        "{}://{}/.well-known/oauth-authorization-server{}",
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        url.path().trim_end_matches('/')
+    );
+    let rfc8414 = match url.port() {
+        Some(port) => rfc8414.replacen(
+            url.host_str().unwrap_or_default(),
+            &format!("{}:{port}", url.host_str().unwrap_or_default()),
+            1,
+        ),
+        None => rfc8414,
+    };
+    let mut last_error = String::new();
+    for document in [format!("{base}/.well-known/openid-configuration"), rfc8414] {
+        if !fetchable(&document, allow_private) {
+            return Err(format!(
+                "{document} is not an address this server may fetch"
+            ));
+        }
+        let response = match http
+            .get(&document)
+            .timeout(DISCOVERY_REQUEST_TIMEOUT)
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => r,
+            Ok(r) => {
+                last_error = format!("{document}: HTTP {}", r.status().as_u16());
+                continue;
+            }
+            Err(e) => {
+                last_error = format!("{document}: {e}");
+                continue;
+            }
+        };
+        let body = read_limited(response, MAX_DISCOVERY_BYTES).await?;
+        let found: Discovery =
+            serde_json::from_slice(&body).map_err(|e| format!("{document}: {e}"))?;
+        // OIDC Discovery §4.3, RFC 8414 §3.3: the document must name this very issuer.
+        if found.issuer != issuer {
+            return Err(format!(
+                "{document} names the issuer {:?}, not {issuer:?}",
+                found.issuer
+            ));
+        }
+        return Ok(found.jwks_uri);
+    }
+    Err(last_error)
+}
+
+/// Whether this server may fetch `uri` at all: `https` to a name or a public address literal,
+/// unless private addresses are allowed. (Names are checked again when they resolve.)
+fn fetchable(uri: &str, allow_private: bool) -> bool {
+    if allow_private {
+        return true;
+    }
+    let Ok(url) = Url::parse(uri) else {
+        return false;
+    };
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        Some(url::Host::Domain(_)) => None,
+        None => return false,
+    };
+    url.scheme() == "https" && literal.is_none_or(is_public)
 }
 
 /// The server's clock (seconds) as the clock the JWKS cache reads.
@@ -306,10 +407,38 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "::7f00:1",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2001::1",
+            "2001:0:4136:e378::1",
+            "2001:db8::1",
+            "3fff::1",
+            "fec0::1",
+            "100::1",
+            "ff02::1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "192.0.0.8",
+            "240.0.0.1",
+            "255.255.255.255",
+            "192.88.99.1",
+            "224.0.0.1",
         ] {
             assert!(!is_public(inner.parse().unwrap()), "{inner}");
         }
-        for public in ["93.184.216.34", "2606:4700::1111", "8.8.8.8"] {
+        for public in [
+            "93.184.216.34",
+            "2606:4700::1111",
+            "8.8.8.8",
+            "2a00:1450::1",
+            "198.17.255.255",
+            "198.20.0.1",
+            "192.0.1.1",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }

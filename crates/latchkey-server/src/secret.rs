@@ -104,6 +104,20 @@ impl SecretHash {
     }
 }
 
+/// How an unknown client id appears in logs: `unknown:` and the first 8 bytes of its SHA-256
+/// in hex. An unknown id may be a secret pasted into the wrong field, so it is never logged
+/// as sent; the same wrong id still gives the same tag, so repeated attempts can be followed.
+pub fn unknown_id_tag(claimed: &str) -> String {
+    use std::fmt::Write as _;
+    let hash = SecretHash::of(claimed.as_bytes());
+    let mut tag = String::with_capacity(8 + 16);
+    tag.push_str("unknown:");
+    for byte in &hash.0[..8] {
+        let _ = write!(tag, "{byte:02x}");
+    }
+    tag
+}
+
 impl std::fmt::Debug for SecretHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SecretHash(<redacted>)")

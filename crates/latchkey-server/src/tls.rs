@@ -5,16 +5,13 @@
 //! the client's registered one for `self_signed_tls_client_auth`. The handshake itself proves
 //! that the peer holds the certificate's private key.
 //!
-//! Handshakes run concurrently (each in its own task, with a timeout), so a slow or silent
-//! peer never holds up other connections.
+//! Handshakes run in each connection's own task, within the header-read timeout
+//! (`connections.rs`), so a slow or silent peer never holds up other connections.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
@@ -22,15 +19,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-
-/// A handshake that has not finished in this long is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Finished handshakes waiting for the server to take them.
-const ACCEPT_QUEUE: usize = 1024;
 
 /// What `serve` needs for TLS: PEM files.
 #[derive(Debug, Clone)]
@@ -105,15 +94,9 @@ impl Tls {
         })
     }
 
-    /// Accepts TLS connections on `listener`.
-    pub fn listener(&self, listener: TcpListener) -> TlsListener {
-        let (ready, incoming) = mpsc::channel(ACCEPT_QUEUE);
-        let local_addr = listener.local_addr();
-        tokio::spawn(accept_loop(listener, self.acceptor.clone(), ready));
-        TlsListener {
-            incoming,
-            local_addr,
-        }
+    /// The acceptor that performs handshakes (see [`crate::connections`]).
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.clone()
     }
 }
 
@@ -124,74 +107,6 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, TlsPeer)>,
-) {
-    loop {
-        // The loop ends, and the port closes, when the server drops its listener.
-        let accepted = tokio::select! {
-            () = ready.closed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, addr) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: wait a moment rather than spin.
-                tracing::warn!(%error, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, ready) = (acceptor.clone(), ready.clone());
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-            let Ok(Ok(stream)) = handshake else {
-                tracing::debug!(%addr, "TLS handshake failed or timed out");
-                return;
-            };
-            let certificates = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .filter(|chain| !chain.is_empty())
-                .map(|chain| Arc::new(chain.to_vec()));
-            let _ = ready.send((stream, TlsPeer { addr, certificates })).await;
-        });
-    }
-}
-
-/// Connections whose TLS handshake has finished.
-pub struct TlsListener {
-    incoming: mpsc::Receiver<(TlsStream<TcpStream>, TlsPeer)>,
-    local_addr: std::io::Result<SocketAddr>,
-}
-
-impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = TlsPeer;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.incoming.recv().await {
-            Some(connection) => connection,
-            // The accept loop only ends when this listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        match &self.local_addr {
-            Ok(addr) => Ok(TlsPeer {
-                addr: *addr,
-                certificates: None,
-            }),
-            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-        }
-    }
-}
-
 /// The peer of a TLS connection: its address and the certificate chain it presented (leaf
 /// first), if any. Handlers read it from the `ConnectInfo` extension.
 #[derive(Debug, Clone)]
@@ -200,12 +115,6 @@ pub struct TlsPeer {
     pub addr: SocketAddr,
     /// The chain it presented, proven by the handshake to be held by the peer.
     pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
-}
-
-impl Connected<IncomingStream<'_, TlsListener>> for TlsPeer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        stream.remote_addr().clone()
-    }
 }
 
 /// Asks every client for a certificate and accepts any (or none): the handshake signature

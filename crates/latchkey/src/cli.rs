@@ -3,9 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use latchkey_proto::{ClientAuthMethod, SigningAlg, TokenFormat};
+use latchkey_server::connections::ConnectionLimits;
 
 /// latchkey: OAuth 2.0 client credentials for machines.
 ///
@@ -121,6 +123,67 @@ pub struct MigrateDataArgs {
     pub to: String,
 }
 
+/// Connection limits, the same for `serve`, `gate` and `sidecar` (see README, "Connection
+/// limits").
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// How long a new connection (its TLS handshake included) may take to send its first
+    /// request head, and a request head may take once its first byte has arrived, like 10s or
+    /// 500ms. Slower connections are closed.
+    #[arg(long, env = "LATCHKEY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub header_read_timeout: Duration,
+
+    /// How long a kept-alive connection may wait between requests; also how long a response
+    /// write may make no progress.
+    #[arg(long, env = "LATCHKEY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long after a request's head its body may take to arrive in full.
+    #[arg(long, env = "LATCHKEY_BODY_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub body_timeout: Duration,
+
+    /// The largest request head (request line and headers) in bytes, at least 8192; larger
+    /// heads get 431.
+    #[arg(long, env = "LATCHKEY_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Connections served at once (lowered to fit the open-file limit, `ulimit -n`, less 64);
+    /// more wait in the listen backlog until one closes.
+    #[arg(long, env = "LATCHKEY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// On SIGTERM or Ctrl-C, how long in-flight requests may take to finish before the
+    /// connections still open are cut.
+    #[arg(long, env = "LATCHKEY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+impl ConnectionArgs {
+    /// The limits these flags set, checked.
+    pub fn limits(&self) -> anyhow::Result<ConnectionLimits> {
+        let limits = ConnectionLimits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            body_timeout: self.body_timeout,
+            max_header_bytes: self.max_header_bytes,
+            max_connections: self.max_connections,
+            shutdown_timeout: self.shutdown_timeout,
+        };
+        limits.validate().map_err(anyhow::Error::msg)?;
+        Ok(limits)
+    }
+}
+
+/// A duration of more than zero, like `10s`, `500ms` or `2m`.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let duration =
+        humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))?;
+    if duration.is_zero() {
+        return Err("must be more than zero".to_owned());
+    }
+    Ok(duration)
+}
+
 #[derive(Debug, Args)]
 pub struct GateArgs {
     /// Where good requests go (http://host:port[/prefix]).
@@ -183,6 +246,9 @@ pub struct GateArgs {
         conflicts_with = "tls_cert"
     )]
     pub trust_certificate_header: Option<String>,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +289,9 @@ pub struct SidecarArgs {
     /// How long the upstream may take to start answering before the sidecar answers 504.
     #[arg(long, default_value = "60s", value_parser = parse_duration_u64)]
     pub upstream_timeout: u64,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -385,6 +454,9 @@ pub struct ServeArgs {
         requires = "tls_cert"
     )]
     pub client_ca: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 }
 
 fn parse_alg(s: &str) -> Result<SigningAlg, String> {

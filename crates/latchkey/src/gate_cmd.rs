@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use http::{HeaderName, HeaderValue, Request, Response};
 use latchkey_guard::{Caller, ClientCertificate, Guard};
+use latchkey_server::connections::{self, Transport};
 use latchkey_server::tls::{Tls, TlsFiles, TlsPeer};
 
 use crate::cli::GateArgs;
@@ -30,6 +31,7 @@ struct Gate {
 
 pub async fn run(args: GateArgs) -> anyhow::Result<()> {
     crate::serve_cmd::init_logging();
+    let limits = args.connections.limits()?;
     let upstream = Upstream::parse(&args.upstream)?;
     let mut builder = Guard::builder()
         .issuer(&args.issuer)
@@ -62,7 +64,7 @@ pub async fn run(args: GateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let listen = listener.local_addr()?;
     tracing::info!(listen = %listen, upstream = %args.upstream, audience = %args.audience, tls = args.tls_cert.is_some(), "latchkey gate is serving");
-    match (args.tls_cert, args.tls_key) {
+    let (router, transport) = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = Tls::load(&TlsFiles {
                 cert,
@@ -72,25 +74,20 @@ pub async fn run(args: GateArgs) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)
             .context("loading the TLS certificate")?;
             // The guard finds the connection's client certificate in the request (RFC 8705
-            // §3); the forwarding handler, the peer's address.
+            // §3).
             let router = router.layer(axum::middleware::map_request(tls_peer));
-            axum::serve(
-                tls.listener(listener),
-                router.into_make_service_with_connect_info::<TlsPeer>(),
-            )
-            .with_graceful_shutdown(crate::serve_cmd::shutdown_signal())
-            .await
+            (router, Transport::Tls(tls.acceptor()))
         }
-        _ => {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(crate::serve_cmd::shutdown_signal())
-            .await
-        }
-    }
-    .context("serving")?;
+        _ => (router, Transport::Plain),
+    };
+    connections::serve(
+        listener,
+        transport,
+        router,
+        limits,
+        crate::serve_cmd::shutdown_signal(),
+    )
+    .await;
     Ok(())
 }
 
@@ -109,14 +106,13 @@ fn certificate_headers(trusted: Option<&str>) -> anyhow::Result<Vec<HeaderName>>
     Ok(names)
 }
 
-/// On a TLS connection: the peer's address as `ConnectInfo<SocketAddr>`, and its certificate
-/// (or that it presented none) as a [`ClientCertificate`] for the guard.
+/// On a TLS connection: the peer's certificate (or that it presented none) as a
+/// [`ClientCertificate`] for the guard.
 async fn tls_peer(
     ConnectInfo(peer): ConnectInfo<TlsPeer>,
     mut request: Request<Body>,
 ) -> Request<Body> {
     let extensions = request.extensions_mut();
-    extensions.insert(ConnectInfo(peer.addr));
     // Always set, so the guard never looks for a certificate anywhere else.
     extensions.insert(
         match peer.certificates.as_ref().and_then(|chain| chain.first()) {

@@ -44,6 +44,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         accept_token_endpoint_audience: args.accept_token_endpoint_audience,
         allow_private_jwks_uri: args.allow_private_jwks_uri,
         dpop_nonce: args.dpop_nonce,
+        connections: args.connections.limits()?,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(latchkey_server::tls::TlsFiles {
                 cert,
@@ -75,7 +76,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         kid = %app.signing_kid(),
         "latchkey is serving"
     );
-    app.run_until(shutdown_signal()).await.context("serving")?;
+    app.run_until(shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use http::{Request, Response};
 use latchkey_client::{BearerLayer, BearerService, ClientCredentials};
+use latchkey_server::connections::{self, Transport};
 use tower::{Layer as _, Service as _};
 
 use crate::cli::SidecarArgs;
@@ -23,6 +24,7 @@ struct Sidecar {
 
 pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     crate::serve_cmd::init_logging();
+    let limits = args.connections.limits()?;
     let upstream = Upstream::parse(&args.upstream)?;
     if !upstream.is_confidential() {
         anyhow::bail!(
@@ -58,13 +60,14 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let listen = listener.local_addr()?;
     tracing::info!(listen = %listen, upstream = %args.upstream, "latchkey sidecar is serving");
-    axum::serve(
+    connections::serve(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        Transport::Plain,
+        router,
+        limits,
+        crate::serve_cmd::shutdown_signal(),
     )
-    .with_graceful_shutdown(crate::serve_cmd::shutdown_signal())
-    .await
-    .context("serving")?;
+    .await;
     Ok(())
 }
 

@@ -43,10 +43,10 @@ pub trait TokenStore: Send + Sync + 'static {
 
 /// What a token is cached under: a SHA-256 over the token endpoint, client id, client secret,
 /// authentication method, scope and audience, so that two configurations that could get
-/// different tokens never share one (checklist J, and Duende's CVE-2025-26620). With the
-/// secret in the key, a process holding a wrong or revoked secret never gets a token from the
-/// store that it could not get from the server. Hex, 64 characters; neither the client id nor
-/// the secret can be read from it.
+/// different tokens never share one (docs/CONFORMANCE.md, "Client library", and Duende's
+/// CVE-2025-26620). With the secret in the key, a process holding a wrong or revoked secret
+/// never gets a token from the store that it could not get from the server. Hex, 64
+/// characters; neither the client id nor the secret can be read from it.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey(String);
 

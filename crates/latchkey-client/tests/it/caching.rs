@@ -1,4 +1,5 @@
-//! Checklist J: the cache key, single flight, expiry from `expires_in`, early refresh.
+//! The client's token cache (docs/CONFORMANCE.md, "Client library"): the cache key, single
+//! flight, expiry from `expires_in` (RFC 6749 §5.1), early refresh.
 
 use std::collections::HashSet;
 use std::time::Duration;

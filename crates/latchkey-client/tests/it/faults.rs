@@ -1,5 +1,6 @@
-//! Checklist J: retries with backoff for network errors, 5xx and 429, honouring
-//! `Retry-After`; no retry for OAuth rejections; errors never cached.
+//! Retries with backoff for network errors, 5xx and 429 (RFC 6585 §4), honouring
+//! `Retry-After`; no retry for OAuth rejections; errors never cached (docs/CONFORMANCE.md,
+//! "Client library").
 
 use std::time::{Duration, Instant};
 

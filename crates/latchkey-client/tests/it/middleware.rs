@@ -1,4 +1,4 @@
-//! Checklist J: a resource server's 401 `invalid_token` evicts the token; the reqwest
+//! RFC 6750 §3.1: a resource server's 401 `invalid_token` evicts the token; the reqwest
 //! middleware retries once with a new token, the tower layer makes the next call use one.
 
 use std::sync::{Arc, Mutex};

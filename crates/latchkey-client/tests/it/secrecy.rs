@@ -1,4 +1,5 @@
-//! Checklist J: secrets and tokens never appear in `Debug`, `Display` or logs.
+//! Secrets and tokens never appear in `Debug`, `Display` or logs (docs/CONFORMANCE.md,
+//! "Client library").
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

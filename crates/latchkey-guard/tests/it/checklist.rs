@@ -1,5 +1,7 @@
-//! Checklist I, line by line, over HTTP against the guarded API, with tokens from the real
-//! server (or signed with its key, for what it would never issue). The clock is moved.
+//! The resource server's checks (RFC 9068 §4, RFC 6750 §2 and §3; docs/CONFORMANCE.md,
+//! "RFC 9068: JWT access tokens" and "RFC 6750: bearer tokens at resource servers"), one by
+//! one, over HTTP against the guarded API, with tokens from the real server (or signed with
+//! its key, for what it would never issue). The clock is moved.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,7 +1,7 @@
-//! Checklist I, DPoP lines, and RFC 9449 §7 at the guard: a DPoP-bound token from the real
-//! server is accepted with the DPoP scheme and a valid proof for this request, and refused as
-//! Bearer, without a proof, with another key's proof, a replayed proof, or a proof for another
-//! request.
+//! RFC 9449 §7 at the guard (docs/CONFORMANCE.md, "RFC 9449: DPoP"): a DPoP-bound token from
+//! the real server is accepted with the DPoP scheme and a valid proof for this request, and
+//! refused as Bearer, without a proof, with another key's proof, a replayed proof, or a proof
+//! for another request.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,7 +10,7 @@ use latchkey_jose::dpop::access_token_hash;
 use latchkey_proto::SigningAlg;
 use serde_json::{Value, json};
 
-use crate::helpers::{API, Stack, T0, challenge, spawn_stack};
+use crate::helpers::{API, Stack, T0, challenge, serve_api, spawn_stack};
 
 fn proof(key: &PrivateKey, htm: &str, htu: &str, edit: impl FnOnce(&mut Value)) -> String {
     let header = json!({ "typ": "dpop+jwt", "alg": key.alg().as_str(), "jwk": key.public_jwk() });
@@ -124,7 +124,7 @@ async fn a_bound_token_needs_its_keys_proof_for_each_request() {
         assert!(challenge.contains("algs=\"ES256 EdDSA RS256\""), "{case}");
     }
 
-    // Checklist I: the bound token sent as Bearer is refused, with or without a proof.
+    // RFC 9449 §7.2: the bound token sent as Bearer is refused, with or without a proof.
     let response = call(&stack, &format!("Bearer {token}"), &[&good(&|_| {})]).await;
     assert_eq!(response.status(), 401);
     assert!(challenge(&response).contains("error=\"invalid_token\""));
@@ -234,4 +234,84 @@ async fn latchkey_client_sends_dpop_proofs() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+}
+
+/// RFC 9449 §11.1 with bounded memory: each key may have so many proof ids remembered. A key
+/// flooding proofs has its own refused once over that quota; another key's fresh proofs keep
+/// working, replays stay refused, and expiry (the clock moved, no sleeping) frees the room.
+#[tokio::test]
+async fn a_flooding_key_cannot_crowd_out_another() {
+    let stack = spawn_stack().await;
+    let guard = latchkey_guard::Guard::builder()
+        .issuer(&stack.issuer)
+        .audience(API)
+        .jwks_uri(&stack.jwks_uri)
+        .dpop_proofs_per_key(3)
+        .clock(stack.clock.clone())
+        .build()
+        .await
+        .unwrap();
+    let api = serve_api(&guard).await;
+    let flooder = PrivateKey::generate(SigningAlg::Es256).unwrap().0;
+    let other = PrivateKey::generate(SigningAlg::EdDsa).unwrap().0;
+    let flooder_token = dpop_token(&stack, &flooder).await;
+    let other_token = dpop_token(&stack, &other).await;
+    // A fresh proof for GET /hello with `key` for `token`, made now.
+    let fresh = |key: &PrivateKey, token: &str| {
+        proof(key, "GET", HTU, |c| {
+            c["ath"] = json!(access_token_hash(token));
+            c["iat"] = json!(stack.now());
+        })
+    };
+    let send = async |token: &str, proof: &str| {
+        let response = stack
+            .http
+            .get(format!("{api}/hello"))
+            .header("authorization", format!("DPoP {token}"))
+            .header("DPoP", proof)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, challenge.unwrap_or_default())
+    };
+
+    let first = fresh(&flooder, &flooder_token);
+    assert_eq!(send(&flooder_token, &first).await.0, 200);
+    for _ in 0..2 {
+        let proof = fresh(&flooder, &flooder_token);
+        assert_eq!(send(&flooder_token, &proof).await.0, 200);
+    }
+    for _ in 0..20 {
+        let proof = fresh(&flooder, &flooder_token);
+        let (status, challenge) = send(&flooder_token, &proof).await;
+        assert_eq!(status, 401);
+        assert!(
+            challenge.contains("error=\"invalid_dpop_proof\"")
+                && challenge.contains("too many recent DPoP proofs"),
+            "{challenge}"
+        );
+    }
+    for _ in 0..3 {
+        let proof = fresh(&other, &other_token);
+        assert_eq!(send(&other_token, &proof).await.0, 200, "another key");
+    }
+    let (status, challenge) = send(&flooder_token, &first).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("used before"), "{challenge}");
+
+    // Proof ids are remembered for max age plus skew (120 s): until then the quota holds...
+    stack.advance(119);
+    let proof = fresh(&flooder, &flooder_token);
+    assert_eq!(send(&flooder_token, &proof).await.0, 401);
+    // ...and then the room is free again, while the old proof is still refused.
+    stack.advance(1);
+    let proof = fresh(&flooder, &flooder_token);
+    assert_eq!(send(&flooder_token, &proof).await.0, 200);
+    assert_eq!(send(&flooder_token, &proof).await.0, 401, "a replay");
+    assert_eq!(send(&flooder_token, &first).await.0, 401, "an old replay");
 }

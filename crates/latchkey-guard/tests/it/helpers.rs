@@ -80,16 +80,7 @@ pub async fn spawn_stack() -> Stack {
         .build()
         .await
         .unwrap();
-    let api = serve(
-        axum::Router::new()
-            .route(
-                "/admin",
-                get(whoami).route_layer(guard.require_scope("admin")),
-            )
-            .route("/hello", get(whoami))
-            .layer(guard.layer()),
-    )
-    .await;
+    let api = serve_api(&guard).await;
     let (record, secret) = admin::create_client(
         store.as_ref(),
         &server_clock,
@@ -124,7 +115,23 @@ pub async fn spawn_stack() -> Stack {
     }
 }
 
-async fn serve(router: axum::Router) -> String {
+/// Serves the test API (`/hello`, and `/admin` needing scope `admin`) behind `guard`;
+/// returns its base URL.
+pub async fn serve_api(guard: &Guard) -> String {
+    serve(
+        axum::Router::new()
+            .route(
+                "/admin",
+                get(whoami).route_layer(guard.require_scope("admin")),
+            )
+            .route("/hello", get(whoami))
+            .layer(guard.layer()),
+    )
+    .await
+}
+
+/// Serves `router` on a port of its own; returns its base URL.
+pub async fn serve(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });

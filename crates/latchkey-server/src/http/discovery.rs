@@ -13,7 +13,8 @@ pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /jwks`: public keys only. `Cache-Control: max-age` bounds how stale a verifier's copy
-/// may be, which the key rotation timing relies on (checklist H).
+/// may be, which the key rotation timing relies on (docs/CONFORMANCE.md, "Signing keys and
+/// rotation").
 pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     let body = state.cache.key_ring().jwks_json().clone();
     super::cacheable_json(body, state.jwks_max_age)

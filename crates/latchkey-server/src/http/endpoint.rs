@@ -19,12 +19,14 @@ use crate::protocol::client_auth::{
     authenticate_certificate, authenticate_federated, presented_credentials,
 };
 use crate::protocol::request::{MAX_PARAMETERS, RequestParams};
+use crate::secret::unknown_id_tag;
 use crate::tls::TlsPeer;
 use latchkey_guard::Jwks;
 use latchkey_jose::VerifyingKey;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
-/// Checklist A: bodies over 16 KiB are refused with 413 before parsing.
+/// Bodies over 16 KiB are refused with 413 before parsing (docs/CONFORMANCE.md, "Request
+/// limits and transport").
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// A request that passed the transport checks and parsed strictly.
@@ -50,8 +52,9 @@ impl Received {
     }
 }
 
-/// Checklist A: only POST, no parameters in the URI, a form body of at most 16 KiB, no
-/// repeated parameters; at most one `Authorization` header (checklist C).
+/// Only POST, no parameters in the URI, a form body of at most 16 KiB, no repeated parameters
+/// (RFC 6749 §2.3.1, §3.2; docs/CONFORMANCE.md, "Request limits and transport"); at most one
+/// `Authorization` header (RFC 6749 §2.3).
 pub async fn receive(request: Request) -> Result<Received, OAuthError> {
     let (parts, body) = request.into_parts();
     check_transport(&parts.method, parts.uri.query(), &parts.headers)?;
@@ -88,16 +91,18 @@ pub async fn authenticate_client(
         &received.params,
     )?;
     let claimed_id = presented.client_id();
-    let claimed = plausible_client_id(claimed_id);
-    if claimed {
-        *client_tag = Some(ClientTag(claimed_id.to_owned()));
-    }
     // A claimed id that cannot be one of ours is not looked up, but still costs a hash compare.
-    let client = if claimed {
+    let client = if plausible_client_id(claimed_id) {
         state.cache.client(state.store.as_ref(), claimed_id).await?
     } else {
         None
     };
+    // The access log names a known client; an unknown id (maybe a secret in the wrong field)
+    // only by a short hash.
+    *client_tag = Some(ClientTag(match &client {
+        Some(known) => known.record.client_id.clone(),
+        None => unknown_id_tag(claimed_id),
+    }));
     let now = state.clock.now();
     match &presented {
         Presented::Secret(secret) => {
@@ -264,7 +269,8 @@ fn check_transport(
     Ok(())
 }
 
-/// Checklist C: two Authorization headers are `invalid_request`.
+/// Two Authorization headers are `invalid_request` (RFC 6749 §2.3: one authentication method
+/// per request).
 fn single_authorization(headers: &HeaderMap) -> Result<Option<HeaderValue>, OAuthError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let first = values.next();

@@ -17,8 +17,8 @@ pub async fn alive() -> Response {
 }
 
 /// `GET /readyz`: the database answers with the expected schema, and the server is not
-/// shutting down (checklist K: readiness reports false from the moment shutdown begins,
-/// while in-flight requests drain).
+/// shutting down (readiness reports false from the moment shutdown begins, while in-flight
+/// requests drain; docs/CONFORMANCE.md, "Shutdown").
 pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.shutting_down.load(Ordering::SeqCst) {
         return (

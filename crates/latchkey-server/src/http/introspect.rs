@@ -52,7 +52,8 @@ async fn answer(
 
 /// The claims of `token` if it is an active token of this server; `None` for anything else —
 /// unknown, malformed, expired, revoked, or signed by a key that is no longer published.
-/// Storage trouble is an error (503), never an answer (checklist F).
+/// Storage trouble is an error (503), never an answer (docs/CONFORMANCE.md, "Storage
+/// failures").
 pub async fn active_claims(
     state: &AppState,
     token: &str,

@@ -75,8 +75,8 @@ const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 
-/// A JSON response that no cache may keep: RFC 6749 §5.1 for tokens, and checklist
-/// conventions for every OAuth error.
+/// A JSON response that no cache may keep: RFC 6749 §5.1 for tokens, and latchkey's
+/// convention for every OAuth error (docs/CONFORMANCE.md, "Request limits and transport").
 fn no_store_json(status: StatusCode, body: impl Into<Bytes>) -> Response {
     let mut response = Response::new(Body::from(body.into()));
     *response.status_mut() = status;

@@ -62,7 +62,7 @@ async fn run(
         _ => None,
     };
     // Stored first: if storage fails the answer is 503 and the token really stays active
-    // (checklist G). Then this server applies it at once; the others at their next poll.
+    // (RFC 7009 §2.2.1). Then this server applies it at once; the others at their next poll.
     state
         .store
         .revoke_token(

@@ -100,12 +100,14 @@ async fn issue(
             .signing_key()
             .sign_jwt(&claims)
             .map_err(|err| {
-                // Checklist H: no key, no token — never an unsigned or ephemeral one.
+                // No key, no token — never an unsigned or ephemeral one (docs/CONFORMANCE.md,
+                // "Signing keys and rotation").
                 tracing::error!(error = %err, "signing failed");
                 OAuthError::temporarily_unavailable()
             })?,
         TokenFormat::Opaque => {
-            // Checklist E: ≥ 256 random bits, and only the hash is stored (RFC 6819 §4.3.2).
+            // ≥ 256 random bits, and only the hash is stored (RFC 6819 §4.3.2;
+            // docs/CONFORMANCE.md, "Opaque tokens").
             let (token, token_hash) = new_opaque_token();
             let record = OpaqueTokenRecord {
                 token_hash,

@@ -1,6 +1,7 @@
-//! `private_key_jwt` client authentication (RFC 7523 §2.2 and §3, draft-ietf-oauth-rfc7523bis,
-//! checklist D): checking a client assertion against the keys the client registered. No IO:
-//! the single-use `jti` check is the caller's (`Store::use_assertion_jti`), after this passes.
+//! `private_key_jwt` client authentication (RFC 7523 §2.2 and §3, draft-ietf-oauth-rfc7523bis;
+//! docs/CONFORMANCE.md, "RFC 7523 / rfc7523bis: private_key_jwt"): checking a client assertion
+//! against the keys the client registered. No IO: the single-use `jti` check is the caller's
+//! (`Store::use_assertion_jti`), after this passes.
 
 use std::borrow::Borrow;
 
@@ -15,9 +16,11 @@ pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jw
 /// Longer assertions are refused before any decoding.
 pub const MAX_ASSERTION_LEN: usize = 8 * 1024;
 
-/// An assertion may live at most this long from now (checklist D: `exp` not more than a few
-/// minutes ahead), so a used `jti` need not be remembered for long.
-pub const MAX_LIFETIME_SECONDS: i64 = 300;
+/// An assertion may live at most this long from now. RFC 7523 §3 lets a server refuse an
+/// `exp` "unreasonably far in the future"; an hour is what deployed clients sign by default
+/// (authlib's `PrivateKeyJWT`) and what hosted servers accept, and it bounds how long a used
+/// `jti` must be remembered. See docs/CONFORMANCE.md, "Assertion lifetime".
+pub const MAX_LIFETIME_SECONDS: i64 = 3600;
 
 /// `iat` and `nbf` may be this far in the future (clock skew between client and server).
 pub const CLOCK_SKEW_SECONDS: i64 = 60;
@@ -49,8 +52,8 @@ pub enum AssertionError {
     /// Too long, not three base64url segments, or not JSON.
     #[error("malformed client assertion")]
     Malformed,
-    /// An explicit `typ` other than `client-authentication+jwt`.
-    #[error("the assertion's typ is not client-authentication+jwt")]
+    /// An explicit `typ` that names another kind of JWT (`at+jwt`, `dpop+jwt`, ...).
+    #[error("the assertion's typ names another kind of JWT")]
     Type,
     /// A `crit` header: extensions this server does not understand (RFC 7515 §4.1.11).
     #[error("the assertion has critical header extensions")]
@@ -108,14 +111,18 @@ struct Claims {
     jti: Option<String>,
 }
 
-/// Which explicit `typ` values an assertion may carry.
-#[derive(Clone, Copy)]
-enum Typ {
-    /// rfc7523bis: absent, or exactly client-authentication+jwt.
-    ClientAuthentication,
-    /// A workload identity token from another issuer: also the generic `JWT` those carry
-    /// (Kubernetes, CI systems); never a type that says it is something else.
-    Foreign,
+/// Whether an explicit `typ` header is one a client assertion or a workload identity token
+/// may carry: `client-authentication+jwt` (rfc7523bis explicit typing) or the generic `JWT`
+/// that most client libraries put in every header by default (authlib, PyJWT, the
+/// `jsonwebtoken` crate, go-jose, Kubernetes). Compared without case and with an optional
+/// `application/` prefix (RFC 7515 §4.1.9). rfc7523bis makes explicit typing REQUIRED of
+/// clients but says rejecting untyped assertions is NOT RECOMMENDED for servers; what must
+/// never pass is a JWT that says it is something else (`at+jwt`, `dpop+jwt`, `secevent+jwt`).
+/// An absent `typ` is the caller's to accept. See docs/CONFORMANCE.md, "Assertion typ".
+pub fn assertion_typ_allowed(typ: &str) -> bool {
+    let typ = typ.to_ascii_lowercase();
+    let typ = typ.strip_prefix("application/").unwrap_or(&typ);
+    typ == "client-authentication+jwt" || typ == "jwt"
 }
 
 /// The checks every assertion passes before its claims are read: shape, `typ`, no `crit`,
@@ -123,7 +130,6 @@ enum Typ {
 fn signed_claims<K: Borrow<VerifyingKey>>(
     assertion: &str,
     keys: &[K],
-    typ_rule: Typ,
 ) -> Result<Claims, AssertionError> {
     use AssertionError as E;
     // Oversized or many-dot input (a JWE has four dots) is refused before decoding.
@@ -135,18 +141,14 @@ fn signed_claims<K: Borrow<VerifyingKey>>(
     let (header, payload) = signed.split_once('.').ok_or(E::Malformed)?;
     let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| E::Malformed);
     let header: Header = serde_json::from_slice(&decode(header)?).map_err(|_| E::Malformed)?;
-    // rfc7523bis: `typ` absent, or exactly client-authentication+jwt (a DPoP proof or an
-    // access token must never pass as a client assertion).
-    if let Some(typ) = &header.typ {
-        let typ = typ.to_ascii_lowercase();
-        let typ = typ.strip_prefix("application/").unwrap_or(&typ);
-        let allowed = match typ_rule {
-            Typ::ClientAuthentication => typ == "client-authentication+jwt",
-            Typ::Foreign => typ == "client-authentication+jwt" || typ == "jwt",
-        };
-        if !allowed {
-            return Err(E::Type);
-        }
+    // A DPoP proof or an access token must never pass as a client assertion; an untyped
+    // or generically typed one must (rfc7523bis, the paragraph on explicit typing).
+    if header
+        .typ
+        .as_deref()
+        .is_some_and(|typ| !assertion_typ_allowed(typ))
+    {
+        return Err(E::Type);
     }
     if header.crit.is_some() {
         return Err(E::Critical);
@@ -203,7 +205,8 @@ fn check_times(claims: &Claims, now: i64) -> Result<(), AssertionError> {
     Ok(())
 }
 
-/// Checks `assertion` for the client `client_id` with its registered `keys` (checklist D).
+/// Checks `assertion` for the client `client_id` with its registered `keys` (RFC 7523 §3 as
+/// updated by rfc7523bis §4).
 pub fn verify_assertion<K: Borrow<VerifyingKey>>(
     assertion: &str,
     client_id: &str,
@@ -212,7 +215,7 @@ pub fn verify_assertion<K: Borrow<VerifyingKey>>(
     now: i64,
 ) -> Result<VerifiedAssertion, AssertionError> {
     use AssertionError as E;
-    let claims = signed_claims(assertion, keys, Typ::ClientAuthentication)?;
+    let claims = signed_claims(assertion, keys)?;
     let jti = claims
         .jti
         .clone()
@@ -260,7 +263,7 @@ pub fn verify_federated_assertion<K: Borrow<VerifyingKey>>(
     now: i64,
 ) -> Result<(), AssertionError> {
     use AssertionError as E;
-    let claims = signed_claims(assertion, keys, Typ::Foreign)?;
+    let claims = signed_claims(assertion, keys)?;
     if claims.iss != policy.issuer || claims.sub != policy.subject {
         return Err(E::Subject);
     }
@@ -438,7 +441,7 @@ mod tests {
             ("sub other", with("sub", json!("someone-else")), Subject),
             ("expired", with("exp", json!(NOW - 1)), Expired),
             ("exp now", with("exp", json!(NOW)), Expired),
-            ("too long", with("exp", json!(NOW + 3600)), TooLong),
+            ("too long", with("exp", json!(NOW + 3600 + 61)), TooLong),
             ("iat ahead", with("iat", json!(NOW + 120)), NotYetValid),
             ("nbf ahead", with("nbf", json!(NOW + 120)), NotYetValid),
             (
@@ -539,9 +542,20 @@ mod tests {
     fn typ_crit_size_and_shape() {
         use AssertionError::*;
         let key = es256("k1");
-        for typ in ["at+jwt", "dpop+jwt", "JWT"] {
+        for typ in [
+            "at+jwt",
+            "dpop+jwt",
+            "secevent+jwt",
+            "application/at+jwt",
+            "",
+            "jose",
+        ] {
             let token = sign(&key, &json!({"alg": "ES256", "typ": typ}), &claims());
             assert_eq!(check(&token, &[&key]), Err(Type), "{typ}");
+        }
+        for typ in ["JWT", "jwt", "application/jwt", "APPLICATION/JWT"] {
+            let token = sign(&key, &json!({"alg": "ES256", "typ": typ}), &claims());
+            assert!(check(&token, &[&key]).is_ok(), "{typ}");
         }
         let token = sign(
             &key,

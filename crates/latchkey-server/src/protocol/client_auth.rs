@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn basic_credentials_are_form_urlencoded_first() {
-        // The checklist C test vector (RFC 6749 §2.3.1).
+        // A test vector for RFC 6749 §2.3.1: id and secret form-urlencoded, then base64.
         let header = b"Basic MVBwRyUyRlErMTp6JTJGdFo5VndGWnFBcG1JUSUyQlpIMUk1cExrJTJGdUI0dWQlM0FYMiUyRjhiTCUyQndmRlR0MXJGdyUzRA==";
         assert_eq!(
             parse_basic(header),

@@ -49,7 +49,9 @@ fn granted_scope(
         return Ok(client.scope.clone());
     };
     let tokens = parse_scope(requested).ok_or_else(|| {
-        OAuthError::invalid_scope("scope must be scope tokens separated by single spaces")
+        OAuthError::invalid_scope(
+            "scope must be at most 64 scope tokens separated by single spaces",
+        )
     })?;
     tokens
         .into_iter()

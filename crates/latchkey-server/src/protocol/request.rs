@@ -53,7 +53,8 @@ impl std::fmt::Debug for RequestParams {
 }
 
 /// Requests with more parameters than this are refused before any further work, so a request
-/// with thousands of parameters costs linear time (checklist A).
+/// with thousands of parameters costs linear time (docs/CONFORMANCE.md, "Request limits and
+/// transport").
 pub const MAX_PARAMETERS: usize = 64;
 
 impl RequestParams {

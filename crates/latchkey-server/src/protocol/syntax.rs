@@ -9,10 +9,18 @@ pub fn is_scope_token(token: &str) -> bool {
             .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
+/// The most scope tokens a request or a registration may name (duplicates included). RFC
+/// 6749 sets no limit; clients ask for a handful, and a bound keeps a request's cost fixed.
+pub const MAX_SCOPE_TOKENS: usize = 64;
+
 /// Splits a scope string, strictly: `scope = scope-token *( SP scope-token )`, so a leading,
 /// trailing or double space, a tab or any other separator is an error. Returns `None` when the
-/// syntax is wrong. Repeated tokens are kept once, in first-seen order.
+/// syntax is wrong or there are more than [`MAX_SCOPE_TOKENS`]. Repeated tokens are kept once,
+/// in first-seen order (with at most 64 tokens, the scan for repeats stays bounded).
 pub fn parse_scope(scope: &str) -> Option<Vec<&str>> {
+    if scope.bytes().filter(|&b| b == b' ').count() >= MAX_SCOPE_TOKENS {
+        return None;
+    }
     let mut tokens: Vec<&str> = Vec::new();
     for token in scope.split(' ') {
         if !is_scope_token(token) {
@@ -49,6 +57,9 @@ mod tests {
     #[test]
     fn scope_syntax_is_strict() {
         assert_eq!(parse_scope("a b:c a"), Some(vec!["a", "b:c"]));
+        let most = vec!["s"; MAX_SCOPE_TOKENS].join(" ");
+        assert_eq!(parse_scope(&most), Some(vec!["s"]));
+        assert_eq!(parse_scope(&format!("{most} s")), None, "one too many");
         for bad in ["", " a", "a ", "a  b", "a\tb", "a\"b", "a\\b", "é"] {
             assert_eq!(parse_scope(bad), None, "{bad:?}");
         }

@@ -264,7 +264,7 @@ pub enum SecretAdded {
     TooMany,
 }
 
-/// Lifecycle of a signing key (checklist H).
+/// Lifecycle of a signing key (docs/CONFORMANCE.md, "Signing keys and rotation").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {
     /// Published, not yet signing.
@@ -457,7 +457,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Atomically: if there is no key for `key.alg` in `key.state` (current or next), stores
     /// `key`. Returns the key in that state either way, so that several servers starting at
-    /// once agree on one (checklist H).
+    /// once agree on one (docs/CONFORMANCE.md, "Signing keys and rotation").
     async fn insert_key_if_none(&self, key: &StoredKey) -> Result<StoredKey, StoreError>;
 
     /// Rotates the keys of one algorithm if the plan's conditions hold, in one transaction.

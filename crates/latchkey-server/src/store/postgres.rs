@@ -272,8 +272,9 @@ async fn bump_generation(conn: &mut sqlx::PgConnection) -> Result<(), TxError> {
 }
 
 /// Serialises the key changes of one algorithm until the transaction ends, across every
-/// process: what `BEGIN IMMEDIATE` gives SQLite (checklist K). After it, each statement of the
-/// transaction reads the keys as the previous holder committed them.
+/// process: what `BEGIN IMMEDIATE` gives SQLite (docs/CONFORMANCE.md, "Concurrent writers").
+/// After it, each statement of the transaction reads the keys as the previous holder committed
+/// them.
 async fn lock_signing_keys(conn: &mut sqlx::PgConnection, alg: SigningAlg) -> Result<(), TxError> {
     sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
         .bind(SIGNING_KEY_LOCK)
@@ -532,8 +533,9 @@ impl Store for PostgresStore {
         retrying(|| async move {
             let mut tx = self.begin().await?;
             // Count-then-insert: the client's row lock makes concurrent additions to one client
-            // take turns, so together they never exceed `max_live` (checklist K). NO KEY UPDATE
-            // leaves the foreign-key checks of token inserts for this client unblocked.
+            // take turns, so together they never exceed `max_live` (docs/CONFORMANCE.md,
+            // "Concurrent writers"). NO KEY UPDATE leaves the foreign-key checks of token
+            // inserts for this client unblocked.
             let exists: Option<i32> =
                 sqlx::query_scalar("SELECT 1 FROM clients WHERE client_id = $1 FOR NO KEY UPDATE")
                     .bind(client_id)
@@ -899,8 +901,9 @@ impl Store for PostgresStore {
     async fn insert_key_if_none(&self, key: &StoredKey) -> Result<StoredKey, StoreError> {
         retrying(|| async move {
             let mut tx = self.begin().await?;
-            // Checklist H: servers starting at once queue on the algorithm's lock; the first
-            // inserts, the others then read its key and return that one.
+            // Servers starting at once queue on the algorithm's lock; the first inserts, the
+            // others then read its key and return that one (docs/CONFORMANCE.md, "Signing keys
+            // and rotation").
             lock_signing_keys(&mut tx, key.alg).await?;
             if let Some(existing) = key_in_state(&mut tx, key.alg, key.state).await? {
                 return Ok(existing);

@@ -104,7 +104,8 @@ impl SqliteStore {
     }
 
     /// Read-then-write transactions take the write lock up front (`BEGIN IMMEDIATE`), so two
-    /// writers never both read and then fail to upgrade with SQLITE_BUSY (checklist K).
+    /// writers never both read and then fail to upgrade with SQLITE_BUSY (docs/CONFORMANCE.md,
+    /// "Concurrent writers").
     async fn write_transaction(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {

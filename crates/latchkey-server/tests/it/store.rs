@@ -727,8 +727,9 @@ async fn signing_keys_have_one_current_and_one_next_even_under_a_race() {
     .await;
 }
 
-/// RFC 7523 §3 item 7 and checklist D: a client assertion's `jti` authenticates once; of
-/// concurrent replays exactly one succeeds; expired entries are purged and free again.
+/// RFC 7523 §3 item 7 (docs/CONFORMANCE.md, "Assertion replay"): a client assertion's `jti`
+/// authenticates once; of concurrent replays exactly one succeeds; expired entries are purged
+/// and free again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn assertion_ids_are_single_use_even_under_concurrent_replays() {
     each_backend(|store, backend| async move {

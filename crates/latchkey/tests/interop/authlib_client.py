@@ -6,8 +6,11 @@ header and claims as JSON, or exits non-zero with the reason.
 Usage: authlib_client.py METADATA_URL CLIENT_ID AUTH_METHOD SCOPE AUDIENCE
 The client secret is read from the environment variable CLIENT_SECRET. With AUTH_METHOD
 private_key_jwt, CLIENT_SECRET holds the PEM private key and CLIENT_KEY_ALG its algorithm;
-Authlib signs the assertion, addressed to the issuer (draft-ietf-oauth-rfc7523bis) and typed
-client-authentication+jwt.
+Authlib's PrivateKeyJWT signs the assertion with its own defaults (header `typ: JWT`, an hour
+long), addressed to the issuer (draft-ietf-oauth-rfc7523bis).
+
+Usage: authlib_client.py --pyjwt-assertion PEM_FILE ALG CLAIMS_JSON
+prints a client assertion that PyJWT's `jwt.encode` signs with its default header.
 """
 import json
 import os
@@ -16,23 +19,7 @@ import sys
 import jwt
 import requests
 from authlib.integrations.requests_client import OAuth2Session
-from authlib.oauth2.rfc7523 import PrivateKeyJWT, private_key_jwt_sign
-
-
-class ShortLivedPrivateKeyJWT(PrivateKeyJWT):
-    """Authlib's private_key_jwt with a 60-second assertion: Authlib's default lifetime is an
-    hour, and latchkey accepts at most five minutes (an assertion id is remembered until its
-    expiry, and a captured assertion should be useless soon)."""
-
-    def sign(self, auth, token_endpoint):
-        return private_key_jwt_sign(
-            auth.client_secret,
-            client_id=auth.client_id,
-            token_endpoint=token_endpoint,
-            alg=self.alg,
-            header=self.headers,
-            expires_in=60,
-        )
+from authlib.oauth2.rfc7523 import PrivateKeyJWT
 
 
 def import_key(pem: str, alg: str):
@@ -44,7 +31,17 @@ def import_key(pem: str, alg: str):
     return kind.import_key(pem)
 
 
+def pyjwt_assertion(pem_file: str, alg: str, claims: str) -> None:
+    """A client assertion as a PyJWT user writes it: `jwt.encode` with its default header."""
+    with open(pem_file, encoding="ascii") as f:
+        pem = f.read()
+    print(jwt.encode(json.loads(claims), pem, algorithm=alg))
+
+
 def main() -> None:
+    if sys.argv[1] == "--pyjwt-assertion":
+        pyjwt_assertion(*sys.argv[2:5])
+        return
     metadata_url, client_id, auth_method, scope, audience = sys.argv[1:6]
     metadata = requests.get(metadata_url, timeout=10).json()
     credential = os.environ["CLIENT_SECRET"]
@@ -58,13 +55,13 @@ def main() -> None:
     )
     if auth_method == "private_key_jwt":
         # Authlib's `token_endpoint` argument is the assertion's audience: the issuer here.
-        session.register_client_auth_method(
-            ShortLivedPrivateKeyJWT(
-                metadata["issuer"],
-                headers={"typ": "client-authentication+jwt"},
-                alg=os.environ["CLIENT_KEY_ALG"],
-            )
-        )
+        # The algorithm is the key's (Authlib's default is RS256); nothing else is set.
+        alg = os.environ["CLIENT_KEY_ALG"]
+        if alg == "RS256":
+            auth = PrivateKeyJWT(metadata["issuer"])
+        else:
+            auth = PrivateKeyJWT(metadata["issuer"], alg=alg)
+        session.register_client_auth_method(auth)
     token = session.fetch_token(metadata["token_endpoint"], grant_type="client_credentials")
     if auth_method == "private_key_jwt":
         # A second token, so a reused assertion id would show as a failure.

@@ -1,4 +1,5 @@
-//! RFC 8414 metadata, the JWK Set (checklist H), health probes, and keys across restarts.
+//! RFC 8414 metadata, the JWK Set (docs/CONFORMANCE.md, "Signing keys and rotation"), health
+//! probes, and keys across restarts.
 
 use std::sync::Arc;
 
@@ -73,7 +74,8 @@ async fn jwks_has_public_members_only_and_a_max_age() {
     assert_eq!(response.headers()["cache-control"], "public, max-age=300");
     let jwks: serde_json::Value = response.json().await.unwrap();
     let keys = jwks["keys"].as_array().unwrap();
-    // The current key and the next one, published ahead of its turn (checklist H).
+    // The current key and the next one, published ahead of its turn (docs/CONFORMANCE.md,
+    // "Signing keys and rotation").
     assert_eq!(keys.len(), 2, "{keys:?}");
     for key in keys {
         for private in ["d", "p", "q", "dp", "dq", "qi", "k", "oth"] {
@@ -133,7 +135,8 @@ async fn servers_starting_at_once_agree_on_one_key_that_survives_restarts() {
         .signing_keys()
         .await
         .unwrap();
-    // One current key and one next key, published ahead of its turn (checklist H).
+    // One current key and one next key, published ahead of its turn (docs/CONFORMANCE.md,
+    // "Signing keys and rotation").
     let states: Vec<&str> = keys.iter().map(|k| k.state.as_str()).collect();
     assert_eq!(states.len(), 2, "{states:?}");
     assert!(states.contains(&"current") && states.contains(&"next"));

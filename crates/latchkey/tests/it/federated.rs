@@ -295,3 +295,128 @@ async fn an_explicit_audience_and_a_lying_issuer() {
         (503, Some("temporarily_unavailable"))
     );
 }
+
+/// An issuer address that accepts connections and never answers, counting them.
+async fn silent_issuer() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    (url, accepted)
+}
+
+/// Discovery is per issuer with a bounded wait: requests for an issuer that never answers
+/// get 503 (with Retry-After) after about two seconds, not the 10 s+ of the discovery
+/// itself, and a healthy issuer's request sent meanwhile is answered before them. Concurrent
+/// requests share one discovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_issuer_answers_503_soon_and_never_delays_another() {
+    let (dead, accepted) = silent_issuer().await;
+    let healthy = TestIssuer::start().await;
+    let app = spawn().await;
+    let stuck = register(&app, &dead, &[]).await;
+    let fine = register(&app, &healthy.issuer, &[]).await;
+    let stuck_id = stuck["client_id"].as_str().unwrap().to_owned();
+    let fine_id = fine["client_id"].as_str().unwrap().to_owned();
+    let stuck_token = healthy.token(|c| c["iss"] = json!(dead.clone()));
+
+    let started = tokio::time::Instant::now();
+    let dead_requests =
+        futures_util::future::join_all((0..3).map(|_| exchange(&app, &stuck_id, &stuck_token)));
+    let mut dead_requests = std::pin::pin!(dead_requests);
+    let healthy_token = healthy.token(|_| {});
+    let healthy_request = exchange(&app, &fine_id, &healthy_token);
+    let (status, body) = tokio::select! {
+        biased;
+        _ = &mut dead_requests => panic!("the healthy issuer waited for the dead one"),
+        answer = healthy_request => answer,
+    };
+    assert_eq!(status, 200, "{body}");
+    for (status, body) in dead_requests.await {
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (503, Some("temporarily_unavailable"))
+        );
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "dead issuer answered after {waited:?}"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one discovery for all three"
+    );
+}
+
+/// After a failed discovery the issuer is not asked again until a backoff has passed (the
+/// server's clock, 1 s doubling); a discovered issuer stays in use after its hour, while it
+/// is read again in the background, and keeps its keys when that fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_failures_back_off_and_stale_discoveries_stay_in_use() {
+    // An issuer that closes every connection at once: discovery fails quickly.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slamming = format!("http://{}", listener.local_addr().unwrap());
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&attempts);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let healthy = TestIssuer::start().await;
+    let app = spawn().await;
+    let gone = register(&app, &slamming, &[]).await;
+    let gone_id = gone["client_id"].as_str().unwrap().to_owned();
+    let token = healthy.token(|c| c["iss"] = json!(slamming.clone()));
+    let (status, _) = exchange(&app, &gone_id, &token).await;
+    assert_eq!(status, 503);
+    let after_first = attempts.load(Ordering::SeqCst);
+    assert!(after_first > 0);
+    // Within the backoff (1 s on the server's clock): 503 at once, the issuer is not asked.
+    let (status, _) = exchange(&app, &gone_id, &token).await;
+    assert_eq!(status, 503);
+    assert_eq!(attempts.load(Ordering::SeqCst), after_first);
+    // Past it: asked again.
+    app.clock.advance(2);
+    let (status, _) = exchange(&app, &gone_id, &token).await;
+    assert_eq!(status, 503);
+    assert!(attempts.load(Ordering::SeqCst) > after_first);
+
+    let fine = register(&app, &healthy.issuer, &[]).await;
+    let fine_id = fine["client_id"].as_str().unwrap().to_owned();
+    let (status, _) = exchange(&app, &fine_id, &healthy.token(|_| {})).await;
+    assert_eq!(status, 200);
+    assert_eq!(healthy.fetches.load(Ordering::SeqCst), 1);
+    // Two hours on: the discovery is stale, and the issuer now names another issuer (a
+    // failed rediscovery). The keys found before stay in use.
+    app.clock.advance(7200);
+    *healthy.claimed.lock().unwrap() = "https://evil.example".into();
+    let fresh = healthy.token(|c| {
+        c["iat"] = json!(T0 + 7200);
+        c["nbf"] = json!(T0 + 7200);
+        c["exp"] = json!(T0 + 7200 + 3600);
+    });
+    let (status, body) = exchange(&app, &fine_id, &fresh).await;
+    assert_eq!(status, 200, "{body}");
+    // The background rediscovery happened.
+    for _ in 0..200 {
+        if healthy.fetches.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(healthy.fetches.load(Ordering::SeqCst) >= 2);
+    let (status, _) = exchange(&app, &fine_id, &fresh).await;
+    assert_eq!(status, 200, "a failed rediscovery keeps the old keys");
+}

@@ -18,6 +18,18 @@ const API: &str = "https://api.example.com";
 /// A child process, killed when dropped.
 pub struct Background(Child);
 
+impl Background {
+    /// The process, to signal or wait for.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.0
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.0.kill();

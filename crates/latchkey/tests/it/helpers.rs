@@ -213,6 +213,27 @@ impl TestApp {
             .await
             .unwrap()
     }
+
+    /// A client_credentials request authenticated by a client assertion (private_key_jwt or a
+    /// federated token): the status and the JSON body.
+    pub async fn assertion_request(&self, assertion: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(self.token_url())
+            .form(&[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", assertion),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
 }
 
 /// Decodes a JWT's header and payload without verifying (for asserting on their contents; the

@@ -82,8 +82,49 @@ async fn authlib_gets_tokens_that_pyjwt_verifies() {
     }
 }
 
-/// Issue 7 acceptance: Authlib authenticates with private_key_jwt (its own JOSE code signs the
-/// assertion) with a key of each type, twice per key (each assertion used once).
+/// A PKCS#8 private key as PEM, in 64-character lines.
+fn pkcs8_pem(pkcs8: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    )
+}
+
+/// The PKCS#1 RSAPrivateKey inside a PKCS#8 PrivateKeyInfo (RFC 5208 §5: a SEQUENCE of the
+/// version, the algorithm and an OCTET STRING holding the key), which `jsonwebtoken` takes.
+fn pkcs1_of(pkcs8: &[u8]) -> &[u8] {
+    // One DER element at `at`: (where its contents start, their length).
+    let element = |at: usize| {
+        let len = pkcs8[at + 1];
+        if len < 0x80 {
+            (at + 2, usize::from(len))
+        } else {
+            let n = usize::from(len & 0x7f);
+            let len = pkcs8[at + 2..at + 2 + n]
+                .iter()
+                .fold(0, |acc, &b| (acc << 8) | usize::from(b));
+            (at + 2 + n, len)
+        }
+    };
+    let next = |at: usize| {
+        let (contents, len) = element(at);
+        contents + len
+    };
+    let version = element(0).0; // the first element inside the outer SEQUENCE
+    let octet_string = next(next(version)); // after the version and the algorithm
+    let (key, key_len) = element(octet_string);
+    &pkcs8[key..key + key_len]
+}
+
+/// Authlib authenticates with private_key_jwt at its defaults (its own JOSE code signs an
+/// hour-long assertion typed `JWT`) with a key of each type, twice per key (each assertion
+/// used once).
 #[tokio::test]
 async fn authlib_authenticates_with_private_key_jwt() {
     if !python_ready() {
@@ -93,10 +134,7 @@ async fn authlib_authenticates_with_private_key_jwt() {
     app.clock.set(SystemClock.now()); // Authlib stamps assertions with the real clock.
     for alg in SigningAlg::ALL {
         let (key, pkcs8) = latchkey_client::PrivateKey::generate(*alg).unwrap();
-        let pem = format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            base64::engine::general_purpose::STANDARD.encode(&pkcs8)
-        );
+        let pem = pkcs8_pem(&pkcs8);
         let client = app.key_client(&key, |_| {}).await;
         let script = tokio::process::Command::new("python3")
             .args([
@@ -120,6 +158,83 @@ async fn authlib_authenticates_with_private_key_jwt() {
         let out: serde_json::Value = serde_json::from_slice(&script.stdout).unwrap();
         assert_eq!(out["claims"]["client_id"], client.client_id.as_str());
         assert_eq!(out["response"]["token_type"], "Bearer");
+    }
+}
+
+/// Client assertions as users of two independent JWT libraries write them, with each
+/// library's default header (`typ: JWT`, no `kid`): PyJWT's `jwt.encode` and the
+/// `jsonwebtoken` crate's `Header::new`. Each is accepted for every key type; the same
+/// library with the explicit type of another kind of JWT is refused.
+#[tokio::test]
+async fn pyjwt_and_jsonwebtoken_assertions_with_their_default_headers() {
+    if !python_ready() {
+        return;
+    }
+    let app = spawn_app_with(SigningAlg::Es256).await;
+    let dir = tempfile::tempdir().unwrap();
+    for alg in SigningAlg::ALL {
+        let (key, pkcs8) = latchkey_client::PrivateKey::generate(*alg).unwrap();
+        let pem = pkcs8_pem(&pkcs8);
+        let pem_file = dir.path().join(format!("{alg}.pem"));
+        std::fs::write(&pem_file, &pem).unwrap();
+        let client = app.key_client(&key, |_| {}).await;
+        let id = client.client_id.as_str();
+        let claims = |jti: &str| {
+            serde_json::json!({
+                "iss": id, "sub": id, "aud": app.issuer, "jti": jti,
+                "iat": crate::helpers::T0, "exp": crate::helpers::T0 + 300,
+            })
+        };
+        let pyjwt = Command::new("python3")
+            .arg(SCRIPT)
+            .arg("--pyjwt-assertion")
+            .arg(&pem_file)
+            .arg(alg.as_str())
+            .arg(claims(&format!("pyjwt-{alg}")).to_string())
+            .output()
+            .unwrap();
+        assert!(
+            pyjwt.status.success(),
+            "{alg}: {}",
+            String::from_utf8_lossy(&pyjwt.stderr)
+        );
+        let pyjwt = String::from_utf8(pyjwt.stdout).unwrap().trim().to_owned();
+        let jwt_alg = match alg {
+            SigningAlg::Es256 => jsonwebtoken::Algorithm::ES256,
+            SigningAlg::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+            SigningAlg::Rs256 => jsonwebtoken::Algorithm::RS256,
+        };
+        let encoding_key = match alg {
+            SigningAlg::Es256 => jsonwebtoken::EncodingKey::from_ec_der(&pkcs8),
+            SigningAlg::EdDsa => jsonwebtoken::EncodingKey::from_ed_der(&pkcs8),
+            SigningAlg::Rs256 => jsonwebtoken::EncodingKey::from_rsa_der(pkcs1_of(&pkcs8)),
+        };
+        let crate_signed = |header: &jsonwebtoken::Header, jti: &str| {
+            jsonwebtoken::encode(header, &claims(jti), &encoding_key).unwrap()
+        };
+        let default_header = jsonwebtoken::Header::new(jwt_alg);
+        assert_eq!(default_header.typ.as_deref(), Some("JWT"));
+        for (library, assertion) in [
+            ("PyJWT", pyjwt),
+            (
+                "jsonwebtoken",
+                crate_signed(&default_header, &format!("crate-{alg}")),
+            ),
+        ] {
+            let header = crate::helpers::decode_parts(&assertion).0;
+            assert_eq!(header["typ"], "JWT", "{library} {alg}: {header}");
+            let (status, body) = app.assertion_request(&assertion).await;
+            assert_eq!(status, 200, "{library} {alg}: {body}");
+        }
+        for typ in ["at+jwt", "dpop+jwt", "secevent+jwt"] {
+            let mut header = jsonwebtoken::Header::new(jwt_alg);
+            header.typ = Some(typ.into());
+            let (status, body) = app
+                .assertion_request(&crate_signed(&header, &format!("{typ}-{alg}")))
+                .await;
+            assert_eq!(status, 401, "{typ} {alg}: {body}");
+            assert_eq!(body["error"], "invalid_client");
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Checklist E: what a successful token response and a JWT access token contain (RFC 6749
+//! Issuance: what a successful token response and a JWT access token contain (RFC 6749
 //! §5.1, RFC 9068 §2), verified with the independent `jsonwebtoken` crate for each algorithm.
 
 use std::collections::BTreeSet;

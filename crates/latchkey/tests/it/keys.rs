@@ -1,5 +1,6 @@
-//! Checklist H: signing-key rotation, seen by an independent verifier that refreshes the JWK
-//! Set only every max-age, and private keys sealed with a key-encryption key.
+//! Signing-key rotation, seen by an independent verifier that refreshes the JWK Set only every
+//! max-age, and private keys sealed with a key-encryption key (docs/CONFORMANCE.md, "Signing
+//! keys and rotation").
 
 use std::sync::Arc;
 
@@ -215,8 +216,9 @@ async fn start(url: &str, kek: Option<&str>) -> Result<Application, StartError> 
     Application::build(config, store, Arc::new(ManualClock::new(T0))).await
 }
 
-/// Checklist H: keys survive a restart; with a KEK they are sealed at rest (clear keys are
-/// sealed at the next start); a missing or wrong KEK fails loudly at start.
+/// Keys survive a restart; with a KEK they are sealed at rest (clear keys are sealed at the
+/// next start); a missing or wrong KEK fails loudly at start (docs/CONFORMANCE.md, "Signing
+/// keys and rotation").
 #[tokio::test]
 async fn private_keys_are_sealed_with_the_kek_and_a_wrong_kek_fails_at_start() {
     let dir = tempfile::tempdir().unwrap();

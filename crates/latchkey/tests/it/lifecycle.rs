@@ -1,4 +1,4 @@
-//! Token lifecycle over HTTP: introspection (checklist F), revocation (checklist G), opaque
+//! Token lifecycle over HTTP: introspection (RFC 7662), revocation (RFC 7009), opaque
 //! tokens, `revoke-tokens`, the janitor, and secret rotation. The clock is moved, never slept.
 
 use latchkey_proto::TokenFormat;
@@ -83,7 +83,7 @@ async fn error_of(response: reqwest::Response) -> (u16, String) {
     (status, body["error"].as_str().unwrap().to_owned())
 }
 
-/// Checklist F: an active token's members, for both formats.
+/// RFC 7662 §2.2: an active token's members, for both formats.
 #[tokio::test]
 async fn introspection_reports_active_tokens_with_every_member() {
     let app = spawn_app().await;
@@ -92,7 +92,8 @@ async fn introspection_reports_active_tokens_with_every_member() {
         let client = app.client(|c| c.token_format = format).await;
         let token = app.token_for(&client).await;
         if format == TokenFormat::Opaque {
-            // Checklist E: 256 random bits behind a recognisable prefix.
+            // 256 random bits behind a recognisable prefix (docs/CONFORMANCE.md, "Opaque
+            // tokens").
             assert!(token.starts_with("lkat_") && token.len() == 48, "{token}");
         }
         let answer = app.introspect(&rs, &token).await;
@@ -117,7 +118,7 @@ async fn introspection_reports_active_tokens_with_every_member() {
     }
 }
 
-/// Checklist E: an opaque token is stored only as a hash.
+/// An opaque token is stored only as a hash (docs/CONFORMANCE.md, "Opaque tokens").
 #[tokio::test]
 async fn opaque_tokens_are_stored_only_as_hashes() {
     let app = spawn_app().await;
@@ -133,7 +134,7 @@ async fn opaque_tokens_are_stored_only_as_hashes() {
     }
 }
 
-/// Checklist F: anything that is not an active token of ours is exactly `{"active":false}`.
+/// RFC 7662 §2.2: anything that is not an active token of ours is exactly `{"active":false}`.
 #[tokio::test]
 async fn introspection_says_only_active_false_for_anything_else() {
     let app = spawn_app().await;
@@ -168,8 +169,9 @@ async fn introspection_says_only_active_false_for_anything_else() {
     assert_eq!(app.introspect(&rs, &opaque_token).await, inactive());
 }
 
-/// Checklist F: the caller authenticates (401) and must be allowed to introspect (403); the
-/// token parameter is required (400); the endpoint follows the transport rules of checklist A.
+/// RFC 7662 §2.1 and §4: the caller authenticates (401) and must be allowed to introspect
+/// (403); the token parameter is required (400); the endpoint follows the token endpoint's
+/// transport rules (docs/CONFORMANCE.md, "Request limits and transport").
 #[tokio::test]
 async fn introspection_callers_must_authenticate_and_be_allowed() {
     let app = spawn_app().await;
@@ -262,7 +264,7 @@ async fn introspection_callers_must_authenticate_and_be_allowed() {
     assert_eq!(answer.json::<Value>().await.unwrap()["active"], true);
 }
 
-/// Checklist G: a client revokes its own token, of either format; introspection then says
+/// RFC 7009 §2.1: a client revokes its own token, of either format; introspection then says
 /// inactive. Unknown or garbage tokens and unknown hints get 200.
 #[tokio::test]
 async fn revocation_of_own_tokens_is_seen_by_introspection() {
@@ -293,7 +295,7 @@ async fn revocation_of_own_tokens_is_seen_by_introspection() {
     }
 }
 
-/// Checklist G: another client's token is refused and stays active; the caller must
+/// RFC 7009 §2.1: another client's token is refused and stays active; the caller must
 /// authenticate; the token parameter is required.
 #[tokio::test]
 async fn revocation_refuses_other_clients_tokens() {
@@ -322,8 +324,8 @@ async fn revocation_refuses_other_clients_tokens() {
     assert_eq!(app.introspect(&rs, &token).await["active"], true);
 }
 
-/// Checklist G: when storage fails, revocation is 503 with `Retry-After` and the token really
-/// stays active; it can be revoked once storage is back.
+/// RFC 7009 §2.2.1: when storage fails, revocation is 503 with `Retry-After` and the token
+/// really stays active; it can be revoked once storage is back.
 #[tokio::test]
 async fn revocation_storage_failure_is_503_and_the_token_stays_active() {
     let app = spawn_app().await;
@@ -355,7 +357,8 @@ async fn revocation_storage_failure_is_503_and_the_token_stays_active() {
     assert_eq!(app.introspect(&rs, &token).await, inactive());
 }
 
-/// Checklist F and K: with storage down, introspection answers 503, never `active:true`.
+/// With storage down, introspection answers 503, never `active:true` (docs/CONFORMANCE.md,
+/// "Storage failures").
 #[tokio::test]
 async fn introspection_with_storage_down_is_503() {
     let app = spawn_app().await;
@@ -509,9 +512,9 @@ async fn the_janitor_keeps_token_storage_bounded() {
     assert_eq!(count("revoked_tokens").await, 0);
 }
 
-/// Issue acceptance 4 (checklist C): with `secret add` both secrets work; after `secret revoke`
-/// or expiry only the new one does, and a revoked or expired secret fails exactly like a wrong
-/// one. `secret list` shows last use, never the secret.
+/// Issue acceptance 4 (docs/CONFORMANCE.md, "Secret rotation"): with `secret add` both secrets
+/// work; after `secret revoke` or expiry only the new one does, and a revoked or expired secret
+/// fails exactly like a wrong one. `secret list` shows last use, never the secret.
 #[tokio::test]
 async fn secret_rotation_with_add_revoke_and_expiry() {
     let app = spawn_app().await;

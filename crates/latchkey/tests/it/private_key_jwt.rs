@@ -1,6 +1,7 @@
-//! Checklist D: `private_key_jwt` client authentication (RFC 7523, draft-ietf-oauth-rfc7523bis)
-//! at the real server over HTTP — every line of the checklist, with assertions signed here by
-//! keys whose public halves are registered the way the CLI registers them.
+//! `private_key_jwt` client authentication (RFC 7523, draft-ietf-oauth-rfc7523bis) at the real
+//! server over HTTP — every row of docs/CONFORMANCE.md, "RFC 7523 / rfc7523bis: private_key_jwt"
+//! — with assertions signed here by keys whose public halves are registered the way the CLI
+//! registers them.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -59,14 +60,7 @@ async fn post(app: &TestApp, extra: &[(&str, &str)]) -> (u16, Value) {
 }
 
 async fn with_assertion(app: &TestApp, assertion: &str) -> (u16, Value) {
-    post(
-        app,
-        &[
-            ("client_assertion_type", ASSERTION_TYPE),
-            ("client_assertion", assertion),
-        ],
-    )
-    .await
+    app.assertion_request(assertion).await
 }
 
 fn assert_invalid_client(result: &(u16, Value), case: &str) {
@@ -106,7 +100,7 @@ async fn a_signed_assertion_gets_a_token_with_every_key_type() {
     }
 }
 
-/// Checklist D, audience: the issuer as the sole value; the 2025 audience-injection fix.
+/// rfc7523bis §4, audience: the issuer as the sole value; the 2025 audience-injection fix.
 #[tokio::test]
 async fn the_audience_must_be_the_issuer_alone() {
     let app = spawn_app().await;
@@ -145,7 +139,8 @@ async fn the_audience_must_be_the_issuer_alone() {
     }
 }
 
-/// Checklist D: the token endpoint URL only behind the compatibility flag.
+/// The token endpoint URL only behind the compatibility flag (docs/CONFORMANCE.md, "Assertion
+/// audience").
 #[tokio::test]
 async fn the_token_endpoint_audience_needs_the_compatibility_flag() {
     let dir = tempfile::tempdir().unwrap();
@@ -174,8 +169,9 @@ async fn the_token_endpoint_audience_needs_the_compatibility_flag() {
     );
 }
 
-/// Checklist D: iss = sub = client_id; exp required, not past, not far ahead; iat/nbf up to
-/// 60 s ahead; time claims must be non-negative integers.
+/// RFC 7523 §3: iss = sub = client_id; exp required, not past, not far ahead
+/// (docs/CONFORMANCE.md, "Assertion lifetime"); iat/nbf up to 60 s ahead; time claims must be
+/// non-negative integers.
 #[tokio::test]
 async fn claims_are_checked_exactly() {
     let app = spawn_app().await;
@@ -196,6 +192,7 @@ async fn claims_are_checked_exactly() {
             edit(&|c| _ = c.as_object_mut().unwrap().remove("iat")),
         ),
         ("exp 5 min ahead", edit(&|c| c["exp"] = json!(T0 + 300))),
+        ("exp an hour ahead", edit(&|c| c["exp"] = json!(T0 + 3600))),
     ] {
         assert_eq!(with_assertion(&app, &ok).await.0, 200, "{case}");
     }
@@ -214,7 +211,7 @@ async fn claims_are_checked_exactly() {
         ("empty jti", edit(&|c| c["jti"] = json!(""))),
         ("expired", edit(&|c| c["exp"] = json!(T0 - 1))),
         ("exp now", edit(&|c| c["exp"] = json!(T0))),
-        ("exp an hour ahead", edit(&|c| c["exp"] = json!(T0 + 3600))),
+        ("exp 2 hours ahead", edit(&|c| c["exp"] = json!(T0 + 7200))),
         ("iat 2 min ahead", edit(&|c| c["iat"] = json!(T0 + 120))),
         ("nbf 2 min ahead", edit(&|c| c["nbf"] = json!(T0 + 120))),
         (
@@ -241,8 +238,9 @@ async fn claims_are_checked_exactly() {
     assert_invalid_client(&(status, body), "client_id of another client");
 }
 
-/// Checklist D: single use per (client, jti), decided by the database; two concurrent
-/// replays give exactly one success; a replay store that is down fails closed.
+/// RFC 7523 §3 item 7: single use per (client, jti), decided by the database; two concurrent
+/// replays give exactly one success; a replay store that is down fails closed
+/// (docs/CONFORMANCE.md, "Assertion replay").
 #[tokio::test]
 async fn each_assertion_is_used_once() {
     let app = spawn_app().await;
@@ -289,7 +287,7 @@ async fn each_assertion_is_used_once() {
     assert_eq!(with_assertion(&app, &fresh).await.0, 200);
 }
 
-/// Checklist D: the algorithm is pinned by the registered key; header keys are ignored.
+/// RFC 7523 §3 item 9: the algorithm is pinned by the registered key; header keys are ignored.
 #[tokio::test]
 async fn the_algorithm_is_pinned_and_header_keys_are_ignored() {
     let app = spawn_app().await;
@@ -359,7 +357,8 @@ async fn the_algorithm_is_pinned_and_header_keys_are_ignored() {
     );
 }
 
-/// Checklist D: typ absent or client-authentication+jwt; any other explicit typ refused;
+/// rfc7523bis explicit typing: typ absent, the generic JWT (what most libraries send by
+/// default) or client-authentication+jwt; the explicit type of another kind of JWT refused;
 /// oversized or many-dot assertions refused before decoding.
 #[tokio::test]
 async fn typ_and_shape_are_checked() {
@@ -375,10 +374,23 @@ async fn typ_and_shape_are_checked() {
         }
         sign(&key, &h, &claims(&app, id))
     };
-    for ok in [None, Some("client-authentication+jwt")] {
+    for ok in [
+        None,
+        Some("client-authentication+jwt"),
+        Some("JWT"),
+        Some("jwt"),
+        Some("application/JWT"),
+    ] {
         assert_eq!(with_assertion(&app, &typed(ok)).await.0, 200, "{ok:?}");
     }
-    for bad in ["at+jwt", "dpop+jwt", "JWT", "jwt"] {
+    for bad in [
+        "at+jwt",
+        "dpop+jwt",
+        "secevent+jwt",
+        "application/at+jwt",
+        "token-introspection+jwt",
+        "",
+    ] {
         assert_invalid_client(&with_assertion(&app, &typed(Some(bad))).await, bad);
     }
     let mut padded = claims(&app, id);
@@ -630,8 +642,8 @@ fn key_client_new() -> latchkey_server::admin::NewClient {
     }
 }
 
-/// Checklist D: keys at a jwks_uri are fetched with a cache, refetched for a new kid, and
-/// never from inside the network unless allowed.
+/// Keys at a jwks_uri are fetched with a cache, refetched for a new kid, and never from inside
+/// the network unless allowed (docs/CONFORMANCE.md, "Client keys at a jwks_uri").
 #[tokio::test]
 async fn keys_published_at_a_jwks_uri_are_fetched_and_cached() {
     let app = spawn_allowing_private_jwks_uri().await;
@@ -646,6 +658,17 @@ async fn keys_published_at_a_jwks_uri_are_fetched_and_cached() {
         "https://[::1]/jwks.json".to_owned(),
         "https://localhost/jwks.json".to_owned(),
         "http://93.184.216.34/jwks.json".to_owned(),
+        // Every special-purpose range, not only the common ones.
+        "https://[::127.0.0.1]/jwks.json".to_owned(),
+        "https://[::ffff:127.0.0.1]/jwks.json".to_owned(),
+        "https://[64:ff9b::a9fe:a9fe]/jwks.json".to_owned(),
+        "https://[64:ff9b:1::1]/jwks.json".to_owned(),
+        "https://[2002:7f00:1::1]/jwks.json".to_owned(),
+        "https://[2001:0:4136:e378::1]/jwks.json".to_owned(),
+        "https://[fec0::1]/jwks.json".to_owned(),
+        "https://198.18.0.1/jwks.json".to_owned(),
+        "https://192.0.0.170/jwks.json".to_owned(),
+        "https://240.0.0.1/jwks.json".to_owned(),
     ] {
         let err = admin(uri.clone(), false).await.unwrap_err();
         assert!(
@@ -696,6 +719,88 @@ async fn keys_published_at_a_jwks_uri_are_fetched_and_cached() {
         .await
         .0,
         200
+    );
+}
+
+/// Proxy variables never reach the fetches of keys: a proxy would resolve the name itself,
+/// past the address check. `latchkey serve` runs with HTTPS_PROXY (and friends) pointing at a
+/// listener that counts connections; a client whose jwks_uri names localhost (registered with
+/// --allow-private-jwks-uri, the server started without it) gets no token, and the proxy is
+/// never contacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_variables_are_ignored_by_key_fetches() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let contacted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&contacted);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = proxy.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("latchkey.db").display());
+    let key = es256();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    command
+        .args(["--database", &database, "serve", "--listen", "127.0.0.1:0"])
+        .args(["--issuer", "https://auth.latchkey.test"])
+        .env("RUST_LOG", "info");
+    for variable in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+    ] {
+        command.env(variable, &proxy_url);
+    }
+    let (_server, line) = crate::gateways::start(command, "latchkey is serving");
+    let base = format!("http://{}", crate::gateways::listen_field(&line));
+    let store = latchkey_server::store::connect(&database).await.unwrap();
+    let client = latchkey_server::admin::create_key_client(
+        store.as_ref(),
+        &latchkey_server::SystemClock,
+        key_client_new(),
+        ClientKeys::JwksUri {
+            uri: "https://localhost:9/jwks.json",
+            allow_private: true,
+        },
+    )
+    .await
+    .unwrap()
+    .value;
+    #[allow(clippy::disallowed_methods)] // The server runs on the real clock.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let id = client.client_id.as_str();
+    let claims = json!({
+        "iss": id, "sub": id, "aud": "https://auth.latchkey.test",
+        "iat": now, "exp": now + 60, "jti": jti(),
+    });
+    let response = reqwest::Client::new()
+        .post(format!("{base}/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", &sign(&key, &header(&key), &claims)),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        [401, 503].contains(&response.status().as_u16()),
+        "{}",
+        response.status()
+    );
+    assert_eq!(
+        contacted.load(Ordering::SeqCst),
+        0,
+        "the proxy was contacted"
     );
 }
 

@@ -1,5 +1,7 @@
-//! Checklist sections A, B and C as a table: each row is one request and the exact status,
-//! `error` and headers the token endpoint must answer with.
+//! The token endpoint's transport, parameter and client-authentication rules (RFC 6749 §2.3,
+//! §3.2, §4.4, §5.2; docs/CONFORMANCE.md, "RFC 6749: client credentials at the token endpoint"
+//! and "Request limits and transport") as a table: each row is one request and the exact
+//! status, `error` and headers the token endpoint must answer with.
 
 use latchkey_proto::ClientAuthMethod;
 
