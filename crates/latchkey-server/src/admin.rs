@@ -195,6 +195,9 @@ pub enum ClientKeys<'a> {
         subject: &'a str,
         /// The `aud` its tokens must carry alone; `None` for this server's issuer.
         audience: Option<&'a str>,
+        /// How far from now its tokens' `iat` and `exp` may be (seconds); `None` for the
+        /// default of 24 hours.
+        max_token_age: Option<i64>,
         /// Allow the issuer at loopback, private and link-local addresses.
         allow_private: bool,
     },
@@ -226,6 +229,9 @@ pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, AdminError> {
     }
     Ok(certificates)
 }
+
+/// The longest federated token age a client may be registered with: 30 days.
+pub const MAX_FEDERATED_TOKEN_AGE: i64 = 30 * 24 * 3600;
 
 /// How a client without a secret is stored: the columns [`ClientKeys`] fills.
 #[derive(Default)]
@@ -312,8 +318,14 @@ impl ClientKeys<'_> {
                 issuer,
                 subject,
                 audience,
+                max_token_age,
                 allow_private,
             } => {
+                if max_token_age.is_some_and(|age| !(60..=MAX_FEDERATED_TOKEN_AGE).contains(&age)) {
+                    return Err(AdminError::Invalid(
+                        "the federated token age must be from 1 minute to 30 days".into(),
+                    ));
+                }
                 // The issuer is compared exactly with `iss`, so it is kept as given, once
                 // checked to be a URL the server may fetch from.
                 check_jwks_uri(issuer, allow_private)
@@ -333,6 +345,7 @@ impl ClientKeys<'_> {
                     issuer: issuer.to_owned(),
                     subject: text("subject", subject)?,
                     audience: audience.map(|a| text("audience", a)).transpose()?,
+                    max_token_age,
                 };
                 KeyColumns {
                     federation: Some(federation),

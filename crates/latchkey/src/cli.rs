@@ -621,6 +621,11 @@ pub struct CreateArgs {
     #[arg(long, value_name = "AUD", requires = "federated_issuer")]
     pub federated_audience: Option<String>,
 
+    /// With --federated-issuer: how far ahead a token's `exp` and how far back its `iat`
+    /// (which it must have) may be, like 2h or 7d; at most 30d. Default: 24h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "federated_issuer")]
+    pub federated_max_token_age: Option<i64>,
+
     #[command(flatten)]
     pub tls: TlsClientArgs,
 

@@ -48,6 +48,7 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                     issuer,
                     subject,
                     audience: args.federated_audience.as_deref(),
+                    max_token_age: args.federated_max_token_age,
                     allow_private: args.allow_private_jwks_uri,
                 }),
                 _ => client_keys(
@@ -406,6 +407,7 @@ fn client_json(client: &ClientRecord) -> Value {
         if let Some(audience) = &federation.audience {
             value["federated_audience"] = json!(audience);
         }
+        value["federated_max_token_age_seconds"] = json!(federated_max_token_age(federation));
     }
     value
 }
@@ -462,8 +464,19 @@ fn client_row(client: &ClientRecord, secret: Option<&str>) -> Vec<Row> {
         if let Some(audience) = &federation.audience {
             rows.push(("federated_audience", audience.clone()));
         }
+        rows.push((
+            "federated_max_token_age",
+            format!("{} s", federated_max_token_age(federation)),
+        ));
     }
     rows
+}
+
+/// The token age limit a federated client has, its own or the default.
+fn federated_max_token_age(federation: &latchkey_server::store::Federation) -> i64 {
+    federation
+        .max_token_age
+        .unwrap_or(latchkey_server::protocol::client_assertion::DEFAULT_FEDERATED_MAX_TOKEN_AGE)
 }
 
 /// RFC 3339 in UTC, to the second.

@@ -82,6 +82,9 @@ pub enum AssertionError {
     /// `iat` or `nbf` is too far in the future.
     #[error("the assertion is not valid yet")]
     NotYetValid,
+    /// `iat` is further back than allowed (federated tokens).
+    #[error("the token was issued too long ago")]
+    Stale,
 }
 
 #[derive(Deserialize)]
@@ -251,11 +254,20 @@ pub struct FederatedPolicy<'a> {
     pub subject: &'a str,
     /// The audience, compared exactly, as the sole value.
     pub audience: &'a str,
+    /// How far ahead `exp` and how far back `iat` (required) may be, in seconds.
+    pub max_token_age: i64,
 }
+
+/// A federated token's `exp` may be at most this far ahead and its `iat` this far back,
+/// unless the client was registered with another limit: a day. Kubernetes projected tokens
+/// live an hour by default, CI systems' minutes; a token good for a year is a leaked
+/// credential waiting to happen.
+pub const DEFAULT_FEDERATED_MAX_TOKEN_AGE: i64 = 24 * 3600;
 
 /// Checks a workload identity token (a Kubernetes service-account token, a CI system's OIDC
 /// token) signed by one of its issuer's `keys`. Such tokens are reused until they expire, as
-/// their issuer intends, so no single use is enforced and their lifetime is the issuer's.
+/// their issuer intends, so no single use is enforced; but a token must have been issued
+/// (`iat`, required) and expire within the policy's `max_token_age` of now.
 pub fn verify_federated_assertion<K: Borrow<VerifyingKey>>(
     assertion: &str,
     keys: &[K],
@@ -270,7 +282,15 @@ pub fn verify_federated_assertion<K: Borrow<VerifyingKey>>(
     if sole_audience(&claims.aud) != Some(policy.audience) {
         return Err(E::Audience);
     }
-    check_times(&claims, now)
+    check_times(&claims, now)?;
+    if claims.exp.saturating_sub(now) > policy.max_token_age {
+        return Err(E::TooLong);
+    }
+    match claims.iat {
+        None => Err(E::Claims),
+        Some(iat) if now.saturating_sub(iat) > policy.max_token_age => Err(E::Stale),
+        Some(_) => Ok(()),
+    }
 }
 
 /// The `sub` of an assertion, read without verifying anything: only to find the client whose

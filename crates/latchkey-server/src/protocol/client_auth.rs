@@ -11,8 +11,9 @@ use latchkey_proto::ClientAuthMethod;
 use crate::error::OAuthError;
 use crate::form::decode_component;
 use crate::protocol::client_assertion::{
-    ASSERTION_TYPE, AssertionPolicy, FederatedPolicy, VerifiedAssertion, unverified_kid,
-    unverified_subject, verify_assertion, verify_federated_assertion,
+    ASSERTION_TYPE, AssertionPolicy, DEFAULT_FEDERATED_MAX_TOKEN_AGE, FederatedPolicy,
+    VerifiedAssertion, unverified_kid, unverified_subject, verify_assertion,
+    verify_federated_assertion,
 };
 use crate::protocol::request::RequestParams;
 use crate::secret::SecretHash;
@@ -264,6 +265,9 @@ pub fn authenticate_federated<K: std::borrow::Borrow<VerifyingKey>>(
         issuer: &federation.issuer,
         subject: &federation.subject,
         audience: federation.audience.as_deref().unwrap_or(default_audience),
+        max_token_age: federation
+            .max_token_age
+            .unwrap_or(DEFAULT_FEDERATED_MAX_TOKEN_AGE),
     };
     verify_federated_assertion(&presented.assertion, keys, &policy, now).map_err(|err| {
         tracing::info!(client_id = %client.client_id, reason = %err, "workload identity token refused");

@@ -145,6 +145,9 @@ pub struct Federation {
     /// The audience the workload's token must be for; `None` means this server's issuer
     /// identifier.
     pub audience: Option<String>,
+    /// How far from now a token's `iat` and `exp` may be, in seconds; `None` means
+    /// [`crate::protocol::client_assertion::DEFAULT_FEDERATED_MAX_TOKEN_AGE`].
+    pub max_token_age: Option<i64>,
 }
 
 /// A secret as `client secret list` shows it: never the secret or its hash.

@@ -44,6 +44,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "mutual TLS",
         include_str!("../../migrations/postgres/0005_mutual_tls.sql"),
     ),
+    (
+        "federated token age",
+        include_str!("../../migrations/postgres/0006_federated_token_age.sql"),
+    ),
 ];
 
 /// The advisory lock that migrations run under ("latchkey" in ASCII). Transaction-scoped, so it
@@ -290,7 +294,8 @@ macro_rules! client_select {
         "SELECT c.client_id, c.name, c.scope, c.audience, c.grant_types,
         c.token_ttl_seconds, c.auth_method, c.enabled, c.can_introspect, c.token_format,
         c.token_epoch, c.public_keys, c.jwks_uri,
-        c.federated_issuer, c.federated_subject, c.federated_audience, c.tls_subject_kind,
+        c.federated_issuer, c.federated_subject, c.federated_audience, c.federated_max_token_age,
+        c.tls_subject_kind,
         c.tls_subject, c.created_at, c.updated_at,
         s.secret_id, s.secret_hash, s.created_at AS secret_created_at, s.expires_at
     FROM clients c
@@ -362,9 +367,10 @@ impl Store for PostgresStore {
                 "INSERT INTO clients (client_id, name, scope, audience, grant_types,
                     token_ttl_seconds, auth_method, enabled, can_introspect, token_format,
                     token_epoch, created_at, updated_at, public_keys, jwks_uri, federated_issuer,
-                    federated_subject, federated_audience, tls_subject_kind, tls_subject)
+                    federated_subject, federated_audience, tls_subject_kind, tls_subject,
+                    federated_max_token_age)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                    $17, $18, $19, $20)",
+                    $17, $18, $19, $20, $21)",
             )
             .bind(&client.client_id)
             .bind(&client.name)
@@ -391,6 +397,7 @@ impl Store for PostgresStore {
             )
             .bind(client.tls_subject.as_ref().map(TlsSubject::kind))
             .bind(client.tls_subject.as_ref().map(TlsSubject::value))
+            .bind(client.federation.as_ref().and_then(|f| f.max_token_age))
             .execute(&mut *tx)
             .await?;
             for secret in &client.secrets {
@@ -455,6 +462,9 @@ impl Store for PostgresStore {
                     federated_audience = CASE WHEN $11::TEXT IS NOT NULL OR $12::TEXT IS NOT NULL
                         THEN NULL WHEN $13::TEXT IS NOT NULL THEN $15::TEXT
                         ELSE federated_audience END,
+                    federated_max_token_age = CASE WHEN $11::TEXT IS NOT NULL
+                        OR $12::TEXT IS NOT NULL THEN NULL WHEN $13::TEXT IS NOT NULL THEN $18::BIGINT
+                        ELSE federated_max_token_age END,
                     tls_subject_kind = COALESCE($16::TEXT, tls_subject_kind),
                     tls_subject = COALESCE($17::TEXT, tls_subject),
                     updated_at = $7
@@ -482,6 +492,7 @@ impl Store for PostgresStore {
             )
             .bind(update.tls_subject.as_ref().map(TlsSubject::kind))
             .bind(update.tls_subject.as_ref().map(TlsSubject::value))
+            .bind(update.federation.as_ref().and_then(|f| f.max_token_age))
             .execute(&mut *tx)
             .await?;
             if result.rows_affected() == 0 {

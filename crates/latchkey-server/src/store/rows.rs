@@ -67,6 +67,7 @@ where
                         issuer,
                         subject,
                         audience,
+                        max_token_age: get(row, "federated_max_token_age")?,
                     }),
                     (None, None, None) => None,
                     _ => return Err(StoreError::Corrupt("partial federation".into())),

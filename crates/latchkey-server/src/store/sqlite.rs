@@ -48,6 +48,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "mutual TLS",
         include_str!("../../migrations/sqlite/0006_mutual_tls.sql"),
     ),
+    (
+        "federated token age",
+        include_str!("../../migrations/sqlite/0007_federated_token_age.sql"),
+    ),
 ];
 
 /// A SQLite database file shared by the server and the admin CLI.
@@ -240,7 +244,8 @@ macro_rules! client_select {
         "SELECT c.client_id, c.name, c.scope, c.audience, c.grant_types,
         c.token_ttl_seconds, c.auth_method, c.enabled, c.can_introspect, c.token_format,
         c.token_epoch, c.public_keys, c.jwks_uri,
-        c.federated_issuer, c.federated_subject, c.federated_audience, c.tls_subject_kind,
+        c.federated_issuer, c.federated_subject, c.federated_audience, c.federated_max_token_age,
+        c.tls_subject_kind,
         c.tls_subject, c.created_at, c.updated_at,
         s.secret_id, s.secret_hash, s.created_at AS secret_created_at, s.expires_at
     FROM clients c
@@ -313,9 +318,10 @@ impl Store for SqliteStore {
             "INSERT INTO clients (client_id, name, scope, audience, grant_types,
                 token_ttl_seconds, auth_method, enabled, can_introspect, token_format,
                 token_epoch, created_at, updated_at, public_keys, jwks_uri, federated_issuer,
-                federated_subject, federated_audience, tls_subject_kind, tls_subject)
+                federated_subject, federated_audience, tls_subject_kind, tls_subject,
+                federated_max_token_age)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                ?17, ?18, ?19, ?20)",
+                ?17, ?18, ?19, ?20, ?21)",
         )
         .bind(&client.client_id)
         .bind(&client.name)
@@ -342,6 +348,7 @@ impl Store for SqliteStore {
         )
         .bind(client.tls_subject.as_ref().map(TlsSubject::kind))
         .bind(client.tls_subject.as_ref().map(TlsSubject::value))
+        .bind(client.federation.as_ref().and_then(|f| f.max_token_age))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
@@ -402,6 +409,8 @@ impl Store for SqliteStore {
                     ELSE COALESCE(?14, federated_subject) END,
                 federated_audience = CASE WHEN ?11 IS NOT NULL OR ?12 IS NOT NULL THEN NULL
                     WHEN ?13 IS NOT NULL THEN ?15 ELSE federated_audience END,
+                federated_max_token_age = CASE WHEN ?11 IS NOT NULL OR ?12 IS NOT NULL THEN NULL
+                    WHEN ?13 IS NOT NULL THEN ?18 ELSE federated_max_token_age END,
                 tls_subject_kind = COALESCE(?16, tls_subject_kind),
                 tls_subject = COALESCE(?17, tls_subject),
                 updated_at = ?7
@@ -429,6 +438,7 @@ impl Store for SqliteStore {
         )
         .bind(update.tls_subject.as_ref().map(TlsSubject::kind))
         .bind(update.tls_subject.as_ref().map(TlsSubject::value))
+        .bind(update.federation.as_ref().and_then(|f| f.max_token_age))
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;

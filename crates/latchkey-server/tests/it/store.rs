@@ -182,11 +182,16 @@ async fn registered_public_keys_are_stored_and_replaced() {
             issuer: "https://k8s.example".into(),
             subject: "system:serviceaccount:jobs:batch".into(),
             audience: Some("https://aud.example".into()),
+            max_token_age: Some(7200),
         };
-        for audience in [Some("https://aud.example".to_owned()), None] {
+        for (audience, max_token_age) in [
+            (Some("https://aud.example".to_owned()), Some(7200)),
+            (None, None),
+        ] {
             let federated = ClientUpdate {
                 federation: Some(Federation {
                     audience,
+                    max_token_age,
                     ..federation.clone()
                 }),
                 ..ClientUpdate::default()

@@ -236,6 +236,22 @@ async fn a_workload_token_from_a_trusted_issuer_gets_latchkey_tokens() {
             cluster.token(|c| c["nbf"] = json!(T0 + 600)),
         ),
         ("signed by another key", forged),
+        (
+            "a year long",
+            cluster.token(|c| c["exp"] = json!(T0 + 365 * 24 * 3600)),
+        ),
+        (
+            "a day and a minute long",
+            cluster.token(|c| c["exp"] = json!(T0 + 24 * 3600 + 60)),
+        ),
+        (
+            "no iat",
+            cluster.token(|c| _ = c.as_object_mut().unwrap().remove("iat")),
+        ),
+        (
+            "issued two days ago",
+            cluster.token(|c| c["iat"] = json!(T0 - 2 * 24 * 3600)),
+        ),
         ("an access token", {
             let claims = decode_parts(&token).1;
             let header = json!({ "alg": "RS256", "kid": cluster.key.kid(), "typ": "at+jwt" });
@@ -265,6 +281,34 @@ async fn a_workload_token_from_a_trusted_issuer_gets_latchkey_tokens() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+}
+
+/// A client registered with its own token age limit: tokens beyond it are refused, within it
+/// accepted, and `client show` reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sets_its_own_federated_token_age() {
+    let cluster = TestIssuer::start().await;
+    let app = spawn().await;
+    let client = register(&app, &cluster.issuer, &["--federated-max-token-age", "2h"]).await;
+    assert_eq!(client["federated_max_token_age_seconds"], 7200);
+    let id = client["client_id"].as_str().unwrap();
+    let (status, body) = exchange(&app, id, &cluster.token(|c| c["exp"] = json!(T0 + 5400))).await;
+    assert_eq!(status, 200, "{body}");
+    for (case, token) in [
+        (
+            "three hours long",
+            cluster.token(|c| c["exp"] = json!(T0 + 3 * 3600)),
+        ),
+        (
+            "issued three hours ago",
+            cluster.token(|c| c["iat"] = json!(T0 - 3 * 3600)),
+        ),
+    ] {
+        let (status, _) = exchange(&app, id, &token).await;
+        assert_eq!(status, 401, "{case}");
+    }
+    let default = register(&app, &cluster.issuer, &[]).await;
+    assert_eq!(default["federated_max_token_age_seconds"], 24 * 3600);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,3 @@
+-- latchkey schema v6 (PostgreSQL): how old a federated workload token may be, per client
+-- (seconds; NULL means the default of 24 hours).
+ALTER TABLE clients ADD COLUMN federated_max_token_age BIGINT;
