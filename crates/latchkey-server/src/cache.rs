@@ -224,6 +224,9 @@ impl Cache {
                 .map(|c| (c.client_id.clone(), Arc::new(KnownClient::new(c))))
                 .collect();
             let previous = self.key_ring();
+            // A key the source cannot trust (in the clear while a KEK is set, sealed with
+            // another KEK) is left out of the new ring and logged, without failing the
+            // reload; a refused current key stops signing (see `KeySource::load`).
             let keys = self.key_source.load(store, Some(&previous)).await?;
             *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
             *self.clients.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ClientSnapshot {

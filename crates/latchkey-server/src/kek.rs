@@ -1,7 +1,9 @@
 //! Encryption of private signing keys at rest with a key-encryption key (KEK): AES-256-GCM with
 //! a random nonce, the key id as associated data (so a sealed key cannot be moved to another
 //! row), and a short KEK identifier stored beside each sealed key so that a wrong KEK is named
-//! as such at start-up instead of failing as "corrupt data".
+//! as such at start-up instead of failing as "corrupt data". With a KEK configured, only keys
+//! sealed with it are opened: a key stored in the clear is refused ([`check_stored`]) unless
+//! start-up seals it first.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
 use aws_lc_rs::digest;
@@ -40,6 +42,17 @@ pub enum KekError {
         kid: String,
         /// The KEK id stored with it.
         stored: String,
+    },
+    /// A stored key is in the clear although a KEK is configured. Only the one-time sealing at
+    /// start-up ([`crate::keys::KeySource::load_or_create`]) takes such a key, and it seals it
+    /// before loading it; everywhere else it is refused, whoever wrote it (someone with access
+    /// to the database, a replica started without the KEK, a restored backup).
+    #[error(
+        "signing key {kid} is stored in the clear although a key-encryption key is configured; it is refused (only start-up seals keys stored in the clear)"
+    )]
+    Clear {
+        /// The signing key.
+        kid: String,
     },
     /// The sealed bytes do not decrypt (tampered with, or damaged).
     #[error("signing key {kid} does not decrypt: the stored ciphertext is damaged")]
@@ -128,33 +141,54 @@ impl KeyEncryptionKey {
     }
 }
 
-/// Returns the PKCS#8 bytes of a stored key. `marker` is what is stored beside it: `None` for
-/// a key stored in the clear, `Some("A256GCM:<kek id>")` for a sealed one.
+/// Whether a stored key may be opened under `kek`, from what is stored beside it (`None` for a
+/// key in the clear, `Some("A256GCM:<kek id>")` for a sealed one): without a KEK only clear
+/// keys, with one only keys sealed with that very KEK. A clear key with a KEK configured is
+/// refused, never used as it is: anyone who can write the database could otherwise plant a
+/// signing key of their choosing.
+pub fn check_stored(
+    kek: Option<&KeyEncryptionKey>,
+    kid: &str,
+    marker: Option<&str>,
+) -> Result<(), KekError> {
+    let stored_id = marker.map(|marker| {
+        marker
+            .strip_prefix(SCHEME)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .unwrap_or(marker)
+            .to_owned()
+    });
+    match (kek, stored_id) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(KekError::Clear {
+            kid: kid.to_owned(),
+        }),
+        (None, Some(stored)) => Err(KekError::Missing {
+            kid: kid.to_owned(),
+            stored,
+        }),
+        (Some(kek), Some(stored)) if kek.id != stored => Err(KekError::WrongKek {
+            kid: kid.to_owned(),
+            stored,
+            configured: kek.id.clone(),
+        }),
+        (Some(_), Some(_)) => Ok(()),
+    }
+}
+
+/// Returns the PKCS#8 bytes of a stored key, after [`check_stored`]. `marker` is what is
+/// stored beside it: `None` for a key stored in the clear, `Some("A256GCM:<kek id>")` for a
+/// sealed one.
 pub fn unseal(
     kek: Option<&KeyEncryptionKey>,
     kid: &str,
     marker: Option<&str>,
     stored: &[u8],
 ) -> Result<Vec<u8>, KekError> {
-    let Some(marker) = marker else {
-        return Ok(stored.to_vec());
-    };
-    let stored_id = marker
-        .strip_prefix(SCHEME)
-        .and_then(|rest| rest.strip_prefix(':'))
-        .unwrap_or(marker)
-        .to_owned();
+    check_stored(kek, kid, marker)?;
     match kek {
-        None => Err(KekError::Missing {
-            kid: kid.to_owned(),
-            stored: stored_id,
-        }),
-        Some(kek) if kek.id != stored_id => Err(KekError::WrongKek {
-            kid: kid.to_owned(),
-            stored: stored_id,
-            configured: kek.id.clone(),
-        }),
         Some(kek) => kek.open(kid, stored),
+        None => Ok(stored.to_vec()),
     }
 }
 
@@ -200,6 +234,18 @@ mod tests {
             Err(KekError::Missing { .. })
         ));
         assert_eq!(unseal(None, "k", None, b"clear").unwrap(), b"clear");
+        // With a KEK, a key in the clear is refused rather than used as it is.
+        assert!(matches!(
+            unseal(Some(&a), "k", None, b"clear"),
+            Err(KekError::Clear { .. })
+        ));
+        // An unknown scheme or an empty marker names no KEK we hold.
+        for marker in ["", "A256GCM:", "other:xyz"] {
+            assert!(matches!(
+                unseal(Some(&a), "k", Some(marker), &sealed),
+                Err(KekError::WrongKek { .. })
+            ));
+        }
         assert!(!format!("{a:?}").contains(KEK_A));
     }
 

@@ -1,6 +1,9 @@
 //! Signing keys: generation, the public JWK with an RFC 7638 thumbprint as `kid`, JWT signing
 //! and verification, and the key lifecycle (docs/CONFORMANCE.md, "Signing keys and rotation").
 //! A key is parsed once when loaded and held in memory; signing and verifying never re-parse it.
+//! With a key-encryption key (KEK) configured, only keys sealed with it are ever loaded; a key
+//! stored in the clear is sealed once at start-up and refused everywhere else (see
+//! [`KeySource::load`]).
 //!
 //! Lifecycle: `next` (published, not signing) → `current` (signing) → `retired` (published for
 //! verification only) → `removed` (private key erased, unpublished). The timing rules are
@@ -17,7 +20,7 @@ use latchkey_proto::{Jwk, JwkSet, SigningAlg};
 use serde::Serialize;
 
 use crate::admin::MAX_TOKEN_TTL;
-use crate::kek::{KekError, KeyEncryptionKey, unseal};
+use crate::kek::{KekError, KeyEncryptionKey, check_stored, unseal};
 use crate::protocol::dpop_nonce::NonceKey;
 use crate::store::{KeyState, RotationOutcome, RotationPlan, Store, StoreError, StoredKey};
 
@@ -62,10 +65,27 @@ pub enum KeyError {
     /// The key store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The database names a current key this server refused to load (see [`KeySource::load`]),
+    /// so no token is signed: 503 rather than a token signed with an untrusted key.
+    #[error(
+        "the current signing key {kid} was refused when the keys were reloaded; no token is signed until it is replaced by a key this server can trust"
+    )]
+    Withdrawn {
+        /// The refused current key.
+        kid: String,
+    },
 }
 
 /// A parsed private key, ready to sign access tokens.
 pub struct SigningKey {
+    material: Arc<KeyMaterial>,
+    /// Set when the database's current key was refused at a reload: this key then stays only
+    /// for what does not sign (its kid, DPoP nonces), and [`SigningKey::sign_jwt`] fails.
+    withdrawn_for: Option<String>,
+}
+
+/// What a key is parsed into, once.
+struct KeyMaterial {
     key: PrivateKey,
     /// Makes and checks DPoP nonces (RFC 9449 §8); derived from the private key, so every
     /// replica with this key has the same.
@@ -80,6 +100,7 @@ impl std::fmt::Debug for SigningKey {
         f.debug_struct("SigningKey")
             .field("kid", &self.kid())
             .field("alg", &self.alg())
+            .field("withdrawn_for", &self.withdrawn_for)
             .finish()
     }
 }
@@ -108,45 +129,66 @@ impl SigningKey {
         let mut header_prefix = URL_SAFE_NO_PAD.encode(header.to_string());
         header_prefix.push('.');
         Ok(SigningKey {
-            key,
-            nonce_key: NonceKey::derive(pkcs8),
-            header_prefix,
-            verifier,
+            material: Arc::new(KeyMaterial {
+                key,
+                nonce_key: NonceKey::derive(pkcs8),
+                header_prefix,
+                verifier,
+            }),
+            withdrawn_for: None,
         })
+    }
+
+    /// The same key, no longer allowed to sign because the current key `refused` could not be
+    /// trusted.
+    fn withdrawn(&self, refused: &str) -> Self {
+        SigningKey {
+            material: Arc::clone(&self.material),
+            withdrawn_for: Some(refused.to_owned()),
+        }
     }
 
     /// Checks a JWS signature made with this key over `message`.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        self.verifier.verify(message, signature)
+        self.material.verifier.verify(message, signature)
     }
 
     /// The key id.
     pub fn kid(&self) -> &str {
-        self.key.kid()
+        self.material.key.kid()
     }
 
     /// The DPoP nonce key that goes with this signing key.
     pub fn nonce_key(&self) -> &NonceKey {
-        &self.nonce_key
+        &self.material.nonce_key
     }
 
     /// The algorithm.
     pub fn alg(&self) -> SigningAlg {
-        self.key.alg()
+        self.material.key.alg()
     }
 
     /// The public JWK (no private members).
     pub fn public_jwk(&self) -> &Jwk {
-        self.key.public_jwk()
+        self.material.key.public_jwk()
     }
 
-    /// Signs `claims` as a compact JWS with this key's cached header.
+    /// Signs `claims` as a compact JWS with this key's cached header; fails with
+    /// [`KeyError::Withdrawn`] while the database's current key is refused.
     pub fn sign_jwt(&self, claims: &impl Serialize) -> Result<String, KeyError> {
+        if let Some(refused) = &self.withdrawn_for {
+            return Err(KeyError::Withdrawn {
+                kid: refused.clone(),
+            });
+        }
+        let material = &self.material;
         let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Crypto)?;
-        let mut jwt = String::with_capacity(self.header_prefix.len() + payload.len() * 4 / 3 + 360);
-        jwt.push_str(&self.header_prefix);
+        let mut jwt =
+            String::with_capacity(material.header_prefix.len() + payload.len() * 4 / 3 + 360);
+        jwt.push_str(&material.header_prefix);
         URL_SAFE_NO_PAD.encode_string(&payload, &mut jwt);
-        self.key
+        material
+            .key
             .sign_compact(&mut jwt)
             .map_err(|_| KeyError::Crypto)?;
         Ok(jwt)
@@ -165,6 +207,7 @@ impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyRing")
             .field("signing", &self.signing.kid())
+            .field("withdrawn_for", &self.signing.withdrawn_for)
             .field("published", &self.published.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -206,6 +249,26 @@ impl KeySource {
         })
     }
 
+    /// A stored key as this server may use it: its stored form allowed by [`check_stored`]
+    /// (only keys sealed with the KEK, when there is one), and parsed, or taken from
+    /// `previous` if it was parsed before. The stored form is checked even then, so a row
+    /// rewritten in the clear under a known kid is refused like a new one.
+    fn trusted(
+        &self,
+        stored: &StoredKey,
+        previous: Option<&KeyRing>,
+    ) -> Result<Arc<SigningKey>, KeyError> {
+        check_stored(
+            self.kek.as_deref(),
+            &stored.kid,
+            stored.encryption.as_deref(),
+        )?;
+        match previous.and_then(|p| p.published.get(&stored.kid)) {
+            Some(known) => Ok(Arc::clone(known)),
+            None => Ok(Arc::new(self.parse(stored)?)),
+        }
+    }
+
     fn parse(&self, stored: &StoredKey) -> Result<SigningKey, KeyError> {
         let pkcs8 = unseal(
             self.kek.as_deref(),
@@ -233,6 +296,12 @@ impl KeySource {
     /// starting at once agree on one of each, see [`Store::insert_key_if_none`]); seals keys
     /// stored in the clear when a KEK is configured; loads the ring. A key that cannot be
     /// decrypted fails here, loudly (docs/CONFORMANCE.md, "Signing keys and rotation").
+    ///
+    /// The sealing here is the one place where a key stored in the clear is taken while a KEK
+    /// is configured, so that a database from before the KEK keeps working: it is sealed
+    /// first and then loaded in its sealed form like any other. A running server refuses
+    /// clear keys instead ([`KeySource::load`]); its error log names them, so an operator can
+    /// look at them (`latchkey keys list`, column PRIVATE_KEY) before a restart seals them.
     pub async fn load_or_create(&self, store: &dyn Store, now: i64) -> Result<KeyRing, KeyError> {
         for state in [KeyState::Current, KeyState::Next] {
             let stored = store.signing_keys().await?;
@@ -256,7 +325,26 @@ impl KeySource {
         self.load(store, None).await
     }
 
-    /// Loads the ring from the database, reusing keys already parsed in `previous`.
+    /// Loads the ring from the database: the first time (`previous` is `None`, at start-up)
+    /// or again after a change (`previous` is the ring in use, whose parsed keys are reused).
+    ///
+    /// Only keys this server can trust are loaded, for signing or for publishing: with a KEK,
+    /// keys sealed with that KEK; without one, keys in the clear ([`check_stored`]); and each
+    /// must decrypt and parse as the key its kid names. At start-up any other key fails the
+    /// load, loudly. At a reload it is refused on its own: it is neither published in the JWK
+    /// Set nor used to sign or verify, and an error naming its kid (never its key material) is
+    /// logged at every reload while it stays. The rest of the reload goes on, so client
+    /// changes and the other keys still take effect.
+    ///
+    /// If the refused key is the current key of the algorithm this server signs with, the
+    /// server fails closed for signing: JWT requests get 503 (`KeyError::Withdrawn`, mapped to
+    /// `temporarily_unavailable` by the token endpoint) until the current key is one it trusts
+    /// again (for example after `latchkey keys rotate` with the KEK, or once a restart has
+    /// sealed it and the keys reload). It neither signs with the refused key nor keeps
+    /// signing with the previous one, which the database no longer names current: other
+    /// replicas may have moved on, and quietly signing with it would hide the problem.
+    /// Opaque tokens need no signature and are still issued; the previous key stays only for
+    /// DPoP nonces, so proofs made with its nonces keep working.
     pub async fn load(
         &self,
         store: &dyn Store,
@@ -266,21 +354,41 @@ impl KeySource {
         let mut published = HashMap::new();
         let mut jwks = Vec::new();
         let mut signing = None;
+        let mut refused_signing = None;
         for key in stored.iter().filter(|k| k.state != KeyState::Removed) {
-            let parsed = match previous.and_then(|p| p.published.get(&key.kid)) {
-                Some(known) => Arc::clone(known),
-                None => Arc::new(self.parse(key)?),
+            let signs = key.alg == self.alg && key.state == KeyState::Current;
+            let parsed = match self.trusted(key, previous) {
+                Ok(parsed) => parsed,
+                Err(err) if previous.is_none() => return Err(err),
+                Err(err) => {
+                    tracing::error!(
+                        kid = %key.kid,
+                        state = key.state.as_str(),
+                        error = %err,
+                        "refused a stored signing key: it is neither published nor used to sign"
+                    );
+                    if signs {
+                        refused_signing = Some(key.kid.clone());
+                    }
+                    continue;
+                }
             };
-            if key.alg == self.alg && key.state == KeyState::Current {
+            if signs {
                 signing = Some(Arc::clone(&parsed));
             }
             jwks.push(parsed.public_jwk().clone());
             published.insert(key.kid.clone(), parsed);
         }
-        let signing = signing.ok_or_else(|| KeyError::Unreadable {
-            kid: String::new(),
-            reason: format!("no current {} key", self.alg),
-        })?;
+        let signing = match (signing, refused_signing, previous) {
+            (Some(signing), _, _) => signing,
+            (None, Some(refused), Some(previous)) => Arc::new(previous.signing.withdrawn(&refused)),
+            _ => {
+                return Err(KeyError::Unreadable {
+                    kid: String::new(),
+                    reason: format!("no current {} key", self.alg),
+                });
+            }
+        };
         let jwks_json = serde_json::to_vec(&JwkSet { keys: jwks }).map_err(|_| KeyError::Crypto)?;
         Ok(KeyRing {
             signing,
@@ -293,6 +401,12 @@ impl KeySource {
     /// "Signing keys and rotation"). With `only_if_older_than`, rotates only if the current key
     /// has signed at least that long (automatic rotation); otherwise now, as long as the next
     /// key is ready.
+    ///
+    /// A next key this server could not load (in the clear with a KEK, sealed with another
+    /// KEK, damaged) is not promoted: the rotation fails with its error and logs its kid, so
+    /// the current key keeps signing. This is checked before the store's rotation, so a
+    /// rotation by someone else in between is not covered; every server refuses such a key at
+    /// its reload anyway ([`KeySource::load`]).
     pub async fn rotate(
         &self,
         store: &dyn Store,
@@ -308,12 +422,29 @@ impl KeySource {
             new_next: self.new_stored_key(alg, KeyState::Next, now)?,
         };
         debug_assert_eq!(next_key_ready_at(plan.next_created_by), now);
+        let keys = store.signing_keys().await?;
+        let in_state = |state| keys.iter().find(|k| k.alg == alg && k.state == state);
+        if let (Some(current), Some(next)) = (in_state(KeyState::Current), in_state(KeyState::Next))
+        {
+            // Only when the store would rotate now: the janitor asks on every pass.
+            let due = plan
+                .only_if_current_activated_by
+                .is_none_or(|by| current.activated_at.unwrap_or(current.created_at) <= by);
+            if due
+                && next.created_at <= plan.next_created_by
+                && let Err(err) = self.parse(next)
+            {
+                tracing::error!(kid = %next.kid, error = %err, "refused to rotate to a stored signing key this server cannot trust");
+                return Err(err);
+            }
+        }
         Ok(store.rotate_keys(&plan).await?)
     }
 }
 
 impl KeyRing {
-    /// The key new tokens are signed with.
+    /// The key new tokens are signed with. If the database's current key was refused at a
+    /// reload, this is the previous one, withdrawn: it refuses to sign ([`KeySource::load`]).
     pub fn signing_key(&self) -> &Arc<SigningKey> {
         &self.signing
     }

@@ -161,8 +161,9 @@ struct Discovery {
     /// Failures in a row; no new attempt before `retry_at` (backoff).
     failures: u32,
     retry_at: i64,
-    /// A discovery in flight: becomes `true` when it ends. One at a time per issuer.
-    running: Option<watch::Receiver<bool>>,
+    /// A discovery in flight, and when it began: becomes `true` when it ends. One at a
+    /// time per issuer.
+    running: Option<(watch::Receiver<bool>, tokio::time::Instant)>,
 }
 
 impl RemoteKeys {
@@ -198,8 +199,9 @@ impl RemoteKeys {
     /// hour, then read again in the background while the old one stays in use
     /// (stale-while-revalidate), as it does while discovery fails. A failure is retried only
     /// after a backoff (1 s doubling to 5 min); meanwhile requests get `None` at once. A
-    /// first discovery is waited for at most [`DISCOVERY_WAIT`]. `None` when no key source is
-    /// known.
+    /// first discovery is waited for until [`DISCOVERY_WAIT`] after it began, so requests
+    /// that come later while a dead issuer holds it up get `None` at once. `None` when no key
+    /// source is known.
     pub async fn for_issuer(&self, issuer: &str) -> Option<Arc<Jwks>> {
         let entry = Arc::clone(
             self.issuers
@@ -209,7 +211,7 @@ impl RemoteKeys {
                 .or_default(),
         );
         let now = self.seconds.now();
-        let mut running = {
+        let (mut running, started) = {
             let mut discovery = entry.lock().unwrap_or_else(PoisonError::into_inner);
             let fresh = discovery
                 .found
@@ -224,7 +226,8 @@ impl RemoteKeys {
                 None => discovery.running.clone()?,
             }
         };
-        let _ = tokio::time::timeout(DISCOVERY_WAIT, running.wait_for(|done| *done)).await;
+        let _ =
+            tokio::time::timeout_at(started + DISCOVERY_WAIT, running.wait_for(|done| *done)).await;
         let found = entry
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -239,7 +242,7 @@ impl RemoteKeys {
         &self,
         issuer: &str,
         entry: &Arc<Mutex<Discovery>>,
-    ) -> watch::Receiver<bool> {
+    ) -> (watch::Receiver<bool>, tokio::time::Instant) {
         let (done, running) = watch::channel(false);
         let http = self.http.clone();
         let allow_private = self.allow_private;
@@ -272,7 +275,7 @@ impl RemoteKeys {
             discovery.running = None;
             let _ = done.send(true);
         });
-        running
+        (running, tokio::time::Instant::now())
     }
 
     /// The key source for `uri`. `None` for a URL this server must not fetch (an address

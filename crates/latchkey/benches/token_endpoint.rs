@@ -29,8 +29,20 @@
 //! self-signed P-256 certificate, which authenticates it (`self_signed_tls_client_auth`,
 //! RFC 8705), and every token is bound to it.
 //!
+//! `token-half-sent` measures the connection limits: the token load alone, then the same load
+//! while `BENCH_HALF_SENT` (1000) connections hold half-sent request heads (each reopened as
+//! soon as the server closes it, so the pressure lasts the whole run). Prints both, their
+//! ratio, and how long the server took to close each half-sent connection (its header-read
+//! timeout, `BENCH_HEADER_READ_TIMEOUT`, default 10s).
+//!
+//! `federated-dead-issuer` measures federated discovery: token requests of a client whose
+//! trusted issuer (a loopback issuer made here) answers, alone, then while `BENCH_DEAD` (32)
+//! loops ask for tokens of a client whose issuer accepts connections and never answers.
+//! Prints the healthy client's throughput both times and how soon the dead issuer's requests
+//! get their 503.
+//!
 //! Settings (environment): `BENCH_ENDPOINT` (`token`, `token-opaque`, `token-pkjwt`,
-//! `token-tls`, `token-mtls`,
+//! `token-tls`, `token-mtls`, `token-half-sent`, `federated-dead-issuer`,
 //! `introspect-jwt`, `introspect-opaque` or `gate`; default `token`), `BENCH_DATABASE`, `BENCH_REPLICAS` (1), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
 //! `BENCH_CONNECTIONS` (16), `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (2).
 //! Targets on a 2-core machine, load generator included, at 16 connections: ≥ 20,000
@@ -122,7 +134,14 @@ fn main() {
                 &alg,
                 "--issuer",
                 "https://auth.bench",
+                "--header-read-timeout",
+                &setting("BENCH_HEADER_READ_TIMEOUT", "10s".to_owned()),
             ])
+            .args(if endpoint == "federated-dead-issuer" {
+                &["--allow-private-jwks-uri"][..]
+            } else {
+                &[]
+            })
             .args(match &tls_files {
                 Some((cert, key)) => vec![
                     "--tls-cert".to_owned(),
@@ -168,6 +187,15 @@ fn main() {
         };
         if endpoint == "gate" {
             return gate_overhead(&token, &addr, connections, warmup, seconds).await;
+        }
+        if endpoint == "token-half-sent" {
+            let half_sent = setting("BENCH_HALF_SENT", 1000);
+            return token_under_half_sent(&token, connections, warmup, seconds, half_sent).await;
+        }
+        if endpoint == "federated-dead-issuer" {
+            let dead = setting("BENCH_DEAD", 32);
+            return federated_dead_issuer(&database, &addr, connections, warmup, seconds, dead)
+                .await;
         }
         if let Some((cert, _)) = &tls_files {
             let identity = client_certificate
@@ -329,6 +357,243 @@ async fn gate_overhead(
     );
     let _ = gate.kill();
     let _ = gate.wait();
+}
+
+/// The first bytes of a token request whose head never ends.
+const HALF_SENT: &[u8] =
+    b"POST /oauth2/token HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-www-form-urlencoded\r\n";
+
+/// The token load alone, then with `half_sent` connections holding half-sent heads.
+async fn token_under_half_sent(
+    token: &Request,
+    connections: usize,
+    warmup: u64,
+    seconds: u64,
+    half_sent: usize,
+) {
+    let requests = std::slice::from_ref(token);
+    run_load(requests, connections, Duration::from_secs(warmup)).await;
+    let alone = run_load(requests, connections, Duration::from_secs(seconds)).await;
+    let alone_rate = alone.rate();
+    alone.report("token, alone", "ES256", connections);
+
+    // Hold `half_sent` half-sent heads open until the end, reopening each one the server
+    // closes, and note how long the server let each one live.
+    let stop = Instant::now() + Duration::from_secs(warmup + seconds + 1);
+    let mut holders = tokio::task::JoinSet::new();
+    for _ in 0..half_sent {
+        let addr = token.addr.clone();
+        holders.spawn(async move {
+            let mut lifetimes = Vec::new();
+            while Instant::now() < stop {
+                let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let opened = Instant::now();
+                if tokio::io::AsyncWriteExt::write_all(&mut stream, HALF_SENT)
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                let mut buf = [0u8; 256];
+                let left = stop.saturating_duration_since(Instant::now());
+                let read = tokio::io::AsyncReadExt::read(&mut stream, &mut buf);
+                if tokio::time::timeout(left, read).await.is_ok() {
+                    lifetimes.push(opened.elapsed());
+                }
+            }
+            lifetimes
+        });
+    }
+    // Let them all connect before measuring.
+    tokio::time::sleep(Duration::from_secs(warmup)).await;
+    let pressed = run_load(requests, connections, Duration::from_secs(seconds)).await;
+    let pressed_rate = pressed.rate();
+    pressed.report(
+        &format!("token, with {half_sent} half-sent connections open"),
+        "ES256",
+        connections,
+    );
+    let mut lifetimes = Vec::new();
+    while let Some(done) = holders.join_next().await {
+        lifetimes.extend(done.unwrap());
+    }
+    lifetimes.sort_unstable();
+    println!(
+        "with/alone throughput ratio {:.2}",
+        pressed_rate / alone_rate
+    );
+    match (
+        lifetimes.first(),
+        lifetimes.get(lifetimes.len() / 2),
+        lifetimes.last(),
+    ) {
+        (Some(min), Some(median), Some(max)) => println!(
+            "half-sent connections closed by the server: {} (open for min {:.2} s, median {:.2} s, max {:.2} s)",
+            lifetimes.len(),
+            min.as_secs_f64(),
+            median.as_secs_f64(),
+            max.as_secs_f64()
+        ),
+        _ => println!("no half-sent connection was closed by the server during the run"),
+    }
+}
+
+/// A loopback issuer of workload tokens (discovery document and JWK Set), like a cluster's.
+async fn workload_issuer(key: &latchkey_client::PrivateKey) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let discovery = serde_json::json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/jwks"),
+    });
+    let jwks = serde_json::json!({ "keys": [key.public_jwk()] });
+    let router = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(discovery) }),
+        )
+        .route(
+            "/jwks",
+            axum::routing::get(move || async move { axum::Json(jwks) }),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    issuer
+}
+
+/// A federated client of `issuer` registered with the CLI, and a token request for it with a
+/// workload token signed by `key` (reused, as workload tokens are).
+fn federated_request(
+    database: &str,
+    addr: &str,
+    issuer: &str,
+    key: &latchkey_client::PrivateKey,
+) -> Request {
+    let created = register(
+        database,
+        &[
+            "--auth-method",
+            "private_key_jwt",
+            "--federated-issuer",
+            issuer,
+            "--federated-subject",
+            "workload",
+            "--allow-private-jwks-uri",
+        ],
+    );
+    let client_id = created["client_id"].as_str().unwrap().to_owned();
+    #[allow(clippy::disallowed_methods)] // The server runs on the real clock.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": issuer, "sub": "workload", "aud": "https://auth.bench",
+        "iat": now, "exp": now + 3600,
+    });
+    let header = serde_json::json!({ "alg": "ES256", "kid": key.kid() });
+    let token = key
+        .sign_jws(header.to_string().as_bytes(), claims.to_string().as_bytes())
+        .unwrap();
+    Request {
+        addr: addr.to_owned(),
+        path: "/oauth2/token",
+        authorization: String::new(),
+        body: Bytes::from(format!(
+            "grant_type=client_credentials&client_id={client_id}&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={token}"
+        )),
+        expect: b"{\"access_token\":\"",
+        bodies: None,
+    }
+}
+
+/// Federated token requests for a healthy issuer, alone and while `dead` loops ask for tokens
+/// of a client whose issuer never answers; how soon those get their 503.
+async fn federated_dead_issuer(
+    database: &str,
+    addr: &str,
+    connections: usize,
+    warmup: u64,
+    seconds: u64,
+    dead: usize,
+) {
+    let key = latchkey_client::PrivateKey::generate(latchkey_proto::SigningAlg::Es256)
+        .unwrap()
+        .0;
+    let healthy = federated_request(database, addr, &workload_issuer(&key).await, &key);
+    // An issuer that accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_issuer = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let stuck = std::sync::Arc::new(federated_request(database, addr, &silent_issuer, &key));
+
+    let requests = std::slice::from_ref(&healthy);
+    run_load(requests, connections, Duration::from_secs(warmup)).await;
+    let alone = run_load(requests, connections, Duration::from_secs(seconds)).await;
+    let alone_rate = alone.rate();
+    alone.report(
+        "federated token, healthy issuer alone",
+        "ES256",
+        connections,
+    );
+
+    let stop = Instant::now() + Duration::from_secs(seconds);
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..dead {
+        let stuck = std::sync::Arc::clone(&stuck);
+        loops.spawn(async move {
+            let stream = tokio::net::TcpStream::connect(&stuck.addr).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let mut latencies = Vec::new();
+            while Instant::now() < stop {
+                let sent = Instant::now();
+                let response = sender.send_request(stuck.build()).await.unwrap();
+                assert_eq!(response.status(), 503, "a dead issuer means 503");
+                assert!(response.headers().contains_key("retry-after"));
+                let _ = response.into_body().collect().await;
+                latencies.push(sent.elapsed());
+            }
+            latencies
+        });
+    }
+    let pressed = run_load(requests, connections, Duration::from_secs(seconds)).await;
+    let pressed_rate = pressed.rate();
+    pressed.report(
+        &format!("federated token, healthy issuer, with {dead} loops on a dead issuer"),
+        "ES256",
+        connections,
+    );
+    let mut latencies = Vec::new();
+    while let Some(done) = loops.join_next().await {
+        latencies.extend(done.unwrap());
+    }
+    latencies.sort_unstable();
+    let at = |p: f64| {
+        let index = ((latencies.len() as f64) * p).ceil() as usize;
+        latencies[index.clamp(1, latencies.len()) - 1].as_secs_f64() * 1000.0
+    };
+    println!(
+        "dead issuer: {} answers, all 503 with Retry-After; p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    println!(
+        "healthy issuer with/alone throughput ratio {:.2}",
+        pressed_rate / alone_rate
+    );
 }
 
 /// A private_key_jwt client registered with the CLI, and token requests for it: one signed
@@ -676,6 +941,11 @@ impl LoadResult {
             latencies_us,
             errors,
         }
+    }
+
+    /// Requests per second.
+    fn rate(&self) -> f64 {
+        self.latencies_us.len() as f64 / self.elapsed.as_secs_f64()
     }
 
     /// Prints the result and returns the p99 latency in ms.

@@ -13,7 +13,9 @@ use latchkey_server::connections::{self, Transport};
 use latchkey_server::tls::{Tls, TlsFiles, TlsPeer};
 
 use crate::cli::GateArgs;
-use crate::proxy::{Upstream, UpstreamClient, refuse, send_with_timeout, upstream_client};
+use crate::proxy::{
+    Listener, Upstream, UpstreamClient, refuse, send_with_timeout, upstream_client,
+};
 
 /// Identity headers the gate sets. Any header that arrives from outside and starts with this
 /// prefix (or with `x_latchkey_`, which CGI-style servers read as the same name) is removed
@@ -23,6 +25,8 @@ const PREFIX: &str = "x-latchkey-";
 #[derive(Clone)]
 struct Gate {
     upstream: Upstream,
+    /// The gate's own listener, which `X-Forwarded-Proto` reports.
+    listener: Listener,
     timeout: std::time::Duration,
     client: UpstreamClient,
     /// Client certificate headers never forwarded: RFC 9440's, and the one trusted here.
@@ -50,11 +54,29 @@ pub async fn run(args: GateArgs) -> anyhow::Result<()> {
     for scope in &args.require_scope {
         layer = layer.require_scope(scope);
     }
+    // Loaded before the state is built: `X-Forwarded-Proto` follows the listener.
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            Tls::load(&TlsFiles {
+                cert,
+                key,
+                client_ca: None,
+            })
+            .map_err(anyhow::Error::msg)
+            .context("loading the TLS certificate")?,
+        ),
+        _ => None,
+    };
     let router = Router::new()
         .fallback(forward)
         .layer(layer)
         .with_state(Gate {
             upstream,
+            listener: if tls.is_some() {
+                Listener::Https
+            } else {
+                Listener::Http
+            },
             timeout: std::time::Duration::from_secs(args.upstream_timeout),
             client: upstream_client()?,
             certificate_headers: certificate_headers(args.trust_certificate_header.as_deref())?,
@@ -63,22 +85,15 @@ pub async fn run(args: GateArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let listen = listener.local_addr()?;
-    tracing::info!(listen = %listen, upstream = %args.upstream, audience = %args.audience, tls = args.tls_cert.is_some(), "latchkey gate is serving");
-    let (router, transport) = match (args.tls_cert, args.tls_key) {
-        (Some(cert), Some(key)) => {
-            let tls = Tls::load(&TlsFiles {
-                cert,
-                key,
-                client_ca: None,
-            })
-            .map_err(anyhow::Error::msg)
-            .context("loading the TLS certificate")?;
+    tracing::info!(listen = %listen, upstream = %args.upstream, audience = %args.audience, tls = tls.is_some(), "latchkey gate is serving");
+    let (router, transport) = match tls {
+        Some(tls) => {
             // The guard finds the connection's client certificate in the request (RFC 8705
             // §3).
             let router = router.layer(axum::middleware::map_request(tls_peer));
             (router, Transport::Tls(tls.acceptor()))
         }
-        _ => (router, Transport::Plain),
+        None => (router, Transport::Plain),
     };
     connections::serve(
         listener,
@@ -137,7 +152,7 @@ async fn forward(
     };
     // Hop-by-hop headers first: a `Connection` header naming the identity headers must not be
     // able to remove them after they are set.
-    if let Err(why) = gate.upstream.prepare(&mut request, peer) {
+    if let Err(why) = gate.upstream.prepare(&mut request, peer, gate.listener) {
         return refuse(why);
     }
     let headers = request.headers_mut();

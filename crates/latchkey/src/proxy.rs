@@ -1,13 +1,15 @@
 //! Forwarding HTTP requests to an upstream, for `latchkey gate` and `latchkey sidecar`:
 //! streaming bodies both ways, any method, hop-by-hop headers dropped (RFC 9110 §7.6.1),
-//! `Via` added (§7.6.3), and the `X-Forwarded-*` headers set by the proxy alone.
+//! `Via` added (§7.6.3), and the `X-Forwarded-*` headers set by the proxy alone. Requests
+//! that the proxy and an upstream could read differently (an ambiguous path, an ambiguous
+//! body length) are refused, not forwarded.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use axum::body::Body;
-use http::header::{CONNECTION, HOST, HeaderName, VIA};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderName, TRANSFER_ENCODING, VIA};
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
@@ -44,13 +46,39 @@ pub struct Upstream {
     base_path: String,
 }
 
-/// Headers the proxy sets itself; any a client sends are dropped first.
-const FORWARDING_HEADERS: [&str; 5] = [
+/// How clients reach the proxy: what `X-Forwarded-Proto` tells the upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    Http,
+    Https,
+}
+
+impl Listener {
+    fn proto(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Listener::Http => "http",
+            Listener::Https => "https",
+        })
+    }
+}
+
+/// Claims about where a request came from, by whom and how, that upstreams and their
+/// frameworks believe. Only the proxy makes them: any a client sends are dropped first, also
+/// spelt with `_` for `-`, which CGI-style servers read as the same name.
+const FORWARDING_HEADERS: [&str; 12] = [
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-host",
     "x-forwarded-proto",
     "x-real-ip",
+    // Read by Rack, Spring, Werkzeug's ProxyFix and others for the scheme, port and prefix.
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-scheme",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-url-scheme",
+    "front-end-https",
 ];
 
 impl Upstream {
@@ -90,21 +118,22 @@ impl Upstream {
     }
 
     /// Rewrites `request` to go to the upstream: its URI (under the upstream's path), `Host`,
-    /// no hop-by-hop headers, `Via`, and `X-Forwarded-*` naming the original request. Refuses
-    /// a path with dot segments, which could climb out of the upstream's path prefix.
+    /// no hop-by-hop headers, `Via`, and `X-Forwarded-*` naming the original request as it
+    /// reached `listener` from `peer`. Refuses a request the upstream could read differently
+    /// from the proxy: see `check_path` and `check_framing`.
     pub fn prepare(
         &self,
         request: &mut Request<Body>,
         peer: SocketAddr,
+        listener: Listener,
     ) -> Result<(), &'static str> {
+        check_path(request.uri().path())?;
+        check_framing(request.headers())?;
         let path_and_query = request
             .uri()
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
-        if has_dot_segment(request.uri().path()) {
-            return Err("the path has . or .. segments");
-        }
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -116,7 +145,12 @@ impl Upstream {
         *request.version_mut() = http::Version::HTTP_11;
         let headers = request.headers_mut();
         remove_hop_by_hop(headers);
-        for name in FORWARDING_HEADERS {
+        let claims: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| FORWARDING_HEADERS.contains(&name.as_str().replace('_', "-").as_str()))
+            .cloned()
+            .collect();
+        for name in claims {
             headers.remove(name);
         }
         if let Ok(host) = HeaderValue::try_from(self.authority.as_str()) {
@@ -130,10 +164,49 @@ impl Upstream {
         }
         headers.insert(
             HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("http"),
+            listener.proto(),
         );
         headers.append(VIA, HeaderValue::from_static("1.1 latchkey"));
         Ok(())
+    }
+}
+
+/// Refuses a path that does not name the same resource to every reader. Dot segments could
+/// climb out of the upstream's path prefix (RFC 3986 §5.2.4). An encoded `/` or `\` is data
+/// to the proxy (RFC 3986 §2.2) but some upstreams decode it before routing, and a `\` is a
+/// separator to some (Windows, IIS, several frameworks) and data to others: `/a/..%2fadmin`
+/// and `/a/..\admin` would be `/admin` there.
+fn check_path(path: &str) -> Result<(), &'static str> {
+    if has_dot_segment(path) {
+        return Err("the path has . or .. segments");
+    }
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\') || lower.contains("%2f") || lower.contains("%5c") {
+        return Err("the path has a \\, %2F or %5C");
+    }
+    Ok(())
+}
+
+/// Refuses a request body whose length two parsers could read differently (request
+/// smuggling, RFC 9112 §11.2). Of transfer codings only `chunked` alone is accepted (names are
+/// case-insensitive, RFC 9112 §7): the proxy decodes it and frames the body anew for the
+/// upstream, and anything else (`gzip, chunked`, `chunked, chunked`, two fields) is a coding
+/// no client needs here. RFC 9112 §6.1 lets a server reject a request with both
+/// `Content-Length` and `Transfer-Encoding`, or read it by `Transfer-Encoding` alone and close
+/// the connection after answering. hyper does the latter before the request gets here, so the
+/// `Content-Length` check is a second line, for a server that keeps the field (as hyper did
+/// when it came first, hyperium/hyper#4123).
+fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
+    let mut codings = headers.get_all(TRANSFER_ENCODING).iter();
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(coding), None) if coding.as_bytes().eq_ignore_ascii_case(b"chunked") => {
+            if headers.contains_key(CONTENT_LENGTH) {
+                return Err("the request has both Content-Length and Transfer-Encoding");
+            }
+            Ok(())
+        }
+        _ => Err("the request's Transfer-Encoding is not chunked"),
     }
 }
 

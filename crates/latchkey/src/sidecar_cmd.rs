@@ -13,7 +13,9 @@ use latchkey_server::connections::{self, Transport};
 use tower::{Layer as _, Service as _};
 
 use crate::cli::SidecarArgs;
-use crate::proxy::{Upstream, UpstreamClient, answer, refuse, send_with_timeout, upstream_client};
+use crate::proxy::{
+    Listener, Upstream, UpstreamClient, answer, refuse, send_with_timeout, upstream_client,
+};
 
 #[derive(Clone)]
 struct Sidecar {
@@ -78,7 +80,9 @@ async fn forward(
 ) -> Response<Body> {
     // The application's own credentials, if any, are replaced by the sidecar's token.
     request.headers_mut().remove(http::header::AUTHORIZATION);
-    if let Err(why) = sidecar.upstream.prepare(&mut request, peer) {
+    // The same rules as the gate's: its applications are local, but what they send is still
+    // read twice, by the sidecar and by the upstream.
+    if let Err(why) = sidecar.upstream.prepare(&mut request, peer, Listener::Http) {
         return refuse(why);
     }
     let ready = std::future::poll_fn(|cx| sidecar.client.poll_ready(cx)).await;

@@ -1012,13 +1012,17 @@ impl Store for PostgresStore {
         private_key: &[u8],
         encryption: &str,
     ) -> Result<(), StoreError> {
+        // A change servers reload for: one that refused the clear row takes the sealed one.
         retrying(|| async move {
+            let mut tx = self.begin().await?;
             sqlx::query("UPDATE signing_keys SET private_key = $2, encryption = $3 WHERE kid = $1")
                 .bind(kid)
                 .bind(private_key)
                 .bind(encryption)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+            bump_generation(&mut tx).await?;
+            tx.commit().await?;
             Ok(())
         })
         .await

@@ -872,14 +872,17 @@ impl Store for SqliteStore {
         private_key: &[u8],
         encryption: &str,
     ) -> Result<(), StoreError> {
+        // A change servers reload for: one that refused the clear row takes the sealed one.
+        let mut tx = self.write_transaction().await?;
         sqlx::query("UPDATE signing_keys SET private_key = ?2, encryption = ?3 WHERE kid = ?1")
             .bind(kid)
             .bind(private_key)
             .bind(encryption)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        Ok(())
+        bump_generation(&mut tx).await?;
+        tx.commit().await.map_err(map_err)
     }
 }
 

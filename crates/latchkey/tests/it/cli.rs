@@ -406,6 +406,22 @@ async fn quick_start_from_the_readme() {
     );
     assert!(!line.contains(secret) && !line.contains(body["access_token"].as_str().unwrap()));
 
+    // A client_id that names no client (here a secret pasted into the wrong field) is logged
+    // only as a short hash.
+    let pasted = reqwest::Client::new()
+        .post(format!("http://{listen}/oauth2/token"))
+        .basic_auth("PASTED-SECRET-SENTINEL", Some("x"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pasted.status(), 401);
+    let unknown = next_access_line();
+    assert!(
+        unknown.contains("unknown:") && !unknown.contains("PASTED-SECRET-SENTINEL"),
+        "{unknown}"
+    );
+
     // SIGTERM: readiness turns false, in-flight requests drain, exit 0.
     let status = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])

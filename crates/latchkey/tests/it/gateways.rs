@@ -88,19 +88,32 @@ async fn serve(router: axum::Router) -> String {
 
 /// An upstream that answers with the request's method, path, headers and body size as JSON.
 pub async fn echo_upstream() -> String {
-    serve(axum::Router::new().fallback(
-        |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap, body: Bytes| async move {
-            let headers: serde_json::Map<String, serde_json::Value> = headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_str().unwrap().into()))
-                .collect();
-            axum::Json(serde_json::json!({
-                "method": method.as_str(), "uri": uri.to_string(),
-                "headers": headers, "body_len": body.len(),
-            }))
-        },
-    ))
-    .await
+    recording_echo_upstream().await.0
+}
+
+/// [`echo_upstream`], also keeping the `METHOD uri` of every request it receives.
+async fn recording_echo_upstream() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let recorder = Arc::clone(&seen);
+    let url =
+        serve(axum::Router::new().fallback(
+            move |method: axum::http::Method,
+                  uri: axum::http::Uri,
+                  headers: HeaderMap,
+                  body: Bytes| async move {
+                recorder.lock().unwrap().push(format!("{method} {uri}"));
+                let headers: serde_json::Map<String, serde_json::Value> = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap().into()))
+                    .collect();
+                axum::Json(serde_json::json!({
+                    "method": method.as_str(), "uri": uri.to_string(),
+                    "headers": headers, "body_len": body.len(),
+                }))
+            },
+        ))
+        .await;
+    (url, seen)
 }
 
 fn gate(app: &TestApp, upstream: &str, scopes: &[&str]) -> (Background, String) {
@@ -224,10 +237,18 @@ async fn gate_sets_identity_headers_and_strips_spoofed_ones() {
             "connection",
             "keep-alive, x-latchkey-client-id, x-latchkey-scope",
         )
-        // ...nor choose what the upstream believes about where the request came from.
+        // ...nor choose what the upstream believes about where the request came from, or how
+        // (also in the spellings CGI-style servers read as the same names).
         .header("x-forwarded-for", "10.9.9.9")
-        .header("forwarded", "for=10.9.9.9")
+        .header("x_forwarded_for", "10.9.9.9")
+        .header("forwarded", "for=10.9.9.9;proto=https")
         .header("x-real-ip", "10.9.9.9")
+        .header("x-forwarded-proto", "https")
+        .header("X_Forwarded_Proto", "https")
+        .header("x-forwarded-host", "evil.example")
+        .header("x-forwarded-ssl", "on")
+        .header("x-forwarded-port", "443")
+        .header("x-forwarded-prefix", "/admin")
         .body(vec![1u8; 70_000])
         .send()
         .await
@@ -253,39 +274,67 @@ async fn gate_sets_identity_headers_and_strips_spoofed_ones() {
         "underscore variant stripped"
     );
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
-    assert!(headers.get("forwarded").is_none() && headers.get("x-real-ip").is_none());
-    assert!(
-        headers["x-forwarded-host"]
-            .as_str()
-            .unwrap()
-            .starts_with("127.0.0.1:")
+    // The gate listens on plain HTTP, whatever the client says.
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(
+        headers["x-forwarded-host"],
+        gate_url.trim_start_matches("http://")
     );
+    for name in [
+        "forwarded",
+        "x-real-ip",
+        "x_forwarded_for",
+        "x_forwarded_proto",
+        "x-forwarded-ssl",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+    ] {
+        assert!(headers.get(name).is_none(), "{name} stripped");
+    }
     assert_eq!(headers["via"], "1.1 latchkey");
 
     // Dot segments could climb out of the upstream's /base prefix: refused. (Sent raw: HTTP
     // client libraries normalise them away.)
     for path in ["/items/../../secret", "/items/%2e%2e/%2E%2E/secret"] {
-        let status = raw_get(&gate_url, path, &good).await;
+        let (status, _) = raw_get(&gate_url, path, &good).await;
         assert_eq!(status, "HTTP/1.1 400 Bad Request", "{path}");
     }
 }
 
-/// Sends `GET path` as written, with the token, and returns the status line.
-async fn raw_get(base: &str, path: &str, token: &str) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+/// Sends `GET path` as written, with the token, and returns the status line and the body.
+async fn raw_get(base: &str, path: &str, token: &str) -> (String, String) {
     let addr = base.trim_start_matches("http://");
+    let response = raw(
+        addr,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    status_and_body(&response)
+}
+
+/// Writes `request` as it is to a new connection to `addr` and reads until the server closes
+/// it: every response it sent.
+async fn raw(addr: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    String::from_utf8_lossy(&response)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    // A bound, not a wait: the server closes at once after answering.
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response))
+        .await
+        .expect("the server closes the connection after answering")
+        .unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// The status line and the body of a response read by [`raw`].
+fn status_and_body(response: &str) -> (String, String) {
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+    let status = head.lines().next().unwrap_or_default();
+    (status.to_owned(), body.to_owned())
 }
 
 #[test]
@@ -368,6 +417,18 @@ async fn sidecar_adds_one_cached_token_to_every_request() {
             format!("hello {}", client.id())
         );
     }
+    // The sidecar forwards through the same code as the gate, with the same refusals.
+    for path in ["/call/..%2fadmin", "/call/..\\admin"] {
+        let (status, body) = raw_get(&sidecar, path, "").await;
+        assert_eq!(
+            (status.as_str(), body.as_str()),
+            (
+                "HTTP/1.1 400 Bad Request",
+                "the path has a \\, %2F or %5C\n"
+            ),
+            "{path}"
+        );
+    }
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 25);
     assert!(
@@ -404,4 +465,171 @@ async fn gate_answers_504_when_the_upstream_hangs() {
         waited >= std::time::Duration::from_secs(1) && waited < std::time::Duration::from_secs(30),
         "{waited:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_refuses_paths_an_upstream_could_read_differently() {
+    let app = spawn_app_at_real_time().await;
+    let client = app.client(|_| {}).await;
+    let (upstream, seen) = recording_echo_upstream().await;
+    let (_gate, gate_url) = gate(&app, &format!("{upstream}/base"), &[]);
+    let good = token(&app, &client, &format!("scope=read&resource={API}")).await;
+    const SEPARATOR: Option<&str> = Some("the path has a \\, %2F or %5C\n");
+    // An encoded / or \ is data to the gate, a separator to upstreams that decode before they
+    // route; a \ is a separator to some. Each row: the path as sent (client libraries would
+    // normalise some of these), and the 400's body, or `None` for forwarded.
+    let cases = [
+        ("/a/..%2fadmin", SEPARATOR),
+        ("/a/..%2Fadmin", SEPARATOR),
+        ("/a/..\\admin", SEPARATOR),
+        ("/a/..%5cadmin", SEPARATOR),
+        ("/a/%5Cadmin", SEPARATOR),
+        ("/a%2fb", SEPARATOR),
+        ("/a/%2E%2E/admin", Some("the path has . or .. segments\n")),
+        // The query is not a path: encoded separators there are forwarded, and so is an
+        // encoded `%` (an upstream decodes it once, to `%2f`, which is data).
+        ("/a/b?next=%2Fadmin%5C", None),
+        ("/a/%252f", None),
+    ];
+    for (path, refused) in cases {
+        let (status, body) = raw_get(&gate_url, path, &good).await;
+        match refused {
+            Some(why) => assert_eq!(
+                (status.as_str(), body.as_str()),
+                ("HTTP/1.1 400 Bad Request", why),
+                "{path}"
+            ),
+            None => assert_eq!(status, "HTTP/1.1 200 OK", "{path}"),
+        }
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["GET /base/a/b?next=%2Fadmin%5C", "GET /base/a/%252f"],
+        "the upstream sees only the paths let through"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_never_forwards_a_body_length_the_upstream_could_read_differently() {
+    let app = spawn_app_at_real_time().await;
+    let client = app.client(|_| {}).await;
+    let (upstream, seen) = recording_echo_upstream().await;
+    let (_gate, gate_url) = gate(&app, &upstream, &[]);
+    let good = token(&app, &client, &format!("scope=read&resource={API}")).await;
+    let addr = gate_url.trim_start_matches("http://");
+    let post = |path: &str, framing: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {good}\r\n\
+             {framing}\r\n{body}"
+        )
+    };
+    const NOT_CHUNKED: &str = "the request's Transfer-Encoding is not chunked\n";
+    // Each row: the framing headers, and the 400's body, or `None` for forwarded. Only
+    // `chunked` alone is forwarded; hyper itself refuses a coding that does not end in
+    // `chunked` (with an empty body), the gate the rest.
+    let cases = [
+        ("/chunked", "Transfer-Encoding: chunked\r\n", None),
+        ("/upper", "Transfer-Encoding: CHUNKED\r\n", None),
+        (
+            "/gzip-chunked",
+            "Transfer-Encoding: gzip, chunked\r\n",
+            Some(NOT_CHUNKED),
+        ),
+        (
+            "/twice",
+            "Transfer-Encoding: chunked, chunked\r\n",
+            Some(NOT_CHUNKED),
+        ),
+        (
+            "/two-fields",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            Some(NOT_CHUNKED),
+        ),
+        ("/gzip", "Transfer-Encoding: gzip\r\n", Some("")),
+        ("/identity", "Transfer-Encoding: identity\r\n", Some("")),
+    ];
+    for (path, framing, refused) in cases {
+        let framing = format!("{framing}Connection: close\r\n");
+        let response = raw(addr, &post(path, &framing, "5\r\nhello\r\n0\r\n\r\n")).await;
+        let (status, body) = status_and_body(&response);
+        match refused {
+            Some(why) => assert_eq!(
+                (status.as_str(), body.as_str()),
+                ("HTTP/1.1 400 Bad Request", why),
+                "{path}"
+            ),
+            None => {
+                assert_eq!(status, "HTTP/1.1 200 OK", "{path}");
+                let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(echo["body_len"], 5, "{path}");
+            }
+        }
+    }
+    assert_eq!(*seen.lock().unwrap(), ["POST /chunked", "POST /upper"]);
+
+    // Content-Length and Transfer-Encoding together, in either order, with a second request
+    // hidden in the body for a reader that believes Content-Length (RFC 9112 §11.2). The
+    // gate's own check never sees this: hyper, below it, takes RFC 9112 §6.1's other choice,
+    // reading the body as chunked alone, dropping Content-Length and closing the connection
+    // after answering. So the upstream gets one request, framed anew, and never the hidden one.
+    seen.lock().unwrap().clear();
+    let hidden = format!(
+        "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {good}\r\n\r\n"
+    );
+    let length = format!("Content-Length: {}\r\n", hidden.len());
+    let chunked = "Transfer-Encoding: chunked\r\n";
+    for (path, framing) in [
+        ("/cl-te", format!("{length}{chunked}")),
+        ("/te-cl", format!("{chunked}{length}")),
+    ] {
+        // No `Connection: close`: the gate closes by itself.
+        let response = raw(addr, &post(path, &framing, &hidden)).await;
+        assert_eq!(
+            response.matches("HTTP/1.1 ").count(),
+            1,
+            "one answer: {response}"
+        );
+        let (status, body) = status_and_body(&response);
+        assert_eq!(status, "HTTP/1.1 200 OK", "{path}");
+        assert!(response.contains("\r\nconnection: close\r\n"), "{response}");
+        let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(echo["body_len"], 0, "{path}");
+        assert!(
+            echo["headers"].get("content-length").is_none(),
+            "{path}: {echo}"
+        );
+    }
+    assert_eq!(*seen.lock().unwrap(), ["POST /cl-te", "POST /te-cl"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_terminating_tls_tells_the_upstream_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((app, https)) = crate::mtls::spawn_tls(dir.path(), None).await else {
+        return;
+    };
+    let client = app.client(|_| {}).await;
+    let upstream = echo_upstream().await;
+    let mut command = Command::new(BIN);
+    command
+        .args(["gate", "--upstream", &upstream, "--issuer", &app.issuer])
+        .args(["--audience", API, "--listen", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(dir.path().join("server.pem"))
+        .arg("--tls-key")
+        .arg(dir.path().join("server.key"))
+        // The gate fetches the issuer's keys over HTTPS: trust the test server's certificate.
+        .env("SSL_CERT_FILE", dir.path().join("server.pem"));
+    let (_gate, line) = start(command, "latchkey gate is serving");
+    let good = token(&app, &client, &format!("scope=read&resource={API}")).await;
+    let response = https
+        .get(format!("https://{}/x", listen_field(&line)))
+        .bearer_auth(good)
+        .header("x-forwarded-proto", "http")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echo: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
 }

@@ -3,18 +3,21 @@
 //! keys and rotation").
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use latchkey_proto::SigningAlg;
+use latchkey_proto::{SigningAlg, TokenFormat};
 use latchkey_server::admin;
+use latchkey_server::cache::wait_for_servers;
 use latchkey_server::kek::KeyEncryptionKey;
 use latchkey_server::keys::KeySource;
-use latchkey_server::store::{self, KeyState};
+use latchkey_server::store::{self, KeyState, RotationOutcome, RotationPlan, StoredKey};
 use latchkey_server::{Application, ManualClock, StartError};
 use serde_json::Value;
+use tempfile::TempDir;
 
-use crate::helpers::{T0, TestApp, TestClient, server_config, spawn_app};
+use crate::helpers::{T0, TestApp, TestClient, server_config, spawn_app, spawn_with_config};
 
 const MAX_AGE: i64 = 300;
 
@@ -255,4 +258,230 @@ async fn private_keys_are_sealed_with_the_kek_and_a_wrong_kek_fails_at_start() {
     assert!(wrong.contains("key-encryption key"), "{wrong}");
     let missing = start(&url, None).await.err().unwrap().to_string();
     assert!(missing.contains("LATCHKEY_KEY_ENCRYPTION_KEY"), "{missing}");
+}
+
+/// A key source as a server with `kek` (or none) has it.
+fn key_source(kek: Option<&str>) -> KeySource {
+    KeySource {
+        alg: SigningAlg::Es256,
+        kek: kek.map(|k| Arc::new(KeyEncryptionKey::from_base64(k).unwrap())),
+    }
+}
+
+/// A server with the KEK `kek` on the database at `url`, its clock at `now`.
+async fn spawn_sealed_on(url: String, dir: TempDir, kek: &str, now: i64) -> TestApp {
+    let store = store::connect(&url).await.unwrap();
+    let mut config = server_config(SigningAlg::Es256, None);
+    config.key_encryption_key = key_source(Some(kek)).kek;
+    spawn_with_config(config, url, dir, store, ManualClock::new(now)).await
+}
+
+/// A server with the KEK `kek` on a fresh database.
+async fn spawn_sealed(kek: &str) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sealed.db").display());
+    spawn_sealed_on(url, dir, kek, T0).await
+}
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+impl TestApp {
+    /// Returns once every running server has reloaded the keys as they are in the database now.
+    async fn reloaded(&self) {
+        let behind = wait_for_servers(self.store.as_ref(), Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(behind.is_empty(), "servers did not reload: {behind:?}");
+    }
+
+    /// The kids in the served JWK Set.
+    async fn published_kids(&self) -> Vec<String> {
+        let jwks: JwkSet = self.get_json("/jwks").await;
+        jwks.keys
+            .iter()
+            .filter_map(|k| k.common.key_id.clone())
+            .collect()
+    }
+
+    /// Rotates with `new_next` as the new next key straight through the store, bypassing
+    /// every check of the server and the CLI: what someone with write access to the database,
+    /// or an old replica without the KEK, can do.
+    async fn force_rotation(&self, new_next: StoredKey) -> (String, String) {
+        let plan = RotationPlan {
+            alg: SigningAlg::Es256,
+            now: self.clock_now(),
+            next_created_by: self.clock_now(),
+            only_if_current_activated_by: None,
+            new_next,
+        };
+        match self.store.rotate_keys(&plan).await.unwrap() {
+            RotationOutcome::Rotated { current, next, .. } => (current, next),
+            other => panic!("no rotation: {other:?}"),
+        }
+    }
+
+    async fn token_status(&self, client: &TestClient) -> (u16, Value) {
+        let response = self
+            .token_basic(client, "grant_type=client_credentials")
+            .await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+}
+
+/// With a KEK, a key written in the clear after start (by someone with access to the
+/// database, a replica started without the KEK, a restored backup) is refused at every
+/// reload: never published, never rotated to, never used to sign. A refused current key means
+/// 503 for JWTs rather than a token signed with it; opaque tokens are still issued. A restart
+/// with the KEK still seals clear keys once, so a database from before the KEK keeps working
+/// (docs/CONFORMANCE.md, "Signing keys and rotation").
+#[tokio::test]
+async fn a_key_written_in_the_clear_after_start_is_refused_while_a_kek_is_set() {
+    let app = spawn_sealed(KEK_A).await;
+    let jwt_client = app.client(|_| {}).await;
+    let opaque_client = app.client(|c| c.token_format = TokenFormat::Opaque).await;
+    let first = app.signing_kid_now().await;
+    let clear = key_source(None);
+    let sealed = key_source(Some(KEK_A));
+
+    // A retired key in the clear appears: not published.
+    let mut planted = clear
+        .new_stored_key(SigningAlg::Es256, KeyState::Retired, T0)
+        .unwrap();
+    planted.retired_at = Some(T0);
+    app.store.import_key(&planted).await.unwrap();
+    app.reloaded().await;
+    let published = app.published_kids().await;
+    assert!(!published.contains(&planted.kid), "{published:?}");
+    assert_eq!(published.len(), 2, "current and next: {published:?}");
+    assert_eq!(kid_of(&app.issue(&jwt_client).await), first);
+
+    // A next key in the clear: the sealed next key signs, the clear one is not published, and
+    // a rotation with the KEK will not promote it.
+    app.clock.set(T0 + 360);
+    let (second, clear_next) = app
+        .force_rotation(
+            clear
+                .new_stored_key(SigningAlg::Es256, KeyState::Next, T0 + 360)
+                .unwrap(),
+        )
+        .await;
+    app.reloaded().await;
+    assert_eq!(kid_of(&app.issue(&jwt_client).await), second);
+    assert!(!app.published_kids().await.contains(&clear_next));
+    app.clock.set(T0 + 720);
+    let refused = admin::rotate_keys(app.store.as_ref(), &app.clock, &sealed, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains(&clear_next) && refused.contains("in the clear"),
+        "{refused}"
+    );
+    assert_eq!(kid_of(&app.issue(&jwt_client).await), second);
+
+    // Made current anyway: no JWT is signed, the clear key is still not published, and the
+    // retired sealed key still is, for the tokens it signed.
+    let (current, _) = app
+        .force_rotation(
+            sealed
+                .new_stored_key(SigningAlg::Es256, KeyState::Next, T0 + 720)
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(current, clear_next);
+    app.reloaded().await;
+    let (status, body) = app.token_status(&jwt_client).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable");
+    let published = app.published_kids().await;
+    assert!(
+        !published.contains(&clear_next) && !published.contains(&planted.kid),
+        "{published:?}"
+    );
+    assert!(published.contains(&second), "{published:?}");
+    let (status, body) = app.token_status(&opaque_client).await;
+    assert_eq!(status, 200, "opaque tokens need no signature: {body}");
+
+    // A restart with the KEK seals the clear keys once and signs with the current one...
+    let restarted = spawn_sealed_on(
+        app.database_url.clone(),
+        tempfile::tempdir().unwrap(),
+        KEK_A,
+        app.clock_now(),
+    )
+    .await;
+    assert_eq!(kid_of(&restarted.issue(&jwt_client).await), clear_next);
+    let stored = app.store.signing_keys().await.unwrap();
+    assert!(
+        stored
+            .iter()
+            .filter(|k| k.state != KeyState::Removed)
+            .all(|k| k.encryption.is_some()),
+        "{stored:?}"
+    );
+    // ...and the running server, now finding it sealed, signs again at its next reload.
+    app.client(|_| {}).await;
+    app.reloaded().await;
+    assert_eq!(kid_of(&app.issue(&jwt_client).await), clear_next);
+    assert!(app.published_kids().await.contains(&planted.kid));
+}
+
+/// The opposite case: a key sealed with a KEK this server does not hold is refused at a
+/// reload too (not published, never signs, 503 while it is current), and a start-up with
+/// that database fails loudly, naming the KEK.
+#[tokio::test]
+async fn a_key_sealed_with_another_kek_is_refused_at_reload() {
+    let app = spawn_sealed(KEK_A).await;
+    let client = app.client(|_| {}).await;
+    let foreign = key_source(Some(KEK_B));
+    app.clock.set(T0 + 360);
+    let (second, foreign_next) = app
+        .force_rotation(
+            foreign
+                .new_stored_key(SigningAlg::Es256, KeyState::Next, T0 + 360)
+                .unwrap(),
+        )
+        .await;
+    app.reloaded().await;
+    assert_eq!(kid_of(&app.issue(&client).await), second);
+    assert!(!app.published_kids().await.contains(&foreign_next));
+
+    app.clock.set(T0 + 720);
+    let refused = admin::rotate_keys(
+        app.store.as_ref(),
+        &app.clock,
+        &key_source(Some(KEK_A)),
+        None,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains(&foreign_next), "{refused}");
+    let (current, _) = app
+        .force_rotation(
+            key_source(Some(KEK_A))
+                .new_stored_key(SigningAlg::Es256, KeyState::Next, T0 + 720)
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(current, foreign_next);
+    app.reloaded().await;
+    let (status, body) = app.token_status(&client).await;
+    assert_eq!(status, 503, "{body}");
+    let published = app.published_kids().await;
+    assert!(!published.contains(&foreign_next), "{published:?}");
+    assert!(published.contains(&second), "{published:?}");
+
+    let start_error = start(&app.database_url, Some(KEK_A))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        start_error.contains(&foreign_next) && start_error.contains("key-encryption key"),
+        "{start_error}"
+    );
 }
