@@ -2,7 +2,8 @@
 //! or TLS. Every resource a peer can hold has a bound and a deadline:
 //!
 //! - at most [`ConnectionLimits::max_connections`] connections (TLS handshakes included); at
-//!   the cap, new connections wait in the kernel's listen backlog until one closes;
+//!   the cap, a new connection closes the oldest one that is not serving a request (idle, or
+//!   still sending its head), or waits until one closes when every one is serving;
 //! - a new connection's first request head (and its TLS handshake) must arrive within the
 //!   header-read timeout; on a kept-alive connection, the next request may wait for the idle
 //!   timeout, and once its first byte arrives its head must be complete within the header-read
@@ -58,7 +59,8 @@ pub struct ConnectionLimits {
     pub body_timeout: Duration,
     /// The largest request head (request line and headers) read; larger heads get 431.
     pub max_header_bytes: usize,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections open at once; at the cap, a new one closes the oldest one not serving a
+    /// request, or waits.
     pub max_connections: usize,
     /// After shutdown begins, in-flight requests get this long to finish.
     pub shutdown_timeout: Duration,
@@ -161,6 +163,7 @@ pub async fn serve(
 ) {
     let max_connections = fit_to_file_limit(limits.max_connections);
     let slots = Arc::new(Semaphore::new(max_connections));
+    let mut open = OpenConnections::new(max_connections);
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -168,11 +171,13 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
         let accepted = tokio::select! {
             () = &mut shutdown => break,
-            accepted = accept(&listener, &slots) => accepted,
+            accepted = accept(&listener, &slots, &mut open) => accepted,
         };
         let Some((tcp, addr, slot)) = accepted else {
             continue;
         };
+        let phase = Arc::new(PhaseCell::new());
+        open.push(&phase);
         let connection = Connection {
             transport: transport.clone(),
             router: router.clone(),
@@ -180,7 +185,7 @@ pub async fn serve(
             stopping: stopping.clone(),
         };
         connections.spawn(async move {
-            connection.run(tcp, addr).await;
+            connection.run(tcp, addr, phase).await;
             drop(slot);
         });
     }
@@ -202,23 +207,79 @@ pub async fn serve(
     }
 }
 
-/// Waits for a free slot, then for a connection. `None` when accepting failed (out of file
-/// descriptors and the like): the caller tries again after a pause.
+/// Waits for a connection, then for a free slot: at the cap, the oldest connection not
+/// serving a request is closed to make room (tried again every 50 ms while every connection
+/// is serving one). `None` when accepting failed (out of file descriptors and the like): the
+/// caller tries again after a pause. At most one connection beyond the cap is held, here.
 async fn accept(
     listener: &TcpListener,
     slots: &Arc<Semaphore>,
+    open: &mut OpenConnections,
 ) -> Option<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
-    let slot = Arc::clone(slots).acquire_owned().await.ok()?;
-    match listener.accept().await {
-        Ok((tcp, addr)) => {
-            // Responses are written whole; never let Nagle's algorithm hold one back.
-            let _ = tcp.set_nodelay(true);
-            Some((tcp, addr, slot))
-        }
+    let (tcp, addr) = match listener.accept().await {
+        Ok(accepted) => accepted,
         Err(error) => {
             tracing::warn!(%error, "accepting a connection failed");
             tokio::time::sleep(Duration::from_millis(50)).await;
-            None
+            return None;
+        }
+    };
+    // Responses are written whole; never let Nagle's algorithm hold one back.
+    let _ = tcp.set_nodelay(true);
+    let slot = loop {
+        if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
+            break slot;
+        }
+        open.close_oldest_waiting();
+        let freed =
+            tokio::time::timeout(Duration::from_millis(50), Arc::clone(slots).acquire_owned());
+        if let Ok(slot) = freed.await {
+            break slot.ok()?;
+        }
+    };
+    Some((tcp, addr, slot))
+}
+
+/// Every open connection's phase, oldest first, so that at the cap the oldest one not
+/// serving a request can be closed. Only the accept loop touches it.
+struct OpenConnections {
+    cells: std::collections::VecDeque<std::sync::Weak<PhaseCell>>,
+    max: usize,
+}
+
+impl OpenConnections {
+    fn new(max: usize) -> Self {
+        OpenConnections {
+            cells: std::collections::VecDeque::new(),
+            max,
+        }
+    }
+
+    /// Adds a new connection; entries of closed ones are dropped once they are as many as
+    /// the cap, so the list stays within twice the cap (amortised O(1) per connection).
+    fn push(&mut self, cell: &Arc<PhaseCell>) {
+        if self.cells.len() >= 2 * self.max {
+            self.cells.retain(|c| c.strong_count() > 0);
+        }
+        self.cells.push_back(Arc::downgrade(cell));
+    }
+
+    /// Asks the oldest connection that is not serving a request (new, idle, or still sending
+    /// its head) to close. Connections serving one go to the back.
+    fn close_oldest_waiting(&mut self) {
+        for _ in 0..self.cells.len() {
+            let Some(weak) = self.cells.pop_front() else {
+                return;
+            };
+            let Some(cell) = weak.upgrade() else {
+                continue;
+            };
+            if cell.get().0 == Phase::InFlight {
+                self.cells.push_back(weak);
+                continue;
+            }
+            cell.evicted.notify_one();
+            return;
         }
     }
 }
@@ -231,8 +292,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, tcp: TcpStream, addr: SocketAddr) {
-        let phase = Arc::new(PhaseCell::new());
+    async fn run(mut self, tcp: TcpStream, addr: SocketAddr, phase: Arc<PhaseCell>) {
         match self.transport.clone() {
             Transport::Plain => {
                 let io = DeadlineIo::new(tcp, Arc::clone(&phase), self.limits);
@@ -244,6 +304,7 @@ impl Connection {
                         self.limits.header_read_timeout,
                         acceptor.accept(tcp),
                     ) => handshake,
+                    () = phase.evicted.notified() => return,
                     _ = self.stopping.wait_for(|stop| *stop) => return,
                 };
                 let Ok(Ok(stream)) = handshake else {
@@ -299,12 +360,20 @@ impl Connection {
             .keep_alive(true)
             .serve_connection(TokioIo::new(io), service);
         let mut connection = std::pin::pin!(connection);
-        tokio::select! {
-            // The connection first: bytes already received are read before shutdown is seen,
-            // so a request that arrived just before it is served, not dropped.
-            biased;
-            _ = connection.as_mut() => return,
-            _ = self.stopping.wait_for(|stop| *stop) => {}
+        loop {
+            tokio::select! {
+                // The connection first: bytes already received are read before shutdown is
+                // seen, so a request that arrived just before it is served, not dropped.
+                biased;
+                _ = connection.as_mut() => return,
+                // Closed to make room at the cap, unless a request began meanwhile.
+                () = phase.evicted.notified() => {
+                    if phase.get().0 != Phase::InFlight {
+                        return;
+                    }
+                }
+                _ = self.stopping.wait_for(|stop| *stop) => break,
+            }
         }
         // Shutdown: no further request on this connection; a request in flight finishes; a
         // head still arriving gets a moment to complete.
@@ -337,6 +406,8 @@ struct PhaseCell {
     /// The reader waiting while a request was in flight, woken when the response is done so
     /// that the next read deadline starts to run.
     reader: Mutex<Option<Waker>>,
+    /// Told to close, to make room for a new connection at the cap.
+    evicted: tokio::sync::Notify,
     /// Milliseconds from `base` to the start of the phase.
     since: AtomicU64,
     base: Instant,
@@ -348,6 +419,7 @@ impl PhaseCell {
             phase: AtomicU8::new(Phase::New as u8),
             closing_at: AtomicU64::new(u64::MAX),
             reader: Mutex::new(None),
+            evicted: tokio::sync::Notify::new(),
             since: AtomicU64::new(0),
             base: Instant::now(),
         }

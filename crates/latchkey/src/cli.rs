@@ -147,8 +147,8 @@ pub struct ConnectionArgs {
     #[arg(long, env = "LATCHKEY_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
     pub max_header_bytes: usize,
 
-    /// Connections served at once (lowered to fit the open-file limit, `ulimit -n`, less 64);
-    /// more wait in the listen backlog until one closes.
+    /// Connections open at once (lowered to fit the open-file limit, `ulimit -n`, less 64). At
+    /// the cap a new connection closes the oldest one not serving a request.
     #[arg(long, env = "LATCHKEY_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 

@@ -146,19 +146,50 @@ async fn idle_oversized_and_slow_requests_meet_their_limits() {
     assert!(read_until_closed(&mut silent, within).await.is_empty());
 }
 
-/// At the cap, a new connection waits (unanswered) until one closes, then is served.
+/// At the cap, a new connection closes the oldest one that is not serving a request and is
+/// served at once; when every connection is serving one, it waits until one closes.
 #[tokio::test]
-async fn the_connection_cap_holds_and_frees_a_slot_when_a_connection_closes() {
+async fn at_the_cap_the_oldest_waiting_connection_makes_room() {
     let app = spawn_limited(ConnectionLimits {
         max_connections: 3,
         ..ConnectionLimits::DEFAULT
     })
     .await;
-    let mut held = Vec::new();
+    let client = app.client(|_| {}).await;
+    let within = Duration::from_secs(10);
+    let mut half_sent = Vec::new();
     for _ in 0..3 {
         let mut stream = TcpStream::connect(address(&app)).await.unwrap();
         stream.write_all(HALF_SENT).await.unwrap();
-        held.push(stream);
+        half_sent.push(stream);
+    }
+    let response = app
+        .token_basic(&client, "grant_type=client_credentials")
+        .await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        read_until_closed(&mut half_sent[0], within)
+            .await
+            .is_empty()
+    );
+
+    // Three requests in flight (their bodies half-sent): nothing can make room.
+    let body = b"grant_type=client_credentials&client_id=nobody&client_secret=x";
+    let head = format!(
+        "POST /oauth2/token HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut in_flight = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body[..5]).await.unwrap();
+        in_flight.push(stream);
+    }
+    // Once a later connection is answered, every earlier one has been taken; the first of
+    // the in-flight ones made room by closing the last half-sent request.
+    for stream in &mut half_sent[1..] {
+        read_until_closed(stream, within).await;
     }
     let mut waiting = TcpStream::connect(address(&app)).await.unwrap();
     waiting
@@ -168,9 +199,66 @@ async fn the_connection_cap_holds_and_frees_a_slot_when_a_connection_closes() {
     let mut byte = [0u8; 1];
     let early = tokio::time::timeout(Duration::from_millis(300), waiting.read(&mut byte)).await;
     assert!(early.is_err(), "served beyond the cap");
-    drop(held.pop());
-    let answer = read_until_closed(&mut waiting, Duration::from_secs(10)).await;
-    assert_eq!(status_of(&answer), 200);
+    in_flight[0].write_all(&body[5..]).await.unwrap();
+    assert_eq!(
+        status_of(&read_until_closed(&mut in_flight[0], within).await),
+        401
+    );
+    assert_eq!(
+        status_of(&read_until_closed(&mut waiting, within).await),
+        200
+    );
+}
+
+/// `latchkey serve` under `ulimit -n 128` with 110 idle connections open: the connection cap
+/// is fitted below the open-file limit, and a token request is still answered (the oldest
+/// idle connection makes room), not left to time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_open_file_limit_lowers_the_cap_and_requests_still_get_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("latchkey.db").display());
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            &format!(
+                "ulimit -n 128 && exec {BIN} --database {database} serve --listen 127.0.0.1:0"
+            ),
+        ])
+        .env("RUST_LOG", "info");
+    let (_server, line) = start(command, "latchkey is serving");
+    let address = listen_field(&line);
+    let created = Command::new(BIN)
+        .args([
+            "--database",
+            &database,
+            "client",
+            "create",
+            "--name",
+            "limited",
+        ])
+        .args(["--scope", "read", "--audience", "https://api.example.com"])
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    assert!(created.status.success());
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..110 {
+        idle.push(TcpStream::connect(&address).await.unwrap());
+    }
+    let response = reqwest::Client::new()
+        .post(format!("http://{address}/oauth2/token"))
+        .basic_auth(
+            created["client_id"].as_str().unwrap(),
+            created["client_secret"].as_str(),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }
 
 /// A TLS connection that never finishes its handshake is closed by the header-read timeout.
@@ -222,21 +310,10 @@ async fn a_silent_tls_handshake_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_closes_half_sent_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new(BIN);
-    command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--header-read-timeout",
-            "60s",
-            "--shutdown-timeout",
-            "30s",
-        ])
-        .current_dir(dir.path())
-        .env_remove("LATCHKEY_DATABASE_URL");
-    let (mut server, line) = start(command, "latchkey is serving");
-    let address = listen_field(&line);
+    let (mut server, address) = serve_process(
+        dir.path(),
+        &["--header-read-timeout", "60s", "--shutdown-timeout", "30s"],
+    );
     let mut half_sent = Vec::new();
     for _ in 0..200 {
         let mut stream = TcpStream::connect(&address).await.unwrap();
@@ -258,11 +335,7 @@ async fn sigterm_drains_in_flight_requests_and_closes_half_sent_ones() {
         .unwrap();
     assert_eq!(ready.status(), 200);
 
-    let term = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    sigterm(&server);
     for stream in &mut half_sent {
         read_until_closed(stream, Duration::from_secs(10)).await;
     }
@@ -283,22 +356,10 @@ async fn sigterm_drains_in_flight_requests_and_closes_half_sent_ones() {
 #[tokio::test]
 async fn the_shutdown_timeout_cuts_what_is_left() {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new(BIN);
-    command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--body-timeout",
-            "5m",
-            "--shutdown-timeout",
-            "500ms",
-        ])
-        .current_dir(dir.path())
-        .env_remove("LATCHKEY_DATABASE_URL")
-        .env("RUST_LOG", "warn,latchkey=info");
-    let (mut server, line) = start(command, "latchkey is serving");
-    let address = listen_field(&line);
+    let (mut server, address) = serve_process(
+        dir.path(),
+        &["--body-timeout", "5m", "--shutdown-timeout", "500ms"],
+    );
     let mut stuck = TcpStream::connect(&address).await.unwrap();
     stuck
         .write_all(b"POST /oauth2/token HTTP/1.1\r\nHost: a\r\nContent-Length: 50\r\n\r\nab")
@@ -309,11 +370,7 @@ async fn the_shutdown_timeout_cuts_what_is_left() {
         .unwrap();
     assert_eq!(ready.status(), 200);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let term = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    sigterm(&server);
     let exited = server.wait_timeout(Duration::from_secs(10));
     assert!(exited.is_some_and(|s| s.success()), "exit: {exited:?}");
     read_until_closed(&mut stuck, Duration::from_secs(5)).await;
@@ -367,6 +424,27 @@ async fn gate_and_sidecar_close_half_sent_requests() {
         let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
         assert!(answer.is_empty() || status_of(&answer) >= 400, "{line}");
     }
+}
+
+/// `latchkey serve` in `dir` (its database there) with `extra` flags, on a free port; the
+/// process and its address.
+fn serve_process(dir: &std::path::Path, extra: &[&str]) -> (crate::gateways::Background, String) {
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .current_dir(dir)
+        .env_remove("LATCHKEY_DATABASE_URL");
+    let (server, line) = start(command, "latchkey is serving");
+    (server, listen_field(&line))
+}
+
+fn sigterm(server: &crate::gateways::Background) {
+    let term = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
 }
 
 /// Waiting for a child process with a bound.
