@@ -147,6 +147,22 @@ async fn bad_replayed_or_doubled_proofs_are_refused() {
             }),
         ),
         ("not a JWT", "abc".to_owned()),
+        (
+            "htu with userinfo",
+            proof(&app, &key, |_, c| {
+                c["htu"] = json!(app.token_url().replacen("://", "://user@", 1))
+            }),
+        ),
+        ("RSA n with a leading zero", {
+            // The same RSA key written with one more octet would have another thumbprint.
+            let rsa = PrivateKey::generate(SigningAlg::Rs256).unwrap().0;
+            proof(&app, &rsa, |h, _| {
+                let n = URL_SAFE_NO_PAD
+                    .decode(h["jwk"]["n"].as_str().unwrap())
+                    .unwrap();
+                h["jwk"]["n"] = json!(URL_SAFE_NO_PAD.encode([&[0u8][..], &n].concat()));
+            })
+        }),
     ];
     for (case, bad) in cases {
         let (status, body) = token(&app, &client, &[&bad]).await;

@@ -182,6 +182,9 @@ fn cases() -> Vec<Case> {
         post("scope with a quote", &[A], "grant_type=client_credentials&scope=re%22ad").fails(400, "invalid_scope"),
         post("scope with a backslash", &[A], "grant_type=client_credentials&scope=re%5Cad").fails(400, "invalid_scope"),
         post("scope with a control character", &[A], "grant_type=client_credentials&scope=re%01ad").fails(400, "invalid_scope"),
+        post("64 scope tokens, repeats counted", &[A], &format!("grant_type=client_credentials&scope={}", ["read"; 64].join("+"))),
+        post("65 scope tokens", &[A], &format!("grant_type=client_credentials&scope={}", ["read"; 65].join("+")))
+            .fails(400, "invalid_scope"),
         post("resource not allowed", &[A], "grant_type=client_credentials&resource=https%3A%2F%2Fevil.example.com")
             .fails(400, "invalid_target"),
         post("resource not absolute", &[A], "grant_type=client_credentials&resource=api.example.com").fails(400, "invalid_target"),
