@@ -2,8 +2,9 @@
 //! or TLS. Every resource a peer can hold has a bound and a deadline:
 //!
 //! - at most [`ConnectionLimits::max_connections`] connections (TLS handshakes included); at
-//!   the cap, a new connection closes the oldest one that is not serving a request (idle, or
-//!   still sending its head), or waits until one closes when every one is serving;
+//!   the cap, a new connection closes an idle one, else one still sending its head, else a
+//!   request still waiting for its body (oldest first), or waits until one closes when every
+//!   one is serving a request;
 //! - a new connection's first request head (and its TLS handshake) must arrive within the
 //!   header-read timeout; on a kept-alive connection, the next request may wait for the idle
 //!   timeout, and once its first byte arrives its head must be complete within the header-read
@@ -109,6 +110,9 @@ impl Default for ConnectionLimits {
         Self::DEFAULT
     }
 }
+
+/// How many of the oldest connections the first eviction pass looks at for an idle one.
+const EVICTION_SCAN: usize = 64;
 
 /// Once shutdown begins, a request head that is still arriving gets this long to complete.
 const SHUTDOWN_HEAD_GRACE: Duration = Duration::from_secs(1);
@@ -230,7 +234,7 @@ async fn accept(
         if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
             break slot;
         }
-        open.close_oldest_waiting();
+        open.close_one_waiting();
         let freed =
             tokio::time::timeout(Duration::from_millis(50), Arc::clone(slots).acquire_owned());
         if let Ok(slot) = freed.await {
@@ -264,23 +268,32 @@ impl OpenConnections {
         self.cells.push_back(Arc::downgrade(cell));
     }
 
-    /// Asks the oldest connection that is not serving a request (new, idle, or still sending
-    /// its head) to close. Connections serving one go to the back.
-    fn close_oldest_waiting(&mut self) {
-        for _ in 0..self.cells.len() {
-            let Some(weak) = self.cells.pop_front() else {
-                return;
-            };
-            let Some(cell) = weak.upgrade() else {
+    /// Chooses a connection to close, to make room for a new one, in this order: the oldest
+    /// idle one (it was served and can come back); else the oldest one still sending a head
+    /// (so under a flood every connection gets the same time, the cap over the arrival rate,
+    /// to send its request); else the oldest request still waiting for its body. A request
+    /// being served is never cut. The first pass looks at [`EVICTION_SCAN`] entries, the
+    /// others at all.
+    fn close_one_waiting(&mut self) {
+        use Phase::{Body, Head, Idle, New};
+        let n = self.cells.len();
+        let _ = self.evict_where(0..n.min(EVICTION_SCAN), &[Idle])
+            || self.evict_where(0..n, &[Idle, New, Head])
+            || self.evict_where(0..n, &[Body]);
+    }
+
+    /// Evicts the first connection at `indices` in one of `phases`.
+    fn evict_where(&mut self, indices: impl Iterator<Item = usize>, phases: &[Phase]) -> bool {
+        for i in indices {
+            let Some(cell) = self.cells.get(i).and_then(std::sync::Weak::upgrade) else {
                 continue;
             };
-            if cell.get().0 == Phase::InFlight {
-                self.cells.push_back(weak);
-                continue;
+            if cell.try_evict(phases) {
+                self.cells.remove(i);
+                return true;
             }
-            cell.evicted.notify_one();
-            return;
         }
+        false
     }
 }
 
@@ -337,18 +350,23 @@ impl Connection {
         let router = self.router.clone();
         let service_phase = Arc::clone(&phase);
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            service_phase.set(Phase::InFlight);
+            // A connection chosen to make room at the cap serves nothing more.
+            let admitted = service_phase.begin_request();
             let extensions = request.extensions_mut();
             extensions.insert(ConnectInfo(addr));
             if let Some(peer) = &tls {
                 extensions.insert(ConnectInfo(peer.clone()));
             }
             let deadline = Instant::now() + limits.body_timeout;
-            let request = request.map(|body| DeadlineBody::new(body, deadline));
-            let response = router.clone().call(request);
+            let phase = Arc::clone(&service_phase);
+            let request = request.map(|body| DeadlineBody::new(body, deadline, phase));
+            let response = admitted.then(|| router.clone().call(request));
             let done = ResponseDone(Arc::clone(&service_phase));
             async move {
-                let response = response.await?;
+                let response = match response {
+                    Some(response) => response.await?,
+                    None => evicted_response(),
+                };
                 Ok::<_, std::convert::Infallible>(
                     response.map(|body| TrackedBody { body, _done: done }),
                 )
@@ -366,9 +384,10 @@ impl Connection {
                 // seen, so a request that arrived just before it is served, not dropped.
                 biased;
                 _ = connection.as_mut() => return,
-                // Closed to make room at the cap, unless a request began meanwhile.
+                // Chosen to make room at the cap (a request that began at the same moment was
+                // answered 503 and the connection closes after it).
                 () = phase.evicted.notified() => {
-                    if phase.get().0 != Phase::InFlight {
+                    if phase.get().0 == Phase::Evicting {
                         return;
                     }
                 }
@@ -395,6 +414,10 @@ enum Phase {
     Head = 2,
     /// A request is being served: no read deadline here (the body has its own).
     InFlight = 3,
+    /// A request waits for more of its body (which has its own deadline).
+    Body = 4,
+    /// Chosen to make room at the cap: it closes, and a request arriving now is refused.
+    Evicting = 5,
 }
 
 /// A connection's phase and when it began, shared by its socket wrapper and its service
@@ -430,7 +453,9 @@ impl PhaseCell {
             0 => Phase::New,
             1 => Phase::Idle,
             2 => Phase::Head,
-            _ => Phase::InFlight,
+            3 => Phase::InFlight,
+            4 => Phase::Body,
+            _ => Phase::Evicting,
         };
         let since = self.base + Duration::from_millis(self.since.load(Ordering::Acquire));
         (phase, since)
@@ -439,6 +464,43 @@ impl PhaseCell {
     fn set(&self, phase: Phase) {
         self.since.store(self.elapsed_ms(), Ordering::Release);
         self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    /// Moves from one of `from` to `to`, unless the phase is another; whether it moved. The
+    /// accept loop (evicting) and the connection (serving) race through this.
+    fn shift(&self, from: &[Phase], to: Phase) -> bool {
+        let mut current = self.phase.load(Ordering::Acquire);
+        loop {
+            if !from.iter().any(|&p| p as u8 == current) {
+                return false;
+            }
+            match self.phase.compare_exchange(
+                current,
+                to as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.since.store(self.elapsed_ms(), Ordering::Release);
+                    return true;
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// A request head is complete: serve it, unless the connection is being evicted.
+    fn begin_request(&self) -> bool {
+        self.shift(&[Phase::New, Phase::Idle, Phase::Head], Phase::InFlight)
+    }
+
+    /// Chooses this connection to make room, if it is in one of `phases`; it is told to close.
+    fn try_evict(&self, phases: &[Phase]) -> bool {
+        let evicted = self.shift(phases, Phase::Evicting);
+        if evicted {
+            self.evicted.notify_one();
+        }
+        evicted
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -464,7 +526,7 @@ struct ResponseDone(Arc<PhaseCell>);
 
 impl Drop for ResponseDone {
     fn drop(&mut self) {
-        self.0.set(Phase::Idle);
+        self.0.shift(&[Phase::InFlight, Phase::Body], Phase::Idle);
         let reader = self
             .0
             .reader
@@ -475,6 +537,23 @@ impl Drop for ResponseDone {
             reader.wake();
         }
     }
+}
+
+/// The answer to a request that arrived on a connection just chosen to make room at the cap:
+/// 503, try again, on a new connection.
+fn evicted_response() -> http::Response<Body> {
+    let mut response = http::Response::new(Body::from("the server is at its connection limit\n"));
+    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// A response body that marks the connection idle when it is done.
@@ -510,14 +589,18 @@ struct DeadlineBody {
     body: Incoming,
     deadline: Instant,
     timer: Option<Pin<Box<Sleep>>>,
+    /// Marked `Body` while waiting for more of the body, so that at the cap such a request
+    /// can be closed after every idle or half-sent connection.
+    phase: Arc<PhaseCell>,
 }
 
 impl DeadlineBody {
-    fn new(body: Incoming, deadline: Instant) -> Self {
+    fn new(body: Incoming, deadline: Instant, phase: Arc<PhaseCell>) -> Self {
         DeadlineBody {
             body,
             deadline,
             timer: None,
+            phase,
         }
     }
 }
@@ -536,8 +619,12 @@ impl hyper::body::Body for DeadlineBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            if self.timer.is_some() {
+                self.phase.shift(&[Phase::Body], Phase::InFlight);
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
+        self.phase.shift(&[Phase::InFlight], Phase::Body);
         let deadline = self.deadline;
         let timer = self
             .timer
@@ -584,7 +671,9 @@ impl<I> DeadlineIo<I> {
         let deadline = match phase {
             Phase::New | Phase::Head => since + self.limits.header_read_timeout,
             Phase::Idle => since + self.limits.idle_timeout,
-            Phase::InFlight => return None,
+            Phase::InFlight | Phase::Body => return None,
+            // Chosen to make room: no more reading.
+            Phase::Evicting => since,
         };
         Some(match self.phase.closing_at() {
             Some(closing) => deadline.min(closing + SHUTDOWN_HEAD_GRACE),
@@ -629,11 +718,20 @@ impl<I: AsyncRead + Unpin> AsyncRead for DeadlineIo<I> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if this.read_deadline != Some(deadline) {
+                // The timer is moved only to an earlier deadline: on a busy keep-alive
+                // connection the deadline moves later with every request, and resetting a
+                // timer each time costs more than letting it fire early once per period.
+                if this.read_deadline.is_none_or(|armed| armed > deadline) {
                     this.read_timer.as_mut().reset(deadline);
                     this.read_deadline = Some(deadline);
                 }
                 ready!(this.read_timer.as_mut().poll(cx));
+                if Instant::now() < deadline {
+                    // Fired for an earlier deadline since moved on: wait for the real one.
+                    this.read_timer.as_mut().reset(deadline);
+                    this.read_deadline = Some(deadline);
+                    ready!(this.read_timer.as_mut().poll(cx));
+                }
                 Poll::Ready(Err(timed_out("no complete request head in time")))
             }
         }
@@ -689,6 +787,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<I> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        // TLS sends close_notify here: a peer that never reads must not hold it forever.
+        let poll = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.stalled(cx, poll)
     }
 }

@@ -62,24 +62,33 @@ impl Listener {
     }
 }
 
-/// Claims about where a request came from, by whom and how, that upstreams and their
-/// frameworks believe. Only the proxy makes them: any a client sends are dropped first, also
-/// spelt with `_` for `-`, which CGI-style servers read as the same name.
-const FORWARDING_HEADERS: [&str; 12] = [
+/// Claims about where a request came from, by whom, how and for which path, that upstreams
+/// and their frameworks believe. Only the proxy makes them: any a client sends are dropped
+/// first, also spelt with `_` for `-`, which CGI-style servers read as the same name. Every
+/// `x-forwarded-*` header goes (by prefix: `-uri`, `-client-cert` and whatever comes next),
+/// and these besides.
+const FORWARDING_HEADERS: [&str; 11] = [
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
     "x-real-ip",
-    // Read by Rack, Spring, Werkzeug's ProxyFix and others for the scheme, port and prefix.
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-scheme",
-    "x-forwarded-server",
-    "x-forwarded-ssl",
+    // Read by Rack, Spring, Werkzeug's ProxyFix and others for the scheme.
     "x-url-scheme",
     "front-end-https",
+    // Path overrides some frameworks (Symfony, IIS URL Rewrite) route by.
+    "x-original-url",
+    "x-rewrite-url",
+    // The client address as CDNs and other proxies state it.
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
 ];
+
+/// Whether a client-sent header `name` makes a claim only the proxy may make.
+fn is_forwarding_claim(name: &HeaderName) -> bool {
+    let name = name.as_str().replace('_', "-");
+    name.starts_with("x-forwarded-") || FORWARDING_HEADERS.contains(&name.as_str())
+}
 
 impl Upstream {
     pub fn parse(url: &str) -> anyhow::Result<Self> {
@@ -147,7 +156,7 @@ impl Upstream {
         remove_hop_by_hop(headers);
         let claims: Vec<HeaderName> = headers
             .keys()
-            .filter(|name| FORWARDING_HEADERS.contains(&name.as_str().replace('_', "-").as_str()))
+            .filter(|name| is_forwarding_claim(name))
             .cloned()
             .collect();
         for name in claims {
@@ -177,6 +186,11 @@ impl Upstream {
 /// separator to some (Windows, IIS, several frameworks) and data to others: `/a/..%2fadmin`
 /// and `/a/..\admin` would be `/admin` there.
 fn check_path(path: &str) -> Result<(), &'static str> {
+    // Only origin-form targets (RFC 9112 §3.2.1): `*` (asterisk-form) names no resource of
+    // the upstream.
+    if !path.starts_with('/') {
+        return Err("the request target is not a path");
+    }
     if has_dot_segment(path) {
         return Err("the path has . or .. segments");
     }
@@ -210,9 +224,11 @@ fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
     }
 }
 
-/// A `.` or `..` segment, also percent-encoded.
+/// A `.` or `..` segment, also percent-encoded, and also with path parameters after a `;`
+/// (`..;/`), which servlet containers (Tomcat, Jetty) strip before they resolve dot segments.
 fn has_dot_segment(path: &str) -> bool {
     path.split('/').any(|segment| {
+        let segment = segment.split(';').next().unwrap_or(segment);
         let decoded = segment.replace("%2e", ".").replace("%2E", ".");
         decoded == "." || decoded == ".."
     })

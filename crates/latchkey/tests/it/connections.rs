@@ -146,68 +146,71 @@ async fn idle_oversized_and_slow_requests_meet_their_limits() {
     assert!(read_until_closed(&mut silent, within).await.is_empty());
 }
 
-/// At the cap, a new connection closes the oldest one that is not serving a request and is
-/// served at once; when every connection is serving one, it waits until one closes.
+/// One request on a connection of its own (`Connection: close`): its status.
+async fn get_alone(address: &str, path: &str) -> u16 {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    status_of(&read_until_closed(&mut stream, Duration::from_secs(10)).await)
+}
+
+/// Whether the server has closed `stream` (without waiting for it to).
+async fn is_closed(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// At the cap, a new connection makes room by closing, in this order: the oldest idle
+/// connection, the newest one still sending its head, a request still waiting for its body.
+/// Each new connection is served at once.
 #[tokio::test]
-async fn at_the_cap_the_oldest_waiting_connection_makes_room() {
+async fn at_the_cap_new_connections_close_idle_then_half_sent_then_slow_bodies() {
     let app = spawn_limited(ConnectionLimits {
         max_connections: 3,
         ..ConnectionLimits::DEFAULT
     })
     .await;
-    let client = app.client(|_| {}).await;
-    let within = Duration::from_secs(10);
-    let mut half_sent = Vec::new();
-    for _ in 0..3 {
-        let mut stream = TcpStream::connect(address(&app)).await.unwrap();
-        stream.write_all(HALF_SENT).await.unwrap();
-        half_sent.push(stream);
-    }
-    let response = app
-        .token_basic(&client, "grant_type=client_credentials")
-        .await;
-    assert_eq!(response.status(), 200);
-    assert!(
-        read_until_closed(&mut half_sent[0], within)
-            .await
-            .is_empty()
-    );
-
-    // Three requests in flight (their bodies half-sent): nothing can make room.
-    let body = b"grant_type=client_credentials&client_id=nobody&client_secret=x";
-    let head = format!(
-        "POST /oauth2/token HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let mut in_flight = Vec::new();
-    for _ in 0..3 {
-        let mut stream = TcpStream::connect(address(&app)).await.unwrap();
-        stream.write_all(head.as_bytes()).await.unwrap();
-        stream.write_all(&body[..5]).await.unwrap();
-        in_flight.push(stream);
-    }
-    // Once a later connection is answered, every earlier one has been taken; the first of
-    // the in-flight ones made room by closing the last half-sent request.
-    for stream in &mut half_sent[1..] {
-        read_until_closed(stream, within).await;
-    }
-    let mut waiting = TcpStream::connect(address(&app)).await.unwrap();
-    waiting
-        .write_all(b"GET /jwks HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    let address = address(&app);
+    // Kept alive after one request: idle.
+    let mut idle = TcpStream::connect(&address).await.unwrap();
+    idle.write_all(b"GET /jwks HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
-    let mut byte = [0u8; 1];
-    let early = tokio::time::timeout(Duration::from_millis(300), waiting.read(&mut byte)).await;
-    assert!(early.is_err(), "served beyond the cap");
-    in_flight[0].write_all(&body[5..]).await.unwrap();
-    assert_eq!(
-        status_of(&read_until_closed(&mut in_flight[0], within).await),
-        401
-    );
-    assert_eq!(
-        status_of(&read_until_closed(&mut waiting, within).await),
-        200
-    );
+    let mut buf = [0u8; 4096];
+    assert!(idle.read(&mut buf).await.unwrap() > 0);
+    // A head that never ends.
+    let mut half_sent = TcpStream::connect(&address).await.unwrap();
+    half_sent.write_all(HALF_SENT).await.unwrap();
+    // A token request whose body stops after 5 of 40 bytes.
+    let slow = || async {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(b"POST /oauth2/token HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 40\r\n\r\ngrant")
+            .await
+            .unwrap();
+        stream
+    };
+    let mut slow_body = slow().await;
+    let within = Duration::from_secs(10);
+
+    // Each new connection at the cap closes one: first the idle connection...
+    let mut second = slow().await;
+    read_until_closed(&mut idle, within).await;
+    assert!(!is_closed(&mut half_sent).await && !is_closed(&mut slow_body).await);
+    // ... then the half-sent head ...
+    let mut third = slow().await;
+    read_until_closed(&mut half_sent, within).await;
+    assert!(!is_closed(&mut slow_body).await && !is_closed(&mut second).await);
+    // ... then the oldest request waiting for its body; the new connection is served.
+    assert_eq!(get_alone(&address, "/jwks").await, 200);
+    read_until_closed(&mut slow_body, within).await;
+    assert!(!is_closed(&mut second).await && !is_closed(&mut third).await);
 }
 
 /// `latchkey serve` under `ulimit -n 128` with 110 idle connections open: the connection cap

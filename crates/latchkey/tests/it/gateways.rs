@@ -249,6 +249,12 @@ async fn gate_sets_identity_headers_and_strips_spoofed_ones() {
         .header("x-forwarded-ssl", "on")
         .header("x-forwarded-port", "443")
         .header("x-forwarded-prefix", "/admin")
+        .header("x-forwarded-uri", "/admin")
+        .header("x-forwarded-client-cert", "Hash=00")
+        .header("x-original-url", "/admin")
+        .header("x-rewrite-url", "/admin")
+        .header("true-client-ip", "10.9.9.9")
+        .header("cf-connecting-ip", "10.9.9.9")
         .body(vec![1u8; 70_000])
         .send()
         .await
@@ -288,6 +294,12 @@ async fn gate_sets_identity_headers_and_strips_spoofed_ones() {
         "x-forwarded-ssl",
         "x-forwarded-port",
         "x-forwarded-prefix",
+        "x-forwarded-uri",
+        "x-forwarded-client-cert",
+        "x-original-url",
+        "x-rewrite-url",
+        "true-client-ip",
+        "cf-connecting-ip",
     ] {
         assert!(headers.get(name).is_none(), "{name} stripped");
     }
@@ -486,6 +498,11 @@ async fn gate_refuses_paths_an_upstream_could_read_differently() {
         ("/a/%5Cadmin", SEPARATOR),
         ("/a%2fb", SEPARATOR),
         ("/a/%2E%2E/admin", Some("the path has . or .. segments\n")),
+        // Servlet containers drop `;` parameters before they resolve dot segments.
+        ("/a/..;/admin", Some("the path has . or .. segments\n")),
+        ("/a/.;x/admin", Some("the path has . or .. segments\n")),
+        ("/a/%2e%2e;/admin", Some("the path has . or .. segments\n")),
+        ("*", Some("the request target is not a path\n")),
         // The query is not a path: encoded separators there are forwarded, and so is an
         // encoded `%` (an upstream decodes it once, to `%2f`, which is data).
         ("/a/b?next=%2Fadmin%5C", None),
