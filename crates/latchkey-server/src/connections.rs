@@ -24,9 +24,9 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
@@ -426,9 +426,6 @@ struct PhaseCell {
     phase: AtomicU8,
     /// Milliseconds from `base` to the start of shutdown; `u64::MAX` while serving.
     closing_at: AtomicU64,
-    /// The reader waiting while a request was in flight, woken when the response is done so
-    /// that the next read deadline starts to run.
-    reader: Mutex<Option<Waker>>,
     /// Told to close, to make room for a new connection at the cap.
     evicted: tokio::sync::Notify,
     /// Milliseconds from `base` to the start of the phase.
@@ -441,7 +438,6 @@ impl PhaseCell {
         PhaseCell {
             phase: AtomicU8::new(Phase::New as u8),
             closing_at: AtomicU64::new(u64::MAX),
-            reader: Mutex::new(None),
             evicted: tokio::sync::Notify::new(),
             since: AtomicU64::new(0),
             base: Instant::now(),
@@ -527,15 +523,6 @@ struct ResponseDone(Arc<PhaseCell>);
 impl Drop for ResponseDone {
     fn drop(&mut self) {
         self.0.shift(&[Phase::InFlight, Phase::Body], Phase::Idle);
-        let reader = self
-            .0
-            .reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(reader) = reader {
-            reader.wake();
-        }
     }
 }
 
@@ -693,23 +680,8 @@ impl<I: AsyncRead + Unpin> AsyncRead for DeadlineIo<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let deadline = this.deadline();
         let before = buf.filled().len();
-        let read = Pin::new(&mut this.io).poll_read(cx, buf);
-        let Some(deadline) = deadline else {
-            if read.is_pending() {
-                let mut reader = this
-                    .phase
-                    .reader
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *reader = Some(cx.waker().clone());
-                }
-            }
-            return read;
-        };
-        match read {
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before && this.phase.get().0 == Phase::Idle {
                     this.phase.set(Phase::Head);
@@ -717,22 +689,35 @@ impl<I: AsyncRead + Unpin> AsyncRead for DeadlineIo<I> {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                // The timer is moved only to an earlier deadline: on a busy keep-alive
-                // connection the deadline moves later with every request, and resetting a
-                // timer each time costs more than letting it fire early once per period.
-                if this.read_deadline.is_none_or(|armed| armed > deadline) {
-                    this.read_timer.as_mut().reset(deadline);
-                    this.read_deadline = Some(deadline);
-                }
-                ready!(this.read_timer.as_mut().poll(cx));
-                if Instant::now() < deadline {
-                    // Fired for an earlier deadline since moved on: wait for the real one.
-                    this.read_timer.as_mut().reset(deadline);
-                    this.read_deadline = Some(deadline);
-                    ready!(this.read_timer.as_mut().poll(cx));
-                }
-                Poll::Ready(Err(timed_out("no complete request head in time")))
+            Poll::Pending => match this.poll_deadline(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(timed_out("no complete request head in time"))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<I> DeadlineIo<I> {
+    /// Ready when the read deadline of the connection's phase has passed. While a request is
+    /// served there is none, but the next (idle) one is at least the idle timeout away, so
+    /// the timer is set that far to look again then. The timer only ever moves to an earlier
+    /// time: on a busy keep-alive connection the deadline moves later with every request,
+    /// and letting the timer fire early once per period costs less than resetting it each
+    /// time.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let deadline = self
+                .deadline()
+                .unwrap_or_else(|| Instant::now() + self.limits.idle_timeout);
+            if self.read_deadline.is_none_or(|armed| armed > deadline) {
+                self.read_timer.as_mut().reset(deadline);
+                self.read_deadline = Some(deadline);
+            }
+            ready!(self.read_timer.as_mut().poll(cx));
+            match self.deadline() {
+                Some(deadline) if Instant::now() >= deadline => return Poll::Ready(()),
+                // Fired for a deadline since moved on: set it for the real one.
+                _ => self.read_deadline = None,
             }
         }
     }
