@@ -486,9 +486,11 @@ impl GuardBuilder {
     /// replay detection (RFC 9449 §11.1); default 10,000. An id is remembered until its proof
     /// is too old to be accepted (60 s) plus the clock skew allowed (60 s), about two
     /// minutes, so a key may make about this many requests per two minutes. Beyond that,
-    /// that key's proofs are refused (`invalid_dpop_proof`) until older ones expire, while
-    /// other keys keep working. Clamped to 1 ..= 62,500 (one shard of the 1,000,000 ids a
-    /// guard remembers at most).
+    /// that key's proofs are refused (`invalid_dpop_proof`) until older ones expire. The
+    /// quota is per key: a client with tokens bound to several keys can still fill one of
+    /// the 16 shards, after which new proofs of every key in that shard get 503 (fail
+    /// closed). Clamped to 1 ..= 62,500 (one shard of the 1,000,000 ids a guard remembers at
+    /// most).
     pub fn dpop_proofs_per_key(mut self, per_key: usize) -> Self {
         self.dpop_proofs_per_key = per_key;
         self

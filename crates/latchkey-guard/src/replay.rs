@@ -1,6 +1,8 @@
 //! The DPoP replay cache (RFC 9449 §11.1): every proof id accepted is remembered until the
 //! proof is too old to be accepted anyway. Memory is bounded, and so is each key's share of
-//! it, so one client flooding proofs cannot make another client's proofs fail.
+//! it, so one key flooding proofs cannot fill the memory. (The quota is per key, not per
+//! client: a client holding tokens bound to several keys can still fill the shard its keys
+//! fall in, and then that shard refuses new ids, fail closed, with 503.)
 //!
 //! All ids of one key (`cnf.jkt`) live in one shard, chosen with a keyed hash (per-process
 //! random keys), so which keys share a shard cannot be known or steered from outside. Each

@@ -211,10 +211,10 @@ pub async fn serve(
     }
 }
 
-/// Waits for a connection, then for a free slot: at the cap, the oldest connection not
-/// serving a request is closed to make room (tried again every 50 ms while every connection
-/// is serving one). `None` when accepting failed (out of file descriptors and the like): the
-/// caller tries again after a pause. At most one connection beyond the cap is held, here.
+/// Waits for a connection, then for a free slot: at the cap, a connection not serving a
+/// request is closed to make room (looked for again every 50 ms while every connection is
+/// serving one). `None`, after a pause, when accepting failed (out of file descriptors and
+/// the like). At most one connection beyond the cap is held, here.
 async fn accept(
     listener: &TcpListener,
     slots: &Arc<Semaphore>,
@@ -234,10 +234,14 @@ async fn accept(
         if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
             break slot;
         }
-        open.close_one_waiting();
-        let freed =
-            tokio::time::timeout(Duration::from_millis(50), Arc::clone(slots).acquire_owned());
-        if let Ok(slot) = freed.await {
+        // An evicted connection gives its slot back at once; only if it has not within a
+        // second is another chosen, so one new connection does not close several.
+        let wait = if open.close_one_waiting() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(50)
+        };
+        if let Ok(slot) = tokio::time::timeout(wait, Arc::clone(slots).acquire_owned()).await {
             break slot.ok()?;
         }
     };
@@ -272,14 +276,18 @@ impl OpenConnections {
     /// idle one (it was served and can come back); else the oldest one still sending a head
     /// (so under a flood every connection gets the same time, the cap over the arrival rate,
     /// to send its request); else the oldest request still waiting for its body. A request
-    /// being served is never cut. The first pass looks at [`EVICTION_SCAN`] entries, the
-    /// others at all.
-    fn close_one_waiting(&mut self) {
+    /// being served is never cut. The first pass looks at the oldest [`EVICTION_SCAN`]
+    /// entries only (an idle connection further back may lose to an older half-sent one),
+    /// the others at all. Whether one was chosen.
+    fn close_one_waiting(&mut self) -> bool {
         use Phase::{Body, Head, Idle, New};
+        while self.cells.front().is_some_and(|c| c.strong_count() == 0) {
+            self.cells.pop_front();
+        }
         let n = self.cells.len();
-        let _ = self.evict_where(0..n.min(EVICTION_SCAN), &[Idle])
+        self.evict_where(0..n.min(EVICTION_SCAN), &[Idle])
             || self.evict_where(0..n, &[Idle, New, Head])
-            || self.evict_where(0..n, &[Body]);
+            || self.evict_where(0..n, &[Body])
     }
 
     /// Evicts the first connection at `indices` in one of `phases`.
@@ -420,8 +428,10 @@ enum Phase {
     Evicting = 5,
 }
 
-/// A connection's phase and when it began, shared by its socket wrapper and its service
-/// (which run in the same task; atomics only because the service must be `Send`).
+/// A connection's phase and when it began, shared by its socket wrapper, its service, its
+/// request body (which the gate polls from another task) and the accept loop (which takes
+/// it to `Evicting` from its own task). Every change that another party may race with is a
+/// compare-and-swap ([`PhaseCell::shift`]).
 struct PhaseCell {
     phase: AtomicU8,
     /// Milliseconds from `base` to the start of shutdown; `u64::MAX` while serving.
@@ -455,11 +465,6 @@ impl PhaseCell {
         };
         let since = self.base + Duration::from_millis(self.since.load(Ordering::Acquire));
         (phase, since)
-    }
-
-    fn set(&self, phase: Phase) {
-        self.since.store(self.elapsed_ms(), Ordering::Release);
-        self.phase.store(phase as u8, Ordering::Release);
     }
 
     /// Moves from one of `from` to `to`, unless the phase is another; whether it moved. The
@@ -683,8 +688,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for DeadlineIo<I> {
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before && this.phase.get().0 == Phase::Idle {
-                    this.phase.set(Phase::Head);
+                if buf.filled().len() > before {
+                    // A compare-and-swap: an eviction may have taken the phase meanwhile.
+                    this.phase.shift(&[Phase::Idle], Phase::Head);
                 }
                 Poll::Ready(Ok(()))
             }

@@ -250,6 +250,11 @@ impl RemoteKeys {
         let entry = Arc::clone(entry);
         let clock = Arc::clone(&self.seconds);
         tokio::spawn(async move {
+            // Whatever happens to this task, the discovery ends and waiters are told.
+            let _end = EndDiscovery {
+                entry: Arc::clone(&entry),
+                done,
+            };
             let result = discover(&http, allow_private, &issuer).await;
             let now = clock.now();
             let mut discovery = entry.lock().unwrap_or_else(PoisonError::into_inner);
@@ -272,8 +277,6 @@ impl RemoteKeys {
                     );
                 }
             }
-            discovery.running = None;
-            let _ = done.send(true);
         });
         (running, tokio::time::Instant::now())
     }
@@ -359,6 +362,12 @@ async fn discover(
                 found.issuer
             ));
         }
+        if !fetchable(&found.jwks_uri, allow_private) {
+            return Err(format!(
+                "{document} names the jwks_uri {:?}, which this server may not fetch",
+                found.jwks_uri
+            ));
+        }
         return Ok(found.jwks_uri);
     }
     Err(last_error)
@@ -380,6 +389,23 @@ fn fetchable(uri: &str, allow_private: bool) -> bool {
         None => return false,
     };
     url.scheme() == "https" && literal.is_none_or(is_public)
+}
+
+/// Ends an issuer's discovery when its task ends, normally or not: no discovery is running
+/// any more, and its waiters are woken.
+struct EndDiscovery {
+    entry: Arc<Mutex<Discovery>>,
+    done: watch::Sender<bool>,
+}
+
+impl Drop for EndDiscovery {
+    fn drop(&mut self) {
+        self.entry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .running = None;
+        let _ = self.done.send(true);
+    }
 }
 
 /// The server's clock (seconds) as the clock the JWKS cache reads.

@@ -22,6 +22,10 @@ struct TestIssuer {
     /// The `issuer` its discovery document names (normally its own).
     claimed: Arc<Mutex<String>>,
     fetches: Arc<AtomicUsize>,
+    /// Set: its discovery document never answers.
+    hang: Arc<std::sync::atomic::AtomicBool>,
+    /// Told each time its discovery document is asked for.
+    asked: Arc<tokio::sync::Notify>,
 }
 
 impl TestIssuer {
@@ -31,11 +35,18 @@ impl TestIssuer {
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         let claimed = Arc::new(Mutex::new(issuer.clone()));
         let fetches = Arc::new(AtomicUsize::new(0));
+        let hang = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let asked = Arc::new(tokio::sync::Notify::new());
         let jwks = json!({ "keys": [key.public_jwk()] });
         let discovery = {
             let (claimed, issuer, fetches) = (claimed.clone(), issuer.clone(), fetches.clone());
+            let (hang, asked) = (hang.clone(), asked.clone());
             move || async move {
                 fetches.fetch_add(1, Ordering::SeqCst);
+                asked.notify_one();
+                if hang.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
                 let claimed = claimed.lock().unwrap().clone();
                 axum::Json(json!({
                     "issuer": claimed,
@@ -64,6 +75,8 @@ impl TestIssuer {
             key,
             claimed,
             fetches,
+            hang,
+            asked,
         }
     }
 
@@ -340,20 +353,23 @@ async fn an_explicit_audience_and_a_lying_issuer() {
     );
 }
 
-/// An issuer address that accepts connections and never answers, counting them.
-async fn silent_issuer() -> (String, Arc<AtomicUsize>) {
+/// An issuer address that accepts connections and never answers, counting them (and
+/// telling `reached` of each).
+async fn silent_issuer() -> (String, Arc<AtomicUsize>, Arc<tokio::sync::Notify>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&accepted);
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let (counter, told) = (Arc::clone(&accepted), Arc::clone(&reached));
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((stream, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
+            told.notify_one();
             held.push(stream);
         }
     });
-    (url, accepted)
+    (url, accepted, reached)
 }
 
 /// Discovery is per issuer with a bounded wait: requests for an issuer that never answers
@@ -362,7 +378,7 @@ async fn silent_issuer() -> (String, Arc<AtomicUsize>) {
 /// requests share one discovery.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_issuer_answers_503_soon_and_never_delays_another() {
-    let (dead, accepted) = silent_issuer().await;
+    let (dead, accepted, reached) = silent_issuer().await;
     let healthy = TestIssuer::start().await;
     let app = spawn().await;
     let stuck = register(&app, &dead, &[]).await;
@@ -375,6 +391,12 @@ async fn a_dead_issuer_answers_503_soon_and_never_delays_another() {
     let dead_requests =
         futures_util::future::join_all((0..3).map(|_| exchange(&app, &stuck_id, &stuck_token)));
     let mut dead_requests = std::pin::pin!(dead_requests);
+    // The dead issuer's discovery is under way (it holds a connection there) before the
+    // healthy issuer's request is sent.
+    tokio::select! {
+        _ = &mut dead_requests => panic!("the dead issuer answered"),
+        () = reached.notified() => {}
+    }
     let healthy_token = healthy.token(|_| {});
     let healthy_request = exchange(&app, &fine_id, &healthy_token);
     let (status, body) = tokio::select! {
@@ -441,26 +463,36 @@ async fn discovery_failures_back_off_and_stale_discoveries_stay_in_use() {
     let (status, _) = exchange(&app, &fine_id, &healthy.token(|_| {})).await;
     assert_eq!(status, 200);
     assert_eq!(healthy.fetches.load(Ordering::SeqCst), 1);
-    // Two hours on: the discovery is stale, and the issuer now names another issuer (a
-    // failed rediscovery). The keys found before stay in use.
+    // Two hours on the discovery is stale, and rediscovering it hangs: the keys found before
+    // are used at once (no request waits for the rediscovery), which goes on in the
+    // background.
     app.clock.advance(7200);
-    *healthy.claimed.lock().unwrap() = "https://evil.example".into();
+    healthy.hang.store(true, Ordering::SeqCst);
     let fresh = healthy.token(|c| {
         c["iat"] = json!(T0 + 7200);
         c["nbf"] = json!(T0 + 7200);
         c["exp"] = json!(T0 + 7200 + 3600);
     });
-    let (status, body) = exchange(&app, &fine_id, &fresh).await;
-    assert_eq!(status, 200, "{body}");
-    // The background rediscovery happened.
-    for _ in 0..200 {
-        if healthy.fetches.load(Ordering::SeqCst) >= 2 {
-            break;
+    let response = app
+        .http
+        .post(app.token_url())
+        .timeout(std::time::Duration::from_secs(1))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", fine_id.as_str()),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", fresh.as_str()),
+        ])
+        .send()
+        .await
+        .expect("answered without waiting for the rediscovery");
+    assert_eq!(response.status(), 200);
+    let rediscovered = async {
+        while healthy.fetches.load(Ordering::SeqCst) < 2 {
+            healthy.asked.notified().await;
         }
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(healthy.fetches.load(Ordering::SeqCst) >= 2);
-    let (status, _) = exchange(&app, &fine_id, &fresh).await;
-    assert_eq!(status, 200, "a failed rediscovery keeps the old keys");
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), rediscovered)
+        .await
+        .expect("rediscovered in the background");
 }
