@@ -103,7 +103,12 @@ async fn neither_the_secret_nor_a_token_is_ever_printed_or_logged() {
         ),
     ];
     let logs = logged(&captured);
-    assert!(logs.contains("retrying"), "the test did log: {logs}");
+    // The retry happened (the relay answered its 503). Its debug line is not asserted: an
+    // event of a callsite another test thread registers at the same moment can miss this
+    // thread's scoped subscriber (tracing caches callsite interest process-wide), which made
+    // this assertion fail about once in four full runs. The warning below shows that
+    // capturing works.
+    assert!(stack.relay.scripted_answers() >= 1, "{logs}");
     assert!(logs.contains("token refresh failed"), "{logs}");
     for text in printed.iter().chain([&logs]) {
         for secret in [
