@@ -41,8 +41,14 @@
 //! Prints the healthy client's throughput both times and how soon the dead issuer's requests
 //! get their 503.
 //!
+//! `token-floor` compares latchkey's token endpoint with the cheapest correct-shaped one that
+//! can be written in Rust here (Basic credentials checked against a SHA-256 hash in constant
+//! time, the form read, an RFC 9068 JWT signed with an ES256 key held in memory; no database,
+//! no log), served in this process on a runtime of its own with two worker threads, like
+//! `latchkey serve`. The two take turns (two rounds each) and the ratio is printed.
+//!
 //! Settings (environment): `BENCH_ENDPOINT` (`token`, `token-opaque`, `token-pkjwt`,
-//! `token-tls`, `token-mtls`, `token-half-sent`, `federated-dead-issuer`,
+//! `token-tls`, `token-mtls`, `token-half-sent`, `federated-dead-issuer`, `token-floor`,
 //! `introspect-jwt`, `introspect-opaque` or `gate`; default `token`), `BENCH_DATABASE`, `BENCH_REPLICAS` (1), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
 //! `BENCH_CONNECTIONS` (16), `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (2).
 //! Targets on a 2-core machine, load generator included, at 16 connections: ≥ 20,000
@@ -187,6 +193,9 @@ fn main() {
         };
         if endpoint == "gate" {
             return gate_overhead(&token, &addr, connections, warmup, seconds).await;
+        }
+        if endpoint == "token-floor" {
+            return token_floor(&token, connections, warmup, seconds).await;
         }
         if endpoint == "token-half-sent" {
             let half_sent = setting("BENCH_HALF_SENT", 1000);
@@ -357,6 +366,170 @@ async fn gate_overhead(
     );
     let _ = gate.kill();
     let _ = gate.wait();
+}
+
+/// latchkey's token endpoint and the floor endpoint, taking turns; the ratio of their means.
+async fn token_floor(token: &Request, connections: usize, warmup: u64, seconds: u64) {
+    let floor_addr = start_floor_endpoint(&token.authorization);
+    wait_until_ready(&floor_addr).await;
+    let floor = Request {
+        addr: floor_addr,
+        path: "/oauth2/token",
+        authorization: token.authorization.clone(),
+        body: token.body.clone(),
+        expect: token.expect,
+        bodies: None,
+    };
+    let (mut latchkey_rates, mut floor_rates) = (Vec::new(), Vec::new());
+    for round in 1..=2 {
+        for (name, request, rates) in [
+            ("latchkey", token, &mut latchkey_rates),
+            ("floor", &floor, &mut floor_rates),
+        ] {
+            let requests = std::slice::from_ref(request);
+            run_load(requests, connections, Duration::from_secs(warmup)).await;
+            let result = run_load(requests, connections, Duration::from_secs(seconds)).await;
+            rates.push(result.rate());
+            result.report(&format!("{name}, round {round}"), "ES256", connections);
+        }
+    }
+    let mean = |rates: &[f64]| rates.iter().sum::<f64>() / rates.len() as f64;
+    println!(
+        "latchkey / floor throughput: {:.2} ({:.0} vs {:.0} tokens/s)",
+        mean(&latchkey_rates) / mean(&floor_rates),
+        mean(&latchkey_rates),
+        mean(&floor_rates)
+    );
+}
+
+/// What the floor endpoint holds: the one client and the signing key.
+struct Floor {
+    client_id: String,
+    secret_hash: latchkey_server::secret::SecretHash,
+    key: latchkey_client::PrivateKey,
+    header: Vec<u8>,
+}
+
+/// Starts the floor endpoint for the client of `basic` (a `Basic` header value) on a runtime
+/// of its own (two worker threads) and returns its address.
+fn start_floor_endpoint(basic: &str) -> String {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(basic.trim_start_matches("Basic "))
+        .unwrap();
+    let (id, secret) = std::str::from_utf8(&decoded)
+        .unwrap()
+        .split_once(':')
+        .unwrap();
+    let key = latchkey_client::PrivateKey::generate(latchkey_proto::SigningAlg::Es256)
+        .unwrap()
+        .0;
+    let header = serde_json::json!({ "alg": "ES256", "typ": "at+jwt", "kid": key.kid() })
+        .to_string()
+        .into_bytes();
+    let floor = std::sync::Arc::new(Floor {
+        client_id: id.to_owned(),
+        secret_hash: latchkey_server::secret::SecretHash::of(secret.as_bytes()),
+        key,
+        header,
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let router = axum::Router::new()
+                .route("/oauth2/token", axum::routing::post(floor_token))
+                .with_state(floor);
+            axum::serve(listener, router).await.unwrap();
+        });
+    });
+    addr
+}
+
+/// The floor's token endpoint: RFC 6749 §4.4 with client_secret_basic, nothing more.
+async fn floor_token(
+    axum::extract::State(floor): axum::extract::State<std::sync::Arc<Floor>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let refused = || {
+        (
+            axum::http::StatusCode::UNAUTHORIZED,
+            [("content-type", "application/json")],
+            r#"{"error":"invalid_client"}"#,
+        )
+            .into_response()
+    };
+    let credentials = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok()?.strip_prefix("Basic "))
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok());
+    let Some(credentials) = credentials else {
+        return refused();
+    };
+    let Some((id, secret)) = std::str::from_utf8(&credentials)
+        .ok()
+        .and_then(|c| c.split_once(':'))
+    else {
+        return refused();
+    };
+    let matches = floor
+        .secret_hash
+        .matches(&latchkey_server::secret::SecretHash::of(secret.as_bytes()));
+    if id != floor.client_id || !matches {
+        return refused();
+    }
+    let form = std::str::from_utf8(&body).unwrap_or("");
+    let mut grant = None;
+    let mut scope = None;
+    for pair in form.split('&') {
+        match pair.split_once('=') {
+            Some(("grant_type", value)) => grant = Some(value),
+            Some(("scope", value)) => scope = Some(value),
+            _ => {}
+        }
+    }
+    if grant != Some("client_credentials") {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            r#"{"error":"unsupported_grant_type"}"#,
+        )
+            .into_response();
+    }
+    #[allow(clippy::disallowed_methods)] // The floor is not latchkey: it reads the clock itself.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let jti =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(fastrand::u128(..).to_le_bytes());
+    let claims = serde_json::json!({
+        "iss": "https://auth.bench", "sub": id, "client_id": id,
+        "aud": "https://api.example.com", "iat": now, "exp": now + 900, "jti": jti,
+        "scope": scope.unwrap_or("read"),
+    });
+    let token = floor
+        .key
+        .sign_jws(&floor.header, claims.to_string().as_bytes())
+        .unwrap();
+    (
+        [
+            ("content-type", "application/json"),
+            ("cache-control", "no-store"),
+        ],
+        format!(
+            r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":900,"scope":"{}"}}"#,
+            scope.unwrap_or("read")
+        ),
+    )
+        .into_response()
 }
 
 /// The first bytes of a token request whose head never ends.
