@@ -218,6 +218,30 @@ mod tests {
         }
     }
 
+    /// RFC 7638 §3.1: the example RSA key and its thumbprint, as the RFC gives them.
+    #[test]
+    fn the_rfc_7638_example_thumbprint() {
+        let example = Jwk {
+            kty: "RSA".into(),
+            kid: "2011-04-29".into(),
+            use_: None,
+            alg: Some("RS256".into()),
+            crv: None,
+            x: None,
+            y: None,
+            n: Some(
+                "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
+                    .into(),
+            ),
+            e: Some("AQAB".into()),
+            x5c: None,
+        };
+        assert_eq!(
+            thumbprint(&example).as_deref(),
+            Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")
+        );
+    }
+
     #[test]
     fn a_stated_alg_must_fit_the_key() {
         // HS256 on an EC key, or an RSA alg on an OKP key, is refused: an alg the key does not

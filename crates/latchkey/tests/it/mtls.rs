@@ -441,6 +441,27 @@ async fn tls_client_auth_with_curl_binds_tokens_to_the_certificate() {
         ids.push(id);
     }
     let by_dn = &ids[0];
+    // RFC 8705 §3.2: introspection reports the binding.
+    let (_, body) = curl_token(&app, dir, Some(&billing), by_dn).await;
+    let resource_server = app
+        .client(|c| {
+            c.can_introspect = true;
+            c.grant_types = vec![];
+        })
+        .await;
+    let introspected: Value = app
+        .http
+        .post(app.url("/oauth2/introspect"))
+        .basic_auth(resource_server.id(), Some(&resource_server.secret))
+        .form(&[("token", body["access_token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(introspected["active"], true);
+    assert_eq!(introspected["cnf"], json!({ "x5t#S256": thumbprint }));
     // latchkey-client, through `latchkey token` (tls_client_auth is its default method).
     let fetched = latchkey_token(&app, dir, by_dn, &billing, None).await;
     assert_eq!(
