@@ -13,10 +13,10 @@ use crate::cache::{TokenCache, token_hash};
 use crate::caller::Caller;
 use crate::certificate;
 use crate::introspect::{self, Introspector, OpaqueFormat};
-use crate::jwks::Jwks;
 use crate::rejection::Rejection;
 use crate::replay::{Refused, ReplayCache};
 use crate::verify::{self, Expectations, Invalid};
+use latchkey_common::Jwks;
 
 /// Validates access tokens for one resource server. Cheap to clone; clones share the JWKS
 /// and the verified-token cache. Build one with [`Guard::builder`].

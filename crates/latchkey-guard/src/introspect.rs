@@ -252,7 +252,7 @@ impl Introspector {
             tracing::warn!(%error, "unreadable introspection response");
             Rejection::Unavailable
         };
-        let body = crate::jwks::read_limited(response, MAX_RESPONSE_BYTES)
+        let body = latchkey_common::read_limited(response, MAX_RESPONSE_BYTES)
             .await
             .map_err(unreadable)?;
         let value: serde_json::Value =

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use latchkey_guard::{Jwks, read_limited};
+use latchkey_common::{Jwks, read_limited};
 use tokio::sync::watch;
 use url::Url;
 
@@ -144,7 +144,7 @@ const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 pub struct RemoteKeys {
     http: reqwest::Client,
     allow_private: bool,
-    clock: Arc<dyn latchkey_client::Clock>,
+    clock: Arc<dyn latchkey_common::Clock>,
     seconds: Arc<dyn Clock>,
     sets: Mutex<HashMap<String, Arc<Jwks>>>,
     /// Each trusted issuer's discovery, on its own: one issuer never waits for another. Only
@@ -411,7 +411,7 @@ impl Drop for EndDiscovery {
 /// The server's clock (seconds) as the clock the JWKS cache reads.
 struct SecondsClock(Arc<dyn Clock>);
 
-impl latchkey_client::Clock for SecondsClock {
+impl latchkey_common::Clock for SecondsClock {
     fn now(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(u64::try_from(self.0.now()).unwrap_or(0))
     }

@@ -21,7 +21,7 @@ use crate::protocol::client_auth::{
 use crate::protocol::request::{MAX_PARAMETERS, RequestParams};
 use crate::secret::unknown_id_tag;
 use crate::tls::TlsPeer;
-use latchkey_guard::Jwks;
+use latchkey_common::Jwks;
 use latchkey_jose::VerifyingKey;
 use rustls_pki_types::{CertificateDer, UnixTime};
 

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use crate::clock::Clock;
 use arc_swap::ArcSwapOption;
 use http::header::CACHE_CONTROL;
-use latchkey_client::Clock;
 use latchkey_proto::Jwk;
 
 use latchkey_jose::VerifyingKey;
