@@ -157,7 +157,7 @@ pub async fn create_client(
             new.auth_method
         )));
     }
-    let now = clock.now();
+    let now = clock.unix_seconds();
     let secret = ClientSecret::generate();
     let mut client = client_record(new, now)?;
     client.secrets.push(SecretRecord {
@@ -366,7 +366,7 @@ pub async fn create_key_client(
     keys: ClientKeys<'_>,
 ) -> Result<Applied<ClientRecord>, AdminError> {
     let columns = keys.checked(new.auth_method).await?;
-    let mut client = client_record(new, clock.now())?;
+    let mut client = client_record(new, clock.unix_seconds())?;
     client.public_keys = columns.public_keys;
     client.jwks_uri = columns.jwks_uri;
     client.federation = columns.federation;
@@ -399,7 +399,7 @@ pub async fn replace_client_keys(
         ..ClientUpdate::default()
     };
     let client = store
-        .update_client(client_id, &update, clock.now())
+        .update_client(client_id, &update, clock.unix_seconds())
         .await?
         .ok_or_else(|| AdminError::NotFound(client_id.to_owned()))?;
     applied(store, client).await
@@ -460,7 +460,7 @@ pub async fn update_client(
         ));
     }
     let client = store
-        .update_client(client_id, &update, clock.now())
+        .update_client(client_id, &update, clock.unix_seconds())
         .await?
         .ok_or_else(|| AdminError::NotFound(client_id.to_owned()))?;
     applied(store, client).await
@@ -534,7 +534,7 @@ async fn new_secret(
             client.auth_method
         )));
     }
-    let now = clock.now();
+    let now = clock.unix_seconds();
     let secret = ClientSecret::generate();
     let record = SecretRecord {
         secret_id: new_row_id(),
@@ -579,7 +579,7 @@ pub async fn revoke_secret(
     secret_id: &str,
 ) -> Result<Applied<()>, AdminError> {
     if !store
-        .revoke_secret(client_id, secret_id, clock.now())
+        .revoke_secret(client_id, secret_id, clock.unix_seconds())
         .await?
     {
         return Err(AdminError::Invalid(format!(
@@ -636,7 +636,7 @@ pub async fn rotate_keys(
             "there is no signing key to rotate yet; `latchkey serve` creates the first keys".into(),
         ));
     }
-    let now = clock.now();
+    let now = clock.unix_seconds();
     let mut rotated = Vec::new();
     for alg in algs {
         match source.rotate(store, alg, now, None).await? {

@@ -189,7 +189,7 @@ impl Application {
             kek: config.key_encryption_key.clone(),
         };
         let keys = key_source
-            .load_or_create(store.as_ref(), clock.now())
+            .load_or_create(store.as_ref(), clock.unix_seconds())
             .await?;
         let metadata = metadata(&issuer, tls.as_ref());
         let metadata_json = Bytes::from(

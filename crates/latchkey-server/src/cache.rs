@@ -129,7 +129,7 @@ impl Cache {
 
     fn fresh(&self) -> bool {
         let validated = self.validated_at.load(Ordering::Acquire);
-        self.clock.now().saturating_sub(validated) < STALE_AFTER_SECONDS
+        self.clock.unix_seconds().saturating_sub(validated) < STALE_AFTER_SECONDS
     }
 
     fn snapshot(&self) -> Arc<ClientSnapshot> {
@@ -248,7 +248,8 @@ impl Cache {
                 .acknowledge_generation(&self.server_id, point.generation)
                 .await?;
         }
-        self.validated_at.store(self.clock.now(), Ordering::Release);
+        self.validated_at
+            .store(self.clock.unix_seconds(), Ordering::Release);
         Ok(())
     }
 

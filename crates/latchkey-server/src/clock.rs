@@ -1,29 +1,15 @@
-//! The one way latchkey reads the wall clock, so tests can move time instead of sleeping.
+//! The one way latchkey reads the wall clock, so tests can move time instead of sleeping: the
+//! shared [`Clock`] of latchkey-common (the server counts in its `unix_seconds`), and a
+//! [`ManualClock`] that tests set in whole seconds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// A source of the current time in whole seconds since the Unix epoch.
-pub trait Clock: Send + Sync + 'static {
-    /// Seconds since the Unix epoch.
-    fn now(&self) -> i64;
-}
+pub use latchkey_common::{Clock, SystemClock};
 
-/// The real clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    #[allow(clippy::disallowed_methods)] // This is the one sanctioned reader of the clock.
-    fn now(&self) -> i64 {
-        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-            Err(_) => 0,
-        }
-    }
-}
-
-/// A clock that only moves when told to: for tests and simulations.
+/// A clock that only moves when told to, in whole seconds: for tests and simulations. Clones
+/// share the time.
 #[derive(Debug, Clone)]
 pub struct ManualClock(Arc<AtomicI64>);
 
@@ -45,7 +31,12 @@ impl ManualClock {
 }
 
 impl Clock for ManualClock {
-    fn now(&self) -> i64 {
+    fn now(&self) -> SystemTime {
+        let seconds = self.0.load(Ordering::SeqCst);
+        UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+    }
+
+    fn unix_seconds(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
     }
 }

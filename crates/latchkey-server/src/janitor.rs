@@ -54,7 +54,7 @@ impl Janitor {
 
     /// One pass over every task.
     pub async fn run_once(&self) -> Result<JanitorReport, CacheError> {
-        let now = self.clock.now();
+        let now = self.clock.unix_seconds();
         let store = self.store.as_ref();
         let uses = self.cache.take_secret_uses();
         if let Err(err) = store.record_secret_use(&uses).await {

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use latchkey_common::{Jwks, read_limited};
 use tokio::sync::watch;
@@ -144,8 +144,7 @@ const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 pub struct RemoteKeys {
     http: reqwest::Client,
     allow_private: bool,
-    clock: Arc<dyn latchkey_common::Clock>,
-    seconds: Arc<dyn Clock>,
+    clock: Arc<dyn Clock>,
     sets: Mutex<HashMap<String, Arc<Jwks>>>,
     /// Each trusted issuer's discovery, on its own: one issuer never waits for another. Only
     /// registered issuers are ever looked up, so the map grows with registrations, not with
@@ -185,8 +184,7 @@ impl RemoteKeys {
         Ok(RemoteKeys {
             http: http.build().map_err(|e| e.to_string())?,
             allow_private,
-            clock: Arc::new(SecondsClock(Arc::clone(&clock))),
-            seconds: clock,
+            clock,
             sets: Mutex::new(HashMap::new()),
             issuers: Mutex::new(HashMap::new()),
         })
@@ -210,7 +208,7 @@ impl RemoteKeys {
                 .entry(issuer.to_owned())
                 .or_default(),
         );
-        let now = self.seconds.now();
+        let now = self.clock.unix_seconds();
         let (mut running, started) = {
             let mut discovery = entry.lock().unwrap_or_else(PoisonError::into_inner);
             let fresh = discovery
@@ -248,7 +246,7 @@ impl RemoteKeys {
         let allow_private = self.allow_private;
         let issuer = issuer.to_owned();
         let entry = Arc::clone(entry);
-        let clock = Arc::clone(&self.seconds);
+        let clock = Arc::clone(&self.clock);
         tokio::spawn(async move {
             // Whatever happens to this task, the discovery ends and waiters are told.
             let _end = EndDiscovery {
@@ -256,7 +254,7 @@ impl RemoteKeys {
                 done,
             };
             let result = discover(&http, allow_private, &issuer).await;
-            let now = clock.now();
+            let now = clock.unix_seconds();
             let mut discovery = entry.lock().unwrap_or_else(PoisonError::into_inner);
             match result {
                 Ok(uri) => {
@@ -405,15 +403,6 @@ impl Drop for EndDiscovery {
             .unwrap_or_else(PoisonError::into_inner)
             .running = None;
         let _ = self.done.send(true);
-    }
-}
-
-/// The server's clock (seconds) as the clock the JWKS cache reads.
-struct SecondsClock(Arc<dyn Clock>);
-
-impl latchkey_common::Clock for SecondsClock {
-    fn now(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(u64::try_from(self.0.now()).unwrap_or(0))
     }
 }
 

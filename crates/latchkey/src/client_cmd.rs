@@ -208,7 +208,7 @@ async fn secret(
         SecretCommand::Add { id, expires_in } => {
             let (secret_id, secret) =
                 confirmed(admin::add_secret(store, clock, &id, expires_in).await?);
-            let expires_at = expires_in.map(|s| timestamp(clock.now() + s));
+            let expires_at = expires_in.map(|s| timestamp(clock.unix_seconds() + s));
             print_new_secret(out, &id, &secret_id, secret.expose(), expires_at);
         }
         SecretCommand::Rotate { id, overlap } => {
@@ -217,7 +217,7 @@ async fn secret(
             print_new_secret(out, &id, &secret_id, secret.expose(), None);
             eprintln!(
                 "The client's other secrets stop working at {}.",
-                timestamp(clock.now() + overlap)
+                timestamp(clock.unix_seconds() + overlap)
             );
         }
         SecretCommand::List { id } => {

@@ -103,7 +103,7 @@ pub async fn authenticate_client(
         Some(known) => known.record.client_id.clone(),
         None => unknown_id_tag(claimed_id),
     }));
-    let now = state.clock.now();
+    let now = state.clock.unix_seconds();
     match &presented {
         Presented::Secret(secret) => {
             let secret_id = authenticate(secret, client.as_deref().map(|c| &c.record), now)?;

@@ -70,7 +70,7 @@ pub async fn active_claims(
     let Some(claims) = claims else {
         return Ok(None);
     };
-    let now = state.clock.now();
+    let now = state.clock.unix_seconds();
     if now >= claims.exp {
         return Ok(None);
     }

@@ -46,7 +46,7 @@ fn current_nonce(state: &AppState) -> String {
         .key_ring()
         .signing_key()
         .nonce_key()
-        .issue(state.clock.now())
+        .issue(state.clock.unix_seconds())
 }
 
 async fn issue(
@@ -75,7 +75,7 @@ async fn issue(
         .then(|| received.certificate().map(certificate_thumbprint))
         .flatten();
     // Read after the lookup, so `iat` is the moment of issue even if the lookup waited.
-    let now = state.clock.now();
+    let now = state.clock.unix_seconds();
     let params = &received.params;
     let grant = decide(client, params.scope.as_deref(), &params.resources)?;
     let mut claims = access_token_claims(&state.issuer, client, &grant, now, new_jti());
@@ -141,7 +141,7 @@ fn check_dpop_proof(
     let proof = proof
         .to_str()
         .map_err(|_| OAuthError::invalid_dpop_proof("the DPoP header is not a JWT"))?;
-    let now = state.clock.now();
+    let now = state.clock.unix_seconds();
     let check = ProofCheck {
         method: "POST",
         url: &state.token_endpoint,
@@ -171,7 +171,7 @@ fn check_dpop_proof(
 /// RFC 9449 §11.1: records a checked proof's `jti` and returns the thumbprint of its key, to
 /// bind the token to.
 async fn use_dpop_proof(state: &AppState, verified: VerifiedProof) -> Result<String, OAuthError> {
-    let now = state.clock.now();
+    let now = state.clock.unix_seconds();
     // §11.1: a proof is used once. Recorded like assertion ids, per key, until the proof is
     // too old to be accepted anyway.
     let first_use = state

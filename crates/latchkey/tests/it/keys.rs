@@ -64,7 +64,7 @@ impl LazyVerifier {
 impl TestApp {
     fn clock_now(&self) -> i64 {
         use latchkey_server::Clock as _;
-        self.clock.now()
+        self.clock.unix_seconds()
     }
 
     async fn issue(&self, client: &TestClient) -> String {
