@@ -76,17 +76,9 @@ async fn a_proof_binds_the_token_to_its_key() {
         let key = PrivateKey::generate(SigningAlg::Es256).unwrap().0;
         let (status, body) = token(&app, client, &[&proof(&app, &key, |_, _| {})]).await;
         assert_eq!((status, body["token_type"].as_str()), (200, Some("DPoP")));
-        let introspected: Value = app
-            .http
-            .post(app.url("/oauth2/introspect"))
-            .basic_auth(rs.id(), Some(&rs.secret))
-            .form(&[("token", body["access_token"].as_str().unwrap())])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let introspected = app
+            .introspect(&rs, body["access_token"].as_str().unwrap())
+            .await;
         assert_eq!(introspected["active"], true);
         assert_eq!(introspected["token_type"], "DPoP");
         assert_eq!(introspected["cnf"], json!({ "jkt": key.kid() }));

@@ -40,7 +40,9 @@ impl TestApp {
             .unwrap()
     }
 
-    async fn introspect(&self, caller: &TestClient, token: &str) -> Value {
+    /// `token` introspected by `caller` (a client with `can_introspect`): the answer, after
+    /// checking the response's status and headers.
+    pub(crate) async fn introspect(&self, caller: &TestClient, token: &str) -> Value {
         let response = self
             .post_form(
                 "/oauth2/introspect",

@@ -449,17 +449,9 @@ async fn tls_client_auth_with_curl_binds_tokens_to_the_certificate() {
             c.grant_types = vec![];
         })
         .await;
-    let introspected: Value = app
-        .http
-        .post(app.url("/oauth2/introspect"))
-        .basic_auth(resource_server.id(), Some(&resource_server.secret))
-        .form(&[("token", body["access_token"].as_str().unwrap())])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let introspected = app
+        .introspect(&resource_server, body["access_token"].as_str().unwrap())
+        .await;
     assert_eq!(introspected["active"], true);
     assert_eq!(introspected["cnf"], json!({ "x5t#S256": thumbprint }));
     // latchkey-client, through `latchkey token` (tls_client_auth is its default method).
