@@ -231,8 +231,12 @@ async fn opaque_tokens(stack: &Stack, count: usize) -> Vec<String> {
 
 /// GET /hello on `api` with `token`: the status and the `Retry-After` header.
 async fn hello(stack: &Stack, api: &str, token: &str) -> (u16, Option<String>) {
-    let response = stack
-        .http
+    get_hello(stack.http.clone(), api.to_owned(), token.to_owned()).await
+}
+
+/// [`hello`] with owned arguments, for a task of its own.
+async fn get_hello(http: reqwest::Client, api: String, token: String) -> (u16, Option<String>) {
+    let response = http
         .get(format!("{api}/hello"))
         .header("authorization", format!("Bearer {token}"))
         .send()
@@ -315,19 +319,7 @@ async fn when_every_turn_is_taken_requests_get_503_at_once() {
 
     let call = |token: &String| {
         let (stack_http, api, token) = (stack.http.clone(), api.clone(), token.clone());
-        tokio::spawn(async move {
-            let response = stack_http
-                .get(format!("{api}/hello"))
-                .header("authorization", format!("Bearer {token}"))
-                .send()
-                .await
-                .unwrap();
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap().to_owned());
-            (response.status().as_u16(), retry_after)
-        })
+        tokio::spawn(get_hello(stack_http, api, token))
     };
     // The first request takes the only turn and is held at the endpoint.
     let first = call(&tokens[0]);
