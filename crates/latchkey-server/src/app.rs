@@ -51,11 +51,15 @@ pub struct ServerConfig {
     pub dpop_nonce: bool,
     /// Timeouts, the request head limit and the connection cap.
     pub connections: ConnectionLimits,
+    /// How many client records the server keeps in memory (and how many unknown ids it
+    /// remembers); others are read from the database when a request names them.
+    pub client_cache_size: usize,
 }
 
 impl Default for ServerConfig {
     /// Loopback on a free port, the issuer from the bound address, ES256, keys in the clear,
-    /// no automatic rotation, the janitor every minute, strict assertion audiences.
+    /// no automatic rotation, the janitor every minute, strict assertion audiences, 100,000
+    /// cached clients.
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -69,6 +73,7 @@ impl Default for ServerConfig {
             tls: None,
             dpop_nonce: false,
             connections: ConnectionLimits::DEFAULT,
+            client_cache_size: crate::cache::DEFAULT_CLIENT_CACHE_SIZE,
         }
     }
 }
@@ -202,6 +207,7 @@ impl Application {
                 key_source.clone(),
                 Arc::clone(&clock),
                 crate::secret::new_row_id(),
+                config.client_cache_size,
             )
             .await?,
         );

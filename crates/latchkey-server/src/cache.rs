@@ -1,32 +1,41 @@
-//! What every server holds in memory so that the token and introspection paths never wait on
-//! the database — all client records, the signing and verification keys, and the deny list of
-//! revoked token ids — and how it follows changes made anywhere (this server, another one, the
-//! admin CLI).
+//! What every server holds in memory so that the token and introspection paths rarely wait on
+//! the database — the client records in use, the signing and verification keys, and the deny
+//! list of revoked token ids — and how it follows changes made anywhere (this server, another
+//! one, the admin CLI).
 //!
-//! How: every change to clients, secrets or keys increases a generation counter in the same
-//! transaction, and every revocation appends to the deny list, whose position only grows. Each
-//! server polls both every [`POLL_INTERVAL`] in one query. When the generation moves, it
-//! reloads clients and keys, swaps them in and acknowledges the generation in the database;
-//! admin commands wait for every registered server's acknowledgement ([`wait_for_servers`]),
-//! so when `latchkey client disable` returns, no server accepts that client any more. New deny
-//! list entries are fetched incrementally; the server that revokes a token adds it at once.
+//! Clients are cached on demand: a bounded cache of the records requests asked for, filled by
+//! one indexed read on a miss, and a bounded negative cache of ids that do not exist, so that
+//! repeated unknown ids do not reach the database. Start-up reads no client at all.
+//!
+//! Changes arrive through the change feed (`store::FeedEntry`): every change to a client, its
+//! secrets or the keys moves the generation on by one and names what changed. Each server polls
+//! the generation and the deny list every [`POLL_INTERVAL`] in one query; when the generation
+//! moved it reads the feed entries after the one it holds, drops just the clients they name
+//! (or reloads the keys), and acknowledges the new generation in the database. One change costs
+//! every server the same work with 10 clients or 10 million. Admin commands wait for every
+//! registered server's acknowledgement ([`wait_for_servers`]), so when `latchkey client
+//! disable` returns, no server accepts that client any more. A server that finds a gap in the
+//! feed (it was cut off long enough for the entries to be purged) or too many entries at once
+//! drops every cached client instead. New deny-list entries are fetched incrementally; the
+//! server that revokes a token adds it at once.
 //!
 //! Fail closed: if the poll has not succeeded for [`STALE_AFTER_SECONDS`] (by the injected
 //! clock), clients and the deny list are read from the database for each request (and give
 //! 503 if it is down).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use latchkey_jose::VerifyingKey;
+use tokio::sync::Semaphore;
 
 use crate::clock::Clock;
 use crate::keys::{KeyError, KeyRing, KeySource};
 use crate::protocol::client_keys::registered_keys;
 use crate::protocol::mutual_tls::registered_certificates;
-use crate::store::{ClientRecord, Store, StoreError};
+use crate::store::{Change, ClientRecord, Store, StoreError};
 
 /// How often a server checks the generation counter and the deny list.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -36,6 +45,15 @@ pub const STALE_AFTER_SECONDS: i64 = 2;
 /// A server re-registers this often even when nothing changed, in case an admin command that
 /// timed out waiting for it has forgotten it.
 const HEARTBEAT_POLLS: u32 = 20;
+/// The default number of client records a server keeps (`--client-cache-size`); the negative
+/// cache of unknown ids holds as many ids.
+pub const DEFAULT_CLIENT_CACHE_SIZE: usize = 100_000;
+/// Feed entries read per poll. More pending than this (a bulk change, or a server that was
+/// cut off) and the server drops every cached client instead of reading them all.
+const FEED_BATCH: u32 = 1_000;
+/// Client reads on a miss that may wait on the database at once; more wait for a turn, so a
+/// flood of unknown ids cannot take every database connection.
+const CONCURRENT_MISSES: usize = 32;
 
 /// A client as the request path uses it: the stored record and, for `private_key_jwt`, its
 /// registered public keys parsed once when the record is loaded (never per request).
@@ -62,10 +80,37 @@ impl KnownClient {
     }
 }
 
-/// All clients as of one generation.
-struct ClientSnapshot {
-    generation: i64,
-    clients: HashMap<String, Arc<KnownClient>>,
+/// The client records in use and the ids known not to exist, both bounded, and the feed
+/// generation they are current to.
+struct ClientCache {
+    known: quick_cache::sync::Cache<String, Arc<KnownClient>>,
+    unknown: quick_cache::sync::Cache<String, ()>,
+    /// The last feed entry applied; -1 before the first poll. Held while entries are applied
+    /// and while a record read on a miss is put in, so that a record read before a change is
+    /// never cached after the change was applied (see [`Cache::client`]).
+    generation: Mutex<i64>,
+    misses: Semaphore,
+}
+
+impl ClientCache {
+    fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        ClientCache {
+            known: quick_cache::sync::Cache::new(capacity),
+            unknown: quick_cache::sync::Cache::new(capacity),
+            generation: Mutex::new(-1),
+            misses: Semaphore::new(CONCURRENT_MISSES),
+        }
+    }
+
+    fn generation(&self) -> std::sync::MutexGuard<'_, i64> {
+        self.generation.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn drop_all(&self) {
+        self.known.clear();
+        self.unknown.clear();
+    }
 }
 
 /// Revoked token ids with their expiry, as of one deny-list position.
@@ -77,13 +122,15 @@ struct DenyList {
 
 /// The in-memory state of one server.
 pub struct Cache {
-    clients: RwLock<Arc<ClientSnapshot>>,
+    clients: ClientCache,
     keys: RwLock<Arc<KeyRing>>,
     deny: RwLock<DenyList>,
     /// Secret id → the last time it authenticated, not yet written to the database.
     secret_uses: Mutex<HashMap<String, i64>>,
     /// Clock reading of the last successful poll.
     validated_at: AtomicI64,
+    /// A feed entry said the keys changed and they have not been reloaded since.
+    keys_stale: AtomicBool,
     key_source: KeySource,
     clock: Arc<dyn Clock>,
     server_id: String,
@@ -101,24 +148,24 @@ pub enum CacheError {
 }
 
 impl Cache {
-    /// Loads every client, the keys and the deny list, and registers the server `server_id`;
-    /// call once before serving, after the keys exist (see [`KeySource::load_or_create`]).
+    /// Loads the keys and the deny list and registers the server `server_id`; call once before
+    /// serving, after the keys exist (see [`KeySource::load_or_create`]). No client is read:
+    /// each is read when a request first names it, and at most `client_cache_size` are kept.
     pub async fn load(
         store: &dyn Store,
         keys: KeyRing,
         key_source: KeySource,
         clock: Arc<dyn Clock>,
         server_id: String,
+        client_cache_size: usize,
     ) -> Result<Self, CacheError> {
         let cache = Cache {
-            clients: RwLock::new(Arc::new(ClientSnapshot {
-                generation: -1,
-                clients: HashMap::new(),
-            })),
+            clients: ClientCache::new(client_cache_size),
             keys: RwLock::new(Arc::new(keys)),
             deny: RwLock::new(DenyList::default()),
             secret_uses: Mutex::new(HashMap::new()),
             validated_at: AtomicI64::new(i64::MIN),
+            keys_stale: AtomicBool::new(false),
             key_source,
             clock,
             server_id,
@@ -132,28 +179,61 @@ impl Cache {
         self.clock.unix_seconds().saturating_sub(validated) < STALE_AFTER_SECONDS
     }
 
-    fn snapshot(&self) -> Arc<ClientSnapshot> {
-        Arc::clone(&self.clients.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
     /// The keys in use now.
     pub fn key_ring(&self) -> Arc<KeyRing> {
         Arc::clone(&self.keys.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The client `client_id`: from memory while it is fresh, else from the store.
+    ///
+    /// On a miss the record is read with one indexed query and kept (or the id is remembered as
+    /// unknown) unless a feed entry was applied while it was being read: that entry may be
+    /// about this client and older than the read, so the record is used for this request only.
     pub async fn client(
         &self,
         store: &dyn Store,
         client_id: &str,
     ) -> Result<Option<Arc<KnownClient>>, StoreError> {
-        if self.fresh() {
-            return Ok(self.snapshot().clients.get(client_id).cloned());
+        if !self.fresh() {
+            return Ok(store
+                .find_client(client_id)
+                .await?
+                .map(|record| Arc::new(KnownClient::new(record))));
         }
-        Ok(store
-            .find_client(client_id)
-            .await?
-            .map(|record| Arc::new(KnownClient::new(record))))
+        if let Some(client) = self.clients.known.get(client_id) {
+            return Ok(Some(client));
+        }
+        if self.clients.unknown.get(client_id).is_some() {
+            return Ok(None);
+        }
+        let read_at = *self.clients.generation();
+        let found = {
+            let _turn = self
+                .clients
+                .misses
+                .acquire()
+                .await
+                .map_err(|_| StoreError::Unavailable("server stopping".into()))?;
+            store.find_client(client_id).await?
+        };
+        let client = found.map(|record| Arc::new(KnownClient::new(record)));
+        let generation = self.clients.generation();
+        if *generation == read_at {
+            match &client {
+                Some(client) => self
+                    .clients
+                    .known
+                    .insert(client_id.to_owned(), Arc::clone(client)),
+                None => self.clients.unknown.insert(client_id.to_owned(), ()),
+            }
+        }
+        drop(generation);
+        Ok(client)
+    }
+
+    /// How many client records and unknown ids this server holds now.
+    pub fn cached_clients(&self) -> (usize, usize) {
+        (self.clients.known.len(), self.clients.unknown.len())
     }
 
     /// Whether the token `jti` is on the deny list: from memory while it is fresh, else from
@@ -210,29 +290,27 @@ impl Cache {
         self.poll(store, false).await
     }
 
-    /// One poll: on a new generation load new clients and keys, then acknowledge it; fetch new
-    /// deny-list entries. Clients are read after the generation, so the snapshot is at least
-    /// as new as the number it carries.
+    /// One poll: follow the change feed to the current generation (dropping the clients it
+    /// names, reloading the keys if they changed), then acknowledge it; fetch new deny-list
+    /// entries.
     async fn poll(&self, store: &dyn Store, heartbeat: bool) -> Result<(), CacheError> {
         let point = store.sync_point().await?;
-        let changed = point.generation != self.snapshot().generation;
-        if changed {
-            let clients = store
-                .list_clients()
-                .await?
-                .into_iter()
-                .map(|c| (c.client_id.clone(), Arc::new(KnownClient::new(c))))
-                .collect();
+        let held = *self.clients.generation();
+        let changed = point.generation != held;
+        if changed && self.follow_feed(store, held, point.generation).await? {
+            self.keys_stale.store(true, Ordering::Release);
+        }
+        let reload_keys = self.keys_stale.load(Ordering::Acquire);
+        if reload_keys {
             let previous = self.key_ring();
             // A key the source cannot trust (in the clear while a KEK is set, sealed with
             // another KEK) is left out of the new ring and logged, without failing the
-            // reload; a refused current key stops signing (see `KeySource::load`).
+            // reload; a refused current key stops signing (see `KeySource::load`). If the
+            // reload fails, it is tried again at the next poll, and nothing is acknowledged
+            // until it succeeds.
             let keys = self.key_source.load(store, Some(&previous)).await?;
             *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
-            *self.clients.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ClientSnapshot {
-                generation: point.generation,
-                clients,
-            });
+            self.keys_stale.store(false, Ordering::Release);
         }
         let known_seq = self.deny.read().unwrap_or_else(|p| p.into_inner()).seq;
         if point.revocation_seq > known_seq {
@@ -243,14 +321,61 @@ impl Cache {
                 deny.entries.insert(revocation.jti, revocation.expires_at);
             }
         }
-        if changed || heartbeat {
+        if changed || reload_keys || heartbeat {
+            let generation = *self.clients.generation();
             store
-                .acknowledge_generation(&self.server_id, point.generation)
+                .acknowledge_generation(&self.server_id, generation)
                 .await?;
         }
         self.validated_at
             .store(self.clock.unix_seconds(), Ordering::Release);
         Ok(())
+    }
+
+    /// Reads the feed after `held` and drops the cached clients it names, moving the cache's
+    /// generation on in the same critical section (so a record read on a miss before these
+    /// changes is not put in after them). Returns whether the keys changed.
+    async fn follow_feed(
+        &self,
+        store: &dyn Store,
+        held: i64,
+        current: i64,
+    ) -> Result<bool, StoreError> {
+        // The first poll, or a database that went back in time (restored from a backup):
+        // nothing cached can be trusted to match it.
+        if held < 0 || current < held {
+            let mut generation = self.clients.generation();
+            self.clients.drop_all();
+            *generation = current;
+            return Ok(held >= 0);
+        }
+        let entries = store.changes_since(held, FEED_BATCH).await?;
+        let contiguous = entries.first().is_some_and(|e| e.generation == held + 1);
+        let mut generation = self.clients.generation();
+        if *generation != held {
+            // Another poll (the janitor's refresh) applied these entries meanwhile.
+            return Ok(false);
+        }
+        if !contiguous || entries.len() >= FEED_BATCH as usize {
+            // A gap (purged entries) or a flood: drop everything rather than read it all.
+            tracing::debug!(held, current, "cache: dropping every client record");
+            self.clients.drop_all();
+            *generation = current;
+            return Ok(true);
+        }
+        let mut keys_changed = false;
+        for entry in &entries {
+            match &entry.change {
+                Change::Client(client_id) => {
+                    self.clients.known.remove(client_id.as_str());
+                    self.clients.unknown.remove(client_id.as_str());
+                }
+                Change::Keys => keys_changed = true,
+                Change::AllClients => self.clients.drop_all(),
+            }
+            *generation = entry.generation;
+        }
+        Ok(keys_changed)
     }
 
     /// Polls until `stop` resolves, then unregisters this server.

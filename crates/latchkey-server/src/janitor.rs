@@ -112,6 +112,8 @@ impl Janitor {
                     tracing::debug!(
                         opaque_tokens = report.purged.opaque_tokens,
                         revocations = report.purged.revocations,
+                        assertion_jtis = report.purged.assertion_jtis,
+                        changes = report.purged.changes,
                         "janitor purged expired rows"
                     );
                 }

@@ -426,6 +426,17 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_DPOP_NONCE")]
     pub dpop_nonce: bool,
 
+    /// How many client records to keep in memory, and how many unknown client ids to
+    /// remember. A client not in memory is read with one indexed query when a request names
+    /// it; start-up reads none. About 2 KB per client that uses a secret.
+    #[arg(
+        long,
+        env = "LATCHKEY_CLIENT_CACHE_SIZE",
+        default_value_t = latchkey_server::cache::DEFAULT_CLIENT_CACHE_SIZE,
+        value_parser = parse_cache_size,
+    )]
+    pub client_cache_size: usize,
+
     /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key. Without it
     /// the server speaks plain HTTP, for use behind a TLS terminator.
     #[arg(
@@ -472,6 +483,14 @@ fn parse_auth_method(s: &str) -> Result<ClientAuthMethod, String> {
     s.parse().map_err(|_| {
         "expected client_secret_basic, client_secret_post or private_key_jwt".to_owned()
     })
+}
+
+/// A cache size: a whole number of entries, at least 1.
+fn parse_cache_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of entries (at least 1)")),
+    }
 }
 
 /// A positive duration in whole seconds.

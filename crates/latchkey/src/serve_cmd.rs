@@ -44,6 +44,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         accept_token_endpoint_audience: args.accept_token_endpoint_audience,
         allow_private_jwks_uri: args.allow_private_jwks_uri,
         dpop_nonce: args.dpop_nonce,
+        client_cache_size: args.client_cache_size,
         connections: args.connections.limits()?,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(latchkey_server::tls::TlsFiles {

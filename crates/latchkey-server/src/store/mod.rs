@@ -206,6 +206,53 @@ pub struct SyncPoint {
     pub revocation_seq: i64,
 }
 
+/// What one transaction changed, as the change feed records it
+/// (migrations/sqlite/0008_change_feed.sql).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// One client was created, changed (its record or its secrets) or deleted.
+    Client(String),
+    /// The signing keys changed.
+    Keys,
+    /// Many clients changed at once (a bulk import): every cached client is dropped.
+    AllClients,
+}
+
+impl Change {
+    /// The stored `kind` and `client_id` columns.
+    fn columns(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Change::Client(client_id) => ("client", Some(client_id)),
+            Change::Keys => ("keys", None),
+            Change::AllClients => ("clients", None),
+        }
+    }
+
+    /// The change from its stored columns.
+    fn from_columns(kind: &str, client_id: Option<String>) -> Result<Self, StoreError> {
+        match (kind, client_id) {
+            ("client", Some(client_id)) => Ok(Change::Client(client_id)),
+            ("keys", None) => Ok(Change::Keys),
+            ("clients", None) => Ok(Change::AllClients),
+            (kind, _) => Err(StoreError::Corrupt(format!("change feed entry {kind:?}"))),
+        }
+    }
+}
+
+/// One row of the change feed: the change, and the generation it moved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    /// The generation this change moved to; entries are numbered without gaps.
+    pub generation: i64,
+    /// What changed.
+    pub change: Change,
+}
+
+/// How many change-feed entries the database keeps behind the newest one. A server further
+/// behind than this (it lost the database for a long time) finds a gap and drops every cached
+/// client instead.
+pub const FEED_RETAINED: i64 = 100_000;
+
 /// How many expired rows one janitor pass deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
@@ -215,6 +262,8 @@ pub struct Purged {
     pub revocations: u64,
     /// Used client assertion ids whose assertion has expired.
     pub assertion_jtis: u64,
+    /// Change-feed entries more than [`FEED_RETAINED`] generations old.
+    pub changes: u64,
 }
 
 /// What a key rotation needs: checked and applied in one transaction.
@@ -386,6 +435,14 @@ pub trait Store: Send + Sync + 'static {
     /// Where the shared state stands now, in one round trip.
     async fn sync_point(&self) -> Result<SyncPoint, StoreError>;
 
+    /// The change-feed entries after `generation`, oldest first, at most `limit` of them. The
+    /// first one is numbered `generation + 1` unless the entries between have been purged.
+    async fn changes_since(
+        &self,
+        generation: i64,
+        limit: u32,
+    ) -> Result<Vec<FeedEntry>, StoreError>;
+
     /// Records that the server `server_id` has dropped every cached client and key record
     /// older than `generation` (registering the server if it is new).
     async fn acknowledge_generation(
@@ -452,7 +509,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Deletes opaque tokens, deny-list entries and used assertion ids that expired before
-    /// `now`.
+    /// `now`, and change-feed entries more than [`FEED_RETAINED`] generations old.
     async fn purge_expired(&self, now: i64) -> Result<Purged, StoreError>;
 
     /// Every signing key, removed ones included, ordered by creation.

@@ -11,11 +11,11 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Row, SqlSafeStr};
 
 use super::jti_batch::{JtiBackend, JtiWriter, NewJti, insert_sql};
-use super::rows::{clients_from_rows, key_from_row, opaque_from_row};
+use super::rows::{clients_from_rows, feed_entry_from_row, key_from_row, opaque_from_row};
 use super::{
-    ClientRecord, ClientUpdate, KeyState, OpaqueTokenRecord, Purged, Revocation, RotationOutcome,
-    RotationPlan, SecretAdded, SecretInfo, SecretRecord, Store, StoreError, StoredKey, SyncPoint,
-    join_grants,
+    Change, ClientRecord, ClientUpdate, FEED_RETAINED, FeedEntry, KeyState, OpaqueTokenRecord,
+    Purged, Revocation, RotationOutcome, RotationPlan, SecretAdded, SecretInfo, SecretRecord,
+    Store, StoreError, StoredKey, SyncPoint, join_grants,
 };
 use crate::protocol::mutual_tls::TlsSubject;
 use crate::secret::SecretHash;
@@ -47,6 +47,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "federated token age",
         include_str!("../../migrations/postgres/0006_federated_token_age.sql"),
+    ),
+    (
+        "change feed",
+        include_str!("../../migrations/postgres/0007_change_feed.sql"),
     ),
 ];
 
@@ -266,10 +270,21 @@ async fn insert_secret(
     Ok(())
 }
 
-/// Part of every transaction that changes clients, secrets or keys: servers reload when they
-/// see the counter move.
-async fn bump_generation(conn: &mut sqlx::PgConnection) -> Result<(), TxError> {
-    sqlx::query("UPDATE generation SET generation = generation + 1 WHERE id = 1")
+/// Part of every transaction that changes clients, secrets or keys: moves the generation on by
+/// one and writes the change feed's row for it (migrations/postgres/0007_change_feed.sql). The
+/// generation's row stays locked until the transaction ends, so generations commit in order and
+/// a server that has read generation g can read every change up to g.
+async fn record_change(conn: &mut sqlx::PgConnection, change: &Change) -> Result<(), TxError> {
+    let generation: i64 = sqlx::query_scalar(
+        "UPDATE generation SET generation = generation + 1 WHERE id = 1 RETURNING generation",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let (kind, client_id) = change.columns();
+    sqlx::query("INSERT INTO changes (generation, kind, client_id) VALUES ($1, $2, $3)")
+        .bind(generation)
+        .bind(kind)
+        .bind(client_id)
         .execute(conn)
         .await?;
     Ok(())
@@ -403,7 +418,7 @@ impl Store for PostgresStore {
             for secret in &client.secrets {
                 insert_secret(&mut tx, &client.client_id, secret).await?;
             }
-            bump_generation(&mut tx).await?;
+            record_change(&mut tx, &Change::Client(client.client_id.clone())).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -504,7 +519,7 @@ impl Store for PostgresStore {
                     .execute(&mut *tx)
                     .await?;
             }
-            bump_generation(&mut tx).await?;
+            record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -526,7 +541,7 @@ impl Store for PostgresStore {
             if result.rows_affected() == 0 {
                 return Ok(false);
             }
-            bump_generation(&mut tx).await?;
+            record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -578,7 +593,7 @@ impl Store for PostgresStore {
                 .await?;
             }
             insert_secret(&mut tx, client_id, secret).await?;
-            bump_generation(&mut tx).await?;
+            record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
             tx.commit().await?;
             Ok(SecretAdded::Added)
         })
@@ -598,6 +613,23 @@ impl Store for PostgresStore {
             generation: row.try_get("generation").map_err(map_err)?,
             revocation_seq: row.try_get("revocation_seq").map_err(map_err)?,
         })
+    }
+
+    async fn changes_since(
+        &self,
+        generation: i64,
+        limit: u32,
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT generation, kind, client_id FROM changes
+             WHERE generation > $1 ORDER BY generation LIMIT $2",
+        )
+        .bind(generation)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(feed_entry_from_row).collect()
     }
 
     async fn acknowledge_generation(
@@ -691,7 +723,7 @@ impl Store for PostgresStore {
             if result.rows_affected() == 0 {
                 return Ok(false);
             }
-            bump_generation(&mut tx).await?;
+            record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -867,11 +899,20 @@ impl Store for PostgresStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            let changes = sqlx::query(
+                "DELETE FROM changes
+                 WHERE generation <= (SELECT generation FROM generation WHERE id = 1) - $1",
+            )
+            .bind(FEED_RETAINED)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             tx.commit().await?;
             Ok(Purged {
                 opaque_tokens,
                 revocations,
                 assertion_jtis,
+                changes,
             })
         })
         .await
@@ -902,7 +943,7 @@ impl Store for PostgresStore {
             let mut tx = self.begin().await?;
             lock_signing_keys(&mut tx, key.alg).await?;
             insert_key(&mut tx, key).await?;
-            bump_generation(&mut tx).await?;
+            record_change(&mut tx, &Change::Keys).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -920,7 +961,7 @@ impl Store for PostgresStore {
                 return Ok(existing);
             }
             insert_key(&mut tx, key).await?;
-            bump_generation(&mut tx).await?;
+            record_change(&mut tx, &Change::Keys).await?;
             tx.commit().await?;
             Ok(key.clone())
         })
@@ -964,7 +1005,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
             insert_key(&mut tx, &plan.new_next).await?;
-            bump_generation(&mut tx).await?;
+            record_change(&mut tx, &Change::Keys).await?;
             tx.commit().await?;
             Ok(RotationOutcome::Rotated {
                 retired: current.kid,
@@ -998,7 +1039,7 @@ impl Store for PostgresStore {
             .fetch_all(&mut *tx)
             .await?;
             if !removed.is_empty() {
-                bump_generation(&mut tx).await?;
+                record_change(&mut tx, &Change::Keys).await?;
             }
             tx.commit().await?;
             Ok(removed)
@@ -1021,7 +1062,7 @@ impl Store for PostgresStore {
                 .bind(encryption)
                 .execute(&mut *tx)
                 .await?;
-            bump_generation(&mut tx).await?;
+            record_change(&mut tx, &Change::Keys).await?;
             tx.commit().await?;
             Ok(())
         })

@@ -8,8 +8,8 @@ use latchkey_proto::{ClientAuthMethod, SigningAlg, TokenFormat};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{
-    ClientRecord, Federation, KeyState, OpaqueTokenRecord, SecretRecord, StoreError, StoredKey,
-    parse_grants, split_list,
+    Change, ClientRecord, Federation, FeedEntry, KeyState, OpaqueTokenRecord, SecretRecord,
+    StoreError, StoredKey, parse_grants, split_list,
 };
 use crate::protocol::mutual_tls::TlsSubject;
 use crate::secret::SecretHash;
@@ -157,5 +157,20 @@ where
             .map(|cnf| serde_json::from_str(&cnf))
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("cnf: {e}")))?,
+    })
+}
+
+/// A change-feed row.
+pub(super) fn feed_entry_from_row<R>(row: &R) -> Result<FeedEntry, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let kind: String = get(row, "kind")?;
+    Ok(FeedEntry {
+        generation: get(row, "generation")?,
+        change: Change::from_columns(&kind, get(row, "client_id")?)?,
     })
 }

@@ -12,11 +12,11 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlSafeStr};
 
 use super::jti_batch::{JtiBackend, JtiWriter, NewJti, insert_sql};
-use super::rows::{clients_from_rows, key_from_row, opaque_from_row};
+use super::rows::{clients_from_rows, feed_entry_from_row, key_from_row, opaque_from_row};
 use super::{
-    ClientRecord, ClientUpdate, KeyState, OpaqueTokenRecord, Purged, Revocation, RotationOutcome,
-    RotationPlan, SecretAdded, SecretInfo, SecretRecord, Store, StoreError, StoredKey, SyncPoint,
-    join_grants,
+    Change, ClientRecord, ClientUpdate, FEED_RETAINED, FeedEntry, KeyState, OpaqueTokenRecord,
+    Purged, Revocation, RotationOutcome, RotationPlan, SecretAdded, SecretInfo, SecretRecord,
+    Store, StoreError, StoredKey, SyncPoint, join_grants,
 };
 use crate::protocol::mutual_tls::TlsSubject;
 use crate::secret::SecretHash;
@@ -51,6 +51,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "federated token age",
         include_str!("../../migrations/sqlite/0007_federated_token_age.sql"),
+    ),
+    (
+        "change feed",
+        include_str!("../../migrations/sqlite/0008_change_feed.sql"),
     ),
 ];
 
@@ -204,10 +208,23 @@ async fn insert_secret(
     Ok(())
 }
 
-/// Part of every transaction that changes clients or secrets: servers invalidate their client
-/// caches when they see the counter move.
-async fn bump_generation(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
-    sqlx::query("UPDATE generation SET generation = generation + 1 WHERE id = 1")
+/// Part of every transaction that changes clients, secrets or keys: moves the generation on by
+/// one and writes the change feed's row for it (migrations/sqlite/0008_change_feed.sql).
+async fn record_change(
+    conn: &mut sqlx::SqliteConnection,
+    change: &Change,
+) -> Result<(), StoreError> {
+    let generation: i64 = sqlx::query_scalar(
+        "UPDATE generation SET generation = generation + 1 WHERE id = 1 RETURNING generation",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    let (kind, client_id) = change.columns();
+    sqlx::query("INSERT INTO changes (generation, kind, client_id) VALUES (?1, ?2, ?3)")
+        .bind(generation)
+        .bind(kind)
+        .bind(client_id)
         .execute(conn)
         .await
         .map_err(map_err)?;
@@ -355,7 +372,7 @@ impl Store for SqliteStore {
         for secret in &client.secrets {
             insert_secret(&mut tx, &client.client_id, secret).await?;
         }
-        bump_generation(&mut tx).await?;
+        record_change(&mut tx, &Change::Client(client.client_id.clone())).await?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -452,7 +469,7 @@ impl Store for SqliteStore {
                 .await
                 .map_err(map_err)?;
         }
-        bump_generation(&mut tx).await?;
+        record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
         tx.commit().await.map_err(map_err)?;
         self.find_client(client_id).await
     }
@@ -467,7 +484,7 @@ impl Store for SqliteStore {
         if result.rows_affected() == 0 {
             return Ok(false);
         }
-        bump_generation(&mut tx).await?;
+        record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(true)
     }
@@ -513,7 +530,7 @@ impl Store for SqliteStore {
             .map_err(map_err)?;
         }
         insert_secret(&mut tx, client_id, secret).await?;
-        bump_generation(&mut tx).await?;
+        record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(SecretAdded::Added)
     }
@@ -531,6 +548,23 @@ impl Store for SqliteStore {
             generation: row.try_get("generation").map_err(map_err)?,
             revocation_seq: row.try_get("revocation_seq").map_err(map_err)?,
         })
+    }
+
+    async fn changes_since(
+        &self,
+        generation: i64,
+        limit: u32,
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT generation, kind, client_id FROM changes
+             WHERE generation > ?1 ORDER BY generation LIMIT ?2",
+        )
+        .bind(generation)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter().map(feed_entry_from_row).collect()
     }
 
     async fn acknowledge_generation(
@@ -620,7 +654,7 @@ impl Store for SqliteStore {
         if result.rows_affected() == 0 {
             return Ok(false);
         }
-        bump_generation(&mut tx).await?;
+        record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(true)
     }
@@ -759,11 +793,21 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?
             .rows_affected();
+        let changes = sqlx::query(
+            "DELETE FROM changes
+             WHERE generation <= (SELECT generation FROM generation WHERE id = 1) - ?1",
+        )
+        .bind(FEED_RETAINED)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
         tx.commit().await.map_err(map_err)?;
         Ok(Purged {
             opaque_tokens,
             revocations,
             assertion_jtis,
+            changes,
         })
     }
 
@@ -788,7 +832,7 @@ impl Store for SqliteStore {
     async fn import_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         let mut tx = self.write_transaction().await?;
         insert_key(&mut tx, key).await?;
-        bump_generation(&mut tx).await?;
+        record_change(&mut tx, &Change::Keys).await?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -798,7 +842,7 @@ impl Store for SqliteStore {
             return Ok(existing);
         }
         insert_key(&mut tx, key).await?;
-        bump_generation(&mut tx).await?;
+        record_change(&mut tx, &Change::Keys).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(key.clone())
     }
@@ -834,7 +878,7 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?;
         insert_key(&mut tx, &plan.new_next).await?;
-        bump_generation(&mut tx).await?;
+        record_change(&mut tx, &Change::Keys).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(RotationOutcome::Rotated {
             retired: current.kid,
@@ -860,7 +904,7 @@ impl Store for SqliteStore {
         .await
         .map_err(map_err)?;
         if !removed.is_empty() {
-            bump_generation(&mut tx).await?;
+            record_change(&mut tx, &Change::Keys).await?;
         }
         tx.commit().await.map_err(map_err)?;
         Ok(removed)
@@ -881,7 +925,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        bump_generation(&mut tx).await?;
+        record_change(&mut tx, &Change::Keys).await?;
         tx.commit().await.map_err(map_err)
     }
 }

@@ -7,7 +7,7 @@ use latchkey_proto::{ClientAuthMethod, Confirmation, GrantType, SigningAlg, Toke
 use latchkey_server::admin::TlsSubject;
 use latchkey_server::secret::SecretHash;
 use latchkey_server::store::{
-    ClientRecord, ClientUpdate, Federation, KeyState, OpaqueTokenRecord, RotationOutcome,
+    Change, ClientRecord, ClientUpdate, Federation, KeyState, OpaqueTokenRecord, RotationOutcome,
     RotationPlan, SecretAdded, SecretRecord, StoreError, StoredKey,
 };
 
@@ -472,6 +472,66 @@ async fn servers_acknowledge_generations() {
             store.servers_behind(next).await.unwrap().is_empty(),
             "{backend}"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_change_is_one_numbered_feed_entry() {
+    each_backend(|store, backend| async move {
+        let start = store.sync_point().await.unwrap().generation;
+        store.create_client(&client("lk_a", T0)).await.unwrap();
+        store.create_client(&client("lk_b", T0)).await.unwrap();
+        let update = ClientUpdate {
+            enabled: Some(false),
+            ..ClientUpdate::default()
+        };
+        store.update_client("lk_a", &update, T0 + 1).await.unwrap();
+        store
+            .add_secret("lk_b", &secret("s_b2", T0 + 2, None), None, 5, T0 + 2)
+            .await
+            .unwrap();
+        store
+            .insert_key_if_none(&key("k1", KeyState::Current, T0))
+            .await
+            .unwrap();
+        assert!(store.delete_client("lk_b").await.unwrap());
+        // Nothing that fails to change anything moves the feed.
+        assert!(!store.delete_client("lk_b").await.unwrap());
+
+        let entries = store.changes_since(start, 100).await.unwrap();
+        let changes: Vec<Change> = entries.iter().map(|e| e.change.clone()).collect();
+        assert_eq!(
+            changes,
+            [
+                Change::Client("lk_a".into()),
+                Change::Client("lk_b".into()),
+                Change::Client("lk_a".into()),
+                Change::Client("lk_b".into()),
+                Change::Keys,
+                Change::Client("lk_b".into()),
+            ],
+            "{backend}"
+        );
+        let numbers: Vec<i64> = entries.iter().map(|e| e.generation).collect();
+        assert_eq!(
+            numbers,
+            (start + 1..=start + 6).collect::<Vec<_>>(),
+            "{backend}"
+        );
+        assert_eq!(
+            store.sync_point().await.unwrap().generation,
+            start + 6,
+            "{backend}"
+        );
+        // Read from the middle, and in pages.
+        let page = store.changes_since(start + 2, 2).await.unwrap();
+        assert_eq!(
+            page.iter().map(|e| e.generation).collect::<Vec<_>>(),
+            [start + 3, start + 4],
+            "{backend}"
+        );
+        assert!(store.changes_since(start + 6, 10).await.unwrap().is_empty());
     })
     .await;
 }
