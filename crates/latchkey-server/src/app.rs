@@ -266,6 +266,11 @@ impl Application {
         self.state.cache.key_ring().signing_key().kid().to_owned()
     }
 
+    /// The server's in-memory state (client records, keys, deny list), to see what it holds.
+    pub fn cache(&self) -> Arc<Cache> {
+        Arc::clone(&self.state.cache)
+    }
+
     /// The server's janitor, to run a pass on demand (tests, tools); it also runs by itself
     /// every `janitor_interval` while the server runs.
     pub fn janitor(&self) -> Janitor {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
 use latchkey_server::admin::{self, NewClient};
+use latchkey_server::cache::Cache;
 use latchkey_server::janitor::Janitor;
 use latchkey_server::store::{self, ClientRecord, Store};
 use latchkey_server::{Application, ManualClock, ServerConfig};
@@ -23,6 +24,8 @@ pub struct TestApp {
     /// Runs a housekeeping pass on demand; the server's own timer is set to an hour, so tests
     /// decide when it runs.
     pub janitor: Janitor,
+    /// What the server holds in memory.
+    pub cache: Arc<Cache>,
     pub dir: TempDir,
 }
 
@@ -109,6 +112,7 @@ pub async fn spawn_with_config(
         .await
         .unwrap();
     let janitor = app.janitor();
+    let cache = app.cache();
     let base = format!("http://{}", app.local_addr());
     let issuer = app.issuer().to_owned();
     tokio::spawn(app.run_until(std::future::pending()));
@@ -120,6 +124,7 @@ pub async fn spawn_with_config(
         database_url,
         http: reqwest::Client::new(),
         janitor,
+        cache,
         dir,
     }
 }

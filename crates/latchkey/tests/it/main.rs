@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod client_cache;
 mod connections;
 mod discovery;
 mod dpop;
