@@ -371,7 +371,7 @@ impl Cache {
                     self.clients.unknown.remove(client_id.as_str());
                 }
                 Change::Keys => keys_changed = true,
-                Change::AllClients => self.clients.drop_all(),
+                Change::NewClients => self.clients.unknown.clear(),
             }
             *generation = entry.generation;
         }

@@ -518,6 +518,24 @@ pub enum ClientCommand {
     Create(CreateArgs),
     /// List all clients (never their secrets).
     List,
+    /// Register many clients from JSON lines (one client per line, the fields `client create
+    /// --output json` prints; a line may keep its client_id and client_secret, for moving
+    /// from another server). Every line is checked first: with a bad line nothing is imported.
+    /// Prints one JSON line per client, in input order: line, client_id and, when one was
+    /// generated, client_secret (shown only now).
+    Import {
+        /// The file to read, or - for standard input.
+        #[arg(value_name = "FILE|-")]
+        file: PathBuf,
+        /// Start at this line (after an import stopped by a database error: the line it names).
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        from_line: u64,
+        /// Let jwks_uri and federated_issuer point inside the network (see `client create`).
+        #[arg(long)]
+        allow_private_jwks_uri: bool,
+    },
+    /// Write every client as JSON lines, in the format `client import` reads (never secrets).
+    Export,
     /// Show one client.
     Show {
         /// The client_id.

@@ -107,6 +107,15 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 eprintln!("Store the client_secret now: it is not shown again.");
             }
         }
+        ClientCommand::Import {
+            file,
+            from_line,
+            allow_private_jwks_uri,
+        } => {
+            crate::import_cmd::import(store, clock, &file, from_line, allow_private_jwks_uri)
+                .await?;
+        }
+        ClientCommand::Export => crate::import_cmd::export(store).await?,
         ClientCommand::List => {
             let clients = store.list_clients().await?;
             let values: Vec<Value> = clients.iter().map(client_json).collect();
@@ -377,7 +386,7 @@ fn read_jwks(path: &Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
-fn client_json(client: &ClientRecord) -> Value {
+pub fn client_json(client: &ClientRecord) -> Value {
     let mut value = json!({
         "client_id": client.client_id,
         "name": client.name,

@@ -4,6 +4,7 @@
 
 mod cli;
 mod client_cmd;
+mod import_cmd;
 mod gate_cmd;
 mod kek;
 mod keys_cmd;

@@ -5,7 +5,7 @@
 -- same work with 10 clients or 10 million. Rows are purged once they are far behind.
 --   kind 'client'  one client was created, changed or deleted (client_id names it);
 --   kind 'keys'    the signing keys changed;
---   kind 'clients' many clients changed at once (a bulk import): drop every cached client.
+--   kind 'clients' clients were added in bulk (an import): forget the ids known not to exist.
 CREATE TABLE changes (
     generation  INTEGER PRIMARY KEY,
     kind        TEXT NOT NULL,

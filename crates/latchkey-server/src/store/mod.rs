@@ -214,8 +214,9 @@ pub enum Change {
     Client(String),
     /// The signing keys changed.
     Keys,
-    /// Many clients changed at once (a bulk import): every cached client is dropped.
-    AllClients,
+    /// Clients were added in bulk (an import): servers forget the ids they remembered as
+    /// unknown. (New clients cannot be in anyone's cache of known records.)
+    NewClients,
 }
 
 impl Change {
@@ -224,7 +225,7 @@ impl Change {
         match self {
             Change::Client(client_id) => ("client", Some(client_id)),
             Change::Keys => ("keys", None),
-            Change::AllClients => ("clients", None),
+            Change::NewClients => ("clients", None),
         }
     }
 
@@ -233,7 +234,7 @@ impl Change {
         match (kind, client_id) {
             ("client", Some(client_id)) => Ok(Change::Client(client_id)),
             ("keys", None) => Ok(Change::Keys),
-            ("clients", None) => Ok(Change::AllClients),
+            ("clients", None) => Ok(Change::NewClients),
             (kind, _) => Err(StoreError::Corrupt(format!("change feed entry {kind:?}"))),
         }
     }
@@ -402,6 +403,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts a client and its first secret.
     async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
+
+    /// Inserts many clients and their secrets in one transaction, with one change-feed entry
+    /// for them all: all of them or, on an error, none.
+    async fn create_clients(&self, clients: &[ClientRecord]) -> Result<(), StoreError>;
+
+    /// Up to `limit` clients whose id sorts after `after` (`""` for the first page), ordered
+    /// by id: one page of an export or a listing, one indexed range read whatever the total.
+    async fn clients_after(&self, after: &str, limit: u32)
+    -> Result<Vec<ClientRecord>, StoreError>;
 
     /// One client with its unrevoked secrets, in one round trip.
     async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;

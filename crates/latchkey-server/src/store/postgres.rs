@@ -270,6 +270,51 @@ async fn insert_secret(
     Ok(())
 }
 
+/// Inserts a client row and its secrets.
+async fn insert_client(conn: &mut sqlx::PgConnection, client: &ClientRecord) -> Result<(), TxError> {
+    sqlx::query(
+        "INSERT INTO clients (client_id, name, scope, audience, grant_types,
+            token_ttl_seconds, auth_method, enabled, can_introspect, token_format,
+            token_epoch, created_at, updated_at, public_keys, jwks_uri, federated_issuer,
+            federated_subject, federated_audience, tls_subject_kind, tls_subject,
+            federated_max_token_age)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+            $17, $18, $19, $20, $21)",
+    )
+    .bind(&client.client_id)
+    .bind(&client.name)
+    .bind(client.scope.join(" "))
+    .bind(client.audience.join(" "))
+    .bind(join_grants(&client.grant_types))
+    .bind(client.token_ttl_seconds)
+    .bind(client.auth_method.as_str())
+    .bind(client.enabled)
+    .bind(client.can_introspect)
+    .bind(client.token_format.as_str())
+    .bind(client.token_epoch)
+    .bind(client.created_at)
+    .bind(client.updated_at)
+    .bind(client.public_keys.as_deref())
+    .bind(client.jwks_uri.as_deref())
+    .bind(client.federation.as_ref().map(|f| f.issuer.as_str()))
+    .bind(client.federation.as_ref().map(|f| f.subject.as_str()))
+    .bind(
+        client
+            .federation
+            .as_ref()
+            .and_then(|f| f.audience.as_deref()),
+    )
+    .bind(client.tls_subject.as_ref().map(TlsSubject::kind))
+    .bind(client.tls_subject.as_ref().map(TlsSubject::value))
+    .bind(client.federation.as_ref().and_then(|f| f.max_token_age))
+    .execute(&mut *conn)
+    .await?;
+    for secret in &client.secrets {
+        insert_secret(conn, &client.client_id, secret).await?;
+    }
+    Ok(())
+}
+
 /// Part of every transaction that changes clients, secrets or keys: moves the generation on by
 /// one and writes the change feed's row for it (migrations/postgres/0007_change_feed.sql). The
 /// generation's row stays locked until the transaction ends, so generations commit in order and
@@ -378,47 +423,21 @@ impl Store for PostgresStore {
     async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
         retrying(|| async move {
             let mut tx = self.begin().await?;
-            sqlx::query(
-                "INSERT INTO clients (client_id, name, scope, audience, grant_types,
-                    token_ttl_seconds, auth_method, enabled, can_introspect, token_format,
-                    token_epoch, created_at, updated_at, public_keys, jwks_uri, federated_issuer,
-                    federated_subject, federated_audience, tls_subject_kind, tls_subject,
-                    federated_max_token_age)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                    $17, $18, $19, $20, $21)",
-            )
-            .bind(&client.client_id)
-            .bind(&client.name)
-            .bind(client.scope.join(" "))
-            .bind(client.audience.join(" "))
-            .bind(join_grants(&client.grant_types))
-            .bind(client.token_ttl_seconds)
-            .bind(client.auth_method.as_str())
-            .bind(client.enabled)
-            .bind(client.can_introspect)
-            .bind(client.token_format.as_str())
-            .bind(client.token_epoch)
-            .bind(client.created_at)
-            .bind(client.updated_at)
-            .bind(client.public_keys.as_deref())
-            .bind(client.jwks_uri.as_deref())
-            .bind(client.federation.as_ref().map(|f| f.issuer.as_str()))
-            .bind(client.federation.as_ref().map(|f| f.subject.as_str()))
-            .bind(
-                client
-                    .federation
-                    .as_ref()
-                    .and_then(|f| f.audience.as_deref()),
-            )
-            .bind(client.tls_subject.as_ref().map(TlsSubject::kind))
-            .bind(client.tls_subject.as_ref().map(TlsSubject::value))
-            .bind(client.federation.as_ref().and_then(|f| f.max_token_age))
-            .execute(&mut *tx)
-            .await?;
-            for secret in &client.secrets {
-                insert_secret(&mut tx, &client.client_id, secret).await?;
-            }
+            insert_client(&mut tx, client).await?;
             record_change(&mut tx, &Change::Client(client.client_id.clone())).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_clients(&self, clients: &[ClientRecord]) -> Result<(), StoreError> {
+        retrying(|| async move {
+            let mut tx = self.begin().await?;
+            for client in clients {
+                insert_client(&mut tx, client).await?;
+            }
+            record_change(&mut tx, &Change::NewClients).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -435,6 +454,25 @@ impl Store for PostgresStore {
         .await
         .map_err(map_err)?;
         Ok(clients_from_rows(&rows)?.pop())
+    }
+
+    async fn clients_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<ClientRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            client_select!(),
+            " WHERE c.client_id IN (SELECT client_id FROM clients WHERE client_id > $1
+                ORDER BY client_id LIMIT $2)
+              ORDER BY c.client_id, s.created_at, s.secret_id"
+        ))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        clients_from_rows(&rows)
     }
 
     async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {

@@ -477,6 +477,44 @@ async fn servers_acknowledge_generations() {
 }
 
 #[tokio::test]
+async fn clients_are_created_in_bulk_and_read_in_pages() {
+    each_backend(|store, backend| async move {
+        let start = store.sync_point().await.unwrap().generation;
+        let batch: Vec<ClientRecord> = (0..25).map(|i| client(&format!("lk_{i:02}"), T0)).collect();
+        store.create_clients(&batch).await.unwrap();
+        // One feed entry for the batch.
+        let entries = store.changes_since(start, 10).await.unwrap();
+        assert_eq!(entries.len(), 1, "{backend}");
+        assert_eq!(entries[0].change, Change::NewClients, "{backend}");
+        // All or nothing: a batch with one taken id stores none of its clients.
+        let clash = vec![client("lk_new", T0), client("lk_03", T0)];
+        assert!(matches!(
+            store.create_clients(&clash).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(
+            store.find_client("lk_new").await.unwrap().is_none(),
+            "{backend}"
+        );
+
+        let mut seen = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = store.clients_after(&after, 10).await.unwrap();
+            let Some(last) = page.last() else { break };
+            assert!(page.len() <= 10);
+            after = last.client_id.clone();
+            seen.extend(page);
+        }
+        assert_eq!(
+            seen, batch,
+            "{backend}: every client once, in id order, with its secrets"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn every_change_is_one_numbered_feed_entry() {
     each_backend(|store, backend| async move {
         let start = store.sync_point().await.unwrap().generation;

@@ -12,6 +12,7 @@ mod dpop;
 mod federated;
 mod gateways;
 mod helpers;
+mod import_export;
 mod interop;
 mod issuance;
 mod keys;

@@ -2,6 +2,8 @@
 //! generation of ids and secrets, and waiting for running servers after a change. Every
 //! change the CLI makes goes through here.
 
+pub mod import;
+
 use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
 
 use std::time::Duration;
