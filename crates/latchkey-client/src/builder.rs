@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use latchkey_common::RetryPolicy;
 use latchkey_proto::ClientAuthMethod;
 use url::Url;
 
@@ -13,7 +14,6 @@ use crate::clock::{Clock, SystemClock};
 use crate::discovery;
 use crate::error::Error;
 use crate::refresh::RefreshPolicy;
-use crate::retry::RetryPolicy;
 use crate::secret::ClientSecret;
 use crate::store::{CacheKey, TokenStore};
 use crate::token_request::{Credential, TokenRequest};

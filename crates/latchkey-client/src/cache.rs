@@ -16,6 +16,7 @@ use arc_swap::ArcSwapOption;
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
 use http::HeaderValue;
+use latchkey_common::RetryPolicy;
 use latchkey_jose::PrivateKey;
 use latchkey_proto::{TokenResponse, TokenType};
 use url::Url;
@@ -24,7 +25,7 @@ use crate::builder::Builder;
 use crate::clock::{Clock, unix_seconds};
 use crate::error::Error;
 use crate::refresh::{RefreshPolicy, Schedule};
-use crate::retry::RetryPolicy;
+use crate::retry;
 use crate::secret::AccessToken;
 use crate::store::{CacheKey, StoredToken, TokenStore};
 use crate::token_request::TokenRequest;
@@ -354,14 +355,12 @@ impl Inner {
                 Err(_) => tracing::warn!("the token store did not answer; asking the server"),
             }
         }
-        let response = settings
-            .retry
-            .run(|timeout| {
-                settings
-                    .request
-                    .send(&settings.http, timeout, settings.clock.now())
-            })
-            .await?;
+        let response = retry::run(&settings.retry, |timeout| {
+            settings
+                .request
+                .send(&settings.http, timeout, settings.clock.now())
+        })
+        .await?;
         Ok((self.receive(response)?, true))
     }
 

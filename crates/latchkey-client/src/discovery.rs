@@ -1,31 +1,24 @@
 //! Finding the token endpoint from the issuer: RFC 8414 authorization server metadata, with
-//! OpenID Connect Discovery as the fallback for servers that only publish that.
+//! OpenID Connect Discovery as the fallback for servers that only publish that. Each document
+//! is fetched and checked by latchkey-common's `discovery::fetch_document` (body cap, exact
+//! issuer); this module adds the issuer's syntax, the order, and retries per the
+//! [`RetryPolicy`].
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
+use latchkey_common::RetryPolicy;
+use latchkey_common::body::BodyError;
+use latchkey_common::discovery::{FetchError, fetch_document, well_known};
+use latchkey_common::retry::{retry_after, retryable};
 use latchkey_proto::{AuthorizationServerMetadata, ClientAuthMethod};
 use url::Url;
 
 use crate::builder::endpoint_url;
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::retry::{Attempt, RetryPolicy};
-use crate::token_request::{BodyError, network_failure, read_limited, retryable};
-
-/// RFC 8414 §3.1: the well-known suffix goes between the host and the issuer's path; OpenID
-/// Connect Discovery 1.0 §4 appends its suffix to the issuer instead.
-pub(crate) fn metadata_urls(issuer: &Url) -> Vec<Url> {
-    let path = issuer.path().trim_end_matches('/');
-    let mut urls = Vec::with_capacity(2);
-    let mut rfc8414 = issuer.clone();
-    rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
-    urls.push(rfc8414);
-    let mut oidc = issuer.clone();
-    oidc.set_path(&format!("{path}/.well-known/openid-configuration"));
-    urls.push(oidc);
-    urls
-}
+use crate::retry::{self, Attempt};
+use crate::token_request::network_failure;
 
 /// Reads the authorization server metadata of `issuer`: RFC 8414 §3 first, then OpenID
 /// Connect Discovery. Checks that the issuer is `https` (plain `http` only on loopback) without
@@ -44,21 +37,15 @@ pub async fn discover(
             "an issuer has no query component (RFC 8414 §2)".into(),
         ));
     }
+    let documents = well_known(&url);
     let mut last_status = None;
-    for candidate in metadata_urls(&url) {
-        let fetched = retry
-            .run(|timeout| fetch(http, &candidate, timeout, clock.now()))
-            .await?;
+    for candidate in [documents.rfc8414, documents.openid] {
+        let fetched = retry::run(retry, |timeout| {
+            fetch(http, &candidate, issuer, timeout, clock.now())
+        })
+        .await?;
         match fetched {
-            Fetched::Found(metadata) => {
-                if metadata.issuer != issuer {
-                    return Err(Error::Discovery(format!(
-                        "the metadata names issuer {:?}, not {issuer:?} (RFC 8414 §3.3)",
-                        metadata.issuer
-                    )));
-                }
-                return Ok(*metadata);
-            }
+            Fetched::Found(metadata) => return Ok(*metadata),
             Fetched::NotFound => last_status = Some(candidate),
         }
     }
@@ -73,55 +60,39 @@ enum Fetched {
     NotFound,
 }
 
+/// One attempt at the document at `url`: found, not there (404: try the next place), worth
+/// retrying (no answer, 408, 429, 5xx), or a failure for good.
 async fn fetch(
     http: &reqwest::Client,
     url: &Url,
-    timeout: std::time::Duration,
+    issuer: &str,
+    timeout: Duration,
     now: SystemTime,
 ) -> Attempt<Fetched> {
-    let response = match http
-        .get(url.clone())
-        .timeout(timeout)
-        .header(http::header::ACCEPT, "application/json")
-        .send()
-        .await
-    {
-        Ok(response) => response,
-        Err(error) => return network_failure(&error),
-    };
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = match read_limited(response).await {
-        Ok(body) => body,
-        Err(BodyError::Network(error)) => return network_failure(&error),
-        Err(BodyError::TooLarge) if retryable(status) => Vec::new(),
-        Err(BodyError::TooLarge) => {
-            return Attempt::Fatal(Error::Discovery(format!(
-                "{url}: the document is too large"
-            )));
+    match fetch_document::<AuthorizationServerMetadata>(http, url, issuer, timeout).await {
+        Ok(metadata) => Attempt::Done(Fetched::Found(Box::new(metadata))),
+        Err(FetchError::Unreachable(error) | FetchError::Body(BodyError::Network(error))) => {
+            network_failure(&error)
         }
-    };
-    if status == StatusCode::OK {
-        return match serde_json::from_slice(&body) {
-            Ok(metadata) => Attempt::Done(Fetched::Found(Box::new(metadata))),
-            Err(error) => Attempt::Fatal(Error::Discovery(format!(
-                "{url} is not an RFC 8414 metadata document: {error}"
-            ))),
-        };
-    }
-    if status == StatusCode::NOT_FOUND {
-        return Attempt::Done(Fetched::NotFound);
-    }
-    if retryable(status) {
-        return Attempt::Retry {
+        Err(FetchError::Status(StatusCode::NOT_FOUND, _)) => Attempt::Done(Fetched::NotFound),
+        Err(FetchError::Status(status, headers)) if retryable(status) => Attempt::Retry {
             reason: format!("HTTP {} from {url}", status.as_u16()),
-            retry_after: crate::retry::retry_after(&headers, now),
-        };
+            retry_after: retry_after(&headers, now),
+        },
+        Err(FetchError::Status(status, _)) => Attempt::Fatal(Error::Discovery(format!(
+            "HTTP {} from {url}",
+            status.as_u16()
+        ))),
+        Err(FetchError::Body(BodyError::TooLarge { .. })) => Attempt::Fatal(Error::Discovery(
+            format!("{url}: the document is too large"),
+        )),
+        Err(FetchError::Malformed(error)) => Attempt::Fatal(Error::Discovery(format!(
+            "{url} is not an RFC 8414 metadata document: {error}"
+        ))),
+        Err(FetchError::WrongIssuer(named)) => Attempt::Fatal(Error::Discovery(format!(
+            "the metadata names issuer {named:?}, not {issuer:?} (RFC 8414 §3.3)"
+        ))),
     }
-    Attempt::Fatal(Error::Discovery(format!(
-        "HTTP {} from {url}",
-        status.as_u16()
-    )))
 }
 
 /// Checks that the server offers the client credentials grant with `method`.
@@ -152,33 +123,4 @@ pub(crate) fn check_offers(
         )));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn well_known_urls_follow_rfc8414_then_oidc() {
-        let urls = |issuer: &str| -> Vec<String> {
-            metadata_urls(&Url::parse(issuer).unwrap())
-                .into_iter()
-                .map(String::from)
-                .collect()
-        };
-        assert_eq!(
-            urls("https://as.example"),
-            [
-                "https://as.example/.well-known/oauth-authorization-server",
-                "https://as.example/.well-known/openid-configuration"
-            ]
-        );
-        assert_eq!(
-            urls("https://as.example/tenant/a/"),
-            [
-                "https://as.example/.well-known/oauth-authorization-server/tenant/a",
-                "https://as.example/tenant/a/.well-known/openid-configuration"
-            ]
-        );
-    }
 }

@@ -23,6 +23,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With an issuer, `build` reads its metadata (RFC 8414, then OpenID Connect Discovery) for
+//! the token endpoint, and refuses a document that names another issuer; [`discover`] does
+//! the same for other uses (the guard finds the JWKS with it).
+//!
 //! # What `token()` does
 //! - **Cache.** A token is kept for one token endpoint, client, authentication method, scope
 //!   and audience ([`CacheKey`]); two configurations never share a token. Reading a cached
@@ -33,10 +37,11 @@
 //!   decoded). When less than 20% of the lifetime remains (at least 10 s, at most 5 minutes,
 //!   plus random jitter), the next caller starts a refresh in the background and every caller
 //!   keeps the current token until the new one arrives. See [`RefreshPolicy`].
-//! - **Retries.** Network errors, 429 and 5xx are retried with exponential backoff and jitter,
-//!   honouring `Retry-After`, within a deadline ([`RetryPolicy`]). A 4xx OAuth error such as
-//!   `invalid_client` or `invalid_scope` is not retried: it comes back at once as
-//!   [`Error::Rejected`], a configuration error. Errors are never cached.
+//! - **Retries.** Network errors, 408, 429 and 5xx are retried with exponential backoff and
+//!   jitter, honouring `Retry-After`, within a deadline ([`RetryPolicy`], the policy that
+//!   latchkey-common shares with the guard). A 4xx OAuth error such as `invalid_client` or
+//!   `invalid_scope` is not retried: it comes back at once as [`Error::Rejected`], a
+//!   configuration error. Errors are never cached.
 //! - **Shared cache.** With a [`TokenStore`] ([`FileStore`], or `RedisStore` with the `redis`
 //!   feature) other processes and restarts reuse a still-valid token.
 //! - **Secrets stay secret.** The client secret and tokens never appear in `Debug` output or
@@ -88,12 +93,12 @@ pub use cache::ClientCredentials;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use discovery::discover;
 pub use error::{Error, Rejection};
+pub use latchkey_common::RetryPolicy;
 pub use latchkey_jose::{KeyError, PrivateKey};
 pub use latchkey_proto::ClientAuthMethod;
 pub use layer::{BearerLayer, BearerService, BoxError};
 pub use middleware::BearerMiddleware;
 pub use refresh::RefreshPolicy;
-pub use retry::RetryPolicy;
 pub use secret::{AccessToken, ClientSecret};
 #[cfg(feature = "redis")]
 pub use store::RedisStore;

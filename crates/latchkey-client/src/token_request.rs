@@ -8,13 +8,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode};
+use latchkey_common::body::{BodyError, read_capped};
+use latchkey_common::retry::{retry_after, retryable};
 use latchkey_jose::PrivateKey;
 use latchkey_proto::{ClientAuthMethod, ErrorCode, ErrorResponse, TokenResponse, params};
 use url::Url;
 use url::form_urlencoded::{Serializer, byte_serialize};
 
 use crate::error::{Error, Rejection};
-use crate::retry::{self, Attempt};
+use crate::retry::Attempt;
 use crate::secret::ClientSecret;
 
 /// RFC 7523 §2.2: the `client_assertion_type` of a JWT client assertion.
@@ -281,11 +283,13 @@ impl TokenRequest {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(nonce.to_owned());
         }
-        match read_limited(response).await {
+        match read_capped(response, MAX_RESPONSE_BYTES).await {
             Ok(body) => classify(status, &headers, &body, now),
             // A huge error page from an overloaded server is still worth a retry.
-            Err(BodyError::TooLarge) if retryable(status) => classify(status, &headers, b"", now),
-            Err(BodyError::TooLarge) => Attempt::Fatal(Error::InvalidResponse(format!(
+            Err(BodyError::TooLarge { .. }) if retryable(status) => {
+                classify(status, &headers, b"", now)
+            }
+            Err(BodyError::TooLarge { .. }) => Attempt::Fatal(Error::InvalidResponse(format!(
                 "HTTP {} with a body larger than {MAX_RESPONSE_BYTES} bytes",
                 status.as_u16()
             ))),
@@ -318,38 +322,6 @@ pub(crate) fn network_failure<T>(error: &reqwest::Error) -> Attempt<T> {
     }
 }
 
-/// Why a response body could not be read.
-pub(crate) enum BodyError {
-    /// Larger than [`MAX_RESPONSE_BYTES`].
-    TooLarge,
-    /// The connection failed while reading.
-    Network(reqwest::Error),
-}
-
-/// Reads a body of at most [`MAX_RESPONSE_BYTES`].
-pub(crate) async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                    return Err(BodyError::TooLarge);
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(error) => return Err(BodyError::Network(error)),
-        }
-    }
-}
-
-/// Statuses worth another attempt: 408, 429 and every 5xx.
-pub(crate) fn retryable(status: StatusCode) -> bool {
-    status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error()
-}
-
 /// Server-sent text made safe to print: RFC 6749 §5.2 allows only %x20-21 / %x23-5B /
 /// %x5D-7E in `error` and `error_description`, so anything else (control characters that
 /// could forge log lines or drive a terminal) becomes `?`, and the length is capped.
@@ -368,7 +340,7 @@ pub(crate) fn printable(text: &str) -> String {
 }
 
 /// Reads a token endpoint answer: a token (RFC 6749 §5.1), a verdict not worth retrying
-/// (§5.2), or a failure worth retrying (408, 429, 5xx).
+/// (§5.2), or a failure worth retrying (408, 429, 5xx: latchkey-common's `retryable`).
 pub(crate) fn classify(
     status: StatusCode,
     headers: &HeaderMap,
@@ -393,7 +365,7 @@ pub(crate) fn classify(
         };
         return Attempt::Retry {
             reason,
-            retry_after: retry::retry_after(headers, now),
+            retry_after: retry_after(headers, now),
         };
     }
     match oauth_error {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use crate::body::read_limited;
 use crate::clock::Clock;
 use arc_swap::ArcSwapOption;
 use http::header::CACHE_CONTROL;
@@ -167,6 +168,11 @@ impl Jwks {
 
     /// One refresh at a time, and at most one attempt per `MIN_MAX_AGE` (so a JWKS endpoint
     /// that is down is not asked on every request). Independent of the unknown-kid limit.
+    ///
+    /// A fixed interval, not [`crate::retry`]'s backoff: nobody waits for this attempt (the
+    /// keys held stay in use meanwhile), and 30 s is already the shortest a `max-age` may
+    /// make the cache, so growing it would only delay picking up rotated keys once the
+    /// endpoint is back.
     fn refresh_in_background(self: &Arc<Self>, now: SystemTime) {
         {
             let mut next = self
@@ -240,19 +246,6 @@ impl Jwks {
             stale_at: self.clock.now() + max_age,
         })
     }
-}
-
-/// A response body of at most `max` bytes, read as it arrives (a larger one is an error
-/// before it is all in memory).
-pub async fn read_limited(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-        if body.len() + chunk.len() > max {
-            return Err(format!("the response is larger than {max} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// `max-age=N` from a `Cache-Control` value (RFC 9111 §5.2.2.1).

@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::AUTHORIZATION;
 use http::{Extensions, HeaderMap, HeaderName, Method, Uri};
-use latchkey_client::{Clock, RetryPolicy, SystemClock};
+use latchkey_common::{Clock, RetryPolicy, SystemClock};
 use latchkey_jose::dpop::{ProofCheck, verify_proof};
 use latchkey_proto::SigningAlg;
 
@@ -510,7 +510,8 @@ impl GuardBuilder {
         self
     }
 
-    /// How discovery retries (see `latchkey_client::RetryPolicy`).
+    /// How discovery retries (see [`RetryPolicy`]; `latchkey_client::RetryPolicy` is the same
+    /// type).
     pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self

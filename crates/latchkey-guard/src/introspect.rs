@@ -211,6 +211,10 @@ impl Introspector {
 
     /// One introspection request (RFC 7662 §2.1). Anything but a clear answer is
     /// `Unavailable`: a token is never taken as active without one.
+    ///
+    /// Never retried, so latchkey-common's retry policy has no place here: a request is
+    /// waiting on this answer, and a backoff of seconds would hold it (and its turn) longer
+    /// than the 503 with `Retry-After` that sends its caller back later.
     async fn ask(&self, token: &str) -> Result<IntrospectionResponse, Rejection> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let body = format!(

@@ -57,11 +57,14 @@
 //! realm=..., error="invalid_token"`; a request without a token gets the challenge without an
 //! error code (RFC 6750 §3.1).
 //!
-//! The JWKS is cached per its `Cache-Control: max-age` and refreshed in the background when
-//! stale; an unknown `kid` triggers at most one refetch per interval; when the JWKS endpoint is
-//! down the keys held are kept. Without any key, requests get 503, never access. Verified
-//! tokens are remembered (by SHA-256) until they expire, so a reused token costs no signature
-//! verification.
+//! The JWKS is found through the issuer's discovery document (RFC 8414, then OpenID Connect
+//! Discovery; the document must name exactly the issuer), read once by `build` with
+//! `latchkey_client::discover` and retried per `.retry_policy(..)`, unless `.jwks_uri(..)`
+//! names it. It is cached per its `Cache-Control: max-age` and refreshed in the background
+//! when stale; an unknown `kid` triggers at most one refetch per interval; when the JWKS
+//! endpoint is down the keys held are kept. Without any key, requests get 503, never access.
+//! Verified tokens are remembered (by SHA-256) until they expire, so a reused token costs no
+//! signature verification.
 #![deny(missing_docs)]
 
 mod cache;
@@ -77,7 +80,7 @@ mod verify;
 pub use caller::Caller;
 pub use certificate::ClientCertificate;
 pub use guard::{Guard, GuardBuilder};
-pub use latchkey_common::jwks::{Jwks, KeySet, read_limited};
+pub use latchkey_common::{Jwks, KeySet, read_limited};
 pub use latchkey_jose::VerifyingKey;
 pub use layer::{GuardLayer, GuardService};
 pub use rejection::Rejection;

@@ -3,13 +3,19 @@
 //! unless the operator allows it (SSRF; docs/CONFORMANCE.md, "Client keys at a jwks_uri").
 //! The check is made when the client is registered and again on every connection, so a name
 //! that later resolves to a private address (DNS rebinding) is refused too.
+//!
+//! Trusted external issuers (federated identity) are found here too: their discovery
+//! documents are fetched and checked (body cap, exact issuer) by latchkey-common's
+//! `discovery::fetch_document`, with this module's HTTP client, so the same rules apply.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use latchkey_common::{Jwks, read_limited};
+use latchkey_common::Jwks;
+use latchkey_common::discovery::{FetchError, IssuerDocument, fetch_document, well_known};
+use latchkey_common::retry::exponential_backoff;
 use tokio::sync::watch;
 use url::Url;
 
@@ -130,14 +136,13 @@ const DISCOVERY_MAX_AGE_SECONDS: i64 = 3600;
 /// (the discovery itself goes on in the background for later requests).
 pub const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
 
-/// After a failed discovery, the next waits 1, 2, 4 ... seconds, at most this long.
-const MAX_DISCOVERY_BACKOFF_SECONDS: i64 = 300;
+/// After a failed discovery, the next waits this long, doubling with each failure in a row...
+const FIRST_DISCOVERY_BACKOFF: Duration = Duration::from_secs(1);
+/// ...up to this long.
+const MAX_DISCOVERY_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Each discovery document request is given this long.
 const DISCOVERY_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The largest discovery document read.
-const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
 
 /// The JWK Sets of every client registered with a `jwks_uri`, and of every trusted external
 /// issuer (federated identity), one cache per URL, kept across reloads of the client list.
@@ -264,8 +269,7 @@ impl RemoteKeys {
                 }
                 Err(error) => {
                     discovery.failures = discovery.failures.saturating_add(1);
-                    let doublings = discovery.failures.saturating_sub(1).min(16);
-                    let backoff = (1i64 << doublings).min(MAX_DISCOVERY_BACKOFF_SECONDS);
+                    let backoff = discovery_backoff(discovery.failures);
                     discovery.retry_at = now.saturating_add(backoff);
                     tracing::warn!(
                         %issuer,
@@ -298,68 +302,65 @@ impl RemoteKeys {
     }
 }
 
-/// The `jwks_uri` of `issuer`'s discovery document.
+/// The seconds to wait after `failures` failed discoveries in a row: latchkey-common's
+/// exponential backoff (1 s doubling to 5 min), without the jitter of its `RetryPolicy` and
+/// without its deadline. The semantics differ there: one task per issuer rediscovers, so
+/// there is no crowd of clients to spread out; the wait is counted in whole seconds on the
+/// server's clock (which tests move), where a jittered second would round to none; and
+/// discovery is never given up, only tried less often.
+fn discovery_backoff(failures: u32) -> i64 {
+    let wait = exponential_backoff(failures, FIRST_DISCOVERY_BACKOFF, MAX_DISCOVERY_BACKOFF);
+    i64::try_from(wait.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// What the server reads of a discovery document: the issuer it names and its keys. (A
+/// workload identity issuer, like a Kubernetes cluster's, has no token endpoint, so this is
+/// not `AuthorizationServerMetadata`.)
+#[derive(serde::Deserialize)]
+struct IssuerKeys {
+    issuer: String,
+    jwks_uri: String,
+}
+
+impl IssuerDocument for IssuerKeys {
+    fn issuer(&self) -> &str {
+        &self.issuer
+    }
+}
+
+/// The `jwks_uri` of `issuer`'s discovery document: OpenID Connect Discovery first (what
+/// workload identity issuers publish), then RFC 8414. No answer or a status other than 200
+/// moves on to the next document; a document that is too large, malformed, names another
+/// issuer (OIDC Discovery §4.3, RFC 8414 §3.3) or a `jwks_uri` this server may not fetch
+/// ends the discovery. Never retried here: a failure is tried again after the backoff.
 async fn discover(
     http: &reqwest::Client,
     allow_private: bool,
     issuer: &str,
 ) -> Result<String, String> {
-    #[derive(serde::Deserialize)]
-    struct Discovery {
-        issuer: String,
-        jwks_uri: String,
-    }
     let url = Url::parse(issuer).map_err(|e| e.to_string())?;
-    let base = issuer.trim_end_matches('/');
-    // OpenID Connect Discovery §4 appends; RFC 8414 §3.1 inserts before the path.
-    let rfc8414 = format!(
-        "{}://{}/.well-known/oauth-authorization-server{}",
-        url.scheme(),
-        url.host_str().unwrap_or_default(),
-        url.path().trim_end_matches('/')
-    );
-    let rfc8414 = match url.port() {
-        Some(port) => rfc8414.replacen(
-            url.host_str().unwrap_or_default(),
-            &format!("{}:{port}", url.host_str().unwrap_or_default()),
-            1,
-        ),
-        None => rfc8414,
-    };
+    let documents = well_known(&url);
     let mut last_error = String::new();
-    for document in [format!("{base}/.well-known/openid-configuration"), rfc8414] {
-        if !fetchable(&document, allow_private) {
+    for document in [documents.openid, documents.rfc8414] {
+        if !fetchable(document.as_str(), allow_private) {
             return Err(format!(
                 "{document} is not an address this server may fetch"
             ));
         }
-        let response = match http
-            .get(&document)
-            .timeout(DISCOVERY_REQUEST_TIMEOUT)
-            .header(http::header::ACCEPT, "application/json")
-            .send()
-            .await
-        {
-            Ok(r) if r.status().is_success() => r,
-            Ok(r) => {
-                last_error = format!("{document}: HTTP {}", r.status().as_u16());
-                continue;
-            }
-            Err(e) => {
-                last_error = format!("{document}: {e}");
-                continue;
-            }
-        };
-        let body = read_limited(response, MAX_DISCOVERY_BYTES).await?;
-        let found: Discovery =
-            serde_json::from_slice(&body).map_err(|e| format!("{document}: {e}"))?;
-        // OIDC Discovery §4.3, RFC 8414 §3.3: the document must name this very issuer.
-        if found.issuer != issuer {
-            return Err(format!(
-                "{document} names the issuer {:?}, not {issuer:?}",
-                found.issuer
-            ));
-        }
+        let found: IssuerKeys =
+            match fetch_document(http, &document, issuer, DISCOVERY_REQUEST_TIMEOUT).await {
+                Ok(found) => found,
+                Err(error @ (FetchError::Unreachable(_) | FetchError::Status(..))) => {
+                    last_error = format!("{document}: {error}");
+                    continue;
+                }
+                Err(FetchError::WrongIssuer(named)) => {
+                    return Err(format!(
+                        "{document} names the issuer {named:?}, not {issuer:?}"
+                    ));
+                }
+                Err(error) => return Err(format!("{document}: {error}")),
+            };
         if !fetchable(&found.jwks_uri, allow_private) {
             return Err(format!(
                 "{document} names the jwks_uri {:?}, which this server may not fetch",
@@ -409,6 +410,13 @@ impl Drop for EndDiscovery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discovery_backs_off_from_a_second_to_five_minutes() {
+        let waits: Vec<i64> = (1..=11).map(discovery_backoff).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(discovery_backoff(u32::MAX), 300);
+    }
 
     #[test]
     fn inner_addresses_are_not_public() {
