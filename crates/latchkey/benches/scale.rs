@@ -1,0 +1,463 @@
+//! How latchkey scales with the number of registered clients (issue 15): the cost of a request
+//! and of a change must not grow with it.
+//!
+//!     cargo bench -p latchkey --bench scale
+//!     BENCH_CLIENTS=10000000 cargo bench -p latchkey --bench scale
+//!     BENCH_DATABASE=postgres://postgres@127.0.0.1:5432/test BENCH_REPLICAS=3 \
+//!         cargo bench -p latchkey --bench scale
+//!
+//! Runs the release `latchkey` binary as a user would. Registers `BENCH_CLIENTS` (1,000,000)
+//! clients with `latchkey client import` (timed), and 10 clients in a second database. Starts
+//! `latchkey serve` on each (`BENCH_REPLICAS` servers on the big database; start-up timed to
+//! `/readyz`) and measures, with the access log on as users run it:
+//! - token throughput for the same 10 hot clients on both, taking turns (two rounds each);
+//!   the ratio big / small (target ≥ 0.9);
+//! - RSS of each big-database server after `BENCH_DISTINCT` (10,000) distinct clients got a
+//!   token (target ≤ 1 GB with the default cache);
+//! - how long `latchkey client disable` takes to return, which is when every running server
+//!   has confirmed the change (target ≤ 100 ms), ten times.
+//!
+//! `BENCH_DATABASE=postgres://...` puts the big database on a fresh PostgreSQL database next to
+//! the one named (dropped afterwards); the small one stays SQLite. Other settings:
+//! `BENCH_CONNECTIONS` (16), `BENCH_SECONDS` (5 per turn), `BENCH_CACHE` (the servers'
+//! `--client-cache-size`, default theirs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead as _, Write as _};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use sqlx::Connection as _;
+
+const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+
+fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run());
+}
+
+async fn run() {
+    let clients: usize = setting("BENCH_CLIENTS", 1_000_000);
+    let distinct: usize = setting("BENCH_DISTINCT", 10_000).min(clients);
+    let replicas: usize = setting("BENCH_REPLICAS", 1);
+    let connections: usize = setting("BENCH_CONNECTIONS", 16);
+    let seconds: u64 = setting("BENCH_SECONDS", 5);
+    let dir = tempfile::tempdir().unwrap();
+
+    let (big_db, postgres) = match std::env::var("BENCH_DATABASE") {
+        Ok(url) if url.starts_with("postgres") => {
+            let created = create_postgres_database(&url).await;
+            (created.1.clone(), Some(created))
+        }
+        _ => (
+            format!("sqlite://{}", dir.path().join("big.db").display()),
+            None,
+        ),
+    };
+    let small_db = format!("sqlite://{}", dir.path().join("small.db").display());
+
+    println!("registering {clients} clients with `latchkey client import`...");
+    let (took, big_secrets) = import(&big_db, clients, distinct.max(30), dir.path());
+    println!(
+        "  import: {clients} clients in {:.1} s ({:.0} clients/s)",
+        took.as_secs_f64(),
+        clients as f64 / took.as_secs_f64()
+    );
+    let (_, small_secrets) = import(&small_db, 10, 10, dir.path());
+
+    let mut big = Vec::new();
+    for _ in 0..replicas {
+        let (server, ready) = serve(&big_db);
+        println!(
+            "  serve on {clients} clients: ready in {} ms",
+            ready.as_millis()
+        );
+        big.push(server);
+    }
+    let (small, ready) = serve(&small_db);
+    println!("  serve on 10 clients: ready in {} ms", ready.as_millis());
+
+    let hot = |secrets: &[(String, String)]| -> Arc<Vec<String>> {
+        Arc::new(secrets[..10].iter().map(|(id, s)| basic(id, s)).collect())
+    };
+    let big_hot = hot(&big_secrets);
+    let small_hot = hot(&small_secrets);
+    let big_addrs: Vec<String> = big.iter().map(|s| s.addr.clone()).collect();
+    let small_addrs = vec![small.addr.clone()];
+    // Warm both (and fill their caches with the hot clients).
+    load(
+        &small_addrs,
+        &small_hot,
+        connections,
+        Duration::from_secs(1),
+    )
+    .await;
+    load(&big_addrs, &big_hot, connections, Duration::from_secs(1)).await;
+    let mut rates = (Vec::new(), Vec::new());
+    for round in 1..=2 {
+        let s = load(
+            &small_addrs,
+            &small_hot,
+            connections,
+            Duration::from_secs(seconds),
+        )
+        .await;
+        let b = load(
+            &big_addrs,
+            &big_hot,
+            connections,
+            Duration::from_secs(seconds),
+        )
+        .await;
+        println!(
+            "  round {round}: 10 clients {:.0} tokens/s (p99 {:.2} ms, {} errors); \
+             {clients} clients {:.0} tokens/s (p99 {:.2} ms, {} errors)",
+            s.rate, s.p99_ms, s.errors, b.rate, b.p99_ms, b.errors
+        );
+        rates.0.push(s.rate);
+        rates.1.push(b.rate);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "token throughput, same 10 hot clients: {clients} registered / 10 registered = {:.2}",
+        mean(&rates.1) / mean(&rates.0)
+    );
+
+    // Distinct clients: each gets one token, spread over the servers.
+    let distinct_auth: Arc<Vec<String>> = Arc::new(
+        big_secrets[..distinct]
+            .iter()
+            .map(|(id, s)| basic(id, s))
+            .collect(),
+    );
+    let started = Instant::now();
+    let errors = each_once(&big_addrs, &distinct_auth, connections).await;
+    println!(
+        "{distinct} distinct clients got one token each in {:.2} s ({errors} errors)",
+        started.elapsed().as_secs_f64()
+    );
+    for (i, server) in big.iter().enumerate() {
+        println!(
+            "  RSS of server {} on {clients} clients: {} MiB",
+            i + 1,
+            rss_kib(server.child.id()) / 1024
+        );
+    }
+    println!(
+        "  RSS of the server on 10 clients: {} MiB",
+        rss_kib(small.child.id()) / 1024
+    );
+
+    // A one-client change, confirmed by every running server before the CLI returns.
+    let mut times = Vec::new();
+    for (id, _) in &big_secrets[distinct.saturating_sub(10)..distinct] {
+        let started = Instant::now();
+        let output = Command::new(BIN)
+            .args(["--database", &big_db, "client", "disable", id])
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.stderr.is_empty(),
+            "a server did not confirm: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        times.push(took.as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "`client disable` confirmed by {replicas} server(s): median {:.0} ms, max {:.0} ms \
+         (the whole command: process start, database open, change, confirmation)",
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+    // Each disabled client is refused by every server at once.
+    let disabled: Vec<String> = big_secrets[distinct.saturating_sub(10)..distinct]
+        .iter()
+        .map(|(id, s)| basic(id, s))
+        .collect();
+    for addr in &big_addrs {
+        for auth in &disabled {
+            assert_eq!(token_status(addr, auth).await, 401, "disabled everywhere");
+        }
+    }
+
+    drop(big);
+    drop(small);
+    if let Some((admin_url, _, name)) = postgres {
+        drop_postgres_database(&admin_url, &name).await;
+    }
+}
+
+/// Writes `n` client lines and imports them; returns the import's duration and the ids and
+/// secrets of the first `keep`.
+fn import(
+    database: &str,
+    n: usize,
+    keep: usize,
+    dir: &std::path::Path,
+) -> (Duration, Vec<(String, String)>) {
+    let input = dir.join(format!("clients-{n}.jsonl"));
+    let output = dir.join(format!("imported-{n}.jsonl"));
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+        for i in 0..n {
+            writeln!(
+                file,
+                r#"{{"name":"svc-{i}","scope":"read write","audience":["https://api.example.com"]}}"#
+            )
+            .unwrap();
+        }
+        file.flush().unwrap();
+    }
+    let started = Instant::now();
+    let status = Command::new(BIN)
+        .args(["--database", database, "client", "import"])
+        .arg(&input)
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(Stdio::inherit())
+        .status()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(status.success());
+    let reader = std::io::BufReader::new(std::fs::File::open(&output).unwrap());
+    let kept = reader
+        .lines()
+        .take(keep)
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            (
+                value["client_id"].as_str().unwrap().to_owned(),
+                value["client_secret"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    (took, kept)
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `latchkey serve` and returns it with the time it took to answer `/readyz` with 200.
+fn serve(database: &str) -> (Server, Duration) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut command = Command::new(BIN);
+    command
+        .args(["--database", database, "serve", "--listen", &addr])
+        .args(["--issuer", "https://auth.bench"]);
+    if let Ok(size) = std::env::var("BENCH_CACHE") {
+        command.args(["--client-cache-size", &size]);
+    }
+    let started = Instant::now();
+    let child = command
+        // The access log stays on, as users run it.
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server { child, addr };
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(&server.addr) {
+            stream
+                .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .unwrap();
+            let mut answer = String::new();
+            let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+            if answer.starts_with("HTTP/1.1 200") {
+                return (server, started.elapsed());
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the server did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn token_request(addr: &str, authorization: &str) -> hyper::Request<Full<Bytes>> {
+    hyper::Request::post("/oauth2/token")
+        .header("host", addr)
+        .header("authorization", authorization)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(
+            b"grant_type=client_credentials&scope=read",
+        )))
+        .unwrap()
+}
+
+async fn connect(addr: &str) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+async fn token_status(addr: &str, authorization: &str) -> u16 {
+    let mut sender = connect(addr).await;
+    let response = sender
+        .send_request(token_request(addr, authorization))
+        .await
+        .unwrap();
+    response.status().as_u16()
+}
+
+struct Load {
+    rate: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+/// `connections` keep-alive connections spread over `addrs`; request `k` of connection `c`
+/// uses credentials `(c + k * connections) % n`.
+async fn load(
+    addrs: &[String],
+    auths: &Arc<Vec<String>>,
+    connections: usize,
+    duration: Duration,
+) -> Load {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..connections {
+        let addr = addrs[c % addrs.len()].clone();
+        let auths = Arc::clone(auths);
+        tasks.spawn(async move {
+            let mut sender = connect(&addr).await;
+            let mut latencies = Vec::with_capacity(100_000);
+            let mut errors = 0u64;
+            let mut k = c;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let response = sender
+                    .send_request(token_request(&addr, &auths[k % auths.len()]))
+                    .await
+                    .unwrap();
+                let ok = response.status() == 200;
+                response.into_body().collect().await.unwrap();
+                latencies.push(sent.elapsed().as_micros() as u32);
+                errors += u64::from(!ok);
+                k += connections;
+            }
+            (latencies, errors)
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (l, e) = done.unwrap();
+        latencies.extend(l);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let p99 = latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)];
+    Load {
+        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p99_ms: f64::from(p99) / 1000.0,
+        errors,
+    }
+}
+
+/// Every credential once, over `connections` connections; returns the number of non-200s.
+async fn each_once(addrs: &[String], auths: &Arc<Vec<String>>, connections: usize) -> u64 {
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..connections {
+        let addr = addrs[c % addrs.len()].clone();
+        let auths = Arc::clone(auths);
+        tasks.spawn(async move {
+            let mut sender = connect(&addr).await;
+            let mut errors = 0u64;
+            for auth in auths.iter().skip(c).step_by(connections) {
+                let response = sender
+                    .send_request(token_request(&addr, auth))
+                    .await
+                    .unwrap();
+                errors += u64::from(response.status() != 200);
+                response.into_body().collect().await.unwrap();
+            }
+            errors
+        });
+    }
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        errors += done.unwrap();
+    }
+    errors
+}
+
+/// A fresh database on the PostgreSQL server of `url`: (admin URL, new database URL, name).
+async fn create_postgres_database(url: &str) -> (String, String, String) {
+    let name = format!("latchkey_scale_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    (url.to_owned(), format!("{base}/{name}"), name)
+}
+
+async fn drop_postgres_database(admin_url: &str, name: &str) {
+    let mut admin = sqlx::PgConnection::connect(admin_url).await.unwrap();
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await;
+}
