@@ -428,7 +428,7 @@ pub struct ServeArgs {
 
     /// How many client records to keep in memory, and how many unknown client ids to
     /// remember. A client not in memory is read with one indexed query when a request names
-    /// it; start-up reads none. About 2 KB per client that uses a secret.
+    /// it; start-up reads none. About 4 KB per client that uses a secret.
     #[arg(
         long,
         env = "LATCHKEY_CLIENT_CACHE_SIZE",
