@@ -6,28 +6,17 @@
 //! between servers.
 
 use std::collections::HashMap;
-use std::future::Future;
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
+use super::db::{Db, retrying, sql};
 
 /// One assertion id to record.
-pub(super) struct NewJti<'a> {
-    pub client_id: &'a str,
-    pub jti: &'a str,
-    pub expires_at: i64,
-}
-
-/// How a backend writes one batch: one statement that inserts every row, or takes over a
-/// row whose `expires_at` is at or before `now`, and returns the (client_id, jti) of exactly
-/// those rows. The rows are distinct and sorted, so concurrent batches lock in one order.
-pub(super) trait JtiBackend: Send + Sync + 'static {
-    fn insert<'a>(
-        &'a self,
-        rows: &'a [NewJti<'a>],
-        now: i64,
-    ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send + 'a;
+struct NewJti<'a> {
+    client_id: &'a str,
+    jti: &'a str,
+    expires_at: i64,
 }
 
 /// Most uses written by one statement (three bound values each, far below SQLite's limit).
@@ -48,10 +37,10 @@ pub(super) struct JtiWriter {
 }
 
 impl JtiWriter {
-    /// Starts the writer task for `backend`.
-    pub(super) fn start(backend: impl JtiBackend) -> Self {
+    /// Starts the writer task for the database.
+    pub(super) fn start(db: Db) -> Self {
         let (queue, incoming) = mpsc::unbounded_channel();
-        tokio::spawn(write_batches(backend, incoming));
+        tokio::spawn(write_batches(db, incoming));
         JtiWriter { queue }
     }
 
@@ -77,10 +66,10 @@ impl JtiWriter {
     }
 }
 
-async fn write_batches(backend: impl JtiBackend, mut incoming: mpsc::UnboundedReceiver<JtiUse>) {
+async fn write_batches(db: Db, mut incoming: mpsc::UnboundedReceiver<JtiUse>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let outcome = write(&backend, &batch).await;
+        let outcome = write(&db, &batch).await;
         for (use_, result) in batch.drain(..).zip(outcome) {
             // The caller may have gone (its request was cancelled); nothing to tell then.
             let _ = use_.reply.send(result);
@@ -90,7 +79,7 @@ async fn write_batches(backend: impl JtiBackend, mut incoming: mpsc::UnboundedRe
 
 /// Writes one batch and returns each use's answer, in order. A repeated (client, jti) within
 /// the batch is a replay of the first.
-async fn write(backend: &impl JtiBackend, batch: &[JtiUse]) -> Vec<Result<bool, StoreError>> {
+async fn write(db: &Db, batch: &[JtiUse]) -> Vec<Result<bool, StoreError>> {
     let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(batch.len());
     let mut rows: Vec<NewJti<'_>> = Vec::with_capacity(batch.len());
     for (i, u) in batch.iter().enumerate() {
@@ -106,7 +95,7 @@ async fn write(backend: &impl JtiBackend, batch: &[JtiUse]) -> Vec<Result<bool, 
     rows.sort_unstable_by(|a, b| (a.client_id, a.jti).cmp(&(b.client_id, b.jti)));
     // An earlier entry counts as expired only if it expired before every caller's `now`.
     let now = batch.iter().map(|u| u.now).min().unwrap_or(0);
-    let inserted = match backend.insert(&rows, now).await {
+    let inserted = match insert(db, &rows, now).await {
         Ok(inserted) => inserted,
         Err(err) => return batch.iter().map(|_| Err(err.clone())).collect(),
     };
@@ -119,29 +108,48 @@ async fn write(backend: &impl JtiBackend, batch: &[JtiUse]) -> Vec<Result<bool, 
     fresh.into_iter().map(Ok).collect()
 }
 
-/// `INSERT ... VALUES (..),(..) ON CONFLICT ... RETURNING` for `rows`, with placeholders
-/// written by `placeholder(n)` for the n-th value (1-based): `?` for SQLite, `$n` for
-/// PostgreSQL. The last placeholder is `now`.
-pub(super) fn insert_sql(rows: usize, placeholder: impl Fn(usize) -> String) -> String {
+/// Writes one batch: one statement that inserts every row, or takes over a row whose
+/// `expires_at` is at or before `now`, and returns the (client_id, jti) of exactly those rows.
+/// The rows are distinct and sorted, so concurrent batches (of several PostgreSQL replicas) lock
+/// in one order; a deadlock or serialization failure still reruns the statement.
+async fn insert(
+    db: &Db,
+    rows: &[NewJti<'_>],
+    now: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let statement = insert_sql(rows.len());
+    retrying(|| async {
+        let mut query = sql(sqlx::AssertSqlSafe(statement.clone()));
+        for row in rows {
+            query = query.bind(row.client_id).bind(row.jti).bind(row.expires_at);
+        }
+        let returned = query.bind(now).fetch_all(&mut db.acquire().await?).await?;
+        let mut inserted = Vec::with_capacity(returned.len());
+        for row in &returned {
+            inserted.push((row.get("client_id")?, row.get("jti")?));
+        }
+        Ok(inserted)
+    })
+    .await
+}
+
+/// `INSERT ... VALUES ($1,$2,$3),($4,$5,$6) ON CONFLICT ... RETURNING` for `rows`; the last
+/// parameter is `now`.
+fn insert_sql(rows: usize) -> String {
     let mut sql = String::from("INSERT INTO assertion_jtis (client_id, jti, expires_at) VALUES ");
     for i in 0..rows {
         if i > 0 {
             sql.push(',');
         }
         let n = i * 3;
-        sql.push_str(&format!(
-            "({},{},{})",
-            placeholder(n + 1),
-            placeholder(n + 2),
-            placeholder(n + 3)
-        ));
+        sql.push_str(&format!("(${},${},${})", n + 1, n + 2, n + 3));
     }
     // Inserted, or taking over an entry that has expired (not yet purged): first use.
     // RETURNING names exactly those rows.
     sql.push_str(&format!(
         " ON CONFLICT (client_id, jti) DO UPDATE SET expires_at = excluded.expires_at \
-         WHERE assertion_jtis.expires_at <= {} RETURNING client_id, jti",
-        placeholder(rows * 3 + 1)
+         WHERE assertion_jtis.expires_at <= ${} RETURNING client_id, jti",
+        rows * 3 + 1
     ));
     sql
 }

@@ -1,12 +1,26 @@
 //! The storage contract: the handful of operations the server and the admin CLI need.
 //!
-//! No code outside this module knows SQL. Each backend is one module implementing [`Store`]:
-//! `sqlite` for one server with an embedded database file, `postgres` for several servers
-//! sharing one database. [`connect`] is the only place that chooses a backend by URL.
+//! No code outside this module knows SQL. One implementation serves both databases: SQLite
+//! for one server with an embedded database file, PostgreSQL for several servers sharing one
+//! database. [`connect`] is the only place that chooses a backend by URL.
+//!
+//! - `sql.rs`: [`Store`] itself, every statement written once with `$N` parameters.
+//! - `rows.rs`: records and rows both ways: the column lists, the statements that write a
+//!   record, the decoding of rows.
+//! - `dialect.rs`: each place where the SQL of the two databases differs, both sides together.
+//! - `db.rs`: the two sqlx drivers behind one interface (pools, transactions, statements and
+//!   their arguments, rows), and the retry of aborted transactions.
+//! - `migrations.rs`: each database's schema migrations, and applying them.
+//! - `sqlite.rs`, `postgres.rs`: opening each database, and reading its errors by kind.
+//! - `jti_batch.rs`: group commit of client assertion ids.
 
+mod db;
+mod dialect;
 mod jti_batch;
+mod migrations;
 mod postgres;
 mod rows;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -16,9 +30,6 @@ use latchkey_proto::{ClientAuthMethod, Confirmation, GrantType, SigningAlg, Toke
 
 use crate::protocol::mutual_tls::TlsSubject;
 use crate::secret::SecretHash;
-
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
 
 /// Why a storage operation failed, by kind rather than by message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -554,52 +565,19 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 }
 
-/// A token's confirmation as stored (JSON). A binding that cannot be written is an error, never
-/// a token stored unbound.
-fn cnf_column(cnf: Option<&Confirmation>) -> Result<Option<String>, StoreError> {
-    cnf.map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("cnf: {e}")))
-}
-
 /// Opens the database named by `url`, creating and migrating it if needed.
 ///
 /// `sqlite://path` (or `sqlite:path`) opens an embedded database file, created with mode 0600.
 /// `postgres://` (or `postgresql://`) connects to a PostgreSQL database, which must exist.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
+        Ok(Arc::new(sqlite::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::open(url).await?))
+        Ok(Arc::new(postgres::open(url).await?))
     } else {
         Err(StoreError::Other(format!(
             "unsupported database URL scheme in {:?}: expected sqlite:// or postgres://",
             url.split(':').next().unwrap_or("")
         )))
     }
-}
-
-fn split_list(s: &str) -> Vec<String> {
-    s.split(' ')
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-fn parse_grants(s: &str) -> Result<Vec<GrantType>, StoreError> {
-    split_list(s)
-        .iter()
-        .map(|g| {
-            g.parse()
-                .map_err(|e| StoreError::Corrupt(format!("grant type: {e}")))
-        })
-        .collect()
-}
-
-fn join_grants(grants: &[GrantType]) -> String {
-    grants
-        .iter()
-        .map(|g| g.as_str())
-        .collect::<Vec<_>>()
-        .join(" ")
 }

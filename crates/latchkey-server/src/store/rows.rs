@@ -1,80 +1,258 @@
-//! Turning result rows into records, for both backends: the schemas use the same column
-//! names, and sqlx decodes each backend's types (SQLite INTEGER or PostgreSQL BOOLEAN as
-//! `bool`, BLOB or BYTEA as bytes) into the same Rust values.
+//! Records and rows, both ways, for both databases: the columns each statement selects, the
+//! statements that write a record's columns, and the decoding of rows into records. The schemas
+//! use the same column names, and sqlx decodes each database's types (SQLite INTEGER or
+//! PostgreSQL BOOLEAN as `bool`, BLOB or BYTEA as bytes) into the same Rust values. A new
+//! column is written and read here, and nowhere else in `store/`.
 
 use std::str::FromStr;
 
-use latchkey_proto::{ClientAuthMethod, SigningAlg, TokenFormat};
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use latchkey_proto::{ClientAuthMethod, Confirmation, GrantType, SigningAlg, TokenFormat};
 
+use super::db::{DbRow, Query, sql};
 use super::{
-    Change, ClientRecord, Federation, FeedEntry, KeyState, OpaqueTokenRecord, SecretRecord,
-    StoreError, StoredKey, parse_grants, split_list,
+    Change, ClientRecord, ClientUpdate, Federation, FeedEntry, KeyState, OpaqueTokenRecord,
+    Revocation, SecretInfo, SecretRecord, StoreError, StoredKey,
 };
 use crate::protocol::mutual_tls::TlsSubject;
 use crate::secret::SecretHash;
 
-/// Column `name` as `T`; a missing column or an undecodable value is a corrupt record.
-fn get<'r, R, T>(row: &'r R, name: &str) -> Result<T, StoreError>
-where
-    R: Row,
-    for<'a> &'a str: ColumnIndex<R>,
-    T: Decode<'r, R::Database> + Type<R::Database>,
-{
-    row.try_get(name)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
+/// The client columns joined with its unrevoked secrets, as [`clients_from_rows`] reads them; a
+/// macro so `concat!` can extend it.
+macro_rules! client_select {
+    () => {
+        "SELECT c.client_id, c.name, c.scope, c.audience, c.grant_types,
+        c.token_ttl_seconds, c.auth_method, c.enabled, c.can_introspect, c.token_format,
+        c.token_epoch, c.public_keys, c.jwks_uri,
+        c.federated_issuer, c.federated_subject, c.federated_audience, c.federated_max_token_age,
+        c.tls_subject_kind,
+        c.tls_subject, c.created_at, c.updated_at,
+        s.secret_id, s.secret_hash, s.created_at AS secret_created_at, s.expires_at
+    FROM clients c
+    LEFT JOIN client_secrets s ON s.client_id = c.client_id AND s.revoked_at IS NULL"
+    };
+}
+pub(super) use client_select;
+
+/// Selects the columns [`key_from_row`] reads; a macro so `concat!` can extend it.
+macro_rules! key_select {
+    () => {
+        "SELECT kid, alg, state, private_key, encryption, public_jwk, created_at, activated_at,
+            retired_at, removed_at FROM signing_keys"
+    };
+}
+pub(super) use key_select;
+
+/// The opaque token with this hash, as [`opaque_from_row`] reads it.
+pub(super) fn select_opaque(token_hash: &SecretHash) -> Query<'_> {
+    sql(
+        "SELECT token_hash, jti, client_id, scope, audience, issued_at, expires_at, epoch, cnf
+         FROM opaque_tokens WHERE token_hash = $1",
+    )
+    .bind(&token_hash.0[..])
+}
+
+/// A client's unrevoked secrets, as [`secret_info_from_row`] reads them.
+pub(super) fn select_secret_infos(client_id: &str) -> Query<'_> {
+    sql(
+        "SELECT secret_id, created_at, expires_at, last_used_at FROM client_secrets
+         WHERE client_id = $1 AND revoked_at IS NULL ORDER BY created_at, secret_id",
+    )
+    .bind(client_id)
+}
+
+/// Inserts a client's row (its secrets are [`insert_secret`]).
+pub(super) fn insert_client(client: &ClientRecord) -> Query<'_> {
+    let federation = client.federation.as_ref();
+    sql(
+        "INSERT INTO clients (client_id, name, scope, audience, grant_types,
+            token_ttl_seconds, auth_method, enabled, can_introspect, token_format,
+            token_epoch, created_at, updated_at, public_keys, jwks_uri, federated_issuer,
+            federated_subject, federated_audience, tls_subject_kind, tls_subject,
+            federated_max_token_age)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+            $17, $18, $19, $20, $21)",
+    )
+    .bind(&client.client_id)
+    .bind(&client.name)
+    .bind(client.scope.join(" "))
+    .bind(client.audience.join(" "))
+    .bind(join_grants(&client.grant_types))
+    .bind(client.token_ttl_seconds)
+    .bind(client.auth_method.as_str())
+    .bind(client.enabled)
+    .bind(client.can_introspect)
+    .bind(client.token_format.as_str())
+    .bind(client.token_epoch)
+    .bind(client.created_at)
+    .bind(client.updated_at)
+    .bind(client.public_keys.as_deref())
+    .bind(client.jwks_uri.as_deref())
+    .bind(federation.map(|f| f.issuer.as_str()))
+    .bind(federation.map(|f| f.subject.as_str()))
+    .bind(federation.and_then(|f| f.audience.as_deref()))
+    .bind(client.tls_subject.as_ref().map(TlsSubject::kind))
+    .bind(client.tls_subject.as_ref().map(TlsSubject::value))
+    .bind(federation.and_then(|f| f.max_token_age))
+}
+
+/// Applies a [`ClientUpdate`] to a client's row. The casts let PostgreSQL type parameters that
+/// appear only in `IS NOT NULL`; SQLite reads them as no-ops.
+pub(super) fn update_client<'a>(
+    client_id: &'a str,
+    update: &'a ClientUpdate,
+    now: i64,
+) -> Query<'a> {
+    let federation = update.federation.as_ref();
+    sql("UPDATE clients SET
+            name = COALESCE($2, name),
+            scope = COALESCE($3, scope),
+            audience = COALESCE($4, audience),
+            token_ttl_seconds = COALESCE($5, token_ttl_seconds),
+            enabled = COALESCE($6, enabled),
+            can_introspect = COALESCE($8, can_introspect),
+            token_format = COALESCE($9, token_format),
+            token_epoch = token_epoch + $10,
+            public_keys = CASE WHEN CAST($12 AS TEXT) IS NOT NULL OR CAST($13 AS TEXT) IS NOT NULL
+                THEN NULL ELSE COALESCE($11, public_keys) END,
+            jwks_uri = CASE WHEN CAST($11 AS TEXT) IS NOT NULL OR CAST($13 AS TEXT) IS NOT NULL
+                THEN NULL ELSE COALESCE($12, jwks_uri) END,
+            federated_issuer = CASE WHEN CAST($11 AS TEXT) IS NOT NULL
+                OR CAST($12 AS TEXT) IS NOT NULL
+                THEN NULL ELSE COALESCE($13, federated_issuer) END,
+            federated_subject = CASE WHEN CAST($11 AS TEXT) IS NOT NULL
+                OR CAST($12 AS TEXT) IS NOT NULL
+                THEN NULL ELSE COALESCE(CAST($14 AS TEXT), federated_subject) END,
+            federated_audience = CASE WHEN CAST($11 AS TEXT) IS NOT NULL
+                OR CAST($12 AS TEXT) IS NOT NULL THEN NULL
+                WHEN CAST($13 AS TEXT) IS NOT NULL THEN CAST($15 AS TEXT)
+                ELSE federated_audience END,
+            federated_max_token_age = CASE WHEN CAST($11 AS TEXT) IS NOT NULL
+                OR CAST($12 AS TEXT) IS NOT NULL THEN NULL
+                WHEN CAST($13 AS TEXT) IS NOT NULL THEN CAST($18 AS BIGINT)
+                ELSE federated_max_token_age END,
+            tls_subject_kind = COALESCE(CAST($16 AS TEXT), tls_subject_kind),
+            tls_subject = COALESCE(CAST($17 AS TEXT), tls_subject),
+            updated_at = $7
+         WHERE client_id = $1")
+    .bind(client_id)
+    .bind(update.name.as_deref())
+    .bind(update.scope.as_ref().map(|s| s.join(" ")))
+    .bind(update.audience.as_ref().map(|a| a.join(" ")))
+    .bind(update.token_ttl_seconds)
+    .bind(update.enabled)
+    .bind(now)
+    .bind(update.can_introspect)
+    .bind(update.token_format.map(TokenFormat::as_str))
+    .bind(i64::from(update.revoke_tokens))
+    .bind(update.public_keys.as_deref())
+    .bind(update.jwks_uri.as_deref())
+    .bind(federation.map(|f| f.issuer.as_str()))
+    .bind(federation.map(|f| f.subject.as_str()))
+    .bind(federation.and_then(|f| f.audience.as_deref()))
+    .bind(update.tls_subject.as_ref().map(TlsSubject::kind))
+    .bind(update.tls_subject.as_ref().map(TlsSubject::value))
+    .bind(federation.and_then(|f| f.max_token_age))
+}
+
+/// Inserts one secret of a client.
+pub(super) fn insert_secret<'a>(client_id: &'a str, secret: &'a SecretRecord) -> Query<'a> {
+    sql(
+        "INSERT INTO client_secrets (secret_id, client_id, secret_hash, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&secret.secret_id)
+    .bind(client_id)
+    .bind(&secret.hash.0[..])
+    .bind(secret.created_at)
+    .bind(secret.expires_at)
+}
+
+/// Inserts a signing key.
+pub(super) fn insert_key(key: &StoredKey) -> Query<'_> {
+    sql(
+        "INSERT INTO signing_keys (kid, alg, state, private_key, encryption, public_jwk,
+            created_at, activated_at, retired_at, removed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&key.kid)
+    .bind(key.alg.as_str())
+    .bind(key.state.as_str())
+    .bind(&key.private_key[..])
+    .bind(key.encryption.as_deref())
+    .bind(&key.public_jwk)
+    .bind(key.created_at)
+    .bind(key.activated_at)
+    .bind(key.retired_at)
+    .bind(key.removed_at)
+}
+
+/// Inserts an opaque token. A binding that cannot be written is an error, never a token stored
+/// unbound.
+pub(super) fn insert_opaque(token: &OpaqueTokenRecord) -> Result<Query<'_>, StoreError> {
+    let cnf = token
+        .cnf
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("cnf: {e}")))?;
+    Ok(sql(
+        "INSERT INTO opaque_tokens (token_hash, jti, client_id, scope, audience, issued_at,
+            expires_at, epoch, cnf)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&token.token_hash.0[..])
+    .bind(&token.jti)
+    .bind(&token.client_id)
+    .bind(token.scope.join(" "))
+    .bind(token.audience.join(" "))
+    .bind(token.issued_at)
+    .bind(token.expires_at)
+    .bind(token.epoch)
+    .bind(cnf))
 }
 
 /// Folds joined client/secret rows (one per secret, rows of one client adjacent) into client
 /// records.
-pub(super) fn clients_from_rows<R>(rows: &[R]) -> Result<Vec<ClientRecord>, StoreError>
-where
-    R: Row,
-    for<'a> &'a str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
-{
+pub(super) fn clients_from_rows(rows: &[DbRow]) -> Result<Vec<ClientRecord>, StoreError> {
     let mut clients: Vec<ClientRecord> = Vec::new();
     for row in rows {
-        let client_id: String = get(row, "client_id")?;
+        let client_id: String = row.get("client_id")?;
         if clients.last().is_none_or(|c| c.client_id != client_id) {
-            let auth_method: String = get(row, "auth_method")?;
-            let token_format: String = get(row, "token_format")?;
+            let auth_method: String = row.get("auth_method")?;
+            let token_format: String = row.get("token_format")?;
             clients.push(ClientRecord {
                 client_id,
-                name: get(row, "name")?,
-                scope: split_list(&get::<_, String>(row, "scope")?),
-                audience: split_list(&get::<_, String>(row, "audience")?),
-                grant_types: parse_grants(&get::<_, String>(row, "grant_types")?)?,
-                token_ttl_seconds: get(row, "token_ttl_seconds")?,
+                name: row.get("name")?,
+                scope: split_list(&row.get::<String>("scope")?),
+                audience: split_list(&row.get::<String>("audience")?),
+                grant_types: parse_grants(&row.get::<String>("grant_types")?)?,
+                token_ttl_seconds: row.get("token_ttl_seconds")?,
                 auth_method: ClientAuthMethod::from_str(&auth_method)
                     .map_err(|e| StoreError::Corrupt(format!("auth method: {e}")))?,
-                enabled: get(row, "enabled")?,
-                can_introspect: get(row, "can_introspect")?,
+                enabled: row.get("enabled")?,
+                can_introspect: row.get("can_introspect")?,
                 token_format: TokenFormat::from_str(&token_format)
                     .map_err(|e| StoreError::Corrupt(format!("token format: {e}")))?,
-                token_epoch: get(row, "token_epoch")?,
-                public_keys: get(row, "public_keys")?,
-                jwks_uri: get(row, "jwks_uri")?,
+                token_epoch: row.get("token_epoch")?,
+                public_keys: row.get("public_keys")?,
+                jwks_uri: row.get("jwks_uri")?,
                 federation: match (
-                    get::<_, Option<String>>(row, "federated_issuer")?,
-                    get::<_, Option<String>>(row, "federated_subject")?,
-                    get::<_, Option<String>>(row, "federated_audience")?,
+                    row.get::<Option<String>>("federated_issuer")?,
+                    row.get::<Option<String>>("federated_subject")?,
+                    row.get::<Option<String>>("federated_audience")?,
                 ) {
                     (Some(issuer), Some(subject), audience) => Some(Federation {
                         issuer,
                         subject,
                         audience,
-                        max_token_age: get(row, "federated_max_token_age")?,
+                        max_token_age: row.get("federated_max_token_age")?,
                     }),
                     (None, None, None) => None,
                     _ => return Err(StoreError::Corrupt("partial federation".into())),
                 },
                 tls_subject: match (
-                    get::<_, Option<String>>(row, "tls_subject_kind")?,
-                    get::<_, Option<String>>(row, "tls_subject")?,
+                    row.get::<Option<String>>("tls_subject_kind")?,
+                    row.get::<Option<String>>("tls_subject")?,
                 ) {
                     (Some(kind), Some(value)) => Some(
                         TlsSubject::parse(&kind, &value)
@@ -83,94 +261,120 @@ where
                     (None, None) => None,
                     _ => return Err(StoreError::Corrupt("partial tls subject".into())),
                 },
-                created_at: get(row, "created_at")?,
-                updated_at: get(row, "updated_at")?,
+                created_at: row.get("created_at")?,
+                updated_at: row.get("updated_at")?,
                 secrets: Vec::new(),
             });
         }
-        let secret_id: Option<String> = get(row, "secret_id")?;
+        let secret_id: Option<String> = row.get("secret_id")?;
         if let (Some(secret_id), Some(client)) = (secret_id, clients.last_mut()) {
-            let hash: Vec<u8> = get(row, "secret_hash")?;
-            let hash: [u8; 32] = hash
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("secret hash is not 32 bytes".into()))?;
             client.secrets.push(SecretRecord {
                 secret_id,
-                hash: SecretHash(hash),
-                created_at: get(row, "secret_created_at")?,
-                expires_at: get(row, "expires_at")?,
+                hash: hash_from_row(row, "secret_hash")?,
+                created_at: row.get("secret_created_at")?,
+                expires_at: row.get("expires_at")?,
             });
         }
     }
     Ok(clients)
 }
 
-/// A signing key from a row of `key_select!` columns.
-pub(super) fn key_from_row<R>(row: &R) -> Result<StoredKey, StoreError>
-where
-    R: Row,
-    for<'a> &'a str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let alg: String = get(row, "alg")?;
-    let state: String = get(row, "state")?;
-    Ok(StoredKey {
-        kid: get(row, "kid")?,
-        alg: SigningAlg::from_str(&alg)
-            .map_err(|e| StoreError::Corrupt(format!("key alg: {e}")))?,
-        state: KeyState::parse(&state)?,
-        private_key: get(row, "private_key")?,
-        encryption: get(row, "encryption")?,
-        public_jwk: get(row, "public_jwk")?,
-        created_at: get(row, "created_at")?,
-        activated_at: get(row, "activated_at")?,
-        retired_at: get(row, "retired_at")?,
-        removed_at: get(row, "removed_at")?,
+/// A secret as listed, from a row of [`select_secret_infos`].
+pub(super) fn secret_info_from_row(row: &DbRow) -> Result<SecretInfo, StoreError> {
+    Ok(SecretInfo {
+        secret_id: row.get("secret_id")?,
+        created_at: row.get("created_at")?,
+        expires_at: row.get("expires_at")?,
+        last_used_at: row.get("last_used_at")?,
     })
 }
 
-/// An opaque token record from a row of `opaque_tokens`.
-pub(super) fn opaque_from_row<R>(row: &R) -> Result<OpaqueTokenRecord, StoreError>
-where
-    R: Row,
-    for<'a> &'a str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let hash: Vec<u8> = get(row, "token_hash")?;
-    let hash: [u8; 32] = hash
-        .try_into()
-        .map_err(|_| StoreError::Corrupt("token hash is not 32 bytes".into()))?;
+/// A signing key from a row of `key_select!` columns.
+pub(super) fn key_from_row(row: &DbRow) -> Result<StoredKey, StoreError> {
+    let alg: String = row.get("alg")?;
+    let state: String = row.get("state")?;
+    Ok(StoredKey {
+        kid: row.get("kid")?,
+        alg: SigningAlg::from_str(&alg)
+            .map_err(|e| StoreError::Corrupt(format!("key alg: {e}")))?,
+        state: KeyState::parse(&state)?,
+        private_key: row.get("private_key")?,
+        encryption: row.get("encryption")?,
+        public_jwk: row.get("public_jwk")?,
+        created_at: row.get("created_at")?,
+        activated_at: row.get("activated_at")?,
+        retired_at: row.get("retired_at")?,
+        removed_at: row.get("removed_at")?,
+    })
+}
+
+/// An opaque token record from a row of [`select_opaque`].
+pub(super) fn opaque_from_row(row: &DbRow) -> Result<OpaqueTokenRecord, StoreError> {
     Ok(OpaqueTokenRecord {
-        token_hash: SecretHash(hash),
-        jti: get(row, "jti")?,
-        client_id: get(row, "client_id")?,
-        scope: split_list(&get::<_, String>(row, "scope")?),
-        audience: split_list(&get::<_, String>(row, "audience")?),
-        issued_at: get(row, "issued_at")?,
-        expires_at: get(row, "expires_at")?,
-        epoch: get(row, "epoch")?,
-        cnf: get::<_, Option<String>>(row, "cnf")?
-            .map(|cnf| serde_json::from_str(&cnf))
+        token_hash: hash_from_row(row, "token_hash")?,
+        jti: row.get("jti")?,
+        client_id: row.get("client_id")?,
+        scope: split_list(&row.get::<String>("scope")?),
+        audience: split_list(&row.get::<String>("audience")?),
+        issued_at: row.get("issued_at")?,
+        expires_at: row.get("expires_at")?,
+        epoch: row.get("epoch")?,
+        cnf: row
+            .get::<Option<String>>("cnf")?
+            .map(|cnf| serde_json::from_str::<Confirmation>(&cnf))
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("cnf: {e}")))?,
     })
 }
 
-/// A change-feed row.
-pub(super) fn feed_entry_from_row<R>(row: &R) -> Result<FeedEntry, StoreError>
-where
-    R: Row,
-    for<'a> &'a str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let kind: String = get(row, "kind")?;
-    Ok(FeedEntry {
-        generation: get(row, "generation")?,
-        change: Change::from_columns(&kind, get(row, "client_id")?)?,
+/// A deny-list entry from a row of `seq, jti, expires_at`.
+pub(super) fn revocation_from_row(row: &DbRow) -> Result<Revocation, StoreError> {
+    Ok(Revocation {
+        seq: row.get("seq")?,
+        jti: row.get("jti")?,
+        expires_at: row.get("expires_at")?,
     })
+}
+
+/// A change-feed row.
+pub(super) fn feed_entry_from_row(row: &DbRow) -> Result<FeedEntry, StoreError> {
+    let kind: String = row.get("kind")?;
+    Ok(FeedEntry {
+        generation: row.get("generation")?,
+        change: Change::from_columns(&kind, row.get("client_id")?)?,
+    })
+}
+
+/// A SHA-256 hash column.
+fn hash_from_row(row: &DbRow, column: &str) -> Result<SecretHash, StoreError> {
+    let hash: Vec<u8> = row.get(column)?;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("{column} is not 32 bytes")))?;
+    Ok(SecretHash(hash))
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(' ')
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parse_grants(s: &str) -> Result<Vec<GrantType>, StoreError> {
+    split_list(s)
+        .iter()
+        .map(|g| {
+            g.parse()
+                .map_err(|e| StoreError::Corrupt(format!("grant type: {e}")))
+        })
+        .collect()
+}
+
+fn join_grants(grants: &[GrantType]) -> String {
+    grants
+        .iter()
+        .map(|g| g.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

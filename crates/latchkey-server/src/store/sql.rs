@@ -1,0 +1,622 @@
+//! The one implementation of [`Store`], for SQLite and PostgreSQL alike: every statement is
+//! written once, with `$N` parameters, and runs through `db.rs` on either driver. Where the two
+//! databases need different SQL (how a transaction begins, the locks PostgreSQL takes where
+//! SQLite holds its write lock, deny-list positions) the code calls `dialect.rs`; the columns
+//! of each record are in `rows.rs`, the schema migrations in `migrations.rs`.
+//!
+//! Every transaction runs inside [`retrying`]: PostgreSQL may abort one as a serialization
+//! failure or a deadlock victim, and running it again from the start is safe. SQLite never does.
+
+use async_trait::async_trait;
+use latchkey_proto::SigningAlg;
+
+use super::db::{Db, Query, Tx, TxError, retrying, sql};
+use super::dialect;
+use super::jti_batch::JtiWriter;
+use super::migrations;
+use super::rows::{
+    self, client_select, clients_from_rows, feed_entry_from_row, key_from_row, key_select,
+    opaque_from_row, revocation_from_row, secret_info_from_row,
+};
+use super::{
+    Change, ClientRecord, ClientUpdate, FEED_RETAINED, FeedEntry, KeyState, OpaqueTokenRecord,
+    Purged, Revocation, RotationOutcome, RotationPlan, SecretAdded, SecretInfo, SecretRecord,
+    Store, StoreError, StoredKey, SyncPoint,
+};
+use crate::secret::SecretHash;
+
+/// A database shared by the servers and the admin CLI: one SQLite file, or one PostgreSQL
+/// database.
+#[derive(Debug, Clone)]
+pub(super) struct SqlStore {
+    db: Db,
+    /// Writes assertion ids in batches (group commit).
+    jtis: JtiWriter,
+}
+
+impl SqlStore {
+    /// Starts the store on an opened pool, migrating the database first.
+    pub(super) async fn start(db: Db) -> Result<Self, StoreError> {
+        let jtis = JtiWriter::start(db.clone());
+        let store = SqlStore { db, jtis };
+        retrying(|| migrations::migrate(&store.db)).await?;
+        Ok(store)
+    }
+
+    /// The clients that `query`, an extension of `client_select!`, selects.
+    async fn clients(&self, query: Query<'_>) -> Result<Vec<ClientRecord>, StoreError> {
+        clients_from_rows(&query.fetch_all(&mut self.db.acquire().await?).await?)
+    }
+}
+
+/// Inserts a client row and its secrets.
+async fn insert_client(tx: &mut Tx, client: &ClientRecord) -> Result<(), TxError> {
+    rows::insert_client(client).execute(tx).await?;
+    for secret in &client.secrets {
+        rows::insert_secret(&client.client_id, secret)
+            .execute(tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Part of every transaction that changes clients, secrets or keys: moves the generation on by
+/// one and writes the change feed's row for it (migrations/sqlite/0008_change_feed.sql). On
+/// PostgreSQL the generation's row stays locked until the transaction ends, so generations
+/// commit in order and a server that has read generation g can read every change up to g.
+async fn record_change(tx: &mut Tx, change: &Change) -> Result<(), TxError> {
+    let generation: i64 =
+        sql("UPDATE generation SET generation = generation + 1 WHERE id = 1 RETURNING generation")
+            .fetch_one(tx)
+            .await?
+            .get("generation")?;
+    let (kind, client_id) = change.columns();
+    sql("INSERT INTO changes (generation, kind, client_id) VALUES ($1, $2, $3)")
+        .bind(generation)
+        .bind(kind)
+        .bind(client_id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+async fn key_in_state(
+    tx: &mut Tx,
+    alg: SigningAlg,
+    state: KeyState,
+) -> Result<Option<StoredKey>, TxError> {
+    let row = sql(concat!(key_select!(), " WHERE alg = $1 AND state = $2"))
+        .bind(alg.as_str())
+        .bind(state.as_str())
+        .fetch_optional(tx)
+        .await?;
+    Ok(row.as_ref().map(key_from_row).transpose()?)
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        migrations::check(&self.db).await
+    }
+
+    async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            insert_client(&mut tx, client).await?;
+            record_change(&mut tx, &Change::Client(client.client_id.clone())).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn create_clients(&self, clients: &[ClientRecord]) -> Result<(), StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            for client in clients {
+                insert_client(&mut tx, client).await?;
+            }
+            record_change(&mut tx, &Change::NewClients).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn find_client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        let query = sql(concat!(
+            client_select!(),
+            " WHERE c.client_id = $1 ORDER BY s.created_at, s.secret_id"
+        ));
+        Ok(self.clients(query.bind(client_id)).await?.pop())
+    }
+
+    async fn clients_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<ClientRecord>, StoreError> {
+        let query = sql(concat!(
+            client_select!(),
+            " WHERE c.client_id IN (SELECT client_id FROM clients WHERE client_id > $1
+                ORDER BY client_id LIMIT $2)
+              ORDER BY c.client_id, s.created_at, s.secret_id"
+        ));
+        self.clients(query.bind(after).bind(i64::from(limit))).await
+    }
+
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        let query = sql(concat!(
+            client_select!(),
+            " ORDER BY c.created_at, c.client_id, s.created_at, s.secret_id"
+        ));
+        self.clients(query).await
+    }
+
+    async fn update_client(
+        &self,
+        client_id: &str,
+        update: &ClientUpdate,
+        now: i64,
+    ) -> Result<Option<ClientRecord>, StoreError> {
+        let updated = retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            if rows::update_client(client_id, update, now)
+                .execute(&mut tx)
+                .await?
+                == 0
+            {
+                return Ok(false);
+            }
+            if update.revoke_tokens {
+                sql("DELETE FROM opaque_tokens WHERE client_id = $1")
+                    .bind(client_id)
+                    .execute(&mut tx)
+                    .await?;
+            }
+            record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await?;
+        if updated {
+            self.find_client(client_id).await
+        } else {
+            Ok(None)
+        }
+    }
+
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            let deleted = sql("DELETE FROM clients WHERE client_id = $1")
+                .bind(client_id)
+                .execute(&mut tx)
+                .await?;
+            if deleted == 0 {
+                return Ok(false);
+            }
+            record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn add_secret(
+        &self,
+        client_id: &str,
+        secret: &SecretRecord,
+        expire_others_at: Option<i64>,
+        max_live: usize,
+        now: i64,
+    ) -> Result<SecretAdded, StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            // Count-then-insert: concurrent additions to one client take turns, so together
+            // they never exceed `max_live`.
+            if !dialect::lock_client(&mut tx, client_id).await? {
+                return Ok(SecretAdded::NoSuchClient);
+            }
+            let live: i64 = sql("SELECT COUNT(*) AS live FROM client_secrets
+                 WHERE client_id = $1 AND revoked_at IS NULL
+                   AND (expires_at IS NULL OR expires_at > $2)")
+            .bind(client_id)
+            .bind(now)
+            .fetch_one(&mut tx)
+            .await?
+            .get("live")?;
+            if usize::try_from(live).unwrap_or(usize::MAX) >= max_live {
+                return Ok(SecretAdded::TooMany);
+            }
+            if let Some(at) = expire_others_at {
+                sql("UPDATE client_secrets SET expires_at = $2
+                     WHERE client_id = $1 AND revoked_at IS NULL
+                       AND (expires_at IS NULL OR expires_at > $2)")
+                .bind(client_id)
+                .bind(at)
+                .execute(&mut tx)
+                .await?;
+            }
+            rows::insert_secret(client_id, secret)
+                .execute(&mut tx)
+                .await?;
+            record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
+            tx.commit().await?;
+            Ok(SecretAdded::Added)
+        })
+        .await
+    }
+
+    async fn sync_point(&self) -> Result<SyncPoint, StoreError> {
+        let row = sql("SELECT generation,
+                (SELECT COALESCE(MAX(seq), 0) FROM revoked_tokens) AS revocation_seq
+             FROM generation WHERE id = 1")
+        .fetch_one(&mut self.db.acquire().await?)
+        .await?;
+        Ok(SyncPoint {
+            generation: row.get("generation")?,
+            revocation_seq: row.get("revocation_seq")?,
+        })
+    }
+
+    async fn changes_since(
+        &self,
+        generation: i64,
+        limit: u32,
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        let rows = sql("SELECT generation, kind, client_id FROM changes
+             WHERE generation > $1 ORDER BY generation LIMIT $2")
+        .bind(generation)
+        .bind(i64::from(limit))
+        .fetch_all(&mut self.db.acquire().await?)
+        .await?;
+        rows.iter().map(feed_entry_from_row).collect()
+    }
+
+    async fn acknowledge_generation(
+        &self,
+        server_id: &str,
+        generation: i64,
+    ) -> Result<(), StoreError> {
+        retrying(|| async move {
+            sql(
+                "INSERT INTO server_acks (server_id, generation) VALUES ($1, $2)
+                 ON CONFLICT (server_id) DO UPDATE SET generation = excluded.generation",
+            )
+            .bind(server_id)
+            .bind(generation)
+            .execute(&mut self.db.acquire().await?)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn servers_behind(&self, generation: i64) -> Result<Vec<String>, StoreError> {
+        let rows =
+            sql("SELECT server_id FROM server_acks WHERE generation < $1 ORDER BY server_id")
+                .bind(generation)
+                .fetch_all(&mut self.db.acquire().await?)
+                .await?;
+        rows.iter().map(|row| row.get("server_id")).collect()
+    }
+
+    async fn forget_server(&self, server_id: &str) -> Result<(), StoreError> {
+        retrying(|| async move {
+            sql("DELETE FROM server_acks WHERE server_id = $1")
+                .bind(server_id)
+                .execute(&mut self.db.acquire().await?)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_secrets(&self, client_id: &str) -> Result<Option<Vec<SecretInfo>>, StoreError> {
+        let mut conn = self.db.acquire().await?;
+        let exists = sql("SELECT 1 FROM clients WHERE client_id = $1")
+            .bind(client_id)
+            .fetch_optional(&mut conn)
+            .await?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        let rows = rows::select_secret_infos(client_id)
+            .fetch_all(&mut conn)
+            .await?;
+        rows.iter()
+            .map(secret_info_from_row)
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map(Some)
+    }
+
+    async fn revoke_secret(
+        &self,
+        client_id: &str,
+        secret_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            let revoked = sql("UPDATE client_secrets SET revoked_at = $3
+                 WHERE client_id = $1 AND secret_id = $2 AND revoked_at IS NULL")
+            .bind(client_id)
+            .bind(secret_id)
+            .bind(now)
+            .execute(&mut tx)
+            .await?;
+            if revoked == 0 {
+                return Ok(false);
+            }
+            record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn record_secret_use(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        // Every server writes its batch in the same order (by secret id), so two batches never
+        // wait for each other's row locks in a cycle.
+        let mut sorted: Vec<&(String, i64)> = uses.iter().collect();
+        sorted.sort();
+        let sorted = &sorted;
+        // Not a client change: the generation does not move, so no server reloads for this.
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            for (secret_id, at) in sorted.iter().copied() {
+                // Never moves a time back: the greater of the two, in SQL both databases speak.
+                sql("UPDATE client_secrets SET last_used_at =
+                        CASE WHEN COALESCE(last_used_at, 0) < $2 THEN $2
+                        ELSE COALESCE(last_used_at, 0) END
+                     WHERE secret_id = $1")
+                .bind(secret_id)
+                .bind(*at)
+                .execute(&mut tx)
+                .await?;
+            }
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn insert_opaque_token(&self, token: &OpaqueTokenRecord) -> Result<(), StoreError> {
+        retrying(|| async move {
+            rows::insert_opaque(token)?
+                .execute(&mut self.db.acquire().await?)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_opaque_token(
+        &self,
+        token_hash: &SecretHash,
+    ) -> Result<Option<OpaqueTokenRecord>, StoreError> {
+        let row = rows::select_opaque(token_hash)
+            .fetch_optional(&mut self.db.acquire().await?)
+            .await?;
+        row.as_ref().map(opaque_from_row).transpose()
+    }
+
+    async fn revoke_token(
+        &self,
+        jti: &str,
+        client_id: &str,
+        expires_at: i64,
+        opaque_hash: Option<&SecretHash>,
+    ) -> Result<(), StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            // The token record first, then the counter row: the same order as `update_client`,
+            // which deletes a client's tokens before it moves the generation, so on PostgreSQL
+            // the two never deadlock.
+            if let Some(hash) = opaque_hash {
+                sql("DELETE FROM opaque_tokens WHERE token_hash = $1")
+                    .bind(&hash.0[..])
+                    .execute(&mut tx)
+                    .await?;
+            }
+            dialect::append_revocation(&mut tx, jti, client_id, expires_at).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn revocations_since(&self, seq: i64) -> Result<Vec<Revocation>, StoreError> {
+        let rows =
+            sql("SELECT seq, jti, expires_at FROM revoked_tokens WHERE seq > $1 ORDER BY seq")
+                .bind(seq)
+                .fetch_all(&mut self.db.acquire().await?)
+                .await?;
+        rows.iter().map(revocation_from_row).collect()
+    }
+
+    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        Ok(sql("SELECT 1 FROM revoked_tokens WHERE jti = $1")
+            .bind(jti)
+            .fetch_optional(&mut self.db.acquire().await?)
+            .await?
+            .is_some())
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<Purged, StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            let opaque_tokens = sql("DELETE FROM opaque_tokens WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&mut tx)
+                .await?;
+            let revocations = sql("DELETE FROM revoked_tokens WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&mut tx)
+                .await?;
+            let assertion_jtis = sql("DELETE FROM assertion_jtis WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&mut tx)
+                .await?;
+            let changes = sql("DELETE FROM changes
+                 WHERE generation <= (SELECT generation FROM generation WHERE id = 1) - $1")
+            .bind(FEED_RETAINED)
+            .execute(&mut tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Purged {
+                opaque_tokens,
+                revocations,
+                assertion_jtis,
+                changes,
+            })
+        })
+        .await
+    }
+
+    async fn use_assertion_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        // Batched with other uses (one statement each batch), so the primary key decides
+        // between concurrent uses on any replicas.
+        self.jtis.use_jti(client_id, jti, expires_at, now).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sql(concat!(key_select!(), " ORDER BY created_at, kid"))
+            .fetch_all(&mut self.db.acquire().await?)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn import_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            dialect::lock_signing_keys(&mut tx, key.alg).await?;
+            rows::insert_key(key).execute(&mut tx).await?;
+            record_change(&mut tx, &Change::Keys).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn insert_key_if_none(&self, key: &StoredKey) -> Result<StoredKey, StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            // Servers starting at once take turns; the first inserts, the others then read its
+            // key and return that one (docs/CONFORMANCE.md, "Signing keys and rotation").
+            dialect::lock_signing_keys(&mut tx, key.alg).await?;
+            if let Some(existing) = key_in_state(&mut tx, key.alg, key.state).await? {
+                return Ok(existing);
+            }
+            rows::insert_key(key).execute(&mut tx).await?;
+            record_change(&mut tx, &Change::Keys).await?;
+            tx.commit().await?;
+            Ok(key.clone())
+        })
+        .await
+    }
+
+    async fn rotate_keys(&self, plan: &RotationPlan) -> Result<RotationOutcome, StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            // Two rotations at once (the janitors of several servers, or one and the admin CLI)
+            // take turns; the second sees the first's keys and finds the rotation not due.
+            dialect::lock_signing_keys(&mut tx, plan.alg).await?;
+            let current = key_in_state(&mut tx, plan.alg, KeyState::Current).await?;
+            let next = key_in_state(&mut tx, plan.alg, KeyState::Next).await?;
+            let (Some(current), Some(next)) = (current, next) else {
+                return Ok(RotationOutcome::NoKeys);
+            };
+            if let Some(by) = plan.only_if_current_activated_by
+                && current.activated_at.unwrap_or(current.created_at) > by
+            {
+                return Ok(RotationOutcome::NotDue);
+            }
+            if next.created_at > plan.next_created_by {
+                return Ok(RotationOutcome::NextTooNew {
+                    created_at: next.created_at,
+                });
+            }
+            // Retire first: the unique indexes allow one current and one next key per algorithm.
+            sql("UPDATE signing_keys SET state = 'retired', retired_at = $2 WHERE kid = $1")
+                .bind(&current.kid)
+                .bind(plan.now)
+                .execute(&mut tx)
+                .await?;
+            sql("UPDATE signing_keys SET state = 'current', activated_at = $2 WHERE kid = $1")
+                .bind(&next.kid)
+                .bind(plan.now)
+                .execute(&mut tx)
+                .await?;
+            rows::insert_key(&plan.new_next).execute(&mut tx).await?;
+            record_change(&mut tx, &Change::Keys).await?;
+            tx.commit().await?;
+            Ok(RotationOutcome::Rotated {
+                retired: current.kid,
+                current: next.kid,
+                next: plan.new_next.kid.clone(),
+            })
+        })
+        .await
+    }
+
+    async fn remove_retired_keys(
+        &self,
+        retired_by: i64,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            // On PostgreSQL a concurrent removal waits for our row locks, then finds the keys
+            // no longer retired and leaves them alone.
+            let rows = sql("UPDATE signing_keys SET state = 'removed', removed_at = $2,
+                    private_key = $3, encryption = NULL
+                 WHERE state = 'retired' AND retired_at <= $1
+                 RETURNING kid, created_at")
+            .bind(retired_by)
+            .bind(now)
+            .bind(&b""[..])
+            .fetch_all(&mut tx)
+            .await?;
+            let mut removed = rows
+                .iter()
+                .map(|row| Ok((row.get::<i64>("created_at")?, row.get::<String>("kid")?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            // RETURNING has no order; oldest first.
+            removed.sort();
+            if !removed.is_empty() {
+                record_change(&mut tx, &Change::Keys).await?;
+            }
+            tx.commit().await?;
+            Ok(removed.into_iter().map(|(_, kid)| kid).collect())
+        })
+        .await
+    }
+
+    async fn reseal_key(
+        &self,
+        kid: &str,
+        private_key: &[u8],
+        encryption: &str,
+    ) -> Result<(), StoreError> {
+        // A change servers reload for: one that refused the clear row takes the sealed one.
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            sql("UPDATE signing_keys SET private_key = $2, encryption = $3 WHERE kid = $1")
+                .bind(kid)
+                .bind(private_key)
+                .bind(encryption)
+                .execute(&mut tx)
+                .await?;
+            record_change(&mut tx, &Change::Keys).await?;
+            tx.commit().await
+        })
+        .await
+    }
+}
