@@ -60,39 +60,74 @@ pub(super) fn select_secret_infos(client_id: &str) -> Query<'_> {
     .bind(client_id)
 }
 
-/// Inserts a client's row (its secrets are [`insert_secret`]).
-pub(super) fn insert_client(client: &ClientRecord) -> Query<'_> {
+/// The columns of a client row, in the order [`bind_client`] binds them.
+const CLIENT_COLUMNS: &str = "client_id, name, scope, audience, grant_types, token_ttl_seconds,
+    auth_method, enabled, can_introspect, token_format, token_epoch, created_at, updated_at,
+    public_keys, jwks_uri, federated_issuer, federated_subject, federated_audience,
+    tls_subject_kind, tls_subject, federated_max_token_age";
+const CLIENT_VALUES: usize = 21;
+
+/// The most client rows one [`insert_clients`] statement takes (21 parameters each, well under
+/// SQLite's 32,766 and PostgreSQL's 65,535).
+pub(super) const CLIENTS_PER_INSERT: usize = 500;
+/// The most secrets one [`insert_secrets`] statement takes (5 parameters each).
+pub(super) const SECRETS_PER_INSERT: usize = 2_000;
+
+/// `($1, .., $n), ($n+1, ..)`: `rows` rows of `per_row` parameters.
+fn placeholders(rows: usize, per_row: usize) -> String {
+    let mut out = String::with_capacity(rows * per_row * 5);
+    for row in 0..rows {
+        out.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..per_row {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(row * per_row + column + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// Inserts clients' rows, all in one statement (their secrets are [`insert_secrets`]); at
+/// most [`CLIENTS_PER_INSERT`].
+pub(super) fn insert_clients(clients: &[ClientRecord]) -> Query<'_> {
+    // Only placeholders are formatted into the statement; every value is a parameter.
+    let statement = format!(
+        "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES {}",
+        placeholders(clients.len(), CLIENT_VALUES)
+    );
+    clients
+        .iter()
+        .fold(sql(sqlx::AssertSqlSafe(statement)), bind_client)
+}
+
+/// Binds one client row's values, in the order of [`CLIENT_COLUMNS`].
+fn bind_client<'a>(query: Query<'a>, client: &'a ClientRecord) -> Query<'a> {
     let federation = client.federation.as_ref();
-    sql(
-        "INSERT INTO clients (client_id, name, scope, audience, grant_types,
-            token_ttl_seconds, auth_method, enabled, can_introspect, token_format,
-            token_epoch, created_at, updated_at, public_keys, jwks_uri, federated_issuer,
-            federated_subject, federated_audience, tls_subject_kind, tls_subject,
-            federated_max_token_age)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-            $17, $18, $19, $20, $21)",
-    )
-    .bind(&client.client_id)
-    .bind(&client.name)
-    .bind(client.scope.join(" "))
-    .bind(client.audience.join(" "))
-    .bind(join_grants(&client.grant_types))
-    .bind(client.token_ttl_seconds)
-    .bind(client.auth_method.as_str())
-    .bind(client.enabled)
-    .bind(client.can_introspect)
-    .bind(client.token_format.as_str())
-    .bind(client.token_epoch)
-    .bind(client.created_at)
-    .bind(client.updated_at)
-    .bind(client.public_keys.as_deref())
-    .bind(client.jwks_uri.as_deref())
-    .bind(federation.map(|f| f.issuer.as_str()))
-    .bind(federation.map(|f| f.subject.as_str()))
-    .bind(federation.and_then(|f| f.audience.as_deref()))
-    .bind(client.tls_subject.as_ref().map(TlsSubject::kind))
-    .bind(client.tls_subject.as_ref().map(TlsSubject::value))
-    .bind(federation.and_then(|f| f.max_token_age))
+    query
+        .bind(&client.client_id)
+        .bind(&client.name)
+        .bind(client.scope.join(" "))
+        .bind(client.audience.join(" "))
+        .bind(join_grants(&client.grant_types))
+        .bind(client.token_ttl_seconds)
+        .bind(client.auth_method.as_str())
+        .bind(client.enabled)
+        .bind(client.can_introspect)
+        .bind(client.token_format.as_str())
+        .bind(client.token_epoch)
+        .bind(client.created_at)
+        .bind(client.updated_at)
+        .bind(client.public_keys.as_deref())
+        .bind(client.jwks_uri.as_deref())
+        .bind(federation.map(|f| f.issuer.as_str()))
+        .bind(federation.map(|f| f.subject.as_str()))
+        .bind(federation.and_then(|f| f.audience.as_deref()))
+        .bind(client.tls_subject.as_ref().map(TlsSubject::kind))
+        .bind(client.tls_subject.as_ref().map(TlsSubject::value))
+        .bind(federation.and_then(|f| f.max_token_age))
 }
 
 /// Applies a [`ClientUpdate`] to a client's row. The casts let PostgreSQL type parameters that
@@ -154,17 +189,25 @@ pub(super) fn update_client<'a>(
     .bind(federation.and_then(|f| f.max_token_age))
 }
 
-/// Inserts one secret of a client.
-pub(super) fn insert_secret<'a>(client_id: &'a str, secret: &'a SecretRecord) -> Query<'a> {
-    sql(
+/// Inserts secrets (`(client_id, secret)`), all in one statement; at most
+/// [`SECRETS_PER_INSERT`].
+pub(super) fn insert_secrets<'a>(secrets: &[(&'a str, &'a SecretRecord)]) -> Query<'a> {
+    let statement = format!(
         "INSERT INTO client_secrets (secret_id, client_id, secret_hash, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5)",
+         VALUES {}",
+        placeholders(secrets.len(), 5)
+    );
+    secrets.iter().fold(
+        sql(sqlx::AssertSqlSafe(statement)),
+        |query, (client_id, secret)| {
+            query
+                .bind(&secret.secret_id)
+                .bind(*client_id)
+                .bind(&secret.hash.0[..])
+                .bind(secret.created_at)
+                .bind(secret.expires_at)
+        },
     )
-    .bind(&secret.secret_id)
-    .bind(client_id)
-    .bind(&secret.hash.0[..])
-    .bind(secret.created_at)
-    .bind(secret.expires_at)
 }
 
 /// Inserts a signing key.

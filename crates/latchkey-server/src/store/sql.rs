@@ -49,13 +49,17 @@ impl SqlStore {
     }
 }
 
-/// Inserts a client row and its secrets.
-async fn insert_client(tx: &mut Tx, client: &ClientRecord) -> Result<(), TxError> {
-    rows::insert_client(client).execute(tx).await?;
-    for secret in &client.secrets {
-        rows::insert_secret(&client.client_id, secret)
-            .execute(tx)
-            .await?;
+/// Inserts clients' rows and their secrets, a few hundred rows per statement.
+async fn insert_clients(tx: &mut Tx, clients: &[ClientRecord]) -> Result<(), TxError> {
+    for chunk in clients.chunks(rows::CLIENTS_PER_INSERT) {
+        rows::insert_clients(chunk).execute(tx).await?;
+    }
+    let secrets: Vec<(&str, &SecretRecord)> = clients
+        .iter()
+        .flat_map(|c| c.secrets.iter().map(|s| (c.client_id.as_str(), s)))
+        .collect();
+    for chunk in secrets.chunks(rows::SECRETS_PER_INSERT) {
+        rows::insert_secrets(chunk).execute(tx).await?;
     }
     Ok(())
 }
@@ -102,7 +106,7 @@ impl Store for SqlStore {
     async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
         retrying(|| async move {
             let mut tx = self.db.begin().await?;
-            insert_client(&mut tx, client).await?;
+            insert_clients(&mut tx, std::slice::from_ref(client)).await?;
             record_change(&mut tx, &Change::Client(client.client_id.clone())).await?;
             tx.commit().await
         })
@@ -113,7 +117,7 @@ impl Store for SqlStore {
         retrying(|| async move {
             let mut tx = self.db.begin().await?;
             for client in clients {
-                insert_client(&mut tx, client).await?;
+                insert_clients(&mut tx, std::slice::from_ref(client)).await?;
             }
             record_change(&mut tx, &Change::NewClients).await?;
             tx.commit().await
@@ -236,7 +240,7 @@ impl Store for SqlStore {
                 .execute(&mut tx)
                 .await?;
             }
-            rows::insert_secret(client_id, secret)
+            rows::insert_secrets(&[(client_id, secret)])
                 .execute(&mut tx)
                 .await?;
             record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
