@@ -13,6 +13,7 @@ use latchkey_server::secret::SecretHash;
 use latchkey_server::store::{self, ClientRecord, SecretRecord};
 use latchkey_server::{Application, ManualClock, ServerConfig};
 use latchkey_testkit::PgDatabase;
+use sqlx::Connection as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -307,5 +308,36 @@ async fn a_replica_cut_off_from_the_database_follows_the_feed_when_it_returns() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(token_status(&http, &base, &kept, &kept_secret).await, 200);
+
+    // Cut off again, and this time the entries it missed are purged before it returns (as
+    // the janitor does once they are far behind): it finds the gap and drops every cached
+    // client, so the change still reaches it.
+    proxy.cut();
+    admin_store
+        .update_client(
+            &kept,
+            &store::ClientUpdate {
+                enabled: Some(false),
+                ..store::ClientUpdate::default()
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    let mut admin = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    sqlx::raw_sql("DELETE FROM changes")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(token_status(&http, &base, &kept, &kept_secret).await, 200);
+    proxy.restore();
+    let started = Instant::now();
+    while token_status(&http, &base, &kept, &kept_secret).await != 401 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the replica never noticed the gap in the feed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     database.drop_database().await;
 }
