@@ -4,8 +4,8 @@
 
 mod cli;
 mod client_cmd;
-mod import_cmd;
 mod gate_cmd;
+mod import_cmd;
 mod kek;
 mod keys_cmd;
 mod migrate_cmd;
