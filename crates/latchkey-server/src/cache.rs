@@ -131,6 +131,10 @@ pub struct Cache {
     validated_at: AtomicI64,
     /// A feed entry said the keys changed and they have not been reloaded since.
     keys_stale: AtomicBool,
+    /// Held for a whole poll: the poller and the janitor's refresh never poll at once (two
+    /// polls interleaved could see the generation go back, or acknowledge a key change the
+    /// other has not reloaded yet).
+    polling: tokio::sync::Mutex<()>,
     key_source: KeySource,
     clock: Arc<dyn Clock>,
     server_id: String,
@@ -166,6 +170,7 @@ impl Cache {
             secret_uses: Mutex::new(HashMap::new()),
             validated_at: AtomicI64::new(i64::MIN),
             keys_stale: AtomicBool::new(false),
+            polling: tokio::sync::Mutex::new(()),
             key_source,
             clock,
             server_id,
@@ -294,6 +299,7 @@ impl Cache {
     /// names, reloading the keys if they changed), then acknowledge it; fetch new deny-list
     /// entries.
     async fn poll(&self, store: &dyn Store, heartbeat: bool) -> Result<(), CacheError> {
+        let _polling = self.polling.lock().await;
         let point = store.sync_point().await?;
         let held = *self.clients.generation();
         let changed = point.generation != held;
@@ -312,7 +318,13 @@ impl Cache {
             *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
             self.keys_stale.store(false, Ordering::Release);
         }
-        let known_seq = self.deny.read().unwrap_or_else(|p| p.into_inner()).seq;
+        let mut known_seq = self.deny.read().unwrap_or_else(|p| p.into_inner()).seq;
+        if point.revocation_seq < known_seq {
+            // The deny list went back: a database restored from a backup. Its positions
+            // will be handed out again, so read it all from the start.
+            *self.deny.write().unwrap_or_else(|p| p.into_inner()) = DenyList::default();
+            known_seq = 0;
+        }
         if point.revocation_seq > known_seq {
             let new = store.revocations_since(known_seq).await?;
             let mut deny = self.deny.write().unwrap_or_else(|p| p.into_inner());
@@ -342,20 +354,17 @@ impl Cache {
         current: i64,
     ) -> Result<bool, StoreError> {
         // The first poll, or a database that went back in time (restored from a backup):
-        // nothing cached can be trusted to match it.
+        // nothing cached can be trusted to match it. The keys are read again too: at start,
+        // they were loaded before this generation was read.
         if held < 0 || current < held {
             let mut generation = self.clients.generation();
             self.clients.drop_all();
             *generation = current;
-            return Ok(held >= 0);
+            return Ok(true);
         }
         let entries = store.changes_since(held, FEED_BATCH).await?;
         let contiguous = entries.first().is_some_and(|e| e.generation == held + 1);
         let mut generation = self.clients.generation();
-        if *generation != held {
-            // Another poll (the janitor's refresh) applied these entries meanwhile.
-            return Ok(false);
-        }
         if !contiguous || entries.len() >= FEED_BATCH as usize {
             // A gap (purged entries) or a flood: drop everything rather than read it all.
             tracing::debug!(held, current, "cache: dropping every client record");

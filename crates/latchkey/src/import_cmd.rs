@@ -27,34 +27,49 @@ pub async fn import(
     from_line: u64,
     allow_private: bool,
 ) -> anyhow::Result<()> {
-    // Standard input can be read once only: it goes to a private temporary file first, so
-    // every line is checked before any is stored.
+    // Standard input, a pipe or a FIFO can be read once only: such input goes to a private
+    // temporary file first, so every line is checked before any is stored and the lines
+    // stored are the lines checked.
     let spooled;
-    let path = if file == Path::new("-") {
+    let regular = file != Path::new("-")
+        && std::fs::metadata(file)
+            .with_context(|| format!("reading {}", file.display()))?
+            .is_file();
+    let path = if regular {
+        file
+    } else {
         let mut spool = tempfile::NamedTempFile::new().context("creating a temporary file")?;
-        std::io::copy(&mut std::io::stdin().lock(), &mut spool)
-            .context("reading standard input")?;
+        if file == Path::new("-") {
+            std::io::copy(&mut std::io::stdin().lock(), &mut spool)
+                .context("reading standard input")?;
+        } else {
+            let mut input =
+                std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+            std::io::copy(&mut input, &mut spool)
+                .with_context(|| format!("reading {}", file.display()))?;
+        }
         spooled = spool;
         spooled.path()
-    } else {
-        file
     };
     let now = clock.unix_seconds();
 
     // Pass 1: check every line; nothing is stored if one is bad.
     let mut bad = 0usize;
     let mut total = 0usize;
-    let mut ids: HashSet<String> = HashSet::new();
+    // Kept ids only: a generated one is 128 random bits and clashes with nothing.
+    let mut kept_ids: HashSet<String> = HashSet::new();
     for_each_line(path, from_line, async |number, line| {
         total += 1;
         let problem = match prepare_client(line, now, allow_private).await {
             Ok(client) => {
                 let id = client.record.client_id;
-                if client.kept_id && store.find_client(&id).await?.is_some() {
+                if !client.kept_id {
+                    None
+                } else if store.find_client(&id).await?.is_some() {
                     Some(format!(
                         "a client with client_id {id:?} is registered already"
                     ))
-                } else if !ids.insert(id) {
+                } else if !kept_ids.insert(id) {
                     Some("the client_id appears on an earlier line too".to_owned())
                 } else {
                     None
@@ -71,7 +86,7 @@ pub async fn import(
         Ok(())
     })
     .await?;
-    drop(ids);
+    drop(kept_ids);
     if bad > MAX_REPORTED {
         eprintln!("... and {} more bad lines", bad - MAX_REPORTED);
     }
@@ -110,7 +125,17 @@ pub async fn import(
     };
     let mut last_line = from_line;
     for_each_line(path, from_line, async |number, line| {
-        let client = prepare_client(line, now, allow_private).await?;
+        // Checked in pass 1; only what needs the network (a jwks_uri's or an issuer's
+        // address) can fail here.
+        let client = prepare_client(line, now, allow_private)
+            .await
+            .with_context(|| {
+                let resume = if batch.is_empty() { number } else { first_line };
+                format!(
+                    "line {number}; the lines before {resume} are imported (printed above). Run \
+                     again with --from-line {resume} to import the rest"
+                )
+            })?;
         if batch.is_empty() {
             first_line = number;
         }

@@ -11,6 +11,7 @@ use latchkey_proto::{ClientAuthMethod, GrantType, TokenFormat};
 use serde::Deserialize;
 
 use super::{AdminError, Applied, ClientKeys, NewClient, applied, client_record, parse_scope_list};
+use crate::protocol::syntax::is_client_id;
 use crate::secret::{ClientSecret, SecretHash, new_row_id};
 use crate::store::{ClientRecord, SecretRecord, Store};
 
@@ -201,15 +202,12 @@ fn secret_record(hash: SecretHash, now: i64) -> SecretRecord {
     }
 }
 
-/// A client id kept from another server: 1 to 255 visible ASCII characters. (Basic
-/// authentication form-encodes it, RFC 6749 §2.3.1, so any of them works.)
+/// A client id kept from another server: one a server looks up (1 to 128 letters, digits,
+/// `-`, `_`, `.` or `~`; see [`is_client_id`]).
 fn check_kept_id(client_id: &str) -> Result<String, AdminError> {
-    if client_id.is_empty()
-        || client_id.len() > 255
-        || !client_id.bytes().all(|b| b.is_ascii_graphic())
-    {
+    if !is_client_id(client_id) {
         return Err(AdminError::Invalid(
-            "client_id must be 1 to 255 visible ASCII characters".into(),
+            "client_id must be 1 to 128 letters, digits, '-', '_', '.' or '~'".into(),
         ));
     }
     Ok(client_id.to_owned())

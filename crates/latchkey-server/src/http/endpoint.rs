@@ -92,7 +92,7 @@ pub async fn authenticate_client(
     )?;
     let claimed_id = presented.client_id();
     // A claimed id that cannot be one of ours is not looked up, but still costs a hash compare.
-    let client = if plausible_client_id(claimed_id) {
+    let client = if crate::protocol::syntax::is_client_id(claimed_id) {
         state.cache.client(state.store.as_ref(), claimed_id).await?
     } else {
         None
@@ -315,12 +315,4 @@ fn parse(body: &[u8]) -> Result<RequestParams, OAuthError> {
         FormError::TooManyParameters => OAuthError::invalid_request("too many parameters"),
     })?;
     RequestParams::from_pairs(pairs)
-}
-
-/// Client ids we generate are short and unreserved; anything else is not looked up or logged.
-fn plausible_client_id(id: &str) -> bool {
-    id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }

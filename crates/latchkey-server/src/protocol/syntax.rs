@@ -13,6 +13,16 @@ pub fn is_scope_token(token: &str) -> bool {
 /// 6749 sets no limit; clients ask for a handful, and a bound keeps a request's cost fixed.
 pub const MAX_SCOPE_TOKENS: usize = 64;
 
+/// The client ids a server looks up: 1 to 128 unreserved characters (RFC 3986 §2.3), which
+/// every id latchkey generates is and which an import may keep. Anything else is refused
+/// without a database read (and never logged as given).
+pub fn is_client_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+}
+
 /// Splits a scope string, strictly: `scope = scope-token *( SP scope-token )`, so a leading,
 /// trailing or double space, a tab or any other separator is an error. Returns `None` when the
 /// syntax is wrong or there are more than [`MAX_SCOPE_TOKENS`]. Repeated tokens are kept once,

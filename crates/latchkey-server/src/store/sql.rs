@@ -116,9 +116,7 @@ impl Store for SqlStore {
     async fn create_clients(&self, clients: &[ClientRecord]) -> Result<(), StoreError> {
         retrying(|| async move {
             let mut tx = self.db.begin().await?;
-            for client in clients {
-                insert_clients(&mut tx, std::slice::from_ref(client)).await?;
-            }
+            insert_clients(&mut tx, clients).await?;
             record_change(&mut tx, &Change::NewClients).await?;
             tx.commit().await
         })

@@ -480,14 +480,21 @@ async fn servers_acknowledge_generations() {
 async fn clients_are_created_in_bulk_and_read_in_pages() {
     each_backend(|store, backend| async move {
         let start = store.sync_point().await.unwrap().generation;
-        let batch: Vec<ClientRecord> = (0..25).map(|i| client(&format!("lk_{i:02}"), T0)).collect();
+        // More than one statement's worth of clients (500) and of secrets (2,000).
+        let batch: Vec<ClientRecord> = (0..1_100)
+            .map(|i| {
+                let mut c = client(&format!("lk_{i:04}"), T0);
+                c.secrets.push(secret(&format!("s2_{i:04}"), T0, None));
+                c
+            })
+            .collect();
         store.create_clients(&batch).await.unwrap();
         // One feed entry for the batch.
         let entries = store.changes_since(start, 10).await.unwrap();
         assert_eq!(entries.len(), 1, "{backend}");
         assert_eq!(entries[0].change, Change::NewClients, "{backend}");
         // All or nothing: a batch with one taken id stores none of its clients.
-        let clash = vec![client("lk_new", T0), client("lk_03", T0)];
+        let clash = vec![client("lk_new", T0), client("lk_0003", T0)];
         assert!(matches!(
             store.create_clients(&clash).await,
             Err(StoreError::Conflict(_))
@@ -500,9 +507,9 @@ async fn clients_are_created_in_bulk_and_read_in_pages() {
         let mut seen = Vec::new();
         let mut after = String::new();
         loop {
-            let page = store.clients_after(&after, 10).await.unwrap();
+            let page = store.clients_after(&after, 300).await.unwrap();
             let Some(last) = page.last() else { break };
-            assert!(page.len() <= 10);
+            assert!(page.len() <= 300);
             after = last.client_id.clone();
             seen.extend(page);
         }

@@ -229,19 +229,20 @@ async fn bad_lines_are_named_and_nothing_is_imported() {
         kept.clone(),                                                         // 8
         kept,                                                                 // 9: same id
         json!({ "name": "x", "colour": "blue" }).to_string(),                 // 10: unknown field
-        good,                                                                 // 11
+        json!({ "client_id": "billing:sync", "name": "x" }).to_string(),      // 11: never looked up
+        good,                                                                 // 12
     ];
     let run = latchkey(db, &["client", "import", "-"], &(lines.join("\n") + "\n")).await;
     assert!(!run.ok);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
-    for bad in [2, 3, 5, 6, 7, 9, 10] {
+    for bad in [2, 3, 5, 6, 7, 9, 10, 11] {
         assert!(
             run.stderr.contains(&format!("line {bad}: ")),
             "line {bad} named: {}",
             run.stderr
         );
     }
-    for good in [1, 4, 8, 11] {
+    for good in [1, 4, 8, 12] {
         assert!(
             !run.stderr.contains(&format!("line {good}: ")),
             "line {good} is fine: {}",
@@ -250,7 +251,7 @@ async fn bad_lines_are_named_and_nothing_is_imported() {
     }
     assert!(
         run.stderr
-            .contains("7 of 10 lines are bad; nothing was imported"),
+            .contains("8 of 11 lines are bad; nothing was imported"),
         "{}",
         run.stderr
     );
