@@ -26,11 +26,16 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 /// A new client id: 128 random bits, base64url. Only unreserved characters (RFC 3986 §2.3),
 /// so its form-urlencoded form (RFC 6749 §2.3.1) equals the raw one.
 pub fn new_client_id() -> String {
-    // Never starting with `-`: command-line parsers would take `-x...` for an option
-    // (`latchkey token --client-id -x...` failed about once in 64). Drawing again until the
-    // first character is alphanumeric costs under 0.05 bits of the 128.
+    typeable_id::<16>()
+}
+
+/// `N` random bytes in base64url, never starting with `-`: command-line parsers would take
+/// `-x...` for an option (`latchkey token --client-id -x...` and `client secret revoke ID
+/// -x...` failed about once in 64). Drawing again until the first character is alphanumeric
+/// costs under 0.05 bits.
+fn typeable_id<const N: usize>() -> String {
     loop {
-        let id = URL_SAFE_NO_PAD.encode(random_bytes::<16>());
+        let id = URL_SAFE_NO_PAD.encode(random_bytes::<N>());
         if id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
             return id;
         }
@@ -52,9 +57,10 @@ pub fn new_opaque_token() -> (String, SecretHash) {
     (token, hash)
 }
 
-/// A new identifier for a stored secret or key row: 64 random bits, base64url.
+/// A new identifier for a stored secret or key row: 64 random bits, base64url, typed on the
+/// command line like a client id.
 pub fn new_row_id() -> String {
-    URL_SAFE_NO_PAD.encode(random_bytes::<8>())
+    typeable_id::<8>()
 }
 
 /// A client secret in the clear. It exists only between generation and the moment it is shown
@@ -126,17 +132,19 @@ impl std::fmt::Debug for SecretHash {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
-    fn client_ids_never_look_like_command_line_options() {
+    fn ids_never_look_like_command_line_options() {
         for _ in 0..5_000 {
             let id = new_client_id();
             assert_eq!(id.len(), 22);
             assert!(id.starts_with(|c: char| c.is_ascii_alphanumeric()), "{id}");
+            let row = new_row_id();
+            assert_eq!(row.len(), 11);
+            assert!(row.starts_with(|c: char| c.is_ascii_alphanumeric()), "{row}");
         }
     }
-
-    use super::*;
 
     #[test]
     fn secrets_are_long_unreserved_and_unique() {
