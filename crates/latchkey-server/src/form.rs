@@ -36,6 +36,10 @@ pub fn parse(body: &[u8], max_pairs: usize) -> Result<Vec<(String, String)>, For
 /// Decodes one form-urlencoded component: `+` is a space, `%XX` a byte. `None` for a bad
 /// escape or a result that is not UTF-8.
 pub fn decode_component(input: &[u8]) -> Option<String> {
+    // Most components (grant_type, scope, ids) have nothing to decode: check and copy them.
+    if !input.iter().any(|&b| b == b'+' || b == b'%') {
+        return std::str::from_utf8(input).ok().map(str::to_owned);
+    }
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {

@@ -45,12 +45,17 @@
 //! can be written in Rust here (Basic credentials checked against a SHA-256 hash in constant
 //! time, the form read, an RFC 9068 JWT signed with an ES256 key held in memory; no database,
 //! no log), served in this process on a runtime of its own with two worker threads, like
-//! `latchkey serve`. The two take turns (two rounds each) and the ratio is printed.
+//! `latchkey serve`. The two take turns (`BENCH_ROUNDS`, default two rounds each); the ratio of
+//! their throughputs is printed, and that of the CPU time each server used per request (the
+//! `latchkey serve` process; the floor's runtime threads), from `/proc`. `BENCH_FLOOR_PROCESS=1`
+//! adds the same floor in a process of its own, as latchkey runs, which costs it a little more
+//! CPU per request than sharing this process with the load generator does.
 //!
 //! Settings (environment): `BENCH_ENDPOINT` (`token`, `token-opaque`, `token-pkjwt`,
 //! `token-tls`, `token-mtls`, `token-half-sent`, `federated-dead-issuer`, `token-floor`,
 //! `introspect-jwt`, `introspect-opaque` or `gate`; default `token`), `BENCH_DATABASE`, `BENCH_REPLICAS` (1), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
-//! `BENCH_CONNECTIONS` (16), `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (2).
+//! `BENCH_CONNECTIONS` (16), `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (2), and for
+//! `token-floor` `BENCH_ROUNDS` (2) and `BENCH_FLOOR_PROCESS` (0).
 //! Targets on a 2-core machine, load generator included, at 16 connections: ≥ 20,000
 //! tokens/s with ES256 and p99 ≤ 5 ms; ≥ 15,000 introspections/s.
 
@@ -66,6 +71,11 @@ use hyper_util::rt::TokioIo;
 
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 
+/// Set (to the client's `Basic` value) when this program is started to serve the floor
+/// endpoint at the address in [`FLOOR_ADDR`] (`BENCH_FLOOR_PROCESS=1`).
+const FLOOR_SERVE: &str = "LATCHKEY_BENCH_FLOOR_SERVE";
+const FLOOR_ADDR: &str = "LATCHKEY_BENCH_FLOOR_ADDR";
+
 fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -74,6 +84,12 @@ fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn main() {
+    // The floor endpoint in a process of its own (token-floor with BENCH_FLOOR_PROCESS=1).
+    if let Ok(basic) = std::env::var(FLOOR_SERVE) {
+        let listener = std::net::TcpListener::bind(std::env::var(FLOOR_ADDR).unwrap()).unwrap();
+        serve_floor(&basic, listener);
+        return;
+    }
     // `cargo bench` passes `--bench`; any other filter argument is ignored.
     let endpoint: String = setting("BENCH_ENDPOINT", "token".to_owned());
     let alg: String = setting("BENCH_ALG", "ES256".to_owned());
@@ -195,7 +211,8 @@ fn main() {
             return gate_overhead(&token, &addr, connections, warmup, seconds).await;
         }
         if endpoint == "token-floor" {
-            return token_floor(&token, connections, warmup, seconds).await;
+            let server_pid = servers[0].id();
+            return token_floor(&token, server_pid, connections, warmup, seconds).await;
         }
         if endpoint == "token-half-sent" {
             let half_sent = setting("BENCH_HALF_SENT", 1000);
@@ -368,38 +385,156 @@ async fn gate_overhead(
     let _ = gate.wait();
 }
 
-/// latchkey's token endpoint and the floor endpoint, taking turns; the ratio of their means.
-async fn token_floor(token: &Request, connections: usize, warmup: u64, seconds: u64) {
+/// One side of the token-floor comparison: its requests, and how to read its CPU time.
+struct Contestant {
+    name: &'static str,
+    request: Request,
+    /// The `/proc` stat files whose CPU time is the side's (a process, or the floor's threads).
+    cpu: Box<dyn Fn() -> Vec<String>>,
+}
+
+/// A child process killed when this is dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// latchkey's token endpoint and the floor endpoint, taking turns (`BENCH_ROUNDS` rounds each);
+/// the ratio of their mean throughputs and of the CPU time each server spent per request.
+/// With `BENCH_FLOOR_PROCESS=1` the floor also runs in a process of its own (this program
+/// again), as latchkey does, and takes its turn after the in-process one.
+async fn token_floor(
+    token: &Request,
+    server_pid: u32,
+    connections: usize,
+    warmup: u64,
+    seconds: u64,
+) {
     let floor_addr = start_floor_endpoint(&token.authorization);
     wait_until_ready(&floor_addr).await;
-    let floor = Request {
-        addr: floor_addr,
-        path: "/oauth2/token",
-        authorization: token.authorization.clone(),
-        body: token.body.clone(),
-        expect: token.expect,
-        bodies: None,
+    let with_addr = |addr: String| Request {
+        addr,
+        ..token.clone_request()
     };
-    let (mut latchkey_rates, mut floor_rates) = (Vec::new(), Vec::new());
-    for round in 1..=2 {
-        for (name, request, rates) in [
-            ("latchkey", token, &mut latchkey_rates),
-            ("floor", &floor, &mut floor_rates),
-        ] {
-            let requests = std::slice::from_ref(request);
+    let mut contestants = vec![
+        Contestant {
+            name: "latchkey",
+            request: token.clone_request(),
+            cpu: Box::new(move || vec![format!("/proc/{server_pid}/stat")]),
+        },
+        Contestant {
+            name: "floor",
+            request: with_addr(floor_addr),
+            cpu: Box::new(floor_threads),
+        },
+    ];
+    let mut _floor_process = None;
+    if setting("BENCH_FLOOR_PROCESS", 0) == 1 {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .env(FLOOR_SERVE, &token.authorization)
+            .env(FLOOR_ADDR, &addr)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        _floor_process = Some(KillOnDrop(child));
+        wait_until_ready(&addr).await;
+        contestants.push(Contestant {
+            name: "floor-process",
+            request: with_addr(addr),
+            cpu: Box::new(move || vec![format!("/proc/{pid}/stat")]),
+        });
+    }
+    let mut rates = vec![Vec::new(); contestants.len()];
+    let mut cpu_us = vec![Vec::new(); contestants.len()];
+    for round in 1..=setting("BENCH_ROUNDS", 2) {
+        for (i, contestant) in contestants.iter().enumerate() {
+            let requests = std::slice::from_ref(&contestant.request);
             run_load(requests, connections, Duration::from_secs(warmup)).await;
+            let before = cpu_seconds(&(contestant.cpu)());
             let result = run_load(requests, connections, Duration::from_secs(seconds)).await;
-            rates.push(result.rate());
-            result.report(&format!("{name}, round {round}"), "ES256", connections);
+            let after = cpu_seconds(&(contestant.cpu)());
+            let per_request = |seconds: f64| seconds * 1e6 / result.latencies_us.len() as f64;
+            let user = per_request(after.0 - before.0);
+            let system = per_request(after.1 - before.1);
+            rates[i].push(result.rate());
+            cpu_us[i].push(user + system);
+            result.report(
+                &format!("{}, round {round}", contestant.name),
+                "ES256",
+                connections,
+            );
+            println!(
+                "  cpu        {:.1} µs per request on the server side ({user:.1} user, {system:.1} \
+                 system)",
+                user + system
+            );
         }
     }
-    let mean = |rates: &[f64]| rates.iter().sum::<f64>() / rates.len() as f64;
-    println!(
-        "latchkey / floor throughput: {:.2} ({:.0} vs {:.0} tokens/s)",
-        mean(&latchkey_rates) / mean(&floor_rates),
-        mean(&latchkey_rates),
-        mean(&floor_rates)
-    );
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
+    for (i, floor) in contestants.iter().enumerate().skip(1) {
+        println!(
+            "latchkey / {} throughput: {:.2} ({:.0} vs {:.0} tokens/s); CPU per request: {:.2} \
+             ({:.1} vs {:.1} µs)",
+            floor.name,
+            mean(&rates[0]) / mean(&rates[i]),
+            mean(&rates[0]),
+            mean(&rates[i]),
+            mean(&cpu_us[0]) / mean(&cpu_us[i]),
+            mean(&cpu_us[0]),
+            mean(&cpu_us[i]),
+        );
+    }
+}
+
+/// The `/proc` stat files of the floor's runtime threads (named `floor-worker`).
+fn floor_threads() -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            comm.starts_with("floor-worker")
+                .then(|| path.join("stat").display().to_string())
+        })
+        .collect()
+}
+
+/// User and system CPU time in seconds, summed over `/proc` stat files (0 where there is no
+/// `/proc`).
+fn cpu_seconds(stat_files: &[String]) -> (f64, f64) {
+    let (mut user, mut system) = (0, 0);
+    for file in stat_files {
+        let Ok(stat) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        // The fields after the command name (in parentheses): utime is the 14th, stime the
+        // 15th of the whole line.
+        let Some(end) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[end + 2..].split(' ').collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        user += field(11);
+        system += field(12);
+    }
+    // The kernel's USER_HZ is 100 on every Linux platform Rust targets.
+    (user as f64 / 100.0, system as f64 / 100.0)
 }
 
 /// What the floor endpoint holds: the one client and the signing key.
@@ -413,6 +548,19 @@ struct Floor {
 /// Starts the floor endpoint for the client of `basic` (a `Basic` header value) on a runtime
 /// of its own (two worker threads) and returns its address.
 fn start_floor_endpoint(basic: &str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let basic = basic.to_owned();
+    // Its threads are named so that their CPU time can be told from the load generator's.
+    std::thread::Builder::new()
+        .name("floor-worker-accept".into())
+        .spawn(move || serve_floor(&basic, listener))
+        .unwrap();
+    addr
+}
+
+/// Serves the floor endpoint on `listener` (two worker threads), for ever.
+fn serve_floor(basic: &str, listener: std::net::TcpListener) {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(basic.trim_start_matches("Basic "))
         .unwrap();
@@ -432,24 +580,20 @@ fn start_floor_endpoint(basic: &str) -> String {
         key,
         header,
     });
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            listener.set_nonblocking(true).unwrap();
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let router = axum::Router::new()
-                .route("/oauth2/token", axum::routing::post(floor_token))
-                .with_state(floor);
-            axum::serve(listener, router).await.unwrap();
-        });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("floor-worker")
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let router = axum::Router::new()
+            .route("/oauth2/token", axum::routing::post(floor_token))
+            .with_state(floor);
+        axum::serve(listener, router).await.unwrap();
     });
-    addr
 }
 
 /// The floor's token endpoint: RFC 6749 §4.4 with client_secret_basic, nothing more.
@@ -999,6 +1143,17 @@ struct Request {
 }
 
 impl Request {
+    fn clone_request(&self) -> Request {
+        Request {
+            addr: self.addr.clone(),
+            path: self.path,
+            authorization: self.authorization.clone(),
+            body: self.body.clone(),
+            expect: self.expect,
+            bodies: self.bodies.clone(),
+        }
+    }
+
     fn build(&self) -> hyper::Request<Full<Bytes>> {
         let body = match &self.bodies {
             Some(pool) => {

@@ -34,7 +34,7 @@ struct Gate {
 }
 
 pub async fn run(args: GateArgs) -> anyhow::Result<()> {
-    let _log = crate::serve_cmd::init_logging();
+    let _log = crate::logging::init_logging();
     let limits = args.connections.limits()?;
     let upstream = Upstream::parse(&args.upstream)?;
     let mut builder = Guard::builder()

@@ -8,6 +8,7 @@ mod gate_cmd;
 mod import_cmd;
 mod kek;
 mod keys_cmd;
+mod logging;
 mod migrate_cmd;
 mod output;
 mod proxy;

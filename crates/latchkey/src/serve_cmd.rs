@@ -1,11 +1,9 @@
 //! `latchkey serve`.
 
-use std::io::IsTerminal as _;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use latchkey_server::{Application, ServerConfig, SystemClock, store};
-use tracing_subscriber::EnvFilter;
 
 use crate::cli::{GlobalArgs, ServeArgs};
 
@@ -14,7 +12,7 @@ use crate::cli::{GlobalArgs, ServeArgs};
 const JANITOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
-    let _log = init_logging();
+    let _log = crate::logging::init_logging();
 
     let store = store::connect(&global.database)
         .await
@@ -81,30 +79,6 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     app.run_until(shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Log lines waiting for the writer thread. When the writer falls this far behind, logging
-/// waits for it rather than drop a line.
-const LOG_BUFFER_LINES: usize = 64 * 1024;
-
-/// Logs to stdout, filtered by RUST_LOG (default `info`), from a thread of its own: a request
-/// hands its access-log line over and goes on (the synchronous write to stdout was a tenth of
-/// the token path's cost, see README "Benchmark"). Keep the guard until the process ends: it
-/// writes out what is still buffered when dropped.
-pub fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(LOG_BUFFER_LINES)
-        .lossy(false)
-        .thread_name("latchkey-log")
-        .finish(std::io::stdout());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_writer(writer)
-        .init();
-    guard
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -25,7 +25,7 @@ struct Sidecar {
 }
 
 pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
-    let _log = crate::serve_cmd::init_logging();
+    let _log = crate::logging::init_logging();
     let limits = args.connections.limits()?;
     let upstream = Upstream::parse(&args.upstream)?;
     if !upstream.is_confidential() {
