@@ -142,7 +142,10 @@ mod tests {
             assert!(id.starts_with(|c: char| c.is_ascii_alphanumeric()), "{id}");
             let row = new_row_id();
             assert_eq!(row.len(), 11);
-            assert!(row.starts_with(|c: char| c.is_ascii_alphanumeric()), "{row}");
+            assert!(
+                row.starts_with(|c: char| c.is_ascii_alphanumeric()),
+                "{row}"
+            );
         }
     }
 
