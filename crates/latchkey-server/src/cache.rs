@@ -33,9 +33,10 @@ use tokio::sync::Semaphore;
 
 use crate::clock::Clock;
 use crate::keys::{KeyError, KeyRing, KeySource};
+use crate::model::ClientRecord;
 use crate::protocol::client_keys::registered_keys;
 use crate::protocol::mutual_tls::registered_certificates;
-use crate::store::{Change, ClientRecord, Store, StoreError};
+use crate::store::{Change, Store, StoreError};
 
 /// How often a server checks the generation counter and the deny list.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -70,8 +71,9 @@ pub struct KnownClient {
 impl KnownClient {
     /// Parses the record's keys.
     pub fn new(record: ClientRecord) -> Self {
-        let assertion_keys = registered_keys(record.public_keys.as_deref());
-        let certificates = registered_certificates(record.public_keys.as_deref());
+        let jwks = record.credential.registered_jwks();
+        let assertion_keys = registered_keys(jwks);
+        let certificates = registered_certificates(jwks);
         KnownClient {
             record,
             assertion_keys,

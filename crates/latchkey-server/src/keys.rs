@@ -19,8 +19,8 @@ use latchkey_jose::{PrivateKey, VerifyingKey};
 use latchkey_proto::{Jwk, JwkSet, SigningAlg};
 use serde::Serialize;
 
-use crate::admin::MAX_TOKEN_TTL;
 use crate::kek::{KekError, KeyEncryptionKey, check_stored, unseal};
+use crate::model::MAX_TOKEN_TTL;
 use crate::protocol::dpop_nonce::NonceKey;
 use crate::store::{KeyState, RotationOutcome, RotationPlan, Store, StoreError, StoredKey};
 

@@ -16,6 +16,7 @@ pub mod http;
 pub mod janitor;
 pub mod kek;
 pub mod keys;
+pub mod model;
 pub mod protocol;
 pub mod remote_keys;
 pub mod secret;

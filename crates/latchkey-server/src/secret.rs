@@ -9,7 +9,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use subtle::ConstantTimeEq;
 
-use crate::protocol::access_token::OPAQUE_PREFIX;
+/// Opaque tokens start with this, so that they are told apart from JWTs at a glance and
+/// secret scanners can recognise a leaked one.
+pub const OPAQUE_PREFIX: &str = "lkat_";
 
 /// Fills `buf` from the operating system's CSPRNG.
 ///

@@ -204,9 +204,9 @@ async fn run() {
             admin_store.as_ref(),
             &latchkey_server::SystemClock,
             id,
-            latchkey_server::store::ClientUpdate {
+            latchkey_server::model::ClientUpdate {
                 enabled: Some(true),
-                ..latchkey_server::store::ClientUpdate::default()
+                ..latchkey_server::model::ClientUpdate::default()
             },
         )
         .await
@@ -230,9 +230,9 @@ async fn run() {
             admin_store.as_ref(),
             &latchkey_server::SystemClock,
             id,
-            latchkey_server::store::ClientUpdate {
+            latchkey_server::model::ClientUpdate {
                 enabled: Some(false),
-                ..latchkey_server::store::ClientUpdate::default()
+                ..latchkey_server::model::ClientUpdate::default()
             },
         )
         .await

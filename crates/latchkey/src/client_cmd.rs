@@ -6,7 +6,8 @@ use std::path::Path;
 use anyhow::Context as _;
 use latchkey_proto::{ClientAuthMethod, GrantType};
 use latchkey_server::admin::{self, Applied, ClientKeys, NewClient};
-use latchkey_server::store::{self, ClientRecord, ClientUpdate};
+use latchkey_server::model::{ClientRecord, ClientUpdate, Credential, Federation};
+use latchkey_server::store;
 use latchkey_server::{Clock, SystemClock};
 use serde_json::{Value, json};
 
@@ -128,7 +129,7 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                         c.scope.join(" "),
                         c.audience.join(" "),
                         format!("{}s", c.token_ttl_seconds),
-                        c.auth_method.to_string(),
+                        c.auth_method().to_string(),
                         c.enabled.to_string(),
                         timestamp(c.created_at),
                     ]
@@ -393,7 +394,7 @@ pub fn client_json(client: &ClientRecord) -> Value {
         "scope": client.scope.join(" "),
         "audience": client.audience,
         "token_ttl_seconds": client.token_ttl_seconds,
-        "auth_method": client.auth_method,
+        "auth_method": client.auth_method(),
         "grant_types": client.grant_types,
         "enabled": client.enabled,
         "can_introspect": client.can_introspect,
@@ -404,13 +405,13 @@ pub fn client_json(client: &ClientRecord) -> Value {
     if let Some(keys) = public_keys(client) {
         value["jwks"] = keys;
     }
-    if let Some(uri) = &client.jwks_uri {
+    if let Some(uri) = client.credential.jwks_uri() {
         value["jwks_uri"] = json!(uri);
     }
-    if let Some(subject) = &client.tls_subject {
+    if let Credential::TlsSubject(subject) = &client.credential {
         value[subject.kind()] = json!(subject.value());
     }
-    if let Some(federation) = &client.federation {
+    if let Some(federation) = client.credential.federation() {
         value["federated_issuer"] = json!(federation.issuer);
         value["federated_subject"] = json!(federation.subject);
         if let Some(audience) = &federation.audience {
@@ -423,7 +424,7 @@ pub fn client_json(client: &ClientRecord) -> Value {
 
 /// The registered public keys of a private_key_jwt client, as stored.
 fn public_keys(client: &ClientRecord) -> Option<Value> {
-    serde_json::from_str(client.public_keys.as_deref()?).ok()
+    serde_json::from_str(client.credential.registered_jwks()?).ok()
 }
 
 fn client_row(client: &ClientRecord, secret: Option<&str>) -> Vec<Row> {
@@ -436,7 +437,7 @@ fn client_row(client: &ClientRecord, secret: Option<&str>) -> Vec<Row> {
         ("scope", client.scope.join(" ")),
         ("audience", client.audience.join(" ")),
         ("token_ttl_seconds", client.token_ttl_seconds.to_string()),
-        ("auth_method", client.auth_method.to_string()),
+        ("auth_method", client.auth_method().to_string()),
         (
             "grant_types",
             client
@@ -461,13 +462,13 @@ fn client_row(client: &ClientRecord, secret: Option<&str>) -> Vec<Row> {
             .collect();
         rows.push(("key_ids", kids.join(" ")));
     }
-    if let Some(uri) = &client.jwks_uri {
-        rows.push(("jwks_uri", uri.clone()));
+    if let Some(uri) = client.credential.jwks_uri() {
+        rows.push(("jwks_uri", uri.to_owned()));
     }
-    if let Some(subject) = &client.tls_subject {
+    if let Credential::TlsSubject(subject) = &client.credential {
         rows.push((subject.kind(), subject.value()));
     }
-    if let Some(federation) = &client.federation {
+    if let Some(federation) = client.credential.federation() {
         rows.push(("federated_issuer", federation.issuer.clone()));
         rows.push(("federated_subject", federation.subject.clone()));
         if let Some(audience) = &federation.audience {
@@ -482,7 +483,7 @@ fn client_row(client: &ClientRecord, secret: Option<&str>) -> Vec<Row> {
 }
 
 /// The token age limit a federated client has, its own or the default.
-fn federated_max_token_age(federation: &latchkey_server::store::Federation) -> i64 {
+fn federated_max_token_age(federation: &Federation) -> i64 {
     federation
         .max_token_age
         .unwrap_or(latchkey_server::protocol::client_assertion::DEFAULT_FEDERATED_MAX_TOKEN_AGE)

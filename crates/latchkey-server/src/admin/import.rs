@@ -11,9 +11,10 @@ use latchkey_proto::{ClientAuthMethod, GrantType, TokenFormat};
 use serde::Deserialize;
 
 use super::{AdminError, Applied, ClientKeys, NewClient, applied, client_record, parse_scope_list};
+use crate::model::{ClientRecord, Credential, SecretRecord};
 use crate::protocol::syntax::is_client_id;
 use crate::secret::{ClientSecret, SecretHash, new_row_id};
-use crate::store::{ClientRecord, SecretRecord, Store};
+use crate::store::Store;
 
 /// Clients per transaction. Random ids put each insert on a different index page, and SQLite
 /// writes every page a transaction touched to its log at commit: 10,000 clients per commit
@@ -119,16 +120,12 @@ pub async fn prepare_client(
         can_introspect: line.can_introspect,
         token_format: line.token_format,
     };
-    let mut record = client_record(new, now)?;
-    record.enabled = line.enabled;
-    if let Some(client_id) = &line.client_id {
-        record.client_id = check_kept_id(client_id)?;
-    }
     let jwks = line.jwks.as_ref().map(serde_json::Value::to_string);
     let keys = key_source(&line, jwks.as_deref(), allow_private)?;
     let mut generated_secret = None;
-    match (line.auth_method.uses_secret(), keys, kept_secret) {
-        (true, None, Some(KeptSecret(secret))) => {
+    let mut secrets = Vec::new();
+    let credential = match (Credential::secret(line.auth_method), keys, kept_secret) {
+        (Some(credential), None, Some(KeptSecret(secret))) => {
             if secret.chars().count() < MIN_KEPT_SECRET_CHARS
                 || !secret.chars().all(|c| c.is_ascii_graphic())
             {
@@ -137,41 +134,41 @@ pub async fn prepare_client(
                      characters"
                 )));
             }
-            record
-                .secrets
-                .push(secret_record(SecretHash::of(secret.as_bytes()), now));
+            secrets.push(secret_record(SecretHash::of(secret.as_bytes()), now));
+            credential
         }
-        (true, None, None) => {
+        (Some(credential), None, None) => {
             let secret = ClientSecret::generate();
-            record.secrets.push(secret_record(secret.hash(), now));
+            secrets.push(secret_record(secret.hash(), now));
             generated_secret = Some(secret);
+            credential
         }
-        (true, Some(_), _) => {
+        (Some(_), Some(_), _) => {
             return Err(AdminError::Invalid(format!(
                 "a {} client uses a secret, not keys, a certificate or a subject",
                 line.auth_method
             )));
         }
-        (false, _, Some(_)) => {
+        (None, _, Some(_)) => {
             return Err(AdminError::Invalid(format!(
                 "a {} client has no client_secret",
                 line.auth_method
             )));
         }
-        (false, None, None) => {
+        (None, None, None) => {
             return Err(AdminError::Invalid(format!(
                 "a {} client needs jwks, jwks_uri, a federated_issuer or a tls_client_auth_* \
                  subject",
                 line.auth_method
             )));
         }
-        (false, Some(keys), None) => {
-            let columns = keys.checked(line.auth_method).await?;
-            record.public_keys = columns.public_keys;
-            record.jwks_uri = columns.jwks_uri;
-            record.federation = columns.federation;
-            record.tls_subject = columns.tls_subject;
-        }
+        (None, Some(keys), None) => keys.checked(line.auth_method).await?,
+    };
+    let mut record = client_record(new, credential, now)?;
+    record.enabled = line.enabled;
+    record.secrets = secrets;
+    if let Some(client_id) = &line.client_id {
+        record.client_id = check_kept_id(client_id)?;
     }
     Ok(PreparedClient {
         record,

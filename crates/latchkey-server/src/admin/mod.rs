@@ -11,24 +11,17 @@ use std::time::Duration;
 use crate::cache::wait_for_servers;
 use crate::clock::Clock;
 use crate::keys::{KeyError, KeySource, next_key_ready_at};
+pub use crate::model::TlsSubject;
+use crate::model::{ClientRecord, ClientUpdate, Credential, Federation, SecretInfo, SecretRecord};
 pub use crate::protocol::client_keys::MAX_JWKS_BYTES;
 use crate::protocol::client_keys::{MAX_KEYS, normalize_jwks, registered_keys};
-pub use crate::protocol::mutual_tls::TlsSubject;
 use crate::protocol::mutual_tls::{certificate_jwk, registered_certificates};
 use crate::protocol::syntax::{MAX_SCOPE_TOKENS, is_resource_uri, is_scope_token};
 pub use crate::remote_keys::check_jwks_uri;
 use crate::secret::{ClientSecret, new_client_id, new_row_id};
-use crate::store::{
-    ClientRecord, ClientUpdate, Federation, KeyState, RotationOutcome, SecretAdded, SecretInfo,
-    SecretRecord, Store, StoreError,
-};
+use crate::store::{KeyState, RotationOutcome, SecretAdded, Store, StoreError};
 
-/// Shortest token lifetime a client may have (seconds).
-pub const MIN_TOKEN_TTL: i64 = 10;
-/// Longest token lifetime a client may have (seconds): a day.
-pub const MAX_TOKEN_TTL: i64 = 24 * 60 * 60;
-/// The default token lifetime (seconds): 15 minutes.
-pub const DEFAULT_TOKEN_TTL: i64 = 15 * 60;
+pub use crate::model::{DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, MIN_TOKEN_TTL};
 
 /// How long a change waits for running servers to confirm they dropped cached records.
 pub const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -153,15 +146,15 @@ pub async fn create_client(
     clock: &dyn Clock,
     new: NewClient,
 ) -> Result<Applied<(ClientRecord, ClientSecret)>, AdminError> {
-    if !new.auth_method.uses_secret() {
+    let Some(credential) = Credential::secret(new.auth_method) else {
         return Err(AdminError::Invalid(format!(
             "a {} client registers keys or a certificate, not a secret",
             new.auth_method
         )));
-    }
+    };
     let now = clock.unix_seconds();
     let secret = ClientSecret::generate();
-    let mut client = client_record(new, now)?;
+    let mut client = client_record(new, credential, now)?;
     client.secrets.push(SecretRecord {
         secret_id: new_row_id(),
         hash: secret.hash(),
@@ -235,18 +228,9 @@ pub fn certificates_from_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, AdminError> {
 /// The longest federated token age a client may be registered with: 30 days.
 pub const MAX_FEDERATED_TOKEN_AGE: i64 = 30 * 24 * 3600;
 
-/// How a client without a secret is stored: the columns [`ClientKeys`] fills.
-#[derive(Default)]
-struct KeyColumns {
-    public_keys: Option<String>,
-    jwks_uri: Option<String>,
-    federation: Option<Federation>,
-    tls_subject: Option<TlsSubject>,
-}
-
 impl ClientKeys<'_> {
     /// Checks the key source for a client of `method` and returns it as stored.
-    async fn checked(self, method: ClientAuthMethod) -> Result<KeyColumns, AdminError> {
+    async fn checked(self, method: ClientAuthMethod) -> Result<Credential, AdminError> {
         use ClientAuthMethod::{PrivateKeyJwt, SelfSignedTlsClientAuth, TlsClientAuth};
         let fits = match self {
             ClientKeys::Jwks(_) => matches!(method, PrivateKeyJwt | SelfSignedTlsClientAuth),
@@ -282,9 +266,10 @@ impl ClientKeys<'_> {
                             .into(),
                     ));
                 }
-                KeyColumns {
-                    public_keys: Some(stored),
-                    ..KeyColumns::default()
+                if method == SelfSignedTlsClientAuth {
+                    Credential::Certificates(stored)
+                } else {
+                    Credential::Keys(stored)
                 }
             }
             ClientKeys::Certificates(certificates) => {
@@ -299,23 +284,16 @@ impl ClientKeys<'_> {
                     .collect::<Result<Vec<_>, _>>()?;
                 let set = serde_json::to_string(&latchkey_proto::JwkSet { keys })
                     .map_err(|e| AdminError::Invalid(e.to_string()))?;
-                KeyColumns {
-                    public_keys: Some(normalize_jwks(&set).map_err(AdminError::Invalid)?),
-                    ..KeyColumns::default()
-                }
+                Credential::Certificates(normalize_jwks(&set).map_err(AdminError::Invalid)?)
             }
-            ClientKeys::TlsSubject { kind, value } => KeyColumns {
-                tls_subject: Some(TlsSubject::parse(kind, value).map_err(AdminError::Invalid)?),
-                ..KeyColumns::default()
-            },
-            ClientKeys::JwksUri { uri, allow_private } => KeyColumns {
-                jwks_uri: Some(
-                    check_jwks_uri(uri, allow_private)
-                        .await
-                        .map_err(AdminError::Invalid)?,
-                ),
-                ..KeyColumns::default()
-            },
+            ClientKeys::TlsSubject { kind, value } => {
+                Credential::TlsSubject(TlsSubject::parse(kind, value).map_err(AdminError::Invalid)?)
+            }
+            ClientKeys::JwksUri { uri, allow_private } => Credential::JwksUri(
+                check_jwks_uri(uri, allow_private)
+                    .await
+                    .map_err(AdminError::Invalid)?,
+            ),
             ClientKeys::Federated {
                 issuer,
                 subject,
@@ -349,10 +327,7 @@ impl ClientKeys<'_> {
                     audience: audience.map(|a| text("audience", a)).transpose()?,
                     max_token_age,
                 };
-                KeyColumns {
-                    federation: Some(federation),
-                    ..KeyColumns::default()
-                }
+                Credential::Federation(federation)
             }
         })
     }
@@ -367,12 +342,8 @@ pub async fn create_key_client(
     new: NewClient,
     keys: ClientKeys<'_>,
 ) -> Result<Applied<ClientRecord>, AdminError> {
-    let columns = keys.checked(new.auth_method).await?;
-    let mut client = client_record(new, clock.unix_seconds())?;
-    client.public_keys = columns.public_keys;
-    client.jwks_uri = columns.jwks_uri;
-    client.federation = columns.federation;
-    client.tls_subject = columns.tls_subject;
+    let credential = keys.checked(new.auth_method).await?;
+    let client = client_record(new, credential, clock.unix_seconds())?;
     store.create_client(&client).await?;
     applied(store, client).await
 }
@@ -386,18 +357,14 @@ pub async fn replace_client_keys(
     keys: ClientKeys<'_>,
 ) -> Result<Applied<ClientRecord>, AdminError> {
     let client = show_client(store, client_id).await?;
-    if client.auth_method.uses_secret() {
+    if client.auth_method().uses_secret() {
         return Err(AdminError::Invalid(format!(
             "client {client_id} authenticates with a secret ({}), not registered keys",
-            client.auth_method
+            client.auth_method()
         )));
     }
-    let columns = keys.checked(client.auth_method).await?;
     let update = ClientUpdate {
-        public_keys: columns.public_keys,
-        jwks_uri: columns.jwks_uri,
-        federation: columns.federation,
-        tls_subject: columns.tls_subject,
+        credential: Some(keys.checked(client.auth_method()).await?),
         ..ClientUpdate::default()
     };
     let client = store
@@ -407,8 +374,12 @@ pub async fn replace_client_keys(
     applied(store, client).await
 }
 
-/// A new client record with a fresh id, no secrets and no keys, after validating `new`.
-fn client_record(new: NewClient, now: i64) -> Result<ClientRecord, AdminError> {
+/// A new client record with a fresh id and no secrets, after validating `new`.
+fn client_record(
+    new: NewClient,
+    credential: Credential,
+    now: i64,
+) -> Result<ClientRecord, AdminError> {
     Ok(ClientRecord {
         client_id: new_client_id(),
         name: check_name(&new.name)?,
@@ -416,15 +387,11 @@ fn client_record(new: NewClient, now: i64) -> Result<ClientRecord, AdminError> {
         audience: check_audience(&new.audience)?,
         grant_types: new.grant_types,
         token_ttl_seconds: check_ttl(new.token_ttl_seconds)?,
-        auth_method: new.auth_method,
+        credential,
         enabled: true,
         can_introspect: new.can_introspect,
         token_format: new.token_format,
         token_epoch: 0,
-        public_keys: None,
-        jwks_uri: None,
-        federation: None,
-        tls_subject: None,
         created_at: now,
         updated_at: now,
         secrets: Vec::new(),
@@ -452,11 +419,7 @@ pub async fn update_client(
         .transpose()?;
     update.audience = update.audience.as_deref().map(check_audience).transpose()?;
     update.token_ttl_seconds = update.token_ttl_seconds.map(check_ttl).transpose()?;
-    if update.public_keys.is_some()
-        || update.jwks_uri.is_some()
-        || update.federation.is_some()
-        || update.tls_subject.is_some()
-    {
+    if update.credential.is_some() {
         return Err(AdminError::Invalid(
             "keys are replaced with replace_client_keys, which checks them".into(),
         ));
@@ -529,11 +492,11 @@ async fn new_secret(
     others_expire_in: Option<i64>,
 ) -> Result<Applied<(String, ClientSecret)>, AdminError> {
     let client = show_client(store, client_id).await?;
-    if !client.auth_method.uses_secret() {
+    if !client.auth_method().uses_secret() {
         return Err(AdminError::Invalid(format!(
             "client {client_id} authenticates with keys or a certificate ({}) and has no \
              secrets; replace them with `latchkey client update`",
-            client.auth_method
+            client.auth_method()
         )));
     }
     let now = clock.unix_seconds();

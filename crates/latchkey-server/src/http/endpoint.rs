@@ -164,7 +164,7 @@ async fn authenticate_by_assertion(
     now: i64,
 ) -> Result<(), OAuthError> {
     let record = client.map(|c| &c.record);
-    if let Some(federation) = record.and_then(|r| r.federation.as_ref()) {
+    if let Some(federation) = record.and_then(|r| r.credential.federation()) {
         let Some(jwks) = state.remote_keys.for_issuer(&federation.issuer).await else {
             tracing::warn!(issuer = %federation.issuer, "no keys for a trusted issuer");
             return Err(OAuthError::temporarily_unavailable());
@@ -176,7 +176,7 @@ async fn authenticate_by_assertion(
         issuer: &state.issuer,
         compatible_audience: state.compatible_assertion_audience.as_deref(),
     };
-    let verified = match record.and_then(|r| r.jwks_uri.as_deref()) {
+    let verified = match record.and_then(|r| r.credential.jwks_uri()) {
         Some(uri) => {
             let Some(jwks) = state.remote_keys.for_uri(uri) else {
                 tracing::warn!(%uri, "a client's jwks_uri is not one this server may fetch");

@@ -13,10 +13,10 @@ use crate::app::AppState;
 use crate::error::OAuthError;
 use crate::http::access_log::{ClientTag, Outcome};
 use crate::http::endpoint::{authenticate_client, receive};
+use crate::model::OpaqueTokenRecord;
 use crate::protocol::client_credentials::{access_token_claims, decide};
 use crate::protocol::mutual_tls::certificate_thumbprint;
 use crate::secret::{new_jti, new_opaque_token};
-use crate::store::OpaqueTokenRecord;
 
 /// The token endpoint handler.
 pub async fn token(State(state): State<Arc<AppState>>, request: Request) -> Response {
@@ -70,7 +70,7 @@ async fn issue(
     };
     // RFC 8705 §3: a client that authenticated with its certificate gets tokens bound to it.
     let certificate_x5t = client
-        .auth_method
+        .auth_method()
         .is_mutual_tls()
         .then(|| received.certificate().map(certificate_thumbprint))
         .flatten();

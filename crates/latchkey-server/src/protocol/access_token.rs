@@ -8,11 +8,7 @@ use latchkey_proto::AccessTokenClaims;
 use serde::Deserialize;
 
 use crate::keys::KeyRing;
-use crate::secret::SecretHash;
-
-/// Opaque tokens start with this, so that they are told apart from JWTs at a glance and
-/// secret scanners can recognise a leaked one.
-pub const OPAQUE_PREFIX: &str = "lkat_";
+use crate::secret::{OPAQUE_PREFIX, SecretHash};
 
 /// No token we issue is longer than this; longer input is refused before any decoding.
 const MAX_TOKEN_LEN: usize = 8 * 1024;

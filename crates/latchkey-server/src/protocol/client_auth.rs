@@ -10,14 +10,15 @@ use latchkey_proto::ClientAuthMethod;
 
 use crate::error::OAuthError;
 use crate::form::decode_component;
+use crate::model::{ClientRecord, Credential};
 use crate::protocol::client_assertion::{
     ASSERTION_TYPE, AssertionPolicy, DEFAULT_FEDERATED_MAX_TOKEN_AGE, FederatedPolicy,
     VerifiedAssertion, unverified_kid, unverified_subject, verify_assertion,
     verify_federated_assertion,
 };
+use crate::protocol::mutual_tls::subject_matches;
 use crate::protocol::request::RequestParams;
 use crate::secret::SecretHash;
-use crate::store::ClientRecord;
 
 /// Standard base64, accepting input with or without padding.
 const BASIC_B64: GeneralPurpose = GeneralPurpose::new(
@@ -165,7 +166,7 @@ pub fn authenticate_certificate<F: FnOnce() -> bool>(
     certificate: Option<PresentedCertificate<'_, F>>,
 ) -> Result<(), OAuthError> {
     let client = client
-        .filter(|c| c.enabled && c.auth_method.is_mutual_tls())
+        .filter(|c| c.enabled && c.auth_method().is_mutual_tls())
         .ok_or_else(OAuthError::invalid_client)?;
     let refuse = |reason: &str| {
         tracing::info!(client_id = %client.client_id, reason, "client certificate refused");
@@ -174,17 +175,14 @@ pub fn authenticate_certificate<F: FnOnce() -> bool>(
     let Some(certificate) = certificate else {
         return Err(refuse("the request came without a client certificate"));
     };
-    match client.auth_method {
-        ClientAuthMethod::TlsClientAuth => {
-            let Some(subject) = &client.tls_subject else {
-                return Err(refuse("the client has no registered certificate subject"));
-            };
+    match &client.credential {
+        Credential::TlsSubject(subject) => {
             if !(certificate.chain_is_trusted)() {
                 return Err(refuse(
                     "the certificate is not issued by a trusted client CA",
                 ));
             }
-            if !subject.matches(certificate.leaf) {
+            if !subject_matches(subject, certificate.leaf) {
                 return Err(refuse(
                     "the certificate does not carry the registered subject",
                 ));
@@ -237,7 +235,7 @@ pub fn authenticate_assertion<K: std::borrow::Borrow<VerifyingKey>>(
     now: i64,
 ) -> Result<VerifiedAssertion, OAuthError> {
     let client = client
-        .filter(|c| c.enabled && c.auth_method == ClientAuthMethod::PrivateKeyJwt)
+        .filter(|c| c.enabled && c.auth_method() == ClientAuthMethod::PrivateKeyJwt)
         .ok_or_else(OAuthError::invalid_client)?;
     verify_assertion(&presented.assertion, &client.client_id, keys, policy, now).map_err(|err| {
         // RFC 7521 §4.2.1: every invalid assertion is invalid_client; the reason is for the
@@ -258,8 +256,11 @@ pub fn authenticate_federated<K: std::borrow::Borrow<VerifyingKey>>(
     now: i64,
 ) -> Result<(), OAuthError> {
     let (client, federation) = client
-        .filter(|c| c.enabled && c.auth_method == ClientAuthMethod::PrivateKeyJwt)
-        .and_then(|c| Some((c, c.federation.as_ref()?)))
+        .filter(|c| c.enabled)
+        .and_then(|c| match &c.credential {
+            Credential::Federation(federation) => Some((c, federation)),
+            _ => None,
+        })
         .ok_or_else(OAuthError::invalid_client)?;
     let policy = FederatedPolicy {
         issuer: &federation.issuer,
@@ -326,7 +327,7 @@ pub fn authenticate<'c>(
     }
     match (client, matched) {
         (Some(client), Some(secret_id))
-            if client.enabled && client.auth_method == presented.method =>
+            if client.enabled && client.auth_method() == presented.method =>
         {
             Ok(secret_id)
         }

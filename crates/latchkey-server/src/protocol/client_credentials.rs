@@ -4,8 +4,8 @@
 use latchkey_proto::{AccessTokenClaims, Audience, GrantType};
 
 use crate::error::OAuthError;
+use crate::model::ClientRecord;
 use crate::protocol::syntax::{is_resource_uri, parse_scope};
-use crate::store::ClientRecord;
 
 /// What the client is granted.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use latchkey_proto::{AccessTokenClaims, Audience, IntrospectionResponse, TokenType};
 
-use crate::store::{ClientRecord, OpaqueTokenRecord};
+use crate::model::{ClientRecord, OpaqueTokenRecord};
 
 /// The claims an opaque token stands for: the same as a JWT issued with that grant would carry.
 pub fn opaque_claims(issuer: &str, record: &OpaqueTokenRecord) -> AccessTokenClaims {

@@ -26,9 +26,11 @@ mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use latchkey_proto::{ClientAuthMethod, Confirmation, GrantType, SigningAlg, TokenFormat};
+use latchkey_proto::SigningAlg;
 
-use crate::protocol::mutual_tls::TlsSubject;
+use crate::model::{
+    ClientRecord, ClientUpdate, OpaqueTokenRecord, Revocation, SecretInfo, SecretRecord,
+};
 use crate::secret::SecretHash;
 
 /// Why a storage operation failed, by kind rather than by message.
@@ -49,163 +51,6 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database error: {0}")]
     Other(String),
-}
-
-/// A registered client, with its secrets (hashes only).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientRecord {
-    /// Server-generated identifier.
-    pub client_id: String,
-    /// Operator-chosen label.
-    pub name: String,
-    /// The scope tokens the client may request; also its default scope.
-    pub scope: Vec<String>,
-    /// The resources (audiences) the client may request; also its default audience.
-    pub audience: Vec<String>,
-    /// Grants the client is registered for.
-    pub grant_types: Vec<GrantType>,
-    /// Lifetime of the access tokens it gets.
-    pub token_ttl_seconds: i64,
-    /// The one authentication method it must use.
-    pub auth_method: ClientAuthMethod,
-    /// Disabled clients fail authentication.
-    pub enabled: bool,
-    /// May call the introspection endpoint (RFC 7662 §2.1).
-    pub can_introspect: bool,
-    /// JWT or opaque access tokens.
-    pub token_format: TokenFormat,
-    /// Tokens carry the epoch of their client at issue; tokens of an older epoch are revoked.
-    pub token_epoch: i64,
-    /// For `private_key_jwt`: the public keys the client signs its assertions with, as a JWK
-    /// Set (JSON). `None` for clients that use a secret.
-    pub public_keys: Option<String>,
-    /// For `private_key_jwt`: where the client's public keys are fetched from instead
-    /// (RFC 7591 §2 `jwks_uri`). At most one of `public_keys`, `jwks_uri` and `federation`
-    /// is set.
-    pub jwks_uri: Option<String>,
-    /// For federated workload identity: the external issuer whose tokens authenticate the
-    /// client, instead of any key of its own.
-    pub federation: Option<Federation>,
-    /// For `tls_client_auth`: the subject DN or SAN its certificate must carry (RFC 8705
-    /// §2.1.2).
-    pub tls_subject: Option<TlsSubject>,
-    /// Creation time.
-    pub created_at: i64,
-    /// Last change.
-    pub updated_at: i64,
-    /// Secrets that are not revoked (expired ones included; authentication checks expiry).
-    pub secrets: Vec<SecretRecord>,
-}
-
-/// One stored client secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretRecord {
-    /// Identifier of this secret (not the secret).
-    pub secret_id: String,
-    /// SHA-256 of the secret.
-    pub hash: SecretHash,
-    /// Creation time.
-    pub created_at: i64,
-    /// After this time the secret no longer authenticates.
-    pub expires_at: Option<i64>,
-}
-
-/// Changes to a client; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
-pub struct ClientUpdate {
-    /// New name.
-    pub name: Option<String>,
-    /// New scope list.
-    pub scope: Option<Vec<String>>,
-    /// New audience list.
-    pub audience: Option<Vec<String>>,
-    /// New token lifetime.
-    pub token_ttl_seconds: Option<i64>,
-    /// Enable or disable.
-    pub enabled: Option<bool>,
-    /// Allow or forbid introspection.
-    pub can_introspect: Option<bool>,
-    /// New token format (for tokens issued from now on).
-    pub token_format: Option<TokenFormat>,
-    /// Revoke every token the client holds: moves `token_epoch` on and deletes the client's
-    /// opaque tokens, in one transaction.
-    pub revoke_tokens: bool,
-    /// Replace the client's registered public keys (a JWK Set, JSON): key rotation for
-    /// `private_key_jwt`, certificate rotation for `self_signed_tls_client_auth`. Clears
-    /// `jwks_uri` and `federation`.
-    pub public_keys: Option<String>,
-    /// Fetch the client's public keys from this URL from now on. Clears `public_keys` and
-    /// `federation`.
-    pub jwks_uri: Option<String>,
-    /// Authenticate the client with this external issuer's tokens from now on. Clears
-    /// `public_keys` and `jwks_uri`.
-    pub federation: Option<Federation>,
-    /// The certificate subject a `tls_client_auth` client is known by from now on.
-    pub tls_subject: Option<TlsSubject>,
-}
-
-/// A trusted external issuer, and which of its tokens authenticate a client: those with
-/// exactly this `iss`, `sub` and (sole) `aud`. At the token endpoint these tokens are
-/// RFC 7523 client assertions; their keys come from the issuer's JWK Set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Federation {
-    /// The issuer identifier; its keys come through its discovery document.
-    pub issuer: String,
-    /// The workload's subject, like `system:serviceaccount:ns:name`.
-    pub subject: String,
-    /// The audience the workload's token must be for; `None` means this server's issuer
-    /// identifier.
-    pub audience: Option<String>,
-    /// How far from now a token's `iat` and `exp` may be, in seconds; `None` means
-    /// [`crate::protocol::client_assertion::DEFAULT_FEDERATED_MAX_TOKEN_AGE`].
-    pub max_token_age: Option<i64>,
-}
-
-/// A secret as `client secret list` shows it: never the secret or its hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretInfo {
-    /// Identifier of the secret.
-    pub secret_id: String,
-    /// Creation time.
-    pub created_at: i64,
-    /// Expiry, if any.
-    pub expires_at: Option<i64>,
-    /// Last successful authentication, as last written from a server's memory.
-    pub last_used_at: Option<i64>,
-}
-
-/// An opaque access token as stored: its hash and what introspection reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpaqueTokenRecord {
-    /// SHA-256 of the token; the token itself is never stored (RFC 6819 §5.1.4.1.3).
-    pub token_hash: SecretHash,
-    /// The token's unique identifier.
-    pub jti: String,
-    /// The client it was issued to.
-    pub client_id: String,
-    /// Granted scope tokens.
-    pub scope: Vec<String>,
-    /// Audiences.
-    pub audience: Vec<String>,
-    /// Issue time.
-    pub issued_at: i64,
-    /// Expiry.
-    pub expires_at: i64,
-    /// The client's token epoch at issue.
-    pub epoch: i64,
-    /// The key or certificate the token is bound to (RFC 9449 §6, RFC 8705 §3), if any.
-    pub cnf: Option<Confirmation>,
-}
-
-/// A deny-list entry: a revoked token id, kept until the token would have expired.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revocation {
-    /// Position in the deny list; only grows.
-    pub seq: i64,
-    /// The revoked token's `jti`.
-    pub jti: String,
-    /// The revoked token's expiry.
-    pub expires_at: i64,
 }
 
 /// Where the shared state stands: servers compare it with what they hold in memory.

@@ -9,11 +9,11 @@ use std::str::FromStr;
 use latchkey_proto::{ClientAuthMethod, Confirmation, GrantType, SigningAlg, TokenFormat};
 
 use super::db::{DbRow, Query, sql};
-use super::{
-    Change, ClientRecord, ClientUpdate, Federation, FeedEntry, KeyState, OpaqueTokenRecord,
-    Revocation, SecretInfo, SecretRecord, StoreError, StoredKey,
+use super::{Change, FeedEntry, KeyState, StoreError, StoredKey};
+use crate::model::{
+    ClientRecord, ClientUpdate, Credential, Federation, OpaqueTokenRecord, Revocation, SecretInfo,
+    SecretRecord, TlsSubject,
 };
-use crate::protocol::mutual_tls::TlsSubject;
 use crate::secret::SecretHash;
 
 /// The client columns joined with its unrevoked secrets, as [`clients_from_rows`] reads them; a
@@ -106,7 +106,7 @@ pub(super) fn insert_clients(clients: &[ClientRecord]) -> Query<'_> {
 
 /// Binds one client row's values, in the order of [`CLIENT_COLUMNS`].
 fn bind_client<'a>(query: Query<'a>, client: &'a ClientRecord) -> Query<'a> {
-    let federation = client.federation.as_ref();
+    let columns = CredentialColumns::of(&client.credential);
     query
         .bind(&client.client_id)
         .bind(&client.name)
@@ -114,21 +114,112 @@ fn bind_client<'a>(query: Query<'a>, client: &'a ClientRecord) -> Query<'a> {
         .bind(client.audience.join(" "))
         .bind(join_grants(&client.grant_types))
         .bind(client.token_ttl_seconds)
-        .bind(client.auth_method.as_str())
+        .bind(client.auth_method().as_str())
         .bind(client.enabled)
         .bind(client.can_introspect)
         .bind(client.token_format.as_str())
         .bind(client.token_epoch)
         .bind(client.created_at)
         .bind(client.updated_at)
-        .bind(client.public_keys.as_deref())
-        .bind(client.jwks_uri.as_deref())
-        .bind(federation.map(|f| f.issuer.as_str()))
-        .bind(federation.map(|f| f.subject.as_str()))
-        .bind(federation.and_then(|f| f.audience.as_deref()))
-        .bind(client.tls_subject.as_ref().map(TlsSubject::kind))
-        .bind(client.tls_subject.as_ref().map(TlsSubject::value))
-        .bind(federation.and_then(|f| f.max_token_age))
+        .bind(columns.public_keys)
+        .bind(columns.jwks_uri)
+        .bind(columns.federation.map(|f| f.issuer.as_str()))
+        .bind(columns.federation.map(|f| f.subject.as_str()))
+        .bind(columns.federation.and_then(|f| f.audience.as_deref()))
+        .bind(columns.tls_subject.map(TlsSubject::kind))
+        .bind(columns.tls_subject.map(TlsSubject::value))
+        .bind(columns.federation.and_then(|f| f.max_token_age))
+}
+
+/// How a [`Credential`] is stored: the method in `auth_method`, and at most one of these set.
+#[derive(Default)]
+struct CredentialColumns<'a> {
+    /// `public_keys`: the JWK Set of a `Keys` or `Certificates` credential.
+    public_keys: Option<&'a str>,
+    jwks_uri: Option<&'a str>,
+    /// The `federated_*` columns.
+    federation: Option<&'a Federation>,
+    /// `tls_subject_kind` and `tls_subject`.
+    tls_subject: Option<&'a TlsSubject>,
+}
+
+impl<'a> CredentialColumns<'a> {
+    fn of(credential: &'a Credential) -> Self {
+        let none = CredentialColumns::default();
+        match credential {
+            Credential::Secret(_) => none,
+            Credential::Keys(jwks) | Credential::Certificates(jwks) => CredentialColumns {
+                public_keys: Some(jwks),
+                ..none
+            },
+            Credential::JwksUri(uri) => CredentialColumns {
+                jwks_uri: Some(uri),
+                ..none
+            },
+            Credential::Federation(federation) => CredentialColumns {
+                federation: Some(federation),
+                ..none
+            },
+            Credential::TlsSubject(subject) => CredentialColumns {
+                tls_subject: Some(subject),
+                ..none
+            },
+        }
+    }
+}
+
+/// The credential of a client row: its `auth_method` and the one credential column group
+/// that method uses. Any other combination is corrupt.
+fn credential_from_row(row: &DbRow) -> Result<Credential, StoreError> {
+    use latchkey_proto::ClientAuthMethod::{PrivateKeyJwt, SelfSignedTlsClientAuth, TlsClientAuth};
+    let method: String = row.get("auth_method")?;
+    let method = ClientAuthMethod::from_str(&method)
+        .map_err(|e| StoreError::Corrupt(format!("auth method: {e}")))?;
+    let public_keys: Option<String> = row.get("public_keys")?;
+    let jwks_uri: Option<String> = row.get("jwks_uri")?;
+    let federation = match (
+        row.get::<Option<String>>("federated_issuer")?,
+        row.get::<Option<String>>("federated_subject")?,
+        row.get::<Option<String>>("federated_audience")?,
+    ) {
+        (Some(issuer), Some(subject), audience) => Some(Federation {
+            issuer,
+            subject,
+            audience,
+            max_token_age: row.get("federated_max_token_age")?,
+        }),
+        (None, None, None) => None,
+        _ => return Err(StoreError::Corrupt("partial federation".into())),
+    };
+    let tls_subject = match (
+        row.get::<Option<String>>("tls_subject_kind")?,
+        row.get::<Option<String>>("tls_subject")?,
+    ) {
+        (Some(kind), Some(value)) => Some(
+            TlsSubject::parse(&kind, &value)
+                .map_err(|e| StoreError::Corrupt(format!("tls subject: {e}")))?,
+        ),
+        (None, None) => None,
+        _ => return Err(StoreError::Corrupt("partial tls subject".into())),
+    };
+    let corrupt = || StoreError::Corrupt(format!("the credential columns of a {method} client"));
+    Ok(
+        match (method, public_keys, jwks_uri, federation, tls_subject) {
+            (method, None, None, None, None) if method.uses_secret() => {
+                Credential::secret(method).ok_or_else(corrupt)?
+            }
+            (PrivateKeyJwt, Some(jwks), None, None, None) => Credential::Keys(jwks),
+            (PrivateKeyJwt, None, Some(uri), None, None) => Credential::JwksUri(uri),
+            (PrivateKeyJwt, None, None, Some(federation), None) => {
+                Credential::Federation(federation)
+            }
+            (SelfSignedTlsClientAuth, Some(jwks), None, None, None) => {
+                Credential::Certificates(jwks)
+            }
+            (TlsClientAuth, None, None, None, Some(subject)) => Credential::TlsSubject(subject),
+            _ => return Err(corrupt()),
+        },
+    )
 }
 
 /// Applies a [`ClientUpdate`] to a client's row. The casts let PostgreSQL type parameters that
@@ -138,7 +229,12 @@ pub(super) fn update_client<'a>(
     update: &'a ClientUpdate,
     now: i64,
 ) -> Query<'a> {
-    let federation = update.federation.as_ref();
+    // A new credential replaces every credential column; the method stays the same.
+    let columns = update
+        .credential
+        .as_ref()
+        .map(CredentialColumns::of)
+        .unwrap_or_default();
     sql("UPDATE clients SET
             name = COALESCE($2, name),
             scope = COALESCE($3, scope),
@@ -148,26 +244,16 @@ pub(super) fn update_client<'a>(
             can_introspect = COALESCE($8, can_introspect),
             token_format = COALESCE($9, token_format),
             token_epoch = token_epoch + $10,
-            public_keys = CASE WHEN CAST($12 AS TEXT) IS NOT NULL OR CAST($13 AS TEXT) IS NOT NULL
-                THEN NULL ELSE COALESCE($11, public_keys) END,
-            jwks_uri = CASE WHEN CAST($11 AS TEXT) IS NOT NULL OR CAST($13 AS TEXT) IS NOT NULL
-                THEN NULL ELSE COALESCE($12, jwks_uri) END,
-            federated_issuer = CASE WHEN CAST($11 AS TEXT) IS NOT NULL
-                OR CAST($12 AS TEXT) IS NOT NULL
-                THEN NULL ELSE COALESCE($13, federated_issuer) END,
-            federated_subject = CASE WHEN CAST($11 AS TEXT) IS NOT NULL
-                OR CAST($12 AS TEXT) IS NOT NULL
-                THEN NULL ELSE COALESCE(CAST($14 AS TEXT), federated_subject) END,
-            federated_audience = CASE WHEN CAST($11 AS TEXT) IS NOT NULL
-                OR CAST($12 AS TEXT) IS NOT NULL THEN NULL
-                WHEN CAST($13 AS TEXT) IS NOT NULL THEN CAST($15 AS TEXT)
+            public_keys = CASE WHEN $19 THEN CAST($11 AS TEXT) ELSE public_keys END,
+            jwks_uri = CASE WHEN $19 THEN CAST($12 AS TEXT) ELSE jwks_uri END,
+            federated_issuer = CASE WHEN $19 THEN CAST($13 AS TEXT) ELSE federated_issuer END,
+            federated_subject = CASE WHEN $19 THEN CAST($14 AS TEXT) ELSE federated_subject END,
+            federated_audience = CASE WHEN $19 THEN CAST($15 AS TEXT)
                 ELSE federated_audience END,
-            federated_max_token_age = CASE WHEN CAST($11 AS TEXT) IS NOT NULL
-                OR CAST($12 AS TEXT) IS NOT NULL THEN NULL
-                WHEN CAST($13 AS TEXT) IS NOT NULL THEN CAST($18 AS BIGINT)
+            tls_subject_kind = CASE WHEN $19 THEN CAST($16 AS TEXT) ELSE tls_subject_kind END,
+            tls_subject = CASE WHEN $19 THEN CAST($17 AS TEXT) ELSE tls_subject END,
+            federated_max_token_age = CASE WHEN $19 THEN CAST($18 AS BIGINT)
                 ELSE federated_max_token_age END,
-            tls_subject_kind = COALESCE(CAST($16 AS TEXT), tls_subject_kind),
-            tls_subject = COALESCE(CAST($17 AS TEXT), tls_subject),
             updated_at = $7
          WHERE client_id = $1")
     .bind(client_id)
@@ -180,14 +266,15 @@ pub(super) fn update_client<'a>(
     .bind(update.can_introspect)
     .bind(update.token_format.map(TokenFormat::as_str))
     .bind(i64::from(update.revoke_tokens))
-    .bind(update.public_keys.as_deref())
-    .bind(update.jwks_uri.as_deref())
-    .bind(federation.map(|f| f.issuer.as_str()))
-    .bind(federation.map(|f| f.subject.as_str()))
-    .bind(federation.and_then(|f| f.audience.as_deref()))
-    .bind(update.tls_subject.as_ref().map(TlsSubject::kind))
-    .bind(update.tls_subject.as_ref().map(TlsSubject::value))
-    .bind(federation.and_then(|f| f.max_token_age))
+    .bind(columns.public_keys)
+    .bind(columns.jwks_uri)
+    .bind(columns.federation.map(|f| f.issuer.as_str()))
+    .bind(columns.federation.map(|f| f.subject.as_str()))
+    .bind(columns.federation.and_then(|f| f.audience.as_deref()))
+    .bind(columns.tls_subject.map(TlsSubject::kind))
+    .bind(columns.tls_subject.map(TlsSubject::value))
+    .bind(columns.federation.and_then(|f| f.max_token_age))
+    .bind(update.credential.is_some())
 }
 
 /// Inserts secrets (`(client_id, secret)`), all in one statement; at most
@@ -262,7 +349,6 @@ pub(super) fn clients_from_rows(rows: &[DbRow]) -> Result<Vec<ClientRecord>, Sto
     for row in rows {
         let client_id: String = row.get("client_id")?;
         if clients.last().is_none_or(|c| c.client_id != client_id) {
-            let auth_method: String = row.get("auth_method")?;
             let token_format: String = row.get("token_format")?;
             clients.push(ClientRecord {
                 client_id,
@@ -271,40 +357,12 @@ pub(super) fn clients_from_rows(rows: &[DbRow]) -> Result<Vec<ClientRecord>, Sto
                 audience: split_list(&row.get::<String>("audience")?),
                 grant_types: parse_grants(&row.get::<String>("grant_types")?)?,
                 token_ttl_seconds: row.get("token_ttl_seconds")?,
-                auth_method: ClientAuthMethod::from_str(&auth_method)
-                    .map_err(|e| StoreError::Corrupt(format!("auth method: {e}")))?,
+                credential: credential_from_row(row)?,
                 enabled: row.get("enabled")?,
                 can_introspect: row.get("can_introspect")?,
                 token_format: TokenFormat::from_str(&token_format)
                     .map_err(|e| StoreError::Corrupt(format!("token format: {e}")))?,
                 token_epoch: row.get("token_epoch")?,
-                public_keys: row.get("public_keys")?,
-                jwks_uri: row.get("jwks_uri")?,
-                federation: match (
-                    row.get::<Option<String>>("federated_issuer")?,
-                    row.get::<Option<String>>("federated_subject")?,
-                    row.get::<Option<String>>("federated_audience")?,
-                ) {
-                    (Some(issuer), Some(subject), audience) => Some(Federation {
-                        issuer,
-                        subject,
-                        audience,
-                        max_token_age: row.get("federated_max_token_age")?,
-                    }),
-                    (None, None, None) => None,
-                    _ => return Err(StoreError::Corrupt("partial federation".into())),
-                },
-                tls_subject: match (
-                    row.get::<Option<String>>("tls_subject_kind")?,
-                    row.get::<Option<String>>("tls_subject")?,
-                ) {
-                    (Some(kind), Some(value)) => Some(
-                        TlsSubject::parse(&kind, &value)
-                            .map_err(|e| StoreError::Corrupt(format!("tls subject: {e}")))?,
-                    ),
-                    (None, None) => None,
-                    _ => return Err(StoreError::Corrupt("partial tls subject".into())),
-                },
                 created_at: row.get("created_at")?,
                 updated_at: row.get("updated_at")?,
                 secrets: Vec::new(),

@@ -19,9 +19,11 @@ use super::rows::{
     opaque_from_row, revocation_from_row, secret_info_from_row,
 };
 use super::{
-    Change, ClientRecord, ClientUpdate, FEED_RETAINED, FeedEntry, KeyState, OpaqueTokenRecord,
-    Purged, Revocation, RotationOutcome, RotationPlan, SecretAdded, SecretInfo, SecretRecord,
+    Change, FEED_RETAINED, FeedEntry, KeyState, Purged, RotationOutcome, RotationPlan, SecretAdded,
     Store, StoreError, StoredKey, SyncPoint,
+};
+use crate::model::{
+    ClientRecord, ClientUpdate, OpaqueTokenRecord, Revocation, SecretInfo, SecretRecord,
 };
 use crate::secret::SecretHash;
 

@@ -3,12 +3,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use latchkey_proto::{ClientAuthMethod, Confirmation, GrantType, SigningAlg, TokenFormat};
-use latchkey_server::admin::TlsSubject;
+use latchkey_proto::{Confirmation, GrantType, SigningAlg, TokenFormat};
+use latchkey_server::model::{
+    ClientRecord, ClientUpdate, Credential, Federation, OpaqueTokenRecord, SecretMethod,
+    SecretRecord, TlsSubject,
+};
 use latchkey_server::secret::SecretHash;
 use latchkey_server::store::{
-    Change, ClientRecord, ClientUpdate, Federation, KeyState, OpaqueTokenRecord, RotationOutcome,
-    RotationPlan, SecretAdded, SecretRecord, StoreError, StoredKey,
+    Change, KeyState, RotationOutcome, RotationPlan, SecretAdded, StoreError, StoredKey,
 };
 
 use crate::backends::each_backend;
@@ -32,15 +34,11 @@ fn client(id: &str, created_at: i64) -> ClientRecord {
         audience: vec!["https://api.example.com".into()],
         grant_types: vec![GrantType::ClientCredentials],
         token_ttl_seconds: 900,
-        auth_method: ClientAuthMethod::ClientSecretBasic,
+        credential: Credential::Secret(SecretMethod::Basic),
         enabled: true,
         can_introspect: false,
         token_format: TokenFormat::Jwt,
         token_epoch: 0,
-        public_keys: None,
-        jwks_uri: None,
-        federation: None,
-        tls_subject: None,
         created_at,
         updated_at: created_at,
         secrets: vec![secret(&format!("{id}-s1"), created_at, None)],
@@ -114,8 +112,7 @@ async fn clients_are_created_found_listed_and_unique() {
 async fn registered_public_keys_are_stored_and_replaced() {
     each_backend(|store, backend| async move {
         let mut keyed = client("lk_k", T0);
-        keyed.auth_method = ClientAuthMethod::ClientSecretPost;
-        keyed.public_keys = Some(r#"{"keys":[{"kid":"one"}]}"#.into());
+        keyed.credential = Credential::Keys(r#"{"keys":[{"kid":"one"}]}"#.into());
         keyed.secrets.clear();
         store.create_client(&keyed).await.unwrap();
         assert_eq!(
@@ -123,8 +120,9 @@ async fn registered_public_keys_are_stored_and_replaced() {
             Some(&keyed),
             "{backend}"
         );
+        let two = Credential::Keys(r#"{"keys":[{"kid":"two"}]}"#.into());
         let rotated = ClientUpdate {
-            public_keys: Some(r#"{"keys":[{"kid":"two"}]}"#.into()),
+            credential: Some(two.clone()),
             ..ClientUpdate::default()
         };
         let updated = store
@@ -132,10 +130,7 @@ async fn registered_public_keys_are_stored_and_replaced() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(
-            updated.public_keys.as_deref(),
-            Some(r#"{"keys":[{"kid":"two"}]}"#)
-        );
+        assert_eq!(updated.credential, two);
         // Other updates leave the keys alone.
         let renamed = ClientUpdate {
             name: Some("x".into()),
@@ -146,14 +141,10 @@ async fn registered_public_keys_are_stored_and_replaced() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(
-            updated.public_keys.as_deref(),
-            Some(r#"{"keys":[{"kid":"two"}]}"#),
-            "{backend}"
-        );
+        assert_eq!(updated.credential, two, "{backend}");
         // Keys come from one place: a jwks_uri replaces registered keys, and back.
         let by_uri = ClientUpdate {
-            jwks_uri: Some("https://client.example/jwks".into()),
+            credential: Some(Credential::JwksUri("https://client.example/jwks".into())),
             ..ClientUpdate::default()
         };
         let updated = store
@@ -162,7 +153,10 @@ async fn registered_public_keys_are_stored_and_replaced() {
             .unwrap()
             .unwrap();
         assert_eq!(
-            (updated.public_keys.as_deref(), updated.jwks_uri.as_deref()),
+            (
+                updated.credential.registered_jwks(),
+                updated.credential.jwks_uri()
+            ),
             (None, Some("https://client.example/jwks")),
             "{backend}"
         );
@@ -173,7 +167,10 @@ async fn registered_public_keys_are_stored_and_replaced() {
             .unwrap()
             .unwrap();
         assert_eq!(
-            (updated.public_keys.as_deref(), updated.jwks_uri.as_deref()),
+            (
+                updated.credential.registered_jwks(),
+                updated.credential.jwks_uri()
+            ),
             (Some(r#"{"keys":[{"kid":"two"}]}"#), None),
             "{backend}"
         );
@@ -189,11 +186,11 @@ async fn registered_public_keys_are_stored_and_replaced() {
             (None, None),
         ] {
             let federated = ClientUpdate {
-                federation: Some(Federation {
+                credential: Some(Credential::Federation(Federation {
                     audience,
                     max_token_age,
                     ..federation.clone()
-                }),
+                })),
                 ..ClientUpdate::default()
             };
             let updated = store
@@ -201,11 +198,21 @@ async fn registered_public_keys_are_stored_and_replaced() {
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!(updated.federation, federated.federation, "{backend}");
-            assert_eq!((updated.public_keys, updated.jwks_uri), (None, None));
             assert_eq!(
-                store.find_client("lk_k").await.unwrap().unwrap().federation,
-                federated.federation,
+                Some(&updated.credential),
+                federated.credential.as_ref(),
+                "{backend}"
+            );
+            assert_eq!(
+                (
+                    updated.credential.registered_jwks(),
+                    updated.credential.jwks_uri()
+                ),
+                (None, None)
+            );
+            assert_eq!(
+                Some(store.find_client("lk_k").await.unwrap().unwrap().credential),
+                federated.credential,
                 "{backend}"
             );
         }
@@ -214,25 +221,27 @@ async fn registered_public_keys_are_stored_and_replaced() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(updated.federation, None, "{backend}");
+        assert_eq!(updated.credential.federation(), None, "{backend}");
         let mut created = client("lk_f", T0);
         created.secrets.clear();
-        created.federation = Some(federation);
+        created.credential = Credential::Federation(federation);
         store.create_client(&created).await.unwrap();
         assert_eq!(store.find_client("lk_f").await.unwrap(), Some(created));
         // A tls_client_auth client's certificate subject is read back, and replaced whole.
         let mut mtls = client("lk_t", T0);
         mtls.secrets.clear();
-        mtls.auth_method = ClientAuthMethod::TlsClientAuth;
-        mtls.tls_subject =
-            Some(TlsSubject::parse("tls_client_auth_subject_dn", "CN=billing,O=Example").unwrap());
+        mtls.credential = Credential::TlsSubject(
+            TlsSubject::parse("tls_client_auth_subject_dn", "CN=billing,O=Example").unwrap(),
+        );
         store.create_client(&mtls).await.unwrap();
         assert_eq!(
             store.find_client("lk_t").await.unwrap().as_ref(),
             Some(&mtls)
         );
         let moved = ClientUpdate {
-            tls_subject: Some(TlsSubject::SanIp("10.1.2.3".parse().unwrap())),
+            credential: Some(Credential::TlsSubject(TlsSubject::SanIp(
+                "10.1.2.3".parse().unwrap(),
+            ))),
             ..ClientUpdate::default()
         };
         let updated = store
@@ -240,8 +249,18 @@ async fn registered_public_keys_are_stored_and_replaced() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(updated.tls_subject, moved.tls_subject, "{backend}");
+        assert_eq!(
+            Some(&updated.credential),
+            moved.credential.as_ref(),
+            "{backend}"
+        );
         assert_eq!(store.find_client("lk_t").await.unwrap(), Some(updated));
+        // A self_signed_tls_client_auth client's certificates are a JWK Set of their own kind.
+        let mut self_signed = client("lk_s", T0);
+        self_signed.secrets.clear();
+        self_signed.credential = Credential::Certificates(r#"{"keys":[{"x5c":["AA=="]}]}"#.into());
+        store.create_client(&self_signed).await.unwrap();
+        assert_eq!(store.find_client("lk_s").await.unwrap(), Some(self_signed));
     })
     .await;
 }

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use latchkey_server::admin;
 use latchkey_server::cache::wait_for_servers;
+use latchkey_server::model::{ClientRecord, SecretRecord};
 use latchkey_server::secret::SecretHash;
-use latchkey_server::store::{self, ClientRecord, SecretRecord};
+use latchkey_server::store::{self};
 use latchkey_server::{Application, ManualClock, ServerConfig};
 use latchkey_testkit::PgDatabase;
 use sqlx::Connection as _;
@@ -156,9 +157,9 @@ async fn a_client_changed_after_it_was_cached_is_read_again() {
         app.store.as_ref(),
         &app.clock,
         id,
-        store::ClientUpdate {
+        latchkey_server::model::ClientUpdate {
             enabled: Some(false),
-            ..store::ClientUpdate::default()
+            ..latchkey_server::model::ClientUpdate::default()
         },
     )
     .await
@@ -283,9 +284,9 @@ async fn a_replica_cut_off_from_the_database_follows_the_feed_when_it_returns() 
     admin_store
         .update_client(
             &changed,
-            &store::ClientUpdate {
+            &latchkey_server::model::ClientUpdate {
                 enabled: Some(false),
-                ..store::ClientUpdate::default()
+                ..latchkey_server::model::ClientUpdate::default()
             },
             T0,
         )
@@ -316,9 +317,9 @@ async fn a_replica_cut_off_from_the_database_follows_the_feed_when_it_returns() 
     admin_store
         .update_client(
             &kept,
-            &store::ClientUpdate {
+            &latchkey_server::model::ClientUpdate {
                 enabled: Some(false),
-                ..store::ClientUpdate::default()
+                ..latchkey_server::model::ClientUpdate::default()
             },
             T0,
         )

@@ -7,7 +7,8 @@ use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
 use latchkey_server::admin::{self, NewClient};
 use latchkey_server::cache::Cache;
 use latchkey_server::janitor::Janitor;
-use latchkey_server::store::{self, ClientRecord, Store};
+use latchkey_server::model::ClientRecord;
+use latchkey_server::store::{self, Store};
 use latchkey_server::{Application, ManualClock, ServerConfig};
 use tempfile::TempDir;
 

@@ -3,7 +3,7 @@
 
 use latchkey_proto::TokenFormat;
 use latchkey_server::admin;
-use latchkey_server::store::ClientUpdate;
+use latchkey_server::model::ClientUpdate;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestClient, basic, spawn_app};

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey_client::PrivateKey;
 use latchkey_proto::SigningAlg;
 use latchkey_server::admin::ClientKeys;
-use latchkey_server::store::ClientUpdate;
+use latchkey_server::model::ClientUpdate;
 use serde_json::{Value, json};
 
 use crate::helpers::{T0, TestApp, decode_parts, server_config, spawn_app, spawn_with_config};
@@ -614,7 +614,7 @@ async fn register_jwks_uri(
     app: &TestApp,
     uri: String,
     allow_private: bool,
-) -> Result<latchkey_server::store::ClientRecord, latchkey_server::admin::AdminError> {
+) -> Result<latchkey_server::model::ClientRecord, latchkey_server::admin::AdminError> {
     let keys = ClientKeys::JwksUri {
         uri: &uri,
         allow_private,

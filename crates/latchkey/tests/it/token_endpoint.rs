@@ -80,7 +80,7 @@ impl Clients {
             app.store.as_ref(),
             &app.clock,
             disabled.id(),
-            latchkey_server::store::ClientUpdate {
+            latchkey_server::model::ClientUpdate {
                 enabled: Some(false),
                 ..Default::default()
             },

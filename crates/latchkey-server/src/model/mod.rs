@@ -1,0 +1,14 @@
+//! The domain model: clients, their credentials and secrets, and issued tokens, with their
+//! invariants as types. Everything else (protocol, service, store, http) uses these; this
+//! module imports none of them (only `secret` for the hash type).
+
+mod client;
+pub mod credential;
+mod token;
+
+pub use client::{
+    ClientRecord, ClientUpdate, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, MIN_TOKEN_TTL, SecretInfo,
+    SecretRecord,
+};
+pub use credential::{Credential, Federation, SecretMethod, TlsSubject};
+pub use token::{OpaqueTokenRecord, Revocation};
