@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use latchkey_client::ClientCredentials;
 use latchkey_proto::{ClientAuthMethod, GrantType, TokenFormat};
-use latchkey_server::admin::{self, NewClient};
+use latchkey_server::service::admin::{self, NewClient};
 use latchkey_server::{Application, ServerConfig, SystemClock, store};
 
 fn setting(name: &str, default: usize) -> usize {

@@ -19,6 +19,7 @@ use crate::janitor::Janitor;
 use crate::kek::KeyEncryptionKey;
 use crate::keys::{JWKS_MAX_AGE_SECONDS, KeyError, KeySource};
 use crate::remote_keys::RemoteKeys;
+use crate::service::Services;
 use crate::store::{Store, StoreError};
 use crate::tls::{Tls, TlsFiles};
 
@@ -111,24 +112,10 @@ impl From<CacheError> for StartError {
 
 /// Everything the request handlers share. Passed explicitly; there is no global state.
 pub struct AppState {
-    /// The database.
-    pub store: Arc<dyn Store>,
-    /// Clients, keys and the deny list in memory, following the database.
-    pub cache: Arc<Cache>,
-    /// The clock.
-    pub clock: Arc<dyn Clock>,
-    /// The issuer identifier, exactly as it appears in `iss`.
-    pub issuer: String,
-    /// The token endpoint URL: the `htu` of DPoP proofs sent to it.
-    pub token_endpoint: String,
-    /// The token endpoint URL when it is accepted as an assertion audience (compatibility).
-    pub compatible_assertion_audience: Option<String>,
-    /// The JWK Sets clients publish at their `jwks_uri`.
-    pub remote_keys: RemoteKeys,
+    /// The use cases, and the state and settings they work with.
+    pub services: Services,
     /// TLS, when this server terminates it.
     pub tls: Option<Tls>,
-    /// DPoP proofs at the token endpoint need a nonce this server made (RFC 9449 §8).
-    pub dpop_nonce: bool,
     /// The RFC 8414 document, serialised once.
     pub metadata_json: Bytes,
     /// `max-age` of the metadata.
@@ -224,7 +211,7 @@ impl Application {
             .then(|| metadata.token_endpoint.clone());
         let remote_keys = RemoteKeys::new(Arc::clone(&clock), config.allow_private_jwks_uri)
             .map_err(StartError::Config)?;
-        let state = Arc::new(AppState {
+        let services = Services {
             cache,
             store,
             clock,
@@ -232,8 +219,12 @@ impl Application {
             compatible_assertion_audience,
             token_endpoint: metadata.token_endpoint.clone(),
             remote_keys,
-            tls,
+            client_ca: tls.as_ref().and_then(|tls| tls.client_ca.clone()),
             dpop_nonce: config.dpop_nonce,
+        };
+        let state = Arc::new(AppState {
+            services,
+            tls,
             metadata_json,
             metadata_max_age: max_age,
             jwks_max_age: max_age,
@@ -258,17 +249,23 @@ impl Application {
 
     /// The issuer identifier in use.
     pub fn issuer(&self) -> &str {
-        &self.state.issuer
+        &self.state.services.issuer
     }
 
     /// The key id tokens are signed with now.
     pub fn signing_kid(&self) -> String {
-        self.state.cache.key_ring().signing_key().kid().to_owned()
+        self.state
+            .services
+            .cache
+            .key_ring()
+            .signing_key()
+            .kid()
+            .to_owned()
     }
 
     /// The server's in-memory state (client records, keys, deny list), to see what it holds.
     pub fn cache(&self) -> Arc<Cache> {
-        Arc::clone(&self.state.cache)
+        Arc::clone(&self.state.services.cache)
     }
 
     /// The server's janitor, to run a pass on demand (tests, tools); it also runs by itself
@@ -285,10 +282,10 @@ impl Application {
         let until_stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         };
-        let poller = tokio::spawn(
-            Arc::clone(&state.cache)
-                .run_poller(Arc::clone(&state.store), until_stopped(stop.clone())),
-        );
+        let poller = tokio::spawn(Arc::clone(&state.services.cache).run_poller(
+            Arc::clone(&state.services.store),
+            until_stopped(stop.clone()),
+        ));
         let janitor = tokio::spawn(self.janitor.run(self.janitor_interval, until_stopped(stop)));
         let draining = {
             let state = Arc::clone(&state);

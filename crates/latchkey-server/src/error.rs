@@ -6,8 +6,6 @@ use std::borrow::Cow;
 use http::StatusCode;
 use latchkey_proto::ErrorCode;
 
-use crate::store::StoreError;
-
 /// An OAuth error: the code, its HTTP status and a description safe to show the client.
 #[derive(Debug, Clone)]
 pub struct OAuthError {
@@ -138,13 +136,5 @@ impl OAuthError {
         description: impl Into<Cow<'static, str>>,
     ) -> Self {
         Self::new(ErrorCode::InvalidRequest, status, description)
-    }
-}
-
-impl From<StoreError> for OAuthError {
-    /// Storage trouble is 503, never 401 (docs/CONFORMANCE.md, "Storage failures").
-    fn from(err: StoreError) -> Self {
-        tracing::warn!(error = %err, "storage error on an OAuth endpoint");
-        OAuthError::temporarily_unavailable()
     }
 }

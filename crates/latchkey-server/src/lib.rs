@@ -1,11 +1,13 @@
 //! The latchkey authorization server as a library: the `latchkey` binary is a thin CLI over it,
 //! and integration tests start it on port 0 with [`Application::build`].
 //!
-//! Layout: `protocol` decides (no IO), `store` persists (the only SQL), `http` speaks HTTP
-//! (the only axum routes), `connections` runs HTTP/1.1 connections within their limits, `keys`
-//! signs, `admin` manages clients for the CLI.
+//! Layers, top down (ARCHITECTURE.md has the codemap and what each may import): `http` speaks
+//! HTTP (the only axum routes) and calls `service`, which owns each use case (the OAuth
+//! endpoints, and the admin operations in `service::admin`); `protocol` decides without IO;
+//! `store` persists (the only SQL); `model` is the domain every layer shares. Beside them:
+//! `cache` (records, keys and the deny list in memory), `keys` (signing), `connections`
+//! (HTTP/1.1 connections within their limits).
 
-pub mod admin;
 pub mod app;
 pub mod cache;
 pub mod clock;
@@ -20,6 +22,7 @@ pub mod model;
 pub mod protocol;
 pub mod remote_keys;
 pub mod secret;
+pub mod service;
 pub mod store;
 pub mod tls;
 

@@ -200,7 +200,7 @@ async fn run() {
     let mut confirmed = Vec::new();
     for (id, _) in &big_secrets[distinct.saturating_sub(10)..distinct] {
         let started = Instant::now();
-        let applied = latchkey_server::admin::update_client(
+        let applied = latchkey_server::service::admin::update_client(
             admin_store.as_ref(),
             &latchkey_server::SystemClock,
             id,
@@ -226,7 +226,7 @@ async fn run() {
     );
     // Disable them again: each disabled client is refused by every server at once.
     for (id, _) in &big_secrets[distinct.saturating_sub(10)..distinct] {
-        latchkey_server::admin::update_client(
+        latchkey_server::service::admin::update_client(
             admin_store.as_ref(),
             &latchkey_server::SystemClock,
             id,

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use latchkey_proto::{ClientAuthMethod, GrantType};
-use latchkey_server::admin::{self, Applied, ClientKeys, NewClient};
 use latchkey_server::model::{ClientRecord, ClientUpdate, Credential, Federation};
+use latchkey_server::service::admin::{self, Applied, ClientKeys, NewClient};
 use latchkey_server::store;
 use latchkey_server::{Clock, SystemClock};
 use serde_json::{Value, json};

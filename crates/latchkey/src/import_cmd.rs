@@ -7,7 +7,9 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use latchkey_server::Clock;
-use latchkey_server::admin::import::{IMPORT_BATCH, confirm_import, prepare_client, store_batch};
+use latchkey_server::service::admin::import::{
+    IMPORT_BATCH, confirm_import, prepare_client, store_batch,
+};
 use latchkey_server::store::Store;
 use serde_json::json;
 

@@ -2,8 +2,8 @@
 
 use anyhow::Context as _;
 use latchkey_proto::SigningAlg;
-use latchkey_server::admin;
 use latchkey_server::keys::{KeySource, RETIRED_KEY_PUBLISHED_FOR, next_key_ready_at};
+use latchkey_server::service::admin;
 use latchkey_server::store::{self, KeyState, StoredKey};
 use latchkey_server::{Clock, SystemClock};
 use serde_json::{Value, json};

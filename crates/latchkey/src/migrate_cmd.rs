@@ -2,7 +2,8 @@
 //! migrate-data` (move clients, secrets and keys to another database).
 
 use anyhow::Context as _;
-use latchkey_server::{admin, store};
+use latchkey_server::service::admin;
+use latchkey_server::store;
 
 use crate::cli::{GlobalArgs, MigrateDataArgs};
 use crate::output::Output;

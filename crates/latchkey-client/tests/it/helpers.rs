@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use latchkey_client::{ClientCredentials, ManualClock, RetryPolicy};
 use latchkey_proto::{ClientAuthMethod, GrantType, TokenFormat};
-use latchkey_server::admin::{self, NewClient};
+use latchkey_server::service::admin::{self, NewClient};
 use latchkey_server::store::{self, Store};
 use latchkey_server::{Application, ServerConfig};
 use tempfile::TempDir;

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use latchkey_client::{ClientCredentials, Error, PrivateKey};
 use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
-use latchkey_server::admin::{self, NewClient};
+use latchkey_server::service::admin::{self, NewClient};
 
 use crate::helpers::{API, jwt_payload, quick_retries, spawn_stack};
 

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use latchkey_guard::{Caller, Guard};
 use latchkey_proto::{ClientAuthMethod, GrantType, TokenFormat};
-use latchkey_server::admin::{self, NewClient};
+use latchkey_server::service::admin::{self, NewClient};
 use latchkey_server::store::{self, KeyState, Store};
 use latchkey_server::{Application, ServerConfig};
 use tempfile::TempDir;

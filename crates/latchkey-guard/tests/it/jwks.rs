@@ -6,8 +6,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use latchkey_guard::{Guard, Rejection};
 use latchkey_proto::SigningAlg;
-use latchkey_server::admin;
 use latchkey_server::keys::KeySource;
+use latchkey_server::service::admin;
 use serde_json::json;
 
 use crate::helpers::{API, T0, spawn_stack};

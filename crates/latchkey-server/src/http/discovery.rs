@@ -16,6 +16,6 @@ pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
 /// may be, which the key rotation timing relies on (docs/CONFORMANCE.md, "Signing keys and
 /// rotation").
 pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
-    let body = state.cache.key_ring().jwks_json().clone();
+    let body = state.services.cache.key_ring().jwks_json().clone();
     super::cacheable_json(body, state.jwks_max_age)
 }

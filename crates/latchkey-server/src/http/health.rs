@@ -27,7 +27,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
         )
             .into_response();
     }
-    match state.store.ready().await {
+    match state.services.store.ready().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(err) => {
             tracing::warn!(error = %err, "not ready");

@@ -1,10 +1,11 @@
 //! The client-credentials grant (RFC 6749 §4.4): which scope and audience a client gets, and
 //! the claims of the access token (RFC 9068 §2.2).
 
-use latchkey_proto::{AccessTokenClaims, Audience, GrantType};
+use latchkey_proto::{AccessTokenClaims, Audience, Confirmation, GrantType, TokenType};
 
 use crate::error::OAuthError;
 use crate::model::ClientRecord;
+use crate::protocol::mutual_tls::certificate_thumbprint;
 use crate::protocol::syntax::{is_resource_uri, parse_scope};
 
 /// What the client is granted.
@@ -16,6 +17,48 @@ pub struct Grant {
     pub audience: Vec<String>,
     /// Token lifetime in seconds.
     pub ttl_seconds: i64,
+}
+
+/// RFC 6749 §4.4.2: `grant_type` is required and compared exactly (case-sensitive).
+pub fn check_grant_type(grant_type: Option<&str>) -> Result<(), OAuthError> {
+    match grant_type {
+        None => Err(OAuthError::invalid_request("grant_type is required")),
+        Some(g) if g == GrantType::ClientCredentials.as_str() => Ok(()),
+        Some(_) => Err(OAuthError::unsupported_grant_type()),
+    }
+}
+
+/// What a token is bound to, and so its type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The `cnf` claim: the DPoP key and/or the client certificate; `None` when unbound.
+    pub cnf: Option<Confirmation>,
+    /// `DPoP` for a DPoP-bound token, else `Bearer`.
+    pub token_type: TokenType,
+}
+
+/// Binds a token to the key of a verified DPoP proof (RFC 9449 §6.1; its thumbprint
+/// `dpop_jkt`) and, for a client that authenticated with its certificate (DER), to that
+/// certificate (RFC 8705 §3.1). A DPoP-bound token is of type DPoP (RFC 9449 §5); a
+/// certificate-bound one stays Bearer (RFC 8705 §3).
+pub fn bind(
+    client: &ClientRecord,
+    dpop_jkt: Option<String>,
+    certificate: Option<&[u8]>,
+) -> Binding {
+    let certificate_x5t = certificate
+        .filter(|_| client.auth_method().is_mutual_tls())
+        .map(certificate_thumbprint);
+    let token_type = if dpop_jkt.is_some() {
+        TokenType::DPoP
+    } else {
+        TokenType::Bearer
+    };
+    let cnf = (dpop_jkt.is_some() || certificate_x5t.is_some()).then_some(Confirmation {
+        jkt: dpop_jkt,
+        x5t_s256: certificate_x5t,
+    });
+    Binding { cnf, token_type }
 }
 
 /// Decides the grant for an authenticated client.
@@ -121,5 +164,81 @@ pub fn access_token_claims(
         scope: (!grant.scope.is_empty()).then(|| grant.scope.join(" ")),
         epoch: client.token_epoch,
         cnf: None,
+    }
+}
+
+/// The `expires_in` of a token response: the grant's lifetime, never negative.
+pub fn expires_in(grant: &Grant) -> u64 {
+    u64::try_from(grant.ttl_seconds).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use latchkey_proto::TokenFormat;
+
+    use super::*;
+    use crate::model::{Credential, SecretMethod, TlsSubject};
+
+    fn client(credential: Credential) -> ClientRecord {
+        ClientRecord {
+            client_id: "c".into(),
+            name: "c".into(),
+            scope: Vec::new(),
+            audience: vec!["https://api.example".into()],
+            grant_types: vec![GrantType::ClientCredentials],
+            token_ttl_seconds: 900,
+            credential,
+            enabled: true,
+            can_introspect: false,
+            token_format: TokenFormat::Jwt,
+            token_epoch: 0,
+            created_at: 0,
+            updated_at: 0,
+            secrets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tokens_are_bound_to_a_dpop_key_and_a_client_certificate() {
+        let secret = client(Credential::Secret(SecretMethod::Basic));
+        let mtls = client(Credential::TlsSubject(TlsSubject::SanDns("svc".into())));
+        let certificate = b"certificate".as_slice();
+        let x5t = certificate_thumbprint(certificate);
+        let jkt = || Some("thumbprint".to_owned());
+
+        let unbound = bind(&secret, None, None);
+        assert_eq!((unbound.cnf, unbound.token_type), (None, TokenType::Bearer));
+        // RFC 9449 §5: a DPoP-bound token is of type DPoP.
+        let dpop = bind(&secret, jkt(), None);
+        assert_eq!(dpop.token_type, TokenType::DPoP);
+        assert_eq!(dpop.cnf.unwrap().jkt, jkt());
+        // RFC 8705 §3: only a client that authenticated with its certificate gets a token
+        // bound to it; a secret client's TLS certificate binds nothing.
+        assert_eq!(bind(&secret, None, Some(certificate)).cnf, None);
+        let bound = bind(&mtls, None, Some(certificate));
+        assert_eq!(bound.token_type, TokenType::Bearer);
+        assert_eq!(bound.cnf.unwrap().x5t_s256, Some(x5t.clone()));
+        let both = bind(&mtls, jkt(), Some(certificate));
+        assert_eq!(both.token_type, TokenType::DPoP);
+        assert_eq!(
+            both.cnf,
+            Some(Confirmation {
+                jkt: jkt(),
+                x5t_s256: Some(x5t)
+            })
+        );
+    }
+
+    #[test]
+    fn the_grant_type_is_required_and_exact() {
+        assert!(check_grant_type(Some("client_credentials")).is_ok());
+        for (given, code) in [
+            (None, "invalid_request"),
+            (Some("Client_Credentials"), "unsupported_grant_type"),
+            (Some("password"), "unsupported_grant_type"),
+        ] {
+            let err = check_grant_type(given).unwrap_err();
+            assert_eq!(err.code.as_str(), code, "{given:?}");
+        }
     }
 }

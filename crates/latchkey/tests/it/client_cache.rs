@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use latchkey_server::admin;
 use latchkey_server::cache::wait_for_servers;
 use latchkey_server::model::{ClientRecord, SecretRecord};
 use latchkey_server::secret::SecretHash;
+use latchkey_server::service::admin;
 use latchkey_server::store::{self};
 use latchkey_server::{Application, ManualClock, ServerConfig};
 use latchkey_testkit::PgDatabase;

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
-use latchkey_server::admin::{self, NewClient};
 use latchkey_server::cache::Cache;
 use latchkey_server::janitor::Janitor;
 use latchkey_server::model::ClientRecord;
+use latchkey_server::service::admin::{self, NewClient};
 use latchkey_server::store::{self, Store};
 use latchkey_server::{Application, ManualClock, ServerConfig};
 use tempfile::TempDir;

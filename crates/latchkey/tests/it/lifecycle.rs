@@ -2,8 +2,8 @@
 //! tokens, `revoke-tokens`, the janitor, and secret rotation. The clock is moved, never slept.
 
 use latchkey_proto::TokenFormat;
-use latchkey_server::admin;
 use latchkey_server::model::ClientUpdate;
+use latchkey_server::service::admin;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestClient, basic, spawn_app};

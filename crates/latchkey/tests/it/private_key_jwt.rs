@@ -7,8 +7,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey_client::PrivateKey;
 use latchkey_proto::SigningAlg;
-use latchkey_server::admin::ClientKeys;
 use latchkey_server::model::ClientUpdate;
+use latchkey_server::service::admin::ClientKeys;
 use serde_json::{Value, json};
 
 use crate::helpers::{T0, TestApp, decode_parts, server_config, spawn_app, spawn_with_config};
@@ -481,7 +481,7 @@ async fn assertion_parameters_and_methods_are_checked() {
     let (status, body) = post(&app, &[("client_id", &id), ("client_secret", "guess")]).await;
     assert_invalid_client(&(status, body), "key client sending a secret");
     // A disabled key client fails like any other.
-    latchkey_server::admin::update_client(
+    latchkey_server::service::admin::update_client(
         app.store.as_ref(),
         &app.clock,
         &id,
@@ -508,7 +508,7 @@ async fn replacing_the_keys_rotates_them() {
         let jwks = json!({ "keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>() });
         let (store, clock, id) = (app.store.clone(), app.clock.clone(), id.clone());
         async move {
-            latchkey_server::admin::replace_client_keys(
+            latchkey_server::service::admin::replace_client_keys(
                 store.as_ref(),
                 &clock,
                 &id,
@@ -527,7 +527,7 @@ async fn replacing_the_keys_rotates_them() {
     // Keys with private members are refused, and the registered keys stay.
     let mut leaked = serde_json::to_value(new.public_jwk()).unwrap();
     leaked["d"] = json!("AAAA");
-    let err = latchkey_server::admin::replace_client_keys(
+    let err = latchkey_server::service::admin::replace_client_keys(
         app.store.as_ref(),
         &app.clock,
         &id,
@@ -614,12 +614,12 @@ async fn register_jwks_uri(
     app: &TestApp,
     uri: String,
     allow_private: bool,
-) -> Result<latchkey_server::model::ClientRecord, latchkey_server::admin::AdminError> {
+) -> Result<latchkey_server::model::ClientRecord, latchkey_server::service::admin::AdminError> {
     let keys = ClientKeys::JwksUri {
         uri: &uri,
         allow_private,
     };
-    latchkey_server::admin::create_key_client(
+    latchkey_server::service::admin::create_key_client(
         app.store.as_ref(),
         &app.clock,
         key_client_new(),
@@ -629,8 +629,8 @@ async fn register_jwks_uri(
     .map(|applied| applied.value)
 }
 
-fn key_client_new() -> latchkey_server::admin::NewClient {
-    latchkey_server::admin::NewClient {
+fn key_client_new() -> latchkey_server::service::admin::NewClient {
+    latchkey_server::service::admin::NewClient {
         name: "published-keys".into(),
         scope: vec!["read".into()],
         audience: vec!["https://api.example.com".into()],
@@ -760,7 +760,7 @@ async fn proxy_variables_are_ignored_by_key_fetches() {
     let (_server, line) = crate::gateways::start(command, "latchkey is serving");
     let base = format!("http://{}", crate::gateways::listen_field(&line));
     let store = latchkey_server::store::connect(&database).await.unwrap();
-    let client = latchkey_server::admin::create_key_client(
+    let client = latchkey_server::service::admin::create_key_client(
         store.as_ref(),
         &latchkey_server::SystemClock,
         key_client_new(),

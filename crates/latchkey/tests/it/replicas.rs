@@ -248,11 +248,15 @@ async fn migrate_data_moves_a_sqlite_installation_to_postgres() {
     let old = crate::helpers::spawn_app_with_issuer(ISSUER).await;
     let first = old.client(|_| {}).await;
     let second = old.client(|c| c.name = "second".into()).await;
-    let extra =
-        latchkey_server::admin::add_secret(old.store.as_ref(), &old.clock, second.id(), None)
-            .await
-            .unwrap()
-            .value;
+    let extra = latchkey_server::service::admin::add_secret(
+        old.store.as_ref(),
+        &old.clock,
+        second.id(),
+        None,
+    )
+    .await
+    .unwrap()
+    .value;
     let checker = old
         .client(|c| {
             c.can_introspect = true;

@@ -76,7 +76,7 @@ struct Clients {
 impl Clients {
     async fn register(app: &TestApp) -> Self {
         let disabled = app.client(|_| {}).await;
-        latchkey_server::admin::update_client(
+        latchkey_server::service::admin::update_client(
             app.store.as_ref(),
             &app.clock,
             disabled.id(),
@@ -427,10 +427,14 @@ async fn storage_failure_is_503_never_401() {
 async fn a_rotated_out_secret_works_in_its_overlap_window_and_fails_after() {
     let app = spawn_app().await;
     let old = app.client(|_| {}).await;
-    let rotated =
-        latchkey_server::admin::rotate_secret(app.store.as_ref(), &app.clock, old.id(), 3600)
-            .await
-            .unwrap();
+    let rotated = latchkey_server::service::admin::rotate_secret(
+        app.store.as_ref(),
+        &app.clock,
+        old.id(),
+        3600,
+    )
+    .await
+    .unwrap();
     assert!(rotated.unconfirmed_servers.is_empty());
     let new = TestClient {
         record: old.record.clone(),
@@ -463,14 +467,27 @@ async fn a_rotated_out_secret_works_in_its_overlap_window_and_fails_after() {
 
     // At most five live secrets.
     for _ in 0..4 {
-        latchkey_server::admin::rotate_secret(app.store.as_ref(), &app.clock, old.id(), 3600)
-            .await
-            .unwrap();
+        latchkey_server::service::admin::rotate_secret(
+            app.store.as_ref(),
+            &app.clock,
+            old.id(),
+            3600,
+        )
+        .await
+        .unwrap();
     }
-    let sixth =
-        latchkey_server::admin::rotate_secret(app.store.as_ref(), &app.clock, old.id(), 3600).await;
+    let sixth = latchkey_server::service::admin::rotate_secret(
+        app.store.as_ref(),
+        &app.clock,
+        old.id(),
+        3600,
+    )
+    .await;
     assert!(
-        matches!(sixth, Err(latchkey_server::admin::AdminError::Invalid(_))),
+        matches!(
+            sixth,
+            Err(latchkey_server::service::admin::AdminError::Invalid(_))
+        ),
         "{sixth:?}"
     );
 }
