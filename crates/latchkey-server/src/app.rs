@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use crate::cache::{Cache, CacheError};
 use crate::clock::Clock;
 use crate::connections::{self, ConnectionLimits, Transport};
-use crate::http::{self, paths};
+use crate::http::{self, AppState, paths};
 use crate::janitor::Janitor;
 use crate::kek::KeyEncryptionKey;
 use crate::keys::{JWKS_MAX_AGE_SECONDS, KeyError, KeySource};
@@ -108,22 +108,6 @@ impl From<CacheError> for StartError {
             CacheError::Key(e) => StartError::Key(e),
         }
     }
-}
-
-/// Everything the request handlers share. Passed explicitly; there is no global state.
-pub struct AppState {
-    /// The use cases, and the state and settings they work with.
-    pub services: Services,
-    /// TLS, when this server terminates it.
-    pub tls: Option<Tls>,
-    /// The RFC 8414 document, serialised once.
-    pub metadata_json: Bytes,
-    /// `max-age` of the metadata.
-    pub metadata_max_age: u32,
-    /// `max-age` of the JWK Set.
-    pub jwks_max_age: u32,
-    /// Set when shutdown begins, so readiness turns false before connections drain.
-    pub shutting_down: AtomicBool,
 }
 
 /// A server bound to its port, ready to run.

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::kek::{KekError, KeyEncryptionKey, check_stored, unseal};
 use crate::model::MAX_TOKEN_TTL;
+use crate::protocol::access_token::PublishedKeys;
 use crate::protocol::dpop_nonce::NonceKey;
 use crate::store::{KeyState, RotationOutcome, RotationPlan, Store, StoreError, StoredKey};
 
@@ -459,5 +460,13 @@ impl KeyRing {
     /// The published JWK Set, serialised once.
     pub fn jwks_json(&self) -> &Bytes {
         &self.jwks_json
+    }
+}
+
+/// Verifying this server's own tokens (introspection, revocation).
+impl PublishedKeys for KeyRing {
+    fn verify(&self, kid: &str, alg: &str, message: &[u8], signature: &[u8]) -> bool {
+        self.published_key(kid)
+            .is_some_and(|key| key.alg().as_str() == alg && key.verify(message, signature))
     }
 }

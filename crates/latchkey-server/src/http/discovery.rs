@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::Response;
 
-use crate::app::AppState;
+use crate::http::AppState;
 
 /// `GET /.well-known/oauth-authorization-server` (and `openid-configuration`).
 pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
@@ -16,6 +16,6 @@ pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
 /// may be, which the key rotation timing relies on (docs/CONFORMANCE.md, "Signing keys and
 /// rotation").
 pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
-    let body = state.services.cache.key_ring().jwks_json().clone();
+    let body = state.services.jwks_json();
     super::cacheable_json(body, state.jwks_max_age)
 }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::http::AppState;
 
 /// `GET /healthz`: the process is alive and serving HTTP.
 pub async fn alive() -> Response {
@@ -27,7 +27,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Response {
         )
             .into_response();
     }
-    match state.services.store.ready().await {
+    match state.services.ready().await {
         Ok(()) => Json(json!({ "status": "ready" })).into_response(),
         Err(err) => {
             tracing::warn!(error = %err, "not ready");

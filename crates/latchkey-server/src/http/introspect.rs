@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use latchkey_proto::IntrospectionResponse;
 
-use crate::app::AppState;
 use crate::error::OAuthError;
+use crate::http::AppState;
 use crate::http::access_log::{ClientTag, Outcome};
 use crate::http::endpoint::receive;
 use crate::service::introspect as introspect_token;

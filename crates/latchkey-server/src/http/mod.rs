@@ -10,6 +10,7 @@ mod revoke;
 mod token;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::body::Body;
@@ -18,7 +19,8 @@ use axum::routing::{any, get};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 
-use crate::app::AppState;
+use crate::service::Services;
+use crate::tls::Tls;
 
 /// Paths of the endpoints, relative to the issuer.
 pub mod paths {
@@ -38,6 +40,22 @@ pub mod paths {
     pub const HEALTHZ: &str = "/healthz";
     /// Readiness.
     pub const READYZ: &str = "/readyz";
+}
+
+/// Everything the request handlers share. Passed explicitly; there is no global state.
+pub struct AppState {
+    /// The use cases, and the state and settings they work with.
+    pub services: Services,
+    /// TLS, when this server terminates it.
+    pub tls: Option<Tls>,
+    /// The RFC 8414 document, serialised once.
+    pub metadata_json: Bytes,
+    /// `max-age` of the metadata.
+    pub metadata_max_age: u32,
+    /// `max-age` of the JWK Set.
+    pub jwks_max_age: u32,
+    /// Set when shutdown begins, so readiness turns false before connections drain.
+    pub shutting_down: AtomicBool,
 }
 
 /// Builds the router for `state`.

@@ -7,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
-use crate::app::AppState;
+use crate::http::AppState;
 use crate::http::access_log::{ClientTag, Outcome};
 use crate::http::endpoint::receive;
 use crate::service::{Revoked, revoke as revoke_token};

@@ -100,7 +100,9 @@ pub async fn active_claims(
     token: &str,
 ) -> Result<Option<AccessTokenClaims>, OAuthError> {
     let claims = match shape(token) {
-        TokenShape::Jwt(jwt) => verify_jwt(&services.cache.key_ring(), &services.issuer, jwt),
+        TokenShape::Jwt(jwt) => {
+            verify_jwt(services.cache.key_ring().as_ref(), &services.issuer, jwt)
+        }
         TokenShape::Opaque(hash) => services
             .store
             .find_opaque_token(&hash)

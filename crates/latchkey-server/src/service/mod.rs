@@ -49,6 +49,18 @@ pub struct Services {
     pub dpop_nonce: bool,
 }
 
+impl Services {
+    /// Readiness: the database answers, with the schema this binary expects.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.store.ready().await
+    }
+
+    /// The published JWK Set, serialised once per key change.
+    pub fn jwks_json(&self) -> bytes::Bytes {
+        self.cache.key_ring().jwks_json().clone()
+    }
+}
+
 /// A request to an OAuth endpoint (token, introspection, revocation) as the HTTP layer hands
 /// it over: checked for transport rules and parsed strictly, nothing decided yet.
 pub struct ClientRequest {
