@@ -9,6 +9,7 @@ use std::str::FromStr;
 use latchkey_proto::{ClientAuthMethod, Confirmation, GrantType, SigningAlg, TokenFormat};
 
 use super::db::{DbRow, Query, sql};
+use super::dialect::Dialect;
 use super::{Change, FeedEntry, KeyState, StoreError, StoredKey};
 use crate::model::{
     ClientRecord, ClientUpdate, Credential, Federation, OpaqueTokenRecord, Revocation, SecretInfo,
@@ -67,37 +68,20 @@ const CLIENT_COLUMNS: &str = "client_id, name, scope, audience, grant_types, tok
     tls_subject_kind, tls_subject, federated_max_token_age";
 const CLIENT_VALUES: usize = 21;
 
-/// The most client rows one [`insert_clients`] statement takes. Small on purpose: SQLite finds
-/// each `$N` parameter by name, so a statement's binding cost grows with the square of its
-/// parameters (500 rows of 21 made a 1M-client import four times slower than one row each).
+/// The most client rows one [`insert_clients`] statement takes. Small on purpose: SQLite
+/// compiles each statement's text, and larger statements gained nothing once parameters were
+/// bound by position (see [`Dialect::value_rows`]).
 pub(super) const CLIENTS_PER_INSERT: usize = 20;
 /// The most secrets one [`insert_secrets`] statement takes (5 parameters each).
 pub(super) const SECRETS_PER_INSERT: usize = 80;
 
-/// `($1, .., $n), ($n+1, ..)`: `rows` rows of `per_row` parameters.
-fn placeholders(rows: usize, per_row: usize) -> String {
-    let mut out = String::with_capacity(rows * per_row * 5);
-    for row in 0..rows {
-        out.push_str(if row == 0 { "(" } else { ", (" });
-        for column in 0..per_row {
-            if column > 0 {
-                out.push_str(", ");
-            }
-            out.push('$');
-            out.push_str(&(row * per_row + column + 1).to_string());
-        }
-        out.push(')');
-    }
-    out
-}
-
 /// Inserts clients' rows, all in one statement (their secrets are [`insert_secrets`]); at
 /// most [`CLIENTS_PER_INSERT`].
-pub(super) fn insert_clients(clients: &[ClientRecord]) -> Query<'_> {
+pub(super) fn insert_clients(dialect: Dialect, clients: &[ClientRecord]) -> Query<'_> {
     // Only placeholders are formatted into the statement; every value is a parameter.
     let statement = format!(
         "INSERT INTO clients ({CLIENT_COLUMNS}) VALUES {}",
-        placeholders(clients.len(), CLIENT_VALUES)
+        dialect.value_rows(clients.len(), CLIENT_VALUES)
     );
     clients
         .iter()
@@ -279,11 +263,14 @@ pub(super) fn update_client<'a>(
 
 /// Inserts secrets (`(client_id, secret)`), all in one statement; at most
 /// [`SECRETS_PER_INSERT`].
-pub(super) fn insert_secrets<'a>(secrets: &[(&'a str, &'a SecretRecord)]) -> Query<'a> {
+pub(super) fn insert_secrets<'a>(
+    dialect: Dialect,
+    secrets: &[(&'a str, &'a SecretRecord)],
+) -> Query<'a> {
     let statement = format!(
         "INSERT INTO client_secrets (secret_id, client_id, secret_hash, created_at, expires_at)
          VALUES {}",
-        placeholders(secrets.len(), 5)
+        dialect.value_rows(secrets.len(), 5)
     );
     secrets.iter().fold(
         sql(sqlx::AssertSqlSafe(statement)),

@@ -53,15 +53,16 @@ impl SqlStore {
 
 /// Inserts clients' rows and their secrets, a few hundred rows per statement.
 async fn insert_clients(tx: &mut Tx, clients: &[ClientRecord]) -> Result<(), TxError> {
+    let dialect = tx.dialect();
     for chunk in clients.chunks(rows::CLIENTS_PER_INSERT) {
-        rows::insert_clients(chunk).execute(tx).await?;
+        rows::insert_clients(dialect, chunk).execute(tx).await?;
     }
     let secrets: Vec<(&str, &SecretRecord)> = clients
         .iter()
         .flat_map(|c| c.secrets.iter().map(|s| (c.client_id.as_str(), s)))
         .collect();
     for chunk in secrets.chunks(rows::SECRETS_PER_INSERT) {
-        rows::insert_secrets(chunk).execute(tx).await?;
+        rows::insert_secrets(dialect, chunk).execute(tx).await?;
     }
     Ok(())
 }
@@ -118,7 +119,9 @@ impl Store for SqlStore {
     async fn create_clients(&self, clients: &[ClientRecord]) -> Result<(), StoreError> {
         retrying(|| async move {
             let mut tx = self.db.begin().await?;
+            dialect::bulk_insert_cache(&mut tx, true).await?;
             insert_clients(&mut tx, clients).await?;
+            dialect::bulk_insert_cache(&mut tx, false).await?;
             record_change(&mut tx, &Change::NewClients).await?;
             tx.commit().await
         })
@@ -240,7 +243,7 @@ impl Store for SqlStore {
                 .execute(&mut tx)
                 .await?;
             }
-            rows::insert_secrets(&[(client_id, secret)])
+            rows::insert_secrets(tx.dialect(), &[(client_id, secret)])
                 .execute(&mut tx)
                 .await?;
             record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;

@@ -18,7 +18,7 @@ use sqlx::Connection as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::helpers::{T0, TestApp, basic, server_config, spawn_with_config};
+use crate::helpers::{T0, TestApp, server_config, spawn_with_config, token_status};
 
 /// A server on a fresh SQLite database that already holds `clients` clients, keeping at most
 /// `cache_size` records in memory; returns the clients with their secrets.
@@ -64,18 +64,6 @@ fn new_client() -> admin::NewClient {
         can_introspect: false,
         token_format: latchkey_proto::TokenFormat::Jwt,
     }
-}
-
-async fn token_status(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> u16 {
-    http.post(format!("{base}/oauth2/token"))
-        .header("authorization", basic(id, secret))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("grant_type=client_credentials")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 #[tokio::test]

@@ -57,6 +57,19 @@ impl TestClient {
     }
 }
 
+/// The status of a client-credentials token request with HTTP Basic credentials.
+pub async fn token_status(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> u16 {
+    http.post(format!("{base}/oauth2/token"))
+        .header("authorization", basic(id, secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 pub fn basic(id: &str, secret: &str) -> String {
     format!(
         "Basic {}",

@@ -9,7 +9,7 @@ use latchkey_client::PrivateKey;
 use latchkey_proto::SigningAlg;
 use serde_json::{Value, json};
 
-use crate::helpers::{basic, spawn_app};
+use crate::helpers::{spawn_app, token_status};
 
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 
@@ -60,19 +60,6 @@ async fn latchkey(database: &str, args: &[&str], stdin: &str) -> Run {
     }
 }
 
-async fn token_status(app: &crate::helpers::TestApp, id: &str, secret: &str) -> u16 {
-    app.http
-        .post(app.token_url())
-        .header("authorization", basic(id, secret))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("grant_type=client_credentials")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 const KEPT_ID: &str = "legacy-billing-sync";
 const KEPT_SECRET: &str = "kept-secret-from-the-old-server-0123456789";
 
@@ -118,7 +105,10 @@ async fn a_thousand_clients_import_in_order_and_work_at_once() {
     let app = spawn_app().await;
     let db = app.database_url.as_str();
     // The server has been asked for the kept id before it existed: it remembers it as unknown.
-    assert_eq!(token_status(&app, KEPT_ID, KEPT_SECRET).await, 401);
+    assert_eq!(
+        token_status(&app.http, &app.base, KEPT_ID, KEPT_SECRET).await,
+        401
+    );
 
     let file = app.dir.path().join("clients.jsonl");
     std::fs::write(&file, thousand_lines()).unwrap();
@@ -143,15 +133,25 @@ async fn a_thousand_clients_import_in_order_and_work_at_once() {
     );
 
     // Every server confirmed before the command returned: no waiting here.
-    assert_eq!(token_status(&app, KEPT_ID, KEPT_SECRET).await, 200);
     assert_eq!(
-        token_status(&app, KEPT_ID, "wrong-secret-of-the-right-length-0000").await,
+        token_status(&app.http, &app.base, KEPT_ID, KEPT_SECRET).await,
+        200
+    );
+    assert_eq!(
+        token_status(
+            &app.http,
+            &app.base,
+            KEPT_ID,
+            "wrong-secret-of-the-right-length-0000"
+        )
+        .await,
         401
     );
     let first = &out[0];
     assert_eq!(
         token_status(
-            &app,
+            &app.http,
+            &app.base,
             first["client_id"].as_str().unwrap(),
             first["client_secret"].as_str().unwrap()
         )
@@ -161,7 +161,8 @@ async fn a_thousand_clients_import_in_order_and_work_at_once() {
     let paused = &out[19];
     assert_eq!(
         token_status(
-            &app,
+            &app.http,
+            &app.base,
             paused["client_id"].as_str().unwrap(),
             paused["client_secret"].as_str().unwrap()
         )
