@@ -1,11 +1,13 @@
-//! Mutual-TLS client authentication and certificate-bound tokens (RFC 8705), without IO: what
-//! a `tls_client_auth` client registers (one subject DN or subject alternative name, §2.1.2)
-//! and whether a certificate carries it; which certificates a `self_signed_tls_client_auth`
-//! client registered (§2.2.2); and the `x5t#S256` confirmation of a certificate (§3.1).
+//! Mutual-TLS client authentication and certificate-bound tokens (RFC 8705), without IO:
+//! whether a certificate carries the subject DN or subject alternative name a
+//! `tls_client_auth` client registered (§2.1.2; the registered value is a
+//! `model::TlsSubject`); which certificates a `self_signed_tls_client_auth` client registered
+//! (§2.2.2); and the `x5t#S256` confirmation of a certificate (§3.1).
 //!
 //! The TLS handshake has already proven that the peer holds the certificate's private key;
-//! for `tls_client_auth` the HTTP layer has also checked the chain against the `--client-ca`
-//! roots. What is decided here is whether that certificate is this client's.
+//! for `tls_client_auth` the service layer (`service/authenticate.rs`) has also checked the
+//! chain against the `--client-ca` roots. What is decided here is whether that certificate is
+//! this client's.
 
 use std::net::IpAddr;
 

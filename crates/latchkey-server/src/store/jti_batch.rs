@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::db::{Db, retrying, sql};
+use super::dialect::Dialect;
 
 /// One assertion id to record.
 struct NewJti<'a> {
@@ -117,7 +118,7 @@ async fn insert(
     rows: &[NewJti<'_>],
     now: i64,
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let statement = insert_sql(rows.len());
+    let statement = insert_sql(db.dialect(), rows.len());
     retrying(|| async {
         let mut query = sql(sqlx::AssertSqlSafe(statement.clone()));
         for row in rows {
@@ -133,23 +134,19 @@ async fn insert(
     .await
 }
 
-/// `INSERT ... VALUES ($1,$2,$3),($4,$5,$6) ON CONFLICT ... RETURNING` for `rows`; the last
-/// parameter is `now`.
-fn insert_sql(rows: usize) -> String {
-    let mut sql = String::from("INSERT INTO assertion_jtis (client_id, jti, expires_at) VALUES ");
-    for i in 0..rows {
-        if i > 0 {
-            sql.push(',');
-        }
-        let n = i * 3;
-        sql.push_str(&format!("(${},${},${})", n + 1, n + 2, n + 3));
-    }
+/// `INSERT ... VALUES (..),(..) ON CONFLICT ... RETURNING` for `rows`, parameters bound in
+/// order (see [`Dialect::value_rows`]); the last parameter is `now`.
+fn insert_sql(dialect: Dialect, rows: usize) -> String {
+    let now = match dialect {
+        Dialect::Sqlite => "?".to_owned(),
+        Dialect::Postgres => format!("${}", rows * 3 + 1),
+    };
     // Inserted, or taking over an entry that has expired (not yet purged): first use.
     // RETURNING names exactly those rows.
-    sql.push_str(&format!(
-        " ON CONFLICT (client_id, jti) DO UPDATE SET expires_at = excluded.expires_at \
-         WHERE assertion_jtis.expires_at <= ${} RETURNING client_id, jti",
-        rows * 3 + 1
-    ));
-    sql
+    format!(
+        "INSERT INTO assertion_jtis (client_id, jti, expires_at) VALUES {} \
+         ON CONFLICT (client_id, jti) DO UPDATE SET expires_at = excluded.expires_at \
+         WHERE assertion_jtis.expires_at <= {now} RETURNING client_id, jti",
+        dialect.value_rows(rows, 3)
+    )
 }

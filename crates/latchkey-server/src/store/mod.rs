@@ -4,7 +4,8 @@
 //! for one server with an embedded database file, PostgreSQL for several servers sharing one
 //! database. [`connect`] is the only place that chooses a backend by URL.
 //!
-//! - `sql.rs`: [`Store`] itself, every statement written once with `$N` parameters.
+//! - `sql.rs`: [`Store`] itself, every statement written once with `$N` parameters (multi-row
+//!   inserts take their placeholders from `dialect.rs`).
 //! - `rows.rs`: records and rows both ways: the column lists, the statements that write a
 //!   record, the decoding of rows.
 //! - `dialect.rs`: each place where the SQL of the two databases differs, both sides together.

@@ -186,7 +186,12 @@ fn credential_from_row(row: &DbRow) -> Result<Credential, StoreError> {
         (None, None) => None,
         _ => return Err(StoreError::Corrupt("partial tls subject".into())),
     };
-    let corrupt = || StoreError::Corrupt(format!("the credential columns of a {method} client"));
+    let corrupt = || {
+        let client_id = row.get::<String>("client_id").unwrap_or_default();
+        StoreError::Corrupt(format!(
+            "the credential columns of client {client_id:?} ({method})"
+        ))
+    };
     Ok(
         match (method, public_keys, jwks_uri, federation, tls_subject) {
             (method, None, None, None, None) if method.uses_secret() => {
@@ -206,8 +211,9 @@ fn credential_from_row(row: &DbRow) -> Result<Credential, StoreError> {
     )
 }
 
-/// Applies a [`ClientUpdate`] to a client's row. The casts let PostgreSQL type parameters that
-/// appear only in `IS NOT NULL`; SQLite reads them as no-ops.
+/// Applies a [`ClientUpdate`] to a client's row. A new credential is written only over one of
+/// the same authentication method (`$20`): no row changes otherwise. The casts give
+/// PostgreSQL the type of parameters it cannot infer; SQLite reads them as no-ops.
 pub(super) fn update_client<'a>(
     client_id: &'a str,
     update: &'a ClientUpdate,
@@ -239,7 +245,7 @@ pub(super) fn update_client<'a>(
             federated_max_token_age = CASE WHEN $19 THEN CAST($18 AS BIGINT)
                 ELSE federated_max_token_age END,
             updated_at = $7
-         WHERE client_id = $1")
+         WHERE client_id = $1 AND (NOT $19 OR auth_method = $20)")
     .bind(client_id)
     .bind(update.name.as_deref())
     .bind(update.scope.as_ref().map(|s| s.join(" ")))
@@ -259,6 +265,12 @@ pub(super) fn update_client<'a>(
     .bind(columns.tls_subject.map(TlsSubject::value))
     .bind(columns.federation.and_then(|f| f.max_token_age))
     .bind(update.credential.is_some())
+    .bind(
+        update
+            .credential
+            .as_ref()
+            .map(|credential| credential.auth_method().as_str()),
+    )
 }
 
 /// Inserts secrets (`(client_id, secret)`), all in one statement; at most

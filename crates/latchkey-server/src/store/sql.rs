@@ -171,6 +171,18 @@ impl Store for SqlStore {
                 .await?
                 == 0
             {
+                // No such client, or a credential of another method (which would leave a row
+                // that cannot be read back).
+                let exists = sql("SELECT 1 FROM clients WHERE client_id = $1")
+                    .bind(client_id)
+                    .fetch_optional(&mut tx)
+                    .await?
+                    .is_some();
+                if exists {
+                    return Err(TxError::Fail(StoreError::Conflict(format!(
+                        "client {client_id} authenticates with another method"
+                    ))));
+                }
                 return Ok(false);
             }
             if update.revoke_tokens {

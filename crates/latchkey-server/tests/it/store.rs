@@ -260,6 +260,34 @@ async fn registered_public_keys_are_stored_and_replaced() {
         self_signed.secrets.clear();
         self_signed.credential = Credential::Certificates(r#"{"keys":[{"x5c":["AA=="]}]}"#.into());
         store.create_client(&self_signed).await.unwrap();
+        assert_eq!(
+            store.find_client("lk_s").await.unwrap(),
+            Some(self_signed.clone())
+        );
+        // A credential of another method is refused and changes nothing: the row would not
+        // read back (self-signed certificates are not private_key_jwt keys, nor a secret).
+        for (id, other) in [
+            ("lk_s", two.clone()),
+            ("lk_k", Credential::Secret(SecretMethod::Post)),
+            (
+                "lk_t",
+                Credential::JwksUri("https://client.example/jwks".into()),
+            ),
+        ] {
+            let before = store.find_client(id).await.unwrap();
+            let wrong = ClientUpdate {
+                credential: Some(other),
+                ..ClientUpdate::default()
+            };
+            assert!(
+                matches!(
+                    store.update_client(id, &wrong, T0 + 8).await,
+                    Err(StoreError::Conflict(_))
+                ),
+                "{backend} {id}"
+            );
+            assert_eq!(store.find_client(id).await.unwrap(), before, "{backend}");
+        }
         assert_eq!(store.find_client("lk_s").await.unwrap(), Some(self_signed));
     })
     .await;
