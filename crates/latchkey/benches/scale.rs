@@ -197,46 +197,46 @@ async fn run() {
     // 200 ms seeding aws-lc's jitter entropy before its first TLS attempt): the admin call a
     // long-running process (the admin API) makes, re-enabling the clients.
     let admin_store = latchkey_server::store::connect(&big_db).await.unwrap();
-    let mut confirmed = Vec::new();
-    for (id, _) in &big_secrets[distinct.saturating_sub(10)..distinct] {
+    let set_enabled = async |id: &str, enabled: bool| {
         let started = Instant::now();
         let applied = latchkey_server::service::admin::update_client(
             admin_store.as_ref(),
             &latchkey_server::SystemClock,
             id,
             latchkey_server::model::ClientUpdate {
-                enabled: Some(true),
+                enabled: Some(enabled),
                 ..latchkey_server::model::ClientUpdate::default()
             },
         )
         .await
         .unwrap();
-        confirmed.push(started.elapsed().as_secs_f64() * 1000.0);
         assert!(
             applied.unconfirmed_servers.is_empty(),
             "every server confirmed"
         );
+        started.elapsed().as_secs_f64() * 1000.0
+    };
+    let changed = &big_secrets[distinct.saturating_sub(10)..distinct];
+    // The process's first change opens its database connection and prepares its statements:
+    // timed apart, as a long-running admin process pays it once.
+    let first = set_enabled(&changed[0].0, true).await;
+    let mut confirmed = Vec::new();
+    for (id, _) in changed {
+        confirmed.push(set_enabled(id, false).await);
+        confirmed.push(set_enabled(id, true).await);
     }
     confirmed.sort_by(f64::total_cmp);
     println!(
         "one-client change (admin call) confirmed by {replicas} server(s): median {:.0} ms, \
-         max {:.0} ms",
+         p90 {:.0} ms, max {:.0} ms over {} changes (the process's first: {first:.0} ms)",
         confirmed[confirmed.len() / 2],
-        confirmed[confirmed.len() - 1]
+        confirmed[confirmed.len() * 9 / 10],
+        confirmed[confirmed.len() - 1],
+        confirmed.len()
     );
     // Disable them again: each disabled client is refused by every server at once.
-    for (id, _) in &big_secrets[distinct.saturating_sub(10)..distinct] {
-        latchkey_server::service::admin::update_client(
-            admin_store.as_ref(),
-            &latchkey_server::SystemClock,
-            id,
-            latchkey_server::model::ClientUpdate {
-                enabled: Some(false),
-                ..latchkey_server::model::ClientUpdate::default()
-            },
-        )
-        .await
-        .unwrap();
+    for (id, _) in changed {
+        set_enabled(id, false).await;
     }
     drop(admin_store);
     let disabled: Vec<String> = big_secrets[distinct.saturating_sub(10)..distinct]
