@@ -48,6 +48,29 @@ pub struct ClientRecord {
 }
 
 impl ClientRecord {
+    /// A new client at `now`, with the defaults of `client create`: enabled, the
+    /// client-credentials grant, the default token lifetime, JWT tokens, no scope, no
+    /// audience, no secret yet. The one place a record is built field by field: callers
+    /// change what they need with `..ClientRecord::new(..)`, so a new field is added here.
+    pub fn new(client_id: String, name: String, credential: Credential, now: i64) -> Self {
+        ClientRecord {
+            client_id,
+            name,
+            scope: Vec::new(),
+            audience: Vec::new(),
+            grant_types: vec![GrantType::ClientCredentials],
+            token_ttl_seconds: DEFAULT_TOKEN_TTL,
+            credential,
+            enabled: true,
+            can_introspect: false,
+            token_format: TokenFormat::Jwt,
+            token_epoch: 0,
+            created_at: now,
+            updated_at: now,
+            secrets: Vec::new(),
+        }
+    }
+
     /// The one authentication method the client must use.
     pub const fn auth_method(&self) -> ClientAuthMethod {
         self.credential.auth_method()

@@ -174,28 +174,11 @@ pub fn expires_in(grant: &Grant) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use latchkey_proto::TokenFormat;
-
     use super::*;
     use crate::model::{Credential, SecretMethod, TlsSubject};
 
     fn client(credential: Credential) -> ClientRecord {
-        ClientRecord {
-            client_id: "c".into(),
-            name: "c".into(),
-            scope: Vec::new(),
-            audience: vec!["https://api.example".into()],
-            grant_types: vec![GrantType::ClientCredentials],
-            token_ttl_seconds: 900,
-            credential,
-            enabled: true,
-            can_introspect: false,
-            token_format: TokenFormat::Jwt,
-            token_epoch: 0,
-            created_at: 0,
-            updated_at: 0,
-            secrets: Vec::new(),
-        }
+        ClientRecord::new("c".into(), "c".into(), credential, 0)
     }
 
     #[test]

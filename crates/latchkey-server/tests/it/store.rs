@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use latchkey_proto::{Confirmation, GrantType, SigningAlg, TokenFormat};
+use latchkey_proto::{Confirmation, SigningAlg, TokenFormat};
 use latchkey_server::model::{
     ClientRecord, ClientUpdate, Credential, Federation, OpaqueTokenRecord, SecretMethod,
     SecretRecord, TlsSubject,
@@ -28,20 +28,16 @@ fn secret(id: &str, created_at: i64, expires_at: Option<i64>) -> SecretRecord {
 
 fn client(id: &str, created_at: i64) -> ClientRecord {
     ClientRecord {
-        client_id: id.into(),
-        name: format!("name of {id}"),
         scope: vec!["read".into(), "write".into()],
         audience: vec!["https://api.example.com".into()],
-        grant_types: vec![GrantType::ClientCredentials],
         token_ttl_seconds: 900,
-        credential: Credential::Secret(SecretMethod::Basic),
-        enabled: true,
-        can_introspect: false,
-        token_format: TokenFormat::Jwt,
-        token_epoch: 0,
-        created_at,
-        updated_at: created_at,
         secrets: vec![secret(&format!("{id}-s1"), created_at, None)],
+        ..ClientRecord::new(
+            id.into(),
+            format!("name of {id}"),
+            Credential::Secret(SecretMethod::Basic),
+            created_at,
+        )
     }
 }
 

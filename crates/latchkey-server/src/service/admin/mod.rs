@@ -381,20 +381,13 @@ fn client_record(
     now: i64,
 ) -> Result<ClientRecord, AdminError> {
     Ok(ClientRecord {
-        client_id: new_client_id(),
-        name: check_name(&new.name)?,
         scope: parse_scope_list(&new.scope.join(" "))?,
         audience: check_audience(&new.audience)?,
         grant_types: new.grant_types,
         token_ttl_seconds: check_ttl(new.token_ttl_seconds)?,
-        credential,
-        enabled: true,
         can_introspect: new.can_introspect,
         token_format: new.token_format,
-        token_epoch: 0,
-        created_at: now,
-        updated_at: now,
-        secrets: Vec::new(),
+        ..ClientRecord::new(new_client_id(), check_name(&new.name)?, credential, now)
     })
 }
 
