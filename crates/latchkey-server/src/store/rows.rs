@@ -91,7 +91,7 @@ pub(super) fn insert_clients(dialect: Dialect, clients: &[ClientRecord]) -> Quer
 /// Binds one client row's values, in the order of [`CLIENT_COLUMNS`].
 fn bind_client<'a>(query: Query<'a>, client: &'a ClientRecord) -> Query<'a> {
     let columns = CredentialColumns::of(&client.credential);
-    query
+    let query = query
         .bind(&client.client_id)
         .bind(&client.name)
         .bind(client.scope.join(" "))
@@ -104,15 +104,8 @@ fn bind_client<'a>(query: Query<'a>, client: &'a ClientRecord) -> Query<'a> {
         .bind(client.token_format.as_str())
         .bind(client.token_epoch)
         .bind(client.created_at)
-        .bind(client.updated_at)
-        .bind(columns.public_keys)
-        .bind(columns.jwks_uri)
-        .bind(columns.federation.map(|f| f.issuer.as_str()))
-        .bind(columns.federation.map(|f| f.subject.as_str()))
-        .bind(columns.federation.and_then(|f| f.audience.as_deref()))
-        .bind(columns.tls_subject.map(TlsSubject::kind))
-        .bind(columns.tls_subject.map(TlsSubject::value))
-        .bind(columns.federation.and_then(|f| f.max_token_age))
+        .bind(client.updated_at);
+    columns.bind(query)
 }
 
 /// How a [`Credential`] is stored: the method in `auth_method`, and at most one of these set.
@@ -128,6 +121,20 @@ struct CredentialColumns<'a> {
 }
 
 impl<'a> CredentialColumns<'a> {
+    /// Binds the eight credential columns, in the order of [`CLIENT_COLUMNS`] from
+    /// `public_keys` on.
+    fn bind(&self, query: Query<'a>) -> Query<'a> {
+        query
+            .bind(self.public_keys)
+            .bind(self.jwks_uri)
+            .bind(self.federation.map(|f| f.issuer.as_str()))
+            .bind(self.federation.map(|f| f.subject.as_str()))
+            .bind(self.federation.and_then(|f| f.audience.as_deref()))
+            .bind(self.tls_subject.map(TlsSubject::kind))
+            .bind(self.tls_subject.map(TlsSubject::value))
+            .bind(self.federation.and_then(|f| f.max_token_age))
+    }
+
     fn of(credential: &'a Credential) -> Self {
         let none = CredentialColumns::default();
         match credential {
@@ -225,7 +232,7 @@ pub(super) fn update_client<'a>(
         .as_ref()
         .map(CredentialColumns::of)
         .unwrap_or_default();
-    sql("UPDATE clients SET
+    let query = sql("UPDATE clients SET
             name = COALESCE($2, name),
             scope = COALESCE($3, scope),
             audience = COALESCE($4, audience),
@@ -255,17 +262,8 @@ pub(super) fn update_client<'a>(
     .bind(now)
     .bind(update.can_introspect)
     .bind(update.token_format.map(TokenFormat::as_str))
-    .bind(i64::from(update.revoke_tokens))
-    .bind(columns.public_keys)
-    .bind(columns.jwks_uri)
-    .bind(columns.federation.map(|f| f.issuer.as_str()))
-    .bind(columns.federation.map(|f| f.subject.as_str()))
-    .bind(columns.federation.and_then(|f| f.audience.as_deref()))
-    .bind(columns.tls_subject.map(TlsSubject::kind))
-    .bind(columns.tls_subject.map(TlsSubject::value))
-    .bind(columns.federation.and_then(|f| f.max_token_age))
-    .bind(update.credential.is_some())
-    .bind(
+    .bind(i64::from(update.revoke_tokens));
+    columns.bind(query).bind(update.credential.is_some()).bind(
         update
             .credential
             .as_ref()
