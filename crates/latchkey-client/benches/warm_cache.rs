@@ -65,10 +65,15 @@ fn main() {
             can_introspect: false,
             token_format: TokenFormat::Jwt,
         };
-        let (record, secret) = admin::create_client(store.as_ref(), &SystemClock, new)
-            .await
-            .unwrap()
-            .value;
+        let (record, secret) = admin::create_client(
+            store.as_ref(),
+            &SystemClock,
+            &latchkey_server::model::Actor::Cli("test".into()),
+            new,
+        )
+        .await
+        .unwrap()
+        .value;
         (endpoint, record.client_id, secret.expose().to_owned())
     });
 

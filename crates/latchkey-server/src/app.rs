@@ -18,6 +18,7 @@ use crate::http::{self, AppState, paths};
 use crate::janitor::Janitor;
 use crate::kek::KeyEncryptionKey;
 use crate::keys::{JWKS_MAX_AGE_SECONDS, KeyError, KeySource};
+use crate::model::Actor;
 use crate::remote_keys::RemoteKeys;
 use crate::service::Services;
 use crate::store::{Store, StoreError};
@@ -55,12 +56,17 @@ pub struct ServerConfig {
     /// How many client records the server keeps in memory (and how many unknown ids it
     /// remembers); others are read from the database when a request names them.
     pub client_cache_size: usize,
+    /// How long audit events are kept (seconds); the janitor deletes older ones.
+    pub audit_retention: i64,
 }
+
+/// How long audit events are kept by default: 90 days.
+pub const DEFAULT_AUDIT_RETENTION: i64 = 90 * 24 * 3600;
 
 impl Default for ServerConfig {
     /// Loopback on a free port, the issuer from the bound address, ES256, keys in the clear,
     /// no automatic rotation, the janitor every minute, strict assertion audiences, 100,000
-    /// cached clients.
+    /// cached clients, audit events kept 90 days.
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -75,6 +81,7 @@ impl Default for ServerConfig {
             dpop_nonce: false,
             connections: ConnectionLimits::DEFAULT,
             client_cache_size: crate::cache::DEFAULT_CLIENT_CACHE_SIZE,
+            audit_retention: DEFAULT_AUDIT_RETENTION,
         }
     }
 }
@@ -164,8 +171,15 @@ impl Application {
             alg: config.signing_alg,
             kek: config.key_encryption_key.clone(),
         };
+        // This server's id: how it acknowledges changes, and who it is in the audit trail when
+        // it changes keys itself.
+        let server_id = crate::secret::new_row_id();
         let keys = key_source
-            .load_or_create(store.as_ref(), clock.unix_seconds())
+            .load_or_create(
+                store.as_ref(),
+                &Actor::Server(server_id.clone()),
+                clock.unix_seconds(),
+            )
             .await?;
         let metadata = metadata(&issuer, tls.as_ref());
         let metadata_json = Bytes::from(
@@ -177,7 +191,7 @@ impl Application {
                 keys,
                 key_source.clone(),
                 Arc::clone(&clock),
-                crate::secret::new_row_id(),
+                server_id,
                 config.client_cache_size,
             )
             .await?,
@@ -188,6 +202,7 @@ impl Application {
             Arc::clone(&clock),
             key_source,
             config.key_rotation,
+            config.audit_retention,
         );
         let max_age = u32::try_from(JWKS_MAX_AGE_SECONDS).unwrap_or(300);
         let compatible_assertion_audience = config

@@ -453,3 +453,10 @@ pub async fn wait_for_servers(
         tokio::time::sleep(POLL_INTERVAL / 5).await;
     }
 }
+
+impl Cache {
+    /// The id this server acknowledges changes under (and acts under in the audit trail).
+    pub fn server_id(&self) -> &str {
+        &self.server_id
+    }
+}

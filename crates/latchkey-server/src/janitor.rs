@@ -1,5 +1,6 @@
 //! Housekeeping every server does on a timer: purge expired opaque tokens and deny-list
-//! entries (so storage does not grow without bound under steady issuance), write when secrets
+//! entries (so storage does not grow without bound under steady issuance) and audit events
+//! past their retention, write when secrets
 //! were last used, remove retired keys once no token they signed can still be valid, and
 //! rotate keys when automatic rotation is on. Every step is idempotent and atomic in the
 //! database, so any number of servers may run it at once.
@@ -10,6 +11,8 @@ use std::time::Duration;
 use crate::cache::{Cache, CacheError};
 use crate::clock::Clock;
 use crate::keys::{KeySource, RETIRED_KEY_PUBLISHED_FOR};
+use crate::model::audit::action;
+use crate::model::{Actor, AuditEntry};
 use crate::store::{Purged, RotationOutcome, Store};
 
 /// What one pass did.
@@ -32,6 +35,8 @@ pub struct Janitor {
     key_source: KeySource,
     /// Rotate when the current key has signed this long (seconds).
     key_rotation: Option<i64>,
+    /// Delete audit events older than this (seconds).
+    audit_retention: i64,
 }
 
 impl Janitor {
@@ -42,6 +47,7 @@ impl Janitor {
         clock: Arc<dyn Clock>,
         key_source: KeySource,
         key_rotation: Option<i64>,
+        audit_retention: i64,
     ) -> Self {
         Janitor {
             store,
@@ -49,6 +55,7 @@ impl Janitor {
             clock,
             key_source,
             key_rotation,
+            audit_retention,
         }
     }
 
@@ -61,17 +68,30 @@ impl Janitor {
             self.cache.restore_secret_uses(uses);
             return Err(CacheError::Store(err));
         }
-        let purged = store.purge_expired(now).await?;
+        let purged = store
+            .purge_expired(now, now.saturating_sub(self.audit_retention))
+            .await?;
+        let actor = Actor::Server(self.cache.server_id().to_owned());
         self.cache.forget_expired_revocations(now);
         let removed_keys = store
-            .remove_retired_keys(now - RETIRED_KEY_PUBLISHED_FOR, now)
+            .remove_retired_keys(
+                &AuditEntry {
+                    at: now,
+                    actor: actor.clone(),
+                    action: action::KEYS_REMOVE,
+                    target: None,
+                    changes: serde_json::json!({}),
+                },
+                now - RETIRED_KEY_PUBLISHED_FOR,
+                now,
+            )
             .await?;
         let mut rotated_to = None;
         if let Some(period) = self.key_rotation {
             let alg = self.key_source.alg;
             match self
                 .key_source
-                .rotate(store, alg, now, Some(period))
+                .rotate(store, &actor, alg, now, Some(period))
                 .await?
             {
                 RotationOutcome::Rotated {

@@ -20,7 +20,8 @@ use latchkey_proto::{Jwk, JwkSet, SigningAlg};
 use serde::Serialize;
 
 use crate::kek::{KekError, KeyEncryptionKey, check_stored, unseal};
-use crate::model::MAX_TOKEN_TTL;
+use crate::model::audit::action;
+use crate::model::{Actor, AuditEntry, MAX_TOKEN_TTL};
 use crate::protocol::access_token::PublishedKeys;
 use crate::protocol::dpop_nonce::NonceKey;
 use crate::store::{KeyState, RotationOutcome, RotationPlan, Store, StoreError, StoredKey};
@@ -305,12 +306,18 @@ impl KeySource {
     /// first and then loaded in its sealed form like any other. A running server refuses
     /// clear keys instead ([`KeySource::load`]); its error log names them, so an operator can
     /// look at them (`latchkey keys list`, column PRIVATE_KEY) before a restart seals them.
-    pub async fn load_or_create(&self, store: &dyn Store, now: i64) -> Result<KeyRing, KeyError> {
+    pub async fn load_or_create(
+        &self,
+        store: &dyn Store,
+        actor: &Actor,
+        now: i64,
+    ) -> Result<KeyRing, KeyError> {
         for state in [KeyState::Current, KeyState::Next] {
             let stored = store.signing_keys().await?;
             if !stored.iter().any(|k| k.alg == self.alg && k.state == state) {
                 let candidate = self.new_stored_key(self.alg, state, now)?;
-                let winner = store.insert_key_if_none(&candidate).await?;
+                let audit = key_entry(actor, action::KEY_CREATE, &candidate, now);
+                let winner = store.insert_key_if_none(&audit, &candidate).await?;
                 if winner.kid == candidate.kid {
                     tracing::info!(kid = %winner.kid, alg = %self.alg, state = state.as_str(), "created a signing key");
                 }
@@ -320,7 +327,10 @@ impl KeySource {
             for key in store.signing_keys().await? {
                 if key.state != KeyState::Removed && key.encryption.is_none() {
                     let sealed = kek.seal(&key.kid, &key.private_key)?;
-                    store.reseal_key(&key.kid, &sealed, &kek.marker()).await?;
+                    let audit = key_entry(actor, action::KEY_IMPORT, &key, now);
+                    store
+                        .reseal_key(&audit, &key.kid, &sealed, &kek.marker())
+                        .await?;
                     tracing::info!(kid = %key.kid, kek = kek.id(), "sealed a signing key with the key-encryption key");
                 }
             }
@@ -413,6 +423,7 @@ impl KeySource {
     pub async fn rotate(
         &self,
         store: &dyn Store,
+        actor: &Actor,
         alg: SigningAlg,
         now: i64,
         only_if_older_than: Option<i64>,
@@ -441,7 +452,14 @@ impl KeySource {
                 return Err(err);
             }
         }
-        Ok(store.rotate_keys(&plan).await?)
+        let audit = AuditEntry {
+            at: now,
+            actor: actor.clone(),
+            action: action::KEYS_ROTATE,
+            target: None,
+            changes: serde_json::json!({ "alg": alg }),
+        };
+        Ok(store.rotate_keys(&audit, &plan).await?)
     }
 }
 
@@ -460,6 +478,17 @@ impl KeyRing {
     /// The published JWK Set, serialised once.
     pub fn jwks_json(&self) -> &Bytes {
         &self.jwks_json
+    }
+}
+
+/// The audit entry of a change to one signing key: its algorithm and state, never its key.
+fn key_entry(actor: &Actor, action: &'static str, key: &StoredKey, now: i64) -> AuditEntry {
+    AuditEntry {
+        at: now,
+        actor: actor.clone(),
+        action,
+        target: Some(key.kid.clone()),
+        changes: serde_json::json!({ "alg": key.alg, "state": key.state.as_str() }),
     }
 }
 

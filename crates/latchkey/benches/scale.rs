@@ -202,6 +202,7 @@ async fn run() {
         let applied = latchkey_server::service::admin::update_client(
             admin_store.as_ref(),
             &latchkey_server::SystemClock,
+            &latchkey_server::model::Actor::Cli("test".into()),
             id,
             latchkey_server::model::ClientUpdate {
                 enabled: Some(enabled),

@@ -80,6 +80,10 @@ pub enum Command {
     /// List and rotate the keys that sign access tokens.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Read the audit trail: who changed which client, secret or key, and the fields before
+    /// and after (never a secret).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Get an access token and print it, for scripts:
     /// curl -H "Authorization: Bearer $(latchkey token ...)" ...
     ///
@@ -375,6 +379,23 @@ pub struct TokenArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List audit events, oldest first: time, actor (cli:USER, admin:CLIENT_ID,
+    /// registration:CLIENT_ID or server:ID), action, target and changes.
+    List {
+        /// Only events this recent, like 1h or 7d (default: every event kept).
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<i64>,
+        /// Only events about this client.
+        #[arg(long = "client", value_name = "ID")]
+        client: Option<String>,
+        /// At most this many events (the oldest that match).
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// List signing keys with their state: next (published, not yet signing), current
     /// (signing), retired (published for verification only) or removed.
@@ -436,6 +457,16 @@ pub struct ServeArgs {
         value_parser = parse_cache_size,
     )]
     pub client_cache_size: usize,
+
+    /// How long audit events are kept, like 90d; the janitor deletes older ones (`latchkey
+    /// audit list` shows them).
+    #[arg(
+        long,
+        env = "LATCHKEY_AUDIT_RETENTION",
+        default_value = "90d",
+        value_parser = parse_duration_u64
+    )]
+    pub audit_retention: u64,
 
     /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key. Without it
     /// the server speaks plain HTTP, for use behind a TLS terminator.

@@ -62,8 +62,10 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
             };
             let (client, secret) = match (new.auth_method, keys) {
                 (method, Some(keys)) if !method.uses_secret() => {
-                    let client =
-                        confirmed(admin::create_key_client(store, clock, new, keys).await?);
+                    let client = confirmed(
+                        admin::create_key_client(store, clock, &crate::cli_actor(), new, keys)
+                            .await?,
+                    );
                     (client, None)
                 }
                 (ClientAuthMethod::PrivateKeyJwt, None) => anyhow::bail!(
@@ -87,8 +89,9 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                      secret"
                 ),
                 (_, None) => {
-                    let (client, secret) =
-                        confirmed(admin::create_client(store, clock, new).await?);
+                    let (client, secret) = confirmed(
+                        admin::create_client(store, clock, &crate::cli_actor(), new).await?,
+                    );
                     (client, Some(secret))
                 }
             };
@@ -177,23 +180,29 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                 certificates.as_deref(),
                 args.tls.subject(),
             );
-            let mut client = confirmed(admin::update_client(store, clock, &args.id, update).await?);
+            let mut client = confirmed(
+                admin::update_client(store, clock, &crate::cli_actor(), &args.id, update).await?,
+            );
             if let Some(keys) = keys {
-                client = confirmed(admin::replace_client_keys(store, clock, &args.id, keys).await?);
+                client = confirmed(
+                    admin::replace_client_keys(store, clock, &crate::cli_actor(), &args.id, keys)
+                        .await?,
+                );
             }
             out.record(&client_json(&client), &client_row(&client, None));
         }
         ClientCommand::Disable { id } => set_enabled(store, clock, &out, &id, false).await?,
         ClientCommand::Enable { id } => set_enabled(store, clock, &out, &id, true).await?,
         ClientCommand::Delete { id } => {
-            confirmed(admin::delete_client(store, &id).await?);
+            confirmed(admin::delete_client(store, clock, &crate::cli_actor(), &id).await?);
             out.record(
                 &json!({ "client_id": id, "deleted": true }),
                 &[("client_id", id.clone()), ("deleted", "true".into())],
             );
         }
         ClientCommand::RevokeTokens { id } => {
-            let client = confirmed(admin::revoke_tokens(store, clock, &id).await?);
+            let client =
+                confirmed(admin::revoke_tokens(store, clock, &crate::cli_actor(), &id).await?);
             let value = json!({ "client_id": client.client_id, "tokens_revoked": true });
             out.record(
                 &value,
@@ -216,14 +225,16 @@ async fn secret(
 ) -> anyhow::Result<()> {
     match command {
         SecretCommand::Add { id, expires_in } => {
-            let (secret_id, secret) =
-                confirmed(admin::add_secret(store, clock, &id, expires_in).await?);
+            let (secret_id, secret) = confirmed(
+                admin::add_secret(store, clock, &crate::cli_actor(), &id, expires_in).await?,
+            );
             let expires_at = expires_in.map(|s| timestamp(clock.unix_seconds() + s));
             print_new_secret(out, &id, &secret_id, secret.expose(), expires_at);
         }
         SecretCommand::Rotate { id, overlap } => {
-            let (secret_id, secret) =
-                confirmed(admin::rotate_secret(store, clock, &id, overlap).await?);
+            let (secret_id, secret) = confirmed(
+                admin::rotate_secret(store, clock, &crate::cli_actor(), &id, overlap).await?,
+            );
             print_new_secret(out, &id, &secret_id, secret.expose(), None);
             eprintln!(
                 "The client's other secrets stop working at {}.",
@@ -263,7 +274,9 @@ async fn secret(
             );
         }
         SecretCommand::Revoke { id, secret_id } => {
-            confirmed(admin::revoke_secret(store, clock, &id, &secret_id).await?);
+            confirmed(
+                admin::revoke_secret(store, clock, &crate::cli_actor(), &id, &secret_id).await?,
+            );
             out.record(
                 &json!({ "client_id": id, "secret_id": secret_id, "revoked": true }),
                 &[
@@ -317,7 +330,8 @@ async fn set_enabled(
         enabled: Some(enabled),
         ..ClientUpdate::default()
     };
-    let client = confirmed(admin::update_client(store, clock, id, update).await?);
+    let client =
+        confirmed(admin::update_client(store, clock, &crate::cli_actor(), id, update).await?);
     out.record(&client_json(&client), &client_row(&client, None));
     Ok(())
 }

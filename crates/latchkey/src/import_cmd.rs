@@ -102,29 +102,30 @@ pub async fn import(
     let mut printed = Vec::with_capacity(IMPORT_BATCH);
     let mut first_line = from_line;
     let mut imported = 0usize;
-    let mut flush = async |batch: &mut Vec<_>,
-                           printed: &mut Vec<String>,
-                           first_line: u64,
-                           last_line: u64|
-           -> anyhow::Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        store_batch(store, batch).await.with_context(|| {
+    let mut flush =
+        async |batch: &mut Vec<_>,
+               printed: &mut Vec<String>,
+               first_line: u64,
+               last_line: u64|
+               -> anyhow::Result<()> {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            store_batch(store, clock, &crate::cli_actor(), batch).await.with_context(|| {
             format!(
                 "lines {first_line}-{last_line} could not be stored, nor any line after them; \
                  the lines before {first_line} are imported (printed above). Run again with \
                  --from-line {first_line} to import the rest"
             )
         })?;
-        imported += batch.len();
-        batch.clear();
-        for line in printed.drain(..) {
-            writeln!(stdout, "{line}")?;
-        }
-        stdout.flush()?;
-        Ok(())
-    };
+            imported += batch.len();
+            batch.clear();
+            for line in printed.drain(..) {
+                writeln!(stdout, "{line}")?;
+            }
+            stdout.flush()?;
+            Ok(())
+        };
     let mut last_line = from_line;
     for_each_line(path, from_line, async |number, line| {
         // Checked in pass 1; only what needs the network (a jwks_uri's or an issuer's

@@ -66,7 +66,9 @@ pub async fn run(global: &GlobalArgs, command: KeysCommand) -> anyhow::Result<()
                 alg: alg.unwrap_or(SigningAlg::Es256),
                 kek: crate::kek::load(global)?,
             };
-            let rotated = confirmed(admin::rotate_keys(store, clock, &source, alg).await?);
+            let rotated = confirmed(
+                admin::rotate_keys(store, clock, &crate::cli_actor(), &source, alg).await?,
+            );
             let values: Vec<Value> = rotated
                 .iter()
                 .map(|r| json!({ "alg": r.alg, "retired": r.retired, "current": r.current, "next": r.next }))

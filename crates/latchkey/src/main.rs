@@ -2,6 +2,7 @@
 //! `gate` and `sidecar` proxies. A thin layer over
 //! `latchkey-server`; every decision lives in the library.
 
+mod audit_cmd;
 mod cli;
 mod client_cmd;
 mod gate_cmd;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
             Command::MigrateData(args) => migrate_cmd::run_data(&cli.global, args).await,
             Command::Client(cmd) => client_cmd::run(&cli.global, cmd).await,
             Command::Keys(cmd) => keys_cmd::run(&cli.global, cmd).await,
+            Command::Audit(cmd) => audit_cmd::run(&cli.global, cmd).await,
             Command::Token(args) => token_cmd::run(&cli.global, args).await,
             Command::PublicJwks { files } => token_cmd::public_jwks(&files),
             Command::Gate(args) => gate_cmd::run(args).await,
@@ -54,4 +56,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Who changes the database when `latchkey` runs against it directly, for the audit trail: the
+/// OS user (`$USER`, else `$LOGNAME`, else the numeric uid).
+pub fn cli_actor() -> latchkey_server::model::Actor {
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| {
+            std::fs::metadata("/proc/self")
+                .map(|m| std::os::unix::fs::MetadataExt::uid(&m).to_string())
+                .unwrap_or_else(|_| "unknown".into())
+        });
+    latchkey_server::model::Actor::Cli(user)
 }

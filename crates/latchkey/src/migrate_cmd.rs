@@ -28,7 +28,13 @@ pub async fn run_data(global: &GlobalArgs, args: MigrateDataArgs) -> anyhow::Res
     let to = store::connect(&args.to)
         .await
         .context("opening the --to database")?;
-    let moved = admin::migrate_data(from.as_ref(), to.as_ref()).await?;
+    let moved = admin::migrate_data(
+        from.as_ref(),
+        to.as_ref(),
+        &latchkey_server::SystemClock,
+        &crate::cli_actor(),
+    )
+    .await?;
     let output = Output::new(global.output);
     output.record(
         &serde_json::json!({

@@ -81,10 +81,15 @@ impl Stack {
             token_format: TokenFormat::Jwt,
         };
         edit(&mut new);
-        let (record, secret) = admin::create_client(self.store.as_ref(), &self.server_clock, new)
-            .await
-            .unwrap()
-            .value;
+        let (record, secret) = admin::create_client(
+            self.store.as_ref(),
+            &self.server_clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
+            new,
+        )
+        .await
+        .unwrap()
+        .value;
         Registered {
             id: record.client_id,
             secret: secret.expose().to_owned(),

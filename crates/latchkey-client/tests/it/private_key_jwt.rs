@@ -29,6 +29,7 @@ async fn key_client(stack: &crate::helpers::Stack, alg: SigningAlg) -> (String, 
     let record = admin::create_key_client(
         stack.store.as_ref(),
         &stack.server_clock,
+        &latchkey_server::model::Actor::Cli("test".into()),
         new,
         admin::ClientKeys::Jwks(&jwks),
     )

@@ -84,6 +84,7 @@ pub async fn spawn_stack() -> Stack {
     let (record, secret) = admin::create_client(
         store.as_ref(),
         &server_clock,
+        &latchkey_server::model::Actor::Cli("test".into()),
         NewClient {
             name: "guard-test".into(),
             scope: vec!["read".into(), "admin".into()],
@@ -182,10 +183,15 @@ impl Stack {
             token_format: TokenFormat::Jwt,
         };
         edit(&mut new);
-        let (record, secret) = admin::create_client(self.store.as_ref(), &self.server_clock, new)
-            .await
-            .unwrap()
-            .value;
+        let (record, secret) = admin::create_client(
+            self.store.as_ref(),
+            &self.server_clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
+            new,
+        )
+        .await
+        .unwrap()
+        .value;
         (record.client_id, secret.expose().to_owned())
     }
 

@@ -50,9 +50,15 @@ async fn key_rotation_is_followed_without_a_failed_request() {
             // Let a background refresh that this started finish (it runs on its own task).
             tokio::task::yield_now().await;
         }
-        admin::rotate_keys(stack.store.as_ref(), &stack.server_clock, &source, None)
-            .await
-            .unwrap();
+        admin::rotate_keys(
+            stack.store.as_ref(),
+            &stack.server_clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
+            &source,
+            None,
+        )
+        .await
+        .unwrap();
         // Tokens signed by the new key: the guard knows the key already (it was published
         // as "next"), or fetches it once as an unknown kid.
         let fresh = stack.api_token().await;
@@ -99,9 +105,15 @@ async fn the_background_refresh_alone_follows_a_rotation() {
         guard.authenticate(&token).await.unwrap(); // stale: starts the background refresh
         wait_for(|| guard.jwks_fetches() > fetches).await;
         stack.advance(60);
-        admin::rotate_keys(stack.store.as_ref(), &stack.server_clock, &source, None)
-            .await
-            .unwrap();
+        admin::rotate_keys(
+            stack.store.as_ref(),
+            &stack.server_clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
+            &source,
+            None,
+        )
+        .await
+        .unwrap();
         let fresh = stack.api_token().await;
         assert!(
             guard.authenticate(&fresh).await.is_ok(),

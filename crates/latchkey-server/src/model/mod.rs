@@ -1,11 +1,14 @@
 //! The domain model: clients, their credentials and secrets, and issued tokens, with their
 //! invariants as types. Everything else (protocol, service, store, http) uses these; this
-//! module imports none of them (only `secret` for the hash type).
+//! module imports none of them (only `secret` for the hash type). `audit` says who changed
+//! what, with the fields before and after.
 
+pub mod audit;
 mod client;
 pub mod credential;
 mod token;
 
+pub use audit::{Actor, AuditEntry, AuditEvent};
 pub use client::{
     ClientRecord, ClientUpdate, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, MIN_TOKEN_TTL, SecretInfo,
     SecretRecord,

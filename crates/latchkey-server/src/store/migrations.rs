@@ -40,6 +40,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "change feed",
         include_str!("../../migrations/sqlite/0008_change_feed.sql"),
     ),
+    (
+        "audit trail",
+        include_str!("../../migrations/sqlite/0009_audit.sql"),
+    ),
 ];
 
 /// PostgreSQL's migrations, likewise. Version 1 is the whole of SQLite's versions 1 and 2:
@@ -72,6 +76,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "change feed",
         include_str!("../../migrations/postgres/0007_change_feed.sql"),
+    ),
+    (
+        "audit trail",
+        include_str!("../../migrations/postgres/0008_audit.sql"),
     ),
 ];
 

@@ -30,7 +30,8 @@ use async_trait::async_trait;
 use latchkey_proto::SigningAlg;
 
 use crate::model::{
-    ClientRecord, ClientUpdate, OpaqueTokenRecord, Revocation, SecretInfo, SecretRecord,
+    AuditEntry, AuditEvent, ClientRecord, ClientUpdate, OpaqueTokenRecord, Revocation, SecretInfo,
+    SecretRecord,
 };
 use crate::secret::SecretHash;
 
@@ -122,6 +123,21 @@ pub struct Purged {
     pub assertion_jtis: u64,
     /// Change-feed entries more than [`FEED_RETAINED`] generations old.
     pub changes: u64,
+    /// Audit events older than the retention.
+    pub audit_events: u64,
+}
+
+/// Which audit events to read: one page, by position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only events at or after this time.
+    pub since: i64,
+    /// Only events about this client or key.
+    pub target: Option<String>,
+    /// Only events after this position (`0` for the first page).
+    pub after_seq: i64,
+    /// At most this many.
+    pub limit: u32,
 }
 
 /// What a key rotation needs: checked and applied in one transaction.
@@ -259,11 +275,19 @@ pub trait Store: Send + Sync + 'static {
     async fn ready(&self) -> Result<(), StoreError>;
 
     /// Inserts a client and its first secret.
-    async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
+    async fn create_client(
+        &self,
+        audit: &AuditEntry,
+        client: &ClientRecord,
+    ) -> Result<(), StoreError>;
 
     /// Inserts many clients and their secrets in one transaction, with one change-feed entry
     /// for them all: all of them or, on an error, none.
-    async fn create_clients(&self, clients: &[ClientRecord]) -> Result<(), StoreError>;
+    async fn create_clients(
+        &self,
+        audit: &AuditEntry,
+        clients: &[ClientRecord],
+    ) -> Result<(), StoreError>;
 
     /// Up to `limit` clients whose id sorts after `after` (`""` for the first page), ordered
     /// by id: one page of an export or a listing, one indexed range read whatever the total.
@@ -279,6 +303,7 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `update` and returns the client as it is now, or `None` if there is none.
     async fn update_client(
         &self,
+        audit: &AuditEntry,
         client_id: &str,
         update: &ClientUpdate,
         now: i64,
@@ -289,6 +314,7 @@ pub trait Store: Send + Sync + 'static {
     /// `expire_others_at` at the latest (the overlap window of a rotation).
     async fn add_secret(
         &self,
+        audit: &AuditEntry,
         client_id: &str,
         secret: &SecretRecord,
         expire_others_at: Option<i64>,
@@ -297,7 +323,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<SecretAdded, StoreError>;
 
     /// Deletes a client and its secrets; `false` if there was none.
-    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+    async fn delete_client(&self, audit: &AuditEntry, client_id: &str) -> Result<bool, StoreError>;
 
     /// Where the shared state stands now, in one round trip.
     async fn sync_point(&self) -> Result<SyncPoint, StoreError>;
@@ -330,6 +356,7 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes one secret of a client; `false` if there is no such live secret.
     async fn revoke_secret(
         &self,
+        audit: &AuditEntry,
         client_id: &str,
         secret_id: &str,
         now: i64,
@@ -376,8 +403,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Deletes opaque tokens, deny-list entries and used assertion ids that expired before
-    /// `now`, and change-feed entries more than [`FEED_RETAINED`] generations old.
-    async fn purge_expired(&self, now: i64) -> Result<Purged, StoreError>;
+    /// `now`, change-feed entries more than [`FEED_RETAINED`] generations old, and audit events
+    /// from before `audit_before`.
+    async fn purge_expired(&self, now: i64, audit_before: i64) -> Result<Purged, StoreError>;
+
+    /// Audit events matching `query`, oldest first.
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
 
     /// Every signing key, removed ones included, ordered by creation.
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
@@ -385,26 +416,36 @@ pub trait Store: Send + Sync + 'static {
     /// Atomically: if there is no key for `key.alg` in `key.state` (current or next), stores
     /// `key`. Returns the key in that state either way, so that several servers starting at
     /// once agree on one (docs/CONFORMANCE.md, "Signing keys and rotation").
-    async fn insert_key_if_none(&self, key: &StoredKey) -> Result<StoredKey, StoreError>;
+    async fn insert_key_if_none(
+        &self,
+        audit: &AuditEntry,
+        key: &StoredKey,
+    ) -> Result<StoredKey, StoreError>;
 
     /// Rotates the keys of one algorithm if the plan's conditions hold, in one transaction.
-    async fn rotate_keys(&self, plan: &RotationPlan) -> Result<RotationOutcome, StoreError>;
+    async fn rotate_keys(
+        &self,
+        audit: &AuditEntry,
+        plan: &RotationPlan,
+    ) -> Result<RotationOutcome, StoreError>;
 
     /// Removes retired keys that were retired at or before `retired_by`: erases their private
     /// key and stops publishing them. Returns their ids.
     async fn remove_retired_keys(
         &self,
+        audit: &AuditEntry,
         retired_by: i64,
         now: i64,
     ) -> Result<Vec<String>, StoreError>;
 
     /// Stores a key exactly as given, in any state (for moving data to another database).
     /// A key with the same kid, or a second current or next key, is a `Conflict`.
-    async fn import_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+    async fn import_key(&self, audit: &AuditEntry, key: &StoredKey) -> Result<(), StoreError>;
 
     /// Replaces a key's stored private key (to seal a clear key with a KEK).
     async fn reseal_key(
         &self,
+        audit: &AuditEntry,
         kid: &str,
         private_key: &[u8],
         encryption: &str,

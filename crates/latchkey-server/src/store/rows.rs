@@ -12,8 +12,8 @@ use super::db::{DbRow, Query, sql};
 use super::dialect::Dialect;
 use super::{Change, FeedEntry, KeyState, StoreError, StoredKey};
 use crate::model::{
-    ClientRecord, ClientUpdate, Credential, Federation, OpaqueTokenRecord, Revocation, SecretInfo,
-    SecretRecord, TlsSubject,
+    Actor, AuditEntry, AuditEvent, ClientRecord, ClientUpdate, Credential, Federation,
+    OpaqueTokenRecord, Revocation, SecretInfo, SecretRecord, TlsSubject,
 };
 use crate::secret::SecretHash;
 
@@ -376,6 +376,43 @@ pub(super) fn clients_from_rows(rows: &[DbRow]) -> Result<Vec<ClientRecord>, Sto
         }
     }
     Ok(clients)
+}
+
+/// Appends an audit entry, `outcome` merged into its changes.
+pub(super) fn insert_audit(entry: &AuditEntry, outcome: Option<serde_json::Value>) -> Query<'_> {
+    let mut changes = entry.changes.clone();
+    if let (Some(serde_json::Value::Object(outcome)), serde_json::Value::Object(fields)) =
+        (outcome, &mut changes)
+    {
+        fields.extend(outcome);
+    }
+    sql(
+        "INSERT INTO audit_events (at, actor_kind, actor_id, action, target, changes)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(entry.at)
+    .bind(entry.actor.kind())
+    .bind(entry.actor.id())
+    .bind(entry.action)
+    .bind(entry.target.as_deref())
+    .bind(changes.to_string())
+}
+
+/// An audit event, from a row of `audit_events`.
+pub(super) fn audit_event_from_row(row: &DbRow) -> Result<AuditEvent, StoreError> {
+    let kind: String = row.get("actor_kind")?;
+    let actor = Actor::from_parts(&kind, row.get("actor_id")?)
+        .ok_or_else(|| StoreError::Corrupt(format!("audit actor kind {kind:?}")))?;
+    let changes: String = row.get("changes")?;
+    Ok(AuditEvent {
+        seq: row.get("seq")?,
+        at: row.get("at")?,
+        actor,
+        action: row.get("action")?,
+        target: row.get("target")?,
+        changes: serde_json::from_str(&changes)
+            .map_err(|e| StoreError::Corrupt(format!("audit changes: {e}")))?,
+    })
 }
 
 /// A secret as listed, from a row of [`select_secret_infos`].

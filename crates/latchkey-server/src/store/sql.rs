@@ -19,11 +19,12 @@ use super::rows::{
     opaque_from_row, revocation_from_row, secret_info_from_row,
 };
 use super::{
-    Change, FEED_RETAINED, FeedEntry, KeyState, Purged, RotationOutcome, RotationPlan, SecretAdded,
-    Store, StoreError, StoredKey, SyncPoint,
+    AuditQuery, Change, FEED_RETAINED, FeedEntry, KeyState, Purged, RotationOutcome, RotationPlan,
+    SecretAdded, Store, StoreError, StoredKey, SyncPoint,
 };
 use crate::model::{
-    ClientRecord, ClientUpdate, OpaqueTokenRecord, Revocation, SecretInfo, SecretRecord,
+    AuditEntry, AuditEvent, ClientRecord, ClientUpdate, OpaqueTokenRecord, Revocation, SecretInfo,
+    SecretRecord,
 };
 use crate::secret::SecretHash;
 
@@ -68,10 +69,17 @@ async fn insert_clients(tx: &mut Tx, clients: &[ClientRecord]) -> Result<(), TxE
 }
 
 /// Part of every transaction that changes clients, secrets or keys: moves the generation on by
-/// one and writes the change feed's row for it (migrations/sqlite/0008_change_feed.sql). On
-/// PostgreSQL the generation's row stays locked until the transaction ends, so generations
-/// commit in order and a server that has read generation g can read every change up to g.
-async fn record_change(tx: &mut Tx, change: &Change) -> Result<(), TxError> {
+/// one and writes the change feed's row for it (migrations/sqlite/0008_change_feed.sql), and
+/// appends the change's audit entry (0009_audit.sql), with `outcome` (what the change turned
+/// out to do, known only here) merged into its changes. On PostgreSQL the generation's row
+/// stays locked until the transaction ends, so generations commit in order and a server that
+/// has read generation g can read every change up to g.
+async fn record_change(
+    tx: &mut Tx,
+    change: &Change,
+    audit: &AuditEntry,
+    outcome: Option<serde_json::Value>,
+) -> Result<(), TxError> {
     let generation: i64 =
         sql("UPDATE generation SET generation = generation + 1 WHERE id = 1 RETURNING generation")
             .fetch_one(tx)
@@ -84,6 +92,7 @@ async fn record_change(tx: &mut Tx, change: &Change) -> Result<(), TxError> {
         .bind(client_id)
         .execute(tx)
         .await?;
+    rows::insert_audit(audit, outcome).execute(tx).await?;
     Ok(())
 }
 
@@ -106,23 +115,37 @@ impl Store for SqlStore {
         migrations::check(&self.db).await
     }
 
-    async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+    async fn create_client(
+        &self,
+        audit: &AuditEntry,
+        client: &ClientRecord,
+    ) -> Result<(), StoreError> {
         retrying(|| async move {
             let mut tx = self.db.begin().await?;
             insert_clients(&mut tx, std::slice::from_ref(client)).await?;
-            record_change(&mut tx, &Change::Client(client.client_id.clone())).await?;
+            record_change(
+                &mut tx,
+                &Change::Client(client.client_id.clone()),
+                audit,
+                None,
+            )
+            .await?;
             tx.commit().await
         })
         .await
     }
 
-    async fn create_clients(&self, clients: &[ClientRecord]) -> Result<(), StoreError> {
+    async fn create_clients(
+        &self,
+        audit: &AuditEntry,
+        clients: &[ClientRecord],
+    ) -> Result<(), StoreError> {
         retrying(|| async move {
             let mut tx = self.db.begin().await?;
             dialect::bulk_insert_cache(&mut tx, true).await?;
             insert_clients(&mut tx, clients).await?;
             dialect::bulk_insert_cache(&mut tx, false).await?;
-            record_change(&mut tx, &Change::NewClients).await?;
+            record_change(&mut tx, &Change::NewClients, audit, None).await?;
             tx.commit().await
         })
         .await
@@ -160,6 +183,7 @@ impl Store for SqlStore {
 
     async fn update_client(
         &self,
+        audit: &AuditEntry,
         client_id: &str,
         update: &ClientUpdate,
         now: i64,
@@ -191,7 +215,7 @@ impl Store for SqlStore {
                     .execute(&mut tx)
                     .await?;
             }
-            record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
+            record_change(&mut tx, &Change::Client(client_id.to_owned()), audit, None).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -203,7 +227,7 @@ impl Store for SqlStore {
         }
     }
 
-    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+    async fn delete_client(&self, audit: &AuditEntry, client_id: &str) -> Result<bool, StoreError> {
         retrying(|| async move {
             let mut tx = self.db.begin().await?;
             let deleted = sql("DELETE FROM clients WHERE client_id = $1")
@@ -213,7 +237,7 @@ impl Store for SqlStore {
             if deleted == 0 {
                 return Ok(false);
             }
-            record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
+            record_change(&mut tx, &Change::Client(client_id.to_owned()), audit, None).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -222,6 +246,7 @@ impl Store for SqlStore {
 
     async fn add_secret(
         &self,
+        audit: &AuditEntry,
         client_id: &str,
         secret: &SecretRecord,
         expire_others_at: Option<i64>,
@@ -258,7 +283,7 @@ impl Store for SqlStore {
             rows::insert_secrets(tx.dialect(), &[(client_id, secret)])
                 .execute(&mut tx)
                 .await?;
-            record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
+            record_change(&mut tx, &Change::Client(client_id.to_owned()), audit, None).await?;
             tx.commit().await?;
             Ok(SecretAdded::Added)
         })
@@ -351,6 +376,7 @@ impl Store for SqlStore {
 
     async fn revoke_secret(
         &self,
+        audit: &AuditEntry,
         client_id: &str,
         secret_id: &str,
         now: i64,
@@ -367,7 +393,7 @@ impl Store for SqlStore {
             if revoked == 0 {
                 return Ok(false);
             }
-            record_change(&mut tx, &Change::Client(client_id.to_owned())).await?;
+            record_change(&mut tx, &Change::Client(client_id.to_owned()), audit, None).await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -463,7 +489,7 @@ impl Store for SqlStore {
             .is_some())
     }
 
-    async fn purge_expired(&self, now: i64) -> Result<Purged, StoreError> {
+    async fn purge_expired(&self, now: i64, audit_before: i64) -> Result<Purged, StoreError> {
         retrying(|| async move {
             let mut tx = self.db.begin().await?;
             let opaque_tokens = sql("DELETE FROM opaque_tokens WHERE expires_at <= $1")
@@ -483,15 +509,35 @@ impl Store for SqlStore {
             .bind(FEED_RETAINED)
             .execute(&mut tx)
             .await?;
+            let audit_events = sql("DELETE FROM audit_events WHERE at < $1")
+                .bind(audit_before)
+                .execute(&mut tx)
+                .await?;
             tx.commit().await?;
             Ok(Purged {
                 opaque_tokens,
                 revocations,
                 assertion_jtis,
                 changes,
+                audit_events,
             })
         })
         .await
+    }
+
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sql(
+            "SELECT seq, at, actor_kind, actor_id, action, target, changes FROM audit_events
+             WHERE seq > $1 AND at >= $2 AND (CAST($3 AS TEXT) IS NULL OR target = $3)
+             ORDER BY seq LIMIT $4",
+        )
+        .bind(query.after_seq)
+        .bind(query.since)
+        .bind(query.target.as_deref())
+        .bind(i64::from(query.limit))
+        .fetch_all(&mut self.db.acquire().await?)
+        .await?;
+        rows.iter().map(rows::audit_event_from_row).collect()
     }
 
     async fn use_assertion_jti(
@@ -513,18 +559,22 @@ impl Store for SqlStore {
         rows.iter().map(key_from_row).collect()
     }
 
-    async fn import_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+    async fn import_key(&self, audit: &AuditEntry, key: &StoredKey) -> Result<(), StoreError> {
         retrying(|| async move {
             let mut tx = self.db.begin().await?;
             dialect::lock_signing_keys(&mut tx, key.alg).await?;
             rows::insert_key(key).execute(&mut tx).await?;
-            record_change(&mut tx, &Change::Keys).await?;
+            record_change(&mut tx, &Change::Keys, audit, None).await?;
             tx.commit().await
         })
         .await
     }
 
-    async fn insert_key_if_none(&self, key: &StoredKey) -> Result<StoredKey, StoreError> {
+    async fn insert_key_if_none(
+        &self,
+        audit: &AuditEntry,
+        key: &StoredKey,
+    ) -> Result<StoredKey, StoreError> {
         retrying(|| async move {
             let mut tx = self.db.begin().await?;
             // Servers starting at once take turns; the first inserts, the others then read its
@@ -534,14 +584,18 @@ impl Store for SqlStore {
                 return Ok(existing);
             }
             rows::insert_key(key).execute(&mut tx).await?;
-            record_change(&mut tx, &Change::Keys).await?;
+            record_change(&mut tx, &Change::Keys, audit, None).await?;
             tx.commit().await?;
             Ok(key.clone())
         })
         .await
     }
 
-    async fn rotate_keys(&self, plan: &RotationPlan) -> Result<RotationOutcome, StoreError> {
+    async fn rotate_keys(
+        &self,
+        audit: &AuditEntry,
+        plan: &RotationPlan,
+    ) -> Result<RotationOutcome, StoreError> {
         retrying(|| async move {
             let mut tx = self.db.begin().await?;
             // Two rotations at once (the janitors of several servers, or one and the admin CLI)
@@ -574,7 +628,12 @@ impl Store for SqlStore {
                 .execute(&mut tx)
                 .await?;
             rows::insert_key(&plan.new_next).execute(&mut tx).await?;
-            record_change(&mut tx, &Change::Keys).await?;
+            let outcome = serde_json::json!({
+                "retired": current.kid,
+                "current": next.kid,
+                "next": plan.new_next.kid,
+            });
+            record_change(&mut tx, &Change::Keys, audit, Some(outcome)).await?;
             tx.commit().await?;
             Ok(RotationOutcome::Rotated {
                 retired: current.kid,
@@ -587,6 +646,7 @@ impl Store for SqlStore {
 
     async fn remove_retired_keys(
         &self,
+        audit: &AuditEntry,
         retired_by: i64,
         now: i64,
     ) -> Result<Vec<String>, StoreError> {
@@ -610,7 +670,9 @@ impl Store for SqlStore {
             // RETURNING has no order; oldest first.
             removed.sort();
             if !removed.is_empty() {
-                record_change(&mut tx, &Change::Keys).await?;
+                let kids: Vec<&str> = removed.iter().map(|(_, kid)| kid.as_str()).collect();
+                let outcome = serde_json::json!({ "removed": kids });
+                record_change(&mut tx, &Change::Keys, audit, Some(outcome)).await?;
             }
             tx.commit().await?;
             Ok(removed.into_iter().map(|(_, kid)| kid).collect())
@@ -620,6 +682,7 @@ impl Store for SqlStore {
 
     async fn reseal_key(
         &self,
+        audit: &AuditEntry,
         kid: &str,
         private_key: &[u8],
         encryption: &str,
@@ -633,7 +696,7 @@ impl Store for SqlStore {
                 .bind(encryption)
                 .execute(&mut tx)
                 .await?;
-            record_change(&mut tx, &Change::Keys).await?;
+            record_change(&mut tx, &Change::Keys, audit, None).await?;
             tx.commit().await
         })
         .await

@@ -4,18 +4,30 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use latchkey_proto::{Confirmation, SigningAlg, TokenFormat};
+use latchkey_server::model::audit::action;
 use latchkey_server::model::{
-    ClientRecord, ClientUpdate, Credential, Federation, OpaqueTokenRecord, SecretMethod,
-    SecretRecord, TlsSubject,
+    Actor, AuditEntry, ClientRecord, ClientUpdate, Credential, Federation, OpaqueTokenRecord,
+    SecretMethod, SecretRecord, TlsSubject,
 };
 use latchkey_server::secret::SecretHash;
 use latchkey_server::store::{
-    Change, KeyState, RotationOutcome, RotationPlan, SecretAdded, StoreError, StoredKey,
+    AuditQuery, Change, KeyState, RotationOutcome, RotationPlan, SecretAdded, StoreError, StoredKey,
 };
 
 use crate::backends::each_backend;
 
 const T0: i64 = 1_767_225_600;
+
+/// The audit entry the suite's changes carry.
+fn audit() -> AuditEntry {
+    AuditEntry {
+        at: T0,
+        actor: Actor::Cli("test".into()),
+        action: action::CLIENT_UPDATE,
+        target: None,
+        changes: serde_json::json!({ "by": "the storage suite" }),
+    }
+}
 
 fn secret(id: &str, created_at: i64, expires_at: Option<i64>) -> SecretRecord {
     SecretRecord {
@@ -81,8 +93,8 @@ async fn clients_are_created_found_listed_and_unique() {
         );
         let a = client("lk_a", T0);
         let b = client("lk_b", T0 + 1);
-        store.create_client(&b).await.unwrap();
-        store.create_client(&a).await.unwrap();
+        store.create_client(&audit(), &b).await.unwrap();
+        store.create_client(&audit(), &a).await.unwrap();
         assert_eq!(
             store.find_client("lk_a").await.unwrap().as_ref(),
             Some(&a),
@@ -97,7 +109,10 @@ async fn clients_are_created_found_listed_and_unique() {
             .collect();
         assert_eq!(listed, ["lk_a", "lk_b"], "ordered by creation: {backend}");
         assert!(
-            matches!(store.create_client(&a).await, Err(StoreError::Conflict(_))),
+            matches!(
+                store.create_client(&audit(), &a).await,
+                Err(StoreError::Conflict(_))
+            ),
             "{backend}"
         );
     })
@@ -110,7 +125,7 @@ async fn registered_public_keys_are_stored_and_replaced() {
         let mut keyed = client("lk_k", T0);
         keyed.credential = Credential::Keys(r#"{"keys":[{"kid":"one"}]}"#.into());
         keyed.secrets.clear();
-        store.create_client(&keyed).await.unwrap();
+        store.create_client(&audit(), &keyed).await.unwrap();
         assert_eq!(
             store.find_client("lk_k").await.unwrap().as_ref(),
             Some(&keyed),
@@ -122,7 +137,7 @@ async fn registered_public_keys_are_stored_and_replaced() {
             ..ClientUpdate::default()
         };
         let updated = store
-            .update_client("lk_k", &rotated, T0 + 1)
+            .update_client(&audit(), "lk_k", &rotated, T0 + 1)
             .await
             .unwrap()
             .unwrap();
@@ -133,7 +148,7 @@ async fn registered_public_keys_are_stored_and_replaced() {
             ..ClientUpdate::default()
         };
         let updated = store
-            .update_client("lk_k", &renamed, T0 + 2)
+            .update_client(&audit(), "lk_k", &renamed, T0 + 2)
             .await
             .unwrap()
             .unwrap();
@@ -144,7 +159,7 @@ async fn registered_public_keys_are_stored_and_replaced() {
             ..ClientUpdate::default()
         };
         let updated = store
-            .update_client("lk_k", &by_uri, T0 + 3)
+            .update_client(&audit(), "lk_k", &by_uri, T0 + 3)
             .await
             .unwrap()
             .unwrap();
@@ -158,7 +173,7 @@ async fn registered_public_keys_are_stored_and_replaced() {
         );
         assert_eq!(store.find_client("lk_k").await.unwrap().unwrap(), updated);
         let updated = store
-            .update_client("lk_k", &rotated, T0 + 4)
+            .update_client(&audit(), "lk_k", &rotated, T0 + 4)
             .await
             .unwrap()
             .unwrap();
@@ -190,7 +205,7 @@ async fn registered_public_keys_are_stored_and_replaced() {
                 ..ClientUpdate::default()
             };
             let updated = store
-                .update_client("lk_k", &federated, T0 + 5)
+                .update_client(&audit(), "lk_k", &federated, T0 + 5)
                 .await
                 .unwrap()
                 .unwrap();
@@ -213,7 +228,7 @@ async fn registered_public_keys_are_stored_and_replaced() {
             );
         }
         let updated = store
-            .update_client("lk_k", &by_uri, T0 + 6)
+            .update_client(&audit(), "lk_k", &by_uri, T0 + 6)
             .await
             .unwrap()
             .unwrap();
@@ -221,7 +236,7 @@ async fn registered_public_keys_are_stored_and_replaced() {
         let mut created = client("lk_f", T0);
         created.secrets.clear();
         created.credential = Credential::Federation(federation);
-        store.create_client(&created).await.unwrap();
+        store.create_client(&audit(), &created).await.unwrap();
         assert_eq!(store.find_client("lk_f").await.unwrap(), Some(created));
         // A tls_client_auth client's certificate subject is read back, and replaced whole.
         let mut mtls = client("lk_t", T0);
@@ -229,7 +244,7 @@ async fn registered_public_keys_are_stored_and_replaced() {
         mtls.credential = Credential::TlsSubject(
             TlsSubject::parse("tls_client_auth_subject_dn", "CN=billing,O=Example").unwrap(),
         );
-        store.create_client(&mtls).await.unwrap();
+        store.create_client(&audit(), &mtls).await.unwrap();
         assert_eq!(
             store.find_client("lk_t").await.unwrap().as_ref(),
             Some(&mtls)
@@ -241,7 +256,7 @@ async fn registered_public_keys_are_stored_and_replaced() {
             ..ClientUpdate::default()
         };
         let updated = store
-            .update_client("lk_t", &moved, T0 + 7)
+            .update_client(&audit(), "lk_t", &moved, T0 + 7)
             .await
             .unwrap()
             .unwrap();
@@ -255,7 +270,7 @@ async fn registered_public_keys_are_stored_and_replaced() {
         let mut self_signed = client("lk_s", T0);
         self_signed.secrets.clear();
         self_signed.credential = Credential::Certificates(r#"{"keys":[{"x5c":["AA=="]}]}"#.into());
-        store.create_client(&self_signed).await.unwrap();
+        store.create_client(&audit(), &self_signed).await.unwrap();
         assert_eq!(
             store.find_client("lk_s").await.unwrap(),
             Some(self_signed.clone())
@@ -277,7 +292,7 @@ async fn registered_public_keys_are_stored_and_replaced() {
             };
             assert!(
                 matches!(
-                    store.update_client(id, &wrong, T0 + 8).await,
+                    store.update_client(&audit(), id, &wrong, T0 + 8).await,
                     Err(StoreError::Conflict(_))
                 ),
                 "{backend} {id}"
@@ -292,7 +307,10 @@ async fn registered_public_keys_are_stored_and_replaced() {
 #[tokio::test]
 async fn updates_change_only_what_they_name_and_move_the_generation() {
     each_backend(|store, backend| async move {
-        store.create_client(&client("lk_a", T0)).await.unwrap();
+        store
+            .create_client(&audit(), &client("lk_a", T0))
+            .await
+            .unwrap();
         store
             .insert_opaque_token(&opaque("j1", "lk_a", T0 + 900))
             .await
@@ -308,7 +326,7 @@ async fn updates_change_only_what_they_name_and_move_the_generation() {
             ..ClientUpdate::default()
         };
         let updated = store
-            .update_client("lk_a", &update, T0 + 5)
+            .update_client(&audit(), "lk_a", &update, T0 + 5)
             .await
             .unwrap()
             .unwrap();
@@ -333,7 +351,7 @@ async fn updates_change_only_what_they_name_and_move_the_generation() {
         );
         assert_eq!(
             store
-                .update_client("nobody", &ClientUpdate::default(), T0)
+                .update_client(&audit(), "nobody", &ClientUpdate::default(), T0)
                 .await
                 .unwrap(),
             None
@@ -345,9 +363,13 @@ async fn updates_change_only_what_they_name_and_move_the_generation() {
 #[tokio::test]
 async fn secrets_are_added_within_the_limit_listed_used_and_revoked() {
     each_backend(|store, backend| async move {
-        store.create_client(&client("lk_a", T0)).await.unwrap();
+        store
+            .create_client(&audit(), &client("lk_a", T0))
+            .await
+            .unwrap();
         let added = store
             .add_secret(
+                &audit(),
                 "lk_a",
                 &secret("s2", T0 + 1, None),
                 Some(T0 + 100),
@@ -370,14 +392,28 @@ async fn secrets_are_added_within_the_limit_listed_used_and_revoked() {
         );
         assert_eq!(
             store
-                .add_secret("lk_a", &secret("s3", T0 + 2, None), None, 3, T0 + 2)
+                .add_secret(
+                    &audit(),
+                    "lk_a",
+                    &secret("s3", T0 + 2, None),
+                    None,
+                    3,
+                    T0 + 2
+                )
                 .await
                 .unwrap(),
             SecretAdded::Added
         );
         assert_eq!(
             store
-                .add_secret("lk_a", &secret("s4", T0 + 3, None), None, 3, T0 + 3)
+                .add_secret(
+                    &audit(),
+                    "lk_a",
+                    &secret("s4", T0 + 3, None),
+                    None,
+                    3,
+                    T0 + 3
+                )
                 .await
                 .unwrap(),
             SecretAdded::TooMany,
@@ -386,7 +422,14 @@ async fn secrets_are_added_within_the_limit_listed_used_and_revoked() {
         // Once the first one has expired, there is room again.
         assert_eq!(
             store
-                .add_secret("lk_a", &secret("s4", T0 + 200, None), None, 3, T0 + 200)
+                .add_secret(
+                    &audit(),
+                    "lk_a",
+                    &secret("s4", T0 + 200, None),
+                    None,
+                    3,
+                    T0 + 200
+                )
                 .await
                 .unwrap(),
             SecretAdded::Added,
@@ -394,7 +437,7 @@ async fn secrets_are_added_within_the_limit_listed_used_and_revoked() {
         );
         assert_eq!(
             store
-                .add_secret("nobody", &secret("s5", T0, None), None, 3, T0)
+                .add_secret(&audit(), "nobody", &secret("s5", T0, None), None, 3, T0)
                 .await
                 .unwrap(),
             SecretAdded::NoSuchClient
@@ -414,12 +457,25 @@ async fn secrets_are_added_within_the_limit_listed_used_and_revoked() {
             Some(T0 + 50),
             "never moves back: {backend}"
         );
-        assert!(store.revoke_secret("lk_a", "s2", T0 + 70).await.unwrap());
         assert!(
-            !store.revoke_secret("lk_a", "s2", T0 + 71).await.unwrap(),
+            store
+                .revoke_secret(&audit(), "lk_a", "s2", T0 + 70)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .revoke_secret(&audit(), "lk_a", "s2", T0 + 71)
+                .await
+                .unwrap(),
             "{backend}"
         );
-        assert!(!store.revoke_secret("lk_a", "nope", T0).await.unwrap());
+        assert!(
+            !store
+                .revoke_secret(&audit(), "lk_a", "nope", T0)
+                .await
+                .unwrap()
+        );
         let listed = store.list_secrets("lk_a").await.unwrap().unwrap();
         assert!(listed.iter().all(|s| s.secret_id != "s2"), "{backend}");
         assert_eq!(store.list_secrets("nobody").await.unwrap(), None);
@@ -430,13 +486,17 @@ async fn secrets_are_added_within_the_limit_listed_used_and_revoked() {
 #[tokio::test]
 async fn concurrent_secret_additions_respect_the_limit() {
     each_backend(|store, backend| async move {
-        store.create_client(&client("lk_a", T0)).await.unwrap();
+        store
+            .create_client(&audit(), &client("lk_a", T0))
+            .await
+            .unwrap();
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..12 {
             let store = Arc::clone(&store);
             tasks.spawn(async move {
                 store
                     .add_secret(
+                        &audit(),
                         "lk_a",
                         &secret(&format!("c{i}"), T0 + 1, None),
                         None,
@@ -468,13 +528,19 @@ async fn concurrent_secret_additions_respect_the_limit() {
 #[tokio::test]
 async fn deleting_a_client_takes_its_secrets_and_tokens() {
     each_backend(|store, backend| async move {
-        store.create_client(&client("lk_a", T0)).await.unwrap();
+        store
+            .create_client(&audit(), &client("lk_a", T0))
+            .await
+            .unwrap();
         store
             .insert_opaque_token(&opaque("j1", "lk_a", T0 + 900))
             .await
             .unwrap();
-        assert!(store.delete_client("lk_a").await.unwrap(), "{backend}");
-        assert!(!store.delete_client("lk_a").await.unwrap());
+        assert!(
+            store.delete_client(&audit(), "lk_a").await.unwrap(),
+            "{backend}"
+        );
+        assert!(!store.delete_client(&audit(), "lk_a").await.unwrap());
         assert_eq!(store.find_client("lk_a").await.unwrap(), None);
         assert_eq!(
             store
@@ -499,7 +565,10 @@ async fn servers_acknowledge_generations() {
             .acknowledge_generation("server-2", generation)
             .await
             .unwrap();
-        store.create_client(&client("lk_a", T0)).await.unwrap();
+        store
+            .create_client(&audit(), &client("lk_a", T0))
+            .await
+            .unwrap();
         let next = store.sync_point().await.unwrap().generation;
         assert!(next > generation);
         let mut behind = store.servers_behind(next).await.unwrap();
@@ -531,7 +600,7 @@ async fn clients_are_created_in_bulk_and_read_in_pages() {
                 c
             })
             .collect();
-        store.create_clients(&batch).await.unwrap();
+        store.create_clients(&audit(), &batch).await.unwrap();
         // One feed entry for the batch.
         let entries = store.changes_since(start, 10).await.unwrap();
         assert_eq!(entries.len(), 1, "{backend}");
@@ -539,7 +608,7 @@ async fn clients_are_created_in_bulk_and_read_in_pages() {
         // All or nothing: a batch with one taken id stores none of its clients.
         let clash = vec![client("lk_new", T0), client("lk_0003", T0)];
         assert!(matches!(
-            store.create_clients(&clash).await,
+            store.create_clients(&audit(), &clash).await,
             Err(StoreError::Conflict(_))
         ));
         assert!(
@@ -564,28 +633,142 @@ async fn clients_are_created_in_bulk_and_read_in_pages() {
     .await;
 }
 
+/// An audit entry by `actor` at `at` about `target`.
+fn entry(at: i64, actor: Actor, action: &'static str, target: &str) -> AuditEntry {
+    AuditEntry {
+        at,
+        actor,
+        action,
+        target: Some(target.into()),
+        changes: serde_json::json!({ "enabled": { "before": true, "after": false } }),
+    }
+}
+
 #[tokio::test]
-async fn every_change_is_one_numbered_feed_entry() {
+async fn every_change_appends_its_audit_entry_in_its_transaction() {
     each_backend(|store, backend| async move {
-        let start = store.sync_point().await.unwrap().generation;
-        store.create_client(&client("lk_a", T0)).await.unwrap();
-        store.create_client(&client("lk_b", T0)).await.unwrap();
+        let alice = Actor::Cli("alice".into());
+        let admin = Actor::Admin("lk_admin".into());
+        let all = AuditQuery {
+            since: 0,
+            target: None,
+            after_seq: 0,
+            limit: 100,
+        };
+        let created = entry(T0, alice.clone(), action::CLIENT_CREATE, "lk_a");
+        store
+            .create_client(&created, &client("lk_a", T0))
+            .await
+            .unwrap();
         let update = ClientUpdate {
             enabled: Some(false),
             ..ClientUpdate::default()
         };
-        store.update_client("lk_a", &update, T0 + 1).await.unwrap();
+        let updated = entry(T0 + 10, admin.clone(), action::CLIENT_UPDATE, "lk_a");
         store
-            .add_secret("lk_b", &secret("s_b2", T0 + 2, None), None, 5, T0 + 2)
+            .update_client(&updated, "lk_a", &update, T0 + 10)
+            .await
+            .unwrap();
+        // A change that changes nothing records nothing; a refused one neither.
+        let nothing = entry(T0 + 11, admin.clone(), action::CLIENT_DELETE, "lk_none");
+        assert!(!store.delete_client(&nothing, "lk_none").await.unwrap());
+        assert!(
+            store
+                .update_client(&nothing, "lk_none", &update, T0 + 11)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Key removal records what it removed, merged into the entry's changes.
+        let start = entry(T0, Actor::Server("srv".into()), action::KEY_CREATE, "k1");
+        store
+            .insert_key_if_none(&start, &key("k1", KeyState::Current, T0))
+            .await
+            .unwrap();
+        let events = store.audit_events(&all).await.unwrap();
+        assert_eq!(events.len(), 3, "{backend}: {events:?}");
+        assert_eq!(
+            (
+                events[0].actor.clone(),
+                events[0].action.as_str(),
+                events[0].target.as_deref()
+            ),
+            (alice.clone(), "client.create", Some("lk_a")),
+            "{backend}"
+        );
+        assert_eq!(events[1].actor, admin, "{backend}");
+        assert_eq!(events[1].at, T0 + 10);
+        assert_eq!(events[1].changes, updated.changes, "{backend}");
+        assert!(events[0].seq < events[1].seq && events[1].seq < events[2].seq);
+        // By client, since a time, and in pages.
+        let about_a = AuditQuery {
+            target: Some("lk_a".into()),
+            ..all.clone()
+        };
+        assert_eq!(store.audit_events(&about_a).await.unwrap().len(), 2);
+        let recent = AuditQuery {
+            since: T0 + 5,
+            ..all.clone()
+        };
+        assert_eq!(store.audit_events(&recent).await.unwrap().len(), 1);
+        let page = AuditQuery {
+            after_seq: events[0].seq,
+            limit: 1,
+            ..all.clone()
+        };
+        assert_eq!(
+            store.audit_events(&page).await.unwrap()[0].seq,
+            events[1].seq,
+            "{backend}"
+        );
+        // The retention: events before the cut-off go, later ones stay.
+        let purged = store.purge_expired(T0 + 20, T0 + 5).await.unwrap();
+        assert_eq!(purged.audit_events, 2, "{backend}");
+        let left = store.audit_events(&all).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].seq, events[1].seq);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_change_is_one_numbered_feed_entry() {
+    each_backend(|store, backend| async move {
+        let start = store.sync_point().await.unwrap().generation;
+        store
+            .create_client(&audit(), &client("lk_a", T0))
             .await
             .unwrap();
         store
-            .insert_key_if_none(&key("k1", KeyState::Current, T0))
+            .create_client(&audit(), &client("lk_b", T0))
             .await
             .unwrap();
-        assert!(store.delete_client("lk_b").await.unwrap());
+        let update = ClientUpdate {
+            enabled: Some(false),
+            ..ClientUpdate::default()
+        };
+        store
+            .update_client(&audit(), "lk_a", &update, T0 + 1)
+            .await
+            .unwrap();
+        store
+            .add_secret(
+                &audit(),
+                "lk_b",
+                &secret("s_b2", T0 + 2, None),
+                None,
+                5,
+                T0 + 2,
+            )
+            .await
+            .unwrap();
+        store
+            .insert_key_if_none(&audit(), &key("k1", KeyState::Current, T0))
+            .await
+            .unwrap();
+        assert!(store.delete_client(&audit(), "lk_b").await.unwrap());
         // Nothing that fails to change anything moves the feed.
-        assert!(!store.delete_client("lk_b").await.unwrap());
+        assert!(!store.delete_client(&audit(), "lk_b").await.unwrap());
 
         let entries = store.changes_since(start, 100).await.unwrap();
         let changes: Vec<Change> = entries.iter().map(|e| e.change.clone()).collect();
@@ -627,7 +810,10 @@ async fn every_change_is_one_numbered_feed_entry() {
 #[tokio::test]
 async fn opaque_tokens_and_the_deny_list() {
     each_backend(|store, backend| async move {
-        store.create_client(&client("lk_a", T0)).await.unwrap();
+        store
+            .create_client(&audit(), &client("lk_a", T0))
+            .await
+            .unwrap();
         // A bound token keeps its confirmation (RFC 8705 §3, RFC 9449 §6).
         let bound = OpaqueTokenRecord {
             cnf: Some(Confirmation {
@@ -685,7 +871,7 @@ async fn opaque_tokens_and_the_deny_list() {
             .insert_opaque_token(&opaque("j3", "lk_a", T0 + 5))
             .await
             .unwrap();
-        let purged = store.purge_expired(T0 + 100).await.unwrap();
+        let purged = store.purge_expired(T0 + 100, T0).await.unwrap();
         assert_eq!(
             (purged.opaque_tokens, purged.revocations),
             (1, 1),
@@ -701,7 +887,10 @@ async fn opaque_tokens_and_the_deny_list() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_poller_following_the_deny_list_misses_nothing() {
     each_backend(|store, backend| async move {
-        store.create_client(&client("lk_a", T0)).await.unwrap();
+        store
+            .create_client(&audit(), &client("lk_a", T0))
+            .await
+            .unwrap();
         let start = store.sync_point().await.unwrap().revocation_seq;
         let writers: Vec<_> = (0..8)
             .map(|w| {
@@ -741,11 +930,11 @@ async fn signing_keys_have_one_current_and_one_next_even_under_a_race() {
             let store = Arc::clone(&store);
             tasks.spawn(async move {
                 let current = store
-                    .insert_key_if_none(&key(&format!("c{i}"), KeyState::Current, T0))
+                    .insert_key_if_none(&audit(), &key(&format!("c{i}"), KeyState::Current, T0))
                     .await
                     .unwrap();
                 let next = store
-                    .insert_key_if_none(&key(&format!("n{i}"), KeyState::Next, T0))
+                    .insert_key_if_none(&audit(), &key(&format!("n{i}"), KeyState::Next, T0))
                     .await
                     .unwrap();
                 (current.kid, next.kid)
@@ -767,7 +956,7 @@ async fn signing_keys_have_one_current_and_one_next_even_under_a_race() {
         };
         assert_eq!(
             store
-                .rotate_keys(&plan(T0 + 10, T0 - 1, None))
+                .rotate_keys(&audit(), &plan(T0 + 10, T0 - 1, None))
                 .await
                 .unwrap(),
             RotationOutcome::NextTooNew { created_at: T0 },
@@ -775,14 +964,14 @@ async fn signing_keys_have_one_current_and_one_next_even_under_a_race() {
         );
         assert_eq!(
             store
-                .rotate_keys(&plan(T0 + 400, T0 + 40, Some(T0 - 1)))
+                .rotate_keys(&audit(), &plan(T0 + 400, T0 + 40, Some(T0 - 1)))
                 .await
                 .unwrap(),
             RotationOutcome::NotDue
         );
         assert_eq!(
             store
-                .rotate_keys(&plan(T0 + 400, T0 + 40, None))
+                .rotate_keys(&audit(), &plan(T0 + 400, T0 + 40, None))
                 .await
                 .unwrap(),
             RotationOutcome::Rotated {
@@ -809,13 +998,16 @@ async fn signing_keys_have_one_current_and_one_next_even_under_a_race() {
         // Removal of keys retired long enough, and resealing.
         assert!(
             store
-                .remove_retired_keys(T0 + 399, T0 + 500)
+                .remove_retired_keys(&audit(), T0 + 399, T0 + 500)
                 .await
                 .unwrap()
                 .is_empty()
         );
         assert_eq!(
-            store.remove_retired_keys(T0 + 400, T0 + 500).await.unwrap(),
+            store
+                .remove_retired_keys(&audit(), T0 + 400, T0 + 500)
+                .await
+                .unwrap(),
             std::slice::from_ref(&current)
         );
         let removed = store
@@ -831,7 +1023,7 @@ async fn signing_keys_have_one_current_and_one_next_even_under_a_race() {
             "the private key is erased: {backend}"
         );
         store
-            .reseal_key(&next, b"sealed", "A256GCM:kek1")
+            .reseal_key(&audit(), &next, b"sealed", "A256GCM:kek1")
             .await
             .unwrap();
         let resealed = store
@@ -847,7 +1039,7 @@ async fn signing_keys_have_one_current_and_one_next_even_under_a_race() {
         // second current key.
         let mut old = key("imported", KeyState::Retired, T0 - 100);
         old.retired_at = Some(T0 - 50);
-        store.import_key(&old).await.unwrap();
+        store.import_key(&audit(), &old).await.unwrap();
         let imported = store
             .signing_keys()
             .await
@@ -857,22 +1049,25 @@ async fn signing_keys_have_one_current_and_one_next_even_under_a_race() {
             .unwrap();
         assert_eq!(imported, old, "{backend}");
         assert!(matches!(
-            store.import_key(&old).await,
+            store.import_key(&audit(), &old).await,
             Err(StoreError::Conflict(_))
         ));
         let second_current = key("another-current", KeyState::Current, T0);
         assert!(
             matches!(
-                store.import_key(&second_current).await,
+                store.import_key(&audit(), &second_current).await,
                 Err(StoreError::Conflict(_))
             ),
             "{backend}"
         );
         let empty = store
-            .rotate_keys(&RotationPlan {
-                alg: SigningAlg::EdDsa,
-                ..plan(T0 + 900, T0 + 900, None)
-            })
+            .rotate_keys(
+                &audit(),
+                &RotationPlan {
+                    alg: SigningAlg::EdDsa,
+                    ..plan(T0 + 900, T0 + 900, None)
+                },
+            )
             .await
             .unwrap();
         assert_eq!(empty, RotationOutcome::NoKeys, "{backend}");
@@ -951,7 +1146,7 @@ async fn assertion_ids_are_single_use_even_under_concurrent_replays() {
                 .unwrap(),
             "{backend}"
         );
-        let purged = store.purge_expired(T0 + 61).await.unwrap();
+        let purged = store.purge_expired(T0 + 61, T0).await.unwrap();
         assert_eq!(
             purged.assertion_jtis, 10,
             "lk_b/j1, race and the 8 mixed: {backend}"

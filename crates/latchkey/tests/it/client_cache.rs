@@ -35,6 +35,7 @@ async fn server_with_clients(
         let (record, secret) = admin::create_client(
             store.as_ref(),
             &clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
             admin::NewClient {
                 name: format!("svc-{i}"),
                 ..new_client()
@@ -110,10 +111,15 @@ async fn unknown_ids_are_remembered_within_the_bound_and_forgotten_once_register
         token_status(&app.http, &app.base, id, "kept-secret").await,
         401
     );
-    let (template, _) = admin::create_client(app.store.as_ref(), &app.clock, new_client())
-        .await
-        .unwrap()
-        .value;
+    let (template, _) = admin::create_client(
+        app.store.as_ref(),
+        &app.clock,
+        &latchkey_server::model::Actor::Cli("test".into()),
+        new_client(),
+    )
+    .await
+    .unwrap()
+    .value;
     let record = ClientRecord {
         client_id: id.into(),
         secrets: vec![SecretRecord {
@@ -124,7 +130,10 @@ async fn unknown_ids_are_remembered_within_the_bound_and_forgotten_once_register
         }],
         ..template
     };
-    app.store.create_client(&record).await.unwrap();
+    app.store
+        .create_client(&crate::helpers::audit(), &record)
+        .await
+        .unwrap();
     let behind = wait_for_servers(app.store.as_ref(), Duration::from_secs(5))
         .await
         .unwrap();
@@ -144,6 +153,7 @@ async fn a_client_changed_after_it_was_cached_is_read_again() {
     admin::update_client(
         app.store.as_ref(),
         &app.clock,
+        &latchkey_server::model::Actor::Cli("test".into()),
         id,
         latchkey_server::model::ClientUpdate {
             enabled: Some(false),
@@ -235,6 +245,7 @@ async fn a_replica_cut_off_from_the_database_follows_the_feed_when_it_returns() 
             let (record, secret) = admin::create_client(
                 admin_store.as_ref(),
                 &clock,
+                &latchkey_server::model::Actor::Cli("test".into()),
                 admin::NewClient {
                     name: name.into(),
                     ..new_client()
@@ -271,6 +282,7 @@ async fn a_replica_cut_off_from_the_database_follows_the_feed_when_it_returns() 
     // is not made, so the replica must read the entries, not drop everything.
     admin_store
         .update_client(
+            &crate::helpers::audit(),
             &changed,
             &latchkey_server::model::ClientUpdate {
                 enabled: Some(false),
@@ -304,6 +316,7 @@ async fn a_replica_cut_off_from_the_database_follows_the_feed_when_it_returns() 
     proxy.cut();
     admin_store
         .update_client(
+            &crate::helpers::audit(),
             &kept,
             &latchkey_server::model::ClientUpdate {
                 enabled: Some(false),

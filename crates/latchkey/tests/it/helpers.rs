@@ -181,10 +181,15 @@ impl TestApp {
             token_format: TokenFormat::Jwt,
         };
         edit(&mut new);
-        let (record, secret) = admin::create_client(self.store.as_ref(), &self.clock, new)
-            .await
-            .unwrap()
-            .value;
+        let (record, secret) = admin::create_client(
+            self.store.as_ref(),
+            &self.clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
+            new,
+        )
+        .await
+        .unwrap()
+        .value;
         TestClient {
             record,
             secret: secret.expose().to_owned(),
@@ -213,6 +218,7 @@ impl TestApp {
         admin::create_key_client(
             self.store.as_ref(),
             &self.clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
             new,
             admin::ClientKeys::Jwks(&jwks),
         )
@@ -269,4 +275,15 @@ pub fn decode_parts(jwt: &str) -> (serde_json::Value, serde_json::Value) {
     let header = next();
     let payload = next();
     (header, payload)
+}
+
+/// An audit entry for changes a test makes through the store directly.
+pub fn audit() -> latchkey_server::model::AuditEntry {
+    latchkey_server::model::AuditEntry {
+        at: T0,
+        actor: latchkey_server::model::Actor::Cli("test".into()),
+        action: latchkey_server::model::audit::action::CLIENT_UPDATE,
+        target: None,
+        changes: serde_json::json!({}),
+    }
 }

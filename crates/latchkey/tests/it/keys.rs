@@ -82,9 +82,15 @@ impl TestApp {
             alg: SigningAlg::Es256,
             kek: None,
         };
-        admin::rotate_keys(self.store.as_ref(), &self.clock, &source, None)
-            .await
-            .map(|applied| applied.value)
+        admin::rotate_keys(
+            self.store.as_ref(),
+            &self.clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
+            &source,
+            None,
+        )
+        .await
+        .map(|applied| applied.value)
     }
 }
 
@@ -316,7 +322,12 @@ impl TestApp {
             only_if_current_activated_by: None,
             new_next,
         };
-        match self.store.rotate_keys(&plan).await.unwrap() {
+        match self
+            .store
+            .rotate_keys(&crate::helpers::audit(), &plan)
+            .await
+            .unwrap()
+        {
             RotationOutcome::Rotated { current, next, .. } => (current, next),
             other => panic!("no rotation: {other:?}"),
         }
@@ -351,7 +362,10 @@ async fn a_key_written_in_the_clear_after_start_is_refused_while_a_kek_is_set() 
         .new_stored_key(SigningAlg::Es256, KeyState::Retired, T0)
         .unwrap();
     planted.retired_at = Some(T0);
-    app.store.import_key(&planted).await.unwrap();
+    app.store
+        .import_key(&crate::helpers::audit(), &planted)
+        .await
+        .unwrap();
     app.reloaded().await;
     let published = app.published_kids().await;
     assert!(!published.contains(&planted.kid), "{published:?}");
@@ -372,10 +386,16 @@ async fn a_key_written_in_the_clear_after_start_is_refused_while_a_kek_is_set() 
     assert_eq!(kid_of(&app.issue(&jwt_client).await), second);
     assert!(!app.published_kids().await.contains(&clear_next));
     app.clock.set(T0 + 720);
-    let refused = admin::rotate_keys(app.store.as_ref(), &app.clock, &sealed, None)
-        .await
-        .unwrap_err()
-        .to_string();
+    let refused = admin::rotate_keys(
+        app.store.as_ref(),
+        &app.clock,
+        &latchkey_server::model::Actor::Cli("test".into()),
+        &sealed,
+        None,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(
         refused.contains(&clear_next) && refused.contains("in the clear"),
         "{refused}"
@@ -453,6 +473,7 @@ async fn a_key_sealed_with_another_kek_is_refused_at_reload() {
     let refused = admin::rotate_keys(
         app.store.as_ref(),
         &app.clock,
+        &latchkey_server::model::Actor::Cli("test".into()),
         &key_source(Some(KEK_A)),
         None,
     )

@@ -425,9 +425,14 @@ async fn revoke_tokens_disable_and_delete_end_every_token() {
     for format in [TokenFormat::Jwt, TokenFormat::Opaque] {
         let client = app.client(|c| c.token_format = format).await;
         let before = [app.token_for(&client).await, app.token_for(&client).await];
-        admin::revoke_tokens(store, &app.clock, client.id())
-            .await
-            .unwrap();
+        admin::revoke_tokens(
+            store,
+            &app.clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
+            client.id(),
+        )
+        .await
+        .unwrap();
         let after = app.token_for(&client).await;
         for token in &before {
             assert_eq!(app.introspect(&rs, token).await, inactive(), "{format}");
@@ -442,13 +447,25 @@ async fn revoke_tokens_disable_and_delete_end_every_token() {
             enabled: Some(enabled),
             ..ClientUpdate::default()
         };
-        admin::update_client(store, &app.clock, client.id(), set_enabled(false))
-            .await
-            .unwrap();
+        admin::update_client(
+            store,
+            &app.clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
+            client.id(),
+            set_enabled(false),
+        )
+        .await
+        .unwrap();
         assert_eq!(app.introspect(&rs, &after).await, inactive(), "{format}");
-        admin::update_client(store, &app.clock, client.id(), set_enabled(true))
-            .await
-            .unwrap();
+        admin::update_client(
+            store,
+            &app.clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
+            client.id(),
+            set_enabled(true),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             app.introspect(&rs, &after).await,
             inactive(),
@@ -456,7 +473,14 @@ async fn revoke_tokens_disable_and_delete_end_every_token() {
         );
         let fresh = app.token_for(&client).await;
         assert_eq!(app.introspect(&rs, &fresh).await["active"], true);
-        admin::delete_client(store, client.id()).await.unwrap();
+        admin::delete_client(
+            store,
+            &app.clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
+            client.id(),
+        )
+        .await
+        .unwrap();
         assert_eq!(app.introspect(&rs, &fresh).await, inactive(), "{format}");
     }
 }
@@ -522,10 +546,16 @@ async fn secret_rotation_with_add_revoke_and_expiry() {
     let app = spawn_app().await;
     let store = app.store.as_ref();
     let old = app.client(|_| {}).await;
-    let (new_id, new_secret) = admin::add_secret(store, &app.clock, old.id(), Some(3600))
-        .await
-        .unwrap()
-        .value;
+    let (new_id, new_secret) = admin::add_secret(
+        store,
+        &app.clock,
+        &latchkey_server::model::Actor::Cli("test".into()),
+        old.id(),
+        Some(3600),
+    )
+    .await
+    .unwrap()
+    .value;
     let new = TestClient {
         record: old.record.clone(),
         secret: new_secret.expose().to_owned(),
@@ -552,9 +582,15 @@ async fn secret_rotation_with_add_revoke_and_expiry() {
         .secret_id
         .clone();
 
-    admin::revoke_secret(store, &app.clock, old.id(), &old_id)
-        .await
-        .unwrap();
+    admin::revoke_secret(
+        store,
+        &app.clock,
+        &latchkey_server::model::Actor::Cli("test".into()),
+        old.id(),
+        &old_id,
+    )
+    .await
+    .unwrap();
     let revoked = app.token_basic(&old, CC).await;
     assert_eq!(revoked.status(), 401);
     let wrong_body = app.token_basic(&wrong, CC).await.text().await.unwrap();
@@ -569,13 +605,25 @@ async fn secret_rotation_with_add_revoke_and_expiry() {
 
     // At most five live secrets.
     for _ in 0..5 {
-        admin::add_secret(store, &app.clock, old.id(), None)
-            .await
-            .unwrap();
+        admin::add_secret(
+            store,
+            &app.clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
+            old.id(),
+            None,
+        )
+        .await
+        .unwrap();
     }
     assert!(
-        admin::add_secret(store, &app.clock, old.id(), None)
-            .await
-            .is_err()
+        admin::add_secret(
+            store,
+            &app.clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
+            old.id(),
+            None
+        )
+        .await
+        .is_err()
     );
 }

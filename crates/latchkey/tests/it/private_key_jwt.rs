@@ -484,6 +484,7 @@ async fn assertion_parameters_and_methods_are_checked() {
     latchkey_server::service::admin::update_client(
         app.store.as_ref(),
         &app.clock,
+        &latchkey_server::model::Actor::Cli("test".into()),
         &id,
         ClientUpdate {
             enabled: Some(false),
@@ -511,6 +512,7 @@ async fn replacing_the_keys_rotates_them() {
             latchkey_server::service::admin::replace_client_keys(
                 store.as_ref(),
                 &clock,
+                &latchkey_server::model::Actor::Cli("test".into()),
                 &id,
                 ClientKeys::Jwks(&jwks.to_string()),
             )
@@ -530,6 +532,7 @@ async fn replacing_the_keys_rotates_them() {
     let err = latchkey_server::service::admin::replace_client_keys(
         app.store.as_ref(),
         &app.clock,
+        &latchkey_server::model::Actor::Cli("test".into()),
         &id,
         ClientKeys::Jwks(&json!({ "keys": [leaked] }).to_string()),
     )
@@ -622,6 +625,7 @@ async fn register_jwks_uri(
     latchkey_server::service::admin::create_key_client(
         app.store.as_ref(),
         &app.clock,
+        &latchkey_server::model::Actor::Cli("test".into()),
         key_client_new(),
         keys,
     )
@@ -763,6 +767,7 @@ async fn proxy_variables_are_ignored_by_key_fetches() {
     let client = latchkey_server::service::admin::create_key_client(
         store.as_ref(),
         &latchkey_server::SystemClock,
+        &latchkey_server::model::Actor::Cli("test".into()),
         key_client_new(),
         ClientKeys::JwksUri {
             uri: "https://localhost:9/jwks.json",

@@ -251,6 +251,7 @@ async fn migrate_data_moves_a_sqlite_installation_to_postgres() {
     let extra = latchkey_server::service::admin::add_secret(
         old.store.as_ref(),
         &old.clock,
+        &latchkey_server::model::Actor::Cli("test".into()),
         second.id(),
         None,
     )

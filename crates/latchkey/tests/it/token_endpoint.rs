@@ -79,6 +79,7 @@ impl Clients {
         latchkey_server::service::admin::update_client(
             app.store.as_ref(),
             &app.clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
             disabled.id(),
             latchkey_server::model::ClientUpdate {
                 enabled: Some(false),
@@ -430,6 +431,7 @@ async fn a_rotated_out_secret_works_in_its_overlap_window_and_fails_after() {
     let rotated = latchkey_server::service::admin::rotate_secret(
         app.store.as_ref(),
         &app.clock,
+        &latchkey_server::model::Actor::Cli("test".into()),
         old.id(),
         3600,
     )
@@ -470,6 +472,7 @@ async fn a_rotated_out_secret_works_in_its_overlap_window_and_fails_after() {
         latchkey_server::service::admin::rotate_secret(
             app.store.as_ref(),
             &app.clock,
+            &latchkey_server::model::Actor::Cli("test".into()),
             old.id(),
             3600,
         )
@@ -479,6 +482,7 @@ async fn a_rotated_out_secret_works_in_its_overlap_window_and_fails_after() {
     let sixth = latchkey_server::service::admin::rotate_secret(
         app.store.as_ref(),
         &app.clock,
+        &latchkey_server::model::Actor::Cli("test".into()),
         old.id(),
         3600,
     )

@@ -11,7 +11,9 @@ use latchkey_proto::{ClientAuthMethod, GrantType, TokenFormat};
 use serde::Deserialize;
 
 use super::{AdminError, Applied, ClientKeys, NewClient, applied, client_record, parse_scope_list};
-use crate::model::{ClientRecord, Credential, SecretRecord};
+use crate::clock::Clock;
+use crate::model::audit::action;
+use crate::model::{Actor, ClientRecord, Credential, SecretRecord};
 use crate::protocol::syntax::is_client_id;
 use crate::secret::{ClientSecret, SecretHash, new_row_id};
 use crate::store::Store;
@@ -179,8 +181,22 @@ pub async fn prepare_client(
 
 /// Stores one batch of checked clients in one transaction (all or none), with one change-feed
 /// entry for the batch. Does not wait for the servers; call [`confirm_import`] once at the end.
-pub async fn store_batch(store: &dyn Store, batch: &[ClientRecord]) -> Result<(), AdminError> {
-    store.create_clients(batch).await?;
+pub async fn store_batch(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    actor: &Actor,
+    batch: &[ClientRecord],
+) -> Result<(), AdminError> {
+    // One entry per batch, not per client: an import of a million clients is one operator
+    // action, and the ids are in the import's own output.
+    let changes = serde_json::json!({
+        "clients": batch.len(),
+        "first_client_id": batch.first().map(|c| &c.client_id),
+        "last_client_id": batch.last().map(|c| &c.client_id),
+    });
+    let audit = super::entry(clock, actor, action::CLIENT_IMPORT, None, changes);
+    store.create_clients(&audit, batch).await?;
+    super::log_audit(&audit);
     Ok(())
 }
 

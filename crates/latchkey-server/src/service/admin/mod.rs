@@ -12,7 +12,10 @@ use crate::cache::wait_for_servers;
 use crate::clock::Clock;
 use crate::keys::{KeyError, KeySource, next_key_ready_at};
 pub use crate::model::TlsSubject;
-use crate::model::{ClientRecord, ClientUpdate, Credential, Federation, SecretInfo, SecretRecord};
+use crate::model::audit::{self, action};
+use crate::model::{
+    Actor, AuditEntry, ClientRecord, ClientUpdate, Credential, Federation, SecretInfo, SecretRecord,
+};
 pub use crate::protocol::client_keys::MAX_JWKS_BYTES;
 use crate::protocol::client_keys::{MAX_KEYS, normalize_jwks, registered_keys};
 use crate::protocol::mutual_tls::{certificate_jwk, registered_certificates};
@@ -42,6 +45,36 @@ async fn applied<T>(store: &dyn Store, value: T) -> Result<Applied<T>, AdminErro
         value,
         unconfirmed_servers,
     })
+}
+
+/// The audit entry of a change `actor` makes now.
+fn entry(
+    clock: &dyn Clock,
+    actor: &Actor,
+    action: &'static str,
+    target: Option<&str>,
+    changes: serde_json::Value,
+) -> AuditEntry {
+    AuditEntry {
+        at: clock.unix_seconds(),
+        actor: actor.clone(),
+        action,
+        target: target.map(str::to_owned),
+        changes,
+    }
+}
+
+/// Writes a stored audit entry as one JSON log line too (target `latchkey::audit`), for log
+/// pipelines; the database keeps the trail itself.
+pub fn log_audit(entry: &AuditEntry) {
+    let line = serde_json::json!({
+        "at": entry.at,
+        "actor": { "kind": entry.actor.kind(), "id": entry.actor.id() },
+        "action": entry.action,
+        "target": entry.target,
+        "changes": entry.changes,
+    });
+    tracing::info!(target: "latchkey::audit", "{line}");
 }
 
 /// Why an admin operation failed.
@@ -144,6 +177,7 @@ fn check_name(name: &str) -> Result<String, AdminError> {
 pub async fn create_client(
     store: &dyn Store,
     clock: &dyn Clock,
+    actor: &Actor,
     new: NewClient,
 ) -> Result<Applied<(ClientRecord, ClientSecret)>, AdminError> {
     let Some(credential) = Credential::secret(new.auth_method) else {
@@ -161,7 +195,15 @@ pub async fn create_client(
         created_at: now,
         expires_at: None,
     });
-    store.create_client(&client).await?;
+    let audit = entry(
+        clock,
+        actor,
+        action::CLIENT_CREATE,
+        Some(&client.client_id),
+        audit::created(&client),
+    );
+    store.create_client(&audit, &client).await?;
+    log_audit(&audit);
     applied(store, (client, secret)).await
 }
 
@@ -339,12 +381,21 @@ impl ClientKeys<'_> {
 pub async fn create_key_client(
     store: &dyn Store,
     clock: &dyn Clock,
+    actor: &Actor,
     new: NewClient,
     keys: ClientKeys<'_>,
 ) -> Result<Applied<ClientRecord>, AdminError> {
     let credential = keys.checked(new.auth_method).await?;
     let client = client_record(new, credential, clock.unix_seconds())?;
-    store.create_client(&client).await?;
+    let audit = entry(
+        clock,
+        actor,
+        action::CLIENT_CREATE,
+        Some(&client.client_id),
+        audit::created(&client),
+    );
+    store.create_client(&audit, &client).await?;
+    log_audit(&audit);
     applied(store, client).await
 }
 
@@ -353,6 +404,7 @@ pub async fn create_key_client(
 pub async fn replace_client_keys(
     store: &dyn Store,
     clock: &dyn Clock,
+    actor: &Actor,
     client_id: &str,
     keys: ClientKeys<'_>,
 ) -> Result<Applied<ClientRecord>, AdminError> {
@@ -367,11 +419,7 @@ pub async fn replace_client_keys(
         credential: Some(keys.checked(client.auth_method()).await?),
         ..ClientUpdate::default()
     };
-    let client = store
-        .update_client(client_id, &update, clock.unix_seconds())
-        .await?
-        .ok_or_else(|| AdminError::NotFound(client_id.to_owned()))?;
-    applied(store, client).await
+    change_client(store, clock, actor, action::CLIENT_KEYS, &client, &update).await
 }
 
 /// A new client record with a fresh id and no secrets, after validating `new`.
@@ -399,6 +447,7 @@ fn client_record(
 pub async fn update_client(
     store: &dyn Store,
     clock: &dyn Clock,
+    actor: &Actor,
     client_id: &str,
     mut update: ClientUpdate,
 ) -> Result<Applied<ClientRecord>, AdminError> {
@@ -417,10 +466,28 @@ pub async fn update_client(
             "keys are replaced with replace_client_keys, which checks them".into(),
         ));
     }
+    let before = show_client(store, client_id).await?;
+    change_client(store, clock, actor, action::CLIENT_UPDATE, &before, &update).await
+}
+
+/// Stores `update` to `before` with its audit entry (the fields it changes, before and
+/// after), and waits for the servers.
+async fn change_client(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    actor: &Actor,
+    action: &'static str,
+    before: &ClientRecord,
+    update: &ClientUpdate,
+) -> Result<Applied<ClientRecord>, AdminError> {
+    let now = clock.unix_seconds();
+    let changes = audit::updated(before, &before.with_update(update, now));
+    let audit = entry(clock, actor, action, Some(&before.client_id), changes);
     let client = store
-        .update_client(client_id, &update, clock.unix_seconds())
+        .update_client(&audit, &before.client_id, update, now)
         .await?
-        .ok_or_else(|| AdminError::NotFound(client_id.to_owned()))?;
+        .ok_or_else(|| AdminError::NotFound(before.client_id.clone()))?;
+    log_audit(&audit);
     applied(store, client).await
 }
 
@@ -431,13 +498,14 @@ pub async fn update_client(
 pub async fn revoke_tokens(
     store: &dyn Store,
     clock: &dyn Clock,
+    actor: &Actor,
     client_id: &str,
 ) -> Result<Applied<ClientRecord>, AdminError> {
     let update = ClientUpdate {
         revoke_tokens: true,
         ..ClientUpdate::default()
     };
-    update_client(store, clock, client_id, update).await
+    update_client(store, clock, actor, client_id, update).await
 }
 
 /// A client holds at most this many live secrets.
@@ -449,6 +517,7 @@ pub const MAX_SECRETS: usize = 5;
 pub async fn rotate_secret(
     store: &dyn Store,
     clock: &dyn Clock,
+    actor: &Actor,
     client_id: &str,
     overlap_seconds: i64,
 ) -> Result<Applied<(String, ClientSecret)>, AdminError> {
@@ -457,7 +526,7 @@ pub async fn rotate_secret(
             "the overlap must not be negative".into(),
         ));
     }
-    new_secret(store, clock, client_id, None, Some(overlap_seconds)).await
+    new_secret(store, clock, actor, client_id, None, Some(overlap_seconds)).await
 }
 
 /// Adds a secret to a client while its other secrets keep working, so a deployment can move
@@ -466,6 +535,7 @@ pub async fn rotate_secret(
 pub async fn add_secret(
     store: &dyn Store,
     clock: &dyn Clock,
+    actor: &Actor,
     client_id: &str,
     expires_in: Option<i64>,
 ) -> Result<Applied<(String, ClientSecret)>, AdminError> {
@@ -474,12 +544,13 @@ pub async fn add_secret(
             "the expiry must be in the future".into(),
         ));
     }
-    new_secret(store, clock, client_id, expires_in, None).await
+    new_secret(store, clock, actor, client_id, expires_in, None).await
 }
 
 async fn new_secret(
     store: &dyn Store,
     clock: &dyn Clock,
+    actor: &Actor,
     client_id: &str,
     expires_in: Option<i64>,
     others_expire_in: Option<i64>,
@@ -501,11 +572,28 @@ async fn new_secret(
         expires_at: expires_in.map(|s| now.saturating_add(s)),
     };
     let expire_others_at = others_expire_in.map(|s| now.saturating_add(s));
+    // The secret by its id only, never the secret or its hash.
+    let changes = serde_json::json!({
+        "secret_id": { "after": record.secret_id },
+        "expires_at": { "after": record.expires_at },
+        "other_secrets_expire_at": expire_others_at,
+    });
+    let audit = entry(clock, actor, action::SECRET_ADD, Some(client_id), changes);
     match store
-        .add_secret(client_id, &record, expire_others_at, MAX_SECRETS, now)
+        .add_secret(
+            &audit,
+            client_id,
+            &record,
+            expire_others_at,
+            MAX_SECRETS,
+            now,
+        )
         .await?
     {
-        SecretAdded::Added => applied(store, (record.secret_id, secret)).await,
+        SecretAdded::Added => {
+            log_audit(&audit);
+            applied(store, (record.secret_id, secret)).await
+        }
         SecretAdded::NoSuchClient => Err(AdminError::NotFound(client_id.to_owned())),
         SecretAdded::TooMany => Err(too_many_secrets()),
     }
@@ -533,17 +621,27 @@ pub async fn list_secrets(
 pub async fn revoke_secret(
     store: &dyn Store,
     clock: &dyn Clock,
+    actor: &Actor,
     client_id: &str,
     secret_id: &str,
 ) -> Result<Applied<()>, AdminError> {
+    let changes = serde_json::json!({ "secret_id": { "before": secret_id } });
+    let audit = entry(
+        clock,
+        actor,
+        action::SECRET_REVOKE,
+        Some(client_id),
+        changes,
+    );
     if !store
-        .revoke_secret(client_id, secret_id, clock.unix_seconds())
+        .revoke_secret(&audit, client_id, secret_id, clock.unix_seconds())
         .await?
     {
         return Err(AdminError::Invalid(format!(
             "client {client_id:?} has no live secret {secret_id:?}"
         )));
     }
+    log_audit(&audit);
     applied(store, ()).await
 }
 
@@ -567,6 +665,7 @@ pub struct Rotated {
 pub async fn rotate_keys(
     store: &dyn Store,
     clock: &dyn Clock,
+    actor: &Actor,
     source: &KeySource,
     alg: Option<SigningAlg>,
 ) -> Result<Applied<Vec<Rotated>>, AdminError> {
@@ -597,7 +696,7 @@ pub async fn rotate_keys(
     let now = clock.unix_seconds();
     let mut rotated = Vec::new();
     for alg in algs {
-        match source.rotate(store, alg, now, None).await? {
+        match source.rotate(store, actor, alg, now, None).await? {
             RotationOutcome::Rotated {
                 retired,
                 current,
@@ -635,10 +734,24 @@ pub async fn show_client(store: &dyn Store, client_id: &str) -> Result<ClientRec
 }
 
 /// Deletes a client. Returns once no running server issues tokens to it any more.
-pub async fn delete_client(store: &dyn Store, client_id: &str) -> Result<Applied<()>, AdminError> {
-    if !store.delete_client(client_id).await? {
+pub async fn delete_client(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    actor: &Actor,
+    client_id: &str,
+) -> Result<Applied<()>, AdminError> {
+    let before = show_client(store, client_id).await?;
+    let audit = entry(
+        clock,
+        actor,
+        action::CLIENT_DELETE,
+        Some(client_id),
+        audit::deleted(&before),
+    );
+    if !store.delete_client(&audit, client_id).await? {
         return Err(AdminError::NotFound(client_id.to_owned()));
     }
+    log_audit(&audit);
     applied(store, ()).await
 }
 
@@ -662,7 +775,12 @@ pub struct DataMoved {
 /// moves on, which makes all tokens issued before the move inactive at introspection and
 /// revocation; clients simply get new ones. (Resource servers that verify JWTs offline keep
 /// accepting them until they expire, as before the move.) Secret last-use times start afresh.
-pub async fn migrate_data(from: &dyn Store, to: &dyn Store) -> Result<DataMoved, AdminError> {
+pub async fn migrate_data(
+    from: &dyn Store,
+    to: &dyn Store,
+    clock: &dyn Clock,
+    actor: &Actor,
+) -> Result<DataMoved, AdminError> {
     if !to.list_clients().await?.is_empty() || !to.signing_keys().await?.is_empty() {
         return Err(AdminError::Invalid(
             "the target database already holds clients or keys; migrate into an empty one".into(),
@@ -677,7 +795,14 @@ pub async fn migrate_data(from: &dyn Store, to: &dyn Store) -> Result<DataMoved,
     };
     // Keys first: a server started on the target during the move finds them and creates none.
     for key in &keys {
-        to.import_key(key).await?;
+        let audit = entry(
+            clock,
+            actor,
+            action::KEY_IMPORT,
+            Some(&key.kid),
+            serde_json::json!({ "alg": key.alg, "state": key.state.as_str() }),
+        );
+        to.import_key(&audit, key).await?;
         moved.keys += 1;
     }
     for client in clients {
@@ -686,7 +811,14 @@ pub async fn migrate_data(from: &dyn Store, to: &dyn Store) -> Result<DataMoved,
             token_epoch: client.token_epoch.saturating_add(1),
             ..client
         };
-        to.create_client(&moved_client).await?;
+        let audit = entry(
+            clock,
+            actor,
+            action::CLIENT_CREATE,
+            Some(&moved_client.client_id),
+            audit::created(&moved_client),
+        );
+        to.create_client(&audit, &moved_client).await?;
         moved.clients += 1;
         moved.secrets += secrets;
     }
