@@ -171,6 +171,12 @@ struct Discovery {
 }
 
 impl RemoteKeys {
+    /// Whether key URLs may point inside the network (`--allow-private-jwks-uri`): registering
+    /// a `jwks_uri` over the admin API follows the same rule as fetching it.
+    pub fn allows_private(&self) -> bool {
+        self.allow_private
+    }
+
     /// Fetches with a 5 s connect timeout (the Jwks adds a 5 s request timeout), no
     /// redirects (so none to an inner address), no proxy, bodies read up to a cap (256 KiB
     /// for a JWK Set, 64 KiB for a discovery document), and, unless `allow_private`, only

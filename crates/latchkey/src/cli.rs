@@ -650,6 +650,16 @@ pub struct CreateArgs {
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub token_ttl: i64,
 
+    /// Make it an admin client: it may get tokens for the admin API (audience
+    /// urn:latchkey:admin, scope latchkey:admin), which can do everything `latchkey client`
+    /// and `latchkey keys` do. For bootstrap: the first admin is created here.
+    #[arg(long, conflicts_with = "admin_read")]
+    pub admin: bool,
+
+    /// Like --admin, but for reading only (scope latchkey:admin:read).
+    #[arg(long)]
+    pub admin_read: bool,
+
     /// How the client authenticates: client_secret_basic or client_secret_post (a secret is
     /// generated and shown once), private_key_jwt (signed assertions; give --jwks-file),
     /// tls_client_auth (a CA-issued client certificate; give --tls-subject-dn or a --tls-san-*)

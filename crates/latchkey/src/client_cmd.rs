@@ -5,8 +5,10 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use latchkey_proto::{ClientAuthMethod, GrantType};
+use latchkey_server::http::admin::wire;
 use latchkey_server::model::{ClientRecord, ClientUpdate, Credential, Federation};
 use latchkey_server::service::admin::{self, Applied, ClientKeys, NewClient};
+use latchkey_server::service::admin_auth;
 use latchkey_server::store;
 use latchkey_server::{Clock, SystemClock};
 use serde_json::{Value, json};
@@ -32,10 +34,23 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
                         .map_err(|e| anyhow::anyhow!("--grant-types: {e}"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            let mut scope = args.scope.clone();
+            let mut audience = args.audience.clone();
+            let admin_scope = if args.admin {
+                Some(admin_auth::ADMIN_SCOPE)
+            } else if args.admin_read {
+                Some(admin_auth::ADMIN_READ_SCOPE)
+            } else {
+                None
+            };
+            if let Some(admin_scope) = admin_scope {
+                scope = format!("{scope} {admin_scope}");
+                audience.push(admin_auth::ADMIN_AUDIENCE.to_owned());
+            }
             let new = NewClient {
                 name: args.name,
-                scope: admin::parse_scope_list(&args.scope)?,
-                audience: args.audience,
+                scope: admin::parse_scope_list(&scope)?,
+                audience,
                 token_ttl_seconds: args.token_ttl,
                 auth_method: args.auth_method,
                 grant_types,
@@ -401,39 +416,9 @@ fn read_jwks(path: &Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// A client as JSON: the admin API's representation, field for field.
 pub fn client_json(client: &ClientRecord) -> Value {
-    let mut value = json!({
-        "client_id": client.client_id,
-        "name": client.name,
-        "scope": client.scope.join(" "),
-        "audience": client.audience,
-        "token_ttl_seconds": client.token_ttl_seconds,
-        "auth_method": client.auth_method(),
-        "grant_types": client.grant_types,
-        "enabled": client.enabled,
-        "can_introspect": client.can_introspect,
-        "token_format": client.token_format,
-        "created_at": timestamp(client.created_at),
-        "updated_at": timestamp(client.updated_at),
-    });
-    if let Some(keys) = public_keys(client) {
-        value["jwks"] = keys;
-    }
-    if let Some(uri) = client.credential.jwks_uri() {
-        value["jwks_uri"] = json!(uri);
-    }
-    if let Credential::TlsSubject(subject) = &client.credential {
-        value[subject.kind()] = json!(subject.value());
-    }
-    if let Some(federation) = client.credential.federation() {
-        value["federated_issuer"] = json!(federation.issuer);
-        value["federated_subject"] = json!(federation.subject);
-        if let Some(audience) = &federation.audience {
-            value["federated_audience"] = json!(audience);
-        }
-        value["federated_max_token_age_seconds"] = json!(federated_max_token_age(federation));
-    }
-    value
+    serde_json::to_value(wire::Client::from(client)).unwrap_or(Value::Null)
 }
 
 /// The registered public keys of a private_key_jwt client, as stored.
@@ -503,9 +488,4 @@ fn federated_max_token_age(federation: &Federation) -> i64 {
         .unwrap_or(latchkey_server::protocol::client_assertion::DEFAULT_FEDERATED_MAX_TOKEN_AGE)
 }
 
-/// RFC 3339 in UTC, to the second.
-pub fn timestamp(unix: i64) -> String {
-    let time =
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0));
-    humantime::format_rfc3339_seconds(time).to_string()
-}
+pub use latchkey_server::http::admin::wire::timestamp;

@@ -1,6 +1,7 @@
 //! The HTTP surface: one file per endpoint, the router, and the one place that renders errors.
 
 pub mod access_log;
+pub mod admin;
 mod discovery;
 mod endpoint;
 pub mod error;
@@ -72,7 +73,8 @@ pub fn router(state: Arc<AppState>, issuer_path: &str) -> Router {
         .route(paths::OPENID_CONFIGURATION, get(discovery::metadata))
         .route(paths::JWKS, get(discovery::jwks))
         .route(paths::HEALTHZ, get(health::alive))
-        .route(paths::READYZ, get(health::ready));
+        .route(paths::READYZ, get(health::ready))
+        .nest(admin::PREFIX, admin::routes());
     let router = if issuer_path.is_empty() {
         endpoints
     } else {

@@ -5,6 +5,7 @@
 //! (and, later, the admin API) calls [`admin`].
 
 pub mod admin;
+pub mod admin_auth;
 mod authenticate;
 mod introspect;
 mod token;

@@ -83,6 +83,15 @@ pub enum AdminError {
     /// The operator's input is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// One field of the operator's input is invalid: its name (as the admin API and
+    /// `client import` spell it), and why.
+    #[error("{message}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
     /// No client with that id.
     #[error("no client with id {0:?}")]
     NotFound(String),
@@ -92,6 +101,16 @@ pub enum AdminError {
     /// A key could not be made or read.
     #[error(transparent)]
     Key(#[from] KeyError),
+}
+
+impl AdminError {
+    /// An invalid `field`.
+    pub fn field(field: &'static str, message: impl Into<String>) -> Self {
+        AdminError::Field {
+            field,
+            message: message.into(),
+        }
+    }
 }
 
 /// A client to register.
@@ -119,15 +138,19 @@ pub struct NewClient {
 pub fn parse_scope_list(scope: &str) -> Result<Vec<String>, AdminError> {
     let mut out: Vec<String> = Vec::new();
     if scope.split(' ').filter(|t| !t.is_empty()).count() > MAX_SCOPE_TOKENS {
-        return Err(AdminError::Invalid(format!(
-            "at most {MAX_SCOPE_TOKENS} scope tokens"
-        )));
+        return Err(AdminError::field(
+            "scope",
+            format!("at most {MAX_SCOPE_TOKENS} scope tokens"),
+        ));
     }
     for token in scope.split(' ').filter(|t| !t.is_empty()) {
         if !is_scope_token(token) {
-            return Err(AdminError::Invalid(format!(
-                "scope token {token:?} may only contain visible ASCII other than '\"' and '\\'"
-            )));
+            return Err(AdminError::field(
+                "scope",
+                format!(
+                    "scope token {token:?} may only contain visible ASCII other than '\"' and '\\'"
+                ),
+            ));
         }
         if !out.iter().any(|t| t == token) {
             out.push(token.to_owned());
@@ -141,9 +164,12 @@ pub fn check_audience(audience: &[String]) -> Result<Vec<String>, AdminError> {
     let mut out: Vec<String> = Vec::new();
     for aud in audience {
         if !is_resource_uri(aud) {
-            return Err(AdminError::Invalid(format!(
-                "audience {aud:?} must be an absolute URI without a fragment, like https://api.example.com"
-            )));
+            return Err(AdminError::field(
+                "audience",
+                format!(
+                    "audience {aud:?} must be an absolute URI without a fragment, like https://api.example.com"
+                ),
+            ));
         }
         if !out.contains(aud) {
             out.push(aud.clone());
@@ -156,17 +182,21 @@ fn check_ttl(ttl: i64) -> Result<i64, AdminError> {
     if (MIN_TOKEN_TTL..=MAX_TOKEN_TTL).contains(&ttl) {
         Ok(ttl)
     } else {
-        Err(AdminError::Invalid(format!(
-            "token TTL must be between {MIN_TOKEN_TTL} s and {MAX_TOKEN_TTL} s (24h), got {ttl} s"
-        )))
+        Err(AdminError::field(
+            "token_ttl_seconds",
+            format!(
+                "token TTL must be between {MIN_TOKEN_TTL} s and {MAX_TOKEN_TTL} s (24h), got {ttl} s"
+            ),
+        ))
     }
 }
 
 fn check_name(name: &str) -> Result<String, AdminError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(AdminError::Invalid(
-            "name must be 1 to 200 characters without control characters".into(),
+        return Err(AdminError::field(
+            "name",
+            "name must be 1 to 200 characters without control characters",
         ));
     }
     Ok(name.to_owned())
@@ -723,6 +753,53 @@ pub async fn rotate_keys(
         }
     }
     applied(store, rotated).await
+}
+
+/// How many clients one listing request reads at most while filtering by name, so that a
+/// filter that matches little costs a bounded amount per request (the page then holds fewer
+/// clients, and `next` goes on from where the reading stopped).
+pub const MAX_SCANNED_PER_PAGE: u32 = 10_000;
+
+/// One page of clients ordered by id, after `after` (`""` first): up to `limit` of them, only
+/// those whose name contains `name` (ignoring case) when given. Returns them with the id to
+/// continue after, or `None` at the end. One indexed range read per 1,000 clients read.
+pub async fn list_clients_page(
+    store: &dyn Store,
+    after: &str,
+    limit: u32,
+    name: Option<&str>,
+) -> Result<(Vec<ClientRecord>, Option<String>), AdminError> {
+    let limit = limit.clamp(1, 1000);
+    let Some(name) = name.map(str::to_lowercase) else {
+        let page = store.clients_after(after, limit).await?;
+        let next = (page.len() == limit as usize)
+            .then(|| page.last().map(|c| c.client_id.clone()))
+            .flatten();
+        return Ok((page, next));
+    };
+    let mut found = Vec::new();
+    let mut cursor = after.to_owned();
+    let mut scanned = 0;
+    loop {
+        let page = store.clients_after(&cursor, 1000).await?;
+        let at_end = page.len() < 1000;
+        for client in page {
+            scanned += 1;
+            cursor.clone_from(&client.client_id);
+            if client.name.to_lowercase().contains(&name) {
+                found.push(client);
+                if found.len() == limit as usize {
+                    return Ok((found, Some(cursor)));
+                }
+            }
+        }
+        if at_end {
+            return Ok((found, None));
+        }
+        if scanned >= MAX_SCANNED_PER_PAGE {
+            return Ok((found, Some(cursor)));
+        }
+    }
 }
 
 /// One client.

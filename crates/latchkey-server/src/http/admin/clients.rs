@@ -1,0 +1,415 @@
+//! `/admin/v1/clients`: register, list, show, change and delete clients.
+
+use std::str::FromStr as _;
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse as _, Response};
+use http::{HeaderValue, StatusCode, header};
+use latchkey_proto::{ClientAuthMethod, GrantType, TokenFormat};
+use serde::Deserialize;
+
+use super::wire::{Client, ClientPage, ClientPatch, CreatedClient, NewClient};
+use super::{Admin, ApiError, PREFIX, etag, json_response};
+use crate::http::AppState;
+use crate::model::{ClientRecord, ClientUpdate, DEFAULT_TOKEN_TTL};
+use crate::service::admin::{self, ClientKeys};
+use crate::service::admin_auth::Access;
+
+/// `GET /clients` parameters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// The `next` of the previous page.
+    after: Option<String>,
+    /// At most this many clients (1 to 1,000; default 100).
+    limit: Option<u32>,
+    /// Only clients whose name contains this, ignoring case.
+    name: Option<String>,
+}
+
+/// The query of `GET /clients`, strictly: known parameters, each once.
+fn list_params(query: Option<&str>) -> Result<ListParams, ApiError> {
+    let bad =
+        |detail: &str, field: Option<&str>| ApiError::new(StatusCode::BAD_REQUEST, detail, field);
+    let pairs = crate::form::parse(query.unwrap_or("").as_bytes(), 8).map_err(|_| {
+        bad(
+            "the query is not valid application/x-www-form-urlencoded",
+            None,
+        )
+    })?;
+    let mut params = ListParams::default();
+    for (name, value) in pairs {
+        let slot = match name.as_str() {
+            "after" => &mut params.after,
+            "name" => &mut params.name,
+            "limit" => {
+                let limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| bad("limit must be 1 to 1000", Some("limit")))?;
+                if params.limit.replace(limit).is_some() {
+                    return Err(bad("limit appears twice", Some("limit")));
+                }
+                continue;
+            }
+            other => return Err(bad(&format!("unknown parameter {other:?}"), Some(other))),
+        };
+        if slot.replace(value).is_some() {
+            return Err(bad(&format!("{name} appears twice"), Some(&name)));
+        }
+    }
+    Ok(params)
+}
+
+/// The client's JSON and the response for it, with its `ETag`.
+fn client_response(status: StatusCode, client: &ClientRecord) -> Response {
+    let json = serde_json::to_vec(&Client::from(client)).unwrap_or_default();
+    json_response(status, json, true)
+}
+
+/// List clients, by id, a page at a time.
+#[utoipa::path(get, path = "/admin/v1/clients", tag = "clients", params(ListParams),
+    responses(
+        (status = 200, description = "A page of clients", body = ClientPage),
+        (status = 400, description = "Bad parameters", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks latchkey:admin:read", body = super::wire::Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let params = list_params(request.uri().query())?;
+    Admin::authorize(&state, request, Access::Read).await?;
+    let services = &state.services;
+    let (clients, next) = admin::list_clients_page(
+        services.store.as_ref(),
+        params.after.as_deref().unwrap_or(""),
+        params.limit.unwrap_or(100),
+        params.name.as_deref(),
+    )
+    .await?;
+    let page = ClientPage {
+        items: clients.iter().map(Client::from).collect(),
+        next,
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&page).unwrap_or_default(),
+        false,
+    ))
+}
+
+/// Register a client. A client that uses a secret gets one, shown in this response only.
+#[utoipa::path(post, path = "/admin/v1/clients", tag = "clients", request_body = NewClient,
+    responses(
+        (status = 201, description = "Registered", body = CreatedClient,
+            headers(("Location" = String, description = "The client's URL"), ("ETag" = String))),
+        (status = 400, description = "A field is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks latchkey:admin", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 64 KiB", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = super::wire::Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let request = Admin::authorize(&state, request, Access::Write).await?;
+    let new: NewClient = request.json()?;
+    let parse = |field: &'static str, value: Option<&str>, default: &str| {
+        value
+            .unwrap_or(default)
+            .to_owned()
+            .parse::<String>()
+            .map_err(|_| field)
+    };
+    let Ok(auth_method) = parse(
+        "auth_method",
+        new.auth_method.as_deref(),
+        "client_secret_basic",
+    )
+    .and_then(|m| ClientAuthMethod::from_str(&m).map_err(|_| "auth_method")) else {
+        return Err(ApiError::field(
+            "auth_method",
+            "auth_method must be client_secret_basic, client_secret_post or private_key_jwt",
+        ));
+    };
+    let Ok(token_format) = TokenFormat::from_str(new.token_format.as_deref().unwrap_or("jwt"))
+    else {
+        return Err(ApiError::field(
+            "token_format",
+            "token_format must be jwt or opaque",
+        ));
+    };
+    let services = &state.services;
+    let store = services.store.as_ref();
+    let clock = services.clock.as_ref();
+    let registration = admin::NewClient {
+        name: new.name,
+        scope: vec![new.scope],
+        audience: new.audience,
+        token_ttl_seconds: new.token_ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL),
+        auth_method,
+        grant_types: vec![GrantType::ClientCredentials],
+        can_introspect: new.can_introspect,
+        token_format,
+    };
+    let jwks = new.jwks.as_ref().map(serde_json::Value::to_string);
+    let keys = match (&jwks, &new.jwks_uri) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::field(
+                "jwks_uri",
+                "give jwks or jwks_uri, not both",
+            ));
+        }
+        (Some(jwks), None) => Some(ClientKeys::Jwks(jwks)),
+        (None, Some(uri)) => Some(ClientKeys::JwksUri {
+            uri,
+            allow_private: services.remote_keys.allows_private(),
+        }),
+        (None, None) => None,
+    };
+    let created = match keys {
+        None => admin::create_client(store, clock, &request.actor, registration)
+            .await
+            .map(|applied| (applied.value.0, Some(applied.value.1))),
+        Some(keys) => admin::create_key_client(store, clock, &request.actor, registration, keys)
+            .await
+            .map(|applied| (applied.value, None)),
+    };
+    let (client, secret) = match created {
+        Ok(created) => created,
+        Err(err) => return Err(err.into()),
+    };
+    let wire = Client::from(&client);
+    let tag = etag(&serde_json::to_vec(&wire).unwrap_or_default());
+    let body = CreatedClient {
+        client: wire,
+        client_secret: secret.map(|s| s.expose().to_owned()),
+    };
+    let mut response = json_response(
+        StatusCode::CREATED,
+        serde_json::to_vec(&body).unwrap_or_default(),
+        false,
+    );
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::try_from(format!("{PREFIX}/clients/{}", client.client_id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    if let Ok(tag) = HeaderValue::try_from(tag) {
+        headers.insert(header::ETAG, tag);
+    }
+    Ok(response)
+}
+
+/// Show one client.
+#[utoipa::path(get, path = "/admin/v1/clients/{id}", tag = "clients",
+    params(("id" = String, Path, description = "The client id")),
+    responses(
+        (status = 200, description = "The client", body = Client, headers(("ETag" = String))),
+        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks latchkey:admin:read", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    Admin::authorize(&state, request, Access::Read).await?;
+    let client = admin::show_client(state.services.store.as_ref(), &id).await?;
+    Ok(client_response(StatusCode::OK, &client))
+}
+
+/// Change a client. With `If-Match`, only if it is still the version of that `ETag` (else
+/// 412, and nothing changes).
+#[utoipa::path(patch, path = "/admin/v1/clients/{id}", tag = "clients", request_body = ClientPatch,
+    params(("id" = String, Path, description = "The client id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag the change was made against")),
+    responses(
+        (status = 200, description = "The client as changed", body = Client, headers(("ETag" = String))),
+        (status = 400, description = "A field is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks latchkey:admin", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The client changed since that ETag", body = super::wire::Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let request = Admin::authorize(&state, request, Access::Write).await?;
+    let patch: ClientPatch = request.json()?;
+    let token_format = match patch.token_format.as_deref().map(TokenFormat::from_str) {
+        None => None,
+        Some(Ok(format)) => Some(format),
+        Some(Err(_)) => {
+            return Err(ApiError::field(
+                "token_format",
+                "token_format must be jwt or opaque",
+            ));
+        }
+    };
+    let update = ClientUpdate {
+        name: patch.name,
+        scope: patch.scope.map(|s| vec![s]),
+        audience: patch.audience,
+        token_ttl_seconds: patch.token_ttl_seconds,
+        enabled: patch.enabled,
+        can_introspect: patch.can_introspect,
+        token_format,
+        ..ClientUpdate::default()
+    };
+    change(&state, &request, &id, |store, clock, actor| {
+        Box::pin(admin::update_client(store, clock, actor, &id, update))
+    })
+    .await
+}
+
+/// Disable a client: it fails authentication, and every token it holds is revoked.
+#[utoipa::path(post, path = "/admin/v1/clients/{id}/disable", tag = "clients",
+    params(("id" = String, Path, description = "The client id")),
+    responses((status = 200, description = "The client", body = Client),
+        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub async fn disable(
+    state: State<Arc<AppState>>,
+    id: Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    set_enabled(state, id, request, false).await
+}
+
+/// Enable a client again.
+#[utoipa::path(post, path = "/admin/v1/clients/{id}/enable", tag = "clients",
+    params(("id" = String, Path, description = "The client id")),
+    responses((status = 200, description = "The client", body = Client),
+        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub async fn enable(
+    state: State<Arc<AppState>>,
+    id: Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    set_enabled(state, id, request, true).await
+}
+
+async fn set_enabled(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Request,
+    enabled: bool,
+) -> Result<Response, ApiError> {
+    let request = Admin::authorize(&state, request, Access::Write).await?;
+    let update = ClientUpdate {
+        enabled: Some(enabled),
+        ..ClientUpdate::default()
+    };
+    change(&state, &request, &id, |store, clock, actor| {
+        Box::pin(admin::update_client(store, clock, actor, &id, update))
+    })
+    .await
+}
+
+/// Revoke every token the client holds now; its next token request gets a new one.
+#[utoipa::path(post, path = "/admin/v1/clients/{id}/revoke-tokens", tag = "clients",
+    params(("id" = String, Path, description = "The client id")),
+    responses((status = 200, description = "The client", body = Client),
+        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub async fn revoke_tokens(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let request = Admin::authorize(&state, request, Access::Write).await?;
+    change(&state, &request, &id, |store, clock, actor| {
+        Box::pin(admin::revoke_tokens(store, clock, actor, &id))
+    })
+    .await
+}
+
+/// Delete a client and its secrets; its tokens stop working.
+#[utoipa::path(delete, path = "/admin/v1/clients/{id}", tag = "clients",
+    params(("id" = String, Path, description = "The client id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag the deletion was decided on")),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The client changed since that ETag", body = super::wire::Problem, content_type = "application/problem+json")),
+    security(("admin_token" = [])))]
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let request = Admin::authorize(&state, request, Access::Write).await?;
+    let services = &state.services;
+    check_if_match(&state, &request, &id).await?;
+    admin::delete_client(
+        services.store.as_ref(),
+        services.clock.as_ref(),
+        &request.actor,
+        &id,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The boxed future of a change to one client.
+type ChangeFuture<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<admin::Applied<ClientRecord>, admin::AdminError>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// Runs a change to client `id` after checking `If-Match`, and answers with the client.
+async fn change<'a>(
+    state: &'a AppState,
+    request: &'a Admin,
+    id: &str,
+    run: impl FnOnce(
+        &'a dyn crate::store::Store,
+        &'a dyn crate::clock::Clock,
+        &'a crate::model::Actor,
+    ) -> ChangeFuture<'a>,
+) -> Result<Response, ApiError> {
+    check_if_match(state, request, id).await?;
+    let services = &state.services;
+    let applied = run(
+        services.store.as_ref(),
+        services.clock.as_ref(),
+        &request.actor,
+    )
+    .await?;
+    Ok(client_response(StatusCode::OK, &applied.value))
+}
+
+/// With `If-Match`, the client must still be the version of that `ETag` (RFC 9110 §13.1.1):
+/// 412 otherwise. `*` matches any existing client.
+async fn check_if_match(state: &AppState, request: &Admin, id: &str) -> Result<(), ApiError> {
+    let Some(wanted) = request.if_match() else {
+        return Ok(());
+    };
+    let client = admin::show_client(state.services.store.as_ref(), id).await?;
+    let current = etag(&serde_json::to_vec(&Client::from(&client)).unwrap_or_default());
+    let matches = wanted.trim() == "*" || wanted.split(',').any(|tag| tag.trim() == current);
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "the client changed since that ETag; read it again and retry",
+            None,
+        ))
+    }
+}

@@ -1,0 +1,325 @@
+//! The admin API, `/admin/v1`: JSON over HTTP for what `latchkey client ...` does, for
+//! pipelines and tools. Callers authenticate with access tokens this server issued for the
+//! admin audience (`service::admin_auth`); errors are RFC 9457 problems; a client's `ETag`
+//! lets a change say which version it was made against (`If-Match`, 412 when it moved on).
+//! Handlers here only read the request, call `service::admin` and render.
+
+mod clients;
+pub mod openapi;
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use self::wire::Problem;
+use super::AppState;
+use crate::model::Actor;
+use crate::service::admin::AdminError;
+use crate::service::admin_auth::{Access, AdminAuthError, AdminCredentials, authorize_admin};
+use crate::tls::TlsPeer;
+
+/// Where the admin API lives, relative to the issuer.
+pub const PREFIX: &str = "/admin/v1";
+
+/// Request bodies over 64 KiB are refused with 413 (a JWK Set of the most keys a client may
+/// register fits).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The admin API's routes, to be nested at [`PREFIX`].
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/clients", get(clients::list).post(clients::create))
+        .route(
+            "/clients/{id}",
+            get(clients::show)
+                .patch(clients::update)
+                .delete(clients::delete),
+        )
+        .route("/clients/{id}/disable", post(clients::disable))
+        .route("/clients/{id}/enable", post(clients::enable))
+        .route("/clients/{id}/revoke-tokens", post(clients::revoke_tokens))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such admin resource", None) })
+}
+
+/// An admin request, read: its caller checked, its body (if any) in memory.
+struct Admin {
+    /// Who acts, for the audit trail.
+    actor: Actor,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Admin {
+    /// Reads `request` and checks that its token allows `access`.
+    async fn authorize(
+        state: &AppState,
+        request: Request,
+        access: Access,
+    ) -> Result<Admin, ApiError> {
+        let (parts, body) = request.into_parts();
+        let certificate = parts
+            .extensions
+            .get::<ConnectInfo<TlsPeer>>()
+            .and_then(|peer| peer.0.certificates.clone());
+        let url = format!("{}{}", origin(&state.services.issuer), parts.uri.path());
+        let credentials = AdminCredentials {
+            authorization: single(&parts.headers, "authorization")?,
+            dpop: single(&parts.headers, "dpop")?,
+            method: parts.method.as_str(),
+            url: &url,
+            certificate: certificate
+                .as_ref()
+                .and_then(|chain| chain.first())
+                .map(AsRef::as_ref),
+        };
+        let caller = authorize_admin(&state.services, &credentials, access).await?;
+        let body = axum::body::to_bytes(Body::new(body), MAX_BODY_BYTES)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the request body is larger than 64 KiB",
+                    None,
+                )
+            })?;
+        Ok(Admin {
+            actor: Actor::Admin(caller.client_id),
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// The body as JSON of type `T`: 400 naming the field at fault otherwise.
+    fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if !self
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+            })
+        {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the body as application/json",
+                None,
+            ));
+        }
+        serde_json::from_slice(&self.body).map_err(|err| {
+            let detail = err.to_string();
+            let field = field_of(&detail);
+            ApiError::new(StatusCode::BAD_REQUEST, detail.clone(), field)
+        })
+    }
+
+    /// The `If-Match` header, if one.
+    fn if_match(&self) -> Option<&str> {
+        self.headers
+            .get(header::IF_MATCH)
+            .and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The one header of `name`; a repeated one is a 400.
+fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a [u8]>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "a header that may appear once appears more than once",
+            None,
+        ));
+    }
+    Ok(first.map(HeaderValue::as_bytes))
+}
+
+/// `scheme://host[:port]` of the issuer: what a DPoP proof's `htu` starts with.
+fn origin(issuer: &str) -> &str {
+    let after_scheme = issuer.find("://").map_or(0, |i| i + 3);
+    match issuer[after_scheme..].find('/') {
+        Some(slash) => &issuer[..after_scheme + slash],
+        None => issuer,
+    }
+}
+
+/// The field serde names in an error message (`unknown field `x``, `missing field `x``).
+fn field_of(detail: &str) -> Option<&str> {
+    let start = detail.find('`')? + 1;
+    let len = detail[start..].find('`')?;
+    Some(&detail[start..start + len])
+}
+
+/// The one error type of the admin API: an RFC 9457 problem, with the challenge of a refused
+/// token or the `Retry-After` of an unavailable database.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    detail: String,
+    field: Option<String>,
+    /// `WWW-Authenticate`, for 401 and 403 (RFC 6750 §3).
+    challenge: Option<String>,
+    /// `Retry-After: 1`, for 503.
+    retry: bool,
+}
+
+impl ApiError {
+    /// A problem of `status`, naming `field` when one is at fault.
+    fn new(status: StatusCode, detail: impl Into<String>, field: Option<&str>) -> Self {
+        ApiError {
+            status,
+            detail: detail.into(),
+            field: field.map(str::to_owned),
+            challenge: None,
+            retry: false,
+        }
+    }
+
+    /// 400 for `field`.
+    fn field(field: &str, detail: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, detail, Some(field))
+    }
+
+    /// 503 with `Retry-After`.
+    fn unavailable(detail: &str) -> Self {
+        ApiError {
+            retry: true,
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, detail, None)
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Problem {
+            kind: "about:blank".into(),
+            title: self.status.canonical_reason().unwrap_or("Error").into(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            field: self.field,
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (self.status, json).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(value) = self.challenge.and_then(|c| HeaderValue::try_from(c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, value);
+        }
+        if self.retry {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// A refused token: 401 with the RFC 6750 §3 challenge, 403 for the scope, 503.
+impl From<AdminAuthError> for ApiError {
+    fn from(err: AdminAuthError) -> Self {
+        let (status, challenge, detail) = match err {
+            AdminAuthError::Missing => (
+                StatusCode::UNAUTHORIZED,
+                r#"Bearer realm="latchkey admin""#.to_owned(),
+                "an access token for the admin API is required (aud urn:latchkey:admin)",
+            ),
+            AdminAuthError::InvalidToken(why) => (
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    r#"Bearer realm="latchkey admin", error="invalid_token", error_description="{why}""#
+                ),
+                why,
+            ),
+            AdminAuthError::InsufficientScope(scope) => (
+                StatusCode::FORBIDDEN,
+                format!(
+                    r#"Bearer realm="latchkey admin", error="insufficient_scope", scope="{scope}""#
+                ),
+                "the token's scope does not allow this operation",
+            ),
+            AdminAuthError::Unavailable => {
+                return ApiError::unavailable("the database is unavailable; try again");
+            }
+        };
+        ApiError {
+            challenge: Some(challenge),
+            ..ApiError::new(status, detail, None)
+        }
+    }
+}
+
+/// A failed admin operation.
+impl From<AdminError> for ApiError {
+    fn from(err: AdminError) -> Self {
+        match err {
+            AdminError::Invalid(detail) => ApiError::new(StatusCode::BAD_REQUEST, detail, None),
+            AdminError::Field { field, message } => ApiError::field(field, message),
+            AdminError::NotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no client with id {id:?}"),
+                None,
+            ),
+            AdminError::Store(err) => {
+                tracing::warn!(error = %err, "storage error on the admin API");
+                ApiError::unavailable("the database is unavailable; try again")
+            }
+            AdminError::Key(err) => {
+                tracing::error!(error = %err, "key error on the admin API");
+                ApiError::unavailable("a signing key could not be used")
+            }
+        }
+    }
+}
+
+/// The strong `ETag` of a JSON representation: a hash of its bytes.
+fn etag(json: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, json);
+    format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]))
+}
+
+/// 200 (or `status`) with a JSON body and, when given, its `ETag`.
+fn json_response(status: StatusCode, json: Vec<u8>, with_etag: bool) -> Response {
+    let tag = with_etag.then(|| etag(&json));
+    let mut response = (status, json).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(value) = tag.and_then(|t| HeaderValue::try_from(t).ok()) {
+        headers.insert(header::ETAG, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_is_the_issuer_without_its_path() {
+        assert_eq!(origin("https://id.example/auth"), "https://id.example");
+        assert_eq!(origin("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(
+            field_of("unknown field `colour`, expected one of"),
+            Some("colour")
+        );
+        assert_eq!(field_of("EOF while parsing"), None);
+    }
+}

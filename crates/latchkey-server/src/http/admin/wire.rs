@@ -1,0 +1,241 @@
+//! The admin API's JSON: what it answers and what it accepts. `latchkey client ... --output
+//! json` prints the same shapes, so the CLI and the API agree field for field.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::model::{ClientRecord, Credential, TlsSubject};
+use crate::protocol::client_assertion::DEFAULT_FEDERATED_MAX_TOKEN_AGE;
+
+/// RFC 3339 in UTC, to the second.
+pub fn timestamp(unix: i64) -> String {
+    let time =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// A registered client, never its secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Client {
+    /// The server-generated identifier.
+    pub client_id: String,
+    /// The operator's label.
+    pub name: String,
+    /// The scope tokens it may request, space-separated (also its default scope).
+    pub scope: String,
+    /// The audiences it may request (also its default audience).
+    pub audience: Vec<String>,
+    /// Lifetime of its access tokens, in seconds.
+    pub token_ttl_seconds: i64,
+    /// How it authenticates: `client_secret_basic`, `client_secret_post`, `private_key_jwt`,
+    /// `tls_client_auth` or `self_signed_tls_client_auth`.
+    pub auth_method: String,
+    /// Its grants: `client_credentials`.
+    pub grant_types: Vec<String>,
+    /// A disabled client fails authentication.
+    pub enabled: bool,
+    /// May call the introspection endpoint.
+    pub can_introspect: bool,
+    /// `jwt` or `opaque`.
+    pub token_format: String,
+    /// When it was registered (RFC 3339).
+    pub created_at: String,
+    /// When it last changed (RFC 3339).
+    pub updated_at: String,
+    /// Its registered public keys (`private_key_jwt`) or certificates
+    /// (`self_signed_tls_client_auth`), as a JWK Set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<Value>,
+    /// Where its public keys are fetched from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// `tls_client_auth`: the subject DN its certificate carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_subject_dn: Option<String>,
+    /// `tls_client_auth`: a dNSName SAN of its certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_san_dns: Option<String>,
+    /// `tls_client_auth`: a URI SAN of its certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_san_uri: Option<String>,
+    /// `tls_client_auth`: an IP address SAN of its certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_san_ip: Option<String>,
+    /// `tls_client_auth`: an email SAN of its certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_san_email: Option<String>,
+    /// Federated identity: the trusted issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated_issuer: Option<String>,
+    /// Federated identity: the workload's subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated_subject: Option<String>,
+    /// Federated identity: the audience its tokens carry (default: this server's issuer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated_audience: Option<String>,
+    /// Federated identity: how far from now its tokens' times may be, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated_max_token_age_seconds: Option<i64>,
+}
+
+impl From<&ClientRecord> for Client {
+    fn from(client: &ClientRecord) -> Self {
+        let mut wire = Client {
+            client_id: client.client_id.clone(),
+            name: client.name.clone(),
+            scope: client.scope.join(" "),
+            audience: client.audience.clone(),
+            token_ttl_seconds: client.token_ttl_seconds,
+            auth_method: client.auth_method().as_str().to_owned(),
+            grant_types: client
+                .grant_types
+                .iter()
+                .map(|g| g.as_str().to_owned())
+                .collect(),
+            enabled: client.enabled,
+            can_introspect: client.can_introspect,
+            token_format: client.token_format.as_str().to_owned(),
+            created_at: timestamp(client.created_at),
+            updated_at: timestamp(client.updated_at),
+            jwks: None,
+            jwks_uri: None,
+            tls_client_auth_subject_dn: None,
+            tls_client_auth_san_dns: None,
+            tls_client_auth_san_uri: None,
+            tls_client_auth_san_ip: None,
+            tls_client_auth_san_email: None,
+            federated_issuer: None,
+            federated_subject: None,
+            federated_audience: None,
+            federated_max_token_age_seconds: None,
+        };
+        match &client.credential {
+            Credential::Secret(_) => {}
+            Credential::Keys(jwks) | Credential::Certificates(jwks) => {
+                wire.jwks = serde_json::from_str(jwks).ok();
+            }
+            Credential::JwksUri(uri) => wire.jwks_uri = Some(uri.clone()),
+            Credential::Federation(federation) => {
+                wire.federated_issuer = Some(federation.issuer.clone());
+                wire.federated_subject = Some(federation.subject.clone());
+                wire.federated_audience.clone_from(&federation.audience);
+                wire.federated_max_token_age_seconds = Some(
+                    federation
+                        .max_token_age
+                        .unwrap_or(DEFAULT_FEDERATED_MAX_TOKEN_AGE),
+                );
+            }
+            Credential::TlsSubject(subject) => {
+                let value = Some(subject.value());
+                match subject {
+                    TlsSubject::SubjectDn(_) => wire.tls_client_auth_subject_dn = value,
+                    TlsSubject::SanDns(_) => wire.tls_client_auth_san_dns = value,
+                    TlsSubject::SanUri(_) => wire.tls_client_auth_san_uri = value,
+                    TlsSubject::SanIp(_) => wire.tls_client_auth_san_ip = value,
+                    TlsSubject::SanEmail(_) => wire.tls_client_auth_san_email = value,
+                }
+            }
+        }
+        wire
+    }
+}
+
+/// A client just registered, with its secret (shown this once).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedClient {
+    /// The client.
+    #[serde(flatten)]
+    pub client: Client,
+    /// Its secret, for a client that uses one: shown only here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+/// A client to register.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewClient {
+    /// A label (1 to 200 characters).
+    pub name: String,
+    /// Scope tokens it may request, space-separated.
+    #[serde(default)]
+    pub scope: String,
+    /// Audiences it may request (absolute URIs).
+    #[serde(default)]
+    pub audience: Vec<String>,
+    /// Token lifetime in seconds (10 to 86,400; default 900).
+    #[serde(default)]
+    pub token_ttl_seconds: Option<i64>,
+    /// `client_secret_basic` (default), `client_secret_post` or `private_key_jwt`.
+    #[serde(default)]
+    pub auth_method: Option<String>,
+    /// May call the introspection endpoint (default false).
+    #[serde(default)]
+    pub can_introspect: bool,
+    /// `jwt` (default) or `opaque`.
+    #[serde(default)]
+    pub token_format: Option<String>,
+    /// `private_key_jwt`: its public keys, as a JWK Set.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<Value>,
+    /// `private_key_jwt`: where its public keys are fetched from (https).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+}
+
+/// Changes to a client; a field left out stays as it is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientPatch {
+    /// A new label.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A new scope, space-separated.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// New audiences.
+    #[serde(default)]
+    pub audience: Option<Vec<String>>,
+    /// A new token lifetime in seconds.
+    #[serde(default)]
+    pub token_ttl_seconds: Option<i64>,
+    /// Enable or disable (disabling also revokes its tokens).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Allow or forbid introspection.
+    #[serde(default)]
+    pub can_introspect: Option<bool>,
+    /// `jwt` or `opaque`, for tokens issued from now on.
+    #[serde(default)]
+    pub token_format: Option<String>,
+}
+
+/// One page of clients, ordered by id.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClientPage {
+    /// The clients.
+    pub items: Vec<Client>,
+    /// Pass as `after` for the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// An RFC 9457 problem: why a request failed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem (`about:blank` when the status says it all).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong with this request.
+    pub detail: String,
+    /// The request field at fault, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}

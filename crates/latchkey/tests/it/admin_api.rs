@@ -1,0 +1,431 @@
+//! The admin API through the real server: an admin client bootstrapped with the CLI gets a
+//! token with client_credentials and manages clients over HTTP; every refusal is a problem.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, basic, spawn_app, token_status};
+
+const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+
+/// Registers a client with the CLI against the server's database; its id and secret.
+fn cli_create(app: &TestApp, extra: &[&str]) -> (String, String) {
+    let output = Command::new(BIN)
+        .args(["--database", &app.database_url, "--output", "json"])
+        .args(["client", "create", "--name", "ops"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    (
+        created["client_id"].as_str().unwrap().to_owned(),
+        created["client_secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// A client_credentials token for `id`, asking for `resource` when given.
+async fn token(app: &TestApp, id: &str, secret: &str, resource: Option<&str>) -> String {
+    let body = match resource {
+        Some(resource) => format!(
+            "grant_type=client_credentials&resource={}",
+            resource.replace(':', "%3A")
+        ),
+        None => "grant_type=client_credentials".to_owned(),
+    };
+    let response = app
+        .http
+        .post(app.token_url())
+        .header("authorization", basic(id, secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+struct Api<'a> {
+    app: &'a TestApp,
+    token: String,
+}
+
+impl Api<'_> {
+    fn url(&self, path: &str) -> String {
+        self.app.url(&format!("/admin/v1{path}"))
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .app
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(tag) = if_match {
+            request = request.header("if-match", tag);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.send(reqwest::Method::GET, path, None, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.send(reqwest::Method::POST, path, Some(body), None)
+            .await
+    }
+}
+
+/// The status, and the body of a problem response (checked to be one).
+async fn problem(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json",
+        "{status}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16());
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_client_manages_clients_over_http() {
+    let app = spawn_app().await;
+    let (admin_id, admin_secret) = cli_create(&app, &["--admin"]);
+    let api = Api {
+        app: &app,
+        token: token(&app, &admin_id, &admin_secret, Some("urn:latchkey:admin")).await,
+    };
+
+    // Register a client, and use it at the token endpoint.
+    let created = api
+        .post(
+            "/clients",
+            json!({ "name": "billing", "scope": "invoices:read", "audience": ["https://api.example.com"] }),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let created_tag = created.headers()["etag"].to_str().unwrap().to_owned();
+    let created: Value = created.json().await.unwrap();
+    let id = created["client_id"].as_str().unwrap().to_owned();
+    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/admin/v1/clients/{id}"));
+    assert_eq!(created["scope"], "invoices:read");
+    assert_eq!(created["auth_method"], "client_secret_basic");
+    assert_eq!(token_status(&app.http, &app.base, &id, &secret).await, 200);
+
+    // Show it: the same representation and ETag as at creation, never the secret.
+    let shown = api.get(&format!("/clients/{id}")).await;
+    assert_eq!(shown.status(), 200);
+    assert_eq!(shown.headers()["etag"].to_str().unwrap(), created_tag);
+    let shown: Value = shown.json().await.unwrap();
+    assert!(shown.get("client_secret").is_none());
+    assert_eq!(shown["name"], "billing");
+
+    // List: pages by id, and a name filter.
+    let (other, _) = cli_create(&app, &[]);
+    let page: Value = api.get("/clients?limit=1").await.json().await.unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    let next = page["next"].as_str().unwrap();
+    let rest: Value = api
+        .get(&format!("/clients?after={next}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["items"].as_array().unwrap().len(), 2, "{rest}");
+    assert!(rest.get("next").is_none());
+    let filtered: Value = api.get("/clients?name=BILL").await.json().await.unwrap();
+    let names: Vec<&str> = filtered["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["client_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [id.as_str()]);
+    assert!(!names.contains(&other.as_str()));
+
+    // Change it against its ETag; a change against the old one is a lost update: 412.
+    let patched = api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/clients/{id}"),
+            Some(json!({ "name": "billing-v2", "token_ttl_seconds": 600 })),
+            Some(&created_tag),
+        )
+        .await;
+    assert_eq!(patched.status(), 200);
+    let new_tag = patched.headers()["etag"].to_str().unwrap().to_owned();
+    assert_ne!(new_tag, created_tag);
+    let patched: Value = patched.json().await.unwrap();
+    assert_eq!(
+        (
+            patched["name"].clone(),
+            patched["token_ttl_seconds"].clone()
+        ),
+        (json!("billing-v2"), json!(600))
+    );
+    let lost = api
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/clients/{id}"),
+            Some(json!({ "name": "stale" })),
+            Some(&created_tag),
+        )
+        .await;
+    let (status, _) = problem(lost).await;
+    assert_eq!(status, 412);
+    let unchanged: Value = api
+        .get(&format!("/clients/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unchanged["name"], "billing-v2");
+
+    // Disable: refused at the token endpoint at once; enable: back.
+    let disabled = api.post(&format!("/clients/{id}/disable"), json!({})).await;
+    assert_eq!(disabled.status(), 200);
+    assert_eq!(token_status(&app.http, &app.base, &id, &secret).await, 401);
+    assert_eq!(
+        api.post(&format!("/clients/{id}/enable"), json!({}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(token_status(&app.http, &app.base, &id, &secret).await, 200);
+    let revoked: Value = api
+        .post(&format!("/clients/{id}/revoke-tokens"), json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(revoked["client_id"], id.as_str());
+
+    // Delete: gone, and a problem for it after.
+    let deleted = api
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/clients/{id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(token_status(&app.http, &app.base, &id, &secret).await, 401);
+    let (status, _) = problem(api.get(&format!("/clients/{id}")).await).await;
+    assert_eq!(status, 404);
+
+    // Every change is in the audit trail under the admin client.
+    let events = app
+        .store
+        .audit_events(&latchkey_server::store::AuditQuery {
+            since: 0,
+            target: Some(id.clone()),
+            after_seq: 0,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "client.create",
+            "client.update",
+            "client.update",
+            "client.update",
+            "client.update",
+            "client.delete"
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.actor == latchkey_server::model::Actor::Admin(admin_id.clone()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_problems_with_their_status() {
+    let app = spawn_app().await;
+    let (admin_id, admin_secret) = cli_create(&app, &["--admin"]);
+    let (reader_id, reader_secret) = cli_create(&app, &["--admin-read"]);
+    let (plain_id, plain_secret) = cli_create(&app, &["--audience", "https://api.example.com"]);
+    let admin = Api {
+        app: &app,
+        token: token(&app, &admin_id, &admin_secret, Some("urn:latchkey:admin")).await,
+    };
+    let url = admin.url("/clients");
+
+    // No token: 401 with a bare Bearer challenge (RFC 6750 §3.1).
+    let missing = app.http.get(&url).send().await.unwrap();
+    assert_eq!(missing.status(), 401);
+    let challenge = missing.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.starts_with("Bearer") && !challenge.contains("error="),
+        "{challenge}"
+    );
+    problem(missing).await;
+    // A token that is not ours, and one of ours for another audience: invalid_token.
+    for token in [
+        "not-a-token".to_owned(),
+        token(&app, &plain_id, &plain_secret, None).await,
+    ] {
+        let refused = app.http.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(refused.status(), 401);
+        assert!(
+            refused.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains(r#"error="invalid_token""#)
+        );
+        problem(refused).await;
+    }
+    // A read-only admin reads, and may not change: 403 insufficient_scope.
+    let reader = Api {
+        app: &app,
+        token: token(&app, &reader_id, &reader_secret, Some("urn:latchkey:admin")).await,
+    };
+    assert_eq!(reader.get("/clients").await.status(), 200);
+    let forbidden = reader.post("/clients", json!({ "name": "x" })).await;
+    assert_eq!(forbidden.status(), 403);
+    assert!(
+        forbidden.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains(r#"error="insufficient_scope""#)
+    );
+    problem(forbidden).await;
+
+    // Bad input, each naming what is wrong.
+    let bad_json = app
+        .http
+        .post(&url)
+        .bearer_auth(&admin.token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(bad_json).await.0, 400);
+    let (status, body) = problem(
+        admin
+            .post("/clients", json!({ "name": "x", "colour": "blue" }))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), body["field"].clone()),
+        (400, json!("colour"))
+    );
+    let (status, body) = problem(admin.post("/clients", json!({ "scope": "a" })).await).await;
+    assert_eq!(
+        (status.as_u16(), body["field"].clone()),
+        (400, json!("name"))
+    );
+    for (field, new) in [
+        ("scope", json!({ "name": "x", "scope": "bad\"scope" })),
+        (
+            "audience",
+            json!({ "name": "x", "audience": ["not a uri"] }),
+        ),
+        (
+            "token_ttl_seconds",
+            json!({ "name": "x", "token_ttl_seconds": 1 }),
+        ),
+        ("name", json!({ "name": "" })),
+        (
+            "auth_method",
+            json!({ "name": "x", "auth_method": "password" }),
+        ),
+    ] {
+        let (status, body) = problem(admin.post("/clients", new).await).await;
+        assert_eq!(
+            (status.as_u16(), body["field"].clone()),
+            (400, json!(field)),
+            "{body}"
+        );
+    }
+    let not_json = app
+        .http
+        .post(&url)
+        .bearer_auth(&admin.token)
+        .header("content-type", "text/plain")
+        .body("name=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(not_json).await.0, 415);
+    let huge = json!({ "name": "x".repeat(70 * 1024) });
+    assert_eq!(problem(admin.post("/clients", huge).await).await.0, 413);
+    // Unknown ids, paths and parameters.
+    for path in ["/clients/nobody", "/nothing-here"] {
+        assert_eq!(problem(admin.get(path).await).await.0, 404, "{path}");
+    }
+    let (status, body) = problem(admin.get("/clients?colour=blue").await).await;
+    assert_eq!(
+        (status.as_u16(), body["field"].clone()),
+        (400, json!("colour"))
+    );
+    assert_eq!(problem(admin.get("/clients?limit=0").await).await.0, 400);
+    let patch_unknown = admin
+        .send(
+            reqwest::Method::PATCH,
+            "/clients/nobody",
+            Some(json!({ "name": "x" })),
+            None,
+        )
+        .await;
+    assert_eq!(problem(patch_unknown).await.0, 404);
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_api() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .get(app.url("/admin/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let document: Value = response.json().await.unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    for path in [
+        "/admin/v1/clients",
+        "/admin/v1/clients/{id}",
+        "/admin/v1/clients/{id}/disable",
+        "/admin/v1/clients/{id}/revoke-tokens",
+    ] {
+        assert!(document["paths"][path].is_object(), "{path}");
+    }
+    assert!(document["components"]["schemas"]["Problem"].is_object());
+}
