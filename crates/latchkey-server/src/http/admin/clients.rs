@@ -23,6 +23,7 @@ pub struct ListParams {
     /// The `next` of the previous page.
     after: Option<String>,
     /// At most this many clients (1 to 1,000; default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// Only clients whose name contains this, ignoring case.
     name: Option<String>,
@@ -73,9 +74,10 @@ fn client_response(status: StatusCode, client: &ClientRecord) -> Response {
 #[utoipa::path(get, path = "/admin/v1/clients", tag = "clients", params(ListParams),
     responses(
         (status = 200, description = "A page of clients", body = ClientPage),
-        (status = 400, description = "Bad parameters", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A parameter or field is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks latchkey:admin:read", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
     ),
     security(("admin_token" = [])))]
 pub async fn list(
@@ -108,11 +110,12 @@ pub async fn list(
     responses(
         (status = 201, description = "Registered", body = CreatedClient,
             headers(("Location" = String, description = "The client's URL"), ("ETag" = String))),
-        (status = 400, description = "A field is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A parameter or field is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks latchkey:admin", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is over 64 KiB", body = super::wire::Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not JSON", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
     ),
     security(("admin_token" = [])))]
 pub async fn create(
@@ -213,8 +216,9 @@ pub async fn create(
     responses(
         (status = 200, description = "The client", body = Client, headers(("ETag" = String))),
         (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks latchkey:admin:read", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
     ),
     security(("admin_token" = [])))]
 pub async fn show(
@@ -234,11 +238,15 @@ pub async fn show(
         ("If-Match" = Option<String>, Header, description = "The ETag the change was made against")),
     responses(
         (status = 200, description = "The client as changed", body = Client, headers(("ETag" = String))),
-        (status = 400, description = "A field is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A parameter or field is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token lacks latchkey:admin", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin may not disable, delete or revoke its own client", body = super::wire::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The client changed since that ETag", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 64 KiB", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
     ),
     security(("admin_token" = [])))]
 pub async fn update(
@@ -268,7 +276,10 @@ pub async fn update(
         token_format,
         ..ClientUpdate::default()
     };
-    change(&state, &request, &id, |store, clock, actor| {
+    // Bad input is a 400 whatever the preconditions say.
+    let update = admin::checked_update(update)?;
+    let locks_out = update.enabled == Some(false);
+    change(&state, &request, &id, locks_out, |store, clock, actor| {
         Box::pin(admin::update_client(store, clock, actor, &id, update))
     })
     .await
@@ -277,8 +288,15 @@ pub async fn update(
 /// Disable a client: it fails authentication, and every token it holds is revoked.
 #[utoipa::path(post, path = "/admin/v1/clients/{id}/disable", tag = "clients",
     params(("id" = String, Path, description = "The client id")),
-    responses((status = 200, description = "The client", body = Client),
-        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json")),
+    responses(
+        (status = 200, description = "The client", body = Client),
+        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin may not disable, delete or revoke its own client", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The client changed since that ETag", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+    ),
     security(("admin_token" = [])))]
 pub async fn disable(
     state: State<Arc<AppState>>,
@@ -291,8 +309,14 @@ pub async fn disable(
 /// Enable a client again.
 #[utoipa::path(post, path = "/admin/v1/clients/{id}/enable", tag = "clients",
     params(("id" = String, Path, description = "The client id")),
-    responses((status = 200, description = "The client", body = Client),
-        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json")),
+    responses(
+        (status = 200, description = "The client", body = Client),
+        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The client changed since that ETag", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+    ),
     security(("admin_token" = [])))]
 pub async fn enable(
     state: State<Arc<AppState>>,
@@ -313,7 +337,7 @@ async fn set_enabled(
         enabled: Some(enabled),
         ..ClientUpdate::default()
     };
-    change(&state, &request, &id, |store, clock, actor| {
+    change(&state, &request, &id, !enabled, |store, clock, actor| {
         Box::pin(admin::update_client(store, clock, actor, &id, update))
     })
     .await
@@ -322,8 +346,15 @@ async fn set_enabled(
 /// Revoke every token the client holds now; its next token request gets a new one.
 #[utoipa::path(post, path = "/admin/v1/clients/{id}/revoke-tokens", tag = "clients",
     params(("id" = String, Path, description = "The client id")),
-    responses((status = 200, description = "The client", body = Client),
-        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json")),
+    responses(
+        (status = 200, description = "The client", body = Client),
+        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin may not disable, delete or revoke its own client", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The client changed since that ETag", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+    ),
     security(("admin_token" = [])))]
 pub async fn revoke_tokens(
     State(state): State<Arc<AppState>>,
@@ -331,7 +362,7 @@ pub async fn revoke_tokens(
     request: Request,
 ) -> Result<Response, ApiError> {
     let request = Admin::authorize(&state, request, Access::Write).await?;
-    change(&state, &request, &id, |store, clock, actor| {
+    change(&state, &request, &id, true, |store, clock, actor| {
         Box::pin(admin::revoke_tokens(store, clock, actor, &id))
     })
     .await
@@ -341,9 +372,15 @@ pub async fn revoke_tokens(
 #[utoipa::path(delete, path = "/admin/v1/clients/{id}", tag = "clients",
     params(("id" = String, Path, description = "The client id"),
         ("If-Match" = Option<String>, Header, description = "The ETag the deletion was decided on")),
-    responses((status = 204, description = "Deleted"),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The client changed since that ETag", body = super::wire::Problem, content_type = "application/problem+json")),
+        (status = 409, description = "An admin may not disable, delete or revoke its own client", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The client changed since that ETag", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+    ),
     security(("admin_token" = [])))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
@@ -352,6 +389,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let request = Admin::authorize(&state, request, Access::Write).await?;
     let services = &state.services;
+    refuse_lockout(&request, &id, true)?;
     check_if_match(&state, &request, &id).await?;
     admin::delete_client(
         services.store.as_ref(),
@@ -373,16 +411,19 @@ type ChangeFuture<'a> = std::pin::Pin<
 >;
 
 /// Runs a change to client `id` after checking `If-Match`, and answers with the client.
+/// `locks_out`: the change would cut its caller off when made to the caller's own client.
 async fn change<'a>(
     state: &'a AppState,
     request: &'a Admin,
     id: &str,
+    locks_out: bool,
     run: impl FnOnce(
         &'a dyn crate::store::Store,
         &'a dyn crate::clock::Clock,
         &'a crate::model::Actor,
     ) -> ChangeFuture<'a>,
 ) -> Result<Response, ApiError> {
+    refuse_lockout(request, id, locks_out)?;
     check_if_match(state, request, id).await?;
     let services = &state.services;
     let applied = run(
@@ -392,6 +433,20 @@ async fn change<'a>(
     )
     .await?;
     Ok(client_response(StatusCode::OK, &applied.value))
+}
+
+/// An admin may not disable, delete or revoke the tokens of the client it is acting as: that
+/// would end its own access in the middle of its work (409). Another admin, or the CLI, can.
+fn refuse_lockout(request: &Admin, id: &str, locks_out: bool) -> Result<(), ApiError> {
+    if locks_out && request.actor.id() == id {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "an admin client may not disable, delete or revoke the tokens of itself; use \
+             another admin client or the CLI",
+            None,
+        ));
+    }
+    Ok(())
 }
 
 /// With `If-Match`, the client must still be the version of that `ETag` (RFC 9110 §13.1.1):

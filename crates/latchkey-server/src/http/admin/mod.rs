@@ -118,11 +118,21 @@ impl Admin {
                 None,
             ));
         }
-        serde_json::from_slice(&self.body).map_err(|err| {
+        let invalid = |err: serde_json::Error| {
             let detail = err.to_string();
             let field = field_of(&detail);
             ApiError::new(StatusCode::BAD_REQUEST, detail.clone(), field)
-        })
+        };
+        // An object only: serde would also read a struct from an array of its fields.
+        let value: serde_json::Value = serde_json::from_slice(&self.body).map_err(invalid)?;
+        if !value.is_object() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "the body must be a JSON object",
+                None,
+            ));
+        }
+        serde_json::from_value(value).map_err(invalid)
     }
 
     /// The `If-Match` header, if one.

@@ -157,7 +157,8 @@ pub struct CreatedClient {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewClient {
-    /// A label (1 to 200 characters).
+    /// A label (1 to 200 characters, no control characters).
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// Scope tokens it may request, space-separated.
     #[serde(default)]
@@ -167,6 +168,7 @@ pub struct NewClient {
     pub audience: Vec<String>,
     /// Token lifetime in seconds (10 to 86,400; default 900).
     #[serde(default)]
+    #[schema(minimum = 10, maximum = 86400)]
     pub token_ttl_seconds: Option<i64>,
     /// `client_secret_basic` (default), `client_secret_post` or `private_key_jwt`.
     #[serde(default)]
@@ -190,8 +192,9 @@ pub struct NewClient {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientPatch {
-    /// A new label.
+    /// A new label (1 to 200 characters, no control characters).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     /// A new scope, space-separated.
     #[serde(default)]
@@ -199,8 +202,9 @@ pub struct ClientPatch {
     /// New audiences.
     #[serde(default)]
     pub audience: Option<Vec<String>>,
-    /// A new token lifetime in seconds.
+    /// A new token lifetime in seconds (10 to 86,400).
     #[serde(default)]
+    #[schema(minimum = 10, maximum = 86400)]
     pub token_ttl_seconds: Option<i64>,
     /// Enable or disable (disabling also revokes its tokens).
     #[serde(default)]

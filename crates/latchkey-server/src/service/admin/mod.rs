@@ -479,8 +479,17 @@ pub async fn update_client(
     clock: &dyn Clock,
     actor: &Actor,
     client_id: &str,
-    mut update: ClientUpdate,
+    update: ClientUpdate,
 ) -> Result<Applied<ClientRecord>, AdminError> {
+    let update = checked_update(update)?;
+    let before = show_client(store, client_id).await?;
+    change_client(store, clock, actor, action::CLIENT_UPDATE, &before, &update).await
+}
+
+/// `update` with its values checked and normalized, as [`update_client`] stores it. Disabling
+/// a client also revokes every token it holds. Needs nothing but the update, so a caller can
+/// refuse bad input before anything else.
+pub fn checked_update(mut update: ClientUpdate) -> Result<ClientUpdate, AdminError> {
     if update.enabled == Some(false) {
         update.revoke_tokens = true;
     }
@@ -496,8 +505,7 @@ pub async fn update_client(
             "keys are replaced with replace_client_keys, which checks them".into(),
         ));
     }
-    let before = show_client(store, client_id).await?;
-    change_client(store, clock, actor, action::CLIENT_UPDATE, &before, &update).await
+    Ok(update)
 }
 
 /// Stores `update` to `before` with its audit entry (the fields it changes, before and
