@@ -455,6 +455,11 @@ pub async fn wait_for_servers(
 }
 
 impl Cache {
+    /// How this server makes and loads signing keys (its algorithm and KEK).
+    pub fn key_source(&self) -> &KeySource {
+        &self.key_source
+    }
+
     /// The id this server acknowledges changes under (and acts under in the audit trail).
     pub fn server_id(&self) -> &str {
         &self.server_id

@@ -481,6 +481,16 @@ impl KeyRing {
     }
 }
 
+/// When a key reaches its next state: a next key may sign from then; a retired key is removed
+/// then. `None` for a current or removed key.
+pub fn next_step_at(key: &StoredKey) -> Option<i64> {
+    match key.state {
+        KeyState::Next => Some(next_key_ready_at(key.created_at)),
+        KeyState::Retired => key.retired_at.map(|t| t + RETIRED_KEY_PUBLISHED_FOR),
+        KeyState::Current | KeyState::Removed => None,
+    }
+}
+
 /// The audit entry of a change to one signing key: its algorithm and state, never its key.
 fn key_entry(actor: &Actor, action: &'static str, key: &StoredKey, now: i64) -> AuditEntry {
     AuditEntry {

@@ -10,7 +10,7 @@ use latchkey_proto::{ClientAuthMethod, GrantType, TokenFormat};
 use serde::Deserialize;
 
 use super::wire::{Client, ClientPage, ClientPatch, CreatedClient, NewClient};
-use super::{Admin, ApiError, PREFIX, etag, json_response};
+use super::{Admin, ApiError, PREFIX, etag, json_response, query_params, refuse_lockout};
 use crate::http::AppState;
 use crate::model::{ClientRecord, ClientUpdate, DEFAULT_TOKEN_TTL};
 use crate::service::admin::{self, ClientKeys};
@@ -29,39 +29,24 @@ pub struct ListParams {
     name: Option<String>,
 }
 
-/// The query of `GET /clients`, strictly: known parameters, each once.
+/// The query of `GET /clients`.
 fn list_params(query: Option<&str>) -> Result<ListParams, ApiError> {
-    let bad =
-        |detail: &str, field: Option<&str>| ApiError::new(StatusCode::BAD_REQUEST, detail, field);
-    let pairs = crate::form::parse(query.unwrap_or("").as_bytes(), 8).map_err(|_| {
-        bad(
-            "the query is not valid application/x-www-form-urlencoded",
-            None,
-        )
-    })?;
-    let mut params = ListParams::default();
-    for (name, value) in pairs {
-        let slot = match name.as_str() {
-            "after" => &mut params.after,
-            "name" => &mut params.name,
-            "limit" => {
-                let limit = value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| bad("limit must be 1 to 1000", Some("limit")))?;
-                if params.limit.replace(limit).is_some() {
-                    return Err(bad("limit appears twice", Some("limit")));
-                }
-                continue;
-            }
-            other => return Err(bad(&format!("unknown parameter {other:?}"), Some(other))),
-        };
-        if slot.replace(value).is_some() {
-            return Err(bad(&format!("{name} appears twice"), Some(&name)));
-        }
-    }
-    Ok(params)
+    let mut params = query_params(query, &["after", "limit", "name"])?;
+    let limit = params
+        .remove("limit")
+        .map(|value| {
+            value
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| ApiError::field("limit", "limit must be 1 to 1000"))
+        })
+        .transpose()?;
+    Ok(ListParams {
+        after: params.remove("after"),
+        limit,
+        name: params.remove("name"),
+    })
 }
 
 /// The client's JSON and the response for it, with its `ETag`.
@@ -433,20 +418,6 @@ async fn change<'a>(
     )
     .await?;
     Ok(client_response(StatusCode::OK, &applied.value))
-}
-
-/// An admin may not disable, delete or revoke the tokens of the client it is acting as: that
-/// would end its own access in the middle of its work (409). Another admin, or the CLI, can.
-fn refuse_lockout(request: &Admin, id: &str, locks_out: bool) -> Result<(), ApiError> {
-    if locks_out && request.actor.id() == id {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "an admin client may not disable, delete or revoke the tokens of itself; use \
-             another admin client or the CLI",
-            None,
-        ));
-    }
-    Ok(())
 }
 
 /// With `If-Match`, the client must still be the version of that `ETag` (RFC 9110 §13.1.1):

@@ -4,8 +4,11 @@
 //! lets a change say which version it was made against (`If-Match`, 412 when it moved on).
 //! Handlers here only read the request, call `service::admin` and render.
 
+mod audit;
 mod clients;
+mod keys;
 pub mod openapi;
+mod secrets;
 pub mod wire;
 
 use std::sync::Arc;
@@ -48,6 +51,18 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/clients/{id}/disable", post(clients::disable))
         .route("/clients/{id}/enable", post(clients::enable))
         .route("/clients/{id}/revoke-tokens", post(clients::revoke_tokens))
+        .route(
+            "/clients/{id}/secrets",
+            get(secrets::list).post(secrets::add),
+        )
+        .route("/clients/{id}/secrets/rotate", post(secrets::rotate))
+        .route(
+            "/clients/{id}/secrets/{secret_id}",
+            axum::routing::delete(secrets::revoke),
+        )
+        .route("/keys", get(keys::list))
+        .route("/keys/rotate", post(keys::rotate))
+        .route("/audit", get(audit::list))
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such admin resource", None) })
 }
@@ -141,6 +156,52 @@ impl Admin {
             .get(header::IF_MATCH)
             .and_then(|v| v.to_str().ok())
     }
+}
+
+/// An admin may not disable, delete or revoke the tokens or secrets of the client it is acting
+/// as: that would end its own access in the middle of its work (409). Another admin, or the
+/// CLI, can.
+fn refuse_lockout(request: &Admin, id: &str, locks_out: bool) -> Result<(), ApiError> {
+    if locks_out && request.actor.id() == id {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "an admin client may not disable, delete or revoke the tokens of itself; use \
+             another admin client or the CLI",
+            None,
+        ));
+    }
+    Ok(())
+}
+
+/// A query string, strictly: only the `allowed` parameters, each at most once (400 naming the
+/// parameter otherwise).
+fn query_params(
+    query: Option<&str>,
+    allowed: &[&str],
+) -> Result<std::collections::HashMap<String, String>, ApiError> {
+    let pairs =
+        crate::form::parse(query.unwrap_or("").as_bytes(), allowed.len() + 1).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "the query is not valid application/x-www-form-urlencoded, or has too many \
+                 parameters",
+                None,
+            )
+        })?;
+    let mut params = std::collections::HashMap::new();
+    for (name, value) in pairs {
+        if !allowed.contains(&name.as_str()) {
+            return Err(ApiError::field(
+                &name,
+                format!("unknown parameter {name:?}"),
+            ));
+        }
+        if params.contains_key(&name) {
+            return Err(ApiError::field(&name, format!("{name} appears twice")));
+        }
+        params.insert(name, value);
+    }
+    Ok(params)
 }
 
 /// The one header of `name`; a repeated one is a 400.

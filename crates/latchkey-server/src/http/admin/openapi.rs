@@ -6,7 +6,7 @@ use http::StatusCode;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{clients, json_response, wire};
+use super::{audit, clients, json_response, keys, secrets, wire};
 
 /// The document.
 #[derive(OpenApi)]
@@ -26,6 +26,13 @@ use super::{clients, json_response, wire};
         clients::disable,
         clients::enable,
         clients::revoke_tokens,
+        secrets::list,
+        secrets::add,
+        secrets::rotate,
+        secrets::revoke,
+        keys::list,
+        keys::rotate,
+        audit::list,
     ),
     components(schemas(
         wire::Client,
@@ -34,9 +41,23 @@ use super::{clients, json_response, wire};
         wire::ClientPatch,
         wire::ClientPage,
         wire::Problem,
+        wire::Secret,
+        wire::NewSecret,
+        wire::AddSecret,
+        wire::RotateSecret,
+        wire::SigningKey,
+        wire::RotateKeys,
+        wire::Rotated,
+        wire::AuditEvent,
+        wire::AuditPage,
     )),
     modifiers(&AdminToken),
-    tags((name = "clients", description = "Registered clients")),
+    tags(
+        (name = "clients", description = "Registered clients"),
+        (name = "secrets", description = "A client's secrets, by id; a new one is shown once"),
+        (name = "keys", description = "The keys that sign access tokens"),
+        (name = "audit", description = "Who changed what"),
+    ),
 )]
 pub struct AdminApi;
 

@@ -5,13 +5,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::model::{ClientRecord, Credential, TlsSubject};
+use crate::keys::next_step_at;
+use crate::model::{AuditEvent as StoredEvent, ClientRecord, Credential, SecretInfo, TlsSubject};
 use crate::protocol::client_assertion::DEFAULT_FEDERATED_MAX_TOKEN_AGE;
+use crate::service::admin::Rotated as RotatedKeys;
+use crate::store::StoredKey;
 
-/// RFC 3339 in UTC, to the second.
+/// The last second RFC 3339's four-digit years can write: 9999-12-31T23:59:59Z.
+const LAST_WRITABLE_SECOND: u64 = 253_402_300_799;
+
+/// RFC 3339 in UTC, to the second; times before 1970 or after 9999 are written as those
+/// bounds (never a failure: a formatter error would panic in `to_string`).
 pub fn timestamp(unix: i64) -> String {
-    let time =
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    let seconds = u64::try_from(unix).unwrap_or(0).min(LAST_WRITABLE_SECOND);
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
@@ -242,4 +249,179 @@ pub struct Problem {
     /// The request field at fault, when one is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+}
+
+/// A secret of a client: never the secret, nor its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Secret {
+    /// Which secret.
+    pub secret_id: String,
+    /// When it was added (RFC 3339).
+    pub created_at: String,
+    /// When it stops working, if it does (RFC 3339).
+    pub expires_at: Option<String>,
+    /// When it last authenticated, as last written from a server's memory (RFC 3339).
+    pub last_used_at: Option<String>,
+}
+
+impl From<&SecretInfo> for Secret {
+    fn from(secret: &SecretInfo) -> Self {
+        Secret {
+            secret_id: secret.secret_id.clone(),
+            created_at: timestamp(secret.created_at),
+            expires_at: secret.expires_at.map(timestamp),
+            last_used_at: secret.last_used_at.map(timestamp),
+        }
+    }
+}
+
+/// A secret just added, shown this once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NewSecret {
+    /// The client.
+    pub client_id: String,
+    /// Which secret.
+    pub secret_id: String,
+    /// The secret: store it now, it is not shown again.
+    pub client_secret: String,
+    /// When it stops working, if it does (RFC 3339).
+    pub expires_at: Option<String>,
+}
+
+/// `POST /clients/{id}/secrets`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddSecret {
+    /// The new secret stops working this many seconds from now (1 s to 10 years; default:
+    /// never).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 315_360_000)]
+    pub expires_in_seconds: Option<i64>,
+}
+
+/// `POST /clients/{id}/secrets/rotate`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// How long the client's other secrets keep working, in seconds (0 to 1 year; default
+    /// 86,400).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 31_536_000)]
+    pub overlap_seconds: Option<i64>,
+}
+
+/// A signing key: never its private key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SigningKey {
+    /// Its key id (RFC 7638 thumbprint).
+    pub kid: String,
+    /// `ES256`, `EdDSA` or `RS256`.
+    pub alg: String,
+    /// `next` (published, not yet signing), `current`, `retired` (published for
+    /// verification) or `removed`.
+    pub state: String,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+    /// When it began signing.
+    pub activated_at: Option<String>,
+    /// When it stopped signing.
+    pub retired_at: Option<String>,
+    /// When it was removed from the JWK Set.
+    pub removed_at: Option<String>,
+    /// When it reaches its next state: a next key may sign, a retired key is removed.
+    pub next_step_at: Option<String>,
+    /// Whether its private key is sealed with a key-encryption key.
+    pub sealed: bool,
+}
+
+impl From<&StoredKey> for SigningKey {
+    fn from(key: &StoredKey) -> Self {
+        SigningKey {
+            kid: key.kid.clone(),
+            alg: key.alg.as_str().to_owned(),
+            state: key.state.as_str().to_owned(),
+            created_at: timestamp(key.created_at),
+            activated_at: key.activated_at.map(timestamp),
+            retired_at: key.retired_at.map(timestamp),
+            removed_at: key.removed_at.map(timestamp),
+            next_step_at: next_step_at(key).map(timestamp),
+            sealed: key.encryption.is_some(),
+        }
+    }
+}
+
+/// `POST /keys/rotate`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeys {
+    /// Rotate only this algorithm's keys: `ES256`, `EdDSA` or `RS256` (default: every
+    /// algorithm in use).
+    #[serde(default)]
+    #[schema(pattern = "^(ES256|EdDSA|RS256)$")]
+    pub alg: Option<String>,
+}
+
+/// What a rotation did for one algorithm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Rotated {
+    /// The algorithm.
+    pub alg: String,
+    /// The key that stopped signing (published until its tokens have expired).
+    pub retired: String,
+    /// The key that signs now.
+    pub current: String,
+    /// The new next key.
+    pub next: String,
+}
+
+impl From<&RotatedKeys> for Rotated {
+    fn from(rotated: &RotatedKeys) -> Self {
+        Rotated {
+            alg: rotated.alg.as_str().to_owned(),
+            retired: rotated.retired.clone(),
+            current: rotated.current.clone(),
+            next: rotated.next.clone(),
+        }
+    }
+}
+
+/// One event of the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEvent {
+    /// Its position in the trail.
+    pub seq: i64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who: `cli:USER`, `admin:CLIENT_ID`, `registration:CLIENT_ID` or `server:ID`.
+    pub actor: String,
+    /// What: `client.create`, `client.update`, `secret.add`, `keys.rotate`, ...
+    pub action: String,
+    /// The client id or key id changed, if one.
+    pub target: Option<String>,
+    /// The changed fields, before and after (never a secret).
+    #[schema(value_type = Object)]
+    pub changes: Value,
+}
+
+impl From<&StoredEvent> for AuditEvent {
+    fn from(event: &StoredEvent) -> Self {
+        AuditEvent {
+            seq: event.seq,
+            at: timestamp(event.at),
+            actor: format!("{}:{}", event.actor.kind(), event.actor.id()),
+            action: event.action.clone(),
+            target: event.target.clone(),
+            changes: event.changes.clone(),
+        }
+    }
+}
+
+/// One page of the audit trail, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    /// The events.
+    pub items: Vec<AuditEvent>,
+    /// Pass as `after` for the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<i64>,
 }

@@ -14,7 +14,8 @@ use crate::keys::{KeyError, KeySource, next_key_ready_at};
 pub use crate::model::TlsSubject;
 use crate::model::audit::{self, action};
 use crate::model::{
-    Actor, AuditEntry, ClientRecord, ClientUpdate, Credential, Federation, SecretInfo, SecretRecord,
+    Actor, AuditEntry, AuditEvent, ClientRecord, ClientUpdate, Credential, Federation, SecretInfo,
+    SecretRecord,
 };
 pub use crate::protocol::client_keys::MAX_JWKS_BYTES;
 use crate::protocol::client_keys::{MAX_KEYS, normalize_jwks, registered_keys};
@@ -22,7 +23,9 @@ use crate::protocol::mutual_tls::{certificate_jwk, registered_certificates};
 use crate::protocol::syntax::{MAX_SCOPE_TOKENS, is_resource_uri, is_scope_token};
 pub use crate::remote_keys::check_jwks_uri;
 use crate::secret::{ClientSecret, new_client_id, new_row_id};
-use crate::store::{KeyState, RotationOutcome, SecretAdded, Store, StoreError};
+use crate::store::{
+    AuditQuery, KeyState, RotationOutcome, SecretAdded, Store, StoreError, StoredKey,
+};
 
 pub use crate::model::{DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, MIN_TOKEN_TTL};
 
@@ -546,6 +549,12 @@ pub async fn revoke_tokens(
     update_client(store, clock, actor, client_id, update).await
 }
 
+/// The longest a rotated-out secret keeps working: a year.
+pub const MAX_OVERLAP_SECONDS: i64 = 365 * 24 * 3600;
+
+/// The longest lifetime a secret added with an expiry may have: 10 years.
+pub const MAX_SECRET_LIFETIME_SECONDS: i64 = 10 * 365 * 24 * 3600;
+
 /// A client holds at most this many live secrets.
 pub const MAX_SECRETS: usize = 5;
 
@@ -559,9 +568,9 @@ pub async fn rotate_secret(
     client_id: &str,
     overlap_seconds: i64,
 ) -> Result<Applied<(String, ClientSecret)>, AdminError> {
-    if overlap_seconds < 0 {
+    if !(0..=MAX_OVERLAP_SECONDS).contains(&overlap_seconds) {
         return Err(AdminError::Invalid(
-            "the overlap must not be negative".into(),
+            "the overlap must be from 0 to a year".into(),
         ));
     }
     new_secret(store, clock, actor, client_id, None, Some(overlap_seconds)).await
@@ -577,9 +586,9 @@ pub async fn add_secret(
     client_id: &str,
     expires_in: Option<i64>,
 ) -> Result<Applied<(String, ClientSecret)>, AdminError> {
-    if expires_in.is_some_and(|s| s <= 0) {
+    if expires_in.is_some_and(|s| !(1..=MAX_SECRET_LIFETIME_SECONDS).contains(&s)) {
         return Err(AdminError::Invalid(
-            "the expiry must be in the future".into(),
+            "the expiry must be from 1 second to 10 years from now".into(),
         ));
     }
     new_secret(store, clock, actor, client_id, expires_in, None).await
@@ -808,6 +817,19 @@ pub async fn list_clients_page(
             return Ok((found, Some(cursor)));
         }
     }
+}
+
+/// Every signing key, removed ones included, oldest first.
+pub async fn list_keys(store: &dyn Store) -> Result<Vec<StoredKey>, AdminError> {
+    Ok(store.signing_keys().await?)
+}
+
+/// One page of the audit trail.
+pub async fn audit_events(
+    store: &dyn Store,
+    query: &AuditQuery,
+) -> Result<Vec<AuditEvent>, AdminError> {
+    Ok(store.audit_events(query).await?)
 }
 
 /// One client.

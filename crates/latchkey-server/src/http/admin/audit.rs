@@ -1,0 +1,99 @@
+//! `/admin/v1/audit`: the audit trail, a page at a time.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use http::StatusCode;
+
+use super::wire::{AuditEvent, AuditPage};
+use super::{Admin, ApiError, json_response, query_params};
+use crate::http::AppState;
+use crate::service::admin;
+use crate::service::admin_auth::Access;
+use crate::store::AuditQuery;
+
+/// `GET /audit` parameters.
+#[derive(Debug, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Only events at or after this time (Unix seconds).
+    #[param(minimum = 0)]
+    since: Option<i64>,
+    /// Only events about this client (or key id).
+    client: Option<String>,
+    /// The `next` of the previous page.
+    #[param(minimum = 0)]
+    after: Option<i64>,
+    /// At most this many events (1 to 1,000; default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+/// The query of `GET /audit`.
+fn audit_params(query: Option<&str>) -> Result<AuditParams, ApiError> {
+    let mut params = query_params(query, &["since", "client", "after", "limit"])?;
+    let mut number = |name: &'static str, max: i64| -> Result<Option<i64>, ApiError> {
+        params
+            .remove(name)
+            .map(|value| {
+                value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (0..=max).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::field(name, format!("{name} must be a number from 0 to {max}"))
+                    })
+            })
+            .transpose()
+    };
+    let since = number("since", i64::MAX)?;
+    let after = number("after", i64::MAX)?;
+    let limit = match number("limit", 1000)? {
+        Some(0) => return Err(ApiError::field("limit", "limit must be 1 to 1000")),
+        limit => limit.and_then(|n| u32::try_from(n).ok()),
+    };
+    Ok(AuditParams {
+        since,
+        client: params.remove("client"),
+        after,
+        limit,
+    })
+}
+
+/// Audit events, oldest first.
+#[utoipa::path(get, path = "/admin/v1/audit", tag = "audit", params(AuditParams),
+    responses(
+        (status = 200, description = "A page of events", body = AuditPage),
+        (status = 400, description = "A parameter is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let params = audit_params(request.uri().query())?;
+    let query = AuditQuery {
+        since: params.since.unwrap_or(0),
+        after_seq: params.after.unwrap_or(0),
+        limit: params.limit.unwrap_or(100),
+        target: params.client,
+    };
+    Admin::authorize(&state, request, Access::Read).await?;
+    let events = admin::audit_events(state.services.store.as_ref(), &query).await?;
+    let next = (events.len() == query.limit as usize)
+        .then(|| events.last().map(|e| e.seq))
+        .flatten();
+    let page = AuditPage {
+        items: events.iter().map(AuditEvent::from).collect(),
+        next,
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&page).unwrap_or_default(),
+        false,
+    ))
+}

@@ -1,0 +1,180 @@
+//! `/admin/v1/clients/{id}/secrets`: a client's secrets, by id only.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse as _, Response};
+use http::StatusCode;
+
+use super::wire::{AddSecret, NewSecret, RotateSecret, Secret, timestamp};
+use super::{Admin, ApiError, json_response, refuse_lockout};
+use crate::http::AppState;
+use crate::service::admin;
+use crate::service::admin_auth::Access;
+
+/// How long a client's other secrets keep working after a rotation, by default: a day.
+const DEFAULT_OVERLAP_SECONDS: i64 = 24 * 3600;
+
+/// List a client's live secrets (ids and times; never a secret).
+#[utoipa::path(get, path = "/admin/v1/clients/{id}/secrets", tag = "secrets",
+    params(("id" = String, Path, description = "The client id")),
+    responses(
+        (status = 200, description = "Its secrets", body = Vec<Secret>),
+        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    Admin::authorize(&state, request, Access::Read).await?;
+    let secrets = admin::list_secrets(state.services.store.as_ref(), &id).await?;
+    let secrets: Vec<Secret> = secrets.iter().map(Secret::from).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&secrets).unwrap_or_default(),
+        false,
+    ))
+}
+
+/// Add a secret; the client's other secrets keep working. The secret is in this response only.
+#[utoipa::path(post, path = "/admin/v1/clients/{id}/secrets", tag = "secrets", request_body = AddSecret,
+    params(("id" = String, Path, description = "The client id")),
+    responses(
+        (status = 201, description = "The new secret", body = NewSecret),
+        (status = 400, description = "A parameter or field is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 64 KiB", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn add(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let request = Admin::authorize(&state, request, Access::Write).await?;
+    let body: AddSecret = request.json()?;
+    let services = &state.services;
+    let now = services.clock.unix_seconds();
+    let applied = admin::add_secret(
+        services.store.as_ref(),
+        services.clock.as_ref(),
+        &request.actor,
+        &id,
+        body.expires_in_seconds,
+    )
+    .await
+    .map_err(|err| field_error(err, "expires_in_seconds"))?;
+    let expires_at = body
+        .expires_in_seconds
+        .map(|s| timestamp(now.saturating_add(s)));
+    Ok(new_secret(&id, applied.value, expires_at))
+}
+
+/// Rotate: add a secret, and let every other one work for `overlap_seconds` more. The secret is
+/// in this response only.
+#[utoipa::path(post, path = "/admin/v1/clients/{id}/secrets/rotate", tag = "secrets", request_body = RotateSecret,
+    params(("id" = String, Path, description = "The client id")),
+    responses(
+        (status = 201, description = "The new secret", body = NewSecret),
+        (status = 400, description = "A parameter or field is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin may not rotate out its own secret", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 64 KiB", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn rotate(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let request = Admin::authorize(&state, request, Access::Write).await?;
+    let body: RotateSecret = request.json()?;
+    refuse_lockout(&request, &id, true)?;
+    let services = &state.services;
+    let applied = admin::rotate_secret(
+        services.store.as_ref(),
+        services.clock.as_ref(),
+        &request.actor,
+        &id,
+        body.overlap_seconds.unwrap_or(DEFAULT_OVERLAP_SECONDS),
+    )
+    .await
+    .map_err(|err| field_error(err, "overlap_seconds"))?;
+    Ok(new_secret(&id, applied.value, None))
+}
+
+/// Revoke one secret at once; it then fails like a wrong one.
+#[utoipa::path(delete, path = "/admin/v1/clients/{id}/secrets/{secret_id}", tag = "secrets",
+    params(("id" = String, Path, description = "The client id"),
+        ("secret_id" = String, Path, description = "The secret's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such client or live secret", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin may not revoke its own secrets", body = super::wire::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+    ),
+    security(("admin_token" = [])))]
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    Path((id, secret_id)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let request = Admin::authorize(&state, request, Access::Write).await?;
+    refuse_lockout(&request, &id, true)?;
+    let services = &state.services;
+    admin::revoke_secret(
+        services.store.as_ref(),
+        services.clock.as_ref(),
+        &request.actor,
+        &id,
+        &secret_id,
+    )
+    .await
+    .map_err(|err| match err {
+        admin::AdminError::Invalid(detail) => ApiError::new(StatusCode::NOT_FOUND, detail, None),
+        other => other.into(),
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A refusal of the request's one field names it.
+fn field_error(err: admin::AdminError, field: &str) -> ApiError {
+    match err {
+        admin::AdminError::Invalid(detail) => ApiError::field(field, detail),
+        other => other.into(),
+    }
+}
+
+/// 201 with the new secret.
+fn new_secret(
+    client_id: &str,
+    (secret_id, secret): (String, crate::secret::ClientSecret),
+    expires_at: Option<String>,
+) -> Response {
+    let body = NewSecret {
+        client_id: client_id.to_owned(),
+        secret_id,
+        client_secret: secret.expose().to_owned(),
+        expires_at,
+    };
+    json_response(
+        StatusCode::CREATED,
+        serde_json::to_vec(&body).unwrap_or_default(),
+        false,
+    )
+}
