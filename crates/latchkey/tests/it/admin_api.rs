@@ -654,6 +654,7 @@ async fn schemathesis_finds_nothing_wrong_with_the_api() {
             "positive_data_acceptance",
         ])
         .args(["--max-examples", "40", "--seed", "1", "--no-color"])
+        .args(["--generation-database", "none"])
         .output()
         .await
         .unwrap();
