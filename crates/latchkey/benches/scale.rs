@@ -12,6 +12,7 @@
 //! `/readyz`) and measures, with the access log on as users run it:
 //! - token throughput for the same 10 hot clients on both, taking turns (two rounds each);
 //!   the ratio big / small (target ≥ 0.9);
+//! - the admin API's first page of 100 clients, and one from the middle (a read-only admin);
 //! - RSS of each big-database server after `BENCH_DISTINCT` (10,000) distinct clients got a
 //!   token (target ≤ 1 GB with the default cache);
 //! - how long `latchkey client disable` takes to return, which is when every running server
@@ -250,6 +251,8 @@ async fn run() {
         }
     }
 
+    admin_api_pages(&big_db, &big_addrs[0], &big_secrets[0].0, clients).await;
+
     drop(big);
     drop(small);
     if let Some((admin_url, _, name)) = postgres {
@@ -402,6 +405,75 @@ async fn token_status(addr: &str, authorization: &str) -> u16 {
         .await
         .unwrap();
     response.status().as_u16()
+}
+
+/// The admin API's first page of clients, and a page from the middle, as a read-only admin
+/// client gets them: median and max of 20 each, after one untimed request.
+async fn admin_api_pages(database: &str, addr: &str, middle_id: &str, clients: usize) {
+    let created = Command::new(BIN)
+        .args([
+            "--database",
+            database,
+            "--output",
+            "json",
+            "client",
+            "create",
+        ])
+        .args(["--name", "bench-admin", "--admin-read"])
+        .output()
+        .unwrap();
+    assert!(created.status.success());
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let auth = basic(
+        created["client_id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap(),
+    );
+    let mut sender = connect(addr).await;
+    let token_request = hyper::Request::post("/oauth2/token")
+        .header("host", addr)
+        .header("authorization", &auth)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(
+            b"grant_type=client_credentials&resource=urn%3Alatchkey%3Aadmin",
+        )))
+        .unwrap();
+    let response = sender.send_request(token_request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let bearer = format!("Bearer {}", body["access_token"].as_str().unwrap());
+    for (what, path) in [
+        ("first page", "/admin/v1/clients?limit=100".to_owned()),
+        (
+            "a page from the middle",
+            format!("/admin/v1/clients?limit=100&after={middle_id}"),
+        ),
+    ] {
+        let mut times = Vec::new();
+        for round in 0..21 {
+            let request = hyper::Request::get(path.as_str())
+                .header("host", addr)
+                .header("authorization", &bearer)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let started = Instant::now();
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.status(), 200);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let took = started.elapsed();
+            let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(page["items"].as_array().unwrap().len(), 100);
+            if round > 0 {
+                times.push(took.as_secs_f64() * 1000.0);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "admin API, {what} of 100 of {clients} clients: median {:.1} ms, max {:.1} ms",
+            times[times.len() / 2],
+            times[times.len() - 1]
+        );
+    }
 }
 
 struct Load {
