@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub client_cache_size: usize,
     /// How long audit events are kept (seconds); the janitor deletes older ones.
     pub audit_retention: i64,
+    /// Serve the admin API on this address, and not on `listen`; `None` serves it on `listen`.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// How long audit events are kept by default: 90 days.
@@ -82,6 +84,7 @@ impl Default for ServerConfig {
             connections: ConnectionLimits::DEFAULT,
             client_cache_size: crate::cache::DEFAULT_CLIENT_CACHE_SIZE,
             audit_retention: DEFAULT_AUDIT_RETENTION,
+            admin_listen: None,
         }
     }
 }
@@ -121,6 +124,8 @@ impl From<CacheError> for StartError {
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// The admin API's own listener, its address and router, with `--admin-listen`.
+    admin: Option<(TcpListener, SocketAddr, Router)>,
     state: Arc<AppState>,
     router: Router,
     janitor: Janitor,
@@ -146,6 +151,15 @@ impl Application {
             addr: config.listen,
             source,
         })?;
+        let admin_listener = match config.admin_listen {
+            Some(addr) => {
+                let bound = |source| StartError::Bind { addr, source };
+                let listener = TcpListener::bind(addr).await.map_err(bound)?;
+                let local = listener.local_addr().map_err(bound)?;
+                Some((listener, local))
+            }
+            None => None,
+        };
         config.connections.validate().map_err(StartError::Config)?;
         let tls = config
             .tls
@@ -228,11 +242,15 @@ impl Application {
             metadata_max_age: max_age,
             jwks_max_age: max_age,
             shutting_down: AtomicBool::new(false),
+            admin_apart: admin_listener.is_some(),
         });
-        let router = http::router(Arc::clone(&state), &issuer_path);
+        let router = http::router(Arc::clone(&state), &issuer_path, state.admin_apart);
+        let admin = admin_listener
+            .map(|(listener, addr)| (listener, addr, http::admin_router(Arc::clone(&state))));
         Ok(Application {
             listener,
             local_addr,
+            admin,
             state,
             router,
             janitor,
@@ -244,6 +262,11 @@ impl Application {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin API's own address, when it has one (`admin_listen`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, addr, _)| *addr)
     }
 
     /// The issuer identifier in use.
@@ -286,28 +309,46 @@ impl Application {
             until_stopped(stop.clone()),
         ));
         let janitor = tokio::spawn(self.janitor.run(self.janitor_interval, until_stopped(stop)));
-        let draining = {
+        // Shutdown reaches every listener at once.
+        let (draining_now, draining_signal) = tokio::sync::watch::channel(false);
+        let drain_when = |mut signal: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = signal.wait_for(|draining| *draining).await;
+        };
+        {
             let state = Arc::clone(&state);
-            async move {
+            tokio::spawn(async move {
                 shutdown.await;
                 state.shutting_down.store(true, Ordering::SeqCst);
                 tracing::info!("shutting down: no longer ready, draining in-flight requests");
-            }
-        };
+                let _ = draining_now.send(true);
+            });
+        }
         // Handlers find the peer in `ConnectInfo<SocketAddr>` and, with TLS, its certificate
         // chain in `ConnectInfo<TlsPeer>`.
         let transport = match &state.tls {
             Some(tls) => Transport::Tls(tls.acceptor()),
             None => Transport::Plain,
         };
+        let admin = self.admin.map(|(listener, _, router)| {
+            tokio::spawn(connections::serve(
+                listener,
+                transport.clone(),
+                router,
+                self.connections,
+                drain_when(draining_signal.clone()),
+            ))
+        });
         connections::serve(
             self.listener,
             transport,
             self.router,
             self.connections,
-            draining,
+            drain_when(draining_signal),
         )
         .await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         let _ = stopped.send(true);
         let _ = poller.await;
         let _ = janitor.await;

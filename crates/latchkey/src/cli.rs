@@ -415,6 +415,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Serve the admin API (/admin/v1) on this address only, not on --listen: for example a
+    /// port that only the operators' network reaches. Default: on --listen.
+    #[arg(long, env = "LATCHKEY_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Issuer identifier: the public base URL of this server, and the `iss` of every token.
     /// Defaults to http://<listen address>; set it when behind a proxy or listening on 0.0.0.0.
     #[arg(long, env = "LATCHKEY_ISSUER")]

@@ -34,6 +34,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     }
     let config = ServerConfig {
         listen: args.listen,
+        admin_listen: args.admin_listen,
         issuer: args.issuer,
         signing_alg: args.signing_alg,
         key_encryption_key,
@@ -74,6 +75,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         issuer = %issuer,
         discovery = %format!("{issuer}/.well-known/oauth-authorization-server"),
         listen = %app.local_addr(),
+        admin = %app.admin_addr().map_or_else(|| "on listen".to_owned(), |a| a.to_string()),
         kid = %app.signing_kid(),
         "latchkey is serving"
     );

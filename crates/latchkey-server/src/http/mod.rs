@@ -57,6 +57,9 @@ pub struct AppState {
     pub jwks_max_age: u32,
     /// Set when shutdown begins, so readiness turns false before connections drain.
     pub shutting_down: AtomicBool,
+    /// The admin API has a listener of its own, reached under another origin than the
+    /// issuer's: a DPoP proof's `htu` is then checked against the request's `Host`.
+    pub admin_apart: bool,
 }
 
 /// Builds the router for `state`.
@@ -64,8 +67,11 @@ pub struct AppState {
 /// When the issuer has a path (`https://host/auth`), the endpoints it advertises live under
 /// that path, so they are served there — and at the root as well, for proxies that strip the
 /// prefix. RFC 8414 §3.1 also puts the metadata at `/.well-known/oauth-authorization-server/auth`.
-pub fn router(state: Arc<AppState>, issuer_path: &str) -> Router {
-    let endpoints: Router<Arc<AppState>> = Router::new()
+///
+/// The admin API is served here too, unless `admin_apart` (it then has a listener of its own,
+/// [`admin_router`]).
+pub fn router(state: Arc<AppState>, issuer_path: &str, admin_apart: bool) -> Router {
+    let mut endpoints: Router<Arc<AppState>> = Router::new()
         .route(paths::TOKEN, any(token::token))
         .route(paths::INTROSPECT, any(introspect::introspect))
         .route(paths::REVOKE, any(revoke::revoke))
@@ -73,8 +79,10 @@ pub fn router(state: Arc<AppState>, issuer_path: &str) -> Router {
         .route(paths::OPENID_CONFIGURATION, get(discovery::metadata))
         .route(paths::JWKS, get(discovery::jwks))
         .route(paths::HEALTHZ, get(health::alive))
-        .route(paths::READYZ, get(health::ready))
-        .nest(admin::PREFIX, admin::routes());
+        .route(paths::READYZ, get(health::ready));
+    if !admin_apart {
+        endpoints = endpoints.nest(admin::PREFIX, admin::routes());
+    }
     let router = if issuer_path.is_empty() {
         endpoints
     } else {
@@ -87,6 +95,14 @@ pub fn router(state: Arc<AppState>, issuer_path: &str) -> Router {
             .merge(endpoints)
     };
     router
+        .layer(axum::middleware::from_fn(access_log::log_requests))
+        .with_state(state)
+}
+
+/// The router of an admin listener of its own (`--admin-listen`): the admin API only.
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .nest(admin::PREFIX, admin::routes())
         .layer(axum::middleware::from_fn(access_log::log_requests))
         .with_state(state)
 }

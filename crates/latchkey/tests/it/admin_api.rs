@@ -6,7 +6,9 @@ use std::process::Command;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, basic, spawn_app, token_status};
+use crate::helpers::{
+    T0, TestApp, basic, server_config, spawn_app, spawn_with_config, token_status,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 
@@ -60,7 +62,7 @@ struct Api<'a> {
 
 impl Api<'_> {
     fn url(&self, path: &str) -> String {
-        self.app.url(&format!("/admin/v1{path}"))
+        format!("{}/admin/v1{path}", self.app.admin_base)
     }
 
     async fn send(
@@ -373,13 +375,16 @@ async fn secrets_keys_and_the_audit_trail_over_http() {
 
     // Keys: listed, never a private key; rotation refused until the next key is old enough.
     let keys: Value = api.get("/keys").await.json().await.unwrap();
-    let states: Vec<&str> = keys
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["state"].as_str().unwrap())
-        .collect();
-    assert_eq!(states, ["current", "next"]);
+    let kid_in = |state: &str| {
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["state"] == state)
+            .map(|k| k["kid"].clone())
+            .unwrap()
+    };
+    let (current_kid, next_kid) = (kid_in("current"), kid_in("next"));
+    assert_eq!(keys.as_array().unwrap().len(), 2);
     assert!(!keys.to_string().contains("private"));
     let early = api.post("/keys/rotate", json!({})).await;
     assert_eq!(problem(early).await.0, 400);
@@ -391,8 +396,8 @@ async fn secrets_keys_and_the_audit_trail_over_http() {
     let rotated = api.post("/keys/rotate", json!({ "alg": "ES256" })).await;
     assert_eq!(rotated.status(), 200);
     let rotated: Value = rotated.json().await.unwrap();
-    assert_eq!(rotated[0]["retired"], keys[0]["kid"]);
-    assert_eq!(rotated[0]["current"], keys[1]["kid"]);
+    assert_eq!(rotated[0]["retired"], current_kid);
+    assert_eq!(rotated[0]["current"], next_kid);
     let (status, body) = problem(api.post("/keys/rotate", json!({ "alg": "HS256" })).await).await;
     assert_eq!(
         (status.as_u16(), body["field"].clone()),
@@ -668,4 +673,43 @@ async fn schemathesis_finds_nothing_wrong_with_the_api() {
         !report.contains("FAILURES") && !report.contains("ERRORS"),
         "{report}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_can_have_a_listener_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("latchkey.db").display());
+    let store = latchkey_server::store::connect(&database_url)
+        .await
+        .unwrap();
+    let clock = latchkey_server::ManualClock::new(T0);
+    let config = latchkey_server::ServerConfig {
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..server_config(latchkey_proto::SigningAlg::Es256, None)
+    };
+    let app = spawn_with_config(config, database_url, dir, store, clock).await;
+    assert_ne!(app.admin_base, app.base);
+    let (admin_id, admin_secret) = cli_create(&app, &["--admin"]);
+    let api = Api {
+        app: &app,
+        token: token(&app, &admin_id, &admin_secret, Some("urn:latchkey:admin")).await,
+    };
+    // There, and only there: the main listener knows no admin API.
+    assert_eq!(api.get("/clients").await.status(), 200);
+    let on_main = app
+        .http
+        .get(app.url("/admin/v1/clients"))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_main.status(), 404);
+    // And the admin listener serves the admin API alone.
+    let token_there = app
+        .http
+        .post(format!("{}/oauth2/token", app.admin_base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token_there.status(), 404);
 }

@@ -17,6 +17,8 @@ pub const T0: i64 = 1_767_225_600;
 
 pub struct TestApp {
     pub base: String,
+    /// Where the admin API is: `base`, or its own listener with `admin_listen`.
+    pub admin_base: String,
     pub issuer: String,
     pub clock: ManualClock,
     pub store: Arc<dyn Store>,
@@ -128,10 +130,14 @@ pub async fn spawn_with_config(
     let janitor = app.janitor();
     let cache = app.cache();
     let base = format!("http://{}", app.local_addr());
+    let admin_base = app
+        .admin_addr()
+        .map_or_else(|| base.clone(), |addr| format!("http://{addr}"));
     let issuer = app.issuer().to_owned();
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
         base,
+        admin_base,
         issuer,
         clock,
         store,

@@ -87,7 +87,19 @@ impl Admin {
             .extensions
             .get::<ConnectInfo<TlsPeer>>()
             .and_then(|peer| peer.0.certificates.clone());
-        let url = format!("{}{}", origin(&state.services.issuer), parts.uri.path());
+        // The URL a DPoP proof must name: under the issuer's origin, or, on a listener of the
+        // admin API's own, under the origin the client reached it by.
+        let url = if state.admin_apart {
+            let scheme = if state.tls.is_some() { "https" } else { "http" };
+            let host = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            format!("{scheme}://{host}{}", parts.uri.path())
+        } else {
+            format!("{}{}", origin(&state.services.issuer), parts.uri.path())
+        };
         let credentials = AdminCredentials {
             authorization: single(&parts.headers, "authorization")?,
             dpop: single(&parts.headers, "dpop")?,
