@@ -152,8 +152,10 @@ async fn check_binding(
                 nonce: None,
                 max_age_seconds: PROOF_MAX_AGE_SECONDS,
             };
-            let verified = verify_proof(proof, &check)
-                .map_err(|_| AdminAuthError::InvalidToken("the DPoP proof is not valid"))?;
+            let verified = verify_proof(proof, &check).map_err(|err| {
+                tracing::info!(error = %err, "admin API DPoP proof refused");
+                AdminAuthError::InvalidToken("the DPoP proof is not valid")
+            })?;
             if verified.jkt != jkt {
                 return Err(AdminAuthError::InvalidToken(
                     "the DPoP proof is not signed by the token's key",

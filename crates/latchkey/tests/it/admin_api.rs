@@ -713,3 +713,72 @@ async fn the_admin_api_can_have_a_listener_of_its_own() {
         .unwrap();
     assert_eq!(token_there.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpop_bound_admin_token_needs_a_fresh_proof_of_its_key() {
+    use latchkey_jose::dpop::make_proof;
+    let app = spawn_app().await;
+    let (admin_id, admin_secret) = cli_create(&app, &["--admin"]);
+    let key = latchkey_client::PrivateKey::generate(latchkey_proto::SigningAlg::Es256)
+        .unwrap()
+        .0;
+    // A DPoP-bound admin token (RFC 9449 §5).
+    let proof = make_proof(&key, "POST", &app.token_url(), T0, None, None).unwrap();
+    let issued: Value = app
+        .http
+        .post(app.token_url())
+        .basic_auth(&admin_id, Some(&admin_secret))
+        .header("DPoP", proof)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", "urn:latchkey:admin"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(issued["token_type"], "DPoP");
+    let bearer = token(&app, &admin_id, &admin_secret, Some("urn:latchkey:admin")).await;
+    let token = issued["access_token"].as_str().unwrap();
+    let url = app.url("/admin/v1/clients");
+    let get = |authorization: String, proof: Option<String>| {
+        let mut request = app.http.get(&url).header("authorization", authorization);
+        if let Some(proof) = proof {
+            request = request.header("DPoP", proof);
+        }
+        async move { request.send().await.unwrap().status() }
+    };
+    let fresh = |signer: &latchkey_client::PrivateKey, method: &str| {
+        make_proof(signer, method, &url, T0, Some(token), None).unwrap()
+    };
+    // Never as a bearer token; not without a proof.
+    assert_eq!(get(format!("Bearer {token}"), None).await, 401);
+    assert_eq!(get(format!("DPoP {token}"), None).await, 401);
+    // With a proof of its key for this request: in, once.
+    let good = fresh(&key, "GET");
+    assert_eq!(get(format!("DPoP {token}"), Some(good.clone())).await, 200);
+    assert_eq!(
+        get(format!("DPoP {token}"), Some(good)).await,
+        401,
+        "replayed"
+    );
+    // Another key, another method: out.
+    let other = latchkey_client::PrivateKey::generate(latchkey_proto::SigningAlg::Es256)
+        .unwrap()
+        .0;
+    assert_eq!(
+        get(format!("DPoP {token}"), Some(fresh(&other, "GET"))).await,
+        401
+    );
+    assert_eq!(
+        get(format!("DPoP {token}"), Some(fresh(&key, "POST"))).await,
+        401
+    );
+    // An unbound token under the DPoP scheme: out too.
+    assert_eq!(
+        get(format!("DPoP {bearer}"), Some(fresh(&key, "GET"))).await,
+        401
+    );
+}

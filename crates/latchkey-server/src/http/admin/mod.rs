@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, OriginalUri, Request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
@@ -89,6 +89,11 @@ impl Admin {
             .and_then(|peer| peer.0.certificates.clone());
         // The URL a DPoP proof must name: under the issuer's origin, or, on a listener of the
         // admin API's own, under the origin the client reached it by.
+        // The path as the client sent it: the router nested the admin API and took the prefix.
+        let path = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or_else(|| parts.uri.path(), |original| original.0.path());
         let url = if state.admin_apart {
             let scheme = if state.tls.is_some() { "https" } else { "http" };
             let host = parts
@@ -96,9 +101,9 @@ impl Admin {
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("");
-            format!("{scheme}://{host}{}", parts.uri.path())
+            format!("{scheme}://{host}{path}")
         } else {
-            format!("{}{}", origin(&state.services.issuer), parts.uri.path())
+            format!("{}{path}", origin(&state.services.issuer))
         };
         let credentials = AdminCredentials {
             authorization: single(&parts.headers, "authorization")?,
