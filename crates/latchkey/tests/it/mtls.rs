@@ -618,3 +618,45 @@ async fn self_signed_certificates_and_the_gate_check_the_binding() {
         }
     }
 }
+
+/// RFC 8705 §3 at the admin API: a certificate-bound admin token is accepted only over a
+/// connection that presents its certificate.
+#[tokio::test]
+async fn a_certificate_bound_admin_token_needs_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    if !have_curl() {
+        return;
+    }
+    let Some((app, _)) = spawn_tls(dir, None).await else {
+        return;
+    };
+    let robot = Certificate::self_signed(dir, "robot", "/CN=robot", "DNS:robot.example");
+    let intruder = Certificate::self_signed(dir, "intruder", "/CN=robot", "DNS:robot.example");
+    let id = cli_create(
+        &app,
+        &[
+            "--admin",
+            "--auth-method",
+            "self_signed_tls_client_auth",
+            "--certificate-file",
+            robot.cert.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let (status, body) = curl_token(&app, dir, Some(&robot), &id).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let (_, claims) = decode_parts(&token);
+    assert!(claims["cnf"]["x5t#S256"].is_string());
+    assert!(claims["aud"].to_string().contains("urn:latchkey:admin"));
+    let url = format!("{}/admin/v1/clients", app.issuer);
+    let bearer = format!("Authorization: Bearer {token}");
+    let (status, body) = curl(dir, Some(&robot), &url, &["-H", &bearer]).await;
+    assert_eq!(status, 200, "{body}");
+    for cert in [Some(&intruder), None] {
+        let (status, body) = curl(dir, cert, &url, &["-H", &bearer]).await;
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("certificate"), "{body}");
+    }
+}
