@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub audit_retention: i64,
     /// Serve the admin API on this address, and not on `listen`; `None` serves it on `listen`.
     pub admin_listen: Option<SocketAddr>,
+    /// With `admin_listen`: the origin clients reach the admin API by (`https://host[:port]`),
+    /// which DPoP proofs name; `None` means the listener's own address.
+    pub admin_url: Option<String>,
 }
 
 /// How long audit events are kept by default: 90 days.
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             client_cache_size: crate::cache::DEFAULT_CLIENT_CACHE_SIZE,
             audit_retention: DEFAULT_AUDIT_RETENTION,
             admin_listen: None,
+            admin_url: None,
         }
     }
 }
@@ -224,6 +228,20 @@ impl Application {
             .then(|| metadata.token_endpoint.clone());
         let remote_keys = RemoteKeys::new(Arc::clone(&clock), config.allow_private_jwks_uri)
             .map_err(StartError::Config)?;
+        let admin_origin = match (&admin_listener, &config.admin_url) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(StartError::Config(
+                    "--admin-url is for an admin API on a listener of its own (--admin-listen)"
+                        .into(),
+                ));
+            }
+            (Some(_), Some(url)) => Some(admin_origin(url)?),
+            (Some((_, addr)), None) => Some(format!(
+                "{}://{addr}",
+                if tls.is_some() { "https" } else { "http" }
+            )),
+        };
         let services = Services {
             cache,
             store,
@@ -242,9 +260,13 @@ impl Application {
             metadata_max_age: max_age,
             jwks_max_age: max_age,
             shutting_down: AtomicBool::new(false),
-            admin_apart: admin_listener.is_some(),
+            admin_origin,
         });
-        let router = http::router(Arc::clone(&state), &issuer_path, state.admin_apart);
+        let router = http::router(
+            Arc::clone(&state),
+            &issuer_path,
+            state.admin_origin.is_some(),
+        );
         let admin = admin_listener
             .map(|(listener, addr)| (listener, addr, http::admin_router(Arc::clone(&state))));
         Ok(Application {
@@ -353,6 +375,27 @@ impl Application {
         let _ = poller.await;
         let _ = janitor.await;
     }
+}
+
+/// `--admin-url`: `http(s)://host[:port]`, nothing after it; without a trailing `/`.
+fn admin_origin(url: &str) -> Result<String, StartError> {
+    let bad = || {
+        StartError::Config(format!(
+            "--admin-url {url:?} must be an origin like https://admin.example:9443, without a path"
+        ))
+    };
+    let url = url.trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(bad)?;
+    if rest.is_empty()
+        || rest.contains(['/', '?', '#', '@'])
+        || !rest.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(bad());
+    }
+    Ok(url.to_owned())
 }
 
 /// RFC 8414 §2: the issuer is an `https` (or, for local use, `http`) URL with no query or

@@ -420,6 +420,17 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
 
+    /// With --admin-listen: the origin clients reach the admin API by, like
+    /// https://admin.example:9443 (what their DPoP proofs name). Default: the listener's
+    /// address.
+    #[arg(
+        long,
+        env = "LATCHKEY_ADMIN_URL",
+        value_name = "URL",
+        requires = "admin_listen"
+    )]
+    pub admin_url: Option<String>,
+
     /// Issuer identifier: the public base URL of this server, and the `iss` of every token.
     /// Defaults to http://<listen address>; set it when behind a proxy or listening on 0.0.0.0.
     #[arg(long, env = "LATCHKEY_ISSUER")]
@@ -658,11 +669,11 @@ pub struct CreateArgs {
     /// Make it an admin client: it may get tokens for the admin API (audience
     /// urn:latchkey:admin, scope latchkey:admin), which can do everything `latchkey client`
     /// and `latchkey keys` do. For bootstrap: the first admin is created here.
-    #[arg(long, conflicts_with = "admin_read")]
+    #[arg(long, conflicts_with_all = ["admin_read", "audience"])]
     pub admin: bool,
 
     /// Like --admin, but for reading only (scope latchkey:admin:read).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "audience")]
     pub admin_read: bool,
 
     /// How the client authenticates: client_secret_basic or client_secret_post (a secret is

@@ -35,6 +35,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         listen: args.listen,
         admin_listen: args.admin_listen,
+        admin_url: args.admin_url,
         issuer: args.issuer,
         signing_alg: args.signing_alg,
         key_encryption_key,

@@ -57,9 +57,10 @@ pub struct AppState {
     pub jwks_max_age: u32,
     /// Set when shutdown begins, so readiness turns false before connections drain.
     pub shutting_down: AtomicBool,
-    /// The admin API has a listener of its own, reached under another origin than the
-    /// issuer's: a DPoP proof's `htu` is then checked against the request's `Host`.
-    pub admin_apart: bool,
+    /// With a listener of its own (`--admin-listen`), the origin the admin API is reached by
+    /// (`--admin-url`, else the listener's address): what a DPoP proof's `htu` must name
+    /// there. `None`: the admin API is on the main listener, under the issuer's origin.
+    pub admin_origin: Option<String>,
 }
 
 /// Builds the router for `state`.

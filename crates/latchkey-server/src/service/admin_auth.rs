@@ -4,7 +4,7 @@
 //! checks ours, bound ones included (RFC 6750, RFC 9449 §7, RFC 8705 §3).
 
 use latchkey_jose::dpop::{PROOF_MAX_AGE_SECONDS, ProofCheck, verify_proof};
-use latchkey_proto::AccessTokenClaims;
+use latchkey_proto::{AccessTokenClaims, Audience};
 
 use super::{Services, active_claims};
 use crate::protocol::mutual_tls::certificate_thumbprint;
@@ -88,9 +88,15 @@ pub async fn authorize_admin(
         Ok(None) => return Err(AdminAuthError::InvalidToken("the token is not active")),
         Err(_) => return Err(AdminAuthError::Unavailable),
     };
-    if !claims.aud.contains(ADMIN_AUDIENCE) {
+    // For the admin API alone: a token that other services also accept could be replayed
+    // here by any of them.
+    let admin_only = match &claims.aud {
+        Audience::One(aud) => aud == ADMIN_AUDIENCE,
+        Audience::Many(list) => !list.is_empty() && list.iter().all(|aud| aud == ADMIN_AUDIENCE),
+    };
+    if !admin_only {
         return Err(AdminAuthError::InvalidToken(
-            "the token is not for the admin API (aud urn:latchkey:admin)",
+            "the token is not for the admin API alone (aud urn:latchkey:admin)",
         ));
     }
     check_binding(services, credentials, &claims, token, dpop_scheme).await?;

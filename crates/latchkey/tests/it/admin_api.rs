@@ -485,6 +485,46 @@ async fn refusals_are_problems_with_their_status() {
         );
         problem(refused).await;
     }
+    // A token for the admin API and another API at once is refused: any service it was sent
+    // to could replay it here. Asked for the admin API alone, the same client's token works.
+    let mixed: Value = admin
+        .post(
+            "/clients",
+            json!({
+                "name": "mixed",
+                "scope": "latchkey:admin",
+                "audience": ["urn:latchkey:admin", "https://api.example.com"],
+            }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (mixed_id, mixed_secret) = (
+        mixed["client_id"].as_str().unwrap(),
+        mixed["client_secret"].as_str().unwrap(),
+    );
+    let both = token(&app, mixed_id, mixed_secret, None).await;
+    let refused = app.http.get(&url).bearer_auth(&both).send().await.unwrap();
+    assert_eq!(problem(refused).await.0, 401);
+    let alone = token(&app, mixed_id, mixed_secret, Some("urn:latchkey:admin")).await;
+    let accepted = app.http.get(&url).bearer_auth(&alone).send().await.unwrap();
+    assert_eq!(accepted.status(), 200);
+    // The CLI does not register an admin client for other APIs too.
+    let refused = Command::new(BIN)
+        .args([
+            "--database",
+            &app.database_url,
+            "client",
+            "create",
+            "--name",
+            "x",
+        ])
+        .args(["--admin", "--audience", "https://api.example.com"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+
     // A read-only admin reads, and may not change: 403 insufficient_scope.
     let reader = Api {
         app: &app,
@@ -704,6 +744,46 @@ async fn the_admin_api_can_have_a_listener_of_its_own() {
         .await
         .unwrap();
     assert_eq!(on_main.status(), 404);
+    // A DPoP proof names the admin listener's origin, whatever Host the request claims.
+    let key = latchkey_client::PrivateKey::generate(latchkey_proto::SigningAlg::Es256)
+        .unwrap()
+        .0;
+    let proof =
+        latchkey_jose::dpop::make_proof(&key, "POST", &app.token_url(), T0, None, None).unwrap();
+    let bound: Value = app
+        .http
+        .post(app.token_url())
+        .basic_auth(&admin_id, Some(&admin_secret))
+        .header("DPoP", proof)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", "urn:latchkey:admin"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bound = bound["access_token"].as_str().unwrap();
+    let url = api.url("/clients");
+    let send = |proof_url: &str, host: Option<&str>| {
+        let proof =
+            latchkey_jose::dpop::make_proof(&key, "GET", proof_url, T0, Some(bound), None).unwrap();
+        let mut request = app
+            .http
+            .get(&url)
+            .header("authorization", format!("DPoP {bound}"))
+            .header("DPoP", proof);
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(send(&url, None).await, 200);
+    let elsewhere = "http://evil.example/admin/v1/clients";
+    assert_eq!(send(elsewhere, Some("evil.example")).await, 401);
+
     // And the admin listener serves the admin API alone.
     let token_there = app
         .http

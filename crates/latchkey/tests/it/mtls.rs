@@ -308,7 +308,12 @@ async fn cli_create(app: &TestApp, args: &[&str]) -> String {
             "--name",
             "mtls",
         ])
-        .args(["--audience", API, "--scope", "read"])
+        // An admin client's one audience is the admin API.
+        .args(if args.contains(&"--admin") {
+            &[][..]
+        } else {
+            &["--audience", API, "--scope", "read"][..]
+        })
         .args(args)
         .output()
         .await

@@ -75,14 +75,15 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let params = audit_params(request.uri().query())?;
+    let raw_query = request.uri().query().map(str::to_owned);
+    Admin::authorize(&state, request, Access::Read).await?;
+    let params = audit_params(raw_query.as_deref())?;
     let query = AuditQuery {
         since: params.since.unwrap_or(0),
         after_seq: params.after.unwrap_or(0),
         limit: params.limit.unwrap_or(100),
         target: params.client,
     };
-    Admin::authorize(&state, request, Access::Read).await?;
     let events = admin::audit_events(state.services.store.as_ref(), &query).await?;
     let next = (events.len() == query.limit as usize)
         .then(|| events.last().map(|e| e.seq))

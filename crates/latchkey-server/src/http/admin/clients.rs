@@ -69,8 +69,9 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let params = list_params(request.uri().query())?;
+    let query = request.uri().query().map(str::to_owned);
     Admin::authorize(&state, request, Access::Read).await?;
+    let params = list_params(query.as_deref())?;
     let services = &state.services;
     let (clients, next) = admin::list_clients_page(
         services.store.as_ref(),

@@ -87,23 +87,16 @@ impl Admin {
             .extensions
             .get::<ConnectInfo<TlsPeer>>()
             .and_then(|peer| peer.0.certificates.clone());
-        // The URL a DPoP proof must name: under the issuer's origin, or, on a listener of the
-        // admin API's own, under the origin the client reached it by.
+        // The URL a DPoP proof must name: under the issuer's origin, or the admin listener's
+        // configured one; never one the request itself names (a `Host` header).
         // The path as the client sent it: the router nested the admin API and took the prefix.
         let path = parts
             .extensions
             .get::<OriginalUri>()
             .map_or_else(|| parts.uri.path(), |original| original.0.path());
-        let url = if state.admin_apart {
-            let scheme = if state.tls.is_some() { "https" } else { "http" };
-            let host = parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("");
-            format!("{scheme}://{host}{path}")
-        } else {
-            format!("{}{path}", origin(&state.services.issuer))
+        let url = match &state.admin_origin {
+            Some(origin) => format!("{origin}{path}"),
+            None => format!("{}{path}", origin(&state.services.issuer)),
         };
         let credentials = AdminCredentials {
             authorization: single(&parts.headers, "authorization")?,

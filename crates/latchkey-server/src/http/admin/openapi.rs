@@ -74,8 +74,14 @@ impl Modify for AdminToken {
     }
 }
 
-/// `GET /admin/v1/openapi.json`.
+/// `GET /admin/v1/openapi.json`: built once, on first request.
 pub async fn document() -> Response {
-    let json = AdminApi::openapi().to_json().unwrap_or_default();
-    json_response(StatusCode::OK, json.into_bytes(), false)
+    static DOCUMENT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let json = DOCUMENT.get_or_init(|| {
+        AdminApi::openapi()
+            .to_json()
+            .unwrap_or_default()
+            .into_bytes()
+    });
+    json_response(StatusCode::OK, json.clone(), false)
 }
