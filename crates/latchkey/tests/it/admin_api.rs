@@ -55,6 +55,34 @@ async fn token(app: &TestApp, id: &str, secret: &str, resource: Option<&str>) ->
     body["access_token"].as_str().unwrap().to_owned()
 }
 
+/// A DPoP-bound admin token for `id`, bound to `key` (RFC 9449 §5).
+async fn dpop_admin_token(
+    app: &TestApp,
+    id: &str,
+    secret: &str,
+    key: &latchkey_client::PrivateKey,
+) -> String {
+    let proof =
+        latchkey_jose::dpop::make_proof(key, "POST", &app.token_url(), T0, None, None).unwrap();
+    let issued: Value = app
+        .http
+        .post(app.token_url())
+        .basic_auth(id, Some(secret))
+        .header("DPoP", proof)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", "urn:latchkey:admin"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(issued["token_type"], "DPoP");
+    issued["access_token"].as_str().unwrap().to_owned()
+}
+
 struct Api<'a> {
     app: &'a TestApp,
     token: String,
@@ -748,24 +776,8 @@ async fn the_admin_api_can_have_a_listener_of_its_own() {
     let key = latchkey_client::PrivateKey::generate(latchkey_proto::SigningAlg::Es256)
         .unwrap()
         .0;
-    let proof =
-        latchkey_jose::dpop::make_proof(&key, "POST", &app.token_url(), T0, None, None).unwrap();
-    let bound: Value = app
-        .http
-        .post(app.token_url())
-        .basic_auth(&admin_id, Some(&admin_secret))
-        .header("DPoP", proof)
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("resource", "urn:latchkey:admin"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let bound = bound["access_token"].as_str().unwrap();
+    let bound = dpop_admin_token(&app, &admin_id, &admin_secret, &key).await;
+    let bound = bound.as_str();
     let url = api.url("/clients");
     let send = |proof_url: &str, host: Option<&str>| {
         let proof =
@@ -803,25 +815,9 @@ async fn a_dpop_bound_admin_token_needs_a_fresh_proof_of_its_key() {
         .unwrap()
         .0;
     // A DPoP-bound admin token (RFC 9449 §5).
-    let proof = make_proof(&key, "POST", &app.token_url(), T0, None, None).unwrap();
-    let issued: Value = app
-        .http
-        .post(app.token_url())
-        .basic_auth(&admin_id, Some(&admin_secret))
-        .header("DPoP", proof)
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("resource", "urn:latchkey:admin"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(issued["token_type"], "DPoP");
+    let bound = dpop_admin_token(&app, &admin_id, &admin_secret, &key).await;
     let bearer = token(&app, &admin_id, &admin_secret, Some("urn:latchkey:admin")).await;
-    let token = issued["access_token"].as_str().unwrap();
+    let token = bound.as_str();
     let url = app.url("/admin/v1/clients");
     let get = |authorization: String, proof: Option<String>| {
         let mut request = app.http.get(&url).header("authorization", authorization);

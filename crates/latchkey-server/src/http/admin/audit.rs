@@ -65,10 +65,8 @@ fn audit_params(query: Option<&str>) -> Result<AuditParams, ApiError> {
 #[utoipa::path(get, path = "/admin/v1/audit", tag = "audit", params(AuditParams),
     responses(
         (status = 200, description = "A page of events", body = AuditPage),
-        (status = 400, description = "A parameter is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+        super::wire::Refusals,
+        super::wire::BadInput,
     ),
     security(("admin_token" = [])))]
 pub async fn list(

@@ -59,10 +59,8 @@ fn client_response(status: StatusCode, client: &ClientRecord) -> Response {
 #[utoipa::path(get, path = "/admin/v1/clients", tag = "clients", params(ListParams),
     responses(
         (status = 200, description = "A page of clients", body = ClientPage),
-        (status = 400, description = "A parameter or field is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+        super::wire::Refusals,
+        super::wire::BadInput,
     ),
     security(("admin_token" = [])))]
 pub async fn list(
@@ -96,12 +94,9 @@ pub async fn list(
     responses(
         (status = 201, description = "Registered", body = CreatedClient,
             headers(("Location" = String, description = "The client's URL"), ("ETag" = String))),
-        (status = 400, description = "A parameter or field is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+        super::wire::Refusals,
+        super::wire::BadInput,
+        super::wire::BodyRefusals,
     ),
     security(("admin_token" = [])))]
 pub async fn create(
@@ -201,10 +196,8 @@ pub async fn create(
     params(("id" = String, Path, description = "The client id")),
     responses(
         (status = 200, description = "The client", body = Client, headers(("ETag" = String))),
-        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+        super::wire::Refusals,
+        super::wire::NotFound,
     ),
     security(("admin_token" = [])))]
 pub async fn show(
@@ -224,15 +217,12 @@ pub async fn show(
         ("If-Match" = Option<String>, Header, description = "The ETag the change was made against")),
     responses(
         (status = 200, description = "The client as changed", body = Client, headers(("ETag" = String))),
-        (status = 400, description = "A parameter or field is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "An admin may not disable, delete or revoke its own client", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The client changed since that ETag", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+        super::wire::Refusals,
+        super::wire::BadInput,
+        super::wire::BodyRefusals,
+        super::wire::NotFound,
+        super::wire::Lockout,
+        super::wire::PreconditionFailed,
     ),
     security(("admin_token" = [])))]
 pub async fn update(
@@ -276,12 +266,10 @@ pub async fn update(
     params(("id" = String, Path, description = "The client id")),
     responses(
         (status = 200, description = "The client", body = Client),
-        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "An admin may not disable, delete or revoke its own client", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The client changed since that ETag", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+        super::wire::Refusals,
+        super::wire::NotFound,
+        super::wire::Lockout,
+        super::wire::PreconditionFailed,
     ),
     security(("admin_token" = [])))]
 pub async fn disable(
@@ -297,11 +285,9 @@ pub async fn disable(
     params(("id" = String, Path, description = "The client id")),
     responses(
         (status = 200, description = "The client", body = Client),
-        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The client changed since that ETag", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+        super::wire::Refusals,
+        super::wire::NotFound,
+        super::wire::PreconditionFailed,
     ),
     security(("admin_token" = [])))]
 pub async fn enable(
@@ -334,12 +320,10 @@ async fn set_enabled(
     params(("id" = String, Path, description = "The client id")),
     responses(
         (status = 200, description = "The client", body = Client),
-        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "An admin may not disable, delete or revoke its own client", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The client changed since that ETag", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+        super::wire::Refusals,
+        super::wire::NotFound,
+        super::wire::Lockout,
+        super::wire::PreconditionFailed,
     ),
     security(("admin_token" = [])))]
 pub async fn revoke_tokens(
@@ -360,12 +344,10 @@ pub async fn revoke_tokens(
         ("If-Match" = Option<String>, Header, description = "The ETag the deletion was decided on")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "An admin may not disable, delete or revoke its own client", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The client changed since that ETag", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+        super::wire::Refusals,
+        super::wire::NotFound,
+        super::wire::Lockout,
+        super::wire::PreconditionFailed,
     ),
     security(("admin_token" = [])))]
 pub async fn delete(

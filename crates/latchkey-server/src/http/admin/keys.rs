@@ -18,9 +18,7 @@ use crate::service::admin_auth::Access;
 #[utoipa::path(get, path = "/admin/v1/keys", tag = "keys",
     responses(
         (status = 200, description = "The keys, oldest first", body = Vec<SigningKey>),
-        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+        super::wire::Refusals,
     ),
     security(("admin_token" = [])))]
 pub async fn list(
@@ -42,12 +40,9 @@ pub async fn list(
 #[utoipa::path(post, path = "/admin/v1/keys/rotate", tag = "keys", request_body = RotateKeys,
     responses(
         (status = 200, description = "What rotated", body = Vec<Rotated>),
-        (status = 400, description = "Not yet, or a bad algorithm", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+        super::wire::Refusals,
+        super::wire::BadInput,
+        super::wire::BodyRefusals,
     ),
     security(("admin_token" = [])))]
 pub async fn rotate(

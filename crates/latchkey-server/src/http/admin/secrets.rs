@@ -20,10 +20,8 @@ const DEFAULT_OVERLAP_SECONDS: i64 = 24 * 3600;
     params(("id" = String, Path, description = "The client id")),
     responses(
         (status = 200, description = "Its secrets", body = Vec<Secret>),
-        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+        super::wire::Refusals,
+        super::wire::NotFound,
     ),
     security(("admin_token" = [])))]
 pub async fn list(
@@ -46,13 +44,10 @@ pub async fn list(
     params(("id" = String, Path, description = "The client id")),
     responses(
         (status = 201, description = "The new secret", body = NewSecret),
-        (status = 400, description = "A parameter or field is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+        super::wire::Refusals,
+        super::wire::BadInput,
+        super::wire::BodyRefusals,
+        super::wire::NotFound,
     ),
     security(("admin_token" = [])))]
 pub async fn add(
@@ -85,14 +80,11 @@ pub async fn add(
     params(("id" = String, Path, description = "The client id")),
     responses(
         (status = 201, description = "The new secret", body = NewSecret),
-        (status = 400, description = "A parameter or field is invalid", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such client", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "An admin may not rotate out its own secret", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over 64 KiB", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not JSON", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+        super::wire::Refusals,
+        super::wire::BadInput,
+        super::wire::BodyRefusals,
+        super::wire::NotFound,
+        super::wire::Lockout,
     ),
     security(("admin_token" = [])))]
 pub async fn rotate(
@@ -122,11 +114,9 @@ pub async fn rotate(
         ("secret_id" = String, Path, description = "The secret's id")),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 401, description = "No valid admin token", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's scope does not allow this", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such client or live secret", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "An admin may not revoke its own secrets", body = super::wire::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database is unavailable; retry", body = super::wire::Problem, content_type = "application/problem+json"),
+        super::wire::Refusals,
+        super::wire::NotFound,
+        super::wire::Lockout,
     ),
     security(("admin_token" = [])))]
 pub async fn revoke(

@@ -425,3 +425,55 @@ pub struct AuditPage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<i64>,
 }
+
+/// The refusals every admin operation may answer with, for the OpenAPI document (never built:
+/// handlers answer with [`super::ApiError`]).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refusals {
+    /// No valid admin token.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The token's scope does not allow this.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// The database is unavailable; retry.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
+/// A parameter or field is invalid.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 400, content_type = "application/problem+json")]
+#[allow(dead_code)]
+pub struct BadInput(Problem);
+
+/// The refusals of a JSON body, besides [`BadInput`].
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyRefusals {
+    /// The body is over 64 KiB.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// The body is not JSON.
+    #[response(status = 415, content_type = "application/problem+json")]
+    NotJson(Problem),
+}
+
+/// No such client (or secret).
+#[derive(utoipa::IntoResponses)]
+#[response(status = 404, content_type = "application/problem+json")]
+#[allow(dead_code)]
+pub struct NotFound(Problem);
+
+/// The client changed since the `If-Match` ETag.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 412, content_type = "application/problem+json")]
+#[allow(dead_code)]
+pub struct PreconditionFailed(Problem);
+
+/// An admin may not disable, delete or revoke the tokens or secrets of its own client.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 409, content_type = "application/problem+json")]
+#[allow(dead_code)]
+pub struct Lockout(Problem);
