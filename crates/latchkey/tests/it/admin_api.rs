@@ -248,12 +248,14 @@ async fn an_admin_client_manages_clients_over_http() {
         200
     );
     assert_eq!(token_status(&app.http, &app.base, &id, &secret).await, 200);
-    let revoked: Value = api
+    let before = api.get(&format!("/clients/{id}")).await;
+    let before_tag = before.headers()["etag"].to_str().unwrap().to_owned();
+    let revoked = api
         .post(&format!("/clients/{id}/revoke-tokens"), json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
+    // Revoking its tokens changes the client: its old ETag no longer matches.
+    assert_ne!(revoked.headers()["etag"].to_str().unwrap(), before_tag);
+    let revoked: Value = revoked.json().await.unwrap();
     assert_eq!(revoked["client_id"], id.as_str());
 
     // Delete: gone, and a problem for it after.
@@ -604,6 +606,13 @@ async fn refusals_are_problems_with_their_status() {
         (
             "token_ttl_seconds",
             json!({ "name": "x", "token_ttl_seconds": 1 }),
+        ),
+        (
+            "audience",
+            json!({
+                "name": "x",
+                "audience": (0..33).map(|i| format!("https://api{i}.example")).collect::<Vec<_>>(),
+            }),
         ),
         ("name", json!({ "name": "" })),
         (

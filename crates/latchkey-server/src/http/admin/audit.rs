@@ -93,6 +93,6 @@ pub async fn list(
     Ok(json_response(
         StatusCode::OK,
         serde_json::to_vec(&page).unwrap_or_default(),
-        false,
+        None,
     ))
 }

@@ -52,7 +52,7 @@ fn list_params(query: Option<&str>) -> Result<ListParams, ApiError> {
 /// The client's JSON and the response for it, with its `ETag`.
 fn client_response(status: StatusCode, client: &ClientRecord) -> Response {
     let json = serde_json::to_vec(&Client::from(client)).unwrap_or_default();
-    json_response(status, json, true)
+    json_response(status, json, Some(etag(client)))
 }
 
 /// List clients, by id, a page at a time.
@@ -85,7 +85,7 @@ pub async fn list(
     Ok(json_response(
         StatusCode::OK,
         serde_json::to_vec(&page).unwrap_or_default(),
-        false,
+        None,
     ))
 }
 
@@ -171,7 +171,7 @@ pub async fn create(
         Err(err) => return Err(err.into()),
     };
     let wire = Client::from(&client);
-    let tag = etag(&serde_json::to_vec(&wire).unwrap_or_default());
+    let tag = etag(&client);
     let body = CreatedClient {
         client: wire,
         client_secret: secret.map(|s| s.expose().to_owned()),
@@ -179,7 +179,7 @@ pub async fn create(
     let mut response = json_response(
         StatusCode::CREATED,
         serde_json::to_vec(&body).unwrap_or_default(),
-        false,
+        None,
     );
     let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::try_from(format!("{PREFIX}/clients/{}", client.client_id)) {
@@ -410,7 +410,7 @@ async fn check_if_match(state: &AppState, request: &Admin, id: &str) -> Result<(
         return Ok(());
     };
     let client = admin::show_client(state.services.store.as_ref(), id).await?;
-    let current = etag(&serde_json::to_vec(&Client::from(&client)).unwrap_or_default());
+    let current = etag(&client);
     let matches = wanted.trim() == "*" || wanted.split(',').any(|tag| tag.trim() == current);
     if matches {
         Ok(())

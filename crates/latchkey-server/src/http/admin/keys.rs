@@ -31,7 +31,7 @@ pub async fn list(
     Ok(json_response(
         StatusCode::OK,
         serde_json::to_vec(&keys).unwrap_or_default(),
-        false,
+        None,
     ))
 }
 
@@ -70,6 +70,6 @@ pub async fn rotate(
     Ok(json_response(
         StatusCode::OK,
         serde_json::to_vec(&rotated).unwrap_or_default(),
-        false,
+        None,
     ))
 }

@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 
 use self::wire::Problem;
 use super::AppState;
-use crate::model::Actor;
+use crate::model::{Actor, ClientRecord};
 use crate::service::admin::AdminError;
 use crate::service::admin_auth::{Access, AdminAuthError, AdminCredentials, authorize_admin};
 use crate::tls::TlsPeer;
@@ -367,15 +367,19 @@ impl From<AdminError> for ApiError {
     }
 }
 
-/// The strong `ETag` of a JSON representation: a hash of its bytes.
-fn etag(json: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, json);
+/// The strong `ETag` of a client: a hash of its JSON and of its token epoch, which the JSON
+/// does not show (revoking its tokens changes the client).
+fn etag(client: &ClientRecord) -> String {
+    let json = serde_json::to_vec(&wire::Client::from(client)).unwrap_or_default();
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    context.update(&json);
+    context.update(&client.token_epoch.to_be_bytes());
+    let digest = context.finish();
     format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]))
 }
 
 /// 200 (or `status`) with a JSON body and, when given, its `ETag`.
-fn json_response(status: StatusCode, json: Vec<u8>, with_etag: bool) -> Response {
-    let tag = with_etag.then(|| etag(&json));
+fn json_response(status: StatusCode, json: Vec<u8>, tag: Option<String>) -> Response {
     let mut response = (status, json).into_response();
     let headers = response.headers_mut();
     headers.insert(

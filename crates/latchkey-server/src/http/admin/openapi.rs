@@ -83,5 +83,5 @@ pub async fn document() -> Response {
             .unwrap_or_default()
             .into_bytes()
     });
-    json_response(StatusCode::OK, json.clone(), false)
+    json_response(StatusCode::OK, json.clone(), None)
 }

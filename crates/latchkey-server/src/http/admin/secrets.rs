@@ -35,7 +35,7 @@ pub async fn list(
     Ok(json_response(
         StatusCode::OK,
         serde_json::to_vec(&secrets).unwrap_or_default(),
-        false,
+        None,
     ))
 }
 
@@ -165,6 +165,6 @@ fn new_secret(
     json_response(
         StatusCode::CREATED,
         serde_json::to_vec(&body).unwrap_or_default(),
-        false,
+        None,
     )
 }

@@ -164,6 +164,12 @@ pub fn parse_scope_list(scope: &str) -> Result<Vec<String>, AdminError> {
 
 /// Checks audience values: absolute URIs without fragment (RFC 8707 §2).
 pub fn check_audience(audience: &[String]) -> Result<Vec<String>, AdminError> {
+    if audience.len() > MAX_AUDIENCES {
+        return Err(AdminError::field(
+            "audience",
+            format!("at most {MAX_AUDIENCES} audiences"),
+        ));
+    }
     let mut out: Vec<String> = Vec::new();
     for aud in audience {
         if !is_resource_uri(aud) {
@@ -548,6 +554,9 @@ pub async fn revoke_tokens(
     };
     update_client(store, clock, actor, client_id, update).await
 }
+
+/// The most audiences a client may have (each is in every default token's `aud`).
+pub const MAX_AUDIENCES: usize = 32;
 
 /// The longest a rotated-out secret keeps working: a year.
 pub const MAX_OVERLAP_SECONDS: i64 = 365 * 24 * 3600;
