@@ -7,7 +7,7 @@ use axum::response::Response;
 use http::StatusCode;
 
 use super::wire::{AuditEvent, AuditPage};
-use super::{Admin, ApiError, json_response, query_params};
+use super::{Admin, ApiError, json_response, limit_param, number_param, query_params};
 use crate::http::AppState;
 use crate::service::admin;
 use crate::service::admin_auth::Access;
@@ -33,26 +33,9 @@ pub struct AuditParams {
 /// The query of `GET /audit`.
 fn audit_params(query: Option<&str>) -> Result<AuditParams, ApiError> {
     let mut params = query_params(query, &["since", "client", "after", "limit"])?;
-    let mut number = |name: &'static str, max: i64| -> Result<Option<i64>, ApiError> {
-        params
-            .remove(name)
-            .map(|value| {
-                value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| (0..=max).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::field(name, format!("{name} must be a number from 0 to {max}"))
-                    })
-            })
-            .transpose()
-    };
-    let since = number("since", i64::MAX)?;
-    let after = number("after", i64::MAX)?;
-    let limit = match number("limit", 1000)? {
-        Some(0) => return Err(ApiError::field("limit", "limit must be 1 to 1000")),
-        limit => limit.and_then(|n| u32::try_from(n).ok()),
-    };
+    let since = number_param(&mut params, "since", 0, i64::MAX)?;
+    let after = number_param(&mut params, "after", 0, i64::MAX)?;
+    let limit = limit_param(&mut params)?;
     Ok(AuditParams {
         since,
         client: params.remove("client"),

@@ -10,7 +10,9 @@ use latchkey_proto::{ClientAuthMethod, GrantType, TokenFormat};
 use serde::Deserialize;
 
 use super::wire::{Client, ClientPage, ClientPatch, CreatedClient, NewClient};
-use super::{Admin, ApiError, PREFIX, etag, json_response, query_params, refuse_lockout};
+use super::{
+    Admin, ApiError, PREFIX, etag, json_response, limit_param, query_params, refuse_lockout,
+};
 use crate::http::AppState;
 use crate::model::{ClientRecord, ClientUpdate, DEFAULT_TOKEN_TTL};
 use crate::service::admin::{self, ClientKeys};
@@ -32,16 +34,7 @@ pub struct ListParams {
 /// The query of `GET /clients`.
 fn list_params(query: Option<&str>) -> Result<ListParams, ApiError> {
     let mut params = query_params(query, &["after", "limit", "name"])?;
-    let limit = params
-        .remove("limit")
-        .map(|value| {
-            value
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=1000).contains(n))
-                .ok_or_else(|| ApiError::field("limit", "limit must be 1 to 1000"))
-        })
-        .transpose()?;
+    let limit = limit_param(&mut params)?;
     Ok(ListParams {
         after: params.remove("after"),
         limit,

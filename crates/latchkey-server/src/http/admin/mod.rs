@@ -214,6 +214,35 @@ fn query_params(
     Ok(params)
 }
 
+/// The number parameter `name` of a query, taken out of `params`: 400 naming it unless it is
+/// from `min` to `max`.
+fn number_param(
+    params: &mut std::collections::HashMap<String, String>,
+    name: &str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, ApiError> {
+    params
+        .remove(name)
+        .map(|value| {
+            value
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiError::field(name, format!("{name} must be a number from {min} to {max}"))
+                })
+        })
+        .transpose()
+}
+
+/// The `limit` of a page: 1 to 1,000.
+fn limit_param(
+    params: &mut std::collections::HashMap<String, String>,
+) -> Result<Option<u32>, ApiError> {
+    Ok(number_param(params, "limit", 1, 1000)?.and_then(|n| u32::try_from(n).ok()))
+}
+
 /// The one header of `name`; a repeated one is a 400.
 fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a [u8]>, ApiError> {
     let mut values = headers.get_all(name).iter();
