@@ -1,4 +1,5 @@
-//! RFC 6749 §5.2 error responses, shared by the token, introspection and revocation endpoints.
+//! RFC 6749 §5.2 error responses, shared by the token, introspection, revocation and
+//! registration endpoints.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,11 @@ pub enum ErrorCode {
     InvalidDpopProof,
     /// RFC 9449 §8: the server requires a nonce in the DPoP proof (it sends one).
     UseDpopNonce,
+    /// RFC 7591 §3.2.2: a client metadata value is invalid.
+    InvalidClientMetadata,
+    /// RFC 6750 §3.1: the bearer token (an initial or registration access token) is missing,
+    /// expired, revoked or unknown (always HTTP 401).
+    InvalidToken,
 }
 
 impl ErrorCode {
@@ -48,6 +54,8 @@ impl ErrorCode {
             ErrorCode::ServerError => "server_error",
             ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
             ErrorCode::UseDpopNonce => "use_dpop_nonce",
+            ErrorCode::InvalidClientMetadata => "invalid_client_metadata",
+            ErrorCode::InvalidToken => "invalid_token",
         }
     }
 }

@@ -22,6 +22,7 @@ mod introspection;
 mod jwks;
 mod metadata;
 mod names;
+mod registration;
 mod token;
 
 pub use claims::{AccessTokenClaims, Audience, Confirmation};
@@ -30,4 +31,5 @@ pub use introspection::IntrospectionResponse;
 pub use jwks::{Jwk, JwkSet};
 pub use metadata::AuthorizationServerMetadata;
 pub use names::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat, UnknownName};
+pub use registration::{ClientInformation, ClientMetadata, RegistrationRequest};
 pub use token::{TokenResponse, TokenType, params};

@@ -57,4 +57,7 @@ pub struct AuthorizationServerMetadata {
     /// JWS algorithms accepted for assertions at the revocation endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_endpoint_auth_signing_alg_values_supported: Option<Vec<String>>,
+    /// The RFC 7591 dynamic client registration endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_endpoint: Option<String>,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use bytes::Bytes;
-use latchkey_proto::{AuthorizationServerMetadata, ClientAuthMethod, GrantType, SigningAlg};
+use latchkey_proto::{AuthorizationServerMetadata, GrantType, SigningAlg};
 use tokio::net::TcpListener;
 
 use crate::cache::{Cache, CacheError};
@@ -445,19 +445,14 @@ fn metadata(issuer: &str, tls: Option<&Tls>) -> AuthorizationServerMetadata {
         revocation_endpoint: Some(format!("{issuer}{}", paths::REVOKE)),
         revocation_endpoint_auth_methods_supported: Some(auth_methods),
         revocation_endpoint_auth_signing_alg_values_supported: Some(assertion_algs()),
+        registration_endpoint: Some(format!("{issuer}{}", paths::REGISTER)),
     }
 }
 
-/// The client authentication methods this server takes: the mutual-TLS ones (RFC 8705 §2)
-/// only when it terminates TLS itself, and `tls_client_auth` only with `--client-ca` roots.
+/// The names of the client authentication methods this server takes.
 fn auth_methods(tls: Option<&Tls>) -> Vec<String> {
-    ClientAuthMethod::ALL
+    crate::tls::client_auth_methods(tls)
         .iter()
-        .filter(|m| match m {
-            ClientAuthMethod::TlsClientAuth => tls.is_some_and(|t| t.client_ca.is_some()),
-            ClientAuthMethod::SelfSignedTlsClientAuth => tls.is_some(),
-            _ => true,
-        })
         .map(|m| m.as_str().to_owned())
         .collect()
 }

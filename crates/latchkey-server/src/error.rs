@@ -130,6 +130,34 @@ impl OAuthError {
         error
     }
 
+    /// 400 `invalid_client_metadata` (RFC 7591 §3.2.2).
+    pub fn invalid_client_metadata(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(
+            ErrorCode::InvalidClientMetadata,
+            StatusCode::BAD_REQUEST,
+            description,
+        )
+    }
+
+    /// 401 `invalid_token` (RFC 6750 §3.1): a bearer token that is missing, unknown, expired
+    /// or revoked; answered with a `Bearer` challenge.
+    pub fn invalid_token(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(
+            ErrorCode::InvalidToken,
+            StatusCode::UNAUTHORIZED,
+            description,
+        )
+    }
+
+    /// 500 `server_error`, with fixed text (the details go to the server log).
+    pub fn server_error() -> Self {
+        Self::new(
+            ErrorCode::ServerError,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the server failed; the details are in its log",
+        )
+    }
+
     /// A request error with another status (405, 413, 415-like cases), still `invalid_request`.
     pub fn invalid_request_with_status(
         status: StatusCode,

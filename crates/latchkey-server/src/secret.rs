@@ -49,11 +49,23 @@ pub fn new_jti() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes::<16>())
 }
 
+/// Initial access tokens (RFC 7591 §3) start with this.
+pub const REGISTRATION_TOKEN_PREFIX: &str = "lkrt_";
+
+/// Registration access tokens (RFC 7592 §1) start with this.
+pub const REGISTRATION_ACCESS_PREFIX: &str = "lkra_";
+
 /// A new opaque access token: a recognisable prefix and 256 random bits, base64url; returned
 /// with the hash that is stored in its place.
 pub fn new_opaque_token() -> (String, SecretHash) {
-    let mut token = String::with_capacity(OPAQUE_PREFIX.len() + 43);
-    token.push_str(OPAQUE_PREFIX);
+    new_bearer_token(OPAQUE_PREFIX)
+}
+
+/// A new bearer token: `prefix` (so that secret scanners can recognise a leaked one) and 256
+/// random bits, base64url; returned with the hash that is stored in its place.
+pub fn new_bearer_token(prefix: &str) -> (String, SecretHash) {
+    let mut token = String::with_capacity(prefix.len() + 43);
+    token.push_str(prefix);
     URL_SAFE_NO_PAD.encode_string(random_bytes::<32>(), &mut token);
     let hash = SecretHash::of(token.as_bytes());
     (token, hash)

@@ -40,6 +40,21 @@ pub struct Tls {
     pub client_ca: Option<Arc<dyn ClientCertVerifier>>,
 }
 
+/// The client authentication methods a server takes: the mutual-TLS ones (RFC 8705 §2) only
+/// when it terminates TLS itself, and `tls_client_auth` only with `--client-ca` roots.
+pub fn client_auth_methods(tls: Option<&Tls>) -> Vec<latchkey_proto::ClientAuthMethod> {
+    use latchkey_proto::ClientAuthMethod;
+    ClientAuthMethod::ALL
+        .iter()
+        .copied()
+        .filter(|m| match m {
+            ClientAuthMethod::TlsClientAuth => tls.is_some_and(|t| t.client_ca.is_some()),
+            ClientAuthMethod::SelfSignedTlsClientAuth => tls.is_some(),
+            _ => true,
+        })
+        .collect()
+}
+
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")

@@ -84,6 +84,10 @@ pub enum Command {
     /// and after (never a secret).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Create, list and revoke initial access tokens: each lets its holder register clients
+    /// at /oauth2/register (RFC 7591 dynamic client registration).
+    #[command(subcommand)]
+    RegistrationToken(RegistrationTokenCommand),
     /// Get an access token and print it, for scripts:
     /// curl -H "Authorization: Bearer $(latchkey token ...)" ...
     ///
@@ -381,7 +385,7 @@ pub struct TokenArgs {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// List audit events, oldest first: time, actor (cli:USER, admin:CLIENT_ID,
-    /// registration:CLIENT_ID or server:ID), action, target and changes.
+    /// registration:TOKEN_ID or server:ID), action, target and changes.
     List {
         /// Only events this recent, like 1h or 7d (default: every event kept).
         #[arg(long, value_parser = parse_duration)]
@@ -392,6 +396,36 @@ pub enum AuditCommand {
         /// At most this many events (the oldest that match).
         #[arg(long, default_value_t = 1000)]
         limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistrationTokenCommand {
+    /// Create an initial access token and print it once (only its hash is stored). Whoever
+    /// holds it can register clients at /oauth2/register until it expires or is used up.
+    Create {
+        /// How long it works, like 24h or 30d (at most a year).
+        #[arg(long, value_parser = parse_duration, default_value = "24h")]
+        expires_in: i64,
+        /// How many clients it may register (default: no limit until it expires).
+        #[arg(long, value_name = "N")]
+        max_uses: Option<i64>,
+        /// The scope tokens a registration may ask for, space-separated; also the scope of a
+        /// registration that asks for none (default: any).
+        #[arg(long, value_name = "SCOPE")]
+        scope_limit: Option<String>,
+        /// An audience a registration may ask for (repeatable); also the audience of a
+        /// registration that asks for none (default: any).
+        #[arg(long, value_name = "URI")]
+        audience_limit: Vec<String>,
+    },
+    /// List initial access tokens (never the tokens themselves): id, expiry, uses and limits.
+    List,
+    /// Revoke an initial access token: it registers nothing more. The clients it registered
+    /// stay.
+    Revoke {
+        /// The token's id (from `registration-token list`).
+        token_id: String,
     },
 }
 

@@ -13,6 +13,7 @@ mod logging;
 mod migrate_cmd;
 mod output;
 mod proxy;
+mod registration_cmd;
 mod serve_cmd;
 mod sidecar_cmd;
 mod token_cmd;
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
             Command::Client(cmd) => client_cmd::run(&cli.global, cmd).await,
             Command::Keys(cmd) => keys_cmd::run(&cli.global, cmd).await,
             Command::Audit(cmd) => audit_cmd::run(&cli.global, cmd).await,
+            Command::RegistrationToken(cmd) => registration_cmd::run(&cli.global, cmd).await,
             Command::Token(args) => token_cmd::run(&cli.global, args).await,
             Command::PublicJwks { files } => token_cmd::public_jwks(&files),
             Command::Gate(args) => gate_cmd::run(args).await,

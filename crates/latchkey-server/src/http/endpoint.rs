@@ -33,7 +33,7 @@ pub async fn receive(request: Request) -> Result<ClientRequest, OAuthError> {
         .extensions
         .get::<ConnectInfo<TlsPeer>>()
         .and_then(|peer| peer.0.certificates.clone());
-    let body = read_body(&parts.headers, body).await?;
+    let body = read_body(&parts.headers, body, MAX_BODY_BYTES).await?;
     let params = parse(&body)?;
     Ok(ClientRequest {
         authorization,
@@ -89,29 +89,35 @@ fn single_authorization(headers: &HeaderMap) -> Result<Option<HeaderValue>, OAut
     Ok(first.cloned())
 }
 
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, OAuthError> {
+/// The body, at most `limit` bytes (413 beyond, whether declared or chunked).
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, OAuthError> {
     let too_large = || {
         OAuthError::invalid_request_with_status(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "the request body is larger than 16 KiB",
+            format!("the request body is larger than {} KiB", limit / 1024),
         )
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+    // A body declared far beyond the limit is refused unread. One a little over it is read up
+    // to the limit first, so that a client still writing it does not find the connection
+    // closed before it can read the 413.
+    if declared.is_some_and(|len| len > 4 * limit as u64) {
         return Err(too_large());
     }
     // The limit also bounds chunked bodies that declare no length.
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|err| {
-            if err.into_inner().is::<http_body_util::LengthLimitError>() {
-                too_large()
-            } else {
-                OAuthError::invalid_request("the request body could not be read")
-            }
-        })
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        if err.into_inner().is::<http_body_util::LengthLimitError>() {
+            too_large()
+        } else {
+            OAuthError::invalid_request("the request body could not be read")
+        }
+    })
 }
 
 fn parse(body: &[u8]) -> Result<RequestParams, OAuthError> {

@@ -2,12 +2,15 @@
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use latchkey_proto::ErrorResponse;
+use latchkey_proto::{ErrorCode, ErrorResponse};
 
 use crate::error::OAuthError;
 
 /// The realm of the `WWW-Authenticate` challenge on 401.
 const BASIC_CHALLENGE: HeaderValue = HeaderValue::from_static("Basic realm=\"latchkey\"");
+/// The challenge of a 401 `invalid_token` (RFC 6750 §3).
+const BEARER_INVALID_TOKEN: HeaderValue =
+    HeaderValue::from_static("Bearer realm=\"latchkey\", error=\"invalid_token\"");
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
@@ -24,6 +27,10 @@ impl IntoResponse for OAuthError {
         match self.status {
             // RFC 6749 §5.2 asks for the challenge when the client used the Authorization header;
             // RFC 9110 §15.5.2 asks for one on every 401, so every 401 carries it.
+            // A bearer token (at the registration endpoint) is challenged as RFC 6750 §3 says.
+            StatusCode::UNAUTHORIZED if self.code == ErrorCode::InvalidToken => {
+                headers.insert(header::WWW_AUTHENTICATE, BEARER_INVALID_TOKEN);
+            }
             StatusCode::UNAUTHORIZED => {
                 headers.insert(header::WWW_AUTHENTICATE, BASIC_CHALLENGE);
             }

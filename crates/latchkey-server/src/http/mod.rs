@@ -7,6 +7,7 @@ mod endpoint;
 pub mod error;
 mod health;
 mod introspect;
+mod register;
 mod revoke;
 mod token;
 
@@ -31,6 +32,9 @@ pub mod paths {
     pub const INTROSPECT: &str = "/oauth2/introspect";
     /// RFC 7009 §2 revocation endpoint.
     pub const REVOKE: &str = "/oauth2/revoke";
+    /// RFC 7591 §3 registration endpoint; RFC 7592's client configuration endpoints are
+    /// below it, one per client.
+    pub const REGISTER: &str = "/oauth2/register";
     /// The JWK Set.
     pub const JWKS: &str = "/jwks";
     /// RFC 8414 §3 metadata.
@@ -76,6 +80,11 @@ pub fn router(state: Arc<AppState>, issuer_path: &str, admin_apart: bool) -> Rou
         .route(paths::TOKEN, any(token::token))
         .route(paths::INTROSPECT, any(introspect::introspect))
         .route(paths::REVOKE, any(revoke::revoke))
+        .route(paths::REGISTER, any(register::register))
+        .route(
+            &format!("{}/{{client_id}}", paths::REGISTER),
+            any(register::configure),
+        )
         .route(paths::METADATA, get(discovery::metadata))
         .route(paths::OPENID_CONFIGURATION, get(discovery::metadata))
         .route(paths::JWKS, get(discovery::jwks))

@@ -12,7 +12,8 @@ pub enum Actor {
     Cli(String),
     /// The admin API, with a token of this admin client.
     Admin(String),
-    /// Dynamic client registration (RFC 7591/7592), by this registered client.
+    /// Dynamic client registration (RFC 7591/7592): a registration made with the initial
+    /// access token of this id, or the client it registered managing itself.
     Registration(String),
     /// A server on its own (a key created at start, rotated or removed on schedule): its id.
     Server(String),
@@ -29,7 +30,7 @@ impl Actor {
         }
     }
 
-    /// The OS user, client id or server id.
+    /// The OS user, admin client id, initial access token id or server id.
     pub fn id(&self) -> &str {
         match self {
             Actor::Cli(id) | Actor::Admin(id) | Actor::Registration(id) | Actor::Server(id) => id,
@@ -72,6 +73,10 @@ pub mod action {
     pub const KEYS_REMOVE: &str = "keys.remove";
     /// A signing key was copied in from another database, or sealed with a KEK.
     pub const KEY_IMPORT: &str = "key.import";
+    /// An initial access token for dynamic registration was created.
+    pub const REGISTRATION_TOKEN_CREATE: &str = "registration_token.create";
+    /// An initial access token was revoked.
+    pub const REGISTRATION_TOKEN_REVOKE: &str = "registration_token.revoke";
 }
 
 /// One change, as the service layer records it (in the same transaction as the change).

@@ -1,11 +1,12 @@
 //! The domain model: clients, their credentials and secrets, and issued tokens, with their
 //! invariants as types. Everything else (protocol, service, store, http) uses these; this
 //! module imports none of them (only `secret` for the hash type). `audit` says who changed
-//! what, with the fields before and after.
+//! what, with the fields before and after; `registration` holds dynamic registration's tokens.
 
 pub mod audit;
 mod client;
 pub mod credential;
+mod registration;
 mod token;
 
 pub use audit::{Actor, AuditEntry, AuditEvent};
@@ -14,4 +15,5 @@ pub use client::{
     SecretRecord,
 };
 pub use credential::{Credential, Federation, SecretMethod, TlsSubject};
+pub use registration::{Registration, RegistrationToken};
 pub use token::{OpaqueTokenRecord, Revocation};

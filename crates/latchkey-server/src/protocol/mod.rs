@@ -9,5 +9,6 @@ pub mod client_keys;
 pub mod dpop_nonce;
 pub mod introspection;
 pub mod mutual_tls;
+pub mod registration;
 pub mod request;
 pub mod syntax;

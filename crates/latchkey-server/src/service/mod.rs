@@ -8,6 +8,7 @@ pub mod admin;
 pub mod admin_auth;
 mod authenticate;
 mod introspect;
+pub mod registration;
 mod token;
 
 use std::sync::Arc;

@@ -44,6 +44,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "audit trail",
         include_str!("../../migrations/sqlite/0009_audit.sql"),
     ),
+    (
+        "client registration",
+        include_str!("../../migrations/sqlite/0010_registration.sql"),
+    ),
 ];
 
 /// PostgreSQL's migrations, likewise. Version 1 is the whole of SQLite's versions 1 and 2:
@@ -80,6 +84,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "audit trail",
         include_str!("../../migrations/postgres/0008_audit.sql"),
+    ),
+    (
+        "client registration",
+        include_str!("../../migrations/postgres/0009_registration.sql"),
     ),
 ];
 

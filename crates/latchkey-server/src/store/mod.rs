@@ -30,8 +30,8 @@ use async_trait::async_trait;
 use latchkey_proto::SigningAlg;
 
 use crate::model::{
-    AuditEntry, AuditEvent, ClientRecord, ClientUpdate, OpaqueTokenRecord, Revocation, SecretInfo,
-    SecretRecord,
+    AuditEntry, AuditEvent, ClientRecord, ClientUpdate, OpaqueTokenRecord, Registration,
+    RegistrationToken, Revocation, SecretInfo, SecretRecord,
 };
 use crate::secret::SecretHash;
 
@@ -125,6 +125,8 @@ pub struct Purged {
     pub changes: u64,
     /// Audit events older than the retention.
     pub audit_events: u64,
+    /// Expired initial access tokens.
+    pub registration_tokens: u64,
 }
 
 /// Which audit events to read: one page, by position.
@@ -402,13 +404,55 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<bool, StoreError>;
 
-    /// Deletes opaque tokens, deny-list entries and used assertion ids that expired before
-    /// `now`, change-feed entries more than [`FEED_RETAINED`] generations old, and audit events
+    /// Deletes opaque tokens, deny-list entries, used assertion ids and initial access tokens
+    /// that expired before `now`, change-feed entries more than [`FEED_RETAINED`] generations old, and audit events
     /// from before `audit_before`.
     async fn purge_expired(&self, now: i64, audit_before: i64) -> Result<Purged, StoreError>;
 
     /// Audit events matching `query`, oldest first.
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Stores a new initial access token, with its audit entry.
+    async fn create_registration_token(
+        &self,
+        audit: &AuditEntry,
+        token: &RegistrationToken,
+    ) -> Result<(), StoreError>;
+
+    /// The initial access tokens not yet purged (expired ones until the janitor passes),
+    /// ordered by creation.
+    async fn registration_tokens(&self) -> Result<Vec<RegistrationToken>, StoreError>;
+
+    /// Deletes an initial access token; `false` if there is none. Clients it registered stay.
+    async fn revoke_registration_token(
+        &self,
+        audit: &AuditEntry,
+        token_id: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// The initial access token with this hash, if one.
+    async fn find_registration_token(
+        &self,
+        hash: &SecretHash,
+    ) -> Result<Option<RegistrationToken>, StoreError>;
+
+    /// Registers `client` (RFC 7591) with the initial access token `registration.token_id`, in
+    /// one transaction: counts one use of the token if at `now` it is unexpired and under its
+    /// limit, then stores the client and its registration. `false`, with nothing stored, when
+    /// the token is no longer usable (of two registrations racing for its last use, one wins).
+    async fn register_client(
+        &self,
+        audit: &AuditEntry,
+        client: &ClientRecord,
+        registration: &Registration,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// The registration whose registration access token has this hash, if one.
+    async fn find_registration(
+        &self,
+        access_hash: &SecretHash,
+    ) -> Result<Option<Registration>, StoreError>;
 
     /// Every signing key, removed ones included, ordered by creation.
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;

@@ -13,7 +13,8 @@ use super::dialect::Dialect;
 use super::{Change, FeedEntry, KeyState, StoreError, StoredKey};
 use crate::model::{
     Actor, AuditEntry, AuditEvent, ClientRecord, ClientUpdate, Credential, Federation,
-    OpaqueTokenRecord, Revocation, SecretInfo, SecretRecord, TlsSubject,
+    OpaqueTokenRecord, Registration, RegistrationToken, Revocation, SecretInfo, SecretRecord,
+    TlsSubject,
 };
 use crate::secret::SecretHash;
 
@@ -33,6 +34,16 @@ macro_rules! client_select {
     };
 }
 pub(super) use client_select;
+
+/// Selects the columns [`registration_token_from_row`] reads; a macro so `concat!` can extend
+/// it.
+macro_rules! registration_token_select {
+    () => {
+        "SELECT token_id, token_hash, created_at, expires_at, max_uses, uses, scope_limit,
+        audience_limit FROM registration_tokens"
+    };
+}
+pub(super) use registration_token_select;
 
 /// Selects the columns [`key_from_row`] reads; a macro so `concat!` can extend it.
 macro_rules! key_select {
@@ -482,6 +493,79 @@ pub(super) fn feed_entry_from_row(row: &DbRow) -> Result<FeedEntry, StoreError> 
 }
 
 /// A SHA-256 hash column.
+/// Inserts an initial access token.
+pub(super) fn insert_registration_token(token: &RegistrationToken) -> Query<'_> {
+    sql(
+        "INSERT INTO registration_tokens (token_id, token_hash, created_at, expires_at, max_uses,
+            uses, scope_limit, audience_limit) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(token.token_id.as_str())
+    .bind(&token.hash.0[..])
+    .bind(token.created_at)
+    .bind(token.expires_at)
+    .bind(token.max_uses)
+    .bind(token.uses)
+    .bind(token.scope_limit.as_ref().map(|scope| scope.join(" ")))
+    .bind(
+        token
+            .audience_limit
+            .as_ref()
+            .map(|audience| audience.join(" ")),
+    )
+}
+
+/// An initial access token, from the columns of `registration_token_select!`.
+pub(super) fn registration_token_from_row(row: &DbRow) -> Result<RegistrationToken, StoreError> {
+    let scope_limit: Option<String> = row.get("scope_limit")?;
+    let audience_limit: Option<String> = row.get("audience_limit")?;
+    Ok(RegistrationToken {
+        token_id: row.get("token_id")?,
+        hash: hash_from_row(row, "token_hash")?,
+        created_at: row.get("created_at")?,
+        expires_at: row.get("expires_at")?,
+        max_uses: row.get("max_uses")?,
+        uses: row.get("uses")?,
+        scope_limit: scope_limit.as_deref().map(split_list),
+        audience_limit: audience_limit.as_deref().map(split_list),
+    })
+}
+
+/// Inserts what is kept about a registered client.
+pub(super) fn insert_registration(registration: &Registration) -> Query<'_> {
+    sql(
+        "INSERT INTO client_registrations (client_id, access_token_hash, token_id, scope_limit,
+            audience_limit) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(registration.client_id.as_str())
+    .bind(&registration.access_hash.0[..])
+    .bind(registration.token_id.as_str())
+    .bind(
+        registration
+            .scope_limit
+            .as_ref()
+            .map(|scope| scope.join(" ")),
+    )
+    .bind(
+        registration
+            .audience_limit
+            .as_ref()
+            .map(|audience| audience.join(" ")),
+    )
+}
+
+/// A registration, from a row of `client_registrations`.
+pub(super) fn registration_from_row(row: &DbRow) -> Result<Registration, StoreError> {
+    let scope_limit: Option<String> = row.get("scope_limit")?;
+    let audience_limit: Option<String> = row.get("audience_limit")?;
+    Ok(Registration {
+        client_id: row.get("client_id")?,
+        access_hash: hash_from_row(row, "access_token_hash")?,
+        token_id: row.get("token_id")?,
+        scope_limit: scope_limit.as_deref().map(split_list),
+        audience_limit: audience_limit.as_deref().map(split_list),
+    })
+}
+
 fn hash_from_row(row: &DbRow, column: &str) -> Result<SecretHash, StoreError> {
     let hash: Vec<u8> = row.get(column)?;
     let hash: [u8; 32] = hash

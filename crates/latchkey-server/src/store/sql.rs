@@ -16,15 +16,15 @@ use super::jti_batch::JtiWriter;
 use super::migrations;
 use super::rows::{
     self, client_select, clients_from_rows, feed_entry_from_row, key_from_row, key_select,
-    opaque_from_row, revocation_from_row, secret_info_from_row,
+    opaque_from_row, registration_token_select, revocation_from_row, secret_info_from_row,
 };
 use super::{
     AuditQuery, Change, FEED_RETAINED, FeedEntry, KeyState, Purged, RotationOutcome, RotationPlan,
     SecretAdded, Store, StoreError, StoredKey, SyncPoint,
 };
 use crate::model::{
-    AuditEntry, AuditEvent, ClientRecord, ClientUpdate, OpaqueTokenRecord, Revocation, SecretInfo,
-    SecretRecord,
+    AuditEntry, AuditEvent, ClientRecord, ClientUpdate, OpaqueTokenRecord, Registration,
+    RegistrationToken, Revocation, SecretInfo, SecretRecord,
 };
 use crate::secret::SecretHash;
 
@@ -513,6 +513,10 @@ impl Store for SqlStore {
                 .bind(audit_before)
                 .execute(&mut tx)
                 .await?;
+            let registration_tokens = sql("DELETE FROM registration_tokens WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&mut tx)
+                .await?;
             tx.commit().await?;
             Ok(Purged {
                 opaque_tokens,
@@ -520,6 +524,7 @@ impl Store for SqlStore {
                 assertion_jtis,
                 changes,
                 audit_events,
+                registration_tokens,
             })
         })
         .await
@@ -538,6 +543,119 @@ impl Store for SqlStore {
         .fetch_all(&mut self.db.acquire().await?)
         .await?;
         rows.iter().map(rows::audit_event_from_row).collect()
+    }
+
+    async fn create_registration_token(
+        &self,
+        audit: &AuditEntry,
+        token: &RegistrationToken,
+    ) -> Result<(), StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            rows::insert_registration_token(token)
+                .execute(&mut tx)
+                .await?;
+            rows::insert_audit(audit, None).execute(&mut tx).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn registration_tokens(&self) -> Result<Vec<RegistrationToken>, StoreError> {
+        let rows = sql(concat!(
+            registration_token_select!(),
+            " ORDER BY created_at, token_id"
+        ))
+        .fetch_all(&mut self.db.acquire().await?)
+        .await?;
+        rows.iter().map(rows::registration_token_from_row).collect()
+    }
+
+    async fn revoke_registration_token(
+        &self,
+        audit: &AuditEntry,
+        token_id: &str,
+    ) -> Result<bool, StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            let deleted = sql("DELETE FROM registration_tokens WHERE token_id = $1")
+                .bind(token_id)
+                .execute(&mut tx)
+                .await?;
+            if deleted == 0 {
+                return Ok(false);
+            }
+            rows::insert_audit(audit, None).execute(&mut tx).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn find_registration_token(
+        &self,
+        hash: &SecretHash,
+    ) -> Result<Option<RegistrationToken>, StoreError> {
+        let row = sql(concat!(
+            registration_token_select!(),
+            " WHERE token_hash = $1"
+        ))
+        .bind(&hash.0[..])
+        .fetch_optional(&mut self.db.acquire().await?)
+        .await?;
+        row.as_ref()
+            .map(rows::registration_token_from_row)
+            .transpose()
+    }
+
+    async fn register_client(
+        &self,
+        audit: &AuditEntry,
+        client: &ClientRecord,
+        registration: &Registration,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            // The use is counted by a conditional update, so concurrent registrations never
+            // exceed the limit: the row lock (PostgreSQL) or the write lock (SQLite) orders them.
+            let counted = sql("UPDATE registration_tokens SET uses = uses + 1
+                 WHERE token_id = $1 AND expires_at > $2
+                   AND (max_uses IS NULL OR uses < max_uses)")
+            .bind(registration.token_id.as_str())
+            .bind(now)
+            .execute(&mut tx)
+            .await?;
+            if counted == 0 {
+                return Ok(false);
+            }
+            insert_clients(&mut tx, std::slice::from_ref(client)).await?;
+            rows::insert_registration(registration)
+                .execute(&mut tx)
+                .await?;
+            record_change(
+                &mut tx,
+                &Change::Client(client.client_id.clone()),
+                audit,
+                None,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn find_registration(
+        &self,
+        access_hash: &SecretHash,
+    ) -> Result<Option<Registration>, StoreError> {
+        let row = sql("SELECT client_id, access_token_hash, token_id, scope_limit,
+                audience_limit FROM client_registrations WHERE access_token_hash = $1")
+        .bind(&access_hash.0[..])
+        .fetch_optional(&mut self.db.acquire().await?)
+        .await?;
+        row.as_ref().map(rows::registration_from_row).transpose()
     }
 
     async fn use_assertion_jti(

@@ -7,7 +7,7 @@ use latchkey_proto::{Confirmation, SigningAlg, TokenFormat};
 use latchkey_server::model::audit::action;
 use latchkey_server::model::{
     Actor, AuditEntry, ClientRecord, ClientUpdate, Credential, Federation, OpaqueTokenRecord,
-    SecretMethod, SecretRecord, TlsSubject,
+    Registration, RegistrationToken, SecretMethod, SecretRecord, TlsSubject,
 };
 use latchkey_server::secret::SecretHash;
 use latchkey_server::store::{
@@ -1157,6 +1157,133 @@ async fn assertion_ids_are_single_use_even_under_concurrent_replays() {
                 .await
                 .unwrap()
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_registration_counts_one_use_of_its_token_and_stores_the_client_with_it() {
+    each_backend(|store, backend| async move {
+        let token = RegistrationToken {
+            token_id: "rt1".into(),
+            hash: SecretHash::of(b"lkrt_one"),
+            created_at: T0,
+            expires_at: T0 + 3600,
+            max_uses: Some(3),
+            uses: 0,
+            scope_limit: Some(vec!["read".into()]),
+            audience_limit: None,
+        };
+        store
+            .create_registration_token(&audit(), &token)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .find_registration_token(&token.hash)
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(&token),
+            "{backend}"
+        );
+        let registration = |id: &str| Registration {
+            client_id: id.into(),
+            access_hash: SecretHash::of(format!("lkra_{id}").as_bytes()),
+            token_id: "rt1".into(),
+            scope_limit: Some(vec!["read".into()]),
+            audience_limit: None,
+        };
+        // Eight registrations race for three uses: exactly three are stored, with their clients.
+        let mut attempts = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let store = store.clone();
+            let id = format!("lk_r{i}");
+            let registration = registration(&id);
+            attempts.spawn(async move {
+                let ok = store
+                    .register_client(&audit(), &client(&id, T0), &registration, T0 + 1)
+                    .await
+                    .unwrap();
+                (id, ok)
+            });
+        }
+        let results = attempts.join_all().await;
+        let stored: Vec<&String> = results
+            .iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(stored.len(), 3, "{backend}: {results:?}");
+        for (id, ok) in &results {
+            assert_eq!(
+                store.find_client(id).await.unwrap().is_some(),
+                *ok,
+                "{backend}"
+            );
+            let found = store
+                .find_registration(&registration(id).access_hash)
+                .await
+                .unwrap();
+            assert_eq!(found.is_some(), *ok, "{backend}");
+        }
+        let used = store
+            .find_registration_token(&token.hash)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(used.uses, 3, "{backend}");
+        assert!(!used.usable(T0 + 1));
+        // Deleting the client deletes its registration.
+        assert!(store.delete_client(&audit(), stored[0]).await.unwrap());
+        assert!(
+            store
+                .find_registration(&registration(stored[0]).access_hash)
+                .await
+                .unwrap()
+                .is_none(),
+            "{backend}"
+        );
+        // An expired token registers nothing; the janitor removes it; revoking deletes one.
+        let later = RegistrationToken {
+            token_id: "rt2".into(),
+            hash: SecretHash::of(b"lkrt_two"),
+            max_uses: None,
+            ..token.clone()
+        };
+        store
+            .create_registration_token(&audit(), &later)
+            .await
+            .unwrap();
+        let registered = store
+            .register_client(
+                &audit(),
+                &client("lk_late", T0),
+                &Registration {
+                    token_id: "rt2".into(),
+                    ..registration("lk_late")
+                },
+                T0 + 3600,
+            )
+            .await
+            .unwrap();
+        assert!(!registered, "{backend}: registered with an expired token");
+        assert_eq!(store.registration_tokens().await.unwrap().len(), 2);
+        assert!(
+            store
+                .revoke_registration_token(&audit(), "rt1")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .revoke_registration_token(&audit(), "rt1")
+                .await
+                .unwrap()
+        );
+        let purged = store.purge_expired(T0 + 3600, 0).await.unwrap();
+        assert_eq!(purged.registration_tokens, 1, "{backend}");
+        assert!(store.registration_tokens().await.unwrap().is_empty());
     })
     .await;
 }

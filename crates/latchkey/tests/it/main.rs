@@ -21,5 +21,6 @@ mod keys;
 mod lifecycle;
 mod mtls;
 mod private_key_jwt;
+mod registration;
 mod replicas;
 mod token_endpoint;

@@ -3,6 +3,7 @@
 //! change the CLI makes goes through here.
 
 pub mod import;
+pub mod registration_tokens;
 
 use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
 
@@ -51,7 +52,7 @@ async fn applied<T>(store: &dyn Store, value: T) -> Result<Applied<T>, AdminErro
 }
 
 /// The audit entry of a change `actor` makes now.
-fn entry(
+pub(crate) fn entry(
     clock: &dyn Clock,
     actor: &Actor,
     action: &'static str,
@@ -219,31 +220,68 @@ pub async fn create_client(
     actor: &Actor,
     new: NewClient,
 ) -> Result<Applied<(ClientRecord, ClientSecret)>, AdminError> {
-    let Some(credential) = Credential::secret(new.auth_method) else {
-        return Err(AdminError::Invalid(format!(
-            "a {} client registers keys or a certificate, not a secret",
-            new.auth_method
-        )));
+    let (client, secret) = new_client_record(new, None, clock.unix_seconds()).await?;
+    let Some(secret) = secret else {
+        return Err(AdminError::Invalid(
+            "a client without a secret is created with create_key_client".into(),
+        ));
     };
-    let now = clock.unix_seconds();
-    let secret = ClientSecret::generate();
-    let mut client = client_record(new, credential, now)?;
-    client.secrets.push(SecretRecord {
-        secret_id: new_row_id(),
-        hash: secret.hash(),
-        created_at: now,
-        expires_at: None,
-    });
+    store_new_client(store, clock, actor, &client).await?;
+    applied(store, (client, secret)).await
+}
+
+/// A new client record with a fresh id, after checking `new` and what authenticates it: for a
+/// client that uses a secret (`keys` is `None`), a fresh secret, returned in the clear with the
+/// record holding only its hash; otherwise the keys, certificates or subject of `keys`, checked
+/// for the client's method. Nothing is stored.
+pub async fn new_client_record(
+    new: NewClient,
+    keys: Option<ClientKeys<'_>>,
+    now: i64,
+) -> Result<(ClientRecord, Option<ClientSecret>), AdminError> {
+    let method = new.auth_method;
+    match (keys, Credential::secret(method)) {
+        (None, Some(credential)) => {
+            let secret = ClientSecret::generate();
+            let mut client = client_record(new, credential, now)?;
+            client.secrets.push(SecretRecord {
+                secret_id: new_row_id(),
+                hash: secret.hash(),
+                created_at: now,
+                expires_at: None,
+            });
+            Ok((client, Some(secret)))
+        }
+        (Some(keys), None) => {
+            let credential = keys.checked(method).await?;
+            Ok((client_record(new, credential, now)?, None))
+        }
+        (Some(_), Some(_)) => Err(AdminError::Invalid(format!(
+            "a {method} client authenticates with a secret, not registered keys"
+        ))),
+        (None, None) => Err(AdminError::Invalid(format!(
+            "a {method} client registers keys or a certificate, not a secret"
+        ))),
+    }
+}
+
+/// Stores a new client with its audit entry.
+async fn store_new_client(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    actor: &Actor,
+    client: &ClientRecord,
+) -> Result<(), AdminError> {
     let audit = entry(
         clock,
         actor,
         action::CLIENT_CREATE,
         Some(&client.client_id),
-        audit::created(&client),
+        audit::created(client),
     );
-    store.create_client(&audit, &client).await?;
+    store.create_client(&audit, client).await?;
     log_audit(&audit);
-    applied(store, (client, secret)).await
+    Ok(())
 }
 
 /// What authenticates a client that has no secret: where a `private_key_jwt` client's public
@@ -424,17 +462,8 @@ pub async fn create_key_client(
     new: NewClient,
     keys: ClientKeys<'_>,
 ) -> Result<Applied<ClientRecord>, AdminError> {
-    let credential = keys.checked(new.auth_method).await?;
-    let client = client_record(new, credential, clock.unix_seconds())?;
-    let audit = entry(
-        clock,
-        actor,
-        action::CLIENT_CREATE,
-        Some(&client.client_id),
-        audit::created(&client),
-    );
-    store.create_client(&audit, &client).await?;
-    log_audit(&audit);
+    let (client, _) = new_client_record(new, Some(keys), clock.unix_seconds()).await?;
+    store_new_client(store, clock, actor, &client).await?;
     applied(store, client).await
 }
 
@@ -536,6 +565,24 @@ async fn change_client(
         .ok_or_else(|| AdminError::NotFound(before.client_id.clone()))?;
     log_audit(&audit);
     applied(store, client).await
+}
+
+/// Changes a client's settings and, for a client without a secret, what authenticates it, as
+/// one change (a registration replaced whole, RFC 7592 §2.2). Its method stays the same.
+/// Returns once every running server uses the new record.
+pub async fn replace_client(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    actor: &Actor,
+    before: &ClientRecord,
+    update: ClientUpdate,
+    keys: Option<ClientKeys<'_>>,
+) -> Result<Applied<ClientRecord>, AdminError> {
+    let mut update = checked_update(update)?;
+    if let Some(keys) = keys {
+        update.credential = Some(keys.checked(before.auth_method()).await?);
+    }
+    change_client(store, clock, actor, action::CLIENT_UPDATE, before, &update).await
 }
 
 /// Revokes every token the client holds now (`latchkey client revoke-tokens`): the client's
