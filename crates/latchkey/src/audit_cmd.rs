@@ -1,39 +1,59 @@
-//! `latchkey audit list`: the audit trail, read from the database.
+//! `latchkey audit list`: the audit trail, from the database or, with `--server`, the admin
+//! API; printed from the admin API's JSON either way.
 
-use anyhow::Context as _;
-use latchkey_server::store::{self, AuditQuery};
+use latchkey_server::http::admin::wire;
+use latchkey_server::service::admin;
+use latchkey_server::store::AuditQuery;
 use latchkey_server::{Clock as _, SystemClock};
-use serde_json::{Value, json};
+use reqwest::Method;
+use serde_json::Value;
 
 use crate::cli::{AuditCommand, GlobalArgs};
-use crate::client_cmd::timestamp;
 use crate::output::Output;
+use crate::remote::{Target, encode};
 
 /// How many events one query reads.
 const PAGE: u32 = 500;
 
 pub async fn run(global: &GlobalArgs, command: AuditCommand) -> anyhow::Result<()> {
     let out = Output::new(global.output);
-    let store = store::connect(&global.database)
-        .await
-        .context("opening the database")?;
+    let target = Target::open(global).await?;
     let AuditCommand::List {
         since,
         client,
         limit,
     } = command;
-    let mut query = AuditQuery {
-        since: since.map_or(0, |ago| SystemClock.unix_seconds().saturating_sub(ago)),
-        target: client,
-        after_seq: 0,
-        limit: PAGE.min(limit),
-    };
-    let mut events = Vec::new();
+    let since = since.map_or(0, |ago| SystemClock.unix_seconds().saturating_sub(ago));
+    let mut after = 0;
+    let mut events: Vec<wire::AuditEvent> = Vec::new();
     while events.len() < limit as usize {
-        let page = store.audit_events(&query).await?;
+        let page_limit = PAGE.min(limit);
+        let page: Vec<wire::AuditEvent> = match &target {
+            Target::Database(store) => {
+                let query = AuditQuery {
+                    since,
+                    target: client.clone(),
+                    after_seq: after,
+                    limit: page_limit,
+                };
+                admin::audit_events(store.as_ref(), &query)
+                    .await?
+                    .iter()
+                    .map(wire::AuditEvent::from)
+                    .collect()
+            }
+            Target::Server(remote) => {
+                let mut path = format!("/audit?since={since}&after={after}&limit={page_limit}");
+                if let Some(client) = &client {
+                    path.push_str(&format!("&client={}", encode(client)));
+                }
+                let page: wire::AuditPage = remote.json(Method::GET, &path, None).await?;
+                page.items
+            }
+        };
         let Some(last) = page.last() else { break };
-        query.after_seq = last.seq;
-        let full = page.len() == query.limit as usize;
+        after = last.seq;
+        let full = page.len() == page_limit as usize;
         events.extend(page);
         if !full {
             break;
@@ -43,22 +63,20 @@ pub async fn run(global: &GlobalArgs, command: AuditCommand) -> anyhow::Result<(
     let values: Vec<Value> = events
         .iter()
         .map(|e| {
-            json!({
-                "seq": e.seq,
-                "at": timestamp(e.at),
-                "actor": format!("{}:{}", e.actor.kind(), e.actor.id()),
-                "action": e.action,
-                "target": e.target,
-                "changes": e.changes,
-            })
+            let mut value = serde_json::to_value(e).unwrap_or(Value::Null);
+            // `seq` is the trail's position, printed as before.
+            if let Value::Object(map) = &mut value {
+                map.insert("seq".into(), e.seq.into());
+            }
+            value
         })
         .collect();
     let rows: Vec<Vec<String>> = events
         .iter()
         .map(|e| {
             vec![
-                timestamp(e.at),
-                format!("{}:{}", e.actor.kind(), e.actor.id()),
+                e.at.clone(),
+                e.actor.clone(),
                 e.action.clone(),
                 e.target.clone().unwrap_or_else(|| "-".into()),
                 e.changes.to_string(),

@@ -44,6 +44,48 @@ pub struct GlobalArgs {
     /// keys are sealed.
     #[arg(long, global = true, env = "LATCHKEY_KEY_ENCRYPTION_KEY_FILE")]
     pub key_encryption_key_file: Option<PathBuf>,
+
+    /// Run `client`, `keys` and `audit` commands through this server's admin API (its issuer
+    /// URL, like https://auth.example.com) instead of on the database. Needs an admin client
+    /// (`client create --admin`): LATCHKEY_ADMIN_CLIENT_ID and LATCHKEY_ADMIN_CLIENT_SECRET.
+    #[arg(long, global = true, env = "LATCHKEY_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+
+    /// With --server: the admin client's id.
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_ADMIN_CLIENT_ID",
+        value_name = "ID"
+    )]
+    pub admin_client_id: Option<String>,
+
+    /// With --server: a file holding the admin client's secret (`-` reads standard input);
+    /// else LATCHKEY_ADMIN_CLIENT_SECRET.
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_ADMIN_CLIENT_SECRET_FILE",
+        value_name = "FILE"
+    )]
+    pub admin_client_secret_file: Option<PathBuf>,
+
+    /// With --server: where the admin API is, when the server serves it on a listener of its
+    /// own (--admin-listen), like https://admin.internal:9443/admin/v1. Default: --server
+    /// followed by /admin/v1.
+    #[arg(long, global = true, env = "LATCHKEY_ADMIN_API", value_name = "URL")]
+    pub admin_api: Option<String>,
+
+    /// With --server: keep the admin token in this file between runs (created readable by its
+    /// owner only), so that a script of many commands asks for one token. Default: a new
+    /// token per run.
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_ADMIN_TOKEN_CACHE",
+        value_name = "FILE"
+    )]
+    pub admin_token_cache: Option<PathBuf>,
 }
 
 /// How results are printed.

@@ -1,5 +1,5 @@
-//! `latchkey client import` and `latchkey client export`: clients as JSON lines, one per line,
-//! in the shape `client create --output json` prints.
+//! `latchkey client import`: clients as JSON lines, one per line, in the shape `client create
+//! --output json` (and `client export`) prints.
 
 use std::collections::HashSet;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -13,14 +13,12 @@ use latchkey_server::service::admin::import::{
 use latchkey_server::store::Store;
 use serde_json::json;
 
-use crate::client_cmd::{client_json, confirmed};
+use crate::client_cmd::confirmed;
 
 /// The longest line an import reads (a client with a large JWK Set fits many times over).
 const MAX_LINE_BYTES: usize = 1 << 20;
 /// How many bad lines an import reports one by one before it only counts them.
 const MAX_REPORTED: usize = 100;
-/// Clients per page of an export.
-const EXPORT_PAGE: u32 = 1_000;
 
 pub async fn import(
     store: &dyn Store,
@@ -190,21 +188,4 @@ async fn for_each_line(
         }
         each(number, line.trim_end_matches(['\n', '\r'])).await?;
     }
-}
-
-pub async fn export(store: &dyn Store) -> anyhow::Result<()> {
-    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut after = String::new();
-    loop {
-        let page = store.clients_after(&after, EXPORT_PAGE).await?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = last.client_id.clone();
-        for client in &page {
-            writeln!(stdout, "{}", client_json(client))?;
-        }
-    }
-    stdout.flush()?;
-    Ok(())
 }

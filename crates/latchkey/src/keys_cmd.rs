@@ -1,46 +1,50 @@
-//! `latchkey keys ...`: list and rotate the signing keys.
+//! `latchkey keys ...`: list and rotate the signing keys, on the database or, with `--server`,
+//! through the admin API; printed from the admin API's JSON either way.
 
-use anyhow::Context as _;
 use latchkey_proto::SigningAlg;
-use latchkey_server::keys::{KeySource, RETIRED_KEY_PUBLISHED_FOR, next_key_ready_at};
+use latchkey_server::http::admin::wire;
+use latchkey_server::keys::KeySource;
 use latchkey_server::service::admin;
-use latchkey_server::store::{self, KeyState, StoredKey};
 use latchkey_server::{Clock, SystemClock};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::cli::{GlobalArgs, KeysCommand};
-use crate::client_cmd::{confirmed, timestamp};
+use crate::client_cmd::confirmed;
 use crate::output::Output;
+use crate::remote::Target;
 
 pub async fn run(global: &GlobalArgs, command: KeysCommand) -> anyhow::Result<()> {
     let out = Output::new(global.output);
-    let store = store::connect(&global.database)
-        .await
-        .context("opening the database")?;
-    let store = store.as_ref();
+    let target = Target::open(global).await?;
     let clock: &dyn Clock = &SystemClock;
     match command {
         KeysCommand::List => {
-            let keys = store.signing_keys().await?;
-            let values: Vec<Value> = keys.iter().map(key_json).collect();
-            let dash = |t: Option<i64>| t.map_or_else(|| "-".to_owned(), timestamp);
+            let keys: Vec<wire::SigningKey> = match &target {
+                Target::Database(store) => admin::list_keys(store.as_ref())
+                    .await?
+                    .iter()
+                    .map(wire::SigningKey::from)
+                    .collect(),
+                Target::Server(remote) => remote.json(Method::GET, "/keys", None).await?,
+            };
+            let values: Vec<Value> = keys
+                .iter()
+                .map(|k| serde_json::to_value(k).unwrap_or(Value::Null))
+                .collect();
+            let dash = |t: &Option<String>| t.clone().unwrap_or_else(|| "-".to_owned());
             let rows: Vec<Vec<String>> = keys
                 .iter()
                 .map(|k| {
                     vec![
                         k.kid.clone(),
-                        k.alg.to_string(),
-                        k.state.as_str().to_owned(),
-                        timestamp(k.created_at),
-                        dash(k.activated_at),
-                        dash(k.retired_at),
-                        dash(milestone(k)),
-                        if k.encryption.is_some() {
-                            "sealed"
-                        } else {
-                            "clear"
-                        }
-                        .to_owned(),
+                        k.alg.clone(),
+                        k.state.clone(),
+                        k.created_at.clone(),
+                        dash(&k.activated_at),
+                        dash(&k.retired_at),
+                        dash(&k.next_step_at),
+                        if k.sealed { "sealed" } else { "clear" }.to_owned(),
                     ]
                 })
                 .collect();
@@ -60,24 +64,42 @@ pub async fn run(global: &GlobalArgs, command: KeysCommand) -> anyhow::Result<()
             );
         }
         KeysCommand::Rotate { alg } => {
-            let source = KeySource {
-                // The algorithm here only chooses what a new next key is made for; rotation
-                // makes each new next key with the algorithm it replaces.
-                alg: alg.unwrap_or(SigningAlg::Es256),
-                kek: crate::kek::load(global)?,
+            let rotated: Vec<wire::Rotated> = match &target {
+                Target::Database(store) => {
+                    let source = KeySource {
+                        // The algorithm here only chooses what a new next key is made for;
+                        // rotation makes each new next key with the algorithm it replaces.
+                        alg: alg.unwrap_or(SigningAlg::Es256),
+                        kek: crate::kek::load(global)?,
+                    };
+                    let rotated = confirmed(
+                        admin::rotate_keys(
+                            store.as_ref(),
+                            clock,
+                            &crate::cli_actor(),
+                            &source,
+                            alg,
+                        )
+                        .await?,
+                    );
+                    rotated.iter().map(wire::Rotated::from).collect()
+                }
+                Target::Server(remote) => {
+                    let body = json!({ "alg": alg.map(SigningAlg::as_str) });
+                    remote
+                        .json(Method::POST, "/keys/rotate", Some(&body))
+                        .await?
+                }
             };
-            let rotated = confirmed(
-                admin::rotate_keys(store, clock, &crate::cli_actor(), &source, alg).await?,
-            );
             let values: Vec<Value> = rotated
                 .iter()
-                .map(|r| json!({ "alg": r.alg, "retired": r.retired, "current": r.current, "next": r.next }))
+                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
                 .collect();
             let rows: Vec<Vec<String>> = rotated
                 .iter()
                 .map(|r| {
                     vec![
-                        r.alg.to_string(),
+                        r.alg.clone(),
                         r.retired.clone(),
                         r.current.clone(),
                         r.next.clone(),
@@ -92,28 +114,4 @@ pub async fn run(global: &GlobalArgs, command: KeysCommand) -> anyhow::Result<()
         }
     }
     Ok(())
-}
-
-/// When the key reaches its next state: a next key may sign; a retired key is removed.
-fn milestone(key: &StoredKey) -> Option<i64> {
-    match key.state {
-        KeyState::Next => Some(next_key_ready_at(key.created_at)),
-        KeyState::Retired => key.retired_at.map(|t| t + RETIRED_KEY_PUBLISHED_FOR),
-        KeyState::Current | KeyState::Removed => None,
-    }
-}
-
-fn key_json(key: &StoredKey) -> Value {
-    let optional = |t: Option<i64>| t.map(timestamp);
-    json!({
-        "kid": key.kid,
-        "alg": key.alg,
-        "state": key.state.as_str(),
-        "created_at": timestamp(key.created_at),
-        "activated_at": optional(key.activated_at),
-        "retired_at": optional(key.retired_at),
-        "removed_at": optional(key.removed_at),
-        "next_step_at": optional(milestone(key)),
-        "sealed": key.encryption.is_some(),
-    })
 }

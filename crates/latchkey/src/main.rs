@@ -14,6 +14,7 @@ mod migrate_cmd;
 mod output;
 mod proxy;
 mod registration_cmd;
+mod remote;
 mod serve_cmd;
 mod sidecar_cmd;
 mod token_cmd;

@@ -109,29 +109,37 @@ pub fn public_jwks(files: &[std::path::PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The secret from `--client-secret-file` (or standard input for `-`), else from
-/// LATCHKEY_CLIENT_SECRET. Never from an argument: the process list shows those to everyone.
+/// The secret from `--client-secret-file` (or standard input for `-`), else from LATCHKEY_CLIENT_SECRET.
 pub fn read_secret_from(file: Option<&std::path::Path>) -> anyhow::Result<ClientSecret> {
+    read_secret(file, "LATCHKEY_CLIENT_SECRET", "--client-secret-file")
+}
+
+/// A secret from `file` (standard input for `-`), else from the environment variable `env`.
+/// Never from an argument: the process list shows those to everyone. `flag` names the file
+/// option in the error.
+pub fn read_secret(
+    file: Option<&std::path::Path>,
+    env: &str,
+    flag: &str,
+) -> anyhow::Result<ClientSecret> {
     let secret = match file {
         Some(path) if path.as_os_str() == "-" => {
             let mut secret = String::new();
             std::io::stdin()
                 .read_to_string(&mut secret)
-                .context("reading the client secret from standard input")?;
+                .context("reading the secret from standard input")?;
             secret
         }
         Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the client secret from {}", path.display()))?,
-        None => match std::env::var("LATCHKEY_CLIENT_SECRET") {
+            .with_context(|| format!("reading the secret from {}", path.display()))?,
+        None => match std::env::var(env) {
             Ok(secret) => secret,
-            Err(_) => bail!(
-                "no client secret: give --client-secret-file FILE or set LATCHKEY_CLIENT_SECRET"
-            ),
+            Err(_) => bail!("no secret: give {flag} FILE or set {env}"),
         },
     };
     let secret = secret.trim_end_matches(['\r', '\n']);
     if secret.is_empty() {
-        bail!("the client secret is empty");
+        bail!("the secret is empty");
     }
     Ok(ClientSecret::new(secret))
 }

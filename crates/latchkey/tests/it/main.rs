@@ -22,5 +22,6 @@ mod lifecycle;
 mod mtls;
 mod private_key_jwt;
 mod registration;
+mod remote_cli;
 mod replicas;
 mod token_endpoint;

@@ -9,7 +9,7 @@ use http::{HeaderValue, StatusCode, header};
 use latchkey_proto::{ClientAuthMethod, GrantType, TokenFormat};
 use serde::Deserialize;
 
-use super::wire::{Client, ClientPage, ClientPatch, CreatedClient, NewClient};
+use super::wire::{Client, ClientPage, ClientPatch, CreatedClient, KeyFields, NewClient};
 use super::{
     Admin, ApiError, PREFIX, etag, json_response, limit_param, query_params, refuse_lockout,
 };
@@ -98,24 +98,15 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let request = Admin::authorize(&state, request, Access::Write).await?;
     let new: NewClient = request.json()?;
-    let parse = |field: &'static str, value: Option<&str>, default: &str| {
-        value
-            .unwrap_or(default)
-            .to_owned()
-            .parse::<String>()
-            .map_err(|_| field)
-    };
-    let Ok(auth_method) = parse(
-        "auth_method",
-        new.auth_method.as_deref(),
-        "client_secret_basic",
-    )
-    .and_then(|m| ClientAuthMethod::from_str(&m).map_err(|_| "auth_method")) else {
-        return Err(ApiError::field(
-            "auth_method",
-            "auth_method must be client_secret_basic, client_secret_post or private_key_jwt",
-        ));
-    };
+    let auth_method =
+        ClientAuthMethod::from_str(new.auth_method.as_deref().unwrap_or("client_secret_basic"))
+            .map_err(|_| {
+                ApiError::field(
+                    "auth_method",
+                    "auth_method must be client_secret_basic, client_secret_post, \
+                     private_key_jwt, tls_client_auth or self_signed_tls_client_auth",
+                )
+            })?;
     let Ok(token_format) = TokenFormat::from_str(new.token_format.as_deref().unwrap_or("jwt"))
     else {
         return Err(ApiError::field(
@@ -123,33 +114,42 @@ pub async fn create(
             "token_format must be jwt or opaque",
         ));
     };
+    let grant_types = new
+        .grant_types
+        .as_deref()
+        .unwrap_or("client_credentials")
+        .split(' ')
+        .filter(|g| !g.is_empty())
+        .map(GrantType::from_str)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            ApiError::field("grant_types", "grant_types may only be client_credentials")
+        })?;
+    if new.federated_issuer.is_none()
+        && (new.federated_subject.is_some()
+            || new.federated_audience.is_some()
+            || new.federated_max_token_age_seconds.is_some())
+    {
+        return Err(ApiError::field(
+            "federated_issuer",
+            "the federated_* members need federated_issuer",
+        ));
+    }
     let services = &state.services;
     let store = services.store.as_ref();
     let clock = services.clock.as_ref();
+    let fields = new.key_fields();
+    let material = key_material(&fields)?;
+    let keys = key_source(&fields, &material, services.remote_keys.allows_private())?;
     let registration = admin::NewClient {
-        name: new.name,
-        scope: vec![new.scope],
-        audience: new.audience,
+        name: new.name.clone(),
+        scope: vec![new.scope.clone()],
+        audience: new.audience.clone(),
         token_ttl_seconds: new.token_ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL),
         auth_method,
-        grant_types: vec![GrantType::ClientCredentials],
+        grant_types,
         can_introspect: new.can_introspect,
         token_format,
-    };
-    let jwks = new.jwks.as_ref().map(serde_json::Value::to_string);
-    let keys = match (&jwks, &new.jwks_uri) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::field(
-                "jwks_uri",
-                "give jwks or jwks_uri, not both",
-            ));
-        }
-        (Some(jwks), None) => Some(ClientKeys::Jwks(jwks)),
-        (None, Some(uri)) => Some(ClientKeys::JwksUri {
-            uri,
-            allow_private: services.remote_keys.allows_private(),
-        }),
-        (None, None) => None,
     };
     let created = match keys {
         None => admin::create_client(store, clock, &request.actor, registration)
@@ -182,6 +182,117 @@ pub async fn create(
         headers.insert(header::ETAG, tag);
     }
     Ok(response)
+}
+
+/// The owned parts of a request's key source (a JWK Set as text, certificates as DER), read
+/// before they are borrowed as a [`ClientKeys`].
+struct KeyMaterial {
+    jwks: Option<String>,
+    certificates: Option<Vec<Vec<u8>>>,
+}
+
+fn key_material(fields: &KeyFields<'_>) -> Result<KeyMaterial, ApiError> {
+    // The shape is checked here, before any precondition: bad input is a 400 whatever
+    // `If-Match` says.
+    if fields.jwks.is_some_and(|jwks| !jwks.is_object()) {
+        return Err(ApiError::field("jwks", "jwks must be a JWK Set: an object with \"keys\""));
+    }
+    let certificates = fields
+        .certificates_pem
+        .map(|pem| admin::certificates_from_pem(pem.as_bytes()))
+        .transpose()
+        .map_err(|e| ApiError::field("certificates_pem", e.to_string()))?;
+    Ok(KeyMaterial {
+        jwks: fields.jwks.map(serde_json::Value::to_string),
+        certificates,
+    })
+}
+
+/// The one key source a request names, if any: two are a 400 naming the second.
+fn key_source<'a>(
+    fields: &KeyFields<'a>,
+    material: &'a KeyMaterial,
+    allow_private: bool,
+) -> Result<Option<ClientKeys<'a>>, ApiError> {
+    let mut given: Vec<(&'static str, ClientKeys<'a>)> = Vec::new();
+    if let Some(jwks) = &material.jwks {
+        given.push(("jwks", ClientKeys::Jwks(jwks)));
+    }
+    if let Some(uri) = fields.jwks_uri {
+        given.push(("jwks_uri", ClientKeys::JwksUri { uri, allow_private }));
+    }
+    if let Some(certificates) = &material.certificates {
+        given.push(("certificates_pem", ClientKeys::Certificates(certificates)));
+    }
+    for (kind, value) in fields.tls {
+        if let Some(value) = value {
+            given.push((kind, ClientKeys::TlsSubject { kind, value }));
+        }
+    }
+    if let Some(federated) = fields.federated {
+        let Some(subject) = federated.subject else {
+            return Err(ApiError::field(
+                "federated_subject",
+                "a federated client needs federated_subject",
+            ));
+        };
+        given.push((
+            "federated_issuer",
+            ClientKeys::Federated {
+                issuer: federated.issuer,
+                subject,
+                audience: federated.audience,
+                max_token_age: federated.max_token_age,
+                allow_private,
+            },
+        ));
+    }
+    if given.len() > 1 {
+        let names: Vec<&str> = given.iter().map(|(name, _)| *name).collect();
+        return Err(ApiError::field(
+            given[1].0,
+            format!("give one of {}, not several", names.join(", ")),
+        ));
+    }
+    Ok(given.pop().map(|(_, keys)| keys))
+}
+
+/// Replace what authenticates a client without a secret: its JWK Set or `jwks_uri`
+/// (`private_key_jwt`), its certificates (`self_signed_tls_client_auth`) or its certificate
+/// subject (`tls_client_auth`). Key rotation: the new ones work at once, the old ones no more.
+#[utoipa::path(put, path = "/admin/v1/clients/{id}/keys", tag = "clients", request_body = super::wire::ClientKeys,
+    params(("id" = String, Path, description = "The client id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag the change was made against")),
+    responses(
+        (status = 200, description = "The client with its new keys", body = Client, headers(("ETag" = String))),
+        super::wire::Refusals,
+        super::wire::BadInput,
+        super::wire::BodyRefusals,
+        super::wire::NotFound,
+        super::wire::PreconditionFailed,
+    ),
+    security(("admin_token" = [])))]
+pub async fn replace_keys(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let request = Admin::authorize(&state, request, Access::Write).await?;
+    let body: super::wire::ClientKeys = request.json()?;
+    let fields = body.key_fields();
+    let material = key_material(&fields)?;
+    let allow_private = state.services.remote_keys.allows_private();
+    let Some(keys) = key_source(&fields, &material, allow_private)? else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "give the new jwks, jwks_uri, certificates_pem or tls_client_auth_* subject",
+            None,
+        ));
+    };
+    change(&state, &request, &id, false, |store, clock, actor| {
+        Box::pin(admin::replace_client_keys(store, clock, actor, &id, keys))
+    })
+    .await
 }
 
 /// Show one client.

@@ -48,6 +48,10 @@ pub fn routes() -> Router<Arc<AppState>> {
                 .patch(clients::update)
                 .delete(clients::delete),
         )
+        .route(
+            "/clients/{id}/keys",
+            axum::routing::put(clients::replace_keys),
+        )
         .route("/clients/{id}/disable", post(clients::disable))
         .route("/clients/{id}/enable", post(clients::enable))
         .route("/clients/{id}/revoke-tokens", post(clients::revoke_tokens))

@@ -177,7 +177,8 @@ pub struct NewClient {
     #[serde(default)]
     #[schema(minimum = 10, maximum = 86400)]
     pub token_ttl_seconds: Option<i64>,
-    /// `client_secret_basic` (default), `client_secret_post` or `private_key_jwt`.
+    /// `client_secret_basic` (default), `client_secret_post`, `private_key_jwt`,
+    /// `tls_client_auth` or `self_signed_tls_client_auth`.
     #[serde(default)]
     pub auth_method: Option<String>,
     /// May call the introspection endpoint (default false).
@@ -186,13 +187,164 @@ pub struct NewClient {
     /// `jwt` (default) or `opaque`.
     #[serde(default)]
     pub token_format: Option<String>,
-    /// `private_key_jwt`: its public keys, as a JWK Set.
+    /// `private_key_jwt`: its public keys, as a JWK Set (`self_signed_tls_client_auth`: keys
+    /// carrying its certificates in `x5c`).
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub jwks: Option<Value>,
     /// `private_key_jwt`: where its public keys are fetched from (https).
     #[serde(default)]
     pub jwks_uri: Option<String>,
+    /// Its grants, space-separated: `client_credentials` (the default), or empty for a client
+    /// that only introspects.
+    #[serde(default)]
+    pub grant_types: Option<String>,
+    /// `self_signed_tls_client_auth`: its certificates, PEM.
+    #[serde(default)]
+    pub certificates_pem: Option<String>,
+    /// `tls_client_auth`: the subject DN its certificate carries (RFC 4514).
+    #[serde(default)]
+    pub tls_client_auth_subject_dn: Option<String>,
+    /// `tls_client_auth`: a dNSName SAN of its certificate.
+    #[serde(default)]
+    pub tls_client_auth_san_dns: Option<String>,
+    /// `tls_client_auth`: a URI SAN of its certificate.
+    #[serde(default)]
+    pub tls_client_auth_san_uri: Option<String>,
+    /// `tls_client_auth`: an IP address SAN of its certificate.
+    #[serde(default)]
+    pub tls_client_auth_san_ip: Option<String>,
+    /// `tls_client_auth`: an email SAN of its certificate.
+    #[serde(default)]
+    pub tls_client_auth_san_email: Option<String>,
+    /// `private_key_jwt` by federated identity: the trusted issuer (https).
+    #[serde(default)]
+    pub federated_issuer: Option<String>,
+    /// Federated identity: the workload's `sub`.
+    #[serde(default)]
+    pub federated_subject: Option<String>,
+    /// Federated identity: the audience its tokens carry (default: this server's issuer).
+    #[serde(default)]
+    pub federated_audience: Option<String>,
+    /// Federated identity: how far from now its tokens' times may be, in seconds (60 to 30
+    /// days; default a day).
+    #[serde(default)]
+    #[schema(minimum = 60, maximum = 2_592_000)]
+    pub federated_max_token_age_seconds: Option<i64>,
+}
+
+/// `PUT /clients/{id}/keys`: what authenticates a client without a secret, replaced (key or
+/// certificate rotation). Exactly one member; the client's method stays.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientKeys {
+    /// `private_key_jwt` or `self_signed_tls_client_auth`: a JWK Set.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<Value>,
+    /// `private_key_jwt`: where its public keys are fetched from (https).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// `self_signed_tls_client_auth`: its certificates, PEM.
+    #[serde(default)]
+    pub certificates_pem: Option<String>,
+    /// `tls_client_auth`: the subject DN its certificate carries (RFC 4514).
+    #[serde(default)]
+    pub tls_client_auth_subject_dn: Option<String>,
+    /// `tls_client_auth`: a dNSName SAN of its certificate.
+    #[serde(default)]
+    pub tls_client_auth_san_dns: Option<String>,
+    /// `tls_client_auth`: a URI SAN of its certificate.
+    #[serde(default)]
+    pub tls_client_auth_san_uri: Option<String>,
+    /// `tls_client_auth`: an IP address SAN of its certificate.
+    #[serde(default)]
+    pub tls_client_auth_san_ip: Option<String>,
+    /// `tls_client_auth`: an email SAN of its certificate.
+    #[serde(default)]
+    pub tls_client_auth_san_email: Option<String>,
+}
+
+/// The key members a request named, borrowed: one place reads them into a key source.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyFields<'a> {
+    /// `jwks`, serialised.
+    pub jwks: Option<&'a Value>,
+    /// `jwks_uri`.
+    pub jwks_uri: Option<&'a str>,
+    /// `certificates_pem`.
+    pub certificates_pem: Option<&'a str>,
+    /// The `tls_client_auth_*` members, by name.
+    pub tls: [(&'static str, Option<&'a str>); 5],
+    /// The `federated_*` members, when `federated_issuer` is given.
+    pub federated: Option<FederatedFields<'a>>,
+}
+
+/// The `federated_*` members of a new client, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct FederatedFields<'a> {
+    /// `federated_issuer`.
+    pub issuer: &'a str,
+    /// `federated_subject`.
+    pub subject: Option<&'a str>,
+    /// `federated_audience`.
+    pub audience: Option<&'a str>,
+    /// `federated_max_token_age_seconds`.
+    pub max_token_age: Option<i64>,
+}
+
+impl NewClient {
+    /// Its key members.
+    pub fn key_fields(&self) -> KeyFields<'_> {
+        KeyFields {
+            jwks: self.jwks.as_ref(),
+            jwks_uri: self.jwks_uri.as_deref(),
+            certificates_pem: self.certificates_pem.as_deref(),
+            tls: tls_fields([
+                &self.tls_client_auth_subject_dn,
+                &self.tls_client_auth_san_dns,
+                &self.tls_client_auth_san_uri,
+                &self.tls_client_auth_san_ip,
+                &self.tls_client_auth_san_email,
+            ]),
+            federated: self
+                .federated_issuer
+                .as_deref()
+                .map(|issuer| FederatedFields {
+                    issuer,
+                    subject: self.federated_subject.as_deref(),
+                    audience: self.federated_audience.as_deref(),
+                    max_token_age: self.federated_max_token_age_seconds,
+                }),
+        }
+    }
+}
+
+impl ClientKeys {
+    /// Its key members.
+    pub fn key_fields(&self) -> KeyFields<'_> {
+        KeyFields {
+            jwks: self.jwks.as_ref(),
+            jwks_uri: self.jwks_uri.as_deref(),
+            certificates_pem: self.certificates_pem.as_deref(),
+            tls: tls_fields([
+                &self.tls_client_auth_subject_dn,
+                &self.tls_client_auth_san_dns,
+                &self.tls_client_auth_san_uri,
+                &self.tls_client_auth_san_ip,
+                &self.tls_client_auth_san_email,
+            ]),
+            federated: None,
+        }
+    }
+}
+
+fn tls_fields(values: [&Option<String>; 5]) -> [(&'static str, Option<&str>); 5] {
+    let mut fields = [("", None); 5];
+    for ((field, kind), value) in fields.iter_mut().zip(TlsSubject::KINDS).zip(values) {
+        *field = (kind, value.as_deref());
+    }
+    fields
 }
 
 /// Changes to a client; a field left out stays as it is.
@@ -392,7 +544,7 @@ pub struct AuditEvent {
     pub seq: i64,
     /// When (RFC 3339).
     pub at: String,
-    /// Who: `cli:USER`, `admin:CLIENT_ID`, `registration:CLIENT_ID` or `server:ID`.
+    /// Who: `cli:USER`, `admin:CLIENT_ID`, `registration:TOKEN_ID` or `server:ID`.
     pub actor: String,
     /// What: `client.create`, `client.update`, `secret.add`, `keys.rotate`, ...
     pub action: String,
