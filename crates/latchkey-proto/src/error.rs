@@ -33,6 +33,8 @@ pub enum ErrorCode {
     UseDpopNonce,
     /// RFC 7591 §3.2.2: a client metadata value is invalid.
     InvalidClientMetadata,
+    /// RFC 7591 §3.2.2: a redirection URI is invalid (latchkey's clients have none).
+    InvalidRedirectUri,
     /// RFC 6750 §3.1: the bearer token (an initial or registration access token) is missing,
     /// expired, revoked or unknown (always HTTP 401).
     InvalidToken,
@@ -55,6 +57,7 @@ impl ErrorCode {
             ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
             ErrorCode::UseDpopNonce => "use_dpop_nonce",
             ErrorCode::InvalidClientMetadata => "invalid_client_metadata",
+            ErrorCode::InvalidRedirectUri => "invalid_redirect_uri",
             ErrorCode::InvalidToken => "invalid_token",
         }
     }

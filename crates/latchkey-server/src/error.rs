@@ -139,6 +139,15 @@ impl OAuthError {
         )
     }
 
+    /// 400 `invalid_redirect_uri` (RFC 7591 §3.2.2).
+    pub fn invalid_redirect_uri(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(
+            ErrorCode::InvalidRedirectUri,
+            StatusCode::BAD_REQUEST,
+            description,
+        )
+    }
+
     /// 401 `invalid_token` (RFC 6750 §3.1): a bearer token that is missing, unknown, expired
     /// or revoked; answered with a `Bearer` challenge.
     pub fn invalid_token(description: impl Into<Cow<'static, str>>) -> Self {

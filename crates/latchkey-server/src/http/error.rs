@@ -17,7 +17,7 @@ impl IntoResponse for OAuthError {
         let body = ErrorResponse {
             error: self.code,
             // Descriptions of 5xx errors are fixed text; the details stay in the server log.
-            error_description: Some(self.description.into_owned()),
+            error_description: Some(printable(self.description).into_owned()),
             error_uri: None,
         };
         let json =
@@ -51,5 +51,39 @@ impl IntoResponse for OAuthError {
             .extensions_mut()
             .insert(super::access_log::Outcome(self.code.as_str()));
         response
+    }
+}
+
+/// `error_description` in the characters RFC 6749 §5.2 allows (%x20-21 / %x23-5B / %x5D-7E):
+/// a description that repeats a client's input (a metadata value) has `"` as `'`, a backslash
+/// as `/`, and anything else outside that set as `?`. Fixed descriptions pass unchanged, unallocated.
+fn printable(description: std::borrow::Cow<'static, str>) -> std::borrow::Cow<'static, str> {
+    let allowed = |c: char| matches!(c, ' '..='!' | '#'..='[' | ']'..='~');
+    if description.chars().all(allowed) {
+        return description;
+    }
+    description
+        .chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if allowed(c) => c,
+            _ => '?',
+        })
+        .collect::<String>()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn descriptions_keep_to_the_characters_rfc_6749_allows() {
+        assert_eq!(printable("plain text, fine".into()), "plain text, fine");
+        assert_eq!(
+            printable("scope \"a\\b\"\tnot \u{e9}\u{202e}".into()),
+            "scope 'a/b'?not ??"
+        );
     }
 }

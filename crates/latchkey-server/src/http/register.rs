@@ -59,11 +59,13 @@ async fn handle_register(state: &AppState, request: Request) -> Result<Response,
     if parts.method != Method::POST {
         return Err(not_allowed());
     }
+    refuse_query(&parts.uri)?;
     let authorization = single_authorization(&parts.headers)?;
+    // The token first: without one, nothing is said about the metadata.
+    let token = registration::initial_token(&state.services, authorization).await?;
     let metadata = json_body(&parts.headers, body).await?;
     let supported = client_auth_methods(state.tls.as_ref());
-    let registered =
-        registration::register(&state.services, &supported, authorization, &metadata).await?;
+    let registered = registration::register(&state.services, &supported, &token, &metadata).await?;
     let mut information = information(state, &registered.client, &registered.access_token);
     information.client_secret = registered.secret.map(|s| s.expose().to_owned());
     Ok(render(StatusCode::CREATED, &information))
@@ -75,28 +77,43 @@ async fn handle_configure(
     request: Request,
 ) -> Result<Response, OAuthError> {
     let (parts, body) = request.into_parts();
+    if !matches!(parts.method, Method::GET | Method::PUT | Method::DELETE) {
+        return Err(not_allowed());
+    }
+    refuse_query(&parts.uri)?;
     let authorization = single_authorization(&parts.headers)?;
     let services = &state.services;
+    let configured = registration::configured(services, client_id, authorization).await?;
     let client = match parts.method {
-        Method::GET => registration::read(services, client_id, authorization).await?,
         Method::PUT => {
             let metadata = json_body(&parts.headers, body).await?;
             let supported = client_auth_methods(state.tls.as_ref());
-            registration::update(services, &supported, client_id, authorization, &metadata).await?
+            registration::update(services, &supported, configured, &metadata).await?
         }
         Method::DELETE => {
-            registration::delete(services, client_id, authorization).await?;
+            registration::delete(services, configured).await?;
             // RFC 7592 §2.3: 204 with no body.
             let mut response = super::no_store_json(StatusCode::NO_CONTENT, "");
             response.headers_mut().remove(header::CONTENT_TYPE);
             return Ok(response);
         }
-        _ => return Err(not_allowed()),
+        _ => configured.client,
     };
     // The token the client just presented: RFC 7592 §3 makes it part of the answer, and only
     // its hash is stored.
     let token = bearer_token(authorization);
     Ok(render(StatusCode::OK, &information(state, &client, token)))
+}
+
+/// Like the other OAuth endpoints, these take no query: tokens and metadata in a URI end up
+/// in logs.
+fn refuse_query(uri: &http::Uri) -> Result<(), OAuthError> {
+    if uri.query().is_some() {
+        return Err(OAuthError::invalid_request(
+            "this endpoint takes no query parameters",
+        ));
+    }
+    Ok(())
 }
 
 fn not_allowed() -> OAuthError {
@@ -140,7 +157,7 @@ async fn json_body(
     if !is_json {
         return Err(OAuthError::invalid_request_with_status(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the client metadata as application/json (RFC 7591 §3.1)",
+            "send the client metadata as application/json (RFC 7591 section 3.1)",
         ));
     }
     let body = read_body(headers, body, MAX_BODY_BYTES).await?;

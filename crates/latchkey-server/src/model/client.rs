@@ -12,6 +12,14 @@ pub const MAX_TOKEN_TTL: i64 = 24 * 60 * 60;
 /// The default token lifetime (seconds): 15 minutes.
 pub const DEFAULT_TOKEN_TTL: i64 = 15 * 60;
 
+/// The audience (`aud`) of tokens for the admin API: only an operator (`client create
+/// --admin`, or an admin) gives a client this audience; dynamic registration never does.
+pub const ADMIN_AUDIENCE: &str = "urn:latchkey:admin";
+/// The scope that allows every admin operation.
+pub const ADMIN_SCOPE: &str = "latchkey:admin";
+/// The scope that allows reading only.
+pub const ADMIN_READ_SCOPE: &str = "latchkey:admin:read";
+
 /// A registered client, with its secrets (hashes only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRecord {

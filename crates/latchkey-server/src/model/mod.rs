@@ -11,8 +11,8 @@ mod token;
 
 pub use audit::{Actor, AuditEntry, AuditEvent};
 pub use client::{
-    ClientRecord, ClientUpdate, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, MIN_TOKEN_TTL, SecretInfo,
-    SecretRecord,
+    ADMIN_AUDIENCE, ADMIN_READ_SCOPE, ADMIN_SCOPE, ClientRecord, ClientUpdate, DEFAULT_TOKEN_TTL,
+    MAX_TOKEN_TTL, MIN_TOKEN_TTL, SecretInfo, SecretRecord,
 };
 pub use credential::{Credential, Federation, SecretMethod, TlsSubject};
 pub use registration::{Registration, RegistrationToken};

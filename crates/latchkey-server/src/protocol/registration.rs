@@ -12,10 +12,14 @@
 //! - `scope` and `audience` absent mean the initial access token's limits, if it has them,
 //!   else none; given, they must stay within those limits.
 //! - `client_name` absent means "registered client".
+//! - The admin API's audience and scopes are never registered this way, whatever the initial
+//!   access token allows: only an operator makes an admin client.
 
 use latchkey_proto::{ClientAuthMethod, ClientMetadata, GrantType};
 
-use crate::model::{ClientRecord, Credential, TlsSubject};
+use crate::model::{
+    ADMIN_AUDIENCE, ADMIN_READ_SCOPE, ADMIN_SCOPE, ClientRecord, Credential, TlsSubject,
+};
 
 /// The name a registration that sends no `client_name` gets.
 pub const DEFAULT_NAME: &str = "registered client";
@@ -40,6 +44,27 @@ pub enum RequestedKeys {
     TlsSubject(&'static str, String),
 }
 
+/// Why a registration's metadata is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `invalid_redirect_uri` (RFC 7591 §3.2.2): `redirect_uris` were sent.
+    RedirectUri(String),
+    /// `invalid_client_metadata`: any other member.
+    Metadata(String),
+}
+
+impl From<String> for Refusal {
+    fn from(description: String) -> Self {
+        Refusal::Metadata(description)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(description: &str) -> Self {
+        Refusal::Metadata(description.to_owned())
+    }
+}
+
 /// The client a registration asks for; its values are checked further (syntax, keys) when it
 /// is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,13 +82,12 @@ pub struct Requested {
 }
 
 /// The client that `metadata` asks for, given the authentication methods this server takes
-/// and the initial access token's `limits`; otherwise the description of an
-/// `invalid_client_metadata` error.
+/// and the initial access token's `limits`; otherwise why not.
 pub fn requested(
     metadata: &ClientMetadata,
     supported: &[ClientAuthMethod],
     limits: Limits<'_>,
-) -> Result<Requested, String> {
+) -> Result<Requested, Refusal> {
     if let Some(grants) = &metadata.grant_types
         && (grants.is_empty()
             || grants
@@ -92,11 +116,9 @@ pub fn requested(
         .as_ref()
         .is_some_and(|r| !r.is_empty())
     {
-        return Err(
-            "redirect_uris: a client_credentials client has none; send [] or leave it \
-                    out"
-            .into(),
-        );
+        return Err(Refusal::RedirectUri(
+            "redirect_uris: a client_credentials client has none; send [] or leave it out".into(),
+        ));
     }
     let auth_method = match metadata.token_endpoint_auth_method.as_deref() {
         None => ClientAuthMethod::ClientSecretBasic,
@@ -124,6 +146,21 @@ pub fn requested(
         limits.scope,
     )?;
     let audience = within("audience", metadata.audience.clone(), limits.audience)?;
+    if let Some(reserved) = scope
+        .iter()
+        .find(|s| *s == ADMIN_SCOPE || *s == ADMIN_READ_SCOPE)
+    {
+        return Err(format!(
+            "scope: {reserved} is for admin clients, which only an operator registers"
+        )
+        .into());
+    }
+    if audience.iter().any(|a| a == ADMIN_AUDIENCE) {
+        return Err(format!(
+            "audience: {ADMIN_AUDIENCE} is for admin clients, which only an operator registers"
+        )
+        .into());
+    }
     Ok(Requested {
         name: metadata
             .client_name
@@ -344,13 +381,51 @@ mod tests {
         let r = requested(&metadata(r#"{"scope":"b"}"#), ALL, limits).unwrap();
         assert_eq!(r.scope, vec!["b".to_owned()]);
         let err = requested(&metadata(r#"{"scope":"a c"}"#), ALL, limits).unwrap_err();
-        assert!(err.starts_with("scope: c not allowed"), "{err}");
+        assert!(
+            matches!(&err, Refusal::Metadata(m) if m.starts_with("scope: c not allowed")),
+            "{err:?}"
+        );
         let err = requested(
             &metadata(r#"{"audience":["https://other.example"]}"#),
             ALL,
             limits,
         )
         .unwrap_err();
-        assert!(err.starts_with("audience:"), "{err}");
+        assert!(
+            matches!(&err, Refusal::Metadata(m) if m.starts_with("audience:")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn admin_scopes_and_the_admin_audience_are_never_registered() {
+        for body in [
+            r#"{"scope":"read latchkey:admin"}"#,
+            r#"{"scope":"latchkey:admin:read"}"#,
+            r#"{"audience":["urn:latchkey:admin"]}"#,
+        ] {
+            assert!(
+                requested(&metadata(body), ALL, Limits::default()).is_err(),
+                "{body}"
+            );
+        }
+        // Not even when the initial access token's limits name them.
+        let scope = vec!["latchkey:admin".to_owned()];
+        let limits = Limits {
+            scope: Some(&scope),
+            audience: None,
+        };
+        assert!(requested(&metadata("{}"), ALL, limits).is_err());
+    }
+
+    #[test]
+    fn redirect_uris_are_their_own_refusal() {
+        let err = requested(
+            &metadata(r#"{"redirect_uris":["https://app.example/cb"]}"#),
+            ALL,
+            Limits::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Refusal::RedirectUri(_)));
     }
 }

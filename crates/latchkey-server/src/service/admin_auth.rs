@@ -9,12 +9,7 @@ use latchkey_proto::{AccessTokenClaims, Audience};
 use super::{Services, active_claims};
 use crate::protocol::mutual_tls::certificate_thumbprint;
 
-/// The audience (`aud`) of tokens for the admin API.
-pub const ADMIN_AUDIENCE: &str = "urn:latchkey:admin";
-/// The scope that allows every admin operation.
-pub const ADMIN_SCOPE: &str = "latchkey:admin";
-/// The scope that allows reading only.
-pub const ADMIN_READ_SCOPE: &str = "latchkey:admin:read";
+pub use crate::model::{ADMIN_AUDIENCE, ADMIN_READ_SCOPE, ADMIN_SCOPE};
 
 /// What an admin request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,8 @@
 //! client with an initial access token, then read, replace or delete it with the registration
 //! access token the registration returned. The metadata is judged by
 //! `protocol::registration`; clients are built and stored as the admin operations do, with
-//! the registration as the actor of their audit entries.
+//! the registration as the actor of their audit entries. Tokens are checked before a request's
+//! body is read: without one, nothing is said about the metadata.
 
 use latchkey_proto::{ClientAuthMethod, ClientMetadata, RegistrationRequest};
 
@@ -14,8 +15,8 @@ use super::admin::{
 use crate::cache::wait_for_servers;
 use crate::error::OAuthError;
 use crate::model::audit::{self, action};
-use crate::model::{Actor, ClientRecord, ClientUpdate, Registration};
-use crate::protocol::registration::{Limits, Requested, RequestedKeys, requested};
+use crate::model::{Actor, ClientRecord, ClientUpdate, Registration, RegistrationToken};
+use crate::protocol::registration::{Limits, Refusal, Requested, RequestedKeys, requested};
 use crate::secret::{ClientSecret, REGISTRATION_ACCESS_PREFIX, SecretHash, new_bearer_token};
 
 /// A client just registered.
@@ -27,6 +28,15 @@ pub struct Registered {
     pub secret: Option<ClientSecret>,
     /// Its registration access token (RFC 7592 §1), likewise.
     pub access_token: String,
+}
+
+/// A registered client and its registration, as its registration access token reaches them.
+#[derive(Debug)]
+pub struct Configured {
+    /// What is kept about the registration.
+    pub registration: Registration,
+    /// The client as it is now.
+    pub client: ClientRecord,
 }
 
 /// The bearer token of an `Authorization` header (RFC 6750 §2.1), or `invalid_token`.
@@ -56,17 +66,30 @@ fn metadata_error(err: AdminError) -> OAuthError {
     }
 }
 
-/// The client `requested` asks for, built and checked (keys included) but not stored.
-async fn build(
-    services: &Services,
-    requested: &Requested,
-    now: i64,
-) -> Result<(ClientRecord, Option<ClientSecret>), OAuthError> {
-    let new = new_client(requested);
-    let keys = client_keys(services, requested.keys.as_ref());
-    new_client_record(new, keys, now)
-        .await
-        .map_err(metadata_error)
+/// A refusal of the metadata as an OAuth error.
+fn refused(refusal: Refusal) -> OAuthError {
+    match refusal {
+        Refusal::RedirectUri(description) => OAuthError::invalid_redirect_uri(description),
+        Refusal::Metadata(description) => OAuthError::invalid_client_metadata(description),
+    }
+}
+
+/// An error about a `jwks_uri`'s host says nothing of what the host resolves to: whoever holds
+/// an initial access token could otherwise map the internal network's names.
+fn hide_addresses(err: OAuthError, keys: Option<&RequestedKeys>) -> OAuthError {
+    let resolved = [
+        "cannot resolve",
+        "has no address",
+        "points inside the network",
+    ];
+    if matches!(keys, Some(RequestedKeys::JwksUri(_)))
+        && resolved.iter().any(|r| err.description.contains(r))
+    {
+        return OAuthError::invalid_client_metadata(
+            "jwks_uri: its host must resolve, to public addresses only",
+        );
+    }
+    err
 }
 
 fn new_client(requested: &Requested) -> NewClient {
@@ -94,31 +117,39 @@ fn client_keys<'a>(services: &Services, keys: Option<&'a RequestedKeys>) -> Opti
     })
 }
 
-/// Registers a client (RFC 7591 §3) with the initial access token in `authorization`, for
-/// the `metadata` of `request`. `supported` are the authentication methods this server takes.
+/// The usable initial access token in `authorization`.
+pub async fn initial_token(
+    services: &Services,
+    authorization: Option<&[u8]>,
+) -> Result<RegistrationToken, OAuthError> {
+    let now = services.clock.unix_seconds();
+    let presented = SecretHash::of(bearer(authorization)?.as_bytes());
+    match services.store.find_registration_token(&presented).await? {
+        Some(token) if token.hash.matches(&presented) && token.usable(now) => Ok(token),
+        _ => Err(OAuthError::invalid_token(
+            "the initial access token is unknown, expired, revoked or used up",
+        )),
+    }
+}
+
+/// Registers a client (RFC 7591 §3) with the initial access token `token`, for the metadata of
+/// `request`. `supported` are the authentication methods this server takes.
 pub async fn register(
     services: &Services,
     supported: &[ClientAuthMethod],
-    authorization: Option<&[u8]>,
+    token: &RegistrationToken,
     request: &RegistrationRequest,
 ) -> Result<Registered, OAuthError> {
     let now = services.clock.unix_seconds();
-    let presented = SecretHash::of(bearer(authorization)?.as_bytes());
-    let token = match services.store.find_registration_token(&presented).await? {
-        Some(token) if token.hash.matches(&presented) && token.usable(now) => token,
-        _ => {
-            return Err(OAuthError::invalid_token(
-                "the initial access token is unknown, expired, revoked or used up",
-            ));
-        }
-    };
     let limits = Limits {
         scope: token.scope_limit.as_deref(),
         audience: token.audience_limit.as_deref(),
     };
-    let requested = requested(&request.metadata, supported, limits)
-        .map_err(OAuthError::invalid_client_metadata)?;
-    let (client, secret) = build(services, &requested, now).await?;
+    let requested = requested(&request.metadata, supported, limits).map_err(refused)?;
+    let keys = client_keys(services, requested.keys.as_ref());
+    let (client, secret) = new_client_record(new_client(&requested), keys, now)
+        .await
+        .map_err(|e| hide_addresses(metadata_error(e), requested.keys.as_ref()))?;
     let (access_token, access_hash) = new_bearer_token(REGISTRATION_ACCESS_PREFIX);
     let registration = Registration {
         client_id: client.client_id.clone(),
@@ -163,12 +194,13 @@ async fn warn_unconfirmed(services: &Services) {
 }
 
 /// The registration and client that the registration access token in `authorization` manages,
-/// if it is the one of `client_id` (RFC 7592 §2: anything else is `invalid_token`).
-async fn configured(
+/// if it is the one of `client_id` (RFC 7592 §2: anything else is `invalid_token`) and the
+/// client is enabled: disabling a client also stops it from managing itself.
+pub async fn configured(
     services: &Services,
     client_id: &str,
     authorization: Option<&[u8]>,
-) -> Result<(Registration, ClientRecord), OAuthError> {
+) -> Result<Configured, OAuthError> {
     let presented = SecretHash::of(bearer(authorization)?.as_bytes());
     let invalid =
         || OAuthError::invalid_token("the registration access token is not valid for this client");
@@ -183,16 +215,15 @@ async fn configured(
         .find_client(client_id)
         .await?
         .ok_or_else(invalid)?;
-    Ok((registration, client))
-}
-
-/// RFC 7592 §2.1: the client as registered now.
-pub async fn read(
-    services: &Services,
-    client_id: &str,
-    authorization: Option<&[u8]>,
-) -> Result<ClientRecord, OAuthError> {
-    Ok(configured(services, client_id, authorization).await?.1)
+    if !client.enabled {
+        return Err(OAuthError::invalid_token(
+            "the client is disabled; an operator can enable it again",
+        ));
+    }
+    Ok(Configured {
+        registration,
+        client,
+    })
 }
 
 /// RFC 7592 §2.2: replaces the client's metadata with `request`'s; what it leaves out returns
@@ -201,14 +232,17 @@ pub async fn read(
 pub async fn update(
     services: &Services,
     supported: &[ClientAuthMethod],
-    client_id: &str,
-    authorization: Option<&[u8]>,
+    configured: Configured,
     request: &RegistrationRequest,
 ) -> Result<ClientRecord, OAuthError> {
-    let (registration, before) = configured(services, client_id, authorization).await?;
+    let Configured {
+        registration,
+        client: before,
+    } = configured;
+    let client_id = before.client_id.as_str();
     if request.client_id.as_deref() != Some(client_id) {
         return Err(OAuthError::invalid_request(
-            "client_id must be sent, and be the client's own (RFC 7592 §2.2)",
+            "client_id must be sent, and be the client's own (RFC 7592 section 2.2)",
         ));
     }
     let server_set = [
@@ -228,7 +262,7 @@ pub async fn update(
     ];
     if let Some((name, _)) = server_set.iter().find(|(_, sent)| *sent) {
         return Err(OAuthError::invalid_request(format!(
-            "{name} is set by the server and must not be sent (RFC 7592 §2.2)"
+            "{name} is set by the server and must not be sent (RFC 7592 section 2.2)"
         )));
     }
     if let Some(secret) = &request.client_secret {
@@ -248,8 +282,7 @@ pub async fn update(
         scope: registration.scope_limit.as_deref(),
         audience: registration.audience_limit.as_deref(),
     };
-    let requested = requested(&request.metadata, supported, limits)
-        .map_err(OAuthError::invalid_client_metadata)?;
+    let requested = requested(&request.metadata, supported, limits).map_err(refused)?;
     if requested.auth_method != before.auth_method() {
         return Err(OAuthError::invalid_client_metadata(format!(
             "token_endpoint_auth_method: the client uses {}; register a new client to change it",
@@ -272,22 +305,17 @@ pub async fn update(
         keys,
     )
     .await
-    .map_err(metadata_error)?;
+    .map_err(|e| hide_addresses(metadata_error(e), requested.keys.as_ref()))?;
     Ok(applied.value)
 }
 
 /// RFC 7592 §2.3: deletes the client; its registration access token goes with it.
-pub async fn delete(
-    services: &Services,
-    client_id: &str,
-    authorization: Option<&[u8]>,
-) -> Result<(), OAuthError> {
-    let (registration, _) = configured(services, client_id, authorization).await?;
+pub async fn delete(services: &Services, configured: Configured) -> Result<(), OAuthError> {
     admin::delete_client(
         services.store.as_ref(),
         services.clock.as_ref(),
-        &Actor::Registration(registration.token_id),
-        client_id,
+        &Actor::Registration(configured.registration.token_id),
+        &configured.client.client_id,
     )
     .await
     .map_err(metadata_error)?;

@@ -264,11 +264,6 @@ async fn initial_access_tokens_are_checked_and_metadata_refused_with_a_reason() 
             "grant_types",
         ),
         (
-            "redirect",
-            json!({ "redirect_uris": ["https://app.example/cb"] }),
-            "redirect_uris",
-        ),
-        (
             "public client",
             json!({ "token_endpoint_auth_method": "none" }),
             "token_endpoint_auth_method",
@@ -320,6 +315,12 @@ async fn initial_access_tokens_are_checked_and_metadata_refused_with_a_reason() 
             "name",
         ),
         ("wrong type", json!({ "scope": 5 }), "invalid type"),
+        ("admin scope", json!({ "scope": "latchkey:admin" }), "admin"),
+        (
+            "admin read scope",
+            json!({ "scope": "read latchkey:admin:read" }),
+            "admin",
+        ),
         ("not an object", json!([1, 2]), "object"),
     ];
     for (case, metadata, mentions) in refused {
@@ -332,7 +333,46 @@ async fn initial_access_tokens_are_checked_and_metadata_refused_with_a_reason() 
         );
         let description = result.1["error_description"].as_str().unwrap();
         assert!(description.contains(mentions), "{case}: {description}");
+        // RFC 6749 section 5.2's characters only, and nothing about what a host resolves to.
+        assert!(
+            description
+                .chars()
+                .all(|c| (' '..='~').contains(&c) && c != '"' && c != '\\'),
+            "{case}: {description}"
+        );
+        assert!(!description.contains("127.0.0.1"), "{case}: {description}");
     }
+    let redirect = register(
+        &app,
+        &token,
+        &json!({ "redirect_uris": ["https://app.example/cb"] }),
+    )
+    .await;
+    assert_error(
+        &redirect,
+        StatusCode::BAD_REQUEST,
+        "invalid_redirect_uri",
+        "redirect_uris",
+    );
+    // The token is checked before the body: without one, nothing is said about the metadata.
+    let response = app
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = app
+        .http
+        .post(format!("{url}?client_name=x"))
+        .header("authorization", format!("Bearer {token}"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400, "no query");
     let raw = |content_type: &'static str, body: Vec<u8>| {
         app.http
             .post(&url)
@@ -390,6 +430,33 @@ async fn initial_access_tokens_are_checked_and_metadata_refused_with_a_reason() 
         "invalid_token",
         "used up",
     );
+
+    // Not even a token without limits registers an admin client; no token can be made to.
+    let (_, unlimited) = initial_token(&app, &[]);
+    let admin = register(
+        &app,
+        &unlimited,
+        &json!({ "audience": ["urn:latchkey:admin"], "scope": "latchkey:admin" }),
+    )
+    .await;
+    assert_error(
+        &admin,
+        StatusCode::BAD_REQUEST,
+        "invalid_client_metadata",
+        "admin audience",
+    );
+    let refused = Command::new(BIN)
+        .args([
+            "--database",
+            &app.database_url,
+            "registration-token",
+            "create",
+            "--scope-limit",
+            "latchkey:admin",
+        ])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
 
     // Expired and revoked tokens register nothing.
     let an_hour_before = ManualClock::new(T0 - 7200);
@@ -525,6 +592,17 @@ async fn the_configuration_endpoint_takes_only_the_clients_own_token() {
     assert_eq!(result.1["scope"], "read write");
     assert!(result.1.get("client_secret").is_none());
     assert_eq!(result.1["registration_access_token"], own);
+
+    // A disabled client cannot manage itself; enabled again, it can.
+    cli(&app, &["client", "disable", id]);
+    let (status, _, body) = send(&app, reqwest::Method::GET, uri, Some(own), None).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("invalid_token"))
+    );
+    cli(&app, &["client", "enable", id]);
+    let (status, _, _) = send(&app, reqwest::Method::GET, uri, Some(own), None).await;
+    assert_eq!(status, 200);
 
     let (status, headers, _) = send(
         &app,

@@ -195,7 +195,10 @@ fn key_material(fields: &KeyFields<'_>) -> Result<KeyMaterial, ApiError> {
     // The shape is checked here, before any precondition: bad input is a 400 whatever
     // `If-Match` says.
     if fields.jwks.is_some_and(|jwks| !jwks.is_object()) {
-        return Err(ApiError::field("jwks", "jwks must be a JWK Set: an object with \"keys\""));
+        return Err(ApiError::field(
+            "jwks",
+            "jwks must be a JWK Set: an object with \"keys\"",
+        ));
     }
     let certificates = fields
         .certificates_pem

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{AdminError, check_audience, entry, log_audit, parse_scope_list};
 use crate::clock::Clock;
 use crate::model::audit::action;
-use crate::model::{Actor, RegistrationToken};
+use crate::model::{ADMIN_AUDIENCE, ADMIN_READ_SCOPE, ADMIN_SCOPE, Actor, RegistrationToken};
 use crate::secret::{REGISTRATION_TOKEN_PREFIX, new_bearer_token, new_row_id};
 use crate::store::Store;
 
@@ -56,6 +56,23 @@ pub async fn create(
         .as_deref()
         .map(check_audience)
         .transpose()?;
+    // Only an operator makes admin clients: registration never grants the admin API.
+    if scope_limit
+        .iter()
+        .flatten()
+        .any(|s| s == ADMIN_SCOPE || s == ADMIN_READ_SCOPE)
+    {
+        return Err(AdminError::field(
+            "scope_limit",
+            "the admin scopes cannot be registered dynamically",
+        ));
+    }
+    if audience_limit.iter().flatten().any(|a| a == ADMIN_AUDIENCE) {
+        return Err(AdminError::field(
+            "audience_limit",
+            "the admin audience cannot be registered dynamically",
+        ));
+    }
     let now = clock.unix_seconds();
     let (secret, hash) = new_bearer_token(REGISTRATION_TOKEN_PREFIX);
     let token = RegistrationToken {
