@@ -117,7 +117,7 @@ pub async fn run(global: &GlobalArgs, command: ClientCommand) -> anyhow::Result<
             match &target {
                 Target::Database(store) => {
                     confirmed(
-                        admin::delete_client(store.as_ref(), clock, &crate::cli_actor(), &id)
+                        admin::delete_client(store.as_ref(), clock, &crate::cli_actor(), &id, None)
                             .await?,
                     );
                 }
@@ -460,7 +460,7 @@ async fn update_in_database(
     }
     if let Some(keys) = keys {
         client = Some(confirmed(
-            admin::replace_client_keys(store, clock, &actor, &args.id, keys).await?,
+            admin::replace_client_keys(store, clock, &actor, &args.id, keys, None).await?,
         ));
     }
     let client = match client {

@@ -234,6 +234,7 @@ impl ClientRecord {
             after.credential = credential.clone();
         }
         after.updated_at = now;
+        after.version += 1;
         after
     }
 }

@@ -45,6 +45,10 @@ pub struct ClientRecord {
     pub token_format: TokenFormat,
     /// Tokens carry the epoch of their client at issue; tokens of an older epoch are revoked.
     pub token_epoch: i64,
+    /// Moves on with every change to the client's record (not its secrets): a change can be
+    /// made only if the client is still at the version it was decided on
+    /// ([`ClientUpdate::expected_version`]).
+    pub version: i64,
     /// Creation time.
     pub created_at: i64,
     /// Last change.
@@ -73,6 +77,7 @@ impl ClientRecord {
             can_introspect: false,
             token_format: TokenFormat::Jwt,
             token_epoch: 0,
+            version: 0,
             created_at: now,
             updated_at: now,
             secrets: Vec::new(),
@@ -134,4 +139,7 @@ pub struct ClientUpdate {
     /// Replace what authenticates a client without a secret (key or certificate rotation, or
     /// where its keys come from); its authentication method stays the same.
     pub credential: Option<Credential>,
+    /// Apply the change only if the client is still at this version (else nothing changes,
+    /// and the store answers `StoreError::Precondition`).
+    pub expected_version: Option<i64>,
 }

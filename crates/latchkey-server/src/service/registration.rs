@@ -316,6 +316,7 @@ pub async fn delete(services: &Services, configured: Configured) -> Result<(), O
         services.clock.as_ref(),
         &Actor::Registration(configured.registration.token_id),
         &configured.client.client_id,
+        None,
     )
     .await
     .map_err(metadata_error)?;

@@ -48,6 +48,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "client registration",
         include_str!("../../migrations/sqlite/0010_registration.sql"),
     ),
+    (
+        "client version",
+        include_str!("../../migrations/sqlite/0011_client_version.sql"),
+    ),
 ];
 
 /// PostgreSQL's migrations, likewise. Version 1 is the whole of SQLite's versions 1 and 2:
@@ -88,6 +92,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "client registration",
         include_str!("../../migrations/postgres/0009_registration.sql"),
+    ),
+    (
+        "client version",
+        include_str!("../../migrations/postgres/0010_client_version.sql"),
     ),
 ];
 

@@ -50,6 +50,9 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// A change made against a version of a record that is no longer the current one.
+    #[error("precondition failed: {0}")]
+    Precondition(String),
     /// Any other database error.
     #[error("database error: {0}")]
     Other(String),
@@ -302,7 +305,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every client, ordered by creation.
     async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
 
-    /// Applies `update` and returns the client as it is now, or `None` if there is none.
+    /// Applies `update` and returns the client as it is now, or `None` if there is none. With
+    /// `update.expected_version`, only a client still at that version changes; another is a
+    /// [`StoreError::Precondition`], decided by the update statement itself.
     async fn update_client(
         &self,
         audit: &AuditEntry,
@@ -324,8 +329,14 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<SecretAdded, StoreError>;
 
-    /// Deletes a client and its secrets; `false` if there was none.
-    async fn delete_client(&self, audit: &AuditEntry, client_id: &str) -> Result<bool, StoreError>;
+    /// Deletes a client and its secrets; `false` if there was none. With `expected_version`,
+    /// only a client still at that version (else [`StoreError::Precondition`]).
+    async fn delete_client(
+        &self,
+        audit: &AuditEntry,
+        client_id: &str,
+        expected_version: Option<i64>,
+    ) -> Result<bool, StoreError>;
 
     /// Where the shared state stands now, in one round trip.
     async fn sync_point(&self) -> Result<SyncPoint, StoreError>;

@@ -24,7 +24,7 @@ macro_rules! client_select {
     () => {
         "SELECT c.client_id, c.name, c.scope, c.audience, c.grant_types,
         c.token_ttl_seconds, c.auth_method, c.enabled, c.can_introspect, c.token_format,
-        c.token_epoch, c.public_keys, c.jwks_uri,
+        c.token_epoch, c.version, c.public_keys, c.jwks_uri,
         c.federated_issuer, c.federated_subject, c.federated_audience, c.federated_max_token_age,
         c.tls_subject_kind,
         c.tls_subject, c.created_at, c.updated_at,
@@ -229,8 +229,9 @@ fn credential_from_row(row: &DbRow) -> Result<Credential, StoreError> {
     )
 }
 
-/// Applies a [`ClientUpdate`] to a client's row. A new credential is written only over one of
-/// the same authentication method (`$20`): no row changes otherwise. The casts give
+/// Applies a [`ClientUpdate`] to a client's row and moves its version on. A new credential is
+/// written only over one of the same authentication method (`$20`), and an update with an
+/// expected version only to a row at that version (`$21`): no row changes otherwise. The casts give
 /// PostgreSQL the type of parameters it cannot infer; SQLite reads them as no-ops.
 pub(super) fn update_client<'a>(
     client_id: &'a str,
@@ -262,8 +263,10 @@ pub(super) fn update_client<'a>(
             tls_subject = CASE WHEN $19 THEN CAST($17 AS TEXT) ELSE tls_subject END,
             federated_max_token_age = CASE WHEN $19 THEN CAST($18 AS BIGINT)
                 ELSE federated_max_token_age END,
-            updated_at = $7
-         WHERE client_id = $1 AND (NOT $19 OR auth_method = $20)")
+            updated_at = $7,
+            version = version + 1
+         WHERE client_id = $1 AND (NOT $19 OR auth_method = $20)
+           AND (CAST($21 AS BIGINT) IS NULL OR version = $21)")
     .bind(client_id)
     .bind(update.name.as_deref())
     .bind(update.scope.as_ref().map(|s| s.join(" ")))
@@ -274,12 +277,16 @@ pub(super) fn update_client<'a>(
     .bind(update.can_introspect)
     .bind(update.token_format.map(TokenFormat::as_str))
     .bind(i64::from(update.revoke_tokens));
-    columns.bind(query).bind(update.credential.is_some()).bind(
-        update
-            .credential
-            .as_ref()
-            .map(|credential| credential.auth_method().as_str()),
-    )
+    columns
+        .bind(query)
+        .bind(update.credential.is_some())
+        .bind(
+            update
+                .credential
+                .as_ref()
+                .map(|credential| credential.auth_method().as_str()),
+        )
+        .bind(update.expected_version)
 }
 
 /// Inserts secrets (`(client_id, secret)`), all in one statement; at most
@@ -371,6 +378,7 @@ pub(super) fn clients_from_rows(rows: &[DbRow]) -> Result<Vec<ClientRecord>, Sto
                 token_format: TokenFormat::from_str(&token_format)
                     .map_err(|e| StoreError::Corrupt(format!("token format: {e}")))?,
                 token_epoch: row.get("token_epoch")?,
+                version: row.get("version")?,
                 created_at: row.get("created_at")?,
                 updated_at: row.get("updated_at")?,
                 secrets: Vec::new(),

@@ -195,19 +195,24 @@ impl Store for SqlStore {
                 .await?
                 == 0
             {
-                // No such client, or a credential of another method (which would leave a row
-                // that cannot be read back).
-                let exists = sql("SELECT 1 FROM clients WHERE client_id = $1")
+                // No such client, another version than expected, or a credential of another
+                // method (which would leave a row that cannot be read back).
+                let row = sql("SELECT version FROM clients WHERE client_id = $1")
                     .bind(client_id)
                     .fetch_optional(&mut tx)
-                    .await?
-                    .is_some();
-                if exists {
-                    return Err(TxError::Fail(StoreError::Conflict(format!(
-                        "client {client_id} authenticates with another method"
+                    .await?;
+                let Some(row) = row else {
+                    return Ok(false);
+                };
+                let version: i64 = row.get("version")?;
+                if update.expected_version.is_some_and(|v| v != version) {
+                    return Err(TxError::Fail(StoreError::Precondition(format!(
+                        "client {client_id} is at version {version}"
                     ))));
                 }
-                return Ok(false);
+                return Err(TxError::Fail(StoreError::Conflict(format!(
+                    "client {client_id} authenticates with another method"
+                ))));
             }
             if update.revoke_tokens {
                 sql("DELETE FROM opaque_tokens WHERE client_id = $1")
@@ -227,14 +232,32 @@ impl Store for SqlStore {
         }
     }
 
-    async fn delete_client(&self, audit: &AuditEntry, client_id: &str) -> Result<bool, StoreError> {
+    async fn delete_client(
+        &self,
+        audit: &AuditEntry,
+        client_id: &str,
+        expected_version: Option<i64>,
+    ) -> Result<bool, StoreError> {
         retrying(|| async move {
             let mut tx = self.db.begin().await?;
-            let deleted = sql("DELETE FROM clients WHERE client_id = $1")
-                .bind(client_id)
-                .execute(&mut tx)
-                .await?;
+            let deleted = sql("DELETE FROM clients WHERE client_id = $1
+                 AND (CAST($2 AS BIGINT) IS NULL OR version = $2)")
+            .bind(client_id)
+            .bind(expected_version)
+            .execute(&mut tx)
+            .await?;
             if deleted == 0 {
+                let exists = sql("SELECT 1 FROM clients WHERE client_id = $1")
+                    .bind(client_id)
+                    .fetch_optional(&mut tx)
+                    .await?
+                    .is_some();
+                if exists {
+                    return Err(TxError::Fail(StoreError::Precondition(format!(
+                        "client {client_id} is no longer at version {}",
+                        expected_version.unwrap_or_default()
+                    ))));
+                }
                 return Ok(false);
             }
             record_change(&mut tx, &Change::Client(client_id.to_owned()), audit, None).await?;

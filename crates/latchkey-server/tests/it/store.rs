@@ -537,10 +537,10 @@ async fn deleting_a_client_takes_its_secrets_and_tokens() {
             .await
             .unwrap();
         assert!(
-            store.delete_client(&audit(), "lk_a").await.unwrap(),
+            store.delete_client(&audit(), "lk_a", None).await.unwrap(),
             "{backend}"
         );
-        assert!(!store.delete_client(&audit(), "lk_a").await.unwrap());
+        assert!(!store.delete_client(&audit(), "lk_a", None).await.unwrap());
         assert_eq!(store.find_client("lk_a").await.unwrap(), None);
         assert_eq!(
             store
@@ -671,7 +671,12 @@ async fn every_change_appends_its_audit_entry_in_its_transaction() {
             .unwrap();
         // A change that changes nothing records nothing; a refused one neither.
         let nothing = entry(T0 + 11, admin.clone(), action::CLIENT_DELETE, "lk_none");
-        assert!(!store.delete_client(&nothing, "lk_none").await.unwrap());
+        assert!(
+            !store
+                .delete_client(&nothing, "lk_none", None)
+                .await
+                .unwrap()
+        );
         assert!(
             store
                 .update_client(&nothing, "lk_none", &update, T0 + 11)
@@ -766,9 +771,9 @@ async fn every_change_is_one_numbered_feed_entry() {
             .insert_key_if_none(&audit(), &key("k1", KeyState::Current, T0))
             .await
             .unwrap();
-        assert!(store.delete_client(&audit(), "lk_b").await.unwrap());
+        assert!(store.delete_client(&audit(), "lk_b", None).await.unwrap());
         // Nothing that fails to change anything moves the feed.
-        assert!(!store.delete_client(&audit(), "lk_b").await.unwrap());
+        assert!(!store.delete_client(&audit(), "lk_b", None).await.unwrap());
 
         let entries = store.changes_since(start, 100).await.unwrap();
         let changes: Vec<Change> = entries.iter().map(|e| e.change.clone()).collect();
@@ -1235,7 +1240,12 @@ async fn a_registration_counts_one_use_of_its_token_and_stores_the_client_with_i
         assert_eq!(used.uses, 3, "{backend}");
         assert!(!used.usable(T0 + 1));
         // Deleting the client deletes its registration.
-        assert!(store.delete_client(&audit(), stored[0]).await.unwrap());
+        assert!(
+            store
+                .delete_client(&audit(), stored[0], None)
+                .await
+                .unwrap()
+        );
         assert!(
             store
                 .find_registration(&registration(stored[0]).access_hash)
@@ -1284,6 +1294,56 @@ async fn a_registration_counts_one_use_of_its_token_and_stores_the_client_with_i
         let purged = store.purge_expired(T0 + 3600, 0).await.unwrap();
         assert_eq!(purged.registration_tokens, 1, "{backend}");
         assert!(store.registration_tokens().await.unwrap().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_change_held_to_a_version_is_made_once_among_racers() {
+    each_backend(|store, backend| async move {
+        store
+            .create_client(&audit(), &client("lk_v", T0))
+            .await
+            .unwrap();
+        let version = store.find_client("lk_v").await.unwrap().unwrap().version;
+        let mut racers = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let store = store.clone();
+            racers.spawn(async move {
+                let update = ClientUpdate {
+                    name: Some(format!("racer {i}")),
+                    expected_version: Some(version),
+                    ..ClientUpdate::default()
+                };
+                store.update_client(&audit(), "lk_v", &update, T0 + 1).await
+            });
+        }
+        let results = racers.join_all().await;
+        let made = results.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::Precondition(_))))
+            .count();
+        assert_eq!((made, refused), (1, 7), "{backend}: {results:?}");
+        let now = store.find_client("lk_v").await.unwrap().unwrap();
+        assert_eq!(now.version, version + 1, "{backend}");
+        // Deletion is held to a version too; without one it is unconditional.
+        assert!(matches!(
+            store.delete_client(&audit(), "lk_v", Some(version)).await,
+            Err(StoreError::Precondition(_))
+        ));
+        assert!(
+            store
+                .delete_client(&audit(), "lk_v", Some(now.version))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .delete_client(&audit(), "lk_v", Some(now.version))
+                .await
+                .unwrap()
+        );
     })
     .await;
 }

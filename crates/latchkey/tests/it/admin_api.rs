@@ -236,6 +236,34 @@ async fn an_admin_client_manages_clients_over_http() {
         .await
         .unwrap();
     assert_eq!(unchanged["name"], "billing-v2");
+    // Many changes race against the same ETag: exactly one is made, every other is a 412 (the
+    // version is checked by the update itself, not only before it).
+    let tag = new_tag.clone();
+    let racers = (0..8).map(|i| {
+        let api = &api;
+        let tag = tag.clone();
+        let id = id.clone();
+        async move {
+            api.send(
+                reqwest::Method::PATCH,
+                &format!("/clients/{id}"),
+                Some(json!({ "name": format!("racer-{i}") })),
+                Some(&tag),
+            )
+            .await
+            .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(racers).await;
+    assert_eq!(
+        statuses.iter().filter(|s| s.as_u16() == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| matches!(s.as_u16(), 200 | 412)),
+        "{statuses:?}"
+    );
 
     // Disable: refused at the token endpoint at once; enable: back.
     let disabled = api.post(&format!("/clients/{id}/disable"), json!({})).await;
@@ -309,7 +337,8 @@ async fn an_admin_client_manages_clients_over_http() {
         actions,
         [
             "client.create",
-            "client.update",
+            "client.update", // the PATCH
+            "client.update", // the one racer that won
             "client.update",
             "client.update",
             "client.update",

@@ -478,6 +478,7 @@ async fn revoke_tokens_disable_and_delete_end_every_token() {
             &app.clock,
             &latchkey_server::model::Actor::Cli("test".into()),
             client.id(),
+            None,
         )
         .await
         .unwrap();

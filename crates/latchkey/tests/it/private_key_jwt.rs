@@ -515,6 +515,7 @@ async fn replacing_the_keys_rotates_them() {
                 &latchkey_server::model::Actor::Cli("test".into()),
                 &id,
                 ClientKeys::Jwks(&jwks.to_string()),
+                None,
             )
             .await
         }
@@ -535,6 +536,7 @@ async fn replacing_the_keys_rotates_them() {
         &latchkey_server::model::Actor::Cli("test".into()),
         &id,
         ClientKeys::Jwks(&json!({ "keys": [leaked] }).to_string()),
+        None,
     )
     .await
     .unwrap_err();

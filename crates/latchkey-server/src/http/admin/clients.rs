@@ -292,9 +292,17 @@ pub async fn replace_keys(
             None,
         ));
     };
-    change(&state, &request, &id, false, |store, clock, actor| {
-        Box::pin(admin::replace_client_keys(store, clock, actor, &id, keys))
-    })
+    change(
+        &state,
+        &request,
+        &id,
+        false,
+        |store, clock, actor, expected| {
+            Box::pin(admin::replace_client_keys(
+                store, clock, actor, &id, keys, expected,
+            ))
+        },
+    )
     .await
 }
 
@@ -362,9 +370,19 @@ pub async fn update(
     // Bad input is a 400 whatever the preconditions say.
     let update = admin::checked_update(update)?;
     let locks_out = update.enabled == Some(false);
-    change(&state, &request, &id, locks_out, |store, clock, actor| {
-        Box::pin(admin::update_client(store, clock, actor, &id, update))
-    })
+    change(
+        &state,
+        &request,
+        &id,
+        locks_out,
+        |store, clock, actor, expected| {
+            let update = ClientUpdate {
+                expected_version: expected,
+                ..update
+            };
+            Box::pin(admin::update_client(store, clock, actor, &id, update))
+        },
+    )
     .await
 }
 
@@ -416,9 +434,19 @@ async fn set_enabled(
         enabled: Some(enabled),
         ..ClientUpdate::default()
     };
-    change(&state, &request, &id, !enabled, |store, clock, actor| {
-        Box::pin(admin::update_client(store, clock, actor, &id, update))
-    })
+    change(
+        &state,
+        &request,
+        &id,
+        !enabled,
+        |store, clock, actor, expected| {
+            let update = ClientUpdate {
+                expected_version: expected,
+                ..update
+            };
+            Box::pin(admin::update_client(store, clock, actor, &id, update))
+        },
+    )
     .await
 }
 
@@ -439,9 +467,20 @@ pub async fn revoke_tokens(
     request: Request,
 ) -> Result<Response, ApiError> {
     let request = Admin::authorize(&state, request, Access::Write).await?;
-    change(&state, &request, &id, true, |store, clock, actor| {
-        Box::pin(admin::revoke_tokens(store, clock, actor, &id))
-    })
+    change(
+        &state,
+        &request,
+        &id,
+        true,
+        |store, clock, actor, expected| {
+            let update = ClientUpdate {
+                revoke_tokens: true,
+                expected_version: expected,
+                ..ClientUpdate::default()
+            };
+            Box::pin(admin::update_client(store, clock, actor, &id, update))
+        },
+    )
     .await
 }
 
@@ -465,12 +504,13 @@ pub async fn delete(
     let request = Admin::authorize(&state, request, Access::Write).await?;
     let services = &state.services;
     refuse_lockout(&request, &id, true)?;
-    check_if_match(&state, &request, &id).await?;
+    let expected = check_if_match(&state, &request, &id).await?;
     admin::delete_client(
         services.store.as_ref(),
         services.clock.as_ref(),
         &request.actor,
         &id,
+        expected,
     )
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -487,6 +527,8 @@ type ChangeFuture<'a> = std::pin::Pin<
 
 /// Runs a change to client `id` after checking `If-Match`, and answers with the client.
 /// `locks_out`: the change would cut its caller off when made to the caller's own client.
+/// `run` gets the version `If-Match` named, which the store holds the change to: a change
+/// made by someone else between the check and the change makes it fail with 412 too.
 async fn change<'a>(
     state: &'a AppState,
     request: &'a Admin,
@@ -496,31 +538,40 @@ async fn change<'a>(
         &'a dyn crate::store::Store,
         &'a dyn crate::clock::Clock,
         &'a crate::model::Actor,
+        Option<i64>,
     ) -> ChangeFuture<'a>,
 ) -> Result<Response, ApiError> {
     refuse_lockout(request, id, locks_out)?;
-    check_if_match(state, request, id).await?;
+    let expected = check_if_match(state, request, id).await?;
     let services = &state.services;
     let applied = run(
         services.store.as_ref(),
         services.clock.as_ref(),
         &request.actor,
+        expected,
     )
     .await?;
     Ok(client_response(StatusCode::OK, &applied.value))
 }
 
 /// With `If-Match`, the client must still be the version of that `ETag` (RFC 9110 §13.1.1):
-/// 412 otherwise. `*` matches any existing client.
-async fn check_if_match(state: &AppState, request: &Admin, id: &str) -> Result<(), ApiError> {
+/// 412 otherwise. `*` matches any existing client. Returns the version the change must then
+/// be made to (none for `*` or without `If-Match`).
+async fn check_if_match(
+    state: &AppState,
+    request: &Admin,
+    id: &str,
+) -> Result<Option<i64>, ApiError> {
     let Some(wanted) = request.if_match() else {
-        return Ok(());
+        return Ok(None);
     };
     let client = admin::show_client(state.services.store.as_ref(), id).await?;
+    if wanted.trim() == "*" {
+        return Ok(None);
+    }
     let current = etag(&client);
-    let matches = wanted.trim() == "*" || wanted.split(',').any(|tag| tag.trim() == current);
-    if matches {
-        Ok(())
+    if wanted.split(',').any(|tag| tag.trim() == current) {
+        Ok(Some(client.version))
     } else {
         Err(ApiError::new(
             StatusCode::PRECONDITION_FAILED,

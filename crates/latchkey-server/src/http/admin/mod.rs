@@ -29,6 +29,7 @@ use super::AppState;
 use crate::model::{Actor, ClientRecord};
 use crate::service::admin::AdminError;
 use crate::service::admin_auth::{Access, AdminAuthError, AdminCredentials, authorize_admin};
+use crate::store::StoreError;
 use crate::tls::TlsPeer;
 
 /// Where the admin API lives, relative to the issuer.
@@ -388,6 +389,14 @@ impl From<AdminError> for ApiError {
                 format!("no client with id {id:?}"),
                 None,
             ),
+            AdminError::Store(StoreError::Precondition(_)) => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "the client changed since that ETag; read it again and retry",
+                None,
+            ),
+            AdminError::Store(StoreError::Conflict(detail)) => {
+                ApiError::new(StatusCode::CONFLICT, detail, None)
+            }
             AdminError::Store(err) => {
                 tracing::warn!(error = %err, "storage error on the admin API");
                 ApiError::unavailable("the database is unavailable; try again")
@@ -400,15 +409,20 @@ impl From<AdminError> for ApiError {
     }
 }
 
-/// The strong `ETag` of a client: a hash of its JSON and of its token epoch, which the JSON
-/// does not show (revoking its tokens changes the client).
+/// The strong `ETag` of a client: its version (which every change moves on, so a change made
+/// against it is held to it in the store) and a hash of its JSON and token epoch (so that a
+/// client deleted and made again under the same id, at the same version, is told apart).
 fn etag(client: &ClientRecord) -> String {
     let json = serde_json::to_vec(&wire::Client::from(client)).unwrap_or_default();
     let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     context.update(&json);
     context.update(&client.token_epoch.to_be_bytes());
     let digest = context.finish();
-    format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]))
+    format!(
+        "\"{}.{}\"",
+        client.version,
+        URL_SAFE_NO_PAD.encode(&digest.as_ref()[..12])
+    )
 }
 
 /// 200 (or `status`) with a JSON body and, when given, its `ETag`.

@@ -468,13 +468,15 @@ pub async fn create_key_client(
 }
 
 /// Replaces the keys, certificates or certificate subject of a client without a secret, or
-/// where its keys come from: rotation. Returns once every running server uses the new ones.
+/// where its keys come from: rotation. With `expected_version`, only if the client is still
+/// at that version. Returns once every running server uses the new ones.
 pub async fn replace_client_keys(
     store: &dyn Store,
     clock: &dyn Clock,
     actor: &Actor,
     client_id: &str,
     keys: ClientKeys<'_>,
+    expected_version: Option<i64>,
 ) -> Result<Applied<ClientRecord>, AdminError> {
     let client = show_client(store, client_id).await?;
     if client.auth_method().uses_secret() {
@@ -485,6 +487,7 @@ pub async fn replace_client_keys(
     }
     let update = ClientUpdate {
         credential: Some(keys.checked(client.auth_method()).await?),
+        expected_version,
         ..ClientUpdate::default()
     };
     change_client(store, clock, actor, action::CLIENT_KEYS, &client, &update).await
@@ -896,12 +899,14 @@ pub async fn show_client(store: &dyn Store, client_id: &str) -> Result<ClientRec
         .ok_or_else(|| AdminError::NotFound(client_id.to_owned()))
 }
 
-/// Deletes a client. Returns once no running server issues tokens to it any more.
+/// Deletes a client; with `expected_version`, only if it is still at that version. Returns
+/// once no running server issues tokens to it any more.
 pub async fn delete_client(
     store: &dyn Store,
     clock: &dyn Clock,
     actor: &Actor,
     client_id: &str,
+    expected_version: Option<i64>,
 ) -> Result<Applied<()>, AdminError> {
     let before = show_client(store, client_id).await?;
     let audit = entry(
@@ -911,7 +916,10 @@ pub async fn delete_client(
         Some(client_id),
         audit::deleted(&before),
     );
-    if !store.delete_client(&audit, client_id).await? {
+    if !store
+        .delete_client(&audit, client_id, expected_version)
+        .await?
+    {
         return Err(AdminError::NotFound(client_id.to_owned()));
     }
     log_audit(&audit);
