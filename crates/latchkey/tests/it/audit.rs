@@ -120,3 +120,55 @@ fn every_change_through_the_cli_is_listed_with_its_user_and_fields() {
         events.len() + 1
     );
 }
+
+/// Changes that race each record exactly what they replaced: each is held to the version it
+/// read, and read again when another came in between, so the trail's "before" values chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_changes_each_record_what_they_replaced() {
+    use latchkey_server::model::{Actor, ClientUpdate};
+    use latchkey_server::service::admin;
+
+    let app = crate::helpers::spawn_app().await;
+    let client = app.client(|_| {}).await;
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let (store, clock, id) = (app.store.clone(), app.clock.clone(), client.id().to_owned());
+        racers.spawn(async move {
+            let update = ClientUpdate {
+                name: Some(format!("name {i}")),
+                ..ClientUpdate::default()
+            };
+            admin::update_client(store.as_ref(), &clock, &Actor::Cli("t".into()), &id, update)
+                .await
+                .map(|applied| applied.value.name)
+        });
+    }
+    for result in racers.join_all().await {
+        result.unwrap();
+    }
+    let events = app
+        .store
+        .audit_events(&latchkey_server::store::AuditQuery {
+            since: 0,
+            target: Some(client.id().to_owned()),
+            after_seq: 0,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let names: Vec<(Value, Value)> = events
+        .iter()
+        .filter(|e| e.action == "client.update")
+        .map(|e| {
+            (
+                e.changes["name"]["before"].clone(),
+                e.changes["name"]["after"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(names.len(), 6, "{names:?}");
+    assert_eq!(names[0].0, "test-client");
+    for pair in names.windows(2) {
+        assert_eq!(pair[1].0, pair[0].1, "{names:?}");
+    }
+}

@@ -549,8 +549,14 @@ pub fn checked_update(mut update: ClientUpdate) -> Result<ClientUpdate, AdminErr
     Ok(update)
 }
 
+/// How many times a change is tried again when the client changed between reading it and
+/// changing it (and the caller did not ask for a version: it then gets the 412).
+const CHANGE_ATTEMPTS: usize = 5;
+
 /// Stores `update` to `before` with its audit entry (the fields it changes, before and
-/// after), and waits for the servers.
+/// after), and waits for the servers. The change is held to the version `before` was read at,
+/// so the audit's "before" is exactly what the change replaced; if another change came in
+/// between, the client is read again and the change tried again.
 async fn change_client(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -559,15 +565,34 @@ async fn change_client(
     before: &ClientRecord,
     update: &ClientUpdate,
 ) -> Result<Applied<ClientRecord>, AdminError> {
-    let now = clock.unix_seconds();
-    let changes = audit::updated(before, &before.with_update(update, now));
-    let audit = entry(clock, actor, action, Some(&before.client_id), changes);
-    let client = store
-        .update_client(&audit, &before.client_id, update, now)
-        .await?
-        .ok_or_else(|| AdminError::NotFound(before.client_id.clone()))?;
-    log_audit(&audit);
-    applied(store, client).await
+    let mut before = before.clone();
+    let mut attempt = 1;
+    loop {
+        let now = clock.unix_seconds();
+        let held = ClientUpdate {
+            expected_version: Some(update.expected_version.unwrap_or(before.version)),
+            ..update.clone()
+        };
+        let changes = audit::updated(&before, &before.with_update(&held, now));
+        let audit = entry(clock, actor, action, Some(&before.client_id), changes);
+        match store
+            .update_client(&audit, &before.client_id, &held, now)
+            .await
+        {
+            Ok(Some(client)) => {
+                log_audit(&audit);
+                return applied(store, client).await;
+            }
+            Ok(None) => return Err(AdminError::NotFound(before.client_id.clone())),
+            Err(StoreError::Precondition(_))
+                if update.expected_version.is_none() && attempt < CHANGE_ATTEMPTS =>
+            {
+                attempt += 1;
+                before = show_client(store, &before.client_id).await?;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
 }
 
 /// Changes a client's settings and, for a client without a secret, what authenticates it, as
@@ -908,22 +933,30 @@ pub async fn delete_client(
     client_id: &str,
     expected_version: Option<i64>,
 ) -> Result<Applied<()>, AdminError> {
-    let before = show_client(store, client_id).await?;
-    let audit = entry(
-        clock,
-        actor,
-        action::CLIENT_DELETE,
-        Some(client_id),
-        audit::deleted(&before),
-    );
-    if !store
-        .delete_client(&audit, client_id, expected_version)
-        .await?
-    {
-        return Err(AdminError::NotFound(client_id.to_owned()));
+    // Held to the version read, so the audit's "before" is what was deleted (read again if
+    // the client changed in between, unless the caller asked for a version).
+    for attempt in 1..=CHANGE_ATTEMPTS {
+        let before = show_client(store, client_id).await?;
+        let audit = entry(
+            clock,
+            actor,
+            action::CLIENT_DELETE,
+            Some(client_id),
+            audit::deleted(&before),
+        );
+        let held = expected_version.unwrap_or(before.version);
+        match store.delete_client(&audit, client_id, Some(held)).await {
+            Ok(true) => {
+                log_audit(&audit);
+                return applied(store, ()).await;
+            }
+            Ok(false) => return Err(AdminError::NotFound(client_id.to_owned())),
+            Err(StoreError::Precondition(_))
+                if expected_version.is_none() && attempt < CHANGE_ATTEMPTS => {}
+            Err(err) => return Err(err.into()),
+        }
     }
-    log_audit(&audit);
-    applied(store, ()).await
+    Err(StoreError::Precondition(format!("client {client_id} kept changing")).into())
 }
 
 /// What [`migrate_data`] moved.
