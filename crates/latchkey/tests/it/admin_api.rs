@@ -319,7 +319,25 @@ async fn an_admin_client_manages_clients_over_http() {
     )
     .await;
     assert_eq!(status, 409);
+    for patch in [
+        json!({ "scope": "read" }),
+        json!({ "audience": ["https://api.example.com"] }),
+    ] {
+        let response = api
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/clients/{admin_id}"),
+                Some(patch.clone()),
+                None,
+            )
+            .await;
+        assert_eq!(problem(response).await.0, 409, "{patch}");
+    }
     assert_eq!(api.get("/clients").await.status(), 200, "still an admin");
+    // A known resource with a method it does not take: a problem, with Allow.
+    let response = api.send(reqwest::Method::DELETE, "/keys", None, None).await;
+    assert_eq!(response.headers()["allow"], "GET,HEAD");
+    assert_eq!(problem(response).await.0, 405);
 
     // Every change is in the audit trail under the admin client.
     let events = app

@@ -14,7 +14,9 @@ use super::{
     Admin, ApiError, PREFIX, etag, json_response, limit_param, query_params, refuse_lockout,
 };
 use crate::http::AppState;
-use crate::model::{ClientRecord, ClientUpdate, DEFAULT_TOKEN_TTL};
+use crate::model::{
+    ADMIN_AUDIENCE, ADMIN_READ_SCOPE, ADMIN_SCOPE, ClientRecord, ClientUpdate, DEFAULT_TOKEN_TTL,
+};
 use crate::service::admin::{self, ClientKeys};
 use crate::service::admin_auth::Access;
 
@@ -369,7 +371,18 @@ pub async fn update(
     };
     // Bad input is a 400 whatever the preconditions say.
     let update = admin::checked_update(update)?;
-    let locks_out = update.enabled == Some(false);
+    // Disabling itself, or taking the admin scope or audience away from itself, would end the
+    // caller's access in the middle of its work.
+    let locks_out = update.enabled == Some(false)
+        || update.scope.as_ref().is_some_and(|scope| {
+            !scope
+                .iter()
+                .any(|s| s == ADMIN_SCOPE || s == ADMIN_READ_SCOPE)
+        })
+        || update
+            .audience
+            .as_ref()
+            .is_some_and(|audience| !audience.iter().any(|a| a == ADMIN_AUDIENCE));
     change(
         &state,
         &request,

@@ -70,6 +70,14 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/audit", get(audit::list))
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such admin resource", None) })
+        // A known resource with another method: a problem too (axum adds `Allow`).
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this resource does not take that method",
+                None,
+            )
+        })
 }
 
 /// An admin request, read: its caller checked, its body (if any) in memory.
@@ -180,7 +188,8 @@ fn refuse_lockout(request: &Admin, id: &str, locks_out: bool) -> Result<(), ApiE
     if locks_out && request.actor.id() == id {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "an admin client may not disable, delete or revoke the tokens of itself; use \
+            "an admin client may not disable, delete, revoke the tokens of or take the admin \
+             scope or audience from itself; use \
              another admin client or the CLI",
             None,
         ));
