@@ -1,7 +1,8 @@
 // Independent interop check: openid-client (panva), a certified OAuth/OpenID client, gets a
 // DPoP-bound token from latchkey with the client-credentials grant and calls an API guarded by
-// latchkey-guard with its own DPoP proofs. Prints JSON: the token response (without the
-// token), the token's claims, and the API's answer; exits non-zero with the reason otherwise.
+// latchkey-guard (or latchkey's admin API) with its own DPoP proofs. Prints JSON: the token
+// response (without the token), the token's claims, and the API's answers; exits non-zero with
+// the reason otherwise.
 //
 // Usage: node openid_client_dpop.mjs ISSUER CLIENT_ID SCOPE RESOURCE API_URL
 // The client secret is read from the environment variable CLIENT_SECRET.

@@ -317,3 +317,46 @@ async fn openid_client_gets_and_uses_a_dpop_bound_token() {
         assert_eq!(answer["body"], format!("hello {}", client.id()));
     }
 }
+
+/// openid-client, at its defaults, gets a DPoP-bound admin token and reads the admin API with
+/// its own proofs (RFC 9449 §7.1): the admin API checks them as the guard does.
+#[tokio::test]
+async fn openid_client_reads_the_admin_api_with_a_dpop_bound_token() {
+    if !node_ready() {
+        return;
+    }
+    let app = crate::helpers::spawn_app_at_real_time().await;
+    let admin = app
+        .client(|c| {
+            c.scope = vec!["latchkey:admin:read".into()];
+            c.audience = vec!["urn:latchkey:admin".into()];
+        })
+        .await;
+    let script = tokio::process::Command::new("node")
+        .current_dir(OPENID_CLIENT_DIR)
+        .args([
+            "openid_client_dpop.mjs",
+            &app.issuer,
+            admin.id(),
+            "latchkey:admin:read",
+            "urn:latchkey:admin",
+            &app.url("/admin/v1/clients?limit=5"),
+        ])
+        .env("CLIENT_SECRET", &admin.secret)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        script.status.success(),
+        "{}",
+        String::from_utf8_lossy(&script.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&script.stdout).unwrap();
+    assert_eq!(out["response"]["token_type"], "dpop");
+    for answer in out["answers"].as_array().unwrap() {
+        assert_eq!(answer["status"], 200, "{out}");
+        let page: serde_json::Value =
+            serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+        assert_eq!(page["items"][0]["client_id"], admin.id(), "{out}");
+    }
+}
