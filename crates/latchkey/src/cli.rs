@@ -45,8 +45,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "LATCHKEY_KEY_ENCRYPTION_KEY_FILE")]
     pub key_encryption_key_file: Option<PathBuf>,
 
-    /// Run `client`, `keys` and `audit` commands through this server's admin API (its issuer
-    /// URL, like https://auth.example.com) instead of on the database. Needs an admin client
+    /// Run `client`, `keys`, `audit` and `registration-token` commands through this server's
+    /// admin API (its issuer URL, like https://auth.example.com) instead of on the database. Needs an admin client
     /// (`client create --admin`): LATCHKEY_ADMIN_CLIENT_ID and LATCHKEY_ADMIN_CLIENT_SECRET.
     #[arg(long, global = true, env = "LATCHKEY_SERVER", value_name = "URL")]
     pub server: Option<String>,

@@ -1,22 +1,20 @@
 //! `latchkey registration-token create | list | revoke`: initial access tokens for dynamic
-//! client registration, on the database.
+//! client registration, on the database or, with `--server`, through the admin API; printed
+//! from the admin API's JSON either way.
 
-use anyhow::Context as _;
 use latchkey_server::SystemClock;
-use latchkey_server::model::RegistrationToken;
+use latchkey_server::http::admin::wire;
 use latchkey_server::service::admin::registration_tokens::{self, NewRegistrationToken};
-use latchkey_server::store;
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::cli::{GlobalArgs, RegistrationTokenCommand};
-use crate::client_cmd::timestamp;
 use crate::output::Output;
+use crate::remote::{Target, encode};
 
 pub async fn run(global: &GlobalArgs, command: RegistrationTokenCommand) -> anyhow::Result<()> {
     let out = Output::new(global.output);
-    let store = store::connect(&global.database)
-        .await
-        .context("opening the database")?;
+    let target = Target::open(global).await?;
     let actor = crate::cli_actor();
     match command {
         RegistrationTokenCommand::Create {
@@ -25,18 +23,41 @@ pub async fn run(global: &GlobalArgs, command: RegistrationTokenCommand) -> anyh
             scope_limit,
             audience_limit,
         } => {
-            let new = NewRegistrationToken {
-                expires_in,
-                max_uses,
-                scope_limit,
-                audience_limit: (!audience_limit.is_empty()).then_some(audience_limit),
+            let audience_limit = (!audience_limit.is_empty()).then_some(audience_limit);
+            let created: wire::CreatedRegistrationToken = match &target {
+                Target::Database(store) => {
+                    let new = NewRegistrationToken {
+                        expires_in,
+                        max_uses,
+                        scope_limit,
+                        audience_limit,
+                    };
+                    let (token, secret) =
+                        registration_tokens::create(store.as_ref(), &SystemClock, &actor, new)
+                            .await?;
+                    wire::CreatedRegistrationToken {
+                        token: wire::RegistrationToken::from(&token),
+                        registration_token: secret,
+                    }
+                }
+                Target::Server(remote) => {
+                    let body = json!({
+                        "expires_in_seconds": expires_in,
+                        "max_uses": max_uses,
+                        "scope_limit": scope_limit,
+                        "audience_limit": audience_limit,
+                    });
+                    remote
+                        .json(Method::POST, "/registration-tokens", Some(&body))
+                        .await?
+                }
             };
-            let (token, secret) =
-                registration_tokens::create(store.as_ref(), &SystemClock, &actor, new).await?;
-            let mut value = token_json(&token);
-            value["registration_token"] = json!(secret);
-            let mut rows = token_rows(&token);
-            rows.insert(1, ("registration_token", secret));
+            let value = serde_json::to_value(&created).unwrap_or(Value::Null);
+            let mut rows = token_rows(&created.token);
+            rows.insert(
+                1,
+                ("registration_token", created.registration_token.clone()),
+            );
             out.record(&value, &rows);
             if out.is_table() {
                 eprintln!(
@@ -46,8 +67,22 @@ pub async fn run(global: &GlobalArgs, command: RegistrationTokenCommand) -> anyh
             }
         }
         RegistrationTokenCommand::List => {
-            let tokens = registration_tokens::list(store.as_ref()).await?;
-            let values: Vec<Value> = tokens.iter().map(token_json).collect();
+            let tokens: Vec<wire::RegistrationToken> = match &target {
+                Target::Database(store) => registration_tokens::list(store.as_ref())
+                    .await?
+                    .iter()
+                    .map(wire::RegistrationToken::from)
+                    .collect(),
+                Target::Server(remote) => {
+                    remote
+                        .json(Method::GET, "/registration-tokens", None)
+                        .await?
+                }
+            };
+            let values: Vec<Value> = tokens
+                .iter()
+                .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+                .collect();
             let rows: Vec<Vec<String>> = tokens
                 .iter()
                 .map(|t| token_rows(t).into_iter().map(|(_, v)| v).collect())
@@ -67,7 +102,16 @@ pub async fn run(global: &GlobalArgs, command: RegistrationTokenCommand) -> anyh
             );
         }
         RegistrationTokenCommand::Revoke { token_id } => {
-            registration_tokens::revoke(store.as_ref(), &SystemClock, &actor, &token_id).await?;
+            match &target {
+                Target::Database(store) => {
+                    registration_tokens::revoke(store.as_ref(), &SystemClock, &actor, &token_id)
+                        .await?;
+                }
+                Target::Server(remote) => {
+                    let path = format!("/registration-tokens/{}", encode(&token_id));
+                    remote.call(Method::DELETE, &path, None).await?;
+                }
+            }
             out.record(
                 &json!({ "token_id": token_id, "revoked": true }),
                 &[("token_id", token_id.clone()), ("revoked", "true".into())],
@@ -77,30 +121,15 @@ pub async fn run(global: &GlobalArgs, command: RegistrationTokenCommand) -> anyh
     Ok(())
 }
 
-fn token_json(token: &RegistrationToken) -> Value {
-    json!({
-        "token_id": token.token_id,
-        "created_at": timestamp(token.created_at),
-        "expires_at": timestamp(token.expires_at),
-        "uses": token.uses,
-        "max_uses": token.max_uses,
-        "scope_limit": token.scope_limit.as_ref().map(|s| s.join(" ")),
-        "audience_limit": token.audience_limit,
-    })
-}
-
-fn token_rows(token: &RegistrationToken) -> Vec<(&'static str, String)> {
+fn token_rows(token: &wire::RegistrationToken) -> Vec<(&'static str, String)> {
     let or_any = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     vec![
         ("token_id", token.token_id.clone()),
-        ("created_at", timestamp(token.created_at)),
-        ("expires_at", timestamp(token.expires_at)),
+        ("created_at", token.created_at.clone()),
+        ("expires_at", token.expires_at.clone()),
         ("uses", token.uses.to_string()),
         ("max_uses", or_any(token.max_uses.map(|n| n.to_string()))),
-        (
-            "scope_limit",
-            or_any(token.scope_limit.as_ref().map(|s| s.join(" "))),
-        ),
+        ("scope_limit", or_any(token.scope_limit.clone())),
         (
             "audience_limit",
             or_any(token.audience_limit.as_ref().map(|a| a.join(" "))),

@@ -1,5 +1,5 @@
-//! `latchkey --server URL ...`: the `client`, `keys` and `audit` commands through a server's
-//! admin API instead of the database, as an admin client (LATCHKEY_ADMIN_CLIENT_ID and its
+//! `latchkey --server URL ...`: the `client`, `keys`, `audit` and `registration-token` commands
+//! through a server's admin API instead of the database, as an admin client (LATCHKEY_ADMIN_CLIENT_ID and its
 //! secret). Its tokens come from latchkey-client, so they are cached (in memory, or in
 //! --admin-token-cache between runs) and refreshed as any client's are.
 

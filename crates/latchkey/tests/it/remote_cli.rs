@@ -139,6 +139,18 @@ async fn the_remote_cli_prints_what_the_database_cli_prints() {
         ],
     );
     json_of(&app, Via::Database, &["client", "disable", keyed_id]);
+    json_of(
+        &app,
+        Via::Database,
+        &[
+            "registration-token",
+            "create",
+            "--max-uses",
+            "3",
+            "--scope-limit",
+            "read",
+        ],
+    );
 
     for args in [
         vec!["client", "list"],
@@ -149,6 +161,7 @@ async fn the_remote_cli_prints_what_the_database_cli_prints() {
         vec!["audit", "list"],
         vec!["audit", "list", "--client", billing_id],
         vec!["client", "export"],
+        vec!["registration-token", "list"],
         vec!["--output", "table", "client", "list"],
         vec!["--output", "table", "client", "show", keyed_id],
     ] {
@@ -357,6 +370,25 @@ async fn every_change_goes_through_the_admin_api() {
         ],
     );
     assert_eq!(federated["federated_max_token_age_seconds"], 3600);
+
+    // Initial access tokens over HTTP.
+    let made = json_of(
+        &app,
+        server,
+        &["registration-token", "create", "--max-uses", "2"],
+    );
+    assert!(
+        made["registration_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("lkrt_")
+    );
+    let token_id = made["token_id"].as_str().unwrap();
+    json_of(&app, server, &["registration-token", "revoke", token_id]);
+    assert_eq!(
+        json_of(&app, server, &["registration-token", "list"]),
+        json!([])
+    );
 
     // Keys rotate once the next key has been published long enough.
     app.clock.advance(2 * 24 * 3600);

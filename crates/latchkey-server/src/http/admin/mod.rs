@@ -8,6 +8,7 @@ mod audit;
 mod clients;
 mod keys;
 pub mod openapi;
+mod registration_tokens;
 mod secrets;
 pub mod wire;
 
@@ -68,6 +69,14 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/keys", get(keys::list))
         .route("/keys/rotate", post(keys::rotate))
         .route("/audit", get(audit::list))
+        .route(
+            "/registration-tokens",
+            get(registration_tokens::list).post(registration_tokens::create),
+        )
+        .route(
+            "/registration-tokens/{token_id}",
+            axum::routing::delete(registration_tokens::revoke),
+        )
         .route("/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such admin resource", None) })
         // A known resource with another method: a problem too (axum adds `Allow`).

@@ -6,7 +6,7 @@ use http::StatusCode;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, clients, json_response, keys, secrets, wire};
+use super::{audit, clients, json_response, keys, registration_tokens, secrets, wire};
 
 /// The document.
 #[derive(OpenApi)]
@@ -34,6 +34,9 @@ use super::{audit, clients, json_response, keys, secrets, wire};
         keys::list,
         keys::rotate,
         audit::list,
+        registration_tokens::list,
+        registration_tokens::create,
+        registration_tokens::revoke,
     ),
     components(schemas(
         wire::Client,
@@ -52,6 +55,9 @@ use super::{audit, clients, json_response, keys, secrets, wire};
         wire::Rotated,
         wire::AuditEvent,
         wire::AuditPage,
+        wire::RegistrationToken,
+        wire::CreatedRegistrationToken,
+        wire::NewRegistrationToken,
     )),
     modifiers(&AdminToken),
     tags(
@@ -59,6 +65,7 @@ use super::{audit, clients, json_response, keys, secrets, wire};
         (name = "secrets", description = "A client's secrets, by id; a new one is shown once"),
         (name = "keys", description = "The keys that sign access tokens"),
         (name = "audit", description = "Who changed what"),
+        (name = "registration", description = "Initial access tokens for dynamic client registration (RFC 7591)"),
     ),
 )]
 pub struct AdminApi;

@@ -6,7 +6,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::keys::next_step_at;
-use crate::model::{AuditEvent as StoredEvent, ClientRecord, Credential, SecretInfo, TlsSubject};
+use crate::model::{
+    AuditEvent as StoredEvent, ClientRecord, Credential,
+    RegistrationToken as StoredRegistrationToken, SecretInfo, TlsSubject,
+};
 use crate::protocol::client_assertion::DEFAULT_FEDERATED_MAX_TOKEN_AGE;
 use crate::service::admin::Rotated as RotatedKeys;
 use crate::store::StoredKey;
@@ -576,6 +579,69 @@ pub struct AuditPage {
     /// Pass as `after` for the next page; absent on the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<i64>,
+}
+
+/// An initial access token for dynamic registration: never the token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RegistrationToken {
+    /// Which token.
+    pub token_id: String,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+    /// When it stops working (RFC 3339).
+    pub expires_at: String,
+    /// How many clients it has registered.
+    pub uses: i64,
+    /// How many it may register; none for no limit.
+    pub max_uses: Option<i64>,
+    /// The scope tokens registrations may ask for, space-separated; none for any.
+    pub scope_limit: Option<String>,
+    /// The audiences registrations may ask for; none for any.
+    pub audience_limit: Option<Vec<String>>,
+}
+
+impl From<&StoredRegistrationToken> for RegistrationToken {
+    fn from(token: &StoredRegistrationToken) -> Self {
+        RegistrationToken {
+            token_id: token.token_id.clone(),
+            created_at: timestamp(token.created_at),
+            expires_at: timestamp(token.expires_at),
+            uses: token.uses,
+            max_uses: token.max_uses,
+            scope_limit: token.scope_limit.as_ref().map(|s| s.join(" ")),
+            audience_limit: token.audience_limit.clone(),
+        }
+    }
+}
+
+/// An initial access token just made, with the token itself (shown this once).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedRegistrationToken {
+    /// The token's description.
+    #[serde(flatten)]
+    pub token: RegistrationToken,
+    /// The token, for `Authorization: Bearer` at `/oauth2/register`: shown only here.
+    pub registration_token: String,
+}
+
+/// `POST /registration-tokens`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRegistrationToken {
+    /// How long it works, in seconds (1 s to a year; default a day).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 31_536_000)]
+    pub expires_in_seconds: Option<i64>,
+    /// How many clients it may register (default: no limit).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub max_uses: Option<i64>,
+    /// The scope tokens registrations may ask for, space-separated (default: any).
+    #[serde(default)]
+    pub scope_limit: Option<String>,
+    /// The audiences registrations may ask for (default: any).
+    #[serde(default)]
+    pub audience_limit: Option<Vec<String>>,
 }
 
 /// The refusals every admin operation may answer with, for the OpenAPI document (never built:
