@@ -913,4 +913,19 @@ async fn a_dpop_bound_admin_token_needs_a_fresh_proof_of_its_key() {
         get(format!("DPoP {bearer}"), Some(fresh(&key, "GET"))).await,
         401
     );
+    // A refusal under the DPoP scheme challenges with DPoP and its algorithms (RFC 9449 §7.1).
+    let refused = app
+        .http
+        .get(&url)
+        .header("authorization", format!("DPoP {token}"))
+        .send()
+        .await
+        .unwrap();
+    let challenge = refused.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with(
+            r#"DPoP realm="latchkey admin", algs="ES256 EdDSA RS256", error="invalid_token""#
+        ),
+        "{challenge}"
+    );
 }

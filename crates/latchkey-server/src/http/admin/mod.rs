@@ -130,7 +130,13 @@ impl Admin {
                 .and_then(|chain| chain.first())
                 .map(AsRef::as_ref),
         };
-        let caller = authorize_admin(&state.services, &credentials, access).await?;
+        // RFC 9449 §7.1: a request made with the DPoP scheme is answered with a DPoP challenge.
+        let dpop_scheme = credentials
+            .authorization
+            .is_some_and(|value| value.len() > 5 && value[..5].eq_ignore_ascii_case(b"DPoP "));
+        let caller = authorize_admin(&state.services, &credentials, access)
+            .await
+            .map_err(|err| ApiError::refused(err, dpop_scheme))?;
         let body = axum::body::to_bytes(Body::new(body), MAX_BODY_BYTES)
             .await
             .map_err(|_| {
@@ -362,27 +368,34 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A refused token: 401 with the RFC 6750 §3 challenge, 403 for the scope, 503.
-impl From<AdminAuthError> for ApiError {
-    fn from(err: AdminAuthError) -> Self {
+impl ApiError {
+    /// A refused token: 401 with the RFC 6750 §3 challenge (RFC 9449 §7.1's `DPoP` one, with
+    /// the algorithms proofs may use, when the request used that scheme), 403 for the scope,
+    /// 503.
+    fn refused(err: AdminAuthError, dpop_scheme: bool) -> Self {
+        let scheme = if dpop_scheme {
+            let algs: Vec<&str> = latchkey_proto::SigningAlg::ALL
+                .iter()
+                .map(|alg| alg.as_str())
+                .collect();
+            format!(r#"DPoP realm="latchkey admin", algs="{}""#, algs.join(" "))
+        } else {
+            r#"Bearer realm="latchkey admin""#.to_owned()
+        };
         let (status, challenge, detail) = match err {
             AdminAuthError::Missing => (
                 StatusCode::UNAUTHORIZED,
-                r#"Bearer realm="latchkey admin""#.to_owned(),
+                scheme.clone(),
                 "an access token for the admin API is required (aud urn:latchkey:admin)",
             ),
             AdminAuthError::InvalidToken(why) => (
                 StatusCode::UNAUTHORIZED,
-                format!(
-                    r#"Bearer realm="latchkey admin", error="invalid_token", error_description="{why}""#
-                ),
+                format!(r#"{scheme}, error="invalid_token", error_description="{why}""#),
                 why,
             ),
             AdminAuthError::InsufficientScope(scope) => (
                 StatusCode::FORBIDDEN,
-                format!(
-                    r#"Bearer realm="latchkey admin", error="insufficient_scope", scope="{scope}""#
-                ),
+                format!(r#"{scheme}, error="insufficient_scope", scope="{scope}""#),
                 "the token's scope does not allow this operation",
             ),
             AdminAuthError::Unavailable => {
