@@ -723,7 +723,12 @@ pub enum SecretCommand {
     },
 }
 
+/// What authenticates a client without a secret comes from exactly one of these.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("key_source").multiple(false).args([
+    "jwks_file", "jwks_uri", "federated_issuer", "certificate_file", "tls_subject_dn",
+    "tls_san_dns", "tls_san_uri", "tls_san_ip", "tls_san_email",
+])))]
 pub struct CreateArgs {
     /// A label for people, like the service's name.
     #[arg(long)]
@@ -815,6 +820,10 @@ pub struct CreateArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("new_key_source").multiple(false).args([
+    "jwks_file", "jwks_uri", "certificate_file", "tls_subject_dn", "tls_san_dns",
+    "tls_san_uri", "tls_san_ip", "tls_san_email",
+])))]
 pub struct UpdateArgs {
     /// The client_id.
     pub id: String,

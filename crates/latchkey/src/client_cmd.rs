@@ -452,21 +452,11 @@ async fn update_in_database(
         certificates.as_deref(),
         args.tls.subject(),
     );
-    let mut client = None;
-    if let Some(update) = settings_update(&args)? {
-        client = Some(confirmed(
-            admin::update_client(store, clock, &actor, &args.id, update).await?,
-        ));
-    }
-    if let Some(keys) = keys {
-        client = Some(confirmed(
-            admin::replace_client_keys(store, clock, &actor, &args.id, keys, None).await?,
-        ));
-    }
-    let client = match client {
-        Some(client) => client,
-        None => admin::show_client(store, &args.id).await?,
-    };
+    // Settings and keys in one change (one audit event); nothing to change changes nothing.
+    let before = admin::show_client(store, &args.id).await?;
+    let update = settings_update(&args)?.unwrap_or_default();
+    let client =
+        confirmed(admin::replace_client(store, clock, &actor, &before, update, keys).await?);
     Ok(wire::Client::from(&client))
 }
 
@@ -525,6 +515,8 @@ async fn secret(
     let actor = crate::cli_actor();
     match command {
         SecretCommand::Add { id, expires_in } => {
+            // The time the service reads too (not after waiting for the servers).
+            let now = clock.unix_seconds();
             let secret = match target {
                 Target::Database(store) => {
                     let (secret_id, secret) = confirmed(
@@ -534,7 +526,7 @@ async fn secret(
                         client_id: id.clone(),
                         secret_id,
                         client_secret: secret.expose().to_owned(),
-                        expires_at: expires_in.map(|s| timestamp(clock.unix_seconds() + s)),
+                        expires_at: expires_in.map(|s| timestamp(now.saturating_add(s))),
                     }
                 }
                 Target::Server(remote) => {

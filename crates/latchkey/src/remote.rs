@@ -25,6 +25,16 @@ pub enum Target {
 impl Target {
     /// The server of `--server` if given, else the database of `--database`.
     pub async fn open(global: &GlobalArgs) -> anyhow::Result<Target> {
+        // `--server` from LATCHKEY_SERVER must not quietly win over a `--database` typed on
+        // the command line.
+        let database_typed =
+            std::env::args().any(|arg| arg == "--database" || arg.starts_with("--database="));
+        if global.server.is_some() && database_typed {
+            bail!(
+                "give --database or --server, not both (LATCHKEY_SERVER may be set: unset it \
+                 to work on the database)"
+            );
+        }
         match &global.server {
             Some(server) => Ok(Target::Server(Remote::connect(global, server).await?)),
             None => Ok(Target::Database(
@@ -35,6 +45,9 @@ impl Target {
         }
     }
 }
+
+/// How long one admin API request may take (a change waits up to 2 s for the servers).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A server's admin API, and an admin client's tokens for it.
 pub struct Remote {
@@ -80,7 +93,12 @@ impl Remote {
             .unwrap_or_else(|| format!("{server}{}", latchkey_server::http::admin::PREFIX));
         Ok(Remote {
             api: api.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+            // No redirects (a 302 would turn a POST into a GET), and no wait without end.
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .context("making the HTTP client")?,
             tokens,
         })
     }
@@ -126,12 +144,21 @@ impl Remote {
                     .with_context(|| format!("{method} {url}: the answer is not JSON"))?;
                 return Ok(Some(value));
             }
-            match serde_json::from_slice::<Problem>(&bytes) {
-                Ok(problem) => bail!("{} (HTTP {})", problem.detail, status.as_u16()),
-                Err(_) => bail!("{method} {url}: HTTP {status}"),
+            if let Ok(problem) = serde_json::from_slice::<Problem>(&bytes) {
+                bail!("{} (HTTP {})", problem.detail, status.as_u16());
             }
+            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+            if status.is_redirection() {
+                bail!("{method} {url}: HTTP {status}, redirected; give the admin API's URL itself");
+            }
+            if status == StatusCode::NOT_FOUND {
+                bail!(
+                    "{method} {url}: HTTP 404 ({body}); is the admin API elsewhere? (--admin-api)"
+                );
+            }
+            bail!("{method} {url}: HTTP {status}: {body}");
         }
-        bail!("{method} {url}: the server refused the admin token twice")
+        bail!("{method} {url}: the server refused the admin token twice (HTTP 401)")
     }
 
     /// [`Remote::call`], its answer read as `T`.

@@ -18,6 +18,7 @@ use crate::model::audit::{self, action};
 use crate::model::{Actor, ClientRecord, ClientUpdate, Registration, RegistrationToken};
 use crate::protocol::registration::{Limits, Refusal, Requested, RequestedKeys, requested};
 use crate::secret::{ClientSecret, REGISTRATION_ACCESS_PREFIX, SecretHash, new_bearer_token};
+use crate::store::StoreError;
 
 /// A client just registered.
 #[derive(Debug)]
@@ -58,6 +59,10 @@ fn metadata_error(err: AdminError) -> OAuthError {
             OAuthError::invalid_client_metadata(message)
         }
         AdminError::NotFound(_) => OAuthError::invalid_token("the client no longer exists"),
+        AdminError::Store(StoreError::Precondition(_)) => OAuthError::invalid_request_with_status(
+            http::StatusCode::CONFLICT,
+            "the client changed while this request ran; read it again",
+        ),
         AdminError::Store(err) => err.into(),
         AdminError::Key(err) => {
             tracing::error!(error = %err, "registration: key error");
@@ -289,10 +294,13 @@ pub async fn update(
             before.auth_method()
         )));
     }
+    // Held to the version `configured` checked (enabled, its token): a change an operator
+    // made meanwhile (disabling it, say) makes this one fail rather than be applied over it.
     let update = ClientUpdate {
         name: Some(requested.name.clone()),
         scope: Some(requested.scope.clone()),
         audience: Some(requested.audience.clone()),
+        expected_version: Some(before.version),
         ..ClientUpdate::default()
     };
     let keys = client_keys(services, requested.keys.as_ref());
@@ -316,7 +324,7 @@ pub async fn delete(services: &Services, configured: Configured) -> Result<(), O
         services.clock.as_ref(),
         &Actor::Registration(configured.registration.token_id),
         &configured.client.client_id,
-        None,
+        Some(configured.client.version),
     )
     .await
     .map_err(metadata_error)?;

@@ -188,7 +188,7 @@ impl Store for SqlStore {
         update: &ClientUpdate,
         now: i64,
     ) -> Result<Option<ClientRecord>, StoreError> {
-        let updated = retrying(|| async move {
+        retrying(|| async move {
             let mut tx = self.db.begin().await?;
             if rows::update_client(client_id, update, now)
                 .execute(&mut tx)
@@ -202,7 +202,7 @@ impl Store for SqlStore {
                     .fetch_optional(&mut tx)
                     .await?;
                 let Some(row) = row else {
-                    return Ok(false);
+                    return Ok(None);
                 };
                 let version: i64 = row.get("version")?;
                 if update.expected_version.is_some_and(|v| v != version) {
@@ -221,15 +221,20 @@ impl Store for SqlStore {
                     .await?;
             }
             record_change(&mut tx, &Change::Client(client_id.to_owned()), audit, None).await?;
+            // The client as this change left it, read in its transaction: a change committed
+            // by someone else afterwards is not what this one answers with.
+            let rows = sql(concat!(
+                client_select!(),
+                " WHERE c.client_id = $1 ORDER BY s.created_at, s.secret_id"
+            ))
+            .bind(client_id)
+            .fetch_all(&mut tx)
+            .await?;
+            let client = clients_from_rows(&rows)?.pop();
             tx.commit().await?;
-            Ok(true)
+            Ok(client)
         })
-        .await?;
-        if updated {
-            self.find_client(client_id).await
-        } else {
-            Ok(None)
-        }
+        .await
     }
 
     async fn delete_client(

@@ -171,4 +171,33 @@ async fn racing_changes_each_record_what_they_replaced() {
     for pair in names.windows(2) {
         assert_eq!(pair[1].0, pair[0].1, "{names:?}");
     }
+    // A change that changes nothing is not made: no event, no new version.
+    let before = app.store.find_client(client.id()).await.unwrap().unwrap();
+    let same = ClientUpdate {
+        name: Some(before.name.clone()),
+        enabled: Some(true),
+        ..ClientUpdate::default()
+    };
+    admin::update_client(
+        app.store.as_ref(),
+        &app.clock,
+        &Actor::Cli("t".into()),
+        client.id(),
+        same,
+    )
+    .await
+    .unwrap();
+    let after = app.store.find_client(client.id()).await.unwrap().unwrap();
+    assert_eq!(after.version, before.version);
+    let all = app
+        .store
+        .audit_events(&latchkey_server::store::AuditQuery {
+            since: 0,
+            target: Some(client.id().to_owned()),
+            after_seq: 0,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), events.len());
 }

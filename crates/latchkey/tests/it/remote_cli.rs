@@ -34,7 +34,10 @@ fn run(app: &TestApp, via: Via<'_>, args: &[&str]) -> Output {
         Via::Database => command.args(["--database", &app.database_url]),
         // A database the CLI cannot reach: every answer must come from the server.
         Via::Server { id, secret } => command
-            .args(["--database", "sqlite:///nonexistent-dir/never.db"])
+            .env(
+                "LATCHKEY_DATABASE_URL",
+                "sqlite:///nonexistent-dir/never.db",
+            )
             .args(["--server", &app.base])
             .env("LATCHKEY_ADMIN_CLIENT_ID", id)
             .env("LATCHKEY_ADMIN_CLIENT_SECRET", secret),
@@ -464,6 +467,14 @@ async fn the_remote_cli_says_what_is_missing_or_refused() {
     );
     let import = run(&app, read_only, &["client", "import", "-"]);
     assert!(String::from_utf8_lossy(&import.stderr).contains("no bulk import"));
+    // A --database typed on the command line is not quietly overridden by a server.
+    let both = Command::new(BIN)
+        .env("LATCHKEY_SERVER", &app.base)
+        .args(["--database", &app.database_url, "client", "list"])
+        .output()
+        .unwrap();
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("not both"));
 
     // With a token cache file, the token is kept between runs, readable by its owner only.
     let dir = tempfile::tempdir().unwrap();

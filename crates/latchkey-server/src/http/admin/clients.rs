@@ -11,12 +11,11 @@ use serde::Deserialize;
 
 use super::wire::{Client, ClientPage, ClientPatch, CreatedClient, KeyFields, NewClient};
 use super::{
-    Admin, ApiError, PREFIX, etag, json_response, limit_param, query_params, refuse_lockout,
+    Admin, ApiError, PREFIX, confirmed, etag, json_response, limit_param, query_params,
+    refuse_lockout,
 };
 use crate::http::AppState;
-use crate::model::{
-    ADMIN_AUDIENCE, ADMIN_READ_SCOPE, ADMIN_SCOPE, ClientRecord, ClientUpdate, DEFAULT_TOKEN_TTL,
-};
+use crate::model::{ADMIN_AUDIENCE, ADMIN_SCOPE, ClientRecord, ClientUpdate, DEFAULT_TOKEN_TTL};
 use crate::service::admin::{self, ClientKeys};
 use crate::service::admin_auth::Access;
 
@@ -156,10 +155,13 @@ pub async fn create(
     let created = match keys {
         None => admin::create_client(store, clock, &request.actor, registration)
             .await
-            .map(|applied| (applied.value.0, Some(applied.value.1))),
+            .map(|applied| {
+                let (client, secret) = confirmed(applied);
+                (client, Some(secret))
+            }),
         Some(keys) => admin::create_key_client(store, clock, &request.actor, registration, keys)
             .await
-            .map(|applied| (applied.value, None)),
+            .map(|applied| (confirmed(applied), None)),
     };
     let (client, secret) = match created {
         Ok(created) => created,
@@ -374,11 +376,11 @@ pub async fn update(
     // Disabling itself, or taking the admin scope or audience away from itself, would end the
     // caller's access in the middle of its work.
     let locks_out = update.enabled == Some(false)
-        || update.scope.as_ref().is_some_and(|scope| {
-            !scope
-                .iter()
-                .any(|s| s == ADMIN_SCOPE || s == ADMIN_READ_SCOPE)
-        })
+        // (Only a writing admin gets here: keeping latchkey:admin:read alone would too.)
+        || update
+            .scope
+            .as_ref()
+            .is_some_and(|scope| !scope.iter().any(|s| s == ADMIN_SCOPE))
         || update
             .audience
             .as_ref()
@@ -518,14 +520,16 @@ pub async fn delete(
     let services = &state.services;
     refuse_lockout(&request, &id, true)?;
     let expected = check_if_match(&state, &request, &id).await?;
-    admin::delete_client(
-        services.store.as_ref(),
-        services.clock.as_ref(),
-        &request.actor,
-        &id,
-        expected,
-    )
-    .await?;
+    confirmed(
+        admin::delete_client(
+            services.store.as_ref(),
+            services.clock.as_ref(),
+            &request.actor,
+            &id,
+            expected,
+        )
+        .await?,
+    );
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -564,7 +568,7 @@ async fn change<'a>(
         expected,
     )
     .await?;
-    Ok(client_response(StatusCode::OK, &applied.value))
+    Ok(client_response(StatusCode::OK, &confirmed(applied)))
 }
 
 /// With `If-Match`, the client must still be the version of that `ETag` (RFC 9110 §13.1.1):

@@ -9,7 +9,7 @@ use http::StatusCode;
 use latchkey_proto::SigningAlg;
 
 use super::wire::{RotateKeys, Rotated, SigningKey};
-use super::{Admin, ApiError, json_response};
+use super::{Admin, ApiError, confirmed, json_response};
 use crate::http::AppState;
 use crate::service::admin;
 use crate::service::admin_auth::Access;
@@ -66,7 +66,7 @@ pub async fn rotate(
         alg,
     )
     .await?;
-    let rotated: Vec<Rotated> = applied.value.iter().map(Rotated::from).collect();
+    let rotated: Vec<Rotated> = confirmed(applied).iter().map(Rotated::from).collect();
     Ok(json_response(
         StatusCode::OK,
         serde_json::to_vec(&rotated).unwrap_or_default(),

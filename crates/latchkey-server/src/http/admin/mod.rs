@@ -196,6 +196,19 @@ impl Admin {
     }
 }
 
+/// The value of a change, once made; servers that did not confirm it in time are named in the
+/// log (the API's answer is the change's, which was made).
+fn confirmed<T>(applied: crate::service::admin::Applied<T>) -> T {
+    if !applied.unconfirmed_servers.is_empty() {
+        tracing::warn!(
+            servers = ?applied.unconfirmed_servers,
+            "servers did not confirm an admin change in time; they may use the old record until \
+             they next reach the database"
+        );
+    }
+    applied.value
+}
+
 /// An admin may not disable, delete or revoke the tokens or secrets of the client it is acting
 /// as: that would end its own access in the middle of its work (409). Another admin, or the
 /// CLI, can.

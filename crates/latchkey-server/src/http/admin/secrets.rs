@@ -7,7 +7,7 @@ use axum::response::{IntoResponse as _, Response};
 use http::StatusCode;
 
 use super::wire::{AddSecret, NewSecret, RotateSecret, Secret, timestamp};
-use super::{Admin, ApiError, json_response, refuse_lockout};
+use super::{Admin, ApiError, confirmed, json_response, refuse_lockout};
 use crate::http::AppState;
 use crate::service::admin;
 use crate::service::admin_auth::Access;
@@ -71,7 +71,7 @@ pub async fn add(
     let expires_at = body
         .expires_in_seconds
         .map(|s| timestamp(now.saturating_add(s)));
-    Ok(new_secret(&id, applied.value, expires_at))
+    Ok(new_secret(&id, confirmed(applied), expires_at))
 }
 
 /// Rotate: add a secret, and let every other one work for `overlap_seconds` more. The secret is
@@ -105,7 +105,7 @@ pub async fn rotate(
     )
     .await
     .map_err(|err| field_error(err, "overlap_seconds"))?;
-    Ok(new_secret(&id, applied.value, None))
+    Ok(new_secret(&id, confirmed(applied), None))
 }
 
 /// Revoke one secret at once; it then fails like a wrong one.
@@ -127,7 +127,7 @@ pub async fn revoke(
     let request = Admin::authorize(&state, request, Access::Write).await?;
     refuse_lockout(&request, &id, true)?;
     let services = &state.services;
-    admin::revoke_secret(
+    let revoked = admin::revoke_secret(
         services.store.as_ref(),
         services.clock.as_ref(),
         &request.actor,
@@ -139,6 +139,7 @@ pub async fn revoke(
         admin::AdminError::Invalid(detail) => ApiError::new(StatusCode::NOT_FOUND, detail, None),
         other => other.into(),
     })?;
+    confirmed(revoked);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

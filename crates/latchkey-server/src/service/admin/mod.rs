@@ -43,8 +43,17 @@ pub struct Applied<T> {
     pub unconfirmed_servers: Vec<String>,
 }
 
+/// The change is committed: waits for the servers to confirm it. Never an error from here on
+/// (a caller that saw one would retry a change that was made): when the wait itself fails,
+/// the servers are reported as unconfirmed.
 async fn applied<T>(store: &dyn Store, value: T) -> Result<Applied<T>, AdminError> {
-    let unconfirmed_servers = wait_for_servers(store, PROPAGATION_TIMEOUT).await?;
+    let unconfirmed_servers = match wait_for_servers(store, PROPAGATION_TIMEOUT).await {
+        Ok(servers) => servers,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not wait for the servers after a change");
+            vec![format!("(any: the database did not answer: {err})")]
+        }
+    };
     Ok(Applied {
         value,
         unconfirmed_servers,
@@ -574,6 +583,21 @@ async fn change_client(
             ..update.clone()
         };
         let changes = audit::updated(&before, &before.with_update(&held, now));
+        // A change that changes nothing is not made: no event, no new version, no cache drop.
+        let nothing = changes.as_object().is_some_and(serde_json::Map::is_empty);
+        if nothing && !held.revoke_tokens {
+            if held.expected_version != Some(before.version) {
+                return Err(StoreError::Precondition(format!(
+                    "client {} is at version {}",
+                    before.client_id, before.version
+                ))
+                .into());
+            }
+            return Ok(Applied {
+                value: before,
+                unconfirmed_servers: Vec::new(),
+            });
+        }
         let audit = entry(clock, actor, action, Some(&before.client_id), changes);
         match store
             .update_client(&audit, &before.client_id, &held, now)
@@ -607,10 +631,24 @@ pub async fn replace_client(
     keys: Option<ClientKeys<'_>>,
 ) -> Result<Applied<ClientRecord>, AdminError> {
     let mut update = checked_update(update)?;
+    // New keys and nothing else is a key rotation in the audit trail.
+    let settings = update.name.is_some()
+        || update.scope.is_some()
+        || update.audience.is_some()
+        || update.token_ttl_seconds.is_some()
+        || update.enabled.is_some()
+        || update.can_introspect.is_some()
+        || update.token_format.is_some()
+        || update.revoke_tokens;
+    let action = if keys.is_some() && !settings {
+        action::CLIENT_KEYS
+    } else {
+        action::CLIENT_UPDATE
+    };
     if let Some(keys) = keys {
         update.credential = Some(keys.checked(before.auth_method()).await?);
     }
-    change_client(store, clock, actor, action::CLIENT_UPDATE, before, &update).await
+    change_client(store, clock, actor, action, before, &update).await
 }
 
 /// Revokes every token the client holds now (`latchkey client revoke-tokens`): the client's

@@ -39,7 +39,7 @@ pub async fn create(
 ) -> Result<(RegistrationToken, String), AdminError> {
     if !(1..=MAX_LIFETIME_SECONDS).contains(&new.expires_in) {
         return Err(AdminError::field(
-            "expires_in",
+            "expires_in_seconds",
             "an initial access token lives from 1 second to a year",
         ));
     }
