@@ -522,12 +522,8 @@ async fn secret(
                     let (secret_id, secret) = confirmed(
                         admin::add_secret(store.as_ref(), clock, &actor, &id, expires_in).await?,
                     );
-                    wire::NewSecret {
-                        client_id: id.clone(),
-                        secret_id,
-                        client_secret: secret.expose().to_owned(),
-                        expires_at: expires_in.map(|s| timestamp(now.saturating_add(s))),
-                    }
+                    let expires_at = expires_in.map(|s| now.saturating_add(s));
+                    wire::NewSecret::new(&id, secret_id, &secret, expires_at)
                 }
                 Target::Server(remote) => {
                     let path = format!("/clients/{}/secrets", encode(&id));
@@ -543,12 +539,7 @@ async fn secret(
                     let (secret_id, secret) = confirmed(
                         admin::rotate_secret(store.as_ref(), clock, &actor, &id, overlap).await?,
                     );
-                    wire::NewSecret {
-                        client_id: id.clone(),
-                        secret_id,
-                        client_secret: secret.expose().to_owned(),
-                        expires_at: None,
-                    }
+                    wire::NewSecret::new(&id, secret_id, &secret, None)
                 }
                 Target::Server(remote) => {
                     let path = format!("/clients/{}/secrets/rotate", encode(&id));

@@ -16,7 +16,8 @@ const SCRIPT: &str = concat!(
     "/tests/interop/authlib_client.py"
 );
 
-fn python_ready() -> bool {
+/// Whether python3 has the independent libraries the interop tests use; under CI it must.
+pub fn python_ready() -> bool {
     let probe = Command::new("python3")
         .args(["-c", "import authlib, jwt, requests, cryptography"])
         .output();

@@ -90,29 +90,12 @@ fn assert_error(result: &(StatusCode, Value), status: StatusCode, code: &str, ca
     assert!(result.1["error_description"].is_string(), "{case}");
 }
 
-fn python_ready() -> bool {
-    let probe = Command::new("python3")
-        .args(["-c", "import authlib, requests"])
-        .output();
-    match probe {
-        Ok(out) if out.status.success() => true,
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must have python3 with authlib and requests (see .ci/run)"
-            );
-            eprintln!("SKIPPED: python3 with authlib and requests is not installed");
-            false
-        }
-    }
-}
-
 /// An independent client (Python `requests` at its defaults, and Authlib for the token) does
 /// the whole RFC 7591/7592 cycle; every step is in the audit trail with the registration as
 /// the actor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_independent_client_registers_reads_updates_and_deletes() {
-    if !python_ready() {
+    if !crate::interop::python_ready() {
         return;
     }
     let app = spawn_app().await;

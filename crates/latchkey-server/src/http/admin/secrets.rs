@@ -6,7 +6,7 @@ use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse as _, Response};
 use http::StatusCode;
 
-use super::wire::{AddSecret, NewSecret, RotateSecret, Secret, timestamp};
+use super::wire::{AddSecret, NewSecret, RotateSecret, Secret};
 use super::{Admin, ApiError, confirmed, json_response, refuse_lockout};
 use crate::http::AppState;
 use crate::service::admin;
@@ -68,9 +68,7 @@ pub async fn add(
     )
     .await
     .map_err(|err| field_error(err, "expires_in_seconds"))?;
-    let expires_at = body
-        .expires_in_seconds
-        .map(|s| timestamp(now.saturating_add(s)));
+    let expires_at = body.expires_in_seconds.map(|s| now.saturating_add(s));
     Ok(new_secret(&id, confirmed(applied), expires_at))
 }
 
@@ -155,14 +153,9 @@ fn field_error(err: admin::AdminError, field: &str) -> ApiError {
 fn new_secret(
     client_id: &str,
     (secret_id, secret): (String, crate::secret::ClientSecret),
-    expires_at: Option<String>,
+    expires_at: Option<i64>,
 ) -> Response {
-    let body = NewSecret {
-        client_id: client_id.to_owned(),
-        secret_id,
-        client_secret: secret.expose().to_owned(),
-        expires_at,
-    };
+    let body = NewSecret::new(client_id, secret_id, &secret, expires_at);
     json_response(
         StatusCode::CREATED,
         serde_json::to_vec(&body).unwrap_or_default(),

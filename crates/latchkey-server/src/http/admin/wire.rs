@@ -443,6 +443,23 @@ pub struct NewSecret {
     pub expires_at: Option<String>,
 }
 
+impl NewSecret {
+    /// A secret just added to `client_id`, expiring at `expires_at` (Unix seconds) if ever.
+    pub fn new(
+        client_id: &str,
+        secret_id: String,
+        secret: &crate::secret::ClientSecret,
+        expires_at: Option<i64>,
+    ) -> Self {
+        NewSecret {
+            client_id: client_id.to_owned(),
+            secret_id,
+            client_secret: secret.expose().to_owned(),
+            expires_at: expires_at.map(timestamp),
+        }
+    }
+}
+
 /// `POST /clients/{id}/secrets`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
