@@ -23,6 +23,7 @@ use crate::remote_keys::RemoteKeys;
 use crate::service::Services;
 use crate::store::{Store, StoreError};
 use crate::tls::{Tls, TlsFiles};
+use crate::usage::Usage;
 
 /// What `latchkey serve` is told at start-up. Every field is a choice the operator can see.
 #[derive(Debug, Clone)]
@@ -58,6 +59,11 @@ pub struct ServerConfig {
     pub client_cache_size: usize,
     /// How long audit events are kept (seconds); the janitor deletes older ones.
     pub audit_retention: i64,
+    /// Count each client's tokens, refusals, introspections and revocations per minute
+    /// (`crate::usage`).
+    pub usage_accounting: bool,
+    /// How long usage counts are kept (seconds); the janitor deletes older minutes.
+    pub usage_retention: i64,
     /// Serve the admin API on this address, and not on `listen`; `None` serves it on `listen`.
     pub admin_listen: Option<SocketAddr>,
     /// With `admin_listen`: the origin clients reach the admin API by (`https://host[:port]`),
@@ -68,10 +74,13 @@ pub struct ServerConfig {
 /// How long audit events are kept by default: 90 days.
 pub const DEFAULT_AUDIT_RETENTION: i64 = 90 * 24 * 3600;
 
+/// How long usage counts are kept by default: 35 days (a month's bill and some).
+pub const DEFAULT_USAGE_RETENTION: i64 = 35 * 24 * 3600;
+
 impl Default for ServerConfig {
     /// Loopback on a free port, the issuer from the bound address, ES256, keys in the clear,
     /// no automatic rotation, the janitor every minute, strict assertion audiences, 100,000
-    /// cached clients, audit events kept 90 days.
+    /// cached clients, audit events kept 90 days, usage counted and kept 35 days.
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -87,6 +96,8 @@ impl Default for ServerConfig {
             connections: ConnectionLimits::DEFAULT,
             client_cache_size: crate::cache::DEFAULT_CLIENT_CACHE_SIZE,
             audit_retention: DEFAULT_AUDIT_RETENTION,
+            usage_accounting: true,
+            usage_retention: DEFAULT_USAGE_RETENTION,
             admin_listen: None,
             admin_url: None,
         }
@@ -221,6 +232,7 @@ impl Application {
             key_source,
             config.key_rotation,
             config.audit_retention,
+            config.usage_retention,
         );
         let max_age = u32::try_from(JWKS_MAX_AGE_SECONDS).unwrap_or(300);
         let compatible_assertion_audience = config
@@ -252,6 +264,7 @@ impl Application {
             remote_keys,
             client_ca: tls.as_ref().and_then(|tls| tls.client_ca.clone()),
             dpop_nonce: config.dpop_nonce,
+            usage: Arc::new(Usage::new(config.usage_accounting)),
         };
         let state = Arc::new(AppState {
             services,
@@ -312,6 +325,12 @@ impl Application {
         Arc::clone(&self.state.services.cache)
     }
 
+    /// The server's usage accounting, to flush on demand (tests, tools); it also flushes by
+    /// itself every `usage::FLUSH_INTERVAL` while the server runs, and once more at the end.
+    pub fn usage(&self) -> Arc<Usage> {
+        Arc::clone(&self.state.services.usage)
+    }
+
     /// The server's janitor, to run a pass on demand (tests, tools); it also runs by itself
     /// every `janitor_interval` while the server runs.
     pub fn janitor(&self) -> Janitor {
@@ -328,6 +347,11 @@ impl Application {
         };
         let poller = tokio::spawn(Arc::clone(&state.services.cache).run_poller(
             Arc::clone(&state.services.store),
+            until_stopped(stop.clone()),
+        ));
+        let usage = tokio::spawn(Arc::clone(&state.services.usage).run(
+            Arc::clone(&state.services.store),
+            Arc::clone(&state.services.clock),
             until_stopped(stop.clone()),
         ));
         let janitor = tokio::spawn(self.janitor.run(self.janitor_interval, until_stopped(stop)));
@@ -374,6 +398,8 @@ impl Application {
         let _ = stopped.send(true);
         let _ = poller.await;
         let _ = janitor.await;
+        // After the last request: its counts are written too.
+        let _ = usage.await;
     }
 }
 

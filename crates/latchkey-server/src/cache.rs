@@ -37,6 +37,7 @@ use crate::model::ClientRecord;
 use crate::protocol::client_keys::registered_keys;
 use crate::protocol::mutual_tls::registered_certificates;
 use crate::store::{Change, Store, StoreError};
+use crate::usage::ClientUsage;
 
 /// How often a server checks the generation counter and the deny list.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -66,6 +67,8 @@ pub struct KnownClient {
     pub assertion_keys: Vec<VerifyingKey>,
     /// For `self_signed_tls_client_auth`: the certificates (DER) it registered.
     pub certificates: Vec<Vec<u8>>,
+    /// What it did since the last usage flush.
+    pub usage: Arc<ClientUsage>,
 }
 
 impl KnownClient {
@@ -75,6 +78,7 @@ impl KnownClient {
         let assertion_keys = registered_keys(jwks);
         let certificates = registered_certificates(jwks);
         KnownClient {
+            usage: Arc::new(ClientUsage::new(&record.client_id)),
             record,
             assertion_keys,
             certificates,

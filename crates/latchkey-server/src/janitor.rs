@@ -1,6 +1,6 @@
 //! Housekeeping every server does on a timer: purge expired opaque tokens and deny-list
-//! entries (so storage does not grow without bound under steady issuance) and audit events
-//! past their retention, write when secrets
+//! entries (so storage does not grow without bound under steady issuance), audit events and
+//! usage counts past their retention, write when secrets
 //! were last used, remove retired keys once no token they signed can still be valid, and
 //! rotate keys when automatic rotation is on. Every step is idempotent and atomic in the
 //! database, so any number of servers may run it at once.
@@ -37,6 +37,8 @@ pub struct Janitor {
     key_rotation: Option<i64>,
     /// Delete audit events older than this (seconds).
     audit_retention: i64,
+    /// Delete usage counts older than this (seconds).
+    usage_retention: i64,
 }
 
 impl Janitor {
@@ -48,6 +50,7 @@ impl Janitor {
         key_source: KeySource,
         key_rotation: Option<i64>,
         audit_retention: i64,
+        usage_retention: i64,
     ) -> Self {
         Janitor {
             store,
@@ -56,6 +59,7 @@ impl Janitor {
             key_source,
             key_rotation,
             audit_retention,
+            usage_retention,
         }
     }
 
@@ -69,7 +73,11 @@ impl Janitor {
             return Err(CacheError::Store(err));
         }
         let purged = store
-            .purge_expired(now, now.saturating_sub(self.audit_retention))
+            .purge_expired(
+                now,
+                now.saturating_sub(self.audit_retention),
+                now.saturating_sub(self.usage_retention),
+            )
             .await?;
         let actor = Actor::Server(self.cache.server_id().to_owned());
         self.cache.forget_expired_revocations(now);

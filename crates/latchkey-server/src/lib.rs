@@ -25,6 +25,7 @@ pub mod secret;
 pub mod service;
 pub mod store;
 pub mod tls;
+pub mod usage;
 
 pub use app::{Application, ServerConfig, StartError};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -126,6 +126,9 @@ pub enum Command {
     /// and after (never a secret).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// How much each client did: tokens issued, requests refused (by error), introspections
+    /// and revocations, counted per minute by every server.
+    Usage(UsageArgs),
     /// Create, list and revoke initial access tokens: each lets its holder register clients
     /// at /oauth2/register (RFC 7591 dynamic client registration).
     #[command(subcommand)]
@@ -221,6 +224,15 @@ impl ConnectionArgs {
         };
         limits.validate().map_err(anyhow::Error::msg)?;
         Ok(limits)
+    }
+}
+
+/// `on` or `off`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("must be on or off".to_owned()),
     }
 }
 
@@ -424,6 +436,21 @@ pub struct TokenArgs {
     pub cache_redis: Option<String>,
 }
 
+/// `latchkey usage`.
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// One client's counts, minute by minute (default: every client's totals, the most active
+    /// first).
+    #[arg(long = "client", value_name = "ID")]
+    pub client: Option<String>,
+    /// Counts this recent, like 1h or 7d.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub since: i64,
+    /// At most this many clients (or, with --client, the latest minutes).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// List audit events, oldest first: time, actor (cli:USER, admin:CLIENT_ID,
@@ -559,6 +586,25 @@ pub struct ServeArgs {
         value_parser = parse_duration_u64
     )]
     pub audit_retention: u64,
+
+    /// Count each client's tokens, refusals, introspections and revocations per minute
+    /// (`latchkey usage`, GET /admin/v1/usage): on or off.
+    #[arg(
+        long,
+        env = "LATCHKEY_USAGE_ACCOUNTING",
+        default_value = "on",
+        value_parser = parse_on_off
+    )]
+    pub usage_accounting: bool,
+
+    /// How long usage counts are kept, like 35d; older minutes are deleted.
+    #[arg(
+        long,
+        env = "LATCHKEY_USAGE_RETENTION",
+        default_value = "35d",
+        value_parser = parse_duration_u64
+    )]
+    pub usage_retention: u64,
 
     /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key. Without it
     /// the server speaks plain HTTP, for use behind a TLS terminator.

@@ -18,6 +18,7 @@ mod remote;
 mod serve_cmd;
 mod sidecar_cmd;
 mod token_cmd;
+mod usage_cmd;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
             Command::Keys(cmd) => keys_cmd::run(&cli.global, cmd).await,
             Command::Audit(cmd) => audit_cmd::run(&cli.global, cmd).await,
             Command::RegistrationToken(cmd) => registration_cmd::run(&cli.global, cmd).await,
+            Command::Usage(args) => usage_cmd::run(&cli.global, args).await,
             Command::Token(args) => token_cmd::run(&cli.global, args).await,
             Command::PublicJwks { files } => token_cmd::public_jwks(&files),
             Command::Gate(args) => gate_cmd::run(args).await,

@@ -46,6 +46,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         dpop_nonce: args.dpop_nonce,
         client_cache_size: args.client_cache_size,
         audit_retention: i64::try_from(args.audit_retention).unwrap_or(i64::MAX),
+        usage_accounting: args.usage_accounting,
+        usage_retention: i64::try_from(args.usage_retention).unwrap_or(i64::MAX),
         connections: args.connections.limits()?,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(latchkey_server::tls::TlsFiles {

@@ -8,6 +8,7 @@ mod client;
 pub mod credential;
 mod registration;
 mod token;
+mod usage;
 
 pub use audit::{Actor, AuditEntry, AuditEvent};
 pub use client::{
@@ -17,3 +18,4 @@ pub use client::{
 pub use credential::{Credential, Federation, SecretMethod, TlsSubject};
 pub use registration::{Registration, RegistrationToken};
 pub use token::{OpaqueTokenRecord, Revocation};
+pub use usage::{UsageCount, UsageKind};

@@ -19,6 +19,7 @@ use crate::protocol::client_auth::{
     authenticate_certificate, authenticate_federated, presented_credentials,
 };
 use crate::secret::unknown_id_tag;
+use crate::usage::Event;
 
 /// Authenticates the client (RFC 6749 §2.3, RFC 7523 §2.2) and returns it. Tags the response
 /// with the claimed client id for the access log, and notes which secret was used.
@@ -47,14 +48,32 @@ pub async fn authenticate_client(
         Some(known) => known.record.client_id.clone(),
         None => unknown_id_tag(claimed_id),
     });
+    let verified = verify(services, request, &presented, client.as_deref()).await;
+    // A known client's failed authentications are counted (unknown ids are not: anyone can
+    // make up any number of them).
+    if let (Err(err), Some(known)) = (&verified, &client) {
+        services.usage.count(&known.usage, Event::Denied(err.code));
+    }
+    verified?;
+    client.ok_or_else(OAuthError::invalid_client)
+}
+
+/// Checks the presented credentials against the client's (`None`: unknown id, which fails as
+/// a wrong secret does).
+async fn verify(
+    services: &Services,
+    request: &ClientRequest,
+    presented: &Presented,
+    client: Option<&KnownClient>,
+) -> Result<(), OAuthError> {
     let now = services.clock.unix_seconds();
-    match &presented {
+    match presented {
         Presented::Secret(secret) => {
-            let secret_id = authenticate(secret, client.as_deref().map(|c| &c.record), now)?;
+            let secret_id = authenticate(secret, client.map(|c| &c.record), now)?;
             services.cache.note_secret_use(secret_id, now);
         }
         Presented::Assertion(assertion) => {
-            authenticate_by_assertion(services, assertion, client.as_deref(), now).await?;
+            authenticate_by_assertion(services, assertion, client, now).await?;
         }
         Presented::ClientId(_) => {
             let certificate = request.certificates.as_ref().and_then(|chain| {
@@ -64,15 +83,11 @@ pub async fn authenticate_client(
                     chain_is_trusted: || chain_is_trusted(services, leaf, intermediates, now),
                 })
             });
-            let registered = client.as_deref().map_or(&[][..], |c| &c.certificates);
-            authenticate_certificate(
-                client.as_deref().map(|c| &c.record),
-                registered,
-                certificate,
-            )?;
+            let registered = client.map_or(&[][..], |c| &c.certificates);
+            authenticate_certificate(client.map(|c| &c.record), registered, certificate)?;
         }
     }
-    client.ok_or_else(OAuthError::invalid_client)
+    Ok(())
 }
 
 /// RFC 8705 §2.1: whether a client certificate chain leads to one of the `--client-ca` roots,

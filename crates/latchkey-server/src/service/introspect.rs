@@ -3,10 +3,11 @@
 
 use latchkey_proto::{AccessTokenClaims, IntrospectionResponse};
 
-use super::{ClientRequest, Services, authenticate_client};
+use super::{ClientRequest, Services, authenticate_client, usage_event};
 use crate::error::OAuthError;
 use crate::protocol::access_token::{TokenShape, shape, verify_jwt};
 use crate::protocol::introspection::{active_response, is_active, opaque_claims};
+use crate::usage::Event;
 
 /// RFC 7662 §2: what an authorised caller learns about the request's `token`. `log_as` is set
 /// to the caller for the access log.
@@ -18,16 +19,23 @@ pub async fn introspect(
     // RFC 7662 §2.1: the caller authenticates, and must be allowed to introspect (§4: "the
     // authorization server MUST determine whether the resource server is allowed").
     let caller = authenticate_client(services, request, log_as).await?;
-    if !caller.record.can_introspect {
-        return Err(OAuthError::forbidden(
-            "this client may not introspect tokens; an operator can allow it with `latchkey client update ID --can-introspect`",
-        ));
+    let answered = async {
+        if !caller.record.can_introspect {
+            return Err(OAuthError::forbidden(
+                "this client may not introspect tokens; an operator can allow it with `latchkey client update ID --can-introspect`",
+            ));
+        }
+        let token = required_token(request)?;
+        Ok(match active_claims(services, token).await? {
+            Some(claims) => active_response(claims),
+            None => IntrospectionResponse::inactive(),
+        })
     }
-    let token = required_token(request)?;
-    Ok(match active_claims(services, token).await? {
-        Some(claims) => active_response(claims),
-        None => IntrospectionResponse::inactive(),
-    })
+    .await;
+    services
+        .usage
+        .count(&caller.usage, usage_event(&answered, Event::Introspection));
+    answered
 }
 
 /// What a revocation request did.
@@ -46,6 +54,19 @@ pub async fn revoke(
     log_as: &mut Option<String>,
 ) -> Result<Revoked, OAuthError> {
     let caller = authenticate_client(services, request, log_as).await?;
+    let revoked = revoke_for(services, request, &caller.record.client_id).await;
+    services
+        .usage
+        .count(&caller.usage, usage_event(&revoked, Event::Revocation));
+    revoked
+}
+
+/// Revokes the request's token if it is one of `caller`'s.
+async fn revoke_for(
+    services: &Services,
+    request: &ClientRequest,
+    caller: &str,
+) -> Result<Revoked, OAuthError> {
     let token = required_token(request)?;
     // `token_type_hint` is ignored: the token's shape tells its type, and RFC 7009 §2.2 says
     // an unknown hint is ignored too.
@@ -58,7 +79,7 @@ pub async fn revoke(
     // RFC 7009 §2.1: the server "verifies whether the token was issued to the client making
     // the revocation request. If this validation fails, the request is refused". The token
     // stays active.
-    if claims.client_id != caller.record.client_id {
+    if claims.client_id != caller {
         return Err(OAuthError::unauthorized_client(
             "the token was not issued to this client",
         ));

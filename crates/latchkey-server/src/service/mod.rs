@@ -49,6 +49,8 @@ pub struct Services {
     pub client_ca: Option<Arc<dyn ClientCertVerifier>>,
     /// DPoP proofs at the token endpoint need a nonce this server made (RFC 9449 §8).
     pub dpop_nonce: bool,
+    /// Counts what each client does (`crate::usage`).
+    pub usage: Arc<crate::usage::Usage>,
 }
 
 impl Services {
@@ -84,6 +86,18 @@ impl ClientRequest {
             .as_ref()
             .and_then(|chain| chain.first())
             .map(AsRef::as_ref)
+    }
+}
+
+/// What a client's request counts as in its usage: `success` when it succeeded, else the
+/// refusal's error code (server trouble is not counted: `usage` ignores those codes).
+fn usage_event<T>(
+    result: &Result<T, OAuthError>,
+    success: crate::usage::Event,
+) -> crate::usage::Event {
+    match result {
+        Ok(_) => success,
+        Err(err) => crate::usage::Event::Denied(err.code),
     }
 }
 

@@ -3,13 +3,14 @@
 use latchkey_jose::dpop::{PROOF_MAX_AGE_SECONDS, ProofCheck, VerifiedProof, verify_proof};
 use latchkey_proto::{TokenFormat, TokenResponse, TokenType};
 
-use super::{ClientRequest, Services, authenticate_client};
+use super::{ClientRequest, Services, authenticate_client, usage_event};
 use crate::error::OAuthError;
-use crate::model::OpaqueTokenRecord;
+use crate::model::{ClientRecord, OpaqueTokenRecord};
 use crate::protocol::client_credentials::{
     access_token_claims, bind, check_grant_type, decide, expires_in,
 };
 use crate::secret::{new_jti, new_opaque_token};
+use crate::usage::Event;
 
 /// Issues a token for `request`, or says why not. `log_as` is set to the client id (or the
 /// tag of an unknown one) once it is known, for the access log.
@@ -18,7 +19,8 @@ use crate::secret::{new_jti, new_opaque_token};
 ///    client told to use a nonce sends the same request again, and its assertion must not be
 ///    used up yet); 3. client authentication; 4. the proof is used once; 5. the grant and the
 ///    binding (pure decisions in `protocol::client_credentials`); 6. the token: a JWT signed
-///    with the current key, or an opaque token stored by its hash.
+///    with the current key, or an opaque token stored by its hash. Each outcome is counted in
+///    the client's usage (a token, or the refusal's error code).
 pub async fn issue_token(
     services: &Services,
     request: &ClientRequest,
@@ -29,8 +31,21 @@ pub async fn issue_token(
         Some(proof) => Some(check_dpop_proof(services, proof)?),
         None => None,
     };
-    let client = authenticate_client(services, request, log_as).await?;
-    let client = &client.record;
+    let known = authenticate_client(services, request, log_as).await?;
+    let issued = issue_to(services, request, &known.record, proof).await;
+    services
+        .usage
+        .count(&known.usage, usage_event(&issued, Event::Token));
+    issued
+}
+
+/// Steps 4 to 6 for an authenticated client: the proof used, the grant decided, the token made.
+async fn issue_to(
+    services: &Services,
+    request: &ClientRequest,
+    client: &ClientRecord,
+    proof: Option<VerifiedProof>,
+) -> Result<TokenResponse, OAuthError> {
     let dpop_jkt = match proof {
         Some(proof) => Some(use_dpop_proof(services, proof).await?),
         None => None,

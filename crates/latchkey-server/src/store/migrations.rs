@@ -52,6 +52,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "client version",
         include_str!("../../migrations/sqlite/0011_client_version.sql"),
     ),
+    (
+        "usage",
+        include_str!("../../migrations/sqlite/0012_usage.sql"),
+    ),
 ];
 
 /// PostgreSQL's migrations, likewise. Version 1 is the whole of SQLite's versions 1 and 2:
@@ -96,6 +100,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "client version",
         include_str!("../../migrations/postgres/0010_client_version.sql"),
+    ),
+    (
+        "usage",
+        include_str!("../../migrations/postgres/0011_usage.sql"),
     ),
 ];
 

@@ -31,7 +31,7 @@ use latchkey_proto::SigningAlg;
 
 use crate::model::{
     AuditEntry, AuditEvent, ClientRecord, ClientUpdate, OpaqueTokenRecord, Registration,
-    RegistrationToken, Revocation, SecretInfo, SecretRecord,
+    RegistrationToken, Revocation, SecretInfo, SecretRecord, UsageCount,
 };
 use crate::secret::SecretHash;
 
@@ -130,6 +130,20 @@ pub struct Purged {
     pub audit_events: u64,
     /// Expired initial access tokens.
     pub registration_tokens: u64,
+    /// Usage counts older than the retention.
+    pub usage_counts: u64,
+}
+
+/// Which usage counts to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageQuery {
+    /// Only minutes at or after this time.
+    pub since: i64,
+    /// One client's counts, minute by minute; `None` for every client's totals since `since`
+    /// (each total filed under `since`), the most active clients first.
+    pub client: Option<String>,
+    /// At most this many clients (for totals) or minutes (for one client, the latest).
+    pub limit: u32,
 }
 
 /// Which audit events to read: one page, by position.
@@ -416,9 +430,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 
     /// Deletes opaque tokens, deny-list entries, used assertion ids and initial access tokens
-    /// that expired before `now`, change-feed entries more than [`FEED_RETAINED`] generations old, and audit events
-    /// from before `audit_before`.
-    async fn purge_expired(&self, now: i64, audit_before: i64) -> Result<Purged, StoreError>;
+    /// that expired before `now`, change-feed entries more than [`FEED_RETAINED`] generations
+    /// old, audit events from before `audit_before` and usage counts of minutes before
+    /// `usage_before`.
+    async fn purge_expired(
+        &self,
+        now: i64,
+        audit_before: i64,
+        usage_before: i64,
+    ) -> Result<Purged, StoreError>;
+
+    /// Adds `counts` to the stored ones (per client, minute and kind), in one transaction.
+    async fn record_usage(&self, counts: &[UsageCount]) -> Result<(), StoreError>;
+
+    /// Usage counts matching `query`.
+    async fn usage_counts(&self, query: &UsageQuery) -> Result<Vec<UsageCount>, StoreError>;
 
     /// Audit events matching `query`, oldest first.
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;

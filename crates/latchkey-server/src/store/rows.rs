@@ -14,7 +14,7 @@ use super::{Change, FeedEntry, KeyState, StoreError, StoredKey};
 use crate::model::{
     Actor, AuditEntry, AuditEvent, ClientRecord, ClientUpdate, Credential, Federation,
     OpaqueTokenRecord, Registration, RegistrationToken, Revocation, SecretInfo, SecretRecord,
-    TlsSubject,
+    TlsSubject, UsageCount, UsageKind,
 };
 use crate::secret::SecretHash;
 
@@ -572,6 +572,50 @@ pub(super) fn registration_from_row(row: &DbRow) -> Result<Registration, StoreEr
         scope_limit: scope_limit.as_deref().map(split_list),
         audience_limit: audience_limit.as_deref().map(split_list),
     })
+}
+
+/// The most usage rows one [`add_usage`] statement takes (4 parameters each).
+pub(super) const USAGE_PER_INSERT: usize = 100;
+
+/// Adds usage counts (`(client_id, minute, kind, count)`, each key once) to the stored ones.
+pub(super) fn add_usage<'a>(
+    dialect: Dialect,
+    rows: &'a [(&'a str, i64, String, i64)],
+) -> Query<'a> {
+    let statement = format!(
+        "INSERT INTO usage_counts (client_id, minute, kind, count) VALUES {}
+         ON CONFLICT (client_id, minute, kind)
+         DO UPDATE SET count = usage_counts.count + excluded.count",
+        dialect.value_rows(rows.len(), 4)
+    );
+    rows.iter().fold(
+        sql(sqlx::AssertSqlSafe(statement)),
+        |query, (client_id, minute, kind, count)| {
+            query
+                .bind(*client_id)
+                .bind(*minute)
+                .bind(kind.as_str())
+                .bind(*count)
+        },
+    )
+}
+
+/// A usage count from a row; `None` (skipped) for a kind this version does not know, which a
+/// newer server may write.
+pub(super) fn usage_from_row(row: &DbRow) -> Option<Result<UsageCount, StoreError>> {
+    let read = || -> Result<Option<UsageCount>, StoreError> {
+        let kind: String = row.get("kind")?;
+        let Some(kind) = UsageKind::parse(&kind) else {
+            return Ok(None);
+        };
+        Ok(Some(UsageCount {
+            client_id: row.get("client_id")?,
+            minute: row.get("minute")?,
+            kind,
+            count: row.get("count")?,
+        }))
+    };
+    read().transpose()
 }
 
 fn hash_from_row(row: &DbRow, column: &str) -> Result<SecretHash, StoreError> {

@@ -20,11 +20,11 @@ use super::rows::{
 };
 use super::{
     AuditQuery, Change, FEED_RETAINED, FeedEntry, KeyState, Purged, RotationOutcome, RotationPlan,
-    SecretAdded, Store, StoreError, StoredKey, SyncPoint,
+    SecretAdded, Store, StoreError, StoredKey, SyncPoint, UsageQuery,
 };
 use crate::model::{
     AuditEntry, AuditEvent, ClientRecord, ClientUpdate, OpaqueTokenRecord, Registration,
-    RegistrationToken, Revocation, SecretInfo, SecretRecord,
+    RegistrationToken, Revocation, SecretInfo, SecretRecord, UsageCount,
 };
 use crate::secret::SecretHash;
 
@@ -517,7 +517,12 @@ impl Store for SqlStore {
             .is_some())
     }
 
-    async fn purge_expired(&self, now: i64, audit_before: i64) -> Result<Purged, StoreError> {
+    async fn purge_expired(
+        &self,
+        now: i64,
+        audit_before: i64,
+        usage_before: i64,
+    ) -> Result<Purged, StoreError> {
         retrying(|| async move {
             let mut tx = self.db.begin().await?;
             let opaque_tokens = sql("DELETE FROM opaque_tokens WHERE expires_at <= $1")
@@ -545,6 +550,10 @@ impl Store for SqlStore {
                 .bind(now)
                 .execute(&mut tx)
                 .await?;
+            let usage_counts = sql("DELETE FROM usage_counts WHERE minute < $1")
+                .bind(usage_before)
+                .execute(&mut tx)
+                .await?;
             tx.commit().await?;
             Ok(Purged {
                 opaque_tokens,
@@ -553,6 +562,7 @@ impl Store for SqlStore {
                 changes,
                 audit_events,
                 registration_tokens,
+                usage_counts,
             })
         })
         .await
@@ -571,6 +581,69 @@ impl Store for SqlStore {
         .fetch_all(&mut self.db.acquire().await?)
         .await?;
         rows.iter().map(rows::audit_event_from_row).collect()
+    }
+
+    async fn record_usage(&self, counts: &[UsageCount]) -> Result<(), StoreError> {
+        // One row per key in a statement: PostgreSQL refuses to update a row twice in one.
+        let mut merged: std::collections::BTreeMap<(&str, i64, String), i64> =
+            std::collections::BTreeMap::new();
+        for count in counts {
+            *merged
+                .entry((count.client_id.as_str(), count.minute, count.kind.name()))
+                .or_default() += count.count;
+        }
+        let rows: Vec<(&str, i64, String, i64)> = merged
+            .into_iter()
+            .map(|((client_id, minute, kind), count)| (client_id, minute, kind, count))
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let rows = &rows;
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            for chunk in rows.chunks(rows::USAGE_PER_INSERT) {
+                rows::add_usage(tx.dialect(), chunk)
+                    .execute(&mut tx)
+                    .await?;
+            }
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn usage_counts(&self, query: &UsageQuery) -> Result<Vec<UsageCount>, StoreError> {
+        let limit = i64::from(query.limit);
+        let found = match &query.client {
+            Some(client_id) => {
+                sql("SELECT client_id, minute, kind, count FROM usage_counts
+                     WHERE client_id = $1 AND minute >= $2 AND minute IN (
+                         SELECT DISTINCT minute FROM usage_counts
+                         WHERE client_id = $1 AND minute >= $2
+                         ORDER BY minute DESC LIMIT $3)
+                     ORDER BY minute, kind")
+                .bind(client_id.as_str())
+                .bind(query.since)
+                .bind(limit)
+                .fetch_all(&mut self.db.acquire().await?)
+                .await?
+            }
+            None => {
+                sql("SELECT u.client_id, CAST($1 AS BIGINT) AS minute, u.kind,
+                        CAST(SUM(u.count) AS BIGINT) AS count
+                     FROM usage_counts u
+                     WHERE u.minute >= $1 AND u.client_id IN (
+                         SELECT client_id FROM usage_counts WHERE minute >= $1
+                         GROUP BY client_id ORDER BY SUM(count) DESC, client_id LIMIT $2)
+                     GROUP BY u.client_id, u.kind
+                     ORDER BY u.client_id, u.kind")
+                .bind(query.since)
+                .bind(limit)
+                .fetch_all(&mut self.db.acquire().await?)
+                .await?
+            }
+        };
+        found.iter().filter_map(rows::usage_from_row).collect()
     }
 
     async fn create_registration_token(

@@ -727,7 +727,7 @@ async fn every_change_appends_its_audit_entry_in_its_transaction() {
             "{backend}"
         );
         // The retention: events before the cut-off go, later ones stay.
-        let purged = store.purge_expired(T0 + 20, T0 + 5).await.unwrap();
+        let purged = store.purge_expired(T0 + 20, T0 + 5, 0).await.unwrap();
         assert_eq!(purged.audit_events, 2, "{backend}");
         let left = store.audit_events(&all).await.unwrap();
         assert_eq!(left.len(), 1);
@@ -876,7 +876,7 @@ async fn opaque_tokens_and_the_deny_list() {
             .insert_opaque_token(&opaque("j3", "lk_a", T0 + 5))
             .await
             .unwrap();
-        let purged = store.purge_expired(T0 + 100, T0).await.unwrap();
+        let purged = store.purge_expired(T0 + 100, T0, 0).await.unwrap();
         assert_eq!(
             (purged.opaque_tokens, purged.revocations),
             (1, 1),
@@ -1151,7 +1151,7 @@ async fn assertion_ids_are_single_use_even_under_concurrent_replays() {
                 .unwrap(),
             "{backend}"
         );
-        let purged = store.purge_expired(T0 + 61, T0).await.unwrap();
+        let purged = store.purge_expired(T0 + 61, T0, 0).await.unwrap();
         assert_eq!(
             purged.assertion_jtis, 10,
             "lk_b/j1, race and the 8 mixed: {backend}"
@@ -1291,7 +1291,7 @@ async fn a_registration_counts_one_use_of_its_token_and_stores_the_client_with_i
                 .await
                 .unwrap()
         );
-        let purged = store.purge_expired(T0 + 3600, 0).await.unwrap();
+        let purged = store.purge_expired(T0 + 3600, 0, 0).await.unwrap();
         assert_eq!(purged.registration_tokens, 1, "{backend}");
         assert!(store.registration_tokens().await.unwrap().is_empty());
     })
@@ -1344,6 +1344,86 @@ async fn a_change_held_to_a_version_is_made_once_among_racers() {
                 .await
                 .unwrap()
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn usage_counts_add_up_per_client_minute_and_kind() {
+    use latchkey_proto::ErrorCode;
+    use latchkey_server::model::{UsageCount, UsageKind};
+    use latchkey_server::store::UsageQuery;
+    each_backend(|store, backend| async move {
+        let count = |client: &str, minute: i64, kind: UsageKind, count: i64| UsageCount {
+            client_id: client.into(),
+            minute,
+            kind,
+            count,
+        };
+        let denied = UsageKind::Denied(ErrorCode::InvalidClient);
+        // Two servers write the same minute, one of them twice in one batch.
+        store
+            .record_usage(&[
+                count("a", T0, UsageKind::Tokens, 3),
+                count("a", T0, UsageKind::Tokens, 2),
+                count("a", T0, denied, 1),
+                count("b", T0, UsageKind::Tokens, 1),
+            ])
+            .await
+            .unwrap();
+        store
+            .record_usage(&[
+                count("a", T0, UsageKind::Tokens, 4),
+                count("a", T0 + 60, UsageKind::Introspections, 2),
+            ])
+            .await
+            .unwrap();
+        let minutes = store
+            .usage_counts(&UsageQuery {
+                since: 0,
+                client: Some("a".into()),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            minutes,
+            [
+                count("a", T0, denied, 1),
+                count("a", T0, UsageKind::Tokens, 9),
+                count("a", T0 + 60, UsageKind::Introspections, 2),
+            ],
+            "{backend}"
+        );
+        let latest = store
+            .usage_counts(&UsageQuery {
+                since: 0,
+                client: Some("a".into()),
+                limit: 1,
+            })
+            .await
+            .unwrap();
+        assert_eq!(latest, [count("a", T0 + 60, UsageKind::Introspections, 2)]);
+        // Totals of the most active clients, filed under `since`.
+        let top = store
+            .usage_counts(&UsageQuery {
+                since: T0,
+                client: None,
+                limit: 1,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            top,
+            [
+                count("a", T0, denied, 1),
+                count("a", T0, UsageKind::Introspections, 2),
+                count("a", T0, UsageKind::Tokens, 9),
+            ],
+            "{backend}"
+        );
+        let purged = store.purge_expired(T0, 0, T0 + 60).await.unwrap();
+        assert_eq!(purged.usage_counts, 3, "{backend}");
     })
     .await;
 }

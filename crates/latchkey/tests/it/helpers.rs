@@ -29,6 +29,8 @@ pub struct TestApp {
     pub janitor: Janitor,
     /// What the server holds in memory.
     pub cache: Arc<Cache>,
+    /// Its usage accounting, to flush on demand (the server's own timer flushes every 10 s).
+    pub usage: Arc<latchkey_server::usage::Usage>,
     pub dir: TempDir,
 }
 
@@ -129,6 +131,7 @@ pub async fn spawn_with_config(
         .unwrap();
     let janitor = app.janitor();
     let cache = app.cache();
+    let usage = app.usage();
     let base = format!("http://{}", app.local_addr());
     let admin_base = app
         .admin_addr()
@@ -145,6 +148,7 @@ pub async fn spawn_with_config(
         http: reqwest::Client::new(),
         janitor,
         cache,
+        usage,
         dir,
     }
 }

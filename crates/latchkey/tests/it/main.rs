@@ -25,3 +25,4 @@ mod registration;
 mod remote_cli;
 mod replicas;
 mod token_endpoint;
+mod usage;

@@ -10,6 +10,7 @@ mod keys;
 pub mod openapi;
 mod registration_tokens;
 mod secrets;
+mod usage;
 pub mod wire;
 
 use std::sync::Arc;
@@ -69,6 +70,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/keys", get(keys::list))
         .route("/keys/rotate", post(keys::rotate))
         .route("/audit", get(audit::list))
+        .route("/usage", get(usage::list))
         .route(
             "/registration-tokens",
             get(registration_tokens::list).post(registration_tokens::create),

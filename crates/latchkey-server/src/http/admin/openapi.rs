@@ -6,7 +6,7 @@ use http::StatusCode;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, clients, json_response, keys, registration_tokens, secrets, wire};
+use super::{audit, clients, json_response, keys, registration_tokens, secrets, usage, wire};
 
 /// The document.
 #[derive(OpenApi)]
@@ -37,6 +37,7 @@ use super::{audit, clients, json_response, keys, registration_tokens, secrets, w
         registration_tokens::list,
         registration_tokens::create,
         registration_tokens::revoke,
+        usage::list,
     ),
     components(schemas(
         wire::Client,
@@ -58,6 +59,7 @@ use super::{audit, clients, json_response, keys, registration_tokens, secrets, w
         wire::RegistrationToken,
         wire::CreatedRegistrationToken,
         wire::NewRegistrationToken,
+        wire::UsageRow,
     )),
     modifiers(&AdminToken),
     tags(
@@ -65,6 +67,7 @@ use super::{audit, clients, json_response, keys, registration_tokens, secrets, w
         (name = "secrets", description = "A client's secrets, by id; a new one is shown once"),
         (name = "keys", description = "The keys that sign access tokens"),
         (name = "audit", description = "Who changed what"),
+        (name = "usage", description = "What each client did, per minute"),
         (name = "registration", description = "Initial access tokens for dynamic client registration (RFC 7591)"),
     ),
 )]

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::keys::next_step_at;
 use crate::model::{
     AuditEvent as StoredEvent, ClientRecord, Credential,
-    RegistrationToken as StoredRegistrationToken, SecretInfo, TlsSubject,
+    RegistrationToken as StoredRegistrationToken, SecretInfo, TlsSubject, UsageCount, UsageKind,
 };
 use crate::protocol::client_assertion::DEFAULT_FEDERATED_MAX_TOKEN_AGE;
 use crate::service::admin::Rotated as RotatedKeys;
@@ -659,6 +659,67 @@ pub struct NewRegistrationToken {
     /// The audiences registrations may ask for (default: any).
     #[serde(default)]
     pub audience_limit: Option<Vec<String>>,
+}
+
+/// What one client did in one minute, or in total since a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageRow {
+    /// The client.
+    pub client_id: String,
+    /// The minute (RFC 3339), or for totals the time they count from.
+    pub from: String,
+    /// Access tokens issued.
+    pub tokens: i64,
+    /// Requests refused, by OAuth error code (`invalid_client`, `invalid_scope`, ...).
+    pub denied: std::collections::BTreeMap<String, i64>,
+    /// Introspection requests answered.
+    pub introspections: i64,
+    /// Revocation requests answered.
+    pub revocations: i64,
+}
+
+impl UsageRow {
+    /// The rows of `counts`, one per client and minute: for totals (every count of a client
+    /// under one minute) the most tokens first, for one client's minutes the oldest first.
+    pub fn from_counts(counts: &[UsageCount], totals: bool) -> Vec<UsageRow> {
+        let mut rows: Vec<(String, i64, UsageRow)> = Vec::new();
+        let mut index: std::collections::HashMap<(String, i64), usize> =
+            std::collections::HashMap::new();
+        for count in counts {
+            let at = *index
+                .entry((count.client_id.clone(), count.minute))
+                .or_insert_with(|| {
+                    rows.push((
+                        count.client_id.clone(),
+                        count.minute,
+                        UsageRow {
+                            client_id: count.client_id.clone(),
+                            from: timestamp(count.minute),
+                            tokens: 0,
+                            denied: std::collections::BTreeMap::new(),
+                            introspections: 0,
+                            revocations: 0,
+                        },
+                    ));
+                    rows.len() - 1
+                });
+            let row = &mut rows[at].2;
+            match count.kind {
+                UsageKind::Tokens => row.tokens += count.count,
+                UsageKind::Introspections => row.introspections += count.count,
+                UsageKind::Revocations => row.revocations += count.count,
+                UsageKind::Denied(code) => {
+                    *row.denied.entry(code.as_str().to_owned()).or_default() += count.count;
+                }
+            }
+        }
+        if totals {
+            rows.sort_by(|a, b| b.2.tokens.cmp(&a.2.tokens).then_with(|| a.0.cmp(&b.0)));
+        } else {
+            rows.sort_by_key(|(_, minute, _)| *minute);
+        }
+        rows.into_iter().map(|(_, _, row)| row).collect()
+    }
 }
 
 /// The refusals every admin operation may answer with, for the OpenAPI document (never built:

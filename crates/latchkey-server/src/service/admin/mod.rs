@@ -25,7 +25,7 @@ use crate::protocol::syntax::{MAX_SCOPE_TOKENS, is_resource_uri, is_scope_token}
 pub use crate::remote_keys::check_jwks_uri;
 use crate::secret::{ClientSecret, new_client_id, new_row_id};
 use crate::store::{
-    AuditQuery, KeyState, RotationOutcome, SecretAdded, Store, StoreError, StoredKey,
+    AuditQuery, KeyState, RotationOutcome, SecretAdded, Store, StoreError, StoredKey, UsageQuery,
 };
 
 pub use crate::model::{DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL, MIN_TOKEN_TTL};
@@ -995,6 +995,23 @@ pub async fn delete_client(
         }
     }
     Err(StoreError::Precondition(format!("client {client_id} kept changing")).into())
+}
+
+/// The most clients (or one client's minutes) one usage query reads.
+pub const MAX_USAGE_ROWS: u32 = 10_000;
+
+/// Usage counts (`latchkey usage`, `GET /admin/v1/usage`).
+pub async fn usage(
+    store: &dyn Store,
+    query: &UsageQuery,
+) -> Result<Vec<crate::model::UsageCount>, AdminError> {
+    if !(1..=MAX_USAGE_ROWS).contains(&query.limit) {
+        return Err(AdminError::field(
+            "limit",
+            format!("limit must be from 1 to {MAX_USAGE_ROWS}"),
+        ));
+    }
+    Ok(store.usage_counts(query).await?)
 }
 
 /// What [`migrate_data`] moved.

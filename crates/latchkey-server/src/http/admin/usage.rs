@@ -1,0 +1,75 @@
+//! `/admin/v1/usage`: what each client did, counted per minute by every server.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use http::StatusCode;
+
+use super::wire::UsageRow;
+use super::{Admin, ApiError, json_response, number_param, query_params};
+use crate::http::AppState;
+use crate::service::admin::{self, MAX_USAGE_ROWS};
+use crate::service::admin_auth::Access;
+use crate::store::UsageQuery;
+
+/// `GET /usage` parameters.
+#[derive(Debug, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsageParams {
+    /// One client's counts, minute by minute (default: every client's totals, the most
+    /// active first).
+    client: Option<String>,
+    /// Counts from this time on (Unix seconds; default: a day ago).
+    #[param(minimum = 0)]
+    since: Option<i64>,
+    /// At most this many clients, or with `client` the latest minutes (1 to 10,000; default
+    /// 100).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
+/// The query of `GET /usage`.
+fn usage_params(query: Option<&str>) -> Result<UsageParams, ApiError> {
+    let mut params = query_params(query, &["client", "since", "limit"])?;
+    let since = number_param(&mut params, "since", 0, i64::MAX)?;
+    let limit = number_param(&mut params, "limit", 1, i64::from(MAX_USAGE_ROWS))?;
+    Ok(UsageParams {
+        client: params.remove("client"),
+        since,
+        limit: limit.and_then(|l| u32::try_from(l).ok()),
+    })
+}
+
+/// Usage: every client's totals since a time, or one client's minutes.
+#[utoipa::path(get, path = "/admin/v1/usage", tag = "usage", params(UsageParams),
+    responses(
+        (status = 200, description = "The counts", body = Vec<UsageRow>),
+        super::wire::Refusals,
+        super::wire::BadInput,
+    ),
+    security(("admin_token" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let raw_query = request.uri().query().map(str::to_owned);
+    Admin::authorize(&state, request, Access::Read).await?;
+    let params = usage_params(raw_query.as_deref())?;
+    let services = &state.services;
+    let query = UsageQuery {
+        since: params
+            .since
+            .unwrap_or_else(|| services.clock.unix_seconds().saturating_sub(24 * 3600)),
+        client: params.client,
+        limit: params.limit.unwrap_or(100),
+    };
+    let totals = query.client.is_none();
+    let counts = admin::usage(services.store.as_ref(), &query).await?;
+    let rows = UsageRow::from_counts(&counts, totals);
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&rows).unwrap_or_default(),
+        None,
+    ))
+}

@@ -1,0 +1,81 @@
+//! `latchkey usage`: what each client did, from the database or, with `--server`, the admin
+//! API; printed from the admin API's JSON either way.
+
+use latchkey_server::http::admin::wire::UsageRow;
+use latchkey_server::service::admin;
+use latchkey_server::store::UsageQuery;
+use latchkey_server::{Clock as _, SystemClock};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::cli::{GlobalArgs, UsageArgs};
+use crate::output::Output;
+use crate::remote::{Target, encode};
+
+pub async fn run(global: &GlobalArgs, args: UsageArgs) -> anyhow::Result<()> {
+    let out = Output::new(global.output);
+    let target = Target::open(global).await?;
+    let since = SystemClock.unix_seconds().saturating_sub(args.since);
+    let rows: Vec<UsageRow> = match &target {
+        Target::Database(store) => {
+            let query = UsageQuery {
+                since,
+                client: args.client.clone(),
+                limit: args.limit,
+            };
+            let counts = admin::usage(store.as_ref(), &query).await?;
+            UsageRow::from_counts(&counts, args.client.is_none())
+        }
+        Target::Server(remote) => {
+            let mut path = format!("/usage?since={since}&limit={}", args.limit);
+            if let Some(client) = &args.client {
+                path.push_str(&format!("&client={}", encode(client)));
+            }
+            remote.json(Method::GET, &path, None).await?
+        }
+    };
+    let values: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+        .collect();
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let denied: Vec<String> = r
+                .denied
+                .iter()
+                .map(|(code, n)| format!("{code}={n}"))
+                .collect();
+            vec![
+                r.client_id.clone(),
+                r.from.clone(),
+                r.tokens.to_string(),
+                if denied.is_empty() {
+                    "-".into()
+                } else {
+                    denied.join(" ")
+                },
+                r.introspections.to_string(),
+                r.revocations.to_string(),
+            ]
+        })
+        .collect();
+    let from = if args.client.is_some() {
+        "MINUTE"
+    } else {
+        "SINCE"
+    };
+    out.list(
+        &Value::Array(values),
+        &[
+            "CLIENT_ID",
+            from,
+            "TOKENS",
+            "DENIED",
+            "INTROSPECTIONS",
+            "REVOCATIONS",
+        ],
+        &table,
+    );
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! Usage accounting through the real server: every token, refusal, introspection and
+//! revocation of a client is counted exactly once, and `latchkey usage` (on the database or
+//! through the admin API) and `GET /admin/v1/usage` say so.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use latchkey_server::store;
+use latchkey_server::{Application, ManualClock, ServerConfig};
+use latchkey_testkit::PgDatabase;
+use serde_json::{Value, json};
+
+use crate::helpers::{T0, TestApp, basic, spawn_app};
+
+const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+
+/// `latchkey ARGS --output json` on `database`, with `env`.
+fn cli(database: &str, env: &[(&str, &str)], args: &[&str]) -> Value {
+    let output = Command::new(BIN)
+        .env_remove("LATCHKEY_SERVER")
+        .envs(env.iter().copied())
+        .env("LATCHKEY_DATABASE_URL", database)
+        .args(["--output", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+async fn form(app: &TestApp, path: &str, authorization: &str, body: &str) -> u16 {
+    app.http
+        .post(app.url(path))
+        .header("authorization", authorization)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_of_a_client_is_counted_once() {
+    let app = spawn_app().await;
+    let client = app.client(|c| c.can_introspect = true).await;
+    let other = app.client(|_| {}).await;
+    let good = client.basic();
+    let mut tokens = Vec::new();
+    for _ in 0..7 {
+        let response = app
+            .token_basic(&client, "grant_type=client_credentials")
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        tokens.push(body["access_token"].as_str().unwrap().to_owned());
+    }
+    let wrong = basic(client.id(), "not-the-secret-not-the-secret");
+    for _ in 0..3 {
+        assert_eq!(
+            form(
+                &app,
+                "/oauth2/token",
+                &wrong,
+                "grant_type=client_credentials"
+            )
+            .await,
+            401
+        );
+    }
+    for _ in 0..2 {
+        let status = form(
+            &app,
+            "/oauth2/token",
+            &good,
+            "grant_type=client_credentials&scope=admin",
+        )
+        .await;
+        assert_eq!(status, 400);
+    }
+    // Unknown ids are not anyone's usage.
+    for _ in 0..4 {
+        let unknown = basic("nobody-at-all", "x");
+        assert_eq!(
+            form(
+                &app,
+                "/oauth2/token",
+                &unknown,
+                "grant_type=client_credentials"
+            )
+            .await,
+            401
+        );
+    }
+    for token in &tokens[..2] {
+        assert_eq!(
+            form(&app, "/oauth2/introspect", &good, &format!("token={token}")).await,
+            200
+        );
+    }
+    assert_eq!(
+        form(
+            &app,
+            "/oauth2/revoke",
+            &good,
+            &format!("token={}", tokens[2])
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        app.token_basic(&other, "grant_type=client_credentials")
+            .await
+            .status(),
+        200
+    );
+
+    let written = app.usage.flush(app.store.as_ref(), T0 + 30).await.unwrap();
+    assert!(written >= 5, "{written} rows");
+    assert_eq!(
+        app.usage.flush(app.store.as_ref(), T0 + 40).await.unwrap(),
+        0,
+        "taken once"
+    );
+
+    let expected = json!({
+        "tokens": 7,
+        "denied": { "invalid_client": 3, "invalid_scope": 2 },
+        "introspections": 2,
+        "revocations": 1,
+    });
+    let totals = cli(&app.database_url, &[], &["usage", "--since", "30d"]);
+    let rows = totals.as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        0,
+        "the CLI counts back from the real clock: nothing that recent"
+    );
+    let totals = cli(&app.database_url, &[], &["usage", "--since", "3650d"]);
+    let rows = totals.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{totals}");
+    let mine = rows.iter().find(|r| r["client_id"] == client.id()).unwrap();
+    for field in ["tokens", "denied", "introspections", "revocations"] {
+        assert_eq!(mine[field], expected[field], "{field}: {totals}");
+    }
+    assert_eq!(rows[0]["client_id"], client.id(), "most tokens first");
+
+    // One client's minutes; the same over the admin API and through `--server`.
+    let minutes = cli(
+        &app.database_url,
+        &[],
+        &["usage", "--client", client.id(), "--since", "3650d"],
+    );
+    assert_eq!(minutes.as_array().unwrap().len(), 1);
+    assert_eq!(minutes[0]["from"], "2026-01-01T00:00:00Z");
+    assert_eq!(minutes[0]["tokens"], 7);
+    let admin = cli(
+        &app.database_url,
+        &[],
+        &["client", "create", "--name", "ops", "--admin-read"],
+    );
+    let (id, secret) = (
+        admin["client_id"].as_str().unwrap(),
+        admin["client_secret"].as_str().unwrap(),
+    );
+    let remote_env = [
+        ("LATCHKEY_SERVER", app.base.as_str()),
+        ("LATCHKEY_ADMIN_CLIENT_ID", id),
+        ("LATCHKEY_ADMIN_CLIENT_SECRET", secret),
+    ];
+    let remote = cli(
+        "sqlite:///nonexistent-dir/never.db",
+        &remote_env,
+        &["usage", "--client", client.id(), "--since", "3650d"],
+    );
+    assert_eq!(remote, minutes);
+    let token: Value = app
+        .http
+        .post(app.token_url())
+        .header("authorization", basic(id, secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let over_http: Value = app
+        .http
+        .get(app.url(&format!("/admin/v1/usage?client={}&since=0", client.id())))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(over_http, minutes);
+}
+
+/// Two servers on one PostgreSQL database add up to one total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_sharing_a_database_add_up() {
+    let Some(database) = PgDatabase::create().await else {
+        return;
+    };
+    let clock = ManualClock::new(T0);
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let store = store::connect(&database.url).await.unwrap();
+        let config = ServerConfig {
+            janitor_interval: Duration::from_secs(3600),
+            ..ServerConfig::default()
+        };
+        let app = Application::build(config, Arc::clone(&store), Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        let (base, usage) = (format!("http://{}", app.local_addr()), app.usage());
+        tokio::spawn(app.run_until(std::future::pending()));
+        servers.push((base, usage, store));
+    }
+    let created = cli(
+        &database.url,
+        &[],
+        &[
+            "client",
+            "create",
+            "--name",
+            "svc",
+            "--audience",
+            "https://api.example.com",
+        ],
+    );
+    let client = basic(
+        created["client_id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap(),
+    );
+    let http = reqwest::Client::new();
+    for i in 0..10 {
+        let (base, _, _) = &servers[i % 2];
+        let status = http
+            .post(format!("{base}/oauth2/token"))
+            .header("authorization", &client)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+    for (_, usage, store) in &servers {
+        usage.flush(store.as_ref(), T0 + 5).await.unwrap();
+    }
+    let totals = cli(&database.url, &[], &["usage", "--since", "3650d"]);
+    assert_eq!(totals[0]["tokens"], 10, "{totals}");
+}
