@@ -51,8 +51,13 @@
 //! adds the same floor in a process of its own, as latchkey runs, which costs it a little more
 //! CPU per request than sharing this process with the load generator does.
 //!
+//! `token-usage` measures what usage accounting costs: two servers on the same database, one
+//! counting (`--usage-accounting on`, the default) and one not, take turns (`BENCH_ROUNDS`);
+//! prints the ratio of their throughputs and CPU time per request (target: ≥ 0.97).
+//!
 //! Settings (environment): `BENCH_ENDPOINT` (`token`, `token-opaque`, `token-pkjwt`,
 //! `token-tls`, `token-mtls`, `token-half-sent`, `federated-dead-issuer`, `token-floor`,
+//! `token-usage`,
 //! `introspect-jwt`, `introspect-opaque` or `gate`; default `token`), `BENCH_DATABASE`, `BENCH_REPLICAS` (1), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
 //! `BENCH_CONNECTIONS` (16), `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (2), and for
 //! `token-floor` `BENCH_ROUNDS` (2) and `BENCH_FLOOR_PROCESS` (0).
@@ -97,7 +102,12 @@ fn main() {
     let seconds: u64 = setting("BENCH_SECONDS", 10);
     let warmup: u64 = setting("BENCH_WARMUP_SECONDS", 2);
 
-    let replicas: usize = setting("BENCH_REPLICAS", 1);
+    // token-usage: one server counting usage, one not, on the same database.
+    let replicas: usize = if endpoint == "token-usage" {
+        2
+    } else {
+        setting("BENCH_REPLICAS", 1)
+    };
     let dir = tempfile::tempdir().unwrap();
     let postgres = std::env::var("BENCH_DATABASE")
         .ok()
@@ -138,7 +148,7 @@ fn main() {
     });
     let mut servers = Vec::new();
     let mut addrs = Vec::new();
-    for _ in 0..replicas.max(1) {
+    for replica in 0..replicas.max(1) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -161,6 +171,11 @@ fn main() {
             ])
             .args(if endpoint == "federated-dead-issuer" {
                 &["--allow-private-jwks-uri"][..]
+            } else {
+                &[]
+            })
+            .args(if endpoint == "token-usage" && replica == 1 {
+                &["--usage-accounting", "off"][..]
             } else {
                 &[]
             })
@@ -213,6 +228,26 @@ fn main() {
         if endpoint == "token-floor" {
             let server_pid = servers[0].id();
             return token_floor(&token, server_pid, connections, warmup, seconds).await;
+        }
+        if endpoint == "token-usage" {
+            let (on, off) = (servers[0].id(), servers[1].id());
+            let contestants = [
+                Contestant {
+                    name: "usage on",
+                    request: token.clone_request(),
+                    cpu: Box::new(move || vec![format!("/proc/{on}/stat")]),
+                },
+                Contestant {
+                    name: "usage off",
+                    request: Request {
+                        addr: addrs[1].clone(),
+                        ..token.clone_request()
+                    },
+                    cpu: Box::new(move || vec![format!("/proc/{off}/stat")]),
+                },
+            ];
+            compare(&contestants, connections, warmup, seconds).await;
+            return;
         }
         if endpoint == "token-half-sent" {
             let half_sent = setting("BENCH_HALF_SENT", 1000);
@@ -453,6 +488,12 @@ async fn token_floor(
             cpu: Box::new(move || vec![format!("/proc/{pid}/stat")]),
         });
     }
+    compare(&contestants, connections, warmup, seconds).await;
+}
+
+/// The contestants take turns (`BENCH_ROUNDS` rounds each); prints each run, then the ratio
+/// of the first one's mean throughput and CPU time per request to each other's.
+async fn compare(contestants: &[Contestant], connections: usize, warmup: u64, seconds: u64) {
     let mut rates = vec![Vec::new(); contestants.len()];
     let mut cpu_us = vec![Vec::new(); contestants.len()];
     for round in 1..=setting("BENCH_ROUNDS", 2) {
@@ -482,8 +523,9 @@ async fn token_floor(
     let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
     for (i, floor) in contestants.iter().enumerate().skip(1) {
         println!(
-            "latchkey / {} throughput: {:.2} ({:.0} vs {:.0} tokens/s); CPU per request: {:.2} \
+            "{} / {} throughput: {:.2} ({:.0} vs {:.0} tokens/s); CPU per request: {:.2} \
              ({:.1} vs {:.1} µs)",
+            contestants[0].name,
             floor.name,
             mean(&rates[0]) / mean(&rates[i]),
             mean(&rates[0]),
