@@ -18,6 +18,7 @@ use crate::http::{self, AppState, paths};
 use crate::janitor::Janitor;
 use crate::kek::KeyEncryptionKey;
 use crate::keys::{JWKS_MAX_AGE_SECONDS, KeyError, KeySource};
+use crate::metrics::Metrics;
 use crate::model::Actor;
 use crate::remote_keys::RemoteKeys;
 use crate::service::Services;
@@ -66,6 +67,8 @@ pub struct ServerConfig {
     pub usage_retention: i64,
     /// Serve the admin API on this address, and not on `listen`; `None` serves it on `listen`.
     pub admin_listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics at `/metrics` on this address; `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
     /// With `admin_listen`: the origin clients reach the admin API by (`https://host[:port]`),
     /// which DPoP proofs name; `None` means the listener's own address.
     pub admin_url: Option<String>,
@@ -100,6 +103,7 @@ impl Default for ServerConfig {
             usage_retention: DEFAULT_USAGE_RETENTION,
             admin_listen: None,
             admin_url: None,
+            metrics_listen: None,
         }
     }
 }
@@ -141,6 +145,8 @@ pub struct Application {
     local_addr: SocketAddr,
     /// The admin API's own listener, its address and router, with `--admin-listen`.
     admin: Option<(TcpListener, SocketAddr, Router)>,
+    /// The metrics listener, its address and router, with `--metrics-listen`.
+    metrics: Option<(TcpListener, SocketAddr, Router)>,
     state: Arc<AppState>,
     router: Router,
     janitor: Janitor,
@@ -167,6 +173,15 @@ impl Application {
             source,
         })?;
         let admin_listener = match config.admin_listen {
+            Some(addr) => {
+                let bound = |source| StartError::Bind { addr, source };
+                let listener = TcpListener::bind(addr).await.map_err(bound)?;
+                let local = listener.local_addr().map_err(bound)?;
+                Some((listener, local))
+            }
+            None => None,
+        };
+        let metrics_listener = match config.metrics_listen {
             Some(addr) => {
                 let bound = |source| StartError::Bind { addr, source };
                 let listener = TcpListener::bind(addr).await.map_err(bound)?;
@@ -265,6 +280,7 @@ impl Application {
             client_ca: tls.as_ref().and_then(|tls| tls.client_ca.clone()),
             dpop_nonce: config.dpop_nonce,
             usage: Arc::new(Usage::new(config.usage_accounting)),
+            metrics: Arc::new(Metrics::new()),
         };
         let state = Arc::new(AppState {
             services,
@@ -282,10 +298,13 @@ impl Application {
         );
         let admin = admin_listener
             .map(|(listener, addr)| (listener, addr, http::admin_router(Arc::clone(&state))));
+        let metrics = metrics_listener
+            .map(|(listener, addr)| (listener, addr, http::metrics_router(Arc::clone(&state))));
         Ok(Application {
             listener,
             local_addr,
             admin,
+            metrics,
             state,
             router,
             janitor,
@@ -297,6 +316,11 @@ impl Application {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The metrics listener's address, when there is one (`metrics_listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr, _)| *addr)
     }
 
     /// The admin API's own address, when it has one (`admin_listen`).
@@ -384,6 +408,17 @@ impl Application {
                 drain_when(draining_signal.clone()),
             ))
         });
+        // Metrics are scraped over plain HTTP (a scraper rarely holds a client certificate),
+        // on an address of the operator's choosing.
+        let metrics = self.metrics.map(|(listener, _, router)| {
+            tokio::spawn(connections::serve(
+                listener,
+                Transport::Plain,
+                router,
+                self.connections,
+                drain_when(draining_signal.clone()),
+            ))
+        });
         connections::serve(
             self.listener,
             transport,
@@ -394,6 +429,9 @@ impl Application {
         .await;
         if let Some(admin) = admin {
             let _ = admin.await;
+        }
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
         }
         let _ = stopped.send(true);
         let _ = poller.await;

@@ -24,7 +24,7 @@
 //! 503 if it is down).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -144,6 +144,23 @@ pub struct Cache {
     key_source: KeySource,
     clock: Arc<dyn Clock>,
     server_id: String,
+    /// Client lookups answered from memory (a record or a known-unknown id).
+    hits: AtomicU64,
+    /// Client lookups that read the database.
+    misses: AtomicU64,
+}
+
+/// What the cache has done, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Client lookups answered from memory.
+    pub hits: u64,
+    /// Client lookups that read the database.
+    pub misses: u64,
+    /// The change-feed generation the cache is current to.
+    pub generation: i64,
+    /// Seconds since the last successful poll of the change feed (its lag).
+    pub seconds_since_poll: i64,
 }
 
 /// Why the cache could not be loaded.
@@ -180,9 +197,22 @@ impl Cache {
             key_source,
             clock,
             server_id,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         };
         cache.poll(store, true).await?;
         Ok(cache)
+    }
+
+    /// What the cache has done so far.
+    pub fn stats(&self) -> CacheStats {
+        let validated = self.validated_at.load(Ordering::Acquire);
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            generation: *self.clients.generation(),
+            seconds_since_poll: self.clock.unix_seconds().saturating_sub(validated).max(0),
+        }
     }
 
     fn fresh(&self) -> bool {
@@ -206,17 +236,21 @@ impl Cache {
         client_id: &str,
     ) -> Result<Option<Arc<KnownClient>>, StoreError> {
         if !self.fresh() {
+            self.misses.fetch_add(1, Ordering::Relaxed);
             return Ok(store
                 .find_client(client_id)
                 .await?
                 .map(|record| Arc::new(KnownClient::new(record))));
         }
         if let Some(client) = self.clients.known.get(client_id) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(client));
         }
         if self.clients.unknown.get(client_id).is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let read_at = *self.clients.generation();
         let found = {
             let _turn = self

@@ -18,6 +18,7 @@ pub mod http;
 pub mod janitor;
 pub mod kek;
 pub mod keys;
+pub mod metrics;
 pub mod model;
 pub mod protocol;
 pub mod remote_keys;

@@ -523,6 +523,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
 
+    /// Serve Prometheus metrics at /metrics on this address (plain HTTP), like
+    /// 127.0.0.1:9464. Default: no metrics listener.
+    #[arg(long, env = "LATCHKEY_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// With --admin-listen: the origin clients reach the admin API by, like
     /// https://admin.example:9443 (what their DPoP proofs name). Default: the listener's
     /// address.

@@ -35,6 +35,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         listen: args.listen,
         admin_listen: args.admin_listen,
+        metrics_listen: args.metrics_listen,
         admin_url: args.admin_url,
         issuer: args.issuer,
         signing_alg: args.signing_alg,
@@ -79,6 +80,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         discovery = %format!("{issuer}/.well-known/oauth-authorization-server"),
         listen = %app.local_addr(),
         admin = %app.admin_addr().map_or_else(|| "on listen".to_owned(), |a| a.to_string()),
+        metrics = %app.metrics_addr().map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics")),
         kid = %app.signing_kid(),
         "latchkey is serving"
     );

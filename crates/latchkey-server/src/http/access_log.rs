@@ -3,9 +3,13 @@
 
 use std::time::Instant;
 
-use axum::extract::Request;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+
+use super::AppState;
 
 /// The client a request authenticated as (or claimed to be, when it looks like a client id).
 #[derive(Debug, Clone)]
@@ -27,14 +31,25 @@ pub struct Outcome(pub &'static str);
 /// own (`serve_cmd.rs`), byte for byte as tracing-subscriber's default format would.
 pub const TARGET: &str = "latchkey::access";
 
-/// Middleware writing the access log line for responses that carry an [`Outcome`].
-pub async fn log_requests(request: Request, next: Next) -> Response {
+/// Middleware recording every request's latency (and a token request's outcome) in the
+/// metrics, and writing the access log line for responses that carry an [`Outcome`].
+pub async fn log_requests(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     // The URI shares the request head's buffer, so keeping it costs a reference count where
     // copying the path out cost an allocation per request.
     let uri = request.uri().clone();
     let response = next.run(request).await;
-    if let Some(Outcome(outcome)) = response.extensions().get::<Outcome>() {
+    let outcome = response.extensions().get::<Outcome>().map(|o| o.0);
+    let token_outcome = outcome.filter(|_| uri.path().ends_with(super::paths::TOKEN));
+    state
+        .services
+        .metrics
+        .request(uri.path(), started.elapsed().as_secs_f64(), token_outcome);
+    if let Some(outcome) = outcome {
         let client_id = response
             .extensions()
             .get::<ClientTag>()

@@ -105,15 +105,40 @@ pub fn router(state: Arc<AppState>, issuer_path: &str, admin_apart: bool) -> Rou
             .merge(endpoints)
     };
     router
-        .layer(axum::middleware::from_fn(access_log::log_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            access_log::log_requests,
+        ))
         .with_state(state)
+}
+
+/// The router of the metrics listener (`--metrics-listen`): `GET /metrics`, the Prometheus
+/// text format.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
+    let services = &state.services;
+    let body = services.metrics.render(services.cache.stats());
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 /// The router of an admin listener of its own (`--admin-listen`): the admin API only.
 pub fn admin_router(state: Arc<AppState>) -> Router {
     Router::new()
         .nest(admin::PREFIX, admin::routes())
-        .layer(axum::middleware::from_fn(access_log::log_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            access_log::log_requests,
+        ))
         .with_state(state)
 }
 

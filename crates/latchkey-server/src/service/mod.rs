@@ -51,6 +51,8 @@ pub struct Services {
     pub dpop_nonce: bool,
     /// Counts what each client does (`crate::usage`).
     pub usage: Arc<crate::usage::Usage>,
+    /// Prometheus metrics (`crate::metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Services {

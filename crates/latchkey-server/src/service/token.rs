@@ -57,18 +57,15 @@ async fn issue_to(
     let binding = bind(client, dpop_jkt, request.certificate());
     let mut claims = access_token_claims(&services.issuer, client, &grant, now, new_jti());
     claims.cnf = binding.cnf;
+    let key_ring = services.cache.key_ring();
+    let signing_key = key_ring.signing_key();
     let access_token = match client.token_format {
-        TokenFormat::Jwt => services
-            .cache
-            .key_ring()
-            .signing_key()
-            .sign_jwt(&claims)
-            .map_err(|err| {
-                // No key, no token — never an unsigned or ephemeral one (docs/CONFORMANCE.md,
-                // "Signing keys and rotation").
-                tracing::error!(error = %err, "signing failed");
-                OAuthError::temporarily_unavailable()
-            })?,
+        TokenFormat::Jwt => signing_key.sign_jwt(&claims).map_err(|err| {
+            // No key, no token — never an unsigned or ephemeral one (docs/CONFORMANCE.md,
+            // "Signing keys and rotation").
+            tracing::error!(error = %err, "signing failed");
+            OAuthError::temporarily_unavailable()
+        })?,
         TokenFormat::Opaque => {
             // ≥ 256 random bits, and only the hash is stored (RFC 6819 §4.3.2;
             // docs/CONFORMANCE.md, "Opaque tokens").
@@ -88,6 +85,9 @@ async fn issue_to(
             token
         }
     };
+    services
+        .metrics
+        .issued(signing_key.alg(), client.token_format);
     Ok(TokenResponse {
         access_token,
         token_type: binding.token_type,

@@ -31,6 +31,8 @@ pub struct TestApp {
     pub cache: Arc<Cache>,
     /// Its usage accounting, to flush on demand (the server's own timer flushes every 10 s).
     pub usage: Arc<latchkey_server::usage::Usage>,
+    /// `/metrics`, with `metrics_listen`.
+    pub metrics_url: Option<String>,
     pub dir: TempDir,
 }
 
@@ -132,6 +134,9 @@ pub async fn spawn_with_config(
     let janitor = app.janitor();
     let cache = app.cache();
     let usage = app.usage();
+    let metrics_url = app
+        .metrics_addr()
+        .map(|addr| format!("http://{addr}/metrics"));
     let base = format!("http://{}", app.local_addr());
     let admin_base = app
         .admin_addr()
@@ -149,6 +154,7 @@ pub async fn spawn_with_config(
         janitor,
         cache,
         usage,
+        metrics_url,
         dir,
     }
 }

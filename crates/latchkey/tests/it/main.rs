@@ -19,6 +19,7 @@ mod interop;
 mod issuance;
 mod keys;
 mod lifecycle;
+mod metrics;
 mod mtls;
 mod private_key_jwt;
 mod registration;
