@@ -598,7 +598,8 @@ pub struct ServeArgs {
         long,
         env = "LATCHKEY_USAGE_ACCOUNTING",
         default_value = "on",
-        value_parser = parse_on_off
+        value_parser = parse_on_off,
+        action = clap::ArgAction::Set
     )]
     pub usage_accounting: bool,
 
@@ -953,5 +954,29 @@ impl TlsClientArgs {
         ]
         .into_iter()
         .find_map(|(kind, value)| Some((kind, value.as_deref()?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Cli, Command};
+
+    fn serve(args: &[&str]) -> super::ServeArgs {
+        let mut argv = vec!["latchkey", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn on_off_flags_take_their_value() {
+        assert!(serve(&[]).usage_accounting);
+        assert!(!serve(&["--usage-accounting", "off"]).usage_accounting);
+        assert!(serve(&["--usage-accounting", "on"]).usage_accounting);
+        assert!(Cli::try_parse_from(["latchkey", "serve", "--usage-accounting", "yes"]).is_err());
     }
 }
