@@ -280,7 +280,7 @@ impl Application {
             client_ca: tls.as_ref().and_then(|tls| tls.client_ca.clone()),
             dpop_nonce: config.dpop_nonce,
             usage: Arc::new(Usage::new(config.usage_accounting)),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(Metrics::new(config.metrics_listen.is_some())),
         };
         let state = Arc::new(AppState {
             services,
@@ -373,6 +373,9 @@ impl Application {
             Arc::clone(&state.services.store),
             until_stopped(stop.clone()),
         ));
+        let upkeep = tokio::spawn(
+            Arc::clone(&state.services.metrics).run_upkeep(until_stopped(stop.clone())),
+        );
         let usage = tokio::spawn(Arc::clone(&state.services.usage).run(
             Arc::clone(&state.services.store),
             Arc::clone(&state.services.clock),
@@ -438,6 +441,7 @@ impl Application {
         let _ = janitor.await;
         // After the last request: its counts are written too.
         let _ = usage.await;
+        let _ = upkeep.await;
     }
 }
 

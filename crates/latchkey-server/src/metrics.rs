@@ -4,7 +4,10 @@
 //! process, as in the tests, keep their own counts), and every metric the request path records
 //! is registered once at start, so recording is an atomic add on a handle already held: no
 //! lookup and no allocation per request. Latencies are Prometheus histograms with buckets from
-//! 100 µs to 5 s. Cache and change-feed figures are read when the page is rendered.
+//! 100 µs to 5 s; the recorder keeps a histogram's samples until it folds them into buckets, so
+//! a task does that every [`UPKEEP_INTERVAL`] and the samples held stay bounded by the requests
+//! of one interval. Without a metrics listener nothing is recorded at all. Cache and
+//! change-feed figures are read when the page is rendered.
 
 use latchkey_proto::{SigningAlg, TokenFormat};
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
@@ -55,8 +58,13 @@ const TOKEN_OUTCOMES: [&str; 12] = [
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
+/// How often latency samples are folded into their buckets.
+pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One server's metrics.
 pub struct Metrics {
+    /// Without a metrics listener nothing is recorded.
+    enabled: bool,
     recorder: PrometheusRecorder,
     durations: Vec<(&'static str, Histogram)>,
     token_outcomes: Vec<(&'static str, Counter)>,
@@ -73,15 +81,10 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    /// A recorder with every metric registered (at zero) and described.
-    pub fn new() -> Self {
+    /// A recorder with every metric registered (at zero) and described; `enabled` false records
+    /// nothing (no metrics listener).
+    pub fn new(enabled: bool) -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &BUCKETS)
             // Only an empty bucket list is refused, and BUCKETS is not empty.
@@ -164,6 +167,7 @@ impl Metrics {
         let feed_lag =
             recorder.register_gauge(&key("latchkey_change_feed_lag_seconds", vec![]), &METADATA);
         Metrics {
+            enabled,
             recorder,
             durations,
             token_outcomes,
@@ -177,6 +181,9 @@ impl Metrics {
 
     /// A request to `path` answered in `seconds`; `token_outcome` for a token request.
     pub fn request(&self, path: &str, seconds: f64, token_outcome: Option<&str>) {
+        if !self.enabled {
+            return;
+        }
         let endpoint = ENDPOINTS
             .iter()
             .position(|(_, suffix)| {
@@ -194,6 +201,9 @@ impl Metrics {
 
     /// A token was issued (signed with `alg`, for a JWT).
     pub fn issued(&self, alg: SigningAlg, format: TokenFormat) {
+        if !self.enabled {
+            return;
+        }
         let alg = match format {
             TokenFormat::Jwt => alg,
             // Opaque tokens are counted under one algorithm's entry (labelled `none`).
@@ -214,5 +224,24 @@ impl Metrics {
             self.feed_lag.set(cache.seconds_since_poll as f64);
         }
         self.recorder.handle().render()
+    }
+
+    /// Folds latency samples into their buckets every [`UPKEEP_INTERVAL`] until `stop`
+    /// resolves (nothing to do without a metrics listener).
+    pub async fn run_upkeep(self: std::sync::Arc<Self>, stop: impl Future<Output = ()>) {
+        if !self.enabled {
+            stop.await;
+            return;
+        }
+        let handle = self.recorder.handle();
+        let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                _ = ticks.tick() => handle.run_upkeep(),
+            }
+        }
     }
 }
