@@ -172,24 +172,8 @@ impl Application {
             addr: config.listen,
             source,
         })?;
-        let admin_listener = match config.admin_listen {
-            Some(addr) => {
-                let bound = |source| StartError::Bind { addr, source };
-                let listener = TcpListener::bind(addr).await.map_err(bound)?;
-                let local = listener.local_addr().map_err(bound)?;
-                Some((listener, local))
-            }
-            None => None,
-        };
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => {
-                let bound = |source| StartError::Bind { addr, source };
-                let listener = TcpListener::bind(addr).await.map_err(bound)?;
-                let local = listener.local_addr().map_err(bound)?;
-                Some((listener, local))
-            }
-            None => None,
-        };
+        let admin_listener = bind_optional(config.admin_listen).await?;
+        let metrics_listener = bind_optional(config.metrics_listen).await?;
         config.connections.validate().map_err(StartError::Config)?;
         let tls = config
             .tls
@@ -443,6 +427,20 @@ impl Application {
         let _ = usage.await;
         let _ = upkeep.await;
     }
+}
+
+/// A listener of its own (`--admin-listen`, `--metrics-listen`) and the address it got, if one
+/// was asked for.
+async fn bind_optional(
+    addr: Option<SocketAddr>,
+) -> Result<Option<(TcpListener, SocketAddr)>, StartError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let bound = |source| StartError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bound)?;
+    let local = listener.local_addr().map_err(bound)?;
+    Ok(Some((listener, local)))
 }
 
 /// `--admin-url`: `http(s)://host[:port]`, nothing after it; without a trailing `/`.

@@ -293,6 +293,42 @@ pub fn decode_parts(jwt: &str) -> (serde_json::Value, serde_json::Value) {
     (header, payload)
 }
 
+/// `latchkey ARGS --output json` with `LATCHKEY_DATABASE_URL=database` and `env`, as a user
+/// runs it (the OS user `ops`, no `LATCHKEY_SERVER` unless `env` sets it); the JSON it printed.
+pub fn cli_json(database: &str, env: &[(&str, &str)], args: &[&str]) -> serde_json::Value {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .env_remove("LATCHKEY_SERVER")
+        .env("USER", "ops")
+        .env("LATCHKEY_DATABASE_URL", database)
+        .envs(env.iter().copied())
+        .args(["--output", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+impl TestApp {
+    /// The status of a form POST to `path` with this `Authorization` value.
+    pub async fn form_status(&self, path: &str, authorization: &str, body: &str) -> u16 {
+        self.http
+            .post(self.url(path))
+            .header("authorization", authorization)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
 /// An audit entry for changes a test makes through the store directly.
 pub fn audit() -> latchkey_server::model::AuditEntry {
     latchkey_server::model::AuditEntry {

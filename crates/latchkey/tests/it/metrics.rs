@@ -44,15 +44,8 @@ async fn an_independent_parser_reads_exact_metrics() {
     let wrong = basic(client.id(), "wrong-secret-wrong-secret");
     for _ in 0..2 {
         let status = app
-            .http
-            .post(app.token_url())
-            .header("authorization", &wrong)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("grant_type=client_credentials")
-            .send()
-            .await
-            .unwrap()
-            .status();
+            .form_status("/oauth2/token", &wrong, "grant_type=client_credentials")
+            .await;
         assert_eq!(status, 401);
     }
     let script = concat!(

@@ -2,7 +2,6 @@
 //! revocation of a client is counted exactly once, and `latchkey usage` (on the database or
 //! through the admin API) and `GET /admin/v1/usage` say so.
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,40 +10,7 @@ use latchkey_server::{Application, ManualClock, ServerConfig};
 use latchkey_testkit::PgDatabase;
 use serde_json::{Value, json};
 
-use crate::helpers::{T0, TestApp, basic, spawn_app};
-
-const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
-
-/// `latchkey ARGS --output json` on `database`, with `env`.
-fn cli(database: &str, env: &[(&str, &str)], args: &[&str]) -> Value {
-    let output = Command::new(BIN)
-        .env_remove("LATCHKEY_SERVER")
-        .envs(env.iter().copied())
-        .env("LATCHKEY_DATABASE_URL", database)
-        .args(["--output", "json"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
-async fn form(app: &TestApp, path: &str, authorization: &str, body: &str) -> u16 {
-    app.http
-        .post(app.url(path))
-        .header("authorization", authorization)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
+use crate::helpers::{T0, basic, cli_json as cli, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_of_a_client_is_counted_once() {
@@ -64,54 +30,40 @@ async fn every_request_of_a_client_is_counted_once() {
     let wrong = basic(client.id(), "not-the-secret-not-the-secret");
     for _ in 0..3 {
         assert_eq!(
-            form(
-                &app,
-                "/oauth2/token",
-                &wrong,
-                "grant_type=client_credentials"
-            )
-            .await,
+            app.form_status("/oauth2/token", &wrong, "grant_type=client_credentials")
+                .await,
             401
         );
     }
     for _ in 0..2 {
-        let status = form(
-            &app,
-            "/oauth2/token",
-            &good,
-            "grant_type=client_credentials&scope=admin",
-        )
-        .await;
+        let status = app
+            .form_status(
+                "/oauth2/token",
+                &good,
+                "grant_type=client_credentials&scope=admin",
+            )
+            .await;
         assert_eq!(status, 400);
     }
     // Unknown ids are not anyone's usage.
     for _ in 0..4 {
         let unknown = basic("nobody-at-all", "x");
         assert_eq!(
-            form(
-                &app,
-                "/oauth2/token",
-                &unknown,
-                "grant_type=client_credentials"
-            )
-            .await,
+            app.form_status("/oauth2/token", &unknown, "grant_type=client_credentials")
+                .await,
             401
         );
     }
     for token in &tokens[..2] {
         assert_eq!(
-            form(&app, "/oauth2/introspect", &good, &format!("token={token}")).await,
+            app.form_status("/oauth2/introspect", &good, &format!("token={token}"))
+                .await,
             200
         );
     }
     assert_eq!(
-        form(
-            &app,
-            "/oauth2/revoke",
-            &good,
-            &format!("token={}", tokens[2])
-        )
-        .await,
+        app.form_status("/oauth2/revoke", &good, &format!("token={}", tokens[2]))
+            .await,
         200
     );
     assert_eq!(
