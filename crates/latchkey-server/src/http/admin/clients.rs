@@ -385,20 +385,7 @@ pub async fn update(
             .audience
             .as_ref()
             .is_some_and(|audience| !audience.iter().any(|a| a == ADMIN_AUDIENCE));
-    change(
-        &state,
-        &request,
-        &id,
-        locks_out,
-        |store, clock, actor, expected| {
-            let update = ClientUpdate {
-                expected_version: expected,
-                ..update
-            };
-            Box::pin(admin::update_client(store, clock, actor, &id, update))
-        },
-    )
-    .await
+    apply(&state, &request, &id, locks_out, update).await
 }
 
 /// Disable a client: it fails authentication, and every token it holds is revoked.
@@ -449,20 +436,7 @@ async fn set_enabled(
         enabled: Some(enabled),
         ..ClientUpdate::default()
     };
-    change(
-        &state,
-        &request,
-        &id,
-        !enabled,
-        |store, clock, actor, expected| {
-            let update = ClientUpdate {
-                expected_version: expected,
-                ..update
-            };
-            Box::pin(admin::update_client(store, clock, actor, &id, update))
-        },
-    )
-    .await
+    apply(&state, &request, &id, !enabled, update).await
 }
 
 /// Revoke every token the client holds now; its next token request gets a new one.
@@ -482,21 +456,11 @@ pub async fn revoke_tokens(
     request: Request,
 ) -> Result<Response, ApiError> {
     let request = Admin::authorize(&state, request, Access::Write).await?;
-    change(
-        &state,
-        &request,
-        &id,
-        true,
-        |store, clock, actor, expected| {
-            let update = ClientUpdate {
-                revoke_tokens: true,
-                expected_version: expected,
-                ..ClientUpdate::default()
-            };
-            Box::pin(admin::update_client(store, clock, actor, &id, update))
-        },
-    )
-    .await
+    let update = ClientUpdate {
+        revoke_tokens: true,
+        ..ClientUpdate::default()
+    };
+    apply(&state, &request, &id, true, update).await
 }
 
 /// Delete a client and its secrets; its tokens stop working.
@@ -531,6 +495,30 @@ pub async fn delete(
         .await?,
     );
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Applies `update` to client `id` as [`change`] does, held to the version `If-Match` named.
+async fn apply(
+    state: &AppState,
+    request: &Admin,
+    id: &str,
+    locks_out: bool,
+    update: ClientUpdate,
+) -> Result<Response, ApiError> {
+    change(
+        state,
+        request,
+        id,
+        locks_out,
+        |store, clock, actor, expected| {
+            let update = ClientUpdate {
+                expected_version: expected,
+                ..update
+            };
+            Box::pin(admin::update_client(store, clock, actor, id, update))
+        },
+    )
+    .await
 }
 
 /// The boxed future of a change to one client.
