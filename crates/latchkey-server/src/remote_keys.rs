@@ -72,41 +72,55 @@ fn is_public_v4(v4: std::net::Ipv4Addr) -> bool {
     !SPECIAL.iter().any(|&(prefix, len)| within(prefix, len))
 }
 
+/// Why a `jwks_uri` is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksUriError {
+    /// The URL itself is not one the server fetches from (scheme, credentials, no host).
+    #[error("{0}")]
+    Url(String),
+    /// Its host does not resolve, or resolves inside the network. The text names the
+    /// addresses: fine for an operator, not for an untrusted caller (who could map the
+    /// internal network's names with it).
+    #[error("{0}")]
+    Address(String),
+}
+
 /// Checks a `jwks_uri` an operator registers: an absolute `https` URL (plain `http` only when
 /// private addresses are allowed, for development), without credentials or fragment, whose
 /// host resolves only to public addresses unless `allow_private`.
-pub async fn check_jwks_uri(uri: &str, allow_private: bool) -> Result<String, String> {
-    let url = Url::parse(uri).map_err(|e| format!("jwks_uri {uri:?}: {e}"))?;
+pub async fn check_jwks_uri(uri: &str, allow_private: bool) -> Result<String, JwksUriError> {
+    use JwksUriError::{Address, Url as BadUrl};
+    let url = Url::parse(uri).map_err(|e| BadUrl(format!("jwks_uri {uri:?}: {e}")))?;
     match url.scheme() {
         "https" => {}
         "http" if allow_private => {}
-        _ => return Err(format!("jwks_uri {uri:?} must use https")),
+        _ => return Err(BadUrl(format!("jwks_uri {uri:?} must use https"))),
     }
     if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
-        return Err(format!(
+        return Err(BadUrl(format!(
             "jwks_uri {uri:?} may not hold user information or a fragment"
-        ));
+        )));
     }
     let host = url
         .host_str()
-        .ok_or_else(|| format!("jwks_uri {uri:?} has no host"))?;
+        .ok_or_else(|| BadUrl(format!("jwks_uri {uri:?} has no host")))?;
     if !allow_private {
         let port = url.port_or_known_default().unwrap_or(443);
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| format!("jwks_uri {uri:?}: cannot resolve {host}: {e}"))?
+            .map_err(|e| Address(format!("jwks_uri {uri:?}: cannot resolve {host}: {e}")))?
             .collect();
         if addresses.is_empty() {
-            return Err(format!("jwks_uri {uri:?}: {host} has no address"));
+            return Err(Address(format!("jwks_uri {uri:?}: {host} has no address")));
         }
         if let Some(inner) = addresses.iter().find(|a| !is_public(a.ip())) {
-            return Err(format!(
+            return Err(Address(format!(
                 "jwks_uri {uri:?} points inside the network ({}); the server would fetch it \
                  from there. Use a public address, or --allow-private-jwks-uri if this is \
                  intended",
                 inner.ip()
-            ));
+            )));
         }
     }
     Ok(url.to_string())

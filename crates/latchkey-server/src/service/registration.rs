@@ -58,6 +58,11 @@ fn metadata_error(err: AdminError) -> OAuthError {
         AdminError::Invalid(message) | AdminError::Field { message, .. } => {
             OAuthError::invalid_client_metadata(message)
         }
+        // Whoever holds an initial access token learns nothing of what a host resolves to (it
+        // could map the internal network's names with it).
+        AdminError::HostAddress(_) => OAuthError::invalid_client_metadata(
+            "jwks_uri: its host must resolve, to public addresses only",
+        ),
         AdminError::NotFound(_) => OAuthError::invalid_token("the client no longer exists"),
         AdminError::Store(StoreError::Precondition(_)) => OAuthError::invalid_request_with_status(
             http::StatusCode::CONFLICT,
@@ -77,24 +82,6 @@ fn refused(refusal: Refusal) -> OAuthError {
         Refusal::RedirectUri(description) => OAuthError::invalid_redirect_uri(description),
         Refusal::Metadata(description) => OAuthError::invalid_client_metadata(description),
     }
-}
-
-/// An error about a `jwks_uri`'s host says nothing of what the host resolves to: whoever holds
-/// an initial access token could otherwise map the internal network's names.
-fn hide_addresses(err: OAuthError, keys: Option<&RequestedKeys>) -> OAuthError {
-    let resolved = [
-        "cannot resolve",
-        "has no address",
-        "points inside the network",
-    ];
-    if matches!(keys, Some(RequestedKeys::JwksUri(_)))
-        && resolved.iter().any(|r| err.description.contains(r))
-    {
-        return OAuthError::invalid_client_metadata(
-            "jwks_uri: its host must resolve, to public addresses only",
-        );
-    }
-    err
 }
 
 fn new_client(requested: &Requested) -> NewClient {
@@ -154,7 +141,7 @@ pub async fn register(
     let keys = client_keys(services, requested.keys.as_ref());
     let (client, secret) = new_client_record(new_client(&requested), keys, now)
         .await
-        .map_err(|e| hide_addresses(metadata_error(e), requested.keys.as_ref()))?;
+        .map_err(metadata_error)?;
     let (access_token, access_hash) = new_bearer_token(REGISTRATION_ACCESS_PREFIX);
     let registration = Registration {
         client_id: client.client_id.clone(),
@@ -313,7 +300,7 @@ pub async fn update(
         keys,
     )
     .await
-    .map_err(|e| hide_addresses(metadata_error(e), requested.keys.as_ref()))?;
+    .map_err(metadata_error)?;
     Ok(applied.value)
 }
 

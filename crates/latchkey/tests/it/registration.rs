@@ -272,6 +272,11 @@ async fn initial_access_tokens_are_checked_and_metadata_refused_with_a_reason() 
             "jwks_uri",
         ),
         (
+            "unresolvable",
+            json!({ "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "https://no-such-host.invalid/jwks" }),
+            "jwks_uri",
+        ),
+        (
             "plain http jwks_uri",
             json!({ "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "http://keys.example/jwks" }),
             "jwks_uri",
@@ -324,6 +329,7 @@ async fn initial_access_tokens_are_checked_and_metadata_refused_with_a_reason() 
             "{case}: {description}"
         );
         assert!(!description.contains("127.0.0.1"), "{case}: {description}");
+        assert!(!description.contains("resolve "), "{case}: {description}");
     }
     let redirect = register(
         &app,

@@ -428,7 +428,10 @@ impl ApiError {
 impl From<AdminError> for ApiError {
     fn from(err: AdminError) -> Self {
         match err {
-            AdminError::Invalid(detail) => ApiError::new(StatusCode::BAD_REQUEST, detail, None),
+            // An operator may learn what a host resolves to.
+            AdminError::Invalid(detail) | AdminError::HostAddress(detail) => {
+                ApiError::new(StatusCode::BAD_REQUEST, detail, None)
+            }
             AdminError::Field { field, message } => ApiError::field(field, message),
             AdminError::NotFound(id) => ApiError::new(
                 StatusCode::NOT_FOUND,

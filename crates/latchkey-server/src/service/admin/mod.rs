@@ -22,7 +22,7 @@ pub use crate::protocol::client_keys::MAX_JWKS_BYTES;
 use crate::protocol::client_keys::{MAX_KEYS, normalize_jwks, registered_keys};
 use crate::protocol::mutual_tls::{certificate_jwk, registered_certificates};
 use crate::protocol::syntax::{MAX_SCOPE_TOKENS, is_resource_uri, is_scope_token};
-pub use crate::remote_keys::check_jwks_uri;
+pub use crate::remote_keys::{JwksUriError, check_jwks_uri};
 use crate::secret::{ClientSecret, new_client_id, new_row_id};
 use crate::store::{
     AuditQuery, KeyState, RotationOutcome, SecretAdded, Store, StoreError, StoredKey, UsageQuery,
@@ -105,6 +105,10 @@ pub enum AdminError {
         /// Why.
         message: String,
     },
+    /// A URL's host (a `jwks_uri`, a federated issuer) does not resolve, or resolves inside
+    /// the network. The text names what it resolves to: for operators only.
+    #[error("{0}")]
+    HostAddress(String),
     /// No client with that id.
     #[error("no client with id {0:?}")]
     NotFound(String),
@@ -114,6 +118,15 @@ pub enum AdminError {
     /// A key could not be made or read.
     #[error(transparent)]
     Key(#[from] KeyError),
+}
+
+impl From<JwksUriError> for AdminError {
+    fn from(err: JwksUriError) -> Self {
+        match err {
+            JwksUriError::Url(message) => AdminError::Invalid(message),
+            JwksUriError::Address(message) => AdminError::HostAddress(message),
+        }
+    }
 }
 
 impl AdminError {
@@ -417,11 +430,9 @@ impl ClientKeys<'_> {
             ClientKeys::TlsSubject { kind, value } => {
                 Credential::TlsSubject(TlsSubject::parse(kind, value).map_err(AdminError::Invalid)?)
             }
-            ClientKeys::JwksUri { uri, allow_private } => Credential::JwksUri(
-                check_jwks_uri(uri, allow_private)
-                    .await
-                    .map_err(AdminError::Invalid)?,
-            ),
+            ClientKeys::JwksUri { uri, allow_private } => {
+                Credential::JwksUri(check_jwks_uri(uri, allow_private).await?)
+            }
             ClientKeys::Federated {
                 issuer,
                 subject,
@@ -438,7 +449,14 @@ impl ClientKeys<'_> {
                 // checked to be a URL the server may fetch from.
                 check_jwks_uri(issuer, allow_private)
                     .await
-                    .map_err(|e| AdminError::Invalid(e.replace("jwks_uri", "federated issuer")))?;
+                    .map_err(|e| match e {
+                        JwksUriError::Url(m) => {
+                            AdminError::Invalid(m.replace("jwks_uri", "federated issuer"))
+                        }
+                        JwksUriError::Address(m) => {
+                            AdminError::HostAddress(m.replace("jwks_uri", "federated issuer"))
+                        }
+                    })?;
                 let text = |what: &str, v: &str| {
                     if v.is_empty() || v.len() > 1024 || v.chars().any(char::is_control) {
                         Err(AdminError::Invalid(format!(
