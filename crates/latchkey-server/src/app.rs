@@ -65,6 +65,11 @@ pub struct ServerConfig {
     pub usage_accounting: bool,
     /// How long usage counts are kept (seconds); the janitor deletes older minutes.
     pub usage_retention: i64,
+    /// A client that gets more than this many tokens per token lifetime at one source address
+    /// within an hour is flagged as not caching its tokens; 0 never flags.
+    pub not_caching_threshold: u32,
+    /// Per-client issuance series in the metrics: at most this many clients, the rest `other`.
+    pub metrics_top_clients: usize,
     /// Serve the admin API on this address, and not on `listen`; `None` serves it on `listen`.
     pub admin_listen: Option<SocketAddr>,
     /// Serve Prometheus metrics at `/metrics` on this address; `None` serves none.
@@ -101,6 +106,8 @@ impl Default for ServerConfig {
             audit_retention: DEFAULT_AUDIT_RETENTION,
             usage_accounting: true,
             usage_retention: DEFAULT_USAGE_RETENTION,
+            not_caching_threshold: crate::usage::DEFAULT_NOT_CACHING_THRESHOLD,
+            metrics_top_clients: crate::metrics::DEFAULT_TOP_CLIENTS,
             admin_listen: None,
             admin_url: None,
             metrics_listen: None,
@@ -253,6 +260,10 @@ impl Application {
                 if tls.is_some() { "https" } else { "http" }
             )),
         };
+        let metrics = Arc::new(Metrics::new(
+            config.metrics_listen.is_some(),
+            config.metrics_top_clients,
+        ));
         let services = Services {
             cache,
             store,
@@ -263,8 +274,12 @@ impl Application {
             remote_keys,
             client_ca: tls.as_ref().and_then(|tls| tls.client_ca.clone()),
             dpop_nonce: config.dpop_nonce,
-            usage: Arc::new(Usage::new(config.usage_accounting)),
-            metrics: Arc::new(Metrics::new(config.metrics_listen.is_some())),
+            usage: Arc::new(Usage::new(
+                config.usage_accounting,
+                config.not_caching_threshold,
+                Arc::clone(&metrics),
+            )),
+            metrics,
         };
         let state = Arc::new(AppState {
             services,

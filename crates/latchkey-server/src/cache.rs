@@ -78,7 +78,7 @@ impl KnownClient {
         let assertion_keys = registered_keys(jwks);
         let certificates = registered_certificates(jwks);
         KnownClient {
-            usage: Arc::new(ClientUsage::new(&record.client_id)),
+            usage: Arc::new(ClientUsage::new(&record.client_id, &record.name)),
             record,
             assertion_keys,
             certificates,

@@ -6,8 +6,14 @@
 //! lookup and no allocation per request. Latencies are Prometheus histograms with buckets from
 //! 100 µs to 5 s; the recorder keeps a histogram's samples until it folds them into buckets, so
 //! a task does that every [`UPKEEP_INTERVAL`] and the samples held stay bounded by the requests
-//! of one interval. Without a metrics listener nothing is recorded at all. Cache and
-//! change-feed figures are read when the page is rendered.
+//! of one interval. Without a metrics listener nothing is recorded at all. Cache, change-feed
+//! and database-error figures are read when the page is rendered.
+//!
+//! Per-client issuance has bounded cardinality: [`TopClients`] keeps a series for at most
+//! `--metrics-top-clients` clients, the ones with the most tokens lately, and counts every
+//! other client's tokens under `client_id="other"`. It is fed by the usage flush (so it lags
+//! by at most one flush interval) and rendered by hand after the recorder's text, because a
+//! client that drops out of the top must drop its series, which the recorder cannot do.
 
 use latchkey_proto::{SigningAlg, TokenFormat};
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit};
@@ -21,6 +27,14 @@ pub const REQUEST_DURATION: &str = "latchkey_http_request_duration_seconds";
 pub const TOKEN_REQUESTS: &str = "latchkey_token_requests_total";
 /// Tokens issued, by signing algorithm and format.
 pub const TOKENS_ISSUED: &str = "latchkey_tokens_issued_total";
+/// Tokens issued per client, for the top clients and `other`.
+pub const CLIENT_TOKENS: &str = "latchkey_client_tokens_issued_total";
+/// Clients found not caching their tokens (once per client, address and hour, cluster-wide).
+pub const NOT_CACHING: &str = "latchkey_not_caching_flags_total";
+/// Database errors, by kind.
+pub const DATABASE_ERRORS: &str = "latchkey_database_errors_total";
+/// The default of `--metrics-top-clients`.
+pub const DEFAULT_TOP_CLIENTS: usize = 20;
 
 /// Histogram buckets (seconds): sub-millisecond to seconds.
 const BUCKETS: [f64; 15] = [
@@ -73,6 +87,9 @@ pub struct Metrics {
     cache_misses: Counter,
     feed_generation: Gauge,
     feed_lag: Gauge,
+    not_caching: Counter,
+    database_errors: Vec<Counter>,
+    top_clients: std::sync::Mutex<TopClients>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -82,9 +99,10 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// A recorder with every metric registered (at zero) and described; `enabled` false records
-    /// nothing (no metrics listener).
-    pub fn new(enabled: bool) -> Self {
+    /// A recorder with every metric registered (at zero) and described, with per-client series
+    /// for at most `top_clients` clients; `enabled` false records nothing (no metrics
+    /// listener).
+    pub fn new(enabled: bool, top_clients: usize) -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &BUCKETS)
             // Only an empty bucket list is refused, and BUCKETS is not empty.
@@ -120,6 +138,20 @@ impl Metrics {
             "latchkey_change_feed_lag_seconds".into(),
             Some(Unit::Seconds),
             "Seconds since this server last read the change feed successfully.".into(),
+        );
+        recorder.describe_counter(
+            NOT_CACHING.into(),
+            None,
+            "Clients found not caching their tokens: one per client, source address and hour, \
+             counted by the server whose usage flush passed the allowance."
+                .into(),
+        );
+        recorder.describe_counter(
+            DATABASE_ERRORS.into(),
+            None,
+            "Database errors by kind: unavailable, retried (PostgreSQL aborted a transaction), \
+             corrupt, other. Process-wide."
+                .into(),
         );
         let key = |name: &'static str, labels: Vec<Label>| Key::from_parts(name, labels);
         let durations = ENDPOINTS
@@ -166,6 +198,14 @@ impl Metrics {
             recorder.register_gauge(&key("latchkey_change_feed_generation", vec![]), &METADATA);
         let feed_lag =
             recorder.register_gauge(&key("latchkey_change_feed_lag_seconds", vec![]), &METADATA);
+        let not_caching = recorder.register_counter(&key(NOT_CACHING, vec![]), &METADATA);
+        let database_errors = crate::store::ERROR_KINDS
+            .iter()
+            .map(|kind| {
+                let key = key(DATABASE_ERRORS, vec![Label::new("kind", *kind)]);
+                recorder.register_counter(&key, &METADATA)
+            })
+            .collect();
         Metrics {
             enabled,
             recorder,
@@ -176,7 +216,28 @@ impl Metrics {
             cache_misses,
             feed_generation,
             feed_lag,
+            not_caching,
+            database_errors,
+            top_clients: std::sync::Mutex::new(TopClients::new(top_clients)),
         }
+    }
+
+    /// A client was found not caching its tokens at one address.
+    pub fn not_caching(&self) {
+        if self.enabled {
+            self.not_caching.increment(1);
+        }
+    }
+
+    /// The tokens each client was issued since the last call: `(client id, name, tokens)`.
+    pub fn client_tokens<'a>(&self, counts: impl Iterator<Item = (&'a str, &'a str, u64)>) {
+        if !self.enabled {
+            return;
+        }
+        self.top_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(counts);
     }
 
     /// A request to `path` answered in `seconds`; `token_outcome` for a token request.
@@ -218,12 +279,24 @@ impl Metrics {
     pub fn render(&self, cache: CacheStats) -> String {
         self.cache_hits.absolute(cache.hits);
         self.cache_misses.absolute(cache.misses);
+        for (counter, count) in self
+            .database_errors
+            .iter()
+            .zip(crate::store::database_errors())
+        {
+            counter.absolute(count);
+        }
         #[allow(clippy::cast_precision_loss)] // Generations and seconds stay far below 2^53.
         {
             self.feed_generation.set(cache.generation as f64);
             self.feed_lag.set(cache.seconds_since_poll as f64);
         }
-        self.recorder.handle().render()
+        let mut text = self.recorder.handle().render();
+        self.top_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .render(&mut text);
+        text
     }
 
     /// Folds latency samples into their buckets every [`UPKEEP_INTERVAL`] until `stop`
@@ -243,5 +316,150 @@ impl Metrics {
                 _ = ticks.tick() => handle.run_upkeep(),
             }
         }
+    }
+}
+
+/// Per-client token counts for at most `slots` clients, the rest under `other`.
+///
+/// Each named client has a running total (its series, never decreasing) and a score: its
+/// tokens lately, halved at every update. A client not named gets a series when a slot is
+/// free, or when its tokens in one update exceed the lowest score, which evicts that client
+/// (its series ends; rate() over the series stays right). Tokens of clients without a series
+/// count under `other`. The id `other` itself is never named.
+#[derive(Debug)]
+pub struct TopClients {
+    slots: usize,
+    named: Vec<NamedClient>,
+    other: u64,
+}
+
+#[derive(Debug)]
+struct NamedClient {
+    client_id: String,
+    name: String,
+    total: u64,
+    score: u64,
+}
+
+impl TopClients {
+    /// Room for `slots` named clients.
+    pub fn new(slots: usize) -> Self {
+        TopClients {
+            slots,
+            named: Vec::new(),
+            other: 0,
+        }
+    }
+
+    /// Adds one update's counts: `(client id, name, tokens)`.
+    pub fn add<'a>(&mut self, counts: impl Iterator<Item = (&'a str, &'a str, u64)>) {
+        for named in &mut self.named {
+            named.score /= 2;
+        }
+        for (client_id, name, tokens) in counts {
+            if tokens == 0 {
+                continue;
+            }
+            if let Some(named) = self.named.iter_mut().find(|n| n.client_id == client_id) {
+                named.total += tokens;
+                named.score += tokens;
+                continue;
+            }
+            let new = NamedClient {
+                client_id: client_id.to_owned(),
+                name: name.to_owned(),
+                total: tokens,
+                score: tokens,
+            };
+            if client_id == "other" || self.slots == 0 {
+                self.other += tokens;
+            } else if self.named.len() < self.slots {
+                self.named.push(new);
+            } else if let Some(lowest) = self.named.iter_mut().min_by_key(|n| n.score)
+                && lowest.score < tokens
+            {
+                *lowest = new;
+            } else {
+                self.other += tokens;
+            }
+        }
+    }
+
+    /// Appends the series in the Prometheus text format (0.0.4).
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "# HELP {CLIENT_TOKENS} Tokens issued per client: the clients with the most tokens \
+             lately by id and name, all others under client_id=\"other\". Updated with each usage \
+             flush."
+        );
+        let _ = writeln!(out, "# TYPE {CLIENT_TOKENS} counter");
+        let mut named: Vec<&NamedClient> = self.named.iter().collect();
+        named.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        for client in named {
+            let _ = writeln!(
+                out,
+                "{CLIENT_TOKENS}{{client_id=\"{}\",client_name=\"{}\"}} {}",
+                escape_label(&client.client_id),
+                escape_label(&client.name),
+                client.total
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{CLIENT_TOKENS}{{client_id=\"other\",client_name=\"\"}} {}",
+            self.other
+        );
+    }
+}
+
+/// A label value escaped for the text format: backslash, double quote and line feed.
+fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_clients_stay_bounded_and_never_go_back() {
+        let mut top = TopClients::new(2);
+        top.add([("a", "A", 10), ("b", "B", 5), ("c", "C", 1)].into_iter());
+        assert_eq!(top.named.len(), 2);
+        assert_eq!(top.other, 1);
+        // c gets busy: it takes the lowest slot (b, score 5 / 2); b's later tokens go to other.
+        top.add([("c", "C", 50)].into_iter());
+        let ids: Vec<&str> = top.named.iter().map(|n| n.client_id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"]);
+        top.add([("b", "B", 1), ("a", "A", 1), ("other", "x", 7)].into_iter());
+        assert_eq!(top.other, 9);
+        assert_eq!(top.named[0].total, 11);
+        let mut text = String::new();
+        top.render(&mut text);
+        assert!(
+            text.contains("client_id=\"c\",client_name=\"C\"} 50\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("client_id=\"other\",client_name=\"\"} 9\n"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 2 + 3);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

@@ -10,7 +10,17 @@
 //! with the next flush: nothing is lost while the database is down, and nothing is counted
 //! twice. A count is filed under the minute of the flush that writes it, so it may land up to
 //! one flush interval later than the request.
+//!
+//! The same flush finds clients that do not cache their tokens. Each token is also counted
+//! under the address it was asked from (a short lock on that client's own list, at most
+//! [`MAX_SOURCES`] addresses per client per flush), and the flush adds those counts to
+//! per-hour rows with the allowance of [`tokens_allowed_per_hour`]; a row whose cluster-wide
+//! total passes its allowance flags the client. The flush that passes it logs one warning
+//! (at most one per client per hour from each server) and counts it in the metrics. Each flush
+//! also hands the clients' token counts to the metrics' top-clients series.
 
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +29,8 @@ use latchkey_proto::ErrorCode;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::model::{UsageCount, UsageKind};
+use crate::metrics::Metrics;
+use crate::model::{TokenSource, UsageCount, UsageKind, tokens_allowed_per_hour};
 use crate::store::{Store, StoreError};
 
 /// How often counts are written to the database.
@@ -28,6 +39,16 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// Queued counters beyond this wake the flush early, so the queue stays small under a burst of
 /// many distinct clients.
 const EARLY_FLUSH_AT: usize = 100_000;
+
+/// The most source addresses counted per client between two flushes; tokens from further
+/// addresses in the same interval are counted in the usage but not per address.
+pub const MAX_SOURCES: usize = 256;
+
+/// The most clients warned about per hour by one server (the warnings are bounded too).
+const MAX_WARNED: usize = 10_000;
+
+/// The default of `--not-caching-threshold`: tokens per token lifetime per address.
+pub const DEFAULT_NOT_CACHING_THRESHOLD: u32 = 10;
 
 /// The refusals counted, by OAuth error code; the order is the counters' order.
 const DENIALS: [ErrorCode; 8] = [
@@ -58,24 +79,86 @@ pub enum Event {
 #[derive(Debug)]
 pub struct ClientUsage {
     client_id: String,
+    /// The client's name when it was loaded (for the metrics' top-clients series).
+    client_name: String,
     tokens: AtomicU64,
     introspections: AtomicU64,
     revocations: AtomicU64,
     denied: [AtomicU64; DENIALS.len()],
     /// In the flush queue.
     queued: AtomicBool,
+    /// Tokens per source address since the last flush, with the lifetime of the last one.
+    sources: Mutex<Vec<SourceTally>>,
+}
+
+/// Tokens issued to one client at one address since the last flush.
+#[derive(Debug, Clone, Copy)]
+struct SourceTally {
+    address: IpAddr,
+    tokens: u32,
+    lifetime: u64,
 }
 
 impl ClientUsage {
-    /// New counters for `client_id`, all zero.
-    pub fn new(client_id: &str) -> Self {
+    /// New counters for `client_id` (named `client_name`), all zero.
+    pub fn new(client_id: &str, client_name: &str) -> Self {
         ClientUsage {
             client_id: client_id.to_owned(),
+            client_name: client_name.to_owned(),
             tokens: AtomicU64::new(0),
             introspections: AtomicU64::new(0),
             revocations: AtomicU64::new(0),
             denied: std::array::from_fn(|_| AtomicU64::new(0)),
             queued: AtomicBool::new(false),
+            sources: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Counts a token of `lifetime` seconds issued at `address`.
+    fn tally(&self, address: IpAddr, lifetime: u64) {
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tally) = sources.iter_mut().find(|t| t.address == address) {
+            tally.tokens = tally.tokens.saturating_add(1);
+            tally.lifetime = lifetime;
+        } else if sources.len() < MAX_SOURCES {
+            sources.push(SourceTally {
+                address,
+                tokens: 1,
+                lifetime,
+            });
+        }
+    }
+
+    /// Takes the per-address counts (leaving none) as rows for `hour`.
+    fn take_sources(&self, hour: i64, threshold: u32, into: &mut Vec<TokenSource>) {
+        let taken = std::mem::take(&mut *self.sources.lock().unwrap_or_else(|p| p.into_inner()));
+        into.extend(taken.into_iter().map(|tally| TokenSource {
+            client_id: self.client_id.clone(),
+            source: tally.address.to_string(),
+            hour,
+            tokens: i64::from(tally.tokens),
+            lifetime: tally.lifetime,
+            allowed: tokens_allowed_per_hour(threshold, tally.lifetime),
+        }));
+    }
+
+    /// Adds per-address counts back (a flush that could not be written).
+    fn restore_sources(&self, rows: &[TokenSource]) {
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        for row in rows {
+            let Ok(address) = row.source.parse::<IpAddr>() else {
+                continue;
+            };
+            let tokens = u32::try_from(row.tokens).unwrap_or(u32::MAX);
+            if let Some(tally) = sources.iter_mut().find(|t| t.address == address) {
+                tally.tokens = tally.tokens.saturating_add(tokens);
+            } else if sources.len() < MAX_SOURCES {
+                sources.push(SourceTally {
+                    address,
+                    tokens,
+                    lifetime: row.lifetime,
+                });
+            }
         }
     }
 
@@ -131,18 +214,55 @@ impl ClientUsage {
 #[derive(Debug)]
 pub struct Usage {
     enabled: bool,
+    /// Tokens per token lifetime per address beyond which a client is not caching; 0 turns the
+    /// per-address counting off.
+    not_caching_threshold: u32,
     queue: Mutex<Vec<Arc<ClientUsage>>>,
     wake: Notify,
+    metrics: Arc<Metrics>,
+    /// The hour and the clients warned about in it as not caching.
+    warned: Mutex<(i64, HashSet<String>)>,
+}
+
+/// What one flush wrote.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    /// Usage rows written.
+    pub rows: usize,
+    /// The addresses whose tokens passed their allowance with this flush: each client and
+    /// address is in one flush's list per hour, cluster-wide.
+    pub newly_not_caching: Vec<TokenSource>,
 }
 
 impl Usage {
-    /// Accounting that counts (`enabled`) or does nothing at all.
-    pub fn new(enabled: bool) -> Self {
+    /// Accounting that counts (`enabled`) or does nothing at all; flags clients that get more
+    /// than `not_caching_threshold` tokens per token lifetime at one address (0: never), and
+    /// feeds `metrics`.
+    pub fn new(enabled: bool, not_caching_threshold: u32, metrics: Arc<Metrics>) -> Self {
         Usage {
             enabled,
+            not_caching_threshold,
             queue: Mutex::new(Vec::new()),
             wake: Notify::new(),
+            metrics,
+            warned: Mutex::new((0, HashSet::new())),
         }
+    }
+
+    /// Counts a token of `lifetime` seconds issued to the client whose counters `usage` are,
+    /// asked for from `source`.
+    pub fn count_token(&self, usage: &Arc<ClientUsage>, source: Option<IpAddr>, lifetime: u64) {
+        if !self.enabled {
+            return;
+        }
+        // Before the count that queues the counters: a flush that takes this tally also finds
+        // them queued, or the count below queues them again.
+        if self.not_caching_threshold > 0
+            && let Some(address) = source
+        {
+            usage.tally(address.to_canonical(), lifetime);
+        }
+        self.count(usage, Event::Token);
     }
 
     /// Counts `event` for the client whose counters `usage` are.
@@ -165,29 +285,55 @@ impl Usage {
         }
     }
 
-    /// Writes every count taken so far to the database, filed under the minute of `now`.
-    /// Returns how many rows were written. On a database error the counts are put back.
-    pub async fn flush(&self, store: &dyn Store, now: i64) -> Result<usize, StoreError> {
+    /// Writes every count taken so far to the database, filed under the minute (and the
+    /// hour) of `now`, and hands each client's tokens to the metrics. On a database error the
+    /// counts are put back.
+    pub async fn flush(&self, store: &dyn Store, now: i64) -> Result<Flushed, StoreError> {
         let queued = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
         if queued.is_empty() {
-            return Ok(0);
+            return Ok(Flushed::default());
         }
         let minute = now - now.rem_euclid(60);
+        let hour = now - now.rem_euclid(3600);
         let mut rows = Vec::with_capacity(queued.len());
+        let mut sources = Vec::new();
+        // Each client's rows and source rows, in `rows` and `sources`.
+        let mut taken = Vec::with_capacity(queued.len());
         for usage in &queued {
             // Unqueued before the counts are taken: a count made after this queues again.
             usage.queued.store(false, Ordering::SeqCst);
+            let (first_row, first_source) = (rows.len(), sources.len());
             usage.take(minute, &mut rows);
+            usage.take_sources(hour, self.not_caching_threshold, &mut sources);
+            taken.push((first_row..rows.len(), first_source..sources.len()));
         }
-        match store.record_usage(&rows).await {
-            Ok(()) => Ok(rows.len()),
+        match store.record_usage(&rows, &sources).await {
+            Ok(totals) => {
+                self.metrics
+                    .client_tokens(queued.iter().zip(&taken).filter_map(|(usage, (own, _))| {
+                        let tokens = rows[own.clone()]
+                            .iter()
+                            .find(|r| r.kind == UsageKind::Tokens)?
+                            .count;
+                        Some((
+                            usage.client_id.as_str(),
+                            usage.client_name.as_str(),
+                            u64::try_from(tokens).unwrap_or(0),
+                        ))
+                    }));
+                let newly_not_caching = newly_flagged(&sources, totals);
+                self.warn(hour, &newly_not_caching);
+                Ok(Flushed {
+                    rows: rows.len(),
+                    newly_not_caching,
+                })
+            }
             Err(err) => {
-                let mut next = 0;
-                for usage in &queued {
-                    while next < rows.len() && rows[next].client_id == usage.client_id {
-                        usage.restore(&rows[next]);
-                        next += 1;
+                for (usage, (own, own_sources)) in queued.iter().zip(taken) {
+                    for row in &rows[own] {
+                        usage.restore(row);
                     }
+                    usage.restore_sources(&sources[own_sources]);
                     if !usage.queued.swap(true, Ordering::SeqCst) {
                         self.queue
                             .lock()
@@ -197,6 +343,37 @@ impl Usage {
                 }
                 Err(err)
             }
+        }
+    }
+
+    /// One warning per client per hour (from this server) for clients newly found not caching,
+    /// and their count in the metrics.
+    fn warn(&self, hour: i64, flagged: &[TokenSource]) {
+        if flagged.is_empty() {
+            return;
+        }
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned.0 != hour {
+            *warned = (hour, HashSet::new());
+        }
+        for row in flagged {
+            self.metrics.not_caching();
+            if warned.1.len() >= MAX_WARNED || !warned.1.insert(row.client_id.clone()) {
+                continue;
+            }
+            tracing::warn!(
+                client_id = %row.client_id,
+                source = %row.source,
+                tokens = row.tokens,
+                allowed = row.allowed,
+                "client {} is not caching its access tokens: {} tokens to {} within the hour, \
+                 where {} would do; reuse each token until shortly before it expires, with a \
+                 token cache such as latchkey-client or `latchkey token --cache-file`",
+                row.client_id,
+                row.tokens,
+                row.source,
+                row.allowed,
+            );
         }
     }
 
@@ -231,14 +408,32 @@ impl Usage {
     }
 }
 
+/// The rows of `totals` that passed their allowance with the counts in `added`.
+fn newly_flagged(added: &[TokenSource], totals: Vec<TokenSource>) -> Vec<TokenSource> {
+    let mut by_key: HashMap<(&str, &str), i64> = HashMap::with_capacity(added.len());
+    for row in added {
+        *by_key.entry((&row.client_id, &row.source)).or_default() += row.tokens;
+    }
+    totals
+        .into_iter()
+        .filter(|total| {
+            let added = by_key
+                .get(&(total.client_id.as_str(), total.source.as_str()))
+                .copied()
+                .unwrap_or(0);
+            total.not_caching() && total.tokens - added <= total.allowed
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn counts_are_taken_once_and_requeue_after_a_flush() {
-        let usage = Usage::new(true);
-        let client = Arc::new(ClientUsage::new("c1"));
+        let usage = Usage::new(true, 10, Arc::new(Metrics::new(false, 0)));
+        let client = Arc::new(ClientUsage::new("c1", "one"));
         for _ in 0..3 {
             usage.count(&client, Event::Token);
         }
@@ -265,8 +460,8 @@ mod tests {
 
     #[test]
     fn many_threads_lose_no_count() {
-        let usage = Arc::new(Usage::new(true));
-        let client = Arc::new(ClientUsage::new("c1"));
+        let usage = Arc::new(Usage::new(true, 10, Arc::new(Metrics::new(false, 0))));
+        let client = Arc::new(ClientUsage::new("c1", "one"));
         let total = std::thread::scope(|scope| {
             for _ in 0..4 {
                 let (usage, client) = (Arc::clone(&usage), Arc::clone(&client));

@@ -449,6 +449,11 @@ pub struct UsageArgs {
     /// At most this many clients (or, with --client, the latest minutes).
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
+    /// List the clients found not caching their tokens instead: per source address and clock
+    /// hour, the tokens they got and the most a client that caches would need (see `latchkey
+    /// serve --not-caching-threshold`). With --client, only that client's.
+    #[arg(long)]
+    pub not_caching: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -611,6 +616,28 @@ pub struct ServeArgs {
         value_parser = parse_duration_u64
     )]
     pub usage_retention: u64,
+
+    /// Flag a client as not caching its tokens when one source address gets more than this
+    /// many tokens per token lifetime within a clock hour (`latchkey usage --not-caching`,
+    /// the metrics, one log warning per client per hour). 0 never flags.
+    #[arg(
+        long,
+        env = "LATCHKEY_NOT_CACHING_THRESHOLD",
+        value_name = "N",
+        default_value_t = latchkey_server::usage::DEFAULT_NOT_CACHING_THRESHOLD
+    )]
+    pub not_caching_threshold: u32,
+
+    /// Per-client issuance in the metrics (latchkey_client_tokens_issued_total): a series for
+    /// at most this many clients, those with the most tokens lately; the others count under
+    /// client_id="other".
+    #[arg(
+        long,
+        env = "LATCHKEY_METRICS_TOP_CLIENTS",
+        value_name = "N",
+        default_value_t = latchkey_server::metrics::DEFAULT_TOP_CLIENTS
+    )]
+    pub metrics_top_clients: usize,
 
     /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key. Without it
     /// the server speaks plain HTTP, for use behind a TLS terminator.

@@ -49,6 +49,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         audit_retention: i64::try_from(args.audit_retention).unwrap_or(i64::MAX),
         usage_accounting: args.usage_accounting,
         usage_retention: i64::try_from(args.usage_retention).unwrap_or(i64::MAX),
+        not_caching_threshold: args.not_caching_threshold,
+        metrics_top_clients: args.metrics_top_clients,
         connections: args.connections.limits()?,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(latchkey_server::tls::TlsFiles {

@@ -1,6 +1,8 @@
 //! What every OAuth endpoint (token, introspection, revocation) does before its use case runs:
 //! transport checks and a strict parse of the form body, into a [`ClientRequest`].
 
+use std::net::SocketAddr;
+
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use bytes::Bytes;
@@ -33,6 +35,10 @@ pub async fn receive(request: Request) -> Result<ClientRequest, OAuthError> {
         .extensions
         .get::<ConnectInfo<TlsPeer>>()
         .and_then(|peer| peer.0.certificates.clone());
+    let source = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|peer| peer.0.ip());
     let body = read_body(&parts.headers, body, MAX_BODY_BYTES).await?;
     let params = parse(&body)?;
     Ok(ClientRequest {
@@ -40,6 +46,7 @@ pub async fn receive(request: Request) -> Result<ClientRequest, OAuthError> {
         dpop,
         params,
         certificates,
+        source,
     })
 }
 

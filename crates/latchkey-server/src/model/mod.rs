@@ -18,4 +18,4 @@ pub use client::{
 pub use credential::{Credential, Federation, SecretMethod, TlsSubject};
 pub use registration::{Registration, RegistrationToken};
 pub use token::{OpaqueTokenRecord, Revocation};
-pub use usage::{UsageCount, UsageKind};
+pub use usage::{TokenSource, UsageCount, UsageKind, tokens_allowed_per_hour};

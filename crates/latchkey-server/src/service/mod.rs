@@ -79,6 +79,8 @@ pub struct ClientRequest {
     /// The certificate chain the client presented in the TLS handshake (leaf first), when
     /// this server terminates TLS and the client sent one.
     pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The address the request came from (the connection's peer), for the not-caching flag.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl ClientRequest {

@@ -3,7 +3,7 @@
 use latchkey_jose::dpop::{PROOF_MAX_AGE_SECONDS, ProofCheck, VerifiedProof, verify_proof};
 use latchkey_proto::{TokenFormat, TokenResponse, TokenType};
 
-use super::{ClientRequest, Services, authenticate_client, usage_event};
+use super::{ClientRequest, Services, authenticate_client};
 use crate::error::OAuthError;
 use crate::model::{ClientRecord, OpaqueTokenRecord};
 use crate::protocol::client_credentials::{
@@ -33,9 +33,14 @@ pub async fn issue_token(
     };
     let known = authenticate_client(services, request, log_as).await?;
     let issued = issue_to(services, request, &known.record, proof).await;
-    services
-        .usage
-        .count(&known.usage, usage_event(&issued, Event::Token));
+    match &issued {
+        Ok(token) => {
+            services
+                .usage
+                .count_token(&known.usage, request.source, token.expires_in.unwrap_or(0))
+        }
+        Err(err) => services.usage.count(&known.usage, Event::Denied(err.code)),
+    }
     issued
 }
 

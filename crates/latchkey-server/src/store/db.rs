@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
@@ -326,6 +327,35 @@ impl From<TxError> for StoreError {
             TxError::Retry(err) | TxError::Fail(err) => err,
         }
     }
+}
+
+/// Database errors since the process started, by kind: `unavailable` (cannot connect, busy,
+/// pool timed out), `retried` (a transaction PostgreSQL aborted and asked to run again),
+/// `corrupt` (a value that does not decode) and `other`. Uniqueness conflicts are outcomes, not
+/// errors, and are not counted. Process-wide: every store in the process counts here.
+static ERRORS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+/// The kinds [`ERRORS`] counts, in its order.
+pub const ERROR_KINDS: [&str; 4] = ["unavailable", "retried", "corrupt", "other"];
+
+/// Counts `err` in [`ERRORS`] and hands it on.
+pub(super) fn counted(err: TxError) -> TxError {
+    let kind = match &err {
+        TxError::Retry(_) => Some(1),
+        TxError::Fail(StoreError::Unavailable(_)) => Some(0),
+        TxError::Fail(StoreError::Corrupt(_)) => Some(2),
+        TxError::Fail(StoreError::Conflict(_) | StoreError::Precondition(_)) => None,
+        TxError::Fail(StoreError::Schema(_) | StoreError::Other(_)) => Some(3),
+    };
+    if let Some(kind) = kind {
+        ERRORS[kind].fetch_add(1, Ordering::Relaxed);
+    }
+    err
+}
+
+/// The database errors counted so far, by kind (in [`ERROR_KINDS`]' order).
+pub fn database_errors() -> [u64; 4] {
+    std::array::from_fn(|i| ERRORS[i].load(Ordering::Relaxed))
 }
 
 /// Runs a transaction, again from its start if PostgreSQL aborted it as a serialization failure

@@ -56,6 +56,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "usage",
         include_str!("../../migrations/sqlite/0012_usage.sql"),
     ),
+    (
+        "token sources",
+        include_str!("../../migrations/sqlite/0013_token_sources.sql"),
+    ),
 ];
 
 /// PostgreSQL's migrations, likewise. Version 1 is the whole of SQLite's versions 1 and 2:
@@ -104,6 +108,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "usage",
         include_str!("../../migrations/postgres/0011_usage.sql"),
+    ),
+    (
+        "token sources",
+        include_str!("../../migrations/postgres/0012_token_sources.sql"),
     ),
 ];
 

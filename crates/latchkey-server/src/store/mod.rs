@@ -24,6 +24,8 @@ mod rows;
 mod sql;
 mod sqlite;
 
+pub use db::{ERROR_KINDS, database_errors};
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -31,7 +33,7 @@ use latchkey_proto::SigningAlg;
 
 use crate::model::{
     AuditEntry, AuditEvent, ClientRecord, ClientUpdate, OpaqueTokenRecord, Registration,
-    RegistrationToken, Revocation, SecretInfo, SecretRecord, UsageCount,
+    RegistrationToken, Revocation, SecretInfo, SecretRecord, TokenSource, UsageCount,
 };
 use crate::secret::SecretHash;
 
@@ -132,6 +134,8 @@ pub struct Purged {
     pub registration_tokens: u64,
     /// Usage counts older than the retention.
     pub usage_counts: u64,
+    /// Per-address token counts (for the not-caching flag) older than the retention.
+    pub token_sources: u64,
 }
 
 /// Which usage counts to read.
@@ -431,8 +435,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes opaque tokens, deny-list entries, used assertion ids and initial access tokens
     /// that expired before `now`, change-feed entries more than [`FEED_RETAINED`] generations
-    /// old, audit events from before `audit_before` and usage counts of minutes before
-    /// `usage_before`.
+    /// old, audit events from before `audit_before`, and usage counts of minutes (and token
+    /// sources of hours) that started before `usage_before`.
     async fn purge_expired(
         &self,
         now: i64,
@@ -440,11 +444,22 @@ pub trait Store: Send + Sync + 'static {
         usage_before: i64,
     ) -> Result<Purged, StoreError>;
 
-    /// Adds `counts` to the stored ones (per client, minute and kind), in one transaction.
-    async fn record_usage(&self, counts: &[UsageCount]) -> Result<(), StoreError>;
+    /// Adds `counts` (per client, minute and kind) and `sources` (tokens per client, address and
+    /// hour, with the allowance the caller applies now) to the stored ones, in one transaction.
+    /// Returns each source row as it stands after the addition (the cluster's total).
+    async fn record_usage(
+        &self,
+        counts: &[UsageCount],
+        sources: &[TokenSource],
+    ) -> Result<Vec<TokenSource>, StoreError>;
 
     /// Usage counts matching `query`.
     async fn usage_counts(&self, query: &UsageQuery) -> Result<Vec<UsageCount>, StoreError>;
+
+    /// The addresses at which clients got more tokens than allowed in an hour (not caching),
+    /// in hours starting at or after the hour of `query.since`, newest hour first and the
+    /// most tokens first; only `query.client`'s when set; at most `query.limit`.
+    async fn not_caching(&self, query: &UsageQuery) -> Result<Vec<TokenSource>, StoreError>;
 
     /// Audit events matching `query`, oldest first.
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;

@@ -25,6 +25,10 @@ pub(super) async fn open(url: &str) -> Result<SqlStore, StoreError> {
 /// transaction was rolled back and may succeed if run again ([`retrying`](super::db::retrying));
 /// once retries are exhausted, or where nothing retries, the database counts as unavailable.
 pub(super) fn classify(err: sqlx::Error) -> TxError {
+    super::db::counted(kind_of(err))
+}
+
+fn kind_of(err: sqlx::Error) -> TxError {
     let store_error = match &err {
         sqlx::Error::Database(db) => {
             if db.kind() == sqlx::error::ErrorKind::UniqueViolation {

@@ -14,7 +14,7 @@ use super::{Change, FeedEntry, KeyState, StoreError, StoredKey};
 use crate::model::{
     Actor, AuditEntry, AuditEvent, ClientRecord, ClientUpdate, Credential, Federation,
     OpaqueTokenRecord, Registration, RegistrationToken, Revocation, SecretInfo, SecretRecord,
-    TlsSubject, UsageCount, UsageKind,
+    TlsSubject, TokenSource, UsageCount, UsageKind,
 };
 use crate::secret::SecretHash;
 
@@ -598,6 +598,48 @@ pub(super) fn add_usage<'a>(
                 .bind(*count)
         },
     )
+}
+
+/// A token-source row to add: client id, hour, address, tokens, lifetime, allowance.
+pub(super) type SourceRow<'a> = (&'a str, i64, &'a str, i64, i64, i64);
+
+/// Adds token counts per client, hour and address (each key once) to the stored ones, and
+/// returns the rows as they stand after the addition.
+pub(super) fn add_token_sources<'a>(dialect: Dialect, rows: &'a [SourceRow<'a>]) -> Query<'a> {
+    let statement = format!(
+        "INSERT INTO token_sources (client_id, hour, source, tokens, lifetime, allowed)
+         VALUES {}
+         ON CONFLICT (client_id, hour, source)
+         DO UPDATE SET tokens = token_sources.tokens + excluded.tokens,
+                       lifetime = excluded.lifetime, allowed = excluded.allowed
+         RETURNING client_id, source, hour, tokens, lifetime, allowed",
+        dialect.value_rows(rows.len(), 6)
+    );
+    rows.iter().fold(
+        sql(sqlx::AssertSqlSafe(statement)),
+        |query, (client_id, hour, source, tokens, lifetime, allowed)| {
+            query
+                .bind(*client_id)
+                .bind(*hour)
+                .bind(*source)
+                .bind(*tokens)
+                .bind(*lifetime)
+                .bind(*allowed)
+        },
+    )
+}
+
+/// A token-source row.
+pub(super) fn token_source_from_row(row: &DbRow) -> Result<TokenSource, StoreError> {
+    Ok(TokenSource {
+        client_id: row.get("client_id")?,
+        source: row.get("source")?,
+        hour: row.get("hour")?,
+        tokens: row.get("tokens")?,
+        lifetime: u64::try_from(row.get::<i64>("lifetime")?)
+            .map_err(|_| StoreError::Corrupt("negative token lifetime".into()))?,
+        allowed: row.get("allowed")?,
+    })
 }
 
 /// A usage count from a row; `None` (skipped) for a kind this version does not know, which a

@@ -7,6 +7,8 @@
 //! Every transaction runs inside [`retrying`]: PostgreSQL may abort one as a serialization
 //! failure or a deadlock victim, and running it again from the start is safe. SQLite never does.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use latchkey_proto::SigningAlg;
 
@@ -24,7 +26,7 @@ use super::{
 };
 use crate::model::{
     AuditEntry, AuditEvent, ClientRecord, ClientUpdate, OpaqueTokenRecord, Registration,
-    RegistrationToken, Revocation, SecretInfo, SecretRecord, UsageCount,
+    RegistrationToken, Revocation, SecretInfo, SecretRecord, TokenSource, UsageCount,
 };
 use crate::secret::SecretHash;
 
@@ -554,6 +556,10 @@ impl Store for SqlStore {
                 .bind(usage_before)
                 .execute(&mut tx)
                 .await?;
+            let token_sources = sql("DELETE FROM token_sources WHERE hour < $1")
+                .bind(usage_before)
+                .execute(&mut tx)
+                .await?;
             tx.commit().await?;
             Ok(Purged {
                 opaque_tokens,
@@ -563,6 +569,7 @@ impl Store for SqlStore {
                 audit_events,
                 registration_tokens,
                 usage_counts,
+                token_sources,
             })
         })
         .await
@@ -583,10 +590,13 @@ impl Store for SqlStore {
         rows.iter().map(rows::audit_event_from_row).collect()
     }
 
-    async fn record_usage(&self, counts: &[UsageCount]) -> Result<(), StoreError> {
+    async fn record_usage(
+        &self,
+        counts: &[UsageCount],
+        sources: &[TokenSource],
+    ) -> Result<Vec<TokenSource>, StoreError> {
         // One row per key in a statement: PostgreSQL refuses to update a row twice in one.
-        let mut merged: std::collections::BTreeMap<(&str, i64, String), i64> =
-            std::collections::BTreeMap::new();
+        let mut merged: BTreeMap<(&str, i64, String), i64> = BTreeMap::new();
         for count in counts {
             *merged
                 .entry((count.client_id.as_str(), count.minute, count.kind.name()))
@@ -596,10 +606,25 @@ impl Store for SqlStore {
             .into_iter()
             .map(|((client_id, minute, kind), count)| (client_id, minute, kind, count))
             .collect();
-        if rows.is_empty() {
-            return Ok(());
+        let mut merged: BTreeMap<(&str, i64, &str), (i64, i64, i64)> = BTreeMap::new();
+        for source in sources {
+            let entry = merged
+                .entry((&source.client_id, source.hour, &source.source))
+                .or_default();
+            entry.0 += source.tokens;
+            entry.1 = i64::try_from(source.lifetime).unwrap_or(i64::MAX);
+            entry.2 = source.allowed;
         }
-        let rows = &rows;
+        let sources: Vec<rows::SourceRow<'_>> = merged
+            .into_iter()
+            .map(|((client_id, hour, source), (tokens, lifetime, allowed))| {
+                (client_id, hour, source, tokens, lifetime, allowed)
+            })
+            .collect();
+        if rows.is_empty() && sources.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (rows, sources) = (&rows, &sources);
         retrying(|| async move {
             let mut tx = self.db.begin().await?;
             for chunk in rows.chunks(rows::USAGE_PER_INSERT) {
@@ -607,9 +632,35 @@ impl Store for SqlStore {
                     .execute(&mut tx)
                     .await?;
             }
-            tx.commit().await
+            let mut totals = Vec::with_capacity(sources.len());
+            for chunk in sources.chunks(rows::USAGE_PER_INSERT) {
+                for row in rows::add_token_sources(tx.dialect(), chunk)
+                    .fetch_all(&mut tx)
+                    .await?
+                {
+                    totals.push(rows::token_source_from_row(&row)?);
+                }
+            }
+            tx.commit().await?;
+            Ok(totals)
         })
         .await
+    }
+
+    async fn not_caching(&self, query: &UsageQuery) -> Result<Vec<TokenSource>, StoreError> {
+        let hour = query.since - query.since.rem_euclid(3600);
+        let found = sql(
+            "SELECT client_id, source, hour, tokens, lifetime, allowed FROM token_sources
+             WHERE hour >= $1 AND tokens > allowed
+               AND (CAST($2 AS TEXT) IS NULL OR client_id = $2)
+             ORDER BY hour DESC, tokens DESC, client_id, source LIMIT $3",
+        )
+        .bind(hour)
+        .bind(query.client.as_deref())
+        .bind(i64::from(query.limit))
+        .fetch_all(&mut self.db.acquire().await?)
+        .await?;
+        found.iter().map(rows::token_source_from_row).collect()
     }
 
     async fn usage_counts(&self, query: &UsageQuery) -> Result<Vec<UsageCount>, StoreError> {

@@ -75,6 +75,10 @@ fn create_private_file(path: &std::path::Path) -> Result<(), StoreError> {
 /// A SQLite error by kind. SQLite never asks for a transaction to be run again: a busy database
 /// is unavailable (after the busy timeout).
 pub(super) fn classify(err: sqlx::Error) -> TxError {
+    super::db::counted(kind_of(err))
+}
+
+fn kind_of(err: sqlx::Error) -> TxError {
     TxError::Fail(match &err {
         sqlx::Error::Database(db) => {
             if db.kind() == sqlx::error::ErrorKind::UniqueViolation {

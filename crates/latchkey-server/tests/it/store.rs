@@ -1363,19 +1363,25 @@ async fn usage_counts_add_up_per_client_minute_and_kind() {
         let denied = UsageKind::Denied(ErrorCode::InvalidClient);
         // Two servers write the same minute, one of them twice in one batch.
         store
-            .record_usage(&[
-                count("a", T0, UsageKind::Tokens, 3),
-                count("a", T0, UsageKind::Tokens, 2),
-                count("a", T0, denied, 1),
-                count("b", T0, UsageKind::Tokens, 1),
-            ])
+            .record_usage(
+                &[
+                    count("a", T0, UsageKind::Tokens, 3),
+                    count("a", T0, UsageKind::Tokens, 2),
+                    count("a", T0, denied, 1),
+                    count("b", T0, UsageKind::Tokens, 1),
+                ],
+                &[],
+            )
             .await
             .unwrap();
         store
-            .record_usage(&[
-                count("a", T0, UsageKind::Tokens, 4),
-                count("a", T0 + 60, UsageKind::Introspections, 2),
-            ])
+            .record_usage(
+                &[
+                    count("a", T0, UsageKind::Tokens, 4),
+                    count("a", T0 + 60, UsageKind::Introspections, 2),
+                ],
+                &[],
+            )
             .await
             .unwrap();
         let minutes = store
@@ -1424,6 +1430,91 @@ async fn usage_counts_add_up_per_client_minute_and_kind() {
         );
         let purged = store.purge_expired(T0, 0, T0 + 60).await.unwrap();
         assert_eq!(purged.usage_counts, 3, "{backend}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn token_sources_add_up_and_list_the_clients_not_caching() {
+    use latchkey_server::model::TokenSource;
+    use latchkey_server::store::UsageQuery;
+    each_backend(|store, backend| async move {
+        let hour = T0 - T0.rem_euclid(3600);
+        let row = |client: &str, source: &str, hour: i64, tokens: i64| TokenSource {
+            client_id: client.into(),
+            source: source.into(),
+            hour,
+            tokens,
+            lifetime: 3600,
+            allowed: 10,
+        };
+        // Two servers count the same client and address: the returned rows are the totals.
+        let first = store
+            .record_usage(
+                &[],
+                &[
+                    row("a", "10.0.0.1", hour, 6),
+                    row("a", "10.0.0.1", hour, 1),
+                    row("a", "10.0.0.2", hour, 2),
+                    row("b", "10.0.0.1", hour, 11),
+                ],
+            )
+            .await
+            .unwrap();
+        let mut first: Vec<(String, String, i64)> = first
+            .into_iter()
+            .map(|r| (r.client_id, r.source, r.tokens))
+            .collect();
+        first.sort();
+        assert_eq!(
+            first,
+            [
+                ("a".into(), "10.0.0.1".into(), 7),
+                ("a".into(), "10.0.0.2".into(), 2),
+                ("b".into(), "10.0.0.1".into(), 11),
+            ],
+            "{backend}"
+        );
+        let second = store
+            .record_usage(&[], &[row("a", "10.0.0.1", hour, 5)])
+            .await
+            .unwrap();
+        assert_eq!(second, [row("a", "10.0.0.1", hour, 12)], "{backend}");
+        // The previous hour: b again, over its allowance.
+        store
+            .record_usage(&[], &[row("b", "10.0.0.9", hour - 3600, 40)])
+            .await
+            .unwrap();
+        let query = |since: i64, client: Option<&str>, limit: u32| UsageQuery {
+            since,
+            client: client.map(str::to_owned),
+            limit,
+        };
+        let flagged = store
+            .not_caching(&query(hour - 3600, None, 10))
+            .await
+            .unwrap();
+        assert_eq!(
+            flagged,
+            [
+                row("a", "10.0.0.1", hour, 12),
+                row("b", "10.0.0.1", hour, 11),
+                row("b", "10.0.0.9", hour - 3600, 40),
+            ],
+            "{backend}: newest hour first, most tokens first; a at 10.0.0.2 is within"
+        );
+        // `since` inside an hour counts that hour.
+        let recent = store
+            .not_caching(&query(hour + 59, Some("b"), 10))
+            .await
+            .unwrap();
+        assert_eq!(recent, [row("b", "10.0.0.1", hour, 11)], "{backend}");
+        assert_eq!(
+            store.not_caching(&query(0, None, 1)).await.unwrap().len(),
+            1
+        );
+        let purged = store.purge_expired(T0, 0, hour).await.unwrap();
+        assert_eq!(purged.token_sources, 1, "{backend}");
     })
     .await;
 }

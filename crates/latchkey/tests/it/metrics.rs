@@ -32,7 +32,8 @@ async fn an_independent_parser_reads_exact_metrics() {
     };
     let app = spawn_with_config(config, database_url, dir, store, ManualClock::new(T0)).await;
     let metrics_url = app.metrics_url.clone().unwrap();
-    let client = app.client(|_| {}).await;
+    // A name the text format must escape.
+    let client = app.client(|c| c.name = "ops \"blue\" \\ team".into()).await;
     for _ in 0..5 {
         assert_eq!(
             app.token_basic(&client, "grant_type=client_credentials")
@@ -48,6 +49,8 @@ async fn an_independent_parser_reads_exact_metrics() {
             .await;
         assert_eq!(status, 401);
     }
+    // Per-client issuance comes with the usage flush.
+    app.usage.flush(app.store.as_ref(), T0 + 10).await.unwrap();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/interop/parse_metrics.py"
@@ -115,4 +118,27 @@ async fn an_independent_parser_reads_exact_metrics() {
         families["latchkey_change_feed_lag_seconds"]["type"],
         "gauge"
     );
+    // Per client, by id and name, and every client beyond the top under `other`.
+    let per_client = "latchkey_client_tokens_issued";
+    assert_eq!(families[per_client]["type"], "counter");
+    assert_eq!(
+        value(
+            families,
+            per_client,
+            &[
+                ("client_id", client.id()),
+                ("client_name", "ops \"blue\" \\ team")
+            ]
+        ),
+        5.0
+    );
+    assert_eq!(value(families, per_client, &[("client_id", "other")]), 0.0);
+    assert_eq!(families["latchkey_not_caching_flags"]["type"], "counter");
+    // Database errors by kind (none here; the fault tests make some).
+    assert_eq!(families["latchkey_database_errors"]["type"], "counter");
+    let kinds = families["latchkey_database_errors"]["samples"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(kinds, 4);
 }

@@ -74,9 +74,13 @@ async fn every_request_of_a_client_is_counted_once() {
     );
 
     let written = app.usage.flush(app.store.as_ref(), T0 + 30).await.unwrap();
-    assert!(written >= 5, "{written} rows");
+    assert!(written.rows >= 5, "{written:?}");
     assert_eq!(
-        app.usage.flush(app.store.as_ref(), T0 + 40).await.unwrap(),
+        app.usage
+            .flush(app.store.as_ref(), T0 + 40)
+            .await
+            .unwrap()
+            .rows,
         0,
         "taken once"
     );
@@ -213,4 +217,153 @@ async fn servers_sharing_a_database_add_up() {
     }
     let totals = cli(&database.url, &[], &["usage", "--since", "3650d"]);
     assert_eq!(totals[0]["tokens"], 10, "{totals}");
+}
+
+/// The not-caching rule: with 15-minute tokens and the default threshold of 10 tokens per
+/// lifetime, one address may get 40 tokens in an hour. A service that asks for a token before
+/// every call passes that and is flagged (once per hour), under its own address; one that uses
+/// latchkey-client for the same number of calls gets one token and is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_asks_for_a_token_per_call_is_flagged_and_one_that_caches_is_not() {
+    let app = spawn_app().await;
+    let per_call = app.client(|c| c.name = "per-call".into()).await;
+    let cached = app.client(|c| c.name = "cached".into()).await;
+
+    // The service without a cache, from 127.0.0.2: a token request before each of 41 calls.
+    let from_second_address = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let ask = |n: usize| {
+        let (http, url, authorization) = (
+            from_second_address.clone(),
+            app.token_url(),
+            per_call.basic(),
+        );
+        async move {
+            for _ in 0..n {
+                let status = http
+                    .post(&url)
+                    .header("authorization", &authorization)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body("grant_type=client_credentials")
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(status, 200);
+            }
+        }
+    };
+    ask(41).await;
+
+    // The same 41 calls through latchkey-client, at its defaults, from 127.0.0.1.
+    let now = std::time::UNIX_EPOCH + Duration::from_secs(T0 as u64);
+    let tokens = latchkey_client::ClientCredentials::builder()
+        .token_endpoint(app.token_url())
+        .client_id(cached.id())
+        .client_secret(cached.secret.clone())
+        .clock(latchkey_client::ManualClock::new(now))
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..41 {
+        tokens.token().await.unwrap();
+    }
+
+    let flushed = app.usage.flush(app.store.as_ref(), T0 + 30).await.unwrap();
+    let flagged: Vec<(String, String, i64, i64, u64)> = flushed
+        .newly_not_caching
+        .iter()
+        .map(|r| {
+            (
+                r.client_id.clone(),
+                r.source.clone(),
+                r.tokens,
+                r.allowed,
+                r.lifetime,
+            )
+        })
+        .collect();
+    assert_eq!(
+        flagged,
+        [(per_call.id().to_owned(), "127.0.0.2".into(), 41, 40, 900)]
+    );
+
+    // More of the same in the hour: still flagged, but not again.
+    ask(5).await;
+    let flushed = app.usage.flush(app.store.as_ref(), T0 + 60).await.unwrap();
+    assert!(flushed.newly_not_caching.is_empty(), "{flushed:?}");
+
+    let listed = cli(
+        &app.database_url,
+        &[],
+        &["usage", "--not-caching", "--since", "3650d"],
+    );
+    let rows = listed.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{listed}");
+    assert_eq!(rows[0]["client_id"], per_call.id());
+    assert_eq!(rows[0]["source"], "127.0.0.2");
+    assert_eq!(rows[0]["tokens"], 46);
+    assert_eq!(rows[0]["allowed"], 40);
+    assert_eq!(rows[0]["token_lifetime"], 900);
+    assert_eq!(rows[0]["hour"], "2026-01-01T00:00:00Z");
+    let mine = cli(
+        &app.database_url,
+        &[],
+        &[
+            "usage",
+            "--not-caching",
+            "--client",
+            cached.id(),
+            "--since",
+            "3650d",
+        ],
+    );
+    assert_eq!(mine, serde_json::json!([]));
+    let cached_tokens = cli(
+        &app.database_url,
+        &[],
+        &["usage", "--client", cached.id(), "--since", "3650d"],
+    );
+    assert_eq!(
+        cached_tokens[0]["tokens"], 1,
+        "latchkey-client got one token"
+    );
+
+    // The same list over the admin API.
+    let admin = cli(
+        &app.database_url,
+        &[],
+        &["client", "create", "--name", "ops", "--admin-read"],
+    );
+    let token: Value = app
+        .http
+        .post(app.token_url())
+        .header(
+            "authorization",
+            basic(
+                admin["client_id"].as_str().unwrap(),
+                admin["client_secret"].as_str().unwrap(),
+            ),
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let over_http: Value = app
+        .http
+        .get(app.url("/admin/v1/usage/not-caching?since=0"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(over_http, listed);
 }

@@ -71,6 +71,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/keys/rotate", post(keys::rotate))
         .route("/audit", get(audit::list))
         .route("/usage", get(usage::list))
+        .route("/usage/not-caching", get(usage::not_caching))
         .route(
             "/registration-tokens",
             get(registration_tokens::list).post(registration_tokens::create),

@@ -38,6 +38,7 @@ use super::{audit, clients, json_response, keys, registration_tokens, secrets, u
         registration_tokens::create,
         registration_tokens::revoke,
         usage::list,
+        usage::not_caching,
     ),
     components(schemas(
         wire::Client,
@@ -60,6 +61,7 @@ use super::{audit, clients, json_response, keys, registration_tokens, secrets, u
         wire::CreatedRegistrationToken,
         wire::NewRegistrationToken,
         wire::UsageRow,
+        wire::NotCachingRow,
     )),
     modifiers(&AdminToken),
     tags(

@@ -1,4 +1,5 @@
-//! `/admin/v1/usage`: what each client did, counted per minute by every server.
+//! `/admin/v1/usage`: what each client did, counted per minute by every server, and
+//! `/admin/v1/usage/not-caching`: the clients that get far more tokens than they need.
 
 use std::sync::Arc;
 
@@ -6,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use http::StatusCode;
 
-use super::wire::UsageRow;
+use super::wire::{NotCachingRow, UsageRow};
 use super::{Admin, ApiError, json_response, number_param, query_params};
 use crate::http::AppState;
 use crate::service::admin::{self, MAX_USAGE_ROWS};
@@ -41,6 +42,22 @@ fn usage_params(query: Option<&str>) -> Result<UsageParams, ApiError> {
     })
 }
 
+/// The query of a `GET /usage` request, with its defaults: a day back, 100 rows.
+fn usage_query(state: &AppState, query: Option<&str>) -> Result<UsageQuery, ApiError> {
+    let params = usage_params(query)?;
+    Ok(UsageQuery {
+        since: params.since.unwrap_or_else(|| {
+            state
+                .services
+                .clock
+                .unix_seconds()
+                .saturating_sub(24 * 3600)
+        }),
+        client: params.client,
+        limit: params.limit.unwrap_or(100),
+    })
+}
+
 /// Usage: every client's totals since a time, or one client's minutes.
 #[utoipa::path(get, path = "/admin/v1/usage", tag = "usage", params(UsageParams),
     responses(
@@ -55,18 +72,36 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let raw_query = request.uri().query().map(str::to_owned);
     Admin::authorize(&state, request, Access::Read).await?;
-    let params = usage_params(raw_query.as_deref())?;
     let services = &state.services;
-    let query = UsageQuery {
-        since: params
-            .since
-            .unwrap_or_else(|| services.clock.unix_seconds().saturating_sub(24 * 3600)),
-        client: params.client,
-        limit: params.limit.unwrap_or(100),
-    };
+    let query = usage_query(&state, raw_query.as_deref())?;
     let totals = query.client.is_none();
     let counts = admin::usage(services.store.as_ref(), &query).await?;
     let rows = UsageRow::from_counts(&counts, totals);
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&rows).unwrap_or_default(),
+        None,
+    ))
+}
+
+/// The clients not caching their tokens: per client, source address and hour, the hours that
+/// started at or after `since` (newest first, the most tokens first).
+#[utoipa::path(get, path = "/admin/v1/usage/not-caching", tag = "usage", params(UsageParams),
+    responses(
+        (status = 200, description = "The flagged clients", body = Vec<NotCachingRow>),
+        super::wire::Refusals,
+        super::wire::BadInput,
+    ),
+    security(("admin_token" = [])))]
+pub async fn not_caching(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let raw_query = request.uri().query().map(str::to_owned);
+    Admin::authorize(&state, request, Access::Read).await?;
+    let query = usage_query(&state, raw_query.as_deref())?;
+    let found = admin::not_caching(state.services.store.as_ref(), &query).await?;
+    let rows: Vec<NotCachingRow> = found.iter().map(NotCachingRow::from).collect();
     Ok(json_response(
         StatusCode::OK,
         serde_json::to_vec(&rows).unwrap_or_default(),

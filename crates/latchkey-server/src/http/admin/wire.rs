@@ -8,7 +8,8 @@ use utoipa::ToSchema;
 use crate::keys::next_step_at;
 use crate::model::{
     AuditEvent as StoredEvent, ClientRecord, Credential,
-    RegistrationToken as StoredRegistrationToken, SecretInfo, TlsSubject, UsageCount, UsageKind,
+    RegistrationToken as StoredRegistrationToken, SecretInfo, TlsSubject, TokenSource, UsageCount,
+    UsageKind,
 };
 use crate::protocol::client_assertion::DEFAULT_FEDERATED_MAX_TOKEN_AGE;
 use crate::service::admin::Rotated as RotatedKeys;
@@ -719,6 +720,37 @@ impl UsageRow {
             rows.sort_by_key(|(_, minute, _)| *minute);
         }
         rows.into_iter().map(|(_, _, row)| row).collect()
+    }
+}
+
+/// A client that got more tokens at one address in one hour than caching them would need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NotCachingRow {
+    /// The client.
+    pub client_id: String,
+    /// The address its token requests came from.
+    pub source: String,
+    /// The clock hour (RFC 3339 of its start).
+    pub hour: String,
+    /// Tokens issued to the client at this address in the hour.
+    pub tokens: i64,
+    /// Their lifetime, in seconds.
+    pub token_lifetime: u64,
+    /// The tokens a client that caches would need at most: the server's
+    /// `--not-caching-threshold` times the token lifetimes in an hour.
+    pub allowed: i64,
+}
+
+impl From<&TokenSource> for NotCachingRow {
+    fn from(row: &TokenSource) -> Self {
+        NotCachingRow {
+            client_id: row.client_id.clone(),
+            source: row.source.clone(),
+            hour: timestamp(row.hour),
+            tokens: row.tokens,
+            token_lifetime: row.lifetime,
+            allowed: row.allowed,
+        }
     }
 }
 

@@ -1032,6 +1032,21 @@ pub async fn usage(
     Ok(store.usage_counts(query).await?)
 }
 
+/// The clients found not caching their tokens, per address and hour (`latchkey usage
+/// --not-caching`, `GET /admin/v1/usage/not-caching`).
+pub async fn not_caching(
+    store: &dyn Store,
+    query: &UsageQuery,
+) -> Result<Vec<crate::model::TokenSource>, AdminError> {
+    if !(1..=MAX_USAGE_ROWS).contains(&query.limit) {
+        return Err(AdminError::field(
+            "limit",
+            format!("limit must be from 1 to {MAX_USAGE_ROWS}"),
+        ));
+    }
+    Ok(store.not_caching(query).await?)
+}
+
 /// What [`migrate_data`] moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataMoved {
