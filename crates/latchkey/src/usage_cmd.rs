@@ -26,6 +26,7 @@ pub async fn run(global: &GlobalArgs, args: UsageArgs) -> anyhow::Result<()> {
                 since,
                 client: args.client.clone(),
                 limit: args.limit,
+                step: 60,
             };
             let counts = admin::usage(store.as_ref(), &query).await?;
             UsageRow::from_counts(&counts, args.client.is_none())
@@ -103,6 +104,7 @@ async fn not_caching(
                 since,
                 client: args.client.clone(),
                 limit: args.limit,
+                step: 60,
             };
             let found = admin::not_caching(store.as_ref(), &query).await?;
             found.iter().map(NotCachingRow::from).collect()

@@ -146,8 +146,11 @@ pub struct UsageQuery {
     /// One client's counts, minute by minute; `None` for every client's totals since `since`
     /// (each total filed under `since`), the most active clients first.
     pub client: Option<String>,
-    /// At most this many clients (for totals) or minutes (for one client, the latest).
+    /// At most this many clients (for totals) or periods (for one client, the latest).
     pub limit: u32,
+    /// For one client: the length of each period, in seconds (a multiple of 60; 60 gives
+    /// minutes, 3600 hours). Periods start at multiples of it since the Unix epoch.
+    pub step: i64,
 }
 
 /// Which audit events to read: one page, by position.

@@ -667,15 +667,19 @@ impl Store for SqlStore {
         let limit = i64::from(query.limit);
         let found = match &query.client {
             Some(client_id) => {
-                sql("SELECT client_id, minute, kind, count FROM usage_counts
-                     WHERE client_id = $1 AND minute >= $2 AND minute IN (
-                         SELECT DISTINCT minute FROM usage_counts
+                sql("SELECT client_id, minute - minute % $4 AS minute, kind,
+                        CAST(SUM(count) AS BIGINT) AS count
+                     FROM usage_counts
+                     WHERE client_id = $1 AND minute >= $2 AND minute - minute % $4 IN (
+                         SELECT DISTINCT minute - minute % $4 FROM usage_counts
                          WHERE client_id = $1 AND minute >= $2
-                         ORDER BY minute DESC LIMIT $3)
-                     ORDER BY minute, kind")
+                         ORDER BY 1 DESC LIMIT $3)
+                     GROUP BY client_id, minute - minute % $4, kind
+                     ORDER BY 2, kind")
                 .bind(client_id.as_str())
                 .bind(query.since)
                 .bind(limit)
+                .bind(query.step.max(60))
                 .fetch_all(&mut self.db.acquire().await?)
                 .await?
             }

@@ -1389,6 +1389,7 @@ async fn usage_counts_add_up_per_client_minute_and_kind() {
                 since: 0,
                 client: Some("a".into()),
                 limit: 10,
+                step: 60,
             })
             .await
             .unwrap();
@@ -1406,16 +1407,38 @@ async fn usage_counts_add_up_per_client_minute_and_kind() {
                 since: 0,
                 client: Some("a".into()),
                 limit: 1,
+                step: 60,
             })
             .await
             .unwrap();
         assert_eq!(latest, [count("a", T0 + 60, UsageKind::Introspections, 2)]);
+        // Hours instead of minutes: both minutes fall in the hour of T0.
+        let hours = store
+            .usage_counts(&UsageQuery {
+                since: 0,
+                client: Some("a".into()),
+                limit: 10,
+                step: 3600,
+            })
+            .await
+            .unwrap();
+        let hour = T0 - T0.rem_euclid(3600);
+        assert_eq!(
+            hours,
+            [
+                count("a", hour, denied, 1),
+                count("a", hour, UsageKind::Introspections, 2),
+                count("a", hour, UsageKind::Tokens, 9),
+            ],
+            "{backend}"
+        );
         // Totals of the most active clients, filed under `since`.
         let top = store
             .usage_counts(&UsageQuery {
                 since: T0,
                 client: None,
                 limit: 1,
+                step: 60,
             })
             .await
             .unwrap();
@@ -1489,6 +1512,7 @@ async fn token_sources_add_up_and_list_the_clients_not_caching() {
             since,
             client: client.map(str::to_owned),
             limit,
+            step: 60,
         };
         let flagged = store
             .not_caching(&query(hour - 3600, None, 10))

@@ -14,6 +14,8 @@ use crate::helpers::{TestApp, spawn_app_at_real_time};
 
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 const API: &str = "https://api.example.com";
+/// A W3C trace context (`traceparent`) the gateways must pass on unchanged.
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 /// A child process, killed when dropped.
 pub struct Background(Child);
@@ -255,6 +257,9 @@ async fn gate_sets_identity_headers_and_strips_spoofed_ones() {
         .header("x-rewrite-url", "/admin")
         .header("true-client-ip", "10.9.9.9")
         .header("cf-connecting-ip", "10.9.9.9")
+        // W3C trace context passes through to the upstream as it came.
+        .header("traceparent", TRACEPARENT)
+        .header("tracestate", "vendor=abc")
         .body(vec![1u8; 70_000])
         .send()
         .await
@@ -304,6 +309,8 @@ async fn gate_sets_identity_headers_and_strips_spoofed_ones() {
         assert!(headers.get(name).is_none(), "{name} stripped");
     }
     assert_eq!(headers["via"], "1.1 latchkey");
+    assert_eq!(headers["traceparent"], TRACEPARENT);
+    assert_eq!(headers["tracestate"], "vendor=abc");
 
     // Dot segments could climb out of the upstream's /base prefix: refused. (Sent raw: HTTP
     // client libraries normalise them away.)
@@ -387,6 +394,7 @@ async fn sidecar_adds_one_cached_token_to_every_request() {
             .fallback(move |caller: Caller, headers: HeaderMap| {
                 let recorder = Arc::clone(&recorder);
                 async move {
+                    assert_eq!(headers["traceparent"], TRACEPARENT, "trace context passes");
                     let token = headers["authorization"].to_str().unwrap().to_owned();
                     recorder.lock().unwrap().push(token);
                     format!("hello {}", caller.client_id())
@@ -420,6 +428,7 @@ async fn sidecar_adds_one_cached_token_to_every_request() {
         let response = http
             .get(format!("{sidecar}/call/{i}"))
             .header("authorization", "Basic aWdub3JlZA==")
+            .header("traceparent", TRACEPARENT)
             .send()
             .await
             .unwrap();

@@ -159,6 +159,28 @@ async fn every_request_of_a_client_is_counted_once() {
         .await
         .unwrap();
     assert_eq!(over_http, minutes);
+
+    // Hours (or any multiple of a minute) instead of minutes, for charts.
+    let bearer = token["access_token"].as_str().unwrap();
+    let get = |query: String| {
+        app.http
+            .get(app.url(&format!("/admin/v1/usage?{query}")))
+            .bearer_auth(bearer)
+            .send()
+    };
+    let hours: Value = get(format!("client={}&since=0&step=3600", client.id()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hours.as_array().unwrap().len(), 1, "{hours}");
+    assert_eq!(hours[0]["from"], "2026-01-01T00:00:00Z");
+    assert_eq!(hours[0]["tokens"], 7);
+    for bad in ["step=90", "step=0", "step=2678460"] {
+        let response = get(format!("client={}&{bad}", client.id())).await.unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+    }
 }
 
 /// Two servers on one PostgreSQL database add up to one total.

@@ -28,17 +28,32 @@ pub struct UsageParams {
     /// 100).
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<u32>,
+    /// With `client`: one row per this many seconds instead of per minute (a multiple of
+    /// 60, up to 31 days; periods start at multiples of it since the Unix epoch, in UTC).
+    #[param(minimum = 60, maximum = 2678400, multiple_of = 60)]
+    step: Option<i64>,
 }
+
+/// The longest `step`: 31 days.
+const MAX_STEP: i64 = 31 * 24 * 3600;
 
 /// The query of `GET /usage`.
 fn usage_params(query: Option<&str>) -> Result<UsageParams, ApiError> {
-    let mut params = query_params(query, &["client", "since", "limit"])?;
+    let mut params = query_params(query, &["client", "since", "limit", "step"])?;
     let since = number_param(&mut params, "since", 0, i64::MAX)?;
     let limit = number_param(&mut params, "limit", 1, i64::from(MAX_USAGE_ROWS))?;
+    let step = number_param(&mut params, "step", 60, MAX_STEP)?;
+    if step.is_some_and(|step| step % 60 != 0) {
+        return Err(ApiError::field(
+            "step",
+            "step must be a multiple of 60 seconds",
+        ));
+    }
     Ok(UsageParams {
         client: params.remove("client"),
         since,
         limit: limit.and_then(|l| u32::try_from(l).ok()),
+        step,
     })
 }
 
@@ -55,6 +70,7 @@ fn usage_query(state: &AppState, query: Option<&str>) -> Result<UsageQuery, ApiE
         }),
         client: params.client,
         limit: params.limit.unwrap_or(100),
+        step: params.step.unwrap_or(60),
     })
 }
 

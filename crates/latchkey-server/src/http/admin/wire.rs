@@ -667,7 +667,8 @@ pub struct NewRegistrationToken {
 pub struct UsageRow {
     /// The client.
     pub client_id: String,
-    /// The minute (RFC 3339), or for totals the time they count from.
+    /// The minute (RFC 3339), or the start of the period with `step`, or for totals the time
+    /// they count from.
     pub from: String,
     /// Access tokens issued.
     pub tokens: i64,

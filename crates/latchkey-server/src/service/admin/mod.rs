@@ -576,9 +576,19 @@ pub fn checked_update(mut update: ClientUpdate) -> Result<ClientUpdate, AdminErr
     Ok(update)
 }
 
-/// How many times a change is tried again when the client changed between reading it and
-/// changing it (and the caller did not ask for a version: it then gets the 412).
+/// How many times a change is tried when the client changes between reading it and changing
+/// it (and the caller did not ask for a version: one who did gets the 412 at once).
 const CHANGE_ATTEMPTS: usize = 5;
+
+/// A change without a version asked for that lost [`CHANGE_ATTEMPTS`] races in a row: a
+/// conflict (409) to try again, not a failed precondition the caller never set.
+fn kept_changing(client_id: &str) -> AdminError {
+    StoreError::Conflict(format!(
+        "client {client_id} kept changing while this change was tried {CHANGE_ATTEMPTS} times; \
+         try again"
+    ))
+    .into()
+}
 
 /// Stores `update` to `before` with its audit entry (the fields it changes, before and
 /// after), and waits for the servers. The change is held to the version `before` was read at,
@@ -626,9 +636,10 @@ async fn change_client(
                 return applied(store, client).await;
             }
             Ok(None) => return Err(AdminError::NotFound(before.client_id.clone())),
-            Err(StoreError::Precondition(_))
-                if update.expected_version.is_none() && attempt < CHANGE_ATTEMPTS =>
-            {
+            Err(StoreError::Precondition(_)) if update.expected_version.is_none() => {
+                if attempt == CHANGE_ATTEMPTS {
+                    return Err(kept_changing(&before.client_id));
+                }
                 attempt += 1;
                 before = show_client(store, &before.client_id).await?;
             }
@@ -991,7 +1002,7 @@ pub async fn delete_client(
 ) -> Result<Applied<()>, AdminError> {
     // Held to the version read, so the audit's "before" is what was deleted (read again if
     // the client changed in between, unless the caller asked for a version).
-    for attempt in 1..=CHANGE_ATTEMPTS {
+    for _ in 0..CHANGE_ATTEMPTS {
         let before = show_client(store, client_id).await?;
         let audit = entry(
             clock,
@@ -1007,12 +1018,11 @@ pub async fn delete_client(
                 return applied(store, ()).await;
             }
             Ok(false) => return Err(AdminError::NotFound(client_id.to_owned())),
-            Err(StoreError::Precondition(_))
-                if expected_version.is_none() && attempt < CHANGE_ATTEMPTS => {}
+            Err(StoreError::Precondition(_)) if expected_version.is_none() => {}
             Err(err) => return Err(err.into()),
         }
     }
-    Err(StoreError::Precondition(format!("client {client_id} kept changing")).into())
+    Err(kept_changing(client_id))
 }
 
 /// The most clients (or one client's minutes) one usage query reads.
