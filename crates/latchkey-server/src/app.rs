@@ -74,6 +74,11 @@ pub struct ServerConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Serve Prometheus metrics at `/metrics` on this address; `None` serves none.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the web console at `/console/`, wherever the admin API is served.
+    pub console: bool,
+    /// How often usage counts are written to the database (`crate::usage::FLUSH_INTERVAL`
+    /// by default; tests shorten it).
+    pub usage_flush_interval: Duration,
     /// With `admin_listen`: the origin clients reach the admin API by (`https://host[:port]`),
     /// which DPoP proofs name; `None` means the listener's own address.
     pub admin_url: Option<String>,
@@ -111,6 +116,8 @@ impl Default for ServerConfig {
             admin_listen: None,
             admin_url: None,
             metrics_listen: None,
+            console: true,
+            usage_flush_interval: crate::usage::FLUSH_INTERVAL,
         }
     }
 }
@@ -274,11 +281,14 @@ impl Application {
             remote_keys,
             client_ca: tls.as_ref().and_then(|tls| tls.client_ca.clone()),
             dpop_nonce: config.dpop_nonce,
-            usage: Arc::new(Usage::new(
-                config.usage_accounting,
-                config.not_caching_threshold,
-                Arc::clone(&metrics),
-            )),
+            usage: Arc::new(
+                Usage::new(
+                    config.usage_accounting,
+                    config.not_caching_threshold,
+                    Arc::clone(&metrics),
+                )
+                .flushing_every(config.usage_flush_interval),
+            ),
             metrics,
         };
         let state = Arc::new(AppState {
@@ -289,6 +299,7 @@ impl Application {
             jwks_max_age: max_age,
             shutting_down: AtomicBool::new(false),
             admin_origin,
+            console: config.console,
         });
         let router = http::router(
             Arc::clone(&state),

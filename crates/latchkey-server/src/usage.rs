@@ -222,6 +222,7 @@ pub struct Usage {
     metrics: Arc<Metrics>,
     /// The hour and the clients warned about in it as not caching.
     warned: Mutex<(i64, HashSet<String>)>,
+    flush_interval: Duration,
 }
 
 /// What one flush wrote.
@@ -246,7 +247,15 @@ impl Usage {
             wake: Notify::new(),
             metrics,
             warned: Mutex::new((0, HashSet::new())),
+            flush_interval: FLUSH_INTERVAL,
         }
+    }
+
+    /// The same, flushing every `interval` instead of every [`FLUSH_INTERVAL`].
+    #[must_use]
+    pub fn flushing_every(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
     }
 
     /// Counts a token of `lifetime` seconds issued to the client whose counters `usage` are,
@@ -377,7 +386,7 @@ impl Usage {
         }
     }
 
-    /// Flushes every [`FLUSH_INTERVAL`] (or sooner when the queue is long) until `stop`
+    /// Flushes every flush interval (or sooner when the queue is long) until `stop`
     /// resolves, then once more.
     pub async fn run(
         self: Arc<Self>,
@@ -389,7 +398,7 @@ impl Usage {
             stop.await;
             return;
         }
-        let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
+        let mut ticks = tokio::time::interval(self.flush_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
         loop {

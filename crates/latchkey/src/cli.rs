@@ -533,6 +533,17 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Serve the web console at /console/ wherever the admin API is served: on or off. It is
+    /// static files and a client of the admin API; signing in takes an admin client's secret.
+    #[arg(
+        long,
+        env = "LATCHKEY_CONSOLE",
+        default_value = "on",
+        value_parser = parse_on_off,
+        action = clap::ArgAction::Set
+    )]
+    pub console: bool,
+
     /// With --admin-listen: the origin clients reach the admin API by, like
     /// https://admin.example:9443 (what their DPoP proofs name). Default: the listener's
     /// address.

@@ -36,6 +36,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         admin_listen: args.admin_listen,
         metrics_listen: args.metrics_listen,
+        console: args.console,
+        usage_flush_interval: latchkey_server::usage::FLUSH_INTERVAL,
         admin_url: args.admin_url,
         issuer: args.issuer,
         signing_alg: args.signing_alg,

@@ -2,6 +2,7 @@
 
 pub mod access_log;
 pub mod admin;
+mod console;
 mod discovery;
 mod endpoint;
 pub mod error;
@@ -65,6 +66,8 @@ pub struct AppState {
     /// (`--admin-url`, else the listener's address): what a DPoP proof's `htu` must name
     /// there. `None`: the admin API is on the main listener, under the issuer's origin.
     pub admin_origin: Option<String>,
+    /// Serve the web console (`/console/`) with the admin API.
+    pub console: bool,
 }
 
 /// Builds the router for `state`.
@@ -92,6 +95,9 @@ pub fn router(state: Arc<AppState>, issuer_path: &str, admin_apart: bool) -> Rou
         .route(paths::READYZ, get(health::ready));
     if !admin_apart {
         endpoints = endpoints.nest(admin::PREFIX, admin::routes());
+        if state.console {
+            endpoints = endpoints.merge(console::routes());
+        }
     }
     let router = if issuer_path.is_empty() {
         endpoints
@@ -131,10 +137,17 @@ async fn metrics(axum::extract::State(state): axum::extract::State<Arc<AppState>
     response
 }
 
-/// The router of an admin listener of its own (`--admin-listen`): the admin API only.
+/// The router of an admin listener of its own (`--admin-listen`): the admin API, the
+/// console, and the token endpoint (where admin clients, and the console, get their tokens
+/// without leaving that origin).
 pub fn admin_router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .nest(admin::PREFIX, admin::routes())
+        .route(paths::TOKEN, any(token::token));
+    if state.console {
+        router = router.merge(console::routes());
+    }
+    router
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             access_log::log_requests,

@@ -852,14 +852,48 @@ async fn the_admin_api_can_have_a_listener_of_its_own() {
     let elsewhere = "http://evil.example/admin/v1/clients";
     assert_eq!(send(elsewhere, Some("evil.example")).await, 401);
 
-    // And the admin listener serves the admin API alone.
+    // The admin listener serves the admin API, the console, and the token endpoint where
+    // admin clients (and the console) sign in without leaving that origin; nothing else.
     let token_there = app
         .http
         .post(format!("{}/oauth2/token", app.admin_base))
+        .header("authorization", basic(&admin_id, &admin_secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
         .send()
         .await
         .unwrap();
-    assert_eq!(token_there.status(), 404);
+    assert_eq!(token_there.status(), 200);
+    for path in [
+        "/jwks",
+        "/oauth2/introspect",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let response = app
+            .http
+            .get(format!("{}{path}", app.admin_base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    let console = app
+        .http
+        .get(format!("{}/console/", app.admin_base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(console.status(), 200);
+    assert_eq!(
+        app.http
+            .get(app.url("/console/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404,
+        "not on the main listener when the admin API is apart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ mod audit;
 mod cli;
 mod client_cache;
 mod connections;
+mod console;
 mod discovery;
 mod dpop;
 mod federated;

@@ -141,4 +141,28 @@ async fn an_independent_parser_reads_exact_metrics() {
         .unwrap()
         .len();
     assert_eq!(kinds, 4);
+
+    // Every metric the Grafana dashboard queries exists.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/grafana/latchkey.json"
+    ))
+    .unwrap();
+    let mut queried = 0;
+    for (at, _) in dashboard.match_indices("latchkey_") {
+        let name: String = dashboard[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        let family = name
+            .strip_suffix("_bucket")
+            .or_else(|| name.strip_suffix("_total"))
+            .unwrap_or(&name);
+        assert!(
+            families.get(family).is_some(),
+            "the dashboard queries {name}, which /metrics does not have"
+        );
+        queried += 1;
+    }
+    assert!(queried >= 9, "{queried}");
 }
