@@ -10,7 +10,7 @@ use latchkey_server::{Application, ManualClock, ServerConfig};
 use latchkey_testkit::PgDatabase;
 use serde_json::{Value, json};
 
-use crate::helpers::{T0, basic, cli_json as cli, spawn_app};
+use crate::helpers::{T0, TestApp, basic, cli_json as cli, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_of_a_client_is_counted_once() {
@@ -136,36 +136,20 @@ async fn every_request_of_a_client_is_counted_once() {
         &["usage", "--client", client.id(), "--since", "3650d"],
     );
     assert_eq!(remote, minutes);
-    let token: Value = app
-        .http
-        .post(app.token_url())
-        .header("authorization", basic(id, secret))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("grant_type=client_credentials")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let over_http: Value = app
-        .http
-        .get(app.url(&format!("/admin/v1/usage?client={}&since=0", client.id())))
-        .bearer_auth(token["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bearer = admin_token(&app, id, secret).await;
+    let over_http = admin_get(
+        &app,
+        &bearer,
+        &format!("usage?client={}&since=0", client.id()),
+    )
+    .await;
     assert_eq!(over_http, minutes);
 
     // Hours (or any multiple of a minute) instead of minutes, for charts.
-    let bearer = token["access_token"].as_str().unwrap();
     let get = |query: String| {
         app.http
             .get(app.url(&format!("/admin/v1/usage?{query}")))
-            .bearer_auth(bearer)
+            .bearer_auth(&bearer)
             .send()
     };
     let hours: Value = get(format!("client={}&since=0&step=3600", client.id()))
@@ -359,16 +343,22 @@ async fn a_client_that_asks_for_a_token_per_call_is_flagged_and_one_that_caches_
         &[],
         &["client", "create", "--name", "ops", "--admin-read"],
     );
+    let bearer = admin_token(
+        &app,
+        admin["client_id"].as_str().unwrap(),
+        admin["client_secret"].as_str().unwrap(),
+    )
+    .await;
+    let over_http = admin_get(&app, &bearer, "usage/not-caching?since=0").await;
+    assert_eq!(over_http, listed);
+}
+
+/// An admin token for the client `id` with `secret`.
+async fn admin_token(app: &TestApp, id: &str, secret: &str) -> String {
     let token: Value = app
         .http
         .post(app.token_url())
-        .header(
-            "authorization",
-            basic(
-                admin["client_id"].as_str().unwrap(),
-                admin["client_secret"].as_str().unwrap(),
-            ),
-        )
+        .header("authorization", basic(id, secret))
         .header("content-type", "application/x-www-form-urlencoded")
         .body("grant_type=client_credentials")
         .send()
@@ -377,15 +367,18 @@ async fn a_client_that_asks_for_a_token_per_call_is_flagged_and_one_that_caches_
         .json()
         .await
         .unwrap();
-    let over_http: Value = app
-        .http
-        .get(app.url("/admin/v1/usage/not-caching?since=0"))
-        .bearer_auth(token["access_token"].as_str().unwrap())
+    token["access_token"].as_str().unwrap().to_owned()
+}
+
+/// `GET /admin/v1/{path}` with `bearer`, as JSON.
+async fn admin_get(app: &TestApp, bearer: &str, path: &str) -> Value {
+    app.http
+        .get(app.url(&format!("/admin/v1/{path}")))
+        .bearer_auth(bearer)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    assert_eq!(over_http, listed);
+        .unwrap()
 }
