@@ -74,6 +74,13 @@ pub struct ServerConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Serve Prometheus metrics at `/metrics` on this address; `None` serves none.
     pub metrics_listen: Option<SocketAddr>,
+    /// Failed client authentications allowed per client id and source address before 429.
+    pub failed_auth_limit: crate::throttle::Rate,
+    /// Failed client authentications allowed per source address, whatever the ids.
+    pub failed_auth_limit_per_address: crate::throttle::Rate,
+    /// Peers whose `X-Forwarded-For` names the client's address (proxies in front of the
+    /// server); from any other peer the header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Serve the web console at `/console/`, wherever the admin API is served.
     pub console: bool,
     /// How often usage counts are written to the database (`crate::usage::FLUSH_INTERVAL`
@@ -116,6 +123,9 @@ impl Default for ServerConfig {
             admin_listen: None,
             admin_url: None,
             metrics_listen: None,
+            failed_auth_limit: crate::throttle::DEFAULT_PER_CLIENT_ADDRESS,
+            failed_auth_limit_per_address: crate::throttle::DEFAULT_PER_ADDRESS,
+            trusted_proxies: Vec::new(),
             console: true,
             usage_flush_interval: crate::usage::FLUSH_INTERVAL,
         }
@@ -290,6 +300,11 @@ impl Application {
                 .flushing_every(config.usage_flush_interval),
             ),
             metrics,
+            throttle: crate::throttle::Throttle::new(
+                config.failed_auth_limit,
+                config.failed_auth_limit_per_address,
+                crate::throttle::DEFAULT_CAPACITY,
+            ),
         };
         let state = Arc::new(AppState {
             services,
@@ -300,6 +315,7 @@ impl Application {
             shutting_down: AtomicBool::new(false),
             admin_origin,
             console: config.console,
+            trusted_proxies: config.trusted_proxies.clone(),
         });
         let router = http::router(
             Arc::clone(&state),

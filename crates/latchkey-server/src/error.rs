@@ -99,6 +99,22 @@ impl OAuthError {
         }
     }
 
+    /// 429 `temporarily_unavailable` with `Retry-After`: too many failed authentications
+    /// from this address (for this client, or for any). RFC 6749 has no code for a rate
+    /// limit; `temporarily_unavailable` is the registered code that tells a client to come back
+    /// later, and RFC 6585 §4 gives the status. The answer is the same whether the client
+    /// exists or not.
+    pub fn throttled(retry_after_seconds: u64) -> Self {
+        OAuthError {
+            retry_after: Some(u32::try_from(retry_after_seconds.max(1)).unwrap_or(u32::MAX)),
+            ..Self::new(
+                ErrorCode::TemporarilyUnavailable,
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed client authentications from this address; retry later",
+            )
+        }
+    }
+
     /// 403 `unauthorized_client`: the authenticated client may not use this endpoint
     /// (introspection without the right to introspect).
     pub fn forbidden(description: impl Into<Cow<'static, str>>) -> Self {

@@ -25,6 +25,7 @@ pub mod remote_keys;
 pub mod secret;
 pub mod service;
 pub mod store;
+pub mod throttle;
 pub mod tls;
 pub mod usage;
 

@@ -228,6 +228,18 @@ impl ConnectionArgs {
 }
 
 /// `on` or `off`.
+/// A rate like `10/min` (also `/s`, `/hour`, `/day`).
+fn parse_rate(s: &str) -> Result<latchkey_server::throttle::Rate, String> {
+    latchkey_server::throttle::Rate::parse(s)
+}
+
+/// An address range like `10.0.0.0/8` or `2001:db8::/32`, or one address.
+fn parse_ip_range(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or a range like 10.0.0.0/8"))
+}
+
 fn parse_on_off(s: &str) -> Result<bool, String> {
     match s {
         "on" => Ok(true),
@@ -532,6 +544,42 @@ pub struct ServeArgs {
     /// 127.0.0.1:9464. Default: no metrics listener.
     #[arg(long, env = "LATCHKEY_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Failed client authentications allowed per client id and source address: a burst of N,
+    /// then N more per period (a token bucket). Past it the token, introspection and
+    /// revocation endpoints answer 429 with Retry-After to that id from that address only.
+    #[arg(
+        long,
+        env = "LATCHKEY_FAILED_AUTH_LIMIT",
+        value_name = "N/PERIOD",
+        default_value = "10/min",
+        value_parser = parse_rate
+    )]
+    pub failed_auth_limit: latchkey_server::throttle::Rate,
+
+    /// Failed client authentications allowed per source address, whatever ids it tries (IPv6
+    /// by /64).
+    #[arg(
+        long,
+        env = "LATCHKEY_FAILED_AUTH_LIMIT_PER_ADDRESS",
+        value_name = "N/PERIOD",
+        default_value = "100/min",
+        value_parser = parse_rate
+    )]
+    pub failed_auth_limit_per_address: latchkey_server::throttle::Rate,
+
+    /// A proxy in front of the server (an address or range, like 10.0.0.0/8; repeatable, or
+    /// comma-separated in the env): from these peers, the client's address is taken from
+    /// X-Forwarded-For (the rightmost address that is not a trusted proxy). From any other
+    /// peer the header is ignored. Default: none.
+    #[arg(
+        long = "trusted-proxy",
+        env = "LATCHKEY_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        value_parser = parse_ip_range
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Serve the web console at /console/ wherever the admin API is served: on or off. It is
     /// static files and a client of the admin API; signing in takes an admin client's secret.

@@ -1,7 +1,7 @@
 //! What every OAuth endpoint (token, introspection, revocation) does before its use case runs:
 //! transport checks and a strict parse of the form body, into a [`ClientRequest`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
@@ -21,7 +21,10 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Only POST, no parameters in the URI, a form body of at most 16 KiB, no repeated parameters
 /// (RFC 6749 §2.3.1, §3.2; docs/CONFORMANCE.md, "Request limits and transport"); at most one
 /// `Authorization` header (RFC 6749 §2.3).
-pub async fn receive(request: Request) -> Result<ClientRequest, OAuthError> {
+pub async fn receive(
+    request: Request,
+    trusted_proxies: &[ipnet::IpNet],
+) -> Result<ClientRequest, OAuthError> {
     let (parts, body) = request.into_parts();
     check_transport(&parts.method, parts.uri.query(), &parts.headers)?;
     let authorization = single_authorization(&parts.headers)?;
@@ -38,7 +41,7 @@ pub async fn receive(request: Request) -> Result<ClientRequest, OAuthError> {
     let source = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|peer| peer.0.ip());
+        .map(|peer| source_address(peer.0.ip(), &parts.headers, trusted_proxies));
     let body = read_body(&parts.headers, body, MAX_BODY_BYTES).await?;
     let params = parse(&body)?;
     Ok(ClientRequest {
@@ -48,6 +51,39 @@ pub async fn receive(request: Request) -> Result<ClientRequest, OAuthError> {
         certificates,
         source,
     })
+}
+
+/// The client's address: the peer's, unless the peer is a trusted proxy; then the rightmost
+/// address in `X-Forwarded-For` that is not a trusted proxy (each proxy appends the address it
+/// received from, so what is left of the first untrusted one is the client's say alone). A
+/// header that does not parse leaves the proxy's own address.
+pub fn source_address(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    trusted_proxies: &[ipnet::IpNet],
+) -> IpAddr {
+    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+    let peer = peer.to_canonical();
+    if !trusted(&peer) {
+        return peer;
+    }
+    let mut source = peer;
+    // Every X-Forwarded-For line, as one list, read from the right.
+    let lines: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    for hop in lines.iter().rev().flat_map(|line| line.rsplit(',')) {
+        let Ok(hop) = hop.trim().parse::<IpAddr>() else {
+            break;
+        };
+        source = hop.to_canonical();
+        if !trusted(&source) {
+            break;
+        }
+    }
+    source
 }
 
 fn check_transport(

@@ -17,7 +17,7 @@ use crate::service::introspect as introspect_token;
 /// The introspection endpoint handler.
 pub async fn introspect(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let mut log_as = None;
-    let answer = match receive(request).await {
+    let answer = match receive(request, &state.trusted_proxies).await {
         Ok(request) => introspect_token(&state.services, &request, &mut log_as).await,
         Err(err) => Err(err),
     };

@@ -68,6 +68,8 @@ pub struct AppState {
     pub admin_origin: Option<String>,
     /// Serve the web console (`/console/`) with the admin API.
     pub console: bool,
+    /// Peers trusted to name the client's address in `X-Forwarded-For`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Builds the router for `state`.

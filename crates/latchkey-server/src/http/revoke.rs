@@ -15,7 +15,7 @@ use crate::service::{Revoked, revoke as revoke_token};
 /// The revocation endpoint handler.
 pub async fn revoke(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let mut log_as = None;
-    let revoked = match receive(request).await {
+    let revoked = match receive(request, &state.trusted_proxies).await {
         Ok(request) => revoke_token(&state.services, &request, &mut log_as).await,
         Err(err) => Err(err),
     };

@@ -17,7 +17,7 @@ use crate::service::{current_nonce, issue_token};
 /// The token endpoint handler.
 pub async fn token(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let mut log_as = None;
-    let issued = match receive(request).await {
+    let issued = match receive(request, &state.trusted_proxies).await {
         Ok(request) => issue_token(&state.services, &request, &mut log_as).await,
         Err(err) => Err(err),
     };

@@ -33,6 +33,16 @@ pub async fn authenticate_client(
         &request.params,
     )?;
     let claimed_id = presented.client_id();
+    // Past the limit of failures from this address (for this id, or for any), the
+    // credentials are not looked at: 429 until the bucket refills.
+    let now_ms = unix_millis(services.clock.as_ref());
+    if let Some(source) = request.source
+        && let Some(wait) = services.throttle.wait(claimed_id, source, now_ms)
+    {
+        // Not looked up: logged by the tag of its id, known or not.
+        *log_as = Some(unknown_id_tag(claimed_id).replacen("unknown:", "throttled:", 1));
+        return Err(OAuthError::throttled(wait));
+    }
     // A claimed id that cannot be one of ours is not looked up, but still costs a hash compare.
     let client = if crate::protocol::syntax::is_client_id(claimed_id) {
         services
@@ -49,6 +59,11 @@ pub async fn authenticate_client(
         None => unknown_id_tag(claimed_id),
     });
     let verified = verify(services, request, &presented, client.as_deref()).await;
+    if let (Err(err), Some(source)) = (&verified, request.source)
+        && err.code == latchkey_proto::ErrorCode::InvalidClient
+    {
+        services.throttle.failed(claimed_id, source, now_ms);
+    }
     // A known client's failed authentications are counted (unknown ids are not: anyone can
     // make up any number of them).
     if let (Err(err), Some(known)) = (&verified, &client) {
@@ -193,4 +208,12 @@ async fn keys_for(
             Ok(set.keys().cloned().collect())
         }
     }
+}
+
+/// The clock's time in milliseconds since the Unix epoch.
+fn unix_millis(clock: &dyn crate::clock::Clock) -> u64 {
+    clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

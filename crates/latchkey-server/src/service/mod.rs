@@ -53,6 +53,9 @@ pub struct Services {
     pub usage: Arc<crate::usage::Usage>,
     /// Prometheus metrics (`crate::metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Failed client authentications per client and address, and per address
+    /// (`crate::throttle`).
+    pub throttle: crate::throttle::Throttle,
 }
 
 impl Services {
@@ -79,7 +82,9 @@ pub struct ClientRequest {
     /// The certificate chain the client presented in the TLS handshake (leaf first), when
     /// this server terminates TLS and the client sent one.
     pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
-    /// The address the request came from (the connection's peer), for the not-caching flag.
+    /// The address the request came from: the connection's peer, or the client a trusted
+    /// proxy names in `X-Forwarded-For` (`--trusted-proxy`). For brute-force throttling and
+    /// the not-caching flag.
     pub source: Option<std::net::IpAddr>,
 }
 

@@ -36,12 +36,21 @@ pub struct TestApp {
     pub dir: TempDir,
 }
 
-/// A server configuration on a free port; the janitor's own timer is an hour.
+/// A server configuration on a free port; the janitor's own timer is an hour. Failed
+/// authentications are throttled only past 10,000 a minute: tests of other features send
+/// hundreds of bad credentials from 127.0.0.1 with the clock stopped (`throttle.rs` tests the
+/// default limits).
 pub fn server_config(alg: SigningAlg, issuer: Option<String>) -> ServerConfig {
+    let generous = latchkey_server::throttle::Rate {
+        count: 10_000,
+        period: std::time::Duration::from_secs(60),
+    };
     ServerConfig {
         issuer,
         signing_alg: alg,
         janitor_interval: std::time::Duration::from_secs(3600),
+        failed_auth_limit: generous,
+        failed_auth_limit_per_address: generous,
         ..ServerConfig::default()
     }
 }

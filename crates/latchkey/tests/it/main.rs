@@ -26,5 +26,6 @@ mod private_key_jwt;
 mod registration;
 mod remote_cli;
 mod replicas;
+mod throttle;
 mod token_endpoint;
 mod usage;
