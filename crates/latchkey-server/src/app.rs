@@ -74,10 +74,11 @@ pub struct ServerConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Serve Prometheus metrics at `/metrics` on this address; `None` serves none.
     pub metrics_listen: Option<SocketAddr>,
-    /// Failed client authentications allowed per client id and source address before 429.
-    pub failed_auth_limit: crate::throttle::Rate,
+    /// Failed client authentications allowed per client id and source address before 429;
+    /// `None`: no such limit.
+    pub failed_auth_limit: Option<crate::throttle::Rate>,
     /// Failed client authentications allowed per source address, whatever the ids.
-    pub failed_auth_limit_per_address: crate::throttle::Rate,
+    pub failed_auth_limit_per_address: Option<crate::throttle::Rate>,
     /// Peers whose `X-Forwarded-For` names the client's address (proxies in front of the
     /// server); from any other peer the header is ignored.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -123,8 +124,8 @@ impl Default for ServerConfig {
             admin_listen: None,
             admin_url: None,
             metrics_listen: None,
-            failed_auth_limit: crate::throttle::DEFAULT_PER_CLIENT_ADDRESS,
-            failed_auth_limit_per_address: crate::throttle::DEFAULT_PER_ADDRESS,
+            failed_auth_limit: Some(crate::throttle::DEFAULT_PER_CLIENT_ADDRESS),
+            failed_auth_limit_per_address: Some(crate::throttle::DEFAULT_PER_ADDRESS),
             trusted_proxies: Vec::new(),
             console: true,
             usage_flush_interval: crate::usage::FLUSH_INTERVAL,

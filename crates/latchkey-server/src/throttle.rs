@@ -128,8 +128,8 @@ impl Limit {
 
 /// The server's throttle of failed client authentications.
 pub struct Throttle {
-    per_client_address: Limit,
-    per_address: Limit,
+    per_client_address: Option<Limit>,
+    per_address: Option<Limit>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -140,12 +140,16 @@ impl std::fmt::Debug for Throttle {
 }
 
 impl Throttle {
-    /// Limits of `per_client_address` and `per_address` failures, each remembering at most
-    /// `capacity` keys.
-    pub fn new(per_client_address: Rate, per_address: Rate, capacity: usize) -> Self {
+    /// Limits of `per_client_address` and `per_address` failures (`None`: no such limit),
+    /// each remembering at most `capacity` keys.
+    pub fn new(
+        per_client_address: Option<Rate>,
+        per_address: Option<Rate>,
+        capacity: usize,
+    ) -> Self {
         Throttle {
-            per_client_address: Limit::new(per_client_address, capacity),
-            per_address: Limit::new(per_address, capacity),
+            per_client_address: per_client_address.map(|rate| Limit::new(rate, capacity)),
+            per_address: per_address.map(|rate| Limit::new(rate, capacity)),
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }
@@ -153,19 +157,33 @@ impl Throttle {
     /// How long `client_id` at `source` must wait before its credentials are looked at again
     /// (rounded up to whole seconds, for `Retry-After`); `None` when they are looked at now.
     pub fn wait(&self, client_id: &str, source: IpAddr, now_ms: u64) -> Option<u64> {
+        if self.per_address.is_none() && self.per_client_address.is_none() {
+            return None;
+        }
         let (pair, address) = self.keys(client_id, source);
-        let wait = self
+        let by_address = self
             .per_address
-            .wait(address, now_ms)
-            .max(self.per_client_address.wait(pair, now_ms))?;
-        Some(wait.div_ceil(1000))
+            .as_ref()
+            .and_then(|l| l.wait(address, now_ms));
+        let by_pair = self
+            .per_client_address
+            .as_ref()
+            .and_then(|l| l.wait(pair, now_ms));
+        Some(by_address.max(by_pair)?.div_ceil(1000))
     }
 
     /// Records that `client_id` at `source` failed to authenticate.
     pub fn failed(&self, client_id: &str, source: IpAddr, now_ms: u64) {
+        if self.per_address.is_none() && self.per_client_address.is_none() {
+            return;
+        }
         let (pair, address) = self.keys(client_id, source);
-        self.per_client_address.fail(pair, now_ms);
-        self.per_address.fail(address, now_ms);
+        if let Some(limit) = &self.per_client_address {
+            limit.fail(pair, now_ms);
+        }
+        if let Some(limit) = &self.per_address {
+            limit.fail(address, now_ms);
+        }
     }
 
     /// The keys of the pair and of the address (an IPv6 address by its /64).
@@ -186,11 +204,7 @@ mod tests {
     use super::*;
 
     fn throttle() -> Throttle {
-        Throttle::new(
-            Rate::parse("3/min").unwrap(),
-            Rate::parse("5/min").unwrap(),
-            1000,
-        )
+        Throttle::new(Rate::parse("3/min").ok(), Rate::parse("5/min").ok(), 1000)
     }
 
     #[test]
@@ -231,13 +245,28 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded_under_a_flood_of_random_ids() {
-        let throttle = Throttle::new(DEFAULT_PER_CLIENT_ADDRESS, DEFAULT_PER_ADDRESS, 1000);
+        let throttle = Throttle::new(
+            Some(DEFAULT_PER_CLIENT_ADDRESS),
+            Some(DEFAULT_PER_ADDRESS),
+            1000,
+        );
         for i in 0..100_000u32 {
             let address = IpAddr::from(i.to_be_bytes());
             throttle.failed(&format!("random-{i}"), address, 0);
         }
-        assert!(throttle.per_client_address.states.len() <= 1000);
-        assert!(throttle.per_address.states.len() <= 1000);
+        for limit in [&throttle.per_client_address, &throttle.per_address] {
+            assert!(limit.as_ref().unwrap().states.len() <= 1000);
+        }
+    }
+
+    #[test]
+    fn without_limits_nothing_is_held() {
+        let throttle = Throttle::new(None, None, 10);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..1000 {
+            throttle.failed("c", a, 0);
+        }
+        assert_eq!(throttle.wait("c", a, 0), None);
     }
 
     #[test]

@@ -55,9 +55,18 @@
 //! counting (`--usage-accounting on`, the default) and one not, take turns (`BENCH_ROUNDS`);
 //! prints the ratio of their throughputs and CPU time per request (target: ≥ 0.97).
 //!
+//! `token-throttle` measures what brute-force throttling costs the token path: two servers on
+//! the same database, one with the default limits and one with `--failed-auth-limit off
+//! --failed-auth-limit-per-address off`, take turns; prints the ratios (target: ≥ 0.97).
+//!
+//! `throttle-flood` sends `BENCH_FLOOD` (1,000,000) failed authentications, each with a new
+//! random client id and a new random source address (named in `X-Forwarded-For`, the server
+//! trusting this machine as its proxy), and prints the server's resident memory before, half
+//! way and at the end: bounded means the second half adds nothing.
+//!
 //! Settings (environment): `BENCH_ENDPOINT` (`token`, `token-opaque`, `token-pkjwt`,
 //! `token-tls`, `token-mtls`, `token-half-sent`, `federated-dead-issuer`, `token-floor`,
-//! `token-usage`,
+//! `token-usage`, `token-throttle`, `throttle-flood`,
 //! `introspect-jwt`, `introspect-opaque` or `gate`; default `token`), `BENCH_DATABASE`, `BENCH_REPLICAS` (1), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
 //! `BENCH_CONNECTIONS` (16), `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (2), and for
 //! `token-floor` `BENCH_ROUNDS` (2) and `BENCH_FLOOR_PROCESS` (0).
@@ -102,8 +111,9 @@ fn main() {
     let seconds: u64 = setting("BENCH_SECONDS", 10);
     let warmup: u64 = setting("BENCH_WARMUP_SECONDS", 2);
 
-    // token-usage: one server counting usage, one not, on the same database.
-    let replicas: usize = if endpoint == "token-usage" {
+    // token-usage and token-throttle: one server with the feature, one without, on the same
+    // database.
+    let replicas: usize = if endpoint == "token-usage" || endpoint == "token-throttle" {
         2
     } else {
         setting("BENCH_REPLICAS", 1)
@@ -179,6 +189,16 @@ fn main() {
             } else {
                 &[]
             })
+            .args(match (endpoint.as_str(), replica) {
+                ("token-throttle", 1) => &[
+                    "--failed-auth-limit",
+                    "off",
+                    "--failed-auth-limit-per-address",
+                    "off",
+                ][..],
+                ("throttle-flood", _) => &["--trusted-proxy", "127.0.0.1"][..],
+                _ => &[],
+            })
             .args(match &tls_files {
                 Some((cert, key)) => vec![
                     "--tls-cert".to_owned(),
@@ -248,6 +268,30 @@ fn main() {
             ];
             compare(&contestants, connections, warmup, seconds).await;
             return;
+        }
+        if endpoint == "token-throttle" {
+            let (on, off) = (servers[0].id(), servers[1].id());
+            let contestants = [
+                Contestant {
+                    name: "throttling on",
+                    request: token.clone_request(),
+                    cpu: Box::new(move || vec![format!("/proc/{on}/stat")]),
+                },
+                Contestant {
+                    name: "throttling off",
+                    request: Request {
+                        addr: addrs[1].clone(),
+                        ..token.clone_request()
+                    },
+                    cpu: Box::new(move || vec![format!("/proc/{off}/stat")]),
+                },
+            ];
+            compare(&contestants, connections, warmup, seconds).await;
+            return;
+        }
+        if endpoint == "throttle-flood" {
+            let flood = setting("BENCH_FLOOD", 1_000_000u64);
+            return throttle_flood(&addr, servers[0].id(), connections, flood).await;
         }
         if endpoint == "token-half-sent" {
             let half_sent = setting("BENCH_HALF_SENT", 1000);
@@ -418,6 +462,111 @@ async fn gate_overhead(
     );
     let _ = gate.kill();
     let _ = gate.wait();
+}
+
+/// Resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+/// `flood` failed token requests, each from a new random client id and source address, over
+/// `connections` keep-alive connections; the server's memory before, half way and after.
+async fn throttle_flood(addr: &str, server_pid: u32, connections: usize, flood: u64) {
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let before = rss_mib(server_pid);
+    let mut marks = Vec::new();
+    let started = Instant::now();
+    for half in [flood / 2, flood - flood / 2] {
+        sent.store(0, std::sync::atomic::Ordering::Relaxed);
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..connections {
+            let (addr, sent) = (addr.to_owned(), std::sync::Arc::clone(&sent));
+            tasks.spawn(async move { flood_loop(&addr, &sent, half).await });
+        }
+        let mut statuses = std::collections::BTreeMap::new();
+        while let Some(done) = tasks.join_next().await {
+            for (status, n) in done.unwrap() {
+                *statuses.entry(status).or_insert(0u64) += n;
+            }
+        }
+        marks.push((rss_mib(server_pid), statuses));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "throttle-flood, {flood} failed authentications with random ids and addresses, \
+         {connections} connections, {elapsed:.1} s ({:.0}/s)",
+        flood as f64 / elapsed
+    );
+    println!("  server RSS before        {before:.1} MiB");
+    for (i, (rss, statuses)) in marks.iter().enumerate() {
+        println!(
+            "  server RSS after {}/2     {rss:.1} MiB   statuses {statuses:?}",
+            i + 1
+        );
+    }
+    let growth = marks[1].0 - marks[0].0;
+    println!(
+        "  second half added {growth:.1} MiB: {}",
+        if growth <= 0.1 * marks[0].0 {
+            "bounded"
+        } else {
+            "GROWING"
+        }
+    );
+}
+
+/// Sends failed token requests until `sent` reaches `total`; returns the count per status.
+async fn flood_loop(
+    addr: &str,
+    sent: &std::sync::atomic::AtomicU64,
+    total: u64,
+) -> Vec<(u16, u64)> {
+    use std::sync::atomic::Ordering;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut statuses: Vec<(u16, u64)> = Vec::new();
+    // A cheap xorshift: every request a new id and address.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64
+        ^ u64::from(std::process::id())
+        ^ (std::ptr::addr_of!(statuses) as u64);
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    while sent.fetch_add(1, Ordering::Relaxed) < total {
+        let r = next();
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("id-{r:x}:wrong"));
+        let source = std::net::Ipv4Addr::from(u32::try_from(next() >> 32).unwrap_or(1) | 1);
+        let request = hyper::Request::post("/oauth2/token")
+            .header("host", addr)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", format!("Basic {basic}"))
+            .header("x-forwarded-for", source.to_string())
+            .body(Full::new(Bytes::from_static(
+                b"grant_type=client_credentials",
+            )))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let _ = response.into_body().collect().await.unwrap();
+        match statuses.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => statuses.push((status, 1)),
+        }
+    }
+    statuses
 }
 
 /// One side of the token-floor comparison: its requests, and how to read its CPU time.

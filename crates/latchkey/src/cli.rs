@@ -228,9 +228,15 @@ impl ConnectionArgs {
 }
 
 /// `on` or `off`.
-/// A rate like `10/min` (also `/s`, `/hour`, `/day`).
-fn parse_rate(s: &str) -> Result<latchkey_server::throttle::Rate, String> {
-    latchkey_server::throttle::Rate::parse(s)
+/// A limit: a rate like `10/min` (also `/s`, `/hour`, `/day`), or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateOrOff(pub Option<latchkey_server::throttle::Rate>);
+
+fn parse_rate_or_off(s: &str) -> Result<RateOrOff, String> {
+    if s == "off" {
+        return Ok(RateOrOff(None));
+    }
+    latchkey_server::throttle::Rate::parse(s).map(|rate| RateOrOff(Some(rate)))
 }
 
 /// An address range like `10.0.0.0/8` or `2001:db8::/32`, or one address.
@@ -548,14 +554,15 @@ pub struct ServeArgs {
     /// Failed client authentications allowed per client id and source address: a burst of N,
     /// then N more per period (a token bucket). Past it the token, introspection and
     /// revocation endpoints answer 429 with Retry-After to that id from that address only.
+    /// `off`: no such limit.
     #[arg(
         long,
         env = "LATCHKEY_FAILED_AUTH_LIMIT",
         value_name = "N/PERIOD",
         default_value = "10/min",
-        value_parser = parse_rate
+        value_parser = parse_rate_or_off
     )]
-    pub failed_auth_limit: latchkey_server::throttle::Rate,
+    pub failed_auth_limit: RateOrOff,
 
     /// Failed client authentications allowed per source address, whatever ids it tries (IPv6
     /// by /64).
@@ -564,9 +571,9 @@ pub struct ServeArgs {
         env = "LATCHKEY_FAILED_AUTH_LIMIT_PER_ADDRESS",
         value_name = "N/PERIOD",
         default_value = "100/min",
-        value_parser = parse_rate
+        value_parser = parse_rate_or_off
     )]
-    pub failed_auth_limit_per_address: latchkey_server::throttle::Rate,
+    pub failed_auth_limit_per_address: RateOrOff,
 
     /// A proxy in front of the server (an address or range, like 10.0.0.0/8; repeatable, or
     /// comma-separated in the env): from these peers, the client's address is taken from
@@ -1064,5 +1071,28 @@ mod tests {
         assert!(!serve(&["--usage-accounting", "off"]).usage_accounting);
         assert!(serve(&["--usage-accounting", "on"]).usage_accounting);
         assert!(Cli::try_parse_from(["latchkey", "serve", "--usage-accounting", "yes"]).is_err());
+    }
+
+    #[test]
+    fn throttling_flags_take_a_rate_or_off() {
+        let defaults = serve(&[]);
+        assert_eq!(
+            defaults.failed_auth_limit.0,
+            Some(latchkey_server::throttle::DEFAULT_PER_CLIENT_ADDRESS)
+        );
+        assert_eq!(
+            serve(&["--failed-auth-limit", "off"]).failed_auth_limit.0,
+            None
+        );
+        let limited = serve(&["--failed-auth-limit-per-address", "5/hour"]);
+        assert_eq!(
+            limited.failed_auth_limit_per_address.0.unwrap().to_string(),
+            "5/hour"
+        );
+        let proxies = serve(&["--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "::1"]);
+        assert_eq!(proxies.trusted_proxies.len(), 2);
+        assert!(
+            Cli::try_parse_from(["latchkey", "serve", "--trusted-proxy", "10.0.0.0/33"]).is_err()
+        );
     }
 }

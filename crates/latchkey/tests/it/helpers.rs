@@ -49,8 +49,8 @@ pub fn server_config(alg: SigningAlg, issuer: Option<String>) -> ServerConfig {
         issuer,
         signing_alg: alg,
         janitor_interval: std::time::Duration::from_secs(3600),
-        failed_auth_limit: generous,
-        failed_auth_limit_per_address: generous,
+        failed_auth_limit: Some(generous),
+        failed_auth_limit_per_address: Some(generous),
         ..ServerConfig::default()
     }
 }
