@@ -399,7 +399,13 @@ function route() {
   view += 1;
   clearMessages();
   const [path, search] = location.hash.replace(/^#/, '').split('?');
-  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  let parts;
+  try {
+    parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  } catch {
+    // A malformed %-escape in the address: treat it as an unknown page.
+    parts = ['not-found'];
+  }
   const params = new URLSearchParams(search || '');
   renderChrome();
   if (parts[0] === 'clients' && parts[1]) pageClient(parts[1]);

@@ -319,11 +319,16 @@ impl Metrics {
     }
 }
 
+/// The tokens a client needs in one update to take a slot from another: below it, clients
+/// that come and go with a few tokens would end a series and start one at every update.
+const MIN_TOKENS_TO_EVICT: u64 = 10;
+
 /// Per-client token counts for at most `slots` clients, the rest under `other`.
 ///
 /// Each named client has a running total (its series, never decreasing) and a score: its
 /// tokens lately, halved at every update. A client not named gets a series when a slot is
-/// free, or when its tokens in one update exceed the lowest score, which evicts that client
+/// free, or when its tokens in one update exceed the lowest score (and are at least
+/// [`MIN_TOKENS_TO_EVICT`]), which evicts that client
 /// (its series ends; rate() over the series stays right). Tokens of clients without a series
 /// count under `other`. The id `other` itself is never named.
 #[derive(Debug)]
@@ -363,6 +368,9 @@ impl TopClients {
             if let Some(named) = self.named.iter_mut().find(|n| n.client_id == client_id) {
                 named.total += tokens;
                 named.score += tokens;
+                if named.name != name {
+                    name.clone_into(&mut named.name);
+                }
                 continue;
             }
             let new = NamedClient {
@@ -376,6 +384,7 @@ impl TopClients {
             } else if self.named.len() < self.slots {
                 self.named.push(new);
             } else if let Some(lowest) = self.named.iter_mut().min_by_key(|n| n.score)
+                && tokens >= MIN_TOKENS_TO_EVICT
                 && lowest.score < tokens
             {
                 *lowest = new;
@@ -439,11 +448,14 @@ mod tests {
         assert_eq!(top.named.len(), 2);
         assert_eq!(top.other, 1);
         // c gets busy: it takes the lowest slot (b, score 5 / 2); b's later tokens go to other.
+        // A client with a few tokens does not take a slot, even from an idle one.
         top.add([("c", "C", 50)].into_iter());
+        top.add([("d", "D", 9)].into_iter());
+        top.add([("d", "D", 9)].into_iter());
         let ids: Vec<&str> = top.named.iter().map(|n| n.client_id.as_str()).collect();
         assert_eq!(ids, ["a", "c"]);
         top.add([("b", "B", 1), ("a", "A", 1), ("other", "x", 7)].into_iter());
-        assert_eq!(top.other, 9);
+        assert_eq!(top.other, 27);
         assert_eq!(top.named[0].total, 11);
         let mut text = String::new();
         top.render(&mut text);
@@ -452,10 +464,18 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("client_id=\"other\",client_name=\"\"} 9\n"),
+            text.contains("client_id=\"other\",client_name=\"\"} 27\n"),
             "{text}"
         );
         assert_eq!(text.lines().count(), 2 + 3);
+        // A renamed client's series follows its name.
+        top.add([("a", "A2", 1)].into_iter());
+        let mut text = String::new();
+        top.render(&mut text);
+        assert!(
+            text.contains("client_id=\"a\",client_name=\"A2\"} 12\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //! one flush interval later than the request.
 //!
 //! The same flush finds clients that do not cache their tokens. Each token is also counted
-//! under the address it was asked from (a short lock on that client's own list, at most
-//! [`MAX_SOURCES`] addresses per client per flush), and the flush adds those counts to
+//! under the address it was asked from (a short lock on that client's own list; at most
+//! [`MAX_SOURCES`] addresses per client per hour, IPv6 by /64, the rest as `other`), and the
+//! flush adds those counts to
 //! per-hour rows with the allowance of [`tokens_allowed_per_hour`]; a row whose cluster-wide
 //! total passes its allowance flags the client. The flush that passes it logs one warning
 //! (at most one per client per hour from each server) and counts it in the metrics. Each flush
@@ -40,9 +41,12 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// many distinct clients.
 const EARLY_FLUSH_AT: usize = 100_000;
 
-/// The most source addresses counted per client between two flushes; tokens from further
-/// addresses in the same interval are counted in the usage but not per address.
+/// The most source addresses counted apart per client in one clock hour; tokens from further
+/// addresses count under one `other` row.
 pub const MAX_SOURCES: usize = 256;
+
+/// The source name of the tokens from addresses beyond [`MAX_SOURCES`].
+pub const OTHER_SOURCES: &str = "other";
 
 /// The most clients warned about per hour by one server (the warnings are bounded too).
 const MAX_WARNED: usize = 10_000;
@@ -87,16 +91,75 @@ pub struct ClientUsage {
     denied: [AtomicU64; DENIALS.len()],
     /// In the flush queue.
     queued: AtomicBool,
-    /// Tokens per source address since the last flush, with the lifetime of the last one.
-    sources: Mutex<Vec<SourceTally>>,
+    /// Tokens per source address since the last flush, and the addresses seen this hour.
+    sources: Mutex<Sources>,
 }
 
-/// Tokens issued to one client at one address since the last flush.
+/// A client's per-address counts. At most [`MAX_SOURCES`] addresses are counted apart in one
+/// clock hour; tokens from further addresses count under one `other` row, which is never
+/// flagged. So a client writes at most `MAX_SOURCES + 1` rows per hour from each server, however
+/// many addresses it uses.
+#[derive(Debug, Default)]
+struct Sources {
+    /// Since the last flush; `None` is `other`.
+    tallies: Vec<SourceTally>,
+    /// The hour `seen` is for (the last flush's; 0 before the first).
+    hour: i64,
+    /// The addresses counted apart this hour.
+    seen: Vec<IpAddr>,
+}
+
+/// Tokens issued to one client at one address (or `other`) since the last flush.
 #[derive(Debug, Clone, Copy)]
 struct SourceTally {
-    address: IpAddr,
+    address: Option<IpAddr>,
     tokens: u32,
     lifetime: u64,
+}
+
+/// How a source is written: an IPv4 address, an IPv6 /64 (one host usually holds a whole
+/// /64), or `other`.
+fn source_name(address: Option<IpAddr>) -> String {
+    match address {
+        Some(IpAddr::V6(v6)) => format!("{v6}/64"),
+        Some(v4) => v4.to_string(),
+        None => OTHER_SOURCES.to_owned(),
+    }
+}
+
+/// The source of a written name (see [`source_name`]).
+fn source_of(name: &str) -> Option<Option<IpAddr>> {
+    if name == OTHER_SOURCES {
+        return Some(None);
+    }
+    name.strip_suffix("/64")
+        .unwrap_or(name)
+        .parse()
+        .ok()
+        .map(Some)
+}
+
+/// An address as counted: IPv4 as is, IPv6 by its /64.
+fn counted_address(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) >> 64 << 64).into()),
+        v4 => v4,
+    }
+}
+
+impl Sources {
+    fn add(&mut self, address: Option<IpAddr>, tokens: u32, lifetime: u64) {
+        if let Some(tally) = self.tallies.iter_mut().find(|t| t.address == address) {
+            tally.tokens = tally.tokens.saturating_add(tokens);
+            tally.lifetime = lifetime;
+        } else {
+            self.tallies.push(SourceTally {
+                address,
+                tokens,
+                lifetime,
+            });
+        }
+    }
 }
 
 impl ClientUsage {
@@ -110,35 +173,50 @@ impl ClientUsage {
             revocations: AtomicU64::new(0),
             denied: std::array::from_fn(|_| AtomicU64::new(0)),
             queued: AtomicBool::new(false),
-            sources: Mutex::new(Vec::new()),
+            sources: Mutex::new(Sources::default()),
         }
     }
 
-    /// Counts a token of `lifetime` seconds issued at `address`.
+    /// Counts a token of `lifetime` seconds issued at `address`: under the address if it is
+    /// one of the first [`MAX_SOURCES`] this hour, else under `other`.
     fn tally(&self, address: IpAddr, lifetime: u64) {
+        let address = counted_address(address);
         let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tally) = sources.iter_mut().find(|t| t.address == address) {
-            tally.tokens = tally.tokens.saturating_add(1);
-            tally.lifetime = lifetime;
-        } else if sources.len() < MAX_SOURCES {
-            sources.push(SourceTally {
-                address,
-                tokens: 1,
-                lifetime,
-            });
-        }
+        let apart = sources.seen.contains(&address) || {
+            let room = sources.seen.len() < MAX_SOURCES;
+            if room {
+                sources.seen.push(address);
+            }
+            room
+        };
+        sources.add(apart.then_some(address), 1, lifetime);
     }
 
-    /// Takes the per-address counts (leaving none) as rows for `hour`.
+    /// Takes the per-address counts (leaving none) as rows for `hour`; a new hour starts a new
+    /// list of addresses counted apart.
     fn take_sources(&self, hour: i64, threshold: u32, into: &mut Vec<TokenSource>) {
-        let taken = std::mem::take(&mut *self.sources.lock().unwrap_or_else(|p| p.into_inner()));
+        let taken = {
+            let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+            // Before the first flush the addresses seen count as this hour's.
+            if sources.hour != hour {
+                if sources.hour != 0 {
+                    sources.seen.clear();
+                }
+                sources.hour = hour;
+            }
+            std::mem::take(&mut sources.tallies)
+        };
         into.extend(taken.into_iter().map(|tally| TokenSource {
             client_id: self.client_id.clone(),
-            source: tally.address.to_string(),
+            source: source_name(tally.address),
             hour,
             tokens: i64::from(tally.tokens),
             lifetime: tally.lifetime,
-            allowed: tokens_allowed_per_hour(threshold, tally.lifetime),
+            // `other` is many addresses together: never judged as one.
+            allowed: match tally.address {
+                Some(_) => tokens_allowed_per_hour(threshold, tally.lifetime),
+                None => i64::MAX,
+            },
         }));
     }
 
@@ -146,18 +224,9 @@ impl ClientUsage {
     fn restore_sources(&self, rows: &[TokenSource]) {
         let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
         for row in rows {
-            let Ok(address) = row.source.parse::<IpAddr>() else {
-                continue;
-            };
-            let tokens = u32::try_from(row.tokens).unwrap_or(u32::MAX);
-            if let Some(tally) = sources.iter_mut().find(|t| t.address == address) {
-                tally.tokens = tally.tokens.saturating_add(tokens);
-            } else if sources.len() < MAX_SOURCES {
-                sources.push(SourceTally {
-                    address,
-                    tokens,
-                    lifetime: row.lifetime,
-                });
+            if let Some(address) = source_of(&row.source) {
+                let tokens = u32::try_from(row.tokens).unwrap_or(u32::MAX);
+                sources.add(address, tokens, row.lifetime);
             }
         }
     }
@@ -465,6 +534,40 @@ mod tests {
         );
         usage.count(&client, Event::Introspection);
         assert_eq!(usage.queue.lock().unwrap().len(), 1, "queued again");
+    }
+
+    #[test]
+    fn addresses_beyond_the_hours_limit_count_as_other_and_ipv6_by_64() {
+        let client = ClientUsage::new("c1", "one");
+        for i in 0..(MAX_SOURCES as u32 + 50) {
+            client.tally(IpAddr::from((0x0a00_0000 + i).to_be_bytes()), 900);
+        }
+        client.tally("2001:db8::1".parse().unwrap(), 900);
+        client.tally("2001:db8::2".parse().unwrap(), 900);
+        let mut rows = Vec::new();
+        client.take_sources(3600, 10, &mut rows);
+        assert_eq!(rows.len(), MAX_SOURCES + 1, "the first 256, then other");
+        let other = rows.iter().find(|r| r.source == OTHER_SOURCES).unwrap();
+        assert_eq!((other.tokens, other.allowed), (52, i64::MAX));
+        assert!(!other.not_caching());
+        // Seen addresses stay apart within the hour; a new hour starts again.
+        client.tally("10.0.0.5".parse().unwrap(), 900);
+        client.tally("2001:db8::3".parse().unwrap(), 900);
+        let mut rows = Vec::new();
+        client.take_sources(3600, 10, &mut rows);
+        let names: Vec<&str> = rows.iter().map(|r| r.source.as_str()).collect();
+        assert_eq!(names, ["10.0.0.5", "other"]);
+        // The first flush of the next hour starts a new list (what came before it still
+        // counted against the old one).
+        client.take_sources(7200, 10, &mut Vec::new());
+        client.tally("2001:db8::3".parse().unwrap(), 900);
+        let mut rows = Vec::new();
+        client.take_sources(7200, 10, &mut rows);
+        assert_eq!(rows[0].source, "2001:db8::/64");
+        assert_eq!(
+            source_of(&rows[0].source),
+            Some(Some("2001:db8::".parse().unwrap()))
+        );
     }
 
     #[test]

@@ -67,5 +67,15 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // A page that opened the console gets no handle on it (no swapping it for a fake sign-in
+    // page), and no other origin may load its files.
+    headers.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
     response
 }

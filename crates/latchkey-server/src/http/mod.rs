@@ -140,12 +140,12 @@ async fn metrics(axum::extract::State(state): axum::extract::State<Arc<AppState>
 }
 
 /// The router of an admin listener of its own (`--admin-listen`): the admin API, the
-/// console, and the token endpoint (where admin clients, and the console, get their tokens
-/// without leaving that origin).
+/// console, and the token endpoint for admin tokens only (where admin clients, and the
+/// console, get their tokens without leaving that origin).
 pub fn admin_router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .nest(admin::PREFIX, admin::routes())
-        .route(paths::TOKEN, any(token::token));
+        .route(paths::TOKEN, any(token::admin_token));
     if state.console {
         router = router.merge(console::routes());
     }

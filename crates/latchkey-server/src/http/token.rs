@@ -16,8 +16,23 @@ use crate::service::{current_nonce, issue_token};
 
 /// The token endpoint handler.
 pub async fn token(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    respond(&state, request, false).await
+}
+
+/// The token endpoint on an admin listener of its own (`--admin-listen`): admin tokens only,
+/// asked for with `resource=urn:latchkey:admin`, so the operators' port issues nothing else.
+pub async fn admin_token(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    respond(&state, request, true).await
+}
+
+async fn respond(state: &AppState, request: Request, admin_only: bool) -> Response {
     let mut log_as = None;
     let issued = match receive(request, &state.trusted_proxies).await {
+        Ok(request) if admin_only && request.params.resources != [crate::model::ADMIN_AUDIENCE] => {
+            Err(OAuthError::invalid_target(
+                "this listener issues admin tokens only: ask with resource=urn:latchkey:admin",
+            ))
+        }
         Ok(request) => issue_token(&state.services, &request, &mut log_as).await,
         Err(err) => Err(err),
     };

@@ -138,6 +138,11 @@ pub struct Purged {
     pub token_sources: u64,
 }
 
+/// How long per-address token counts (the not-caching flag's) are kept at most: 7 days. They
+/// hold a row per client, address and hour, far more than the usage's per-minute totals, and
+/// only the last day is looked at.
+pub const SOURCES_RETAINED: i64 = 7 * 24 * 3600;
+
 /// Which usage counts to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageQuery {
@@ -438,8 +443,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes opaque tokens, deny-list entries, used assertion ids and initial access tokens
     /// that expired before `now`, change-feed entries more than [`FEED_RETAINED`] generations
-    /// old, audit events from before `audit_before`, and usage counts of minutes (and token
-    /// sources of hours) that started before `usage_before`.
+    /// old, audit events from before `audit_before`, usage counts of minutes that started
+    /// before `usage_before`, and token sources of hours that started before `usage_before` or
+    /// [`SOURCES_RETAINED`] before `now`, whichever is later.
     async fn purge_expired(
         &self,
         now: i64,

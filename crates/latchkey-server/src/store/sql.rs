@@ -557,7 +557,7 @@ impl Store for SqlStore {
                 .execute(&mut tx)
                 .await?;
             let token_sources = sql("DELETE FROM token_sources WHERE hour < $1")
-                .bind(usage_before)
+                .bind(usage_before.max(now.saturating_sub(super::SOURCES_RETAINED)))
                 .execute(&mut tx)
                 .await?;
             tx.commit().await?;

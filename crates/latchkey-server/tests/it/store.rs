@@ -1539,6 +1539,9 @@ async fn token_sources_add_up_and_list_the_clients_not_caching() {
         );
         let purged = store.purge_expired(T0, 0, hour).await.unwrap();
         assert_eq!(purged.token_sources, 1, "{backend}");
+        // Kept 7 days at most, even with a longer usage retention.
+        let purged = store.purge_expired(T0 + 8 * 86_400, 0, 0).await.unwrap();
+        assert_eq!(purged.token_sources, 3, "{backend}");
     })
     .await;
 }

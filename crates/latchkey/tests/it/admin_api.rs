@@ -854,16 +854,23 @@ async fn the_admin_api_can_have_a_listener_of_its_own() {
 
     // The admin listener serves the admin API, the console, and the token endpoint where
     // admin clients (and the console) sign in without leaving that origin; nothing else.
-    let token_there = app
-        .http
-        .post(format!("{}/oauth2/token", app.admin_base))
-        .header("authorization", basic(&admin_id, &admin_secret))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("grant_type=client_credentials")
-        .send()
+    let token_there = |body: &'static str| {
+        app.http
+            .post(format!("{}/oauth2/token", app.admin_base))
+            .header("authorization", basic(&admin_id, &admin_secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let admin_token = token_there("grant_type=client_credentials&resource=urn%3Alatchkey%3Aadmin")
         .await
         .unwrap();
-    assert_eq!(token_there.status(), 200);
+    assert_eq!(admin_token.status(), 200);
+    // Admin tokens only: a request that does not ask for one is refused there.
+    let other = token_there("grant_type=client_credentials").await.unwrap();
+    assert_eq!(other.status(), 400);
+    let body: Value = other.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_target");
     for path in [
         "/jwks",
         "/oauth2/introspect",

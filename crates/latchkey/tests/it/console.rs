@@ -93,6 +93,7 @@ async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
         assert!(!csp.contains("unsafe-inline"), "{csp}");
         assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["cross-origin-opener-policy"], "same-origin");
         let body = response.text().await.unwrap();
         assert!(body.len() > 100, "{path} is empty");
         for remote in [

@@ -165,6 +165,17 @@ async fn every_request_of_a_client_is_counted_once() {
         let response = get(format!("client={}&{bad}", client.id())).await.unwrap();
         assert_eq!(response.status(), 400, "{bad}");
     }
+    // An id no client can have is a 400 naming it, not a database error.
+    for path in ["usage?client=%00", "usage/not-caching?client=a%20b"] {
+        let response = app
+            .http
+            .get(app.url(&format!("/admin/v1/{path}")))
+            .bearer_auth(&bearer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{path}");
+    }
 }
 
 /// Two servers on one PostgreSQL database add up to one total.

@@ -7,7 +7,7 @@ use axum::response::Response;
 use http::StatusCode;
 
 use super::wire::{AuditEvent, AuditPage};
-use super::{Admin, ApiError, json_response, limit_param, number_param, query_params};
+use super::{Admin, ApiError, id_param, json_response, limit_param, number_param, query_params};
 use crate::http::AppState;
 use crate::service::admin;
 use crate::service::admin_auth::Access;
@@ -38,7 +38,7 @@ fn audit_params(query: Option<&str>) -> Result<AuditParams, ApiError> {
     let limit = limit_param(&mut params)?;
     Ok(AuditParams {
         since,
-        client: params.remove("client"),
+        client: id_param(&mut params, "client")?,
         after,
         limit,
     })

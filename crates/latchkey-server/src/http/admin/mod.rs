@@ -281,6 +281,28 @@ fn number_param(
         .transpose()
 }
 
+/// The id parameter `name` (a client id, or a key id): 400 naming it unless it is one the
+/// server could hold (1 to 128 unreserved characters), so that nothing else reaches the
+/// database.
+fn id_param(
+    params: &mut std::collections::HashMap<String, String>,
+    name: &str,
+) -> Result<Option<String>, ApiError> {
+    params
+        .remove(name)
+        .map(|value| {
+            if crate::protocol::syntax::is_client_id(&value) {
+                Ok(value)
+            } else {
+                Err(ApiError::field(
+                    name,
+                    format!("{name} must be 1 to 128 letters, digits, '-', '.', '_' or '~'"),
+                ))
+            }
+        })
+        .transpose()
+}
+
 /// The `limit` of a page: 1 to 1,000.
 fn limit_param(
     params: &mut std::collections::HashMap<String, String>,

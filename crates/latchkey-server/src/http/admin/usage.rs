@@ -8,7 +8,7 @@ use axum::response::Response;
 use http::StatusCode;
 
 use super::wire::{NotCachingRow, UsageRow};
-use super::{Admin, ApiError, json_response, number_param, query_params};
+use super::{Admin, ApiError, id_param, json_response, number_param, query_params};
 use crate::http::AppState;
 use crate::service::admin::{self, MAX_USAGE_ROWS};
 use crate::service::admin_auth::Access;
@@ -50,7 +50,7 @@ fn usage_params(query: Option<&str>) -> Result<UsageParams, ApiError> {
         ));
     }
     Ok(UsageParams {
-        client: params.remove("client"),
+        client: id_param(&mut params, "client")?,
         since,
         limit: limit.and_then(|l| u32::try_from(l).ok()),
         step,

@@ -225,10 +225,23 @@ fn check_ttl(ttl: i64) -> Result<i64, AdminError> {
 
 fn check_name(name: &str) -> Result<String, AdminError> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+    // Control characters, and the invisible ones that reorder or hide text around them
+    // (bidirectional overrides and isolates, marks, zero-width characters, line and paragraph
+    // separators), which could make a name read as something else in a table or a log.
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c,
+                '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{061C}'
+                | '\u{FEFF}')
+    };
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(hidden) {
         return Err(AdminError::field(
             "name",
-            "name must be 1 to 200 characters without control characters",
+            "name must be 1 to 200 characters without control, bidirectional or invisible \
+             formatting characters",
         ));
     }
     Ok(name.to_owned())
@@ -985,6 +998,10 @@ pub async fn audit_events(
 
 /// One client.
 pub async fn show_client(store: &dyn Store, client_id: &str) -> Result<ClientRecord, AdminError> {
+    // An id no client can have is not looked up (a NUL would be a database error).
+    if !crate::protocol::syntax::is_client_id(client_id) {
+        return Err(AdminError::NotFound(client_id.to_owned()));
+    }
     store
         .find_client(client_id)
         .await?
@@ -1125,4 +1142,27 @@ pub async fn migrate_data(
         moved.secrets += secrets;
     }
     Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_may_not_hide_or_reorder_text() {
+        assert_eq!(check_name("  billing svc ").unwrap(), "billing svc");
+        assert!(check_name("Zahlungsdienst · ünïcödé ✓").is_ok());
+        for bad in [
+            "",
+            "a\nb",
+            "billing\u{202E}cvs",
+            "x\u{2066}y",
+            "zero\u{200B}width",
+            "line\u{2028}sep",
+            "bom\u{FEFF}",
+            "arabic\u{061C}mark",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
 }
