@@ -64,6 +64,7 @@ fn main() {
             grant_types: vec![GrantType::ClientCredentials],
             can_introspect: false,
             token_format: TokenFormat::Jwt,
+            reuse_tokens: false,
         };
         let (record, secret) = admin::create_client(
             store.as_ref(),

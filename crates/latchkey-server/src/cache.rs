@@ -69,6 +69,8 @@ pub struct KnownClient {
     pub certificates: Vec<Vec<u8>>,
     /// What it did since the last usage flush.
     pub usage: Arc<ClientUsage>,
+    /// Its tokens that may be handed out again (`--reuse-tokens`); gone with the record.
+    pub reusable: crate::reuse::ReusableTokens,
 }
 
 impl KnownClient {
@@ -79,6 +81,7 @@ impl KnownClient {
         let certificates = registered_certificates(jwks);
         KnownClient {
             usage: Arc::new(ClientUsage::new(&record.client_id, &record.name)),
+            reusable: crate::reuse::ReusableTokens::default(),
             record,
             assertion_keys,
             certificates,

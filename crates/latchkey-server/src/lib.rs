@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod protocol;
 pub mod remote_keys;
+pub mod reuse;
 pub mod secret;
 pub mod service;
 pub mod store;

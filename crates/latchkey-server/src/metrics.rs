@@ -31,6 +31,8 @@ pub const TOKENS_ISSUED: &str = "latchkey_tokens_issued_total";
 pub const CLIENT_TOKENS: &str = "latchkey_client_tokens_issued_total";
 /// Clients found not caching their tokens (once per client, address and hour, cluster-wide).
 pub const NOT_CACHING: &str = "latchkey_not_caching_flags_total";
+/// Tokens handed out again instead of new ones (`--reuse-tokens`).
+pub const TOKENS_REUSED: &str = "latchkey_tokens_reused_total";
 /// Database errors, by kind.
 pub const DATABASE_ERRORS: &str = "latchkey_database_errors_total";
 /// The default of `--metrics-top-clients`.
@@ -88,6 +90,7 @@ pub struct Metrics {
     feed_generation: Gauge,
     feed_lag: Gauge,
     not_caching: Counter,
+    reused: Counter,
     database_errors: Vec<Counter>,
     top_clients: std::sync::Mutex<TopClients>,
 }
@@ -147,6 +150,13 @@ impl Metrics {
                 .into(),
         );
         recorder.describe_counter(
+            TOKENS_REUSED.into(),
+            None,
+            "Tokens handed out again instead of new ones (clients with --reuse-tokens); not in \
+             latchkey_tokens_issued_total."
+                .into(),
+        );
+        recorder.describe_counter(
             DATABASE_ERRORS.into(),
             None,
             "Database errors by kind: unavailable, retried (PostgreSQL aborted a transaction), \
@@ -199,6 +209,7 @@ impl Metrics {
         let feed_lag =
             recorder.register_gauge(&key("latchkey_change_feed_lag_seconds", vec![]), &METADATA);
         let not_caching = recorder.register_counter(&key(NOT_CACHING, vec![]), &METADATA);
+        let reused = recorder.register_counter(&key(TOKENS_REUSED, vec![]), &METADATA);
         let database_errors = crate::store::ERROR_KINDS
             .iter()
             .map(|kind| {
@@ -217,8 +228,16 @@ impl Metrics {
             feed_generation,
             feed_lag,
             not_caching,
+            reused,
             database_errors,
             top_clients: std::sync::Mutex::new(TopClients::new(top_clients)),
+        }
+    }
+
+    /// A token was handed out again (`--reuse-tokens`) instead of a new one.
+    pub fn reused(&self) {
+        if self.enabled {
+            self.reused.increment(1);
         }
     }
 

@@ -962,6 +962,11 @@ pub struct CreateArgs {
     /// introspection).
     #[arg(long, default_value = "jwt", value_parser = parse_token_format)]
     pub token_format: TokenFormat,
+
+    /// A request like the client's last one (same scope, audience and binding) gets that token
+    /// back while it has more than half its lifetime left, instead of a new one (JWTs only).
+    #[arg(long)]
+    pub reuse_tokens: bool,
 }
 
 #[derive(Debug, Args)]
@@ -990,6 +995,10 @@ pub struct UpdateArgs {
     /// New token format for tokens issued from now on: jwt or opaque.
     #[arg(long, value_parser = parse_token_format)]
     pub token_format: Option<TokenFormat>,
+    /// Hand out the last token again while it has more than half its lifetime left (true, or
+    /// no value), or always a new one (false).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub reuse_tokens: Option<bool>,
     /// For private_key_jwt clients: replace the registered public keys with this JWK Set file
     /// (or - for stdin). To rotate, register old and new key together, move the client to the
     /// new key, then register the new key alone.

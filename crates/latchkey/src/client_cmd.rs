@@ -263,6 +263,7 @@ async fn create_in_database(
         grant_types,
         can_introspect: args.can_introspect,
         token_format: args.token_format,
+        reuse_tokens: args.reuse_tokens,
     };
     let jwks = args.jwks_file.as_deref().map(read_jwks).transpose()?;
     let certificates = read_certificates(args.tls.certificate_file.as_deref())?;
@@ -358,6 +359,7 @@ async fn create_on_server(
         "grant_types": args.grant_types,
         "can_introspect": args.can_introspect,
         "token_format": args.token_format.as_str(),
+        "reuse_tokens": args.reuse_tokens,
     });
     add_key_members(
         &mut body,
@@ -419,6 +421,7 @@ fn settings_update(args: &UpdateArgs) -> anyhow::Result<Option<ClientUpdate>> {
         token_ttl_seconds: args.token_ttl,
         can_introspect: args.can_introspect,
         token_format: args.token_format,
+        reuse_tokens: args.reuse_tokens,
         ..ClientUpdate::default()
     };
     let changes = update.name.is_some()
@@ -426,7 +429,8 @@ fn settings_update(args: &UpdateArgs) -> anyhow::Result<Option<ClientUpdate>> {
         || update.audience.is_some()
         || update.token_ttl_seconds.is_some()
         || update.can_introspect.is_some()
-        || update.token_format.is_some();
+        || update.token_format.is_some()
+        || update.reuse_tokens.is_some();
     Ok(changes.then_some(update))
 }
 
@@ -483,6 +487,9 @@ async fn update_on_server(remote: &Remote, args: UpdateArgs) -> anyhow::Result<w
         }
         if let Some(format) = update.token_format {
             patch["token_format"] = json!(format.as_str());
+        }
+        if let Some(reuse) = update.reuse_tokens {
+            patch["reuse_tokens"] = json!(reuse);
         }
         client = Some(remote.json(Method::PATCH, &path, Some(&patch)).await?);
     }
@@ -747,6 +754,7 @@ fn client_row(client: &wire::Client, secret: Option<&str>) -> Vec<Row> {
         ("enabled", client.enabled.to_string()),
         ("can_introspect", client.can_introspect.to_string()),
         ("token_format", client.token_format.clone()),
+        ("reuse_tokens", client.reuse_tokens.to_string()),
         ("created_at", client.created_at.clone()),
         ("updated_at", client.updated_at.clone()),
     ]);

@@ -79,6 +79,7 @@ impl Stack {
             grant_types: vec![GrantType::ClientCredentials],
             can_introspect: false,
             token_format: TokenFormat::Jwt,
+            reuse_tokens: false,
         };
         edit(&mut new);
         let (record, secret) = admin::create_client(

@@ -24,6 +24,7 @@ async fn key_client(stack: &crate::helpers::Stack, alg: SigningAlg) -> (String, 
         grant_types: vec![GrantType::ClientCredentials],
         can_introspect: false,
         token_format: TokenFormat::Jwt,
+        reuse_tokens: false,
     };
     let jwks = serde_json::json!({ "keys": [key.public_jwk()] }).to_string();
     let record = admin::create_key_client(

@@ -94,6 +94,7 @@ pub async fn spawn_stack() -> Stack {
             grant_types: vec![GrantType::ClientCredentials],
             can_introspect: false,
             token_format: TokenFormat::Jwt,
+            reuse_tokens: false,
         },
     )
     .await
@@ -181,6 +182,7 @@ impl Stack {
             grant_types: vec![GrantType::ClientCredentials],
             can_introspect: false,
             token_format: TokenFormat::Jwt,
+            reuse_tokens: false,
         };
         edit(&mut new);
         let (record, secret) = admin::create_client(

@@ -125,6 +125,7 @@ pub fn client_fields(client: &ClientRecord) -> Map<String, Value> {
     fields.insert("enabled".into(), json!(client.enabled));
     fields.insert("can_introspect".into(), json!(client.can_introspect));
     fields.insert("token_format".into(), json!(client.token_format));
+    fields.insert("reuse_tokens".into(), json!(client.reuse_tokens));
     fields.insert("token_epoch".into(), json!(client.token_epoch));
     fields.insert("credential".into(), credential_summary(&client.credential));
     fields
@@ -226,6 +227,9 @@ impl ClientRecord {
         }
         if let Some(token_format) = update.token_format {
             after.token_format = token_format;
+        }
+        if let Some(reuse_tokens) = update.reuse_tokens {
+            after.reuse_tokens = reuse_tokens;
         }
         if update.revoke_tokens {
             after.token_epoch += 1;

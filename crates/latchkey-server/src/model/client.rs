@@ -43,6 +43,9 @@ pub struct ClientRecord {
     pub can_introspect: bool,
     /// JWT or opaque access tokens.
     pub token_format: TokenFormat,
+    /// A request like the last one (same scope, audience and binding) gets the last token back
+    /// while it has more than half its lifetime left, instead of a new one.
+    pub reuse_tokens: bool,
     /// Tokens carry the epoch of their client at issue; tokens of an older epoch are revoked.
     pub token_epoch: i64,
     /// Moves on with every change to the client's record (not its secrets): a change can be
@@ -76,6 +79,7 @@ impl ClientRecord {
             enabled: true,
             can_introspect: false,
             token_format: TokenFormat::Jwt,
+            reuse_tokens: false,
             token_epoch: 0,
             version: 0,
             created_at: now,
@@ -133,6 +137,8 @@ pub struct ClientUpdate {
     pub can_introspect: Option<bool>,
     /// New token format (for tokens issued from now on).
     pub token_format: Option<TokenFormat>,
+    /// Hand out the last token again while it has more than half its lifetime left.
+    pub reuse_tokens: Option<bool>,
     /// Revoke every token the client holds: moves `token_epoch` on and deletes the client's
     /// opaque tokens, in one transaction.
     pub revoke_tokens: bool,

@@ -94,6 +94,7 @@ fn new_client(requested: &Requested) -> NewClient {
         grant_types: vec![latchkey_proto::GrantType::ClientCredentials],
         can_introspect: false,
         token_format: latchkey_proto::TokenFormat::Jwt,
+        reuse_tokens: false,
     }
 }
 

@@ -4,11 +4,13 @@ use latchkey_jose::dpop::{PROOF_MAX_AGE_SECONDS, ProofCheck, VerifiedProof, veri
 use latchkey_proto::{TokenFormat, TokenResponse, TokenType};
 
 use super::{ClientRequest, Services, authenticate_client};
+use crate::cache::KnownClient;
 use crate::error::OAuthError;
-use crate::model::{ClientRecord, OpaqueTokenRecord};
+use crate::model::OpaqueTokenRecord;
 use crate::protocol::client_credentials::{
     access_token_claims, bind, check_grant_type, decide, expires_in,
 };
+use crate::reuse::{Reusable, ReuseKey};
 use crate::secret::{new_jti, new_opaque_token};
 use crate::usage::Event;
 
@@ -32,7 +34,7 @@ pub async fn issue_token(
         None => None,
     };
     let known = authenticate_client(services, request, log_as).await?;
-    let issued = issue_to(services, request, &known.record, proof).await;
+    let issued = issue_to(services, request, &known, proof).await;
     match &issued {
         Ok(token) => {
             services
@@ -48,9 +50,10 @@ pub async fn issue_token(
 async fn issue_to(
     services: &Services,
     request: &ClientRequest,
-    client: &ClientRecord,
+    known: &KnownClient,
     proof: Option<VerifiedProof>,
 ) -> Result<TokenResponse, OAuthError> {
+    let client = &known.record;
     let dpop_jkt = match proof {
         Some(proof) => Some(use_dpop_proof(services, proof).await?),
         None => None,
@@ -60,10 +63,36 @@ async fn issue_to(
     let params = &request.params;
     let grant = decide(client, params.scope.as_deref(), &params.resources)?;
     let binding = bind(client, dpop_jkt, request.certificate());
-    let mut claims = access_token_claims(&services.issuer, client, &grant, now, new_jti());
-    claims.cnf = binding.cnf;
     let key_ring = services.cache.key_ring();
     let signing_key = key_ring.signing_key();
+    // --reuse-tokens: the last token for the same request while it has more than half its
+    // lifetime left, signed by the current key and not revoked.
+    let reuse =
+        (client.reuse_tokens && client.token_format == TokenFormat::Jwt).then(|| ReuseKey {
+            scope: grant.scope.clone(),
+            audience: grant.audience.clone(),
+            cnf: binding.cnf.clone(),
+        });
+    if let Some(key) = &reuse
+        && let Some(kept) = known.reusable.find(key, now, signing_key.kid())
+    {
+        if !services
+            .cache
+            .is_revoked(services.store.as_ref(), &kept.jti)
+            .await?
+        {
+            services.metrics.reused();
+            return Ok(TokenResponse {
+                access_token: kept.access_token,
+                token_type: kept.token_type,
+                expires_in: Some(u64::try_from(kept.expires_at - now).unwrap_or(0)),
+                scope: kept.scope,
+            });
+        }
+        known.reusable.forget(&kept.jti);
+    }
+    let mut claims = access_token_claims(&services.issuer, client, &grant, now, new_jti());
+    claims.cnf = binding.cnf;
     let access_token = match client.token_format {
         TokenFormat::Jwt => signing_key.sign_jwt(&claims).map_err(|err| {
             // No key, no token — never an unsigned or ephemeral one (docs/CONFORMANCE.md,
@@ -93,6 +122,18 @@ async fn issue_to(
     services
         .metrics
         .issued(signing_key.alg(), client.token_format);
+    if let Some(key) = reuse {
+        known.reusable.keep(Reusable {
+            key,
+            access_token: access_token.clone(),
+            jti: claims.jti.clone(),
+            kid: signing_key.kid().to_owned(),
+            token_type: binding.token_type,
+            scope: claims.scope.clone(),
+            issued_at: claims.iat,
+            expires_at: claims.exp,
+        });
+    }
     Ok(TokenResponse {
         access_token,
         token_type: binding.token_type,

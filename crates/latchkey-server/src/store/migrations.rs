@@ -60,6 +60,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "token sources",
         include_str!("../../migrations/sqlite/0013_token_sources.sql"),
     ),
+    (
+        "token reuse",
+        include_str!("../../migrations/sqlite/0014_reuse_tokens.sql"),
+    ),
 ];
 
 /// PostgreSQL's migrations, likewise. Version 1 is the whole of SQLite's versions 1 and 2:
@@ -112,6 +116,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "token sources",
         include_str!("../../migrations/postgres/0012_token_sources.sql"),
+    ),
+    (
+        "token reuse",
+        include_str!("../../migrations/postgres/0013_reuse_tokens.sql"),
     ),
 ];
 

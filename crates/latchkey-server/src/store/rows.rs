@@ -24,7 +24,7 @@ macro_rules! client_select {
     () => {
         "SELECT c.client_id, c.name, c.scope, c.audience, c.grant_types,
         c.token_ttl_seconds, c.auth_method, c.enabled, c.can_introspect, c.token_format,
-        c.token_epoch, c.version, c.public_keys, c.jwks_uri,
+        c.reuse_tokens, c.token_epoch, c.version, c.public_keys, c.jwks_uri,
         c.federated_issuer, c.federated_subject, c.federated_audience, c.federated_max_token_age,
         c.tls_subject_kind,
         c.tls_subject, c.created_at, c.updated_at,
@@ -76,8 +76,8 @@ pub(super) fn select_secret_infos(client_id: &str) -> Query<'_> {
 const CLIENT_COLUMNS: &str = "client_id, name, scope, audience, grant_types, token_ttl_seconds,
     auth_method, enabled, can_introspect, token_format, token_epoch, created_at, updated_at,
     public_keys, jwks_uri, federated_issuer, federated_subject, federated_audience,
-    tls_subject_kind, tls_subject, federated_max_token_age";
-const CLIENT_VALUES: usize = 21;
+    tls_subject_kind, tls_subject, federated_max_token_age, reuse_tokens";
+const CLIENT_VALUES: usize = 22;
 
 /// The most client rows one [`insert_clients`] statement takes. Small on purpose: SQLite
 /// compiles each statement's text, and larger statements gained nothing once parameters were
@@ -116,7 +116,7 @@ fn bind_client<'a>(query: Query<'a>, client: &'a ClientRecord) -> Query<'a> {
         .bind(client.token_epoch)
         .bind(client.created_at)
         .bind(client.updated_at);
-    columns.bind(query)
+    columns.bind(query).bind(client.reuse_tokens)
 }
 
 /// How a [`Credential`] is stored: the method in `auth_method`, and at most one of these set.
@@ -252,6 +252,7 @@ pub(super) fn update_client<'a>(
             enabled = COALESCE($6, enabled),
             can_introspect = COALESCE($8, can_introspect),
             token_format = COALESCE($9, token_format),
+            reuse_tokens = COALESCE($22, reuse_tokens),
             token_epoch = token_epoch + $10,
             public_keys = CASE WHEN $19 THEN CAST($11 AS TEXT) ELSE public_keys END,
             jwks_uri = CASE WHEN $19 THEN CAST($12 AS TEXT) ELSE jwks_uri END,
@@ -287,6 +288,7 @@ pub(super) fn update_client<'a>(
                 .map(|credential| credential.auth_method().as_str()),
         )
         .bind(update.expected_version)
+        .bind(update.reuse_tokens)
 }
 
 /// Inserts secrets (`(client_id, secret)`), all in one statement; at most
@@ -375,6 +377,7 @@ pub(super) fn clients_from_rows(rows: &[DbRow]) -> Result<Vec<ClientRecord>, Sto
                 credential: credential_from_row(row)?,
                 enabled: row.get("enabled")?,
                 can_introspect: row.get("can_introspect")?,
+                reuse_tokens: row.get("reuse_tokens")?,
                 token_format: TokenFormat::from_str(&token_format)
                     .map_err(|e| StoreError::Corrupt(format!("token format: {e}")))?,
                 token_epoch: row.get("token_epoch")?,

@@ -204,6 +204,7 @@ impl TestApp {
             grant_types: vec![GrantType::ClientCredentials],
             can_introspect: false,
             token_format: TokenFormat::Jwt,
+            reuse_tokens: false,
         };
         edit(&mut new);
         let (record, secret) = admin::create_client(
@@ -237,6 +238,7 @@ impl TestApp {
             grant_types: vec![GrantType::ClientCredentials],
             can_introspect: false,
             token_format: TokenFormat::Jwt,
+            reuse_tokens: false,
         };
         edit(&mut new);
         let jwks = serde_json::json!({ "keys": [key.public_jwk()] }).to_string();

@@ -26,6 +26,7 @@ mod private_key_jwt;
 mod registration;
 mod remote_cli;
 mod replicas;
+mod reuse;
 mod throttle;
 mod token_endpoint;
 mod usage;

@@ -645,6 +645,7 @@ fn key_client_new() -> latchkey_server::service::admin::NewClient {
         grant_types: vec![latchkey_proto::GrantType::ClientCredentials],
         can_introspect: false,
         token_format: latchkey_proto::TokenFormat::Jwt,
+        reuse_tokens: false,
     }
 }
 

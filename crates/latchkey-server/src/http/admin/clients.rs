@@ -151,6 +151,7 @@ pub async fn create(
         grant_types,
         can_introspect: new.can_introspect,
         token_format,
+        reuse_tokens: new.reuse_tokens,
     };
     let created = match keys {
         None => admin::create_client(store, clock, &request.actor, registration)
@@ -369,6 +370,7 @@ pub async fn update(
         enabled: patch.enabled,
         can_introspect: patch.can_introspect,
         token_format,
+        reuse_tokens: patch.reuse_tokens,
         ..ClientUpdate::default()
     };
     // Bad input is a 400 whatever the preconditions say.

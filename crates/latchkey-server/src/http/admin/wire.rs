@@ -50,6 +50,10 @@ pub struct Client {
     pub can_introspect: bool,
     /// `jwt` or `opaque`.
     pub token_format: String,
+    /// A request like its last one gets the last token back while that has more than half its
+    /// lifetime left.
+    #[serde(default)]
+    pub reuse_tokens: bool,
     /// When it was registered (RFC 3339).
     pub created_at: String,
     /// When it last changed (RFC 3339).
@@ -108,6 +112,7 @@ impl From<&ClientRecord> for Client {
             enabled: client.enabled,
             can_introspect: client.can_introspect,
             token_format: client.token_format.as_str().to_owned(),
+            reuse_tokens: client.reuse_tokens,
             created_at: timestamp(client.created_at),
             updated_at: timestamp(client.updated_at),
             jwks: None,
@@ -191,6 +196,10 @@ pub struct NewClient {
     /// `jwt` (default) or `opaque`.
     #[serde(default)]
     pub token_format: Option<String>,
+    /// Hand out its last token again while that has more than half its lifetime left
+    /// (default false).
+    #[serde(default)]
+    pub reuse_tokens: bool,
     /// `private_key_jwt`: its public keys, as a JWK Set (`self_signed_tls_client_auth`: keys
     /// carrying its certificates in `x5c`).
     #[serde(default)]
@@ -378,6 +387,9 @@ pub struct ClientPatch {
     /// `jwt` or `opaque`, for tokens issued from now on.
     #[serde(default)]
     pub token_format: Option<String>,
+    /// Hand out the last token again while it has more than half its lifetime left.
+    #[serde(default)]
+    pub reuse_tokens: Option<bool>,
 }
 
 /// One page of clients, ordered by id.

@@ -53,6 +53,8 @@ struct ImportLine {
     can_introspect: bool,
     #[serde(default = "default_token_format")]
     token_format: TokenFormat,
+    #[serde(default)]
+    reuse_tokens: bool,
     jwks: Option<serde_json::Value>,
     jwks_uri: Option<String>,
     federated_issuer: Option<String>,
@@ -121,6 +123,7 @@ pub async fn prepare_client(
         grant_types: line.grant_types.clone(),
         can_introspect: line.can_introspect,
         token_format: line.token_format,
+        reuse_tokens: line.reuse_tokens,
     };
     let jwks = line.jwks.as_ref().map(serde_json::Value::to_string);
     let keys = key_source(&line, jwks.as_deref(), allow_private)?;

@@ -158,6 +158,8 @@ pub struct NewClient {
     pub can_introspect: bool,
     /// JWT or opaque access tokens.
     pub token_format: TokenFormat,
+    /// Hand out its last token again while that has more than half its lifetime left.
+    pub reuse_tokens: bool,
 }
 
 /// Splits and checks a space-separated scope list (RFC 6749 §3.3 syntax).
@@ -546,6 +548,7 @@ fn client_record(
         token_ttl_seconds: check_ttl(new.token_ttl_seconds)?,
         can_introspect: new.can_introspect,
         token_format: new.token_format,
+        reuse_tokens: new.reuse_tokens,
         ..ClientRecord::new(new_client_id(), check_name(&new.name)?, credential, now)
     })
 }
@@ -681,6 +684,7 @@ pub async fn replace_client(
         || update.enabled.is_some()
         || update.can_introspect.is_some()
         || update.token_format.is_some()
+        || update.reuse_tokens.is_some()
         || update.revoke_tokens;
     let action = if keys.is_some() && !settings {
         action::CLIENT_KEYS
