@@ -33,6 +33,8 @@ pub const CLIENT_TOKENS: &str = "latchkey_client_tokens_issued_total";
 pub const NOT_CACHING: &str = "latchkey_not_caching_flags_total";
 /// Tokens handed out again instead of new ones (`--reuse-tokens`).
 pub const TOKENS_REUSED: &str = "latchkey_tokens_reused_total";
+/// Requests refused by the brute-force throttle.
+pub const THROTTLED: &str = "latchkey_auth_throttled_total";
 /// Database errors, by kind.
 pub const DATABASE_ERRORS: &str = "latchkey_database_errors_total";
 /// The default of `--metrics-top-clients`.
@@ -91,6 +93,7 @@ pub struct Metrics {
     feed_lag: Gauge,
     not_caching: Counter,
     reused: Counter,
+    throttled: Counter,
     database_errors: Vec<Counter>,
     top_clients: std::sync::Mutex<TopClients>,
 }
@@ -147,6 +150,13 @@ impl Metrics {
             None,
             "Clients found not caching their tokens: one per client, source address and hour, \
              counted by the server whose usage flush passed the allowance."
+                .into(),
+        );
+        recorder.describe_counter(
+            THROTTLED.into(),
+            None,
+            "Requests answered 429 by the brute-force throttle (too many failed client \
+             authentications from an address)."
                 .into(),
         );
         recorder.describe_counter(
@@ -210,6 +220,7 @@ impl Metrics {
             recorder.register_gauge(&key("latchkey_change_feed_lag_seconds", vec![]), &METADATA);
         let not_caching = recorder.register_counter(&key(NOT_CACHING, vec![]), &METADATA);
         let reused = recorder.register_counter(&key(TOKENS_REUSED, vec![]), &METADATA);
+        let throttled = recorder.register_counter(&key(THROTTLED, vec![]), &METADATA);
         let database_errors = crate::store::ERROR_KINDS
             .iter()
             .map(|kind| {
@@ -229,8 +240,16 @@ impl Metrics {
             feed_lag,
             not_caching,
             reused,
+            throttled,
             database_errors,
             top_clients: std::sync::Mutex::new(TopClients::new(top_clients)),
+        }
+    }
+
+    /// A request was refused by the brute-force throttle (429).
+    pub fn throttled(&self) {
+        if self.enabled {
+            self.throttled.increment(1);
         }
     }
 

@@ -128,10 +128,16 @@ impl SecretHash {
 /// in hex. An unknown id may be a secret pasted into the wrong field, so it is never logged
 /// as sent; the same wrong id still gives the same tag, so repeated attempts can be followed.
 pub fn unknown_id_tag(claimed: &str) -> String {
+    id_tag("unknown:", claimed)
+}
+
+/// `prefix` and the first 8 bytes of the SHA-256 of `id` in hex: how an id that was not looked
+/// up appears in logs (see [`unknown_id_tag`]).
+pub fn id_tag(prefix: &str, id: &str) -> String {
     use std::fmt::Write as _;
-    let hash = SecretHash::of(claimed.as_bytes());
-    let mut tag = String::with_capacity(8 + 16);
-    tag.push_str("unknown:");
+    let hash = SecretHash::of(id.as_bytes());
+    let mut tag = String::with_capacity(prefix.len() + 16);
+    tag.push_str(prefix);
     for byte in &hash.0[..8] {
         let _ = write!(tag, "{byte:02x}");
     }

@@ -5,15 +5,16 @@
 //! is never locked out as a whole: the same client from another address is not affected.
 //!
 //! Each limit is a token bucket in its GCRA form (one timestamp per key): a rate `N/min` admits
-//! a burst of N failures, then one more every minute / N. Keys are hashed with a per-process
+//! a burst of N failures, then one more every minute / N. Every attempt spends one before its
+//! credentials are looked at (atomically, so parallel requests get no more than the burst),
+//! and one that did not fail gives it back. Keys are hashed with a per-process
 //! random key (no attacker can aim collisions) and kept in bounded caches, so a flood of random
 //! ids and addresses costs a fixed amount of memory; an evicted key starts again with a full
 //! burst, and an address that keeps failing stays in the cache because it keeps being used.
 //! IPv6 addresses count by their /64: one host usually holds a whole /64.
 //!
 //! Written here rather than with `governor`: its keyed limiters keep every key in an unbounded
-//! map, and it cannot say whether a key is over its limit without spending a cell, which the
-//! check before authentication needs.
+//! map, and it cannot give a cell back, which an attempt that did not fail needs.
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
@@ -95,35 +96,55 @@ struct Limit {
 
 impl Limit {
     fn new(rate: Rate, capacity: usize) -> Self {
+        let count = u64::from(rate.count.max(1));
         let period = u64::try_from(rate.period.as_millis()).unwrap_or(u64::MAX);
-        let interval = (period / u64::from(rate.count)).max(1);
+        let interval = (period / count).max(1);
         Limit {
             interval,
-            tolerance: interval * u64::from(rate.count - 1),
+            tolerance: interval * (count - 1),
             states: quick_cache::sync::Cache::new(capacity.max(1)),
         }
     }
 
-    /// How long until `key` may fail again; `None` when it may now.
-    fn wait(&self, key: u64, now: u64) -> Option<u64> {
-        let arrival = self.states.get(&key)?.load(Ordering::Acquire);
-        let allowed_at = arrival.saturating_sub(self.tolerance);
-        (allowed_at > now).then(|| allowed_at - now)
-    }
-
-    /// Records a failure of `key` at `now`.
-    fn fail(&self, key: u64, now: u64) {
-        let state = match self
+    /// Spends one attempt of `key` at `now`: `Ok` when the bucket had one, else how many
+    /// milliseconds until it has. Atomic, so of many requests at once no more than the burst
+    /// get through.
+    fn take(&self, key: u64, now: u64) -> Result<(), u64> {
+        let Ok(state) = self
             .states
             .get_or_insert_with(&key, || Ok::<_, ()>(Arc::new(AtomicU64::new(0))))
-        {
-            Ok(state) => state,
-            Err(()) => return,
+        else {
+            return Ok(());
         };
-        let _ = state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |arrival| {
-            Some(arrival.max(now).saturating_add(self.interval))
+        let spent = state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |arrival| {
+            let base = arrival.max(now);
+            (base.saturating_sub(self.tolerance) <= now).then(|| base.saturating_add(self.interval))
         });
+        spent.map(drop).map_err(|arrival| {
+            arrival
+                .max(now)
+                .saturating_sub(self.tolerance)
+                .saturating_sub(now)
+        })
     }
+
+    /// Gives back an attempt spent by [`Limit::take`] (it did not fail).
+    fn give_back(&self, key: u64) {
+        if let Some(state) = self.states.get(&key) {
+            let _ = state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |arrival| {
+                Some(arrival.saturating_sub(self.interval))
+            });
+        }
+    }
+}
+
+/// An attempt admitted by [`Throttle::admit`]: it counts as a failure unless given back with
+/// [`Throttle::succeeded`].
+#[derive(Debug)]
+#[must_use]
+pub struct Attempt {
+    pair: u64,
+    address: u64,
 }
 
 /// The server's throttle of failed client authentications.
@@ -154,35 +175,33 @@ impl Throttle {
         }
     }
 
-    /// How long `client_id` at `source` must wait before its credentials are looked at again
-    /// (rounded up to whole seconds, for `Retry-After`); `None` when they are looked at now.
-    pub fn wait(&self, client_id: &str, source: IpAddr, now_ms: u64) -> Option<u64> {
-        if self.per_address.is_none() && self.per_client_address.is_none() {
-            return None;
-        }
-        let (pair, address) = self.keys(client_id, source);
-        let by_address = self
-            .per_address
-            .as_ref()
-            .and_then(|l| l.wait(address, now_ms));
-        let by_pair = self
-            .per_client_address
-            .as_ref()
-            .and_then(|l| l.wait(pair, now_ms));
-        Some(by_address.max(by_pair)?.div_ceil(1000))
-    }
-
-    /// Records that `client_id` at `source` failed to authenticate.
-    pub fn failed(&self, client_id: &str, source: IpAddr, now_ms: u64) {
-        if self.per_address.is_none() && self.per_client_address.is_none() {
-            return;
-        }
+    /// Admits an attempt of `client_id` at `source` at `now_ms`, spending one from each limit
+    /// (see [`Attempt`]); or says how long it must wait, in whole seconds for `Retry-After`,
+    /// before its credentials are looked at again.
+    pub fn admit(&self, client_id: &str, source: IpAddr, now_ms: u64) -> Result<Attempt, u64> {
         let (pair, address) = self.keys(client_id, source);
         if let Some(limit) = &self.per_client_address {
-            limit.fail(pair, now_ms);
+            limit.take(pair, now_ms).map_err(|ms| ms.div_ceil(1000))?;
+        }
+        if let Some(limit) = &self.per_address
+            && let Err(ms) = limit.take(address, now_ms)
+        {
+            if let Some(limit) = &self.per_client_address {
+                limit.give_back(pair);
+            }
+            return Err(ms.div_ceil(1000));
+        }
+        Ok(Attempt { pair, address })
+    }
+
+    /// Gives the attempt back: it did not fail (the client authenticated, or the request was
+    /// refused for another reason than its credentials).
+    pub fn succeeded(&self, attempt: Attempt) {
+        if let Some(limit) = &self.per_client_address {
+            limit.give_back(attempt.pair);
         }
         if let Some(limit) = &self.per_address {
-            limit.fail(address, now_ms);
+            limit.give_back(attempt.address);
         }
     }
 
@@ -207,21 +226,67 @@ mod tests {
         Throttle::new(Rate::parse("3/min").ok(), Rate::parse("5/min").ok(), 1000)
     }
 
+    /// Whether an attempt is admitted now; one admitted is a failure (kept spent).
+    fn fails(throttle: &Throttle, id: &str, address: IpAddr, now: u64) -> Result<(), u64> {
+        throttle.admit(id, address, now).map(drop)
+    }
+
     #[test]
     fn a_pair_is_throttled_after_its_burst_and_refills_over_the_period() {
         let throttle = throttle();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
+        // A success gives its attempt back: it never adds to the limit.
+        for _ in 0..20 {
+            let attempt = throttle.admit("c", a, 1_000).unwrap();
+            throttle.succeeded(attempt);
+        }
         for _ in 0..3 {
-            assert_eq!(throttle.wait("c", a, 1_000), None);
-            throttle.failed("c", a, 1_000);
+            assert_eq!(fails(&throttle, "c", a, 1_000), Ok(()));
         }
         // Three failures in a burst: the fourth attempt waits one interval (20 s).
-        assert_eq!(throttle.wait("c", a, 1_000), Some(20));
-        assert_eq!(throttle.wait("c", a, 20_999), Some(1));
-        assert_eq!(throttle.wait("c", a, 21_000), None);
+        assert_eq!(fails(&throttle, "c", a, 1_000), Err(20));
+        assert_eq!(fails(&throttle, "c", a, 20_999), Err(1));
+        assert_eq!(fails(&throttle, "c", a, 21_000), Ok(()));
         // Another client at the same address, and the same client elsewhere, are not held.
-        assert_eq!(throttle.wait("d", a, 1_000), None);
-        assert_eq!(throttle.wait("c", "10.0.0.2".parse().unwrap(), 1_000), None);
+        assert_eq!(fails(&throttle, "d", a, 1_000), Ok(()));
+        assert_eq!(
+            fails(&throttle, "c", "10.0.0.2".parse().unwrap(), 1_000),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn parallel_attempts_get_no_more_than_the_burst() {
+        let throttle = Throttle::new(Rate::parse("10/min").ok(), None, 1000);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let admitted = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..50 {
+                        if throttle.admit("c", a, 0).is_ok() {
+                            admitted.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.load(Ordering::SeqCst), 10);
+    }
+
+    #[test]
+    fn a_zero_rate_admits_one_and_does_not_panic() {
+        let throttle = Throttle::new(
+            Some(Rate {
+                count: 0,
+                period: Duration::from_secs(60),
+            }),
+            None,
+            10,
+        );
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(fails(&throttle, "c", a, 0).is_ok());
+        assert!(fails(&throttle, "c", a, 0).is_err());
     }
 
     #[test]
@@ -229,18 +294,14 @@ mod tests {
         let throttle = throttle();
         let a: IpAddr = "2001:db8::1".parse().unwrap();
         for i in 0..5 {
-            throttle.failed(&format!("id-{i}"), a, 0);
+            assert!(fails(&throttle, &format!("id-{i}"), a, 0).is_ok());
         }
-        assert_eq!(throttle.wait("fresh", a, 0), Some(12));
+        assert_eq!(fails(&throttle, "fresh", a, 0), Err(12));
         // The same /64 is the same address; the next /64 is not.
-        assert_eq!(
-            throttle.wait("fresh", "2001:db8::ffff".parse().unwrap(), 0),
-            Some(12)
-        );
-        assert_eq!(
-            throttle.wait("fresh", "2001:db8:0:1::1".parse().unwrap(), 0),
-            None
-        );
+        let same = "2001:db8::ffff".parse().unwrap();
+        assert_eq!(fails(&throttle, "fresh", same, 0), Err(12));
+        let next = "2001:db8:0:1::1".parse().unwrap();
+        assert!(fails(&throttle, "fresh", next, 0).is_ok());
     }
 
     #[test]
@@ -252,7 +313,7 @@ mod tests {
         );
         for i in 0..100_000u32 {
             let address = IpAddr::from(i.to_be_bytes());
-            throttle.failed(&format!("random-{i}"), address, 0);
+            let _ = throttle.admit(&format!("random-{i}"), address, 0);
         }
         for limit in [&throttle.per_client_address, &throttle.per_address] {
             assert!(limit.as_ref().unwrap().states.len() <= 1000);
@@ -264,9 +325,8 @@ mod tests {
         let throttle = Throttle::new(None, None, 10);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         for _ in 0..1000 {
-            throttle.failed("c", a, 0);
+            assert!(fails(&throttle, "c", a, 0).is_ok());
         }
-        assert_eq!(throttle.wait("c", a, 0), None);
     }
 
     #[test]

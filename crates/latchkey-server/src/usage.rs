@@ -197,14 +197,17 @@ impl ClientUsage {
     fn take_sources(&self, hour: i64, threshold: u32, into: &mut Vec<TokenSource>) {
         let taken = {
             let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-            // Before the first flush the addresses seen count as this hour's.
+            let taken = std::mem::take(&mut sources.tallies);
+            // A new hour: its list starts with the addresses filed under it now (counted at
+            // the end of the last hour, before this flush), so no hour gets more than
+            // MAX_SOURCES rows. Before the first flush the addresses seen count as this hour's.
             if sources.hour != hour {
                 if sources.hour != 0 {
-                    sources.seen.clear();
+                    sources.seen = taken.iter().filter_map(|tally| tally.address).collect();
                 }
                 sources.hour = hour;
             }
-            std::mem::take(&mut sources.tallies)
+            taken
         };
         into.extend(taken.into_iter().map(|tally| TokenSource {
             client_id: self.client_id.clone(),
@@ -369,6 +372,8 @@ impl Usage {
     pub async fn flush(&self, store: &dyn Store, now: i64) -> Result<Flushed, StoreError> {
         let queued = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
         if queued.is_empty() {
+            // Idle clients' scores decay too.
+            self.metrics.client_tokens(std::iter::empty());
             return Ok(Flushed::default());
         }
         let minute = now - now.rem_euclid(60);
@@ -445,8 +450,8 @@ impl Usage {
                 tokens = row.tokens,
                 allowed = row.allowed,
                 "client {} is not caching its access tokens: {} tokens to {} within the hour, \
-                 where {} would do; reuse each token until shortly before it expires, with a \
-                 token cache such as latchkey-client or `latchkey token --cache-file`",
+                 more than the {} allowed; reuse each token until shortly before it expires, \
+                 with a token cache such as latchkey-client or `latchkey token --cache-file`",
                 row.client_id,
                 row.tokens,
                 row.source,
@@ -557,9 +562,14 @@ mod tests {
         client.take_sources(3600, 10, &mut rows);
         let names: Vec<&str> = rows.iter().map(|r| r.source.as_str()).collect();
         assert_eq!(names, ["10.0.0.5", "other"]);
-        // The first flush of the next hour starts a new list (what came before it still
-        // counted against the old one).
+        // The first flush of the next hour starts a new list with what it files under the new
+        // hour (counted against the old list): 10.0.0.9 was among the first 256, 10.0.1.40
+        // was not (it went to `other`).
+        client.tally("10.0.0.9".parse().unwrap(), 900);
+        client.tally("10.0.1.40".parse().unwrap(), 900);
         client.take_sources(7200, 10, &mut Vec::new());
+        let seen = client.sources.lock().unwrap().seen.clone();
+        assert_eq!(seen, ["10.0.0.9".parse::<IpAddr>().unwrap()]);
         client.tally("2001:db8::3".parse().unwrap(), 900);
         let mut rows = Vec::new();
         client.take_sources(7200, 10, &mut rows);

@@ -227,7 +227,6 @@ impl ConnectionArgs {
     }
 }
 
-/// `on` or `off`.
 /// A limit: a rate like `10/min` (also `/s`, `/hour`, `/day`), or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateOrOff(pub Option<latchkey_server::throttle::Rate>);
@@ -246,6 +245,7 @@ fn parse_ip_range(s: &str) -> Result<ipnet::IpNet, String> {
         .map_err(|_| format!("{s:?} is not an address or a range like 10.0.0.0/8"))
 }
 
+/// `on` or `off`.
 fn parse_on_off(s: &str) -> Result<bool, String> {
     match s {
         "on" => Ok(true),

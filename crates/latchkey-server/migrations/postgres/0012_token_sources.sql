@@ -3,7 +3,8 @@
 -- `allowed` is how many tokens the address may get in
 -- the hour before the client counts as not caching (the server's `--not-caching-threshold`
 -- times the lifetimes in an hour). Servers add their counts with each usage flush; the janitor
--- deletes rows older than `--usage-retention`. The partial index holds only flagged rows.
+-- deletes rows older than `--usage-retention`, or than 7 days when that is shorter. The
+-- partial index holds only flagged rows.
 CREATE TABLE token_sources (
     client_id  TEXT NOT NULL,
     source     TEXT NOT NULL,

@@ -35,7 +35,8 @@ const CSP: HeaderValue = HeaderValue::from_static(
 /// The console's routes, at the root of a router.
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route(PREFIX, get(|| async { Redirect::permanent("/console/") }))
+        // Relative, so that under an issuer's path (`/auth/console`) it stays there.
+        .route(PREFIX, get(|| async { Redirect::permanent("console/") }))
         .route(
             &format!("{PREFIX}/"),
             get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }),

@@ -75,7 +75,7 @@ pub fn source_address(
         .filter_map(|v| v.to_str().ok())
         .collect();
     for hop in lines.iter().rev().flat_map(|line| line.rsplit(',')) {
-        let Ok(hop) = hop.trim().parse::<IpAddr>() else {
+        let Some(hop) = hop_address(hop.trim()) else {
             break;
         };
         source = hop.to_canonical();
@@ -84,6 +84,20 @@ pub fn source_address(
         }
     }
     source
+}
+
+/// One `X-Forwarded-For` entry: an address, an address with a port (`1.2.3.4:5678`,
+/// `[::1]:80`), or an IPv6 address in brackets, as proxies write them.
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|socket| socket.ip()))
+        .or_else(|| {
+            hop.strip_prefix('[')?
+                .strip_suffix(']')?
+                .parse::<IpAddr>()
+                .ok()
+        })
 }
 
 fn check_transport(
@@ -171,4 +185,48 @@ fn parse(body: &[u8]) -> Result<RequestParams, OAuthError> {
         FormError::TooManyParameters => OAuthError::invalid_request("too many parameters"),
     })?;
     RequestParams::from_pairs(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(peer: &str, forwarded: &[&str], trusted: &[&str]) -> IpAddr {
+        let mut headers = HeaderMap::new();
+        for value in forwarded {
+            headers.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+        }
+        let trusted: Vec<ipnet::IpNet> = trusted.iter().map(|t| t.parse().unwrap()).collect();
+        source_address(peer.parse().unwrap(), &headers, &trusted)
+    }
+
+    #[test]
+    fn the_client_address_is_the_rightmost_untrusted_forwarded_one() {
+        let proxies = ["10.0.0.0/8"];
+        // Untrusted peer: the header is ignored.
+        assert_eq!(
+            source("192.0.2.1", &["203.0.113.9"], &proxies),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+        // Trusted peer: rightmost entry that is not a trusted proxy.
+        let got = source(
+            "10.0.0.1",
+            &["198.51.100.1, 203.0.113.9, 10.0.0.2"],
+            &proxies,
+        );
+        assert_eq!(got, "203.0.113.9".parse::<IpAddr>().unwrap());
+        // Several header lines are one list.
+        let got = source("10.0.0.1", &["198.51.100.1", "203.0.113.7"], &proxies);
+        assert_eq!(got, "203.0.113.7".parse::<IpAddr>().unwrap());
+        // Ports and brackets, as proxies write them.
+        let got = source("10.0.0.1", &["203.0.113.9:5678"], &proxies);
+        assert_eq!(got, "203.0.113.9".parse::<IpAddr>().unwrap());
+        let got = source("10.0.0.1", &["[2001:db8::7]:443"], &proxies);
+        assert_eq!(got, "2001:db8::7".parse::<IpAddr>().unwrap());
+        let got = source("10.0.0.1", &["[2001:db8::8]"], &proxies);
+        assert_eq!(got, "2001:db8::8".parse::<IpAddr>().unwrap());
+        // An entry that is no address stops the walk at the last good one.
+        let got = source("10.0.0.1", &["203.0.113.9, unknown, 10.0.0.3"], &proxies);
+        assert_eq!(got, "10.0.0.3".parse::<IpAddr>().unwrap());
+    }
 }

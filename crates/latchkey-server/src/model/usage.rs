@@ -66,7 +66,8 @@ pub struct UsageCount {
 pub struct TokenSource {
     /// The client.
     pub client_id: String,
-    /// The address the requests came from (IP, in its canonical text form).
+    /// Where the requests came from: an IPv4 address, an IPv6 /64 (`2001:db8::/64`), or
+    /// `other` for the addresses beyond the first 256 of the hour (never flagged).
     pub source: String,
     /// The hour (Unix seconds of its start).
     pub hour: i64,

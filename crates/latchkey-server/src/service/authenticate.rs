@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 use latchkey_common::Jwks;
 use latchkey_jose::VerifyingKey;
+use latchkey_proto::ErrorCode;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::{ClientRequest, Services};
@@ -18,7 +19,7 @@ use crate::protocol::client_auth::{
     Presented, PresentedAssertion, PresentedCertificate, authenticate, authenticate_assertion,
     authenticate_certificate, authenticate_federated, presented_credentials,
 };
-use crate::secret::unknown_id_tag;
+use crate::secret::{id_tag, unknown_id_tag};
 use crate::usage::Event;
 
 /// Authenticates the client (RFC 6749 §2.3, RFC 7523 §2.2) and returns it. Tags the response
@@ -33,16 +34,40 @@ pub async fn authenticate_client(
         &request.params,
     )?;
     let claimed_id = presented.client_id();
-    // Past the limit of failures from this address (for this id, or for any), the
-    // credentials are not looked at: 429 until the bucket refills.
+    // Every attempt spends one from this address's limits (for this id, and for any) before
+    // its credentials are looked at; past a limit the answer is 429 until it refills. An
+    // attempt that does not fail as invalid_client is given back below.
     let now_ms = unix_millis(services.clock.as_ref());
-    if let Some(source) = request.source
-        && let Some(wait) = services.throttle.wait(claimed_id, source, now_ms)
+    let attempt = match request.source {
+        Some(source) => match services.throttle.admit(claimed_id, source, now_ms) {
+            Ok(attempt) => Some(attempt),
+            Err(wait) => {
+                // Not looked up: logged by the tag of its id, known or not.
+                *log_as = Some(id_tag("throttled:", claimed_id));
+                services.metrics.throttled();
+                return Err(OAuthError::throttled(wait));
+            }
+        },
+        None => None,
+    };
+    let checked = check(services, request, &presented, claimed_id, log_as).await;
+    let failed = matches!(&checked, Err(err) if err.code == ErrorCode::InvalidClient);
+    if let Some(attempt) = attempt
+        && !failed
     {
-        // Not looked up: logged by the tag of its id, known or not.
-        *log_as = Some(unknown_id_tag(claimed_id).replacen("unknown:", "throttled:", 1));
-        return Err(OAuthError::throttled(wait));
+        services.throttle.succeeded(attempt);
     }
+    checked
+}
+
+/// Looks up the claimed client and verifies what was presented.
+async fn check(
+    services: &Services,
+    request: &ClientRequest,
+    presented: &Presented,
+    claimed_id: &str,
+    log_as: &mut Option<String>,
+) -> Result<Arc<KnownClient>, OAuthError> {
     // A claimed id that cannot be one of ours is not looked up, but still costs a hash compare.
     let client = if crate::protocol::syntax::is_client_id(claimed_id) {
         services
@@ -58,12 +83,7 @@ pub async fn authenticate_client(
         Some(known) => known.record.client_id.clone(),
         None => unknown_id_tag(claimed_id),
     });
-    let verified = verify(services, request, &presented, client.as_deref()).await;
-    if let (Err(err), Some(source)) = (&verified, request.source)
-        && err.code == latchkey_proto::ErrorCode::InvalidClient
-    {
-        services.throttle.failed(claimed_id, source, now_ms);
-    }
+    let verified = verify(services, request, presented, client.as_deref()).await;
     // A known client's failed authentications are counted (unknown ids are not: anyone can
     // make up any number of them).
     if let (Err(err), Some(known)) = (&verified, &client) {

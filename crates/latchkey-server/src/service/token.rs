@@ -36,11 +36,12 @@ pub async fn issue_token(
     let known = authenticate_client(services, request, log_as).await?;
     let issued = issue_to(services, request, &known, proof).await;
     match &issued {
-        Ok(token) => {
-            services
-                .usage
-                .count_token(&known.usage, request.source, token.expires_in.unwrap_or(0))
-        }
+        // The lifetime of the client's tokens, not what is left of a reused one.
+        Ok(_) => services.usage.count_token(
+            &known.usage,
+            request.source,
+            u64::try_from(known.record.token_ttl_seconds).unwrap_or(0),
+        ),
         Err(err) => services.usage.count(&known.usage, Event::Denied(err.code)),
     }
     issued

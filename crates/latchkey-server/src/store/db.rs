@@ -304,7 +304,10 @@ impl DbRow {
             DbRow::Sqlite(row) => row.try_get(name),
             DbRow::Postgres(row) => row.try_get(name),
         }
-        .map_err(|e| StoreError::Corrupt(e.to_string()))
+        .map_err(|e| {
+            ERRORS[CORRUPT].fetch_add(1, Ordering::Relaxed);
+            StoreError::Corrupt(e.to_string())
+        })
     }
 }
 
@@ -337,15 +340,19 @@ static ERRORS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
 /// The kinds [`ERRORS`] counts, in its order.
 pub const ERROR_KINDS: [&str; 4] = ["unavailable", "retried", "corrupt", "other"];
+const UNAVAILABLE: usize = 0;
+const RETRIED: usize = 1;
+const CORRUPT: usize = 2;
+const OTHER: usize = 3;
 
 /// Counts `err` in [`ERRORS`] and hands it on.
 pub(super) fn counted(err: TxError) -> TxError {
     let kind = match &err {
-        TxError::Retry(_) => Some(1),
-        TxError::Fail(StoreError::Unavailable(_)) => Some(0),
-        TxError::Fail(StoreError::Corrupt(_)) => Some(2),
+        TxError::Retry(_) => Some(RETRIED),
+        TxError::Fail(StoreError::Unavailable(_)) => Some(UNAVAILABLE),
+        TxError::Fail(StoreError::Corrupt(_)) => Some(CORRUPT),
         TxError::Fail(StoreError::Conflict(_) | StoreError::Precondition(_)) => None,
-        TxError::Fail(StoreError::Schema(_) | StoreError::Other(_)) => Some(3),
+        TxError::Fail(StoreError::Schema(_) | StoreError::Other(_)) => Some(OTHER),
     };
     if let Some(kind) = kind {
         ERRORS[kind].fetch_add(1, Ordering::Relaxed);

@@ -75,7 +75,9 @@ async fn the_console_is_served_from_the_binary_with_a_strict_policy() {
         .unwrap();
     let response = http.get(app.url("/console")).send().await.unwrap();
     assert_eq!(response.status(), 308);
-    assert_eq!(response.headers()["location"], "/console/");
+    assert_eq!(response.headers()["location"], "console/");
+    let followed = reqwest::get(app.url("/console")).await.unwrap();
+    assert_eq!(followed.url().path(), "/console/");
     for (path, media) in [
         ("/console/", "text/html"),
         ("/console/console.js", "text/javascript"),

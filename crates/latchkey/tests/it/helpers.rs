@@ -36,7 +36,8 @@ pub struct TestApp {
     pub dir: TempDir,
 }
 
-/// A server configuration on a free port; the janitor's own timer is an hour. Failed
+/// A server configuration on a free port; the janitor's and the usage flush's own timers are
+/// an hour. Failed
 /// authentications are throttled only past 10,000 a minute: tests of other features send
 /// hundreds of bad credentials from 127.0.0.1 with the clock stopped (`throttle.rs` tests the
 /// default limits).
@@ -51,6 +52,9 @@ pub fn server_config(alg: SigningAlg, issuer: Option<String>) -> ServerConfig {
         janitor_interval: std::time::Duration::from_secs(3600),
         failed_auth_limit: Some(generous),
         failed_auth_limit_per_address: Some(generous),
+        // Tests flush usage themselves and read what the flush returns: the server's own
+        // timer must not take the counts first.
+        usage_flush_interval: std::time::Duration::from_secs(3600),
         ..ServerConfig::default()
     }
 }

@@ -161,6 +161,20 @@ async fn every_request_of_a_client_is_counted_once() {
     assert_eq!(hours.as_array().unwrap().len(), 1, "{hours}");
     assert_eq!(hours[0]["from"], "2026-01-01T00:00:00Z");
     assert_eq!(hours[0]["tokens"], 7);
+    for path in ["usage?step=3600", "usage/not-caching?step=3600&client=x"] {
+        let response = app
+            .http
+            .get(app.url(&format!("/admin/v1/{path}")))
+            .bearer_auth(&bearer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            400,
+            "{path}: step is for one client's series"
+        );
+    }
     for bad in ["step=90", "step=0", "step=2678460"] {
         let response = get(format!("client={}&{bad}", client.id())).await.unwrap();
         assert_eq!(response.status(), 400, "{bad}");
@@ -190,6 +204,7 @@ async fn servers_sharing_a_database_add_up() {
         let store = store::connect(&database.url).await.unwrap();
         let config = ServerConfig {
             janitor_interval: Duration::from_secs(3600),
+            usage_flush_interval: Duration::from_secs(3600),
             ..ServerConfig::default()
         };
         let app = Application::build(config, Arc::clone(&store), Arc::new(clock.clone()))

@@ -34,12 +34,34 @@ pub struct UsageParams {
     step: Option<i64>,
 }
 
+/// `GET /usage/not-caching` parameters, for the OpenAPI document (`usage_params` reads them).
+#[derive(Debug, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct NotCachingParams {
+    /// One client's rows only.
+    client: Option<String>,
+    /// Hours that started at or after the hour of this time (Unix seconds; default: a day
+    /// ago).
+    #[param(minimum = 0)]
+    since: Option<i64>,
+    /// At most this many rows (1 to 10,000; default 100).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
 /// The longest `step`: 31 days.
 const MAX_STEP: i64 = 31 * 24 * 3600;
 
-/// The query of `GET /usage`.
-fn usage_params(query: Option<&str>) -> Result<UsageParams, ApiError> {
-    let mut params = query_params(query, &["client", "since", "limit", "step"])?;
+/// The query of `GET /usage` (`series`: it takes `step`, with `client`) or of
+/// `GET /usage/not-caching`.
+fn usage_params(query: Option<&str>, series: bool) -> Result<UsageParams, ApiError> {
+    let allowed: &[&str] = if series {
+        &["client", "since", "limit", "step"]
+    } else {
+        &["client", "since", "limit"]
+    };
+    let mut params = query_params(query, allowed)?;
     let since = number_param(&mut params, "since", 0, i64::MAX)?;
     let limit = number_param(&mut params, "limit", 1, i64::from(MAX_USAGE_ROWS))?;
     let step = number_param(&mut params, "step", 60, MAX_STEP)?;
@@ -49,17 +71,29 @@ fn usage_params(query: Option<&str>) -> Result<UsageParams, ApiError> {
             "step must be a multiple of 60 seconds",
         ));
     }
+    let client = id_param(&mut params, "client")?;
+    if step.is_some() && client.is_none() {
+        return Err(ApiError::field(
+            "step",
+            "step is for one client's counts: give client too",
+        ));
+    }
     Ok(UsageParams {
-        client: id_param(&mut params, "client")?,
+        client,
         since,
         limit: limit.and_then(|l| u32::try_from(l).ok()),
         step,
     })
 }
 
-/// The query of a `GET /usage` request, with its defaults: a day back, 100 rows.
-fn usage_query(state: &AppState, query: Option<&str>) -> Result<UsageQuery, ApiError> {
-    let params = usage_params(query)?;
+/// The query of a `GET /usage` request (`series`) or a `GET /usage/not-caching` one, with
+/// their defaults: a day back, 100 rows, minutes.
+fn usage_query(
+    state: &AppState,
+    query: Option<&str>,
+    series: bool,
+) -> Result<UsageQuery, ApiError> {
+    let params = usage_params(query, series)?;
     Ok(UsageQuery {
         since: params.since.unwrap_or_else(|| {
             state
@@ -89,7 +123,7 @@ pub async fn list(
     let raw_query = request.uri().query().map(str::to_owned);
     Admin::authorize(&state, request, Access::Read).await?;
     let services = &state.services;
-    let query = usage_query(&state, raw_query.as_deref())?;
+    let query = usage_query(&state, raw_query.as_deref(), true)?;
     let totals = query.client.is_none();
     let counts = admin::usage(services.store.as_ref(), &query).await?;
     let rows = UsageRow::from_counts(&counts, totals);
@@ -102,7 +136,7 @@ pub async fn list(
 
 /// The clients not caching their tokens: per client, source address and hour, the hours that
 /// started at or after `since` (newest first, the most tokens first).
-#[utoipa::path(get, path = "/admin/v1/usage/not-caching", tag = "usage", params(UsageParams),
+#[utoipa::path(get, path = "/admin/v1/usage/not-caching", tag = "usage", params(NotCachingParams),
     responses(
         (status = 200, description = "The flagged clients", body = Vec<NotCachingRow>),
         super::wire::Refusals,
@@ -115,7 +149,7 @@ pub async fn not_caching(
 ) -> Result<Response, ApiError> {
     let raw_query = request.uri().query().map(str::to_owned);
     Admin::authorize(&state, request, Access::Read).await?;
-    let query = usage_query(&state, raw_query.as_deref())?;
+    let query = usage_query(&state, raw_query.as_deref(), false)?;
     let found = admin::not_caching(state.services.store.as_ref(), &query).await?;
     let rows: Vec<NotCachingRow> = found.iter().map(NotCachingRow::from).collect();
     Ok(json_response(

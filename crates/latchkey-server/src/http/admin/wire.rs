@@ -749,8 +749,9 @@ pub struct NotCachingRow {
     pub tokens: i64,
     /// Their lifetime, in seconds.
     pub token_lifetime: u64,
-    /// The tokens a client that caches would need at most: the server's
-    /// `--not-caching-threshold` times the token lifetimes in an hour.
+    /// The most tokens the address may get in the hour before the client counts as not
+    /// caching: the server's `--not-caching-threshold` times the token lifetimes in an hour
+    /// (a client that caches needs about one per lifetime).
     pub allowed: i64,
 }
 

@@ -1054,12 +1054,7 @@ pub async fn usage(
     store: &dyn Store,
     query: &UsageQuery,
 ) -> Result<Vec<crate::model::UsageCount>, AdminError> {
-    if !(1..=MAX_USAGE_ROWS).contains(&query.limit) {
-        return Err(AdminError::field(
-            "limit",
-            format!("limit must be from 1 to {MAX_USAGE_ROWS}"),
-        ));
-    }
+    check_usage_limit(query)?;
     Ok(store.usage_counts(query).await?)
 }
 
@@ -1069,13 +1064,20 @@ pub async fn not_caching(
     store: &dyn Store,
     query: &UsageQuery,
 ) -> Result<Vec<crate::model::TokenSource>, AdminError> {
-    if !(1..=MAX_USAGE_ROWS).contains(&query.limit) {
-        return Err(AdminError::field(
+    check_usage_limit(query)?;
+    Ok(store.not_caching(query).await?)
+}
+
+/// A usage query reads 1 to [`MAX_USAGE_ROWS`] rows.
+fn check_usage_limit(query: &UsageQuery) -> Result<(), AdminError> {
+    if (1..=MAX_USAGE_ROWS).contains(&query.limit) {
+        Ok(())
+    } else {
+        Err(AdminError::field(
             "limit",
             format!("limit must be from 1 to {MAX_USAGE_ROWS}"),
-        ));
+        ))
     }
-    Ok(store.not_caching(query).await?)
 }
 
 /// What [`migrate_data`] moved.
