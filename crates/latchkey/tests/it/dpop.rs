@@ -326,3 +326,38 @@ async fn a_required_server_nonce_is_handed_out_and_checked() {
     let token = tokens.token().await.unwrap();
     assert_eq!(token.token_type(), latchkey_proto::TokenType::DPoP);
 }
+
+/// Token reuse keeps a DPoP-bound token to its key: the same key gets the same token back,
+/// another key or no proof gets another token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_token_stays_with_its_dpop_key() {
+    let app = spawn_app().await;
+    let client = app.client(|_| {}).await;
+    crate::helpers::cli_json(
+        &app.database_url,
+        &[],
+        &["client", "update", client.id(), "--reuse-tokens"],
+    );
+    let first_key = PrivateKey::generate(SigningAlg::Es256).unwrap().0;
+    let second_key = PrivateKey::generate(SigningAlg::Es256).unwrap().0;
+    let mut tokens = Vec::new();
+    for key in [&first_key, &first_key, &second_key] {
+        let (status, body) = token(&app, &client, &[&proof(&app, key, |_, _| {})]).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["token_type"], "DPoP");
+        tokens.push(body["access_token"].as_str().unwrap().to_owned());
+    }
+    let (status, bearer) = token(&app, &client, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        tokens[1], tokens[0],
+        "the same key, a new proof: the same token"
+    );
+    assert_ne!(tokens[2], tokens[0], "another key: another token");
+    assert_ne!(
+        bearer["access_token"],
+        tokens[0].as_str(),
+        "no proof: a bearer token"
+    );
+    assert_eq!(bearer["token_type"], "Bearer");
+}
