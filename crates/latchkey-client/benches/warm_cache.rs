@@ -65,6 +65,7 @@ fn main() {
             can_introspect: false,
             token_format: TokenFormat::Jwt,
             reuse_tokens: false,
+            limits: Default::default(),
         };
         let (record, secret) = admin::create_client(
             store.as_ref(),

@@ -71,6 +71,8 @@ pub struct KnownClient {
     pub usage: Arc<ClientUsage>,
     /// Its tokens that may be handed out again (`--reuse-tokens`); gone with the record.
     pub reusable: crate::reuse::ReusableTokens,
+    /// What this server holds of its token rate and quota (`crate::quota`).
+    pub leases: crate::quota::Leases,
 }
 
 impl KnownClient {
@@ -82,6 +84,7 @@ impl KnownClient {
         KnownClient {
             usage: Arc::new(ClientUsage::new(&record.client_id, &record.name)),
             reusable: crate::reuse::ReusableTokens::default(),
+            leases: crate::quota::Leases::default(),
             record,
             assertion_keys,
             certificates,

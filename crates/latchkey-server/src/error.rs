@@ -19,6 +19,9 @@ pub struct OAuthError {
     pub retry_after: Option<u32>,
     /// A fresh nonce for the `DPoP-Nonce` header (RFC 9449 §8), with `use_dpop_nonce`.
     pub dpop_nonce: Option<String>,
+    /// The `RateLimit-Policy` and `RateLimit` header values (draft-ietf-httpapi-ratelimit-
+    /// headers), with a 429 for a client past its token rate or quota.
+    pub rate_limit: Option<Box<(String, String)>>,
 }
 
 impl OAuthError {
@@ -29,6 +32,7 @@ impl OAuthError {
             description: description.into(),
             retry_after: None,
             dpop_nonce: None,
+            rate_limit: None,
         }
     }
 
@@ -111,6 +115,25 @@ impl OAuthError {
                 ErrorCode::TemporarilyUnavailable,
                 StatusCode::TOO_MANY_REQUESTS,
                 "too many failed client authentications from this address; retry later",
+            )
+        }
+    }
+
+    /// 429 `temporarily_unavailable` with `Retry-After` and the RateLimit headers: the client
+    /// passed its token rate or quota (`client update --token-rate/--token-quota`).
+    pub fn quota_exceeded(
+        description: String,
+        retry_after_seconds: u64,
+        policy: String,
+        state: String,
+    ) -> Self {
+        OAuthError {
+            retry_after: Some(u32::try_from(retry_after_seconds.max(1)).unwrap_or(u32::MAX)),
+            rate_limit: Some(Box::new((policy, state))),
+            ..Self::new(
+                ErrorCode::TemporarilyUnavailable,
+                StatusCode::TOO_MANY_REQUESTS,
+                description,
             )
         }
     }

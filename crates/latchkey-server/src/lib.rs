@@ -21,6 +21,7 @@ pub mod keys;
 pub mod metrics;
 pub mod model;
 pub mod protocol;
+pub mod quota;
 pub mod remote_keys;
 pub mod reuse;
 pub mod secret;

@@ -33,6 +33,8 @@ pub const CLIENT_TOKENS: &str = "latchkey_client_tokens_issued_total";
 pub const NOT_CACHING: &str = "latchkey_not_caching_flags_total";
 /// Tokens handed out again instead of new ones (`--reuse-tokens`).
 pub const TOKENS_REUSED: &str = "latchkey_tokens_reused_total";
+/// Token requests past a client's rate or quota, by limit and mode.
+pub const QUOTA_EXCEEDED: &str = "latchkey_quota_exceeded_total";
 /// Requests refused by the brute-force throttle.
 pub const THROTTLED: &str = "latchkey_auth_throttled_total";
 /// Database errors, by kind.
@@ -94,6 +96,8 @@ pub struct Metrics {
     not_caching: Counter,
     reused: Counter,
     throttled: Counter,
+    /// By limit (rate, quota) and mode (enforce, monitor), in that order.
+    quota_exceeded: Vec<Counter>,
     database_errors: Vec<Counter>,
     top_clients: std::sync::Mutex<TopClients>,
 }
@@ -150,6 +154,13 @@ impl Metrics {
             None,
             "Clients found not caching their tokens: one per client, source address and hour, \
              counted by the server whose usage flush passed the allowance."
+                .into(),
+        );
+        recorder.describe_counter(
+            QUOTA_EXCEEDED.into(),
+            None,
+            "Token requests past the client's token rate or quota: limit (rate, quota) and \
+             mode (enforce: refused with 429; monitor: issued)."
                 .into(),
         );
         recorder.describe_counter(
@@ -221,6 +232,14 @@ impl Metrics {
         let not_caching = recorder.register_counter(&key(NOT_CACHING, vec![]), &METADATA);
         let reused = recorder.register_counter(&key(TOKENS_REUSED, vec![]), &METADATA);
         let throttled = recorder.register_counter(&key(THROTTLED, vec![]), &METADATA);
+        let mut quota_exceeded = Vec::new();
+        for limit in ["rate", "quota"] {
+            for mode in ["enforce", "monitor"] {
+                let labels = vec![Label::new("limit", limit), Label::new("mode", mode)];
+                quota_exceeded
+                    .push(recorder.register_counter(&key(QUOTA_EXCEEDED, labels), &METADATA));
+            }
+        }
         let database_errors = crate::store::ERROR_KINDS
             .iter()
             .map(|kind| {
@@ -241,9 +260,20 @@ impl Metrics {
             not_caching,
             reused,
             throttled,
+            quota_exceeded,
             database_errors,
             top_clients: std::sync::Mutex::new(TopClients::new(top_clients)),
         }
+    }
+
+    /// A client passed its token rate or quota (`limit`), in `mode`.
+    pub fn quota_exceeded(&self, limit: &str, mode: crate::model::QuotaMode) {
+        if !self.enabled {
+            return;
+        }
+        let monitor = mode == crate::model::QuotaMode::Monitor;
+        let index = usize::from(limit == "quota") * 2 + usize::from(monitor);
+        self.quota_exceeded[index].increment(1);
     }
 
     /// A request was refused by the brute-force throttle (429).

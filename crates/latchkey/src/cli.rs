@@ -238,6 +238,16 @@ fn parse_rate_or_off(s: &str) -> Result<RateOrOff, String> {
     latchkey_server::throttle::Rate::parse(s).map(|rate| RateOrOff(Some(rate)))
 }
 
+/// A rate like `100/min`.
+fn parse_rate(s: &str) -> Result<latchkey_server::model::Rate, String> {
+    latchkey_server::model::Rate::parse(s)
+}
+
+/// `enforce` or `monitor`.
+fn parse_quota_mode(s: &str) -> Result<latchkey_server::model::QuotaMode, String> {
+    latchkey_server::model::QuotaMode::parse(s)
+}
+
 /// An address range like `10.0.0.0/8` or `2001:db8::/32`, or one address.
 fn parse_ip_range(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
@@ -967,6 +977,19 @@ pub struct CreateArgs {
     /// back while it has more than half its lifetime left, instead of a new one (JWTs only).
     #[arg(long)]
     pub reuse_tokens: bool,
+    /// At most this many tokens in a burst, refilled over the period (a token bucket), like
+    /// 100/min. Past it: 429 with Retry-After (or, with --quota-mode monitor, a warning).
+    #[arg(long, value_name = "N/PERIOD", value_parser = parse_rate)]
+    pub token_rate: Option<latchkey_server::model::Rate>,
+
+    /// At most this many tokens per fixed period (UTC), like 10000/day.
+    #[arg(long, value_name = "N/PERIOD", value_parser = parse_rate)]
+    pub token_quota: Option<latchkey_server::model::Rate>,
+
+    /// enforce: past the rate or quota, 429; monitor: the token is issued and the overrun is
+    /// logged, counted in the metrics and written to the audit trail.
+    #[arg(long, default_value = "enforce", value_parser = parse_quota_mode)]
+    pub quota_mode: latchkey_server::model::QuotaMode,
 }
 
 #[derive(Debug, Args)]
@@ -999,6 +1022,15 @@ pub struct UpdateArgs {
     /// no value), or always a new one (false).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub reuse_tokens: Option<bool>,
+    /// A new token rate like 100/min, or off.
+    #[arg(long, value_name = "N/PERIOD", value_parser = parse_rate_or_off)]
+    pub token_rate: Option<RateOrOff>,
+    /// A new token quota like 10000/day, or off.
+    #[arg(long, value_name = "N/PERIOD", value_parser = parse_rate_or_off)]
+    pub token_quota: Option<RateOrOff>,
+    /// enforce or monitor.
+    #[arg(long, value_parser = parse_quota_mode)]
+    pub quota_mode: Option<latchkey_server::model::QuotaMode>,
     /// For private_key_jwt clients: replace the registered public keys with this JWK Set file
     /// (or - for stdin). To rotate, register old and new key together, move the client to the
     /// new key, then register the new key alone.

@@ -264,6 +264,11 @@ async fn create_in_database(
         can_introspect: args.can_introspect,
         token_format: args.token_format,
         reuse_tokens: args.reuse_tokens,
+        limits: latchkey_server::model::TokenLimits {
+            rate: args.token_rate,
+            quota: args.token_quota,
+            mode: args.quota_mode,
+        },
     };
     let jwks = args.jwks_file.as_deref().map(read_jwks).transpose()?;
     let certificates = read_certificates(args.tls.certificate_file.as_deref())?;
@@ -360,6 +365,9 @@ async fn create_on_server(
         "can_introspect": args.can_introspect,
         "token_format": args.token_format.as_str(),
         "reuse_tokens": args.reuse_tokens,
+        "token_rate": args.token_rate.map(|rate| rate.to_string()),
+        "token_quota": args.token_quota.map(|rate| rate.to_string()),
+        "quota_mode": args.quota_mode.as_str(),
     });
     add_key_members(
         &mut body,
@@ -422,6 +430,9 @@ fn settings_update(args: &UpdateArgs) -> anyhow::Result<Option<ClientUpdate>> {
         can_introspect: args.can_introspect,
         token_format: args.token_format,
         reuse_tokens: args.reuse_tokens,
+        token_rate: args.token_rate.map(|limit| limit.0),
+        token_quota: args.token_quota.map(|limit| limit.0),
+        quota_mode: args.quota_mode,
         ..ClientUpdate::default()
     };
     let changes = update.name.is_some()
@@ -430,7 +441,10 @@ fn settings_update(args: &UpdateArgs) -> anyhow::Result<Option<ClientUpdate>> {
         || update.token_ttl_seconds.is_some()
         || update.can_introspect.is_some()
         || update.token_format.is_some()
-        || update.reuse_tokens.is_some();
+        || update.reuse_tokens.is_some()
+        || update.token_rate.is_some()
+        || update.token_quota.is_some()
+        || update.quota_mode.is_some();
     Ok(changes.then_some(update))
 }
 
@@ -490,6 +504,18 @@ async fn update_on_server(remote: &Remote, args: UpdateArgs) -> anyhow::Result<w
         }
         if let Some(reuse) = update.reuse_tokens {
             patch["reuse_tokens"] = json!(reuse);
+        }
+        let limit = |rate: Option<latchkey_server::model::Rate>| {
+            rate.map_or_else(|| "off".to_owned(), |rate| rate.to_string())
+        };
+        if let Some(rate) = update.token_rate {
+            patch["token_rate"] = json!(limit(rate));
+        }
+        if let Some(quota) = update.token_quota {
+            patch["token_quota"] = json!(limit(quota));
+        }
+        if let Some(mode) = update.quota_mode {
+            patch["quota_mode"] = json!(mode.as_str());
         }
         client = Some(remote.json(Method::PATCH, &path, Some(&patch)).await?);
     }
@@ -755,6 +781,15 @@ fn client_row(client: &wire::Client, secret: Option<&str>) -> Vec<Row> {
         ("can_introspect", client.can_introspect.to_string()),
         ("token_format", client.token_format.clone()),
         ("reuse_tokens", client.reuse_tokens.to_string()),
+        (
+            "token_rate",
+            client.token_rate.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "token_quota",
+            client.token_quota.clone().unwrap_or_else(|| "-".into()),
+        ),
+        ("quota_mode", client.quota_mode.clone()),
         ("created_at", client.created_at.clone()),
         ("updated_at", client.updated_at.clone()),
     ]);

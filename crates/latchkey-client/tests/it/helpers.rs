@@ -80,6 +80,7 @@ impl Stack {
             can_introspect: false,
             token_format: TokenFormat::Jwt,
             reuse_tokens: false,
+            limits: Default::default(),
         };
         edit(&mut new);
         let (record, secret) = admin::create_client(

@@ -25,6 +25,7 @@ async fn key_client(stack: &crate::helpers::Stack, alg: SigningAlg) -> (String, 
         can_introspect: false,
         token_format: TokenFormat::Jwt,
         reuse_tokens: false,
+        limits: Default::default(),
     };
     let jwks = serde_json::json!({ "keys": [key.public_jwk()] }).to_string();
     let record = admin::create_key_client(

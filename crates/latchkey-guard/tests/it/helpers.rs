@@ -95,6 +95,7 @@ pub async fn spawn_stack() -> Stack {
             can_introspect: false,
             token_format: TokenFormat::Jwt,
             reuse_tokens: false,
+            limits: Default::default(),
         },
     )
     .await
@@ -183,6 +184,7 @@ impl Stack {
             can_introspect: false,
             token_format: TokenFormat::Jwt,
             reuse_tokens: false,
+            limits: Default::default(),
         };
         edit(&mut new);
         let (record, secret) = admin::create_client(

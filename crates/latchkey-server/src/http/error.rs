@@ -46,6 +46,15 @@ impl IntoResponse for OAuthError {
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        if let Some(limits) = self.rate_limit {
+            let (policy, state) = *limits;
+            if let (Ok(policy), Ok(state)) =
+                (HeaderValue::try_from(policy), HeaderValue::try_from(state))
+            {
+                headers.insert("ratelimit-policy", policy);
+                headers.insert("ratelimit", state);
+            }
+        }
         // The access log reads the outcome from here.
         response
             .extensions_mut()

@@ -77,6 +77,8 @@ pub mod action {
     pub const REGISTRATION_TOKEN_CREATE: &str = "registration_token.create";
     /// An initial access token was revoked.
     pub const REGISTRATION_TOKEN_REVOKE: &str = "registration_token.revoke";
+    /// A client in monitor mode passed its token rate or quota (and got its token).
+    pub const CLIENT_QUOTA_EXCEEDED: &str = "client.quota_exceeded";
 }
 
 /// One change, as the service layer records it (in the same transaction as the change).
@@ -126,6 +128,15 @@ pub fn client_fields(client: &ClientRecord) -> Map<String, Value> {
     fields.insert("can_introspect".into(), json!(client.can_introspect));
     fields.insert("token_format".into(), json!(client.token_format));
     fields.insert("reuse_tokens".into(), json!(client.reuse_tokens));
+    fields.insert(
+        "token_rate".into(),
+        json!(client.token_rate.map(|rate| rate.to_string())),
+    );
+    fields.insert(
+        "token_quota".into(),
+        json!(client.token_quota.map(|rate| rate.to_string())),
+    );
+    fields.insert("quota_mode".into(), json!(client.quota_mode.as_str()));
     fields.insert("token_epoch".into(), json!(client.token_epoch));
     fields.insert("credential".into(), credential_summary(&client.credential));
     fields
@@ -230,6 +241,15 @@ impl ClientRecord {
         }
         if let Some(reuse_tokens) = update.reuse_tokens {
             after.reuse_tokens = reuse_tokens;
+        }
+        if let Some(rate) = update.token_rate {
+            after.token_rate = rate;
+        }
+        if let Some(quota) = update.token_quota {
+            after.token_quota = quota;
+        }
+        if let Some(mode) = update.quota_mode {
+            after.quota_mode = mode;
         }
         if update.revoke_tokens {
             after.token_epoch += 1;

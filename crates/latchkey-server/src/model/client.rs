@@ -2,7 +2,7 @@
 
 use latchkey_proto::{ClientAuthMethod, GrantType, TokenFormat};
 
-use super::Credential;
+use super::{Credential, QuotaMode, Rate};
 use crate::secret::SecretHash;
 
 /// Shortest token lifetime a client may have (seconds).
@@ -46,6 +46,12 @@ pub struct ClientRecord {
     /// A request like the last one (same scope, audience and binding) gets the last token back
     /// while it has more than half its lifetime left, instead of a new one.
     pub reuse_tokens: bool,
+    /// At most this many tokens in a burst, refilled over the period (a token bucket).
+    pub token_rate: Option<Rate>,
+    /// At most this many tokens per fixed window of the period (UTC).
+    pub token_quota: Option<Rate>,
+    /// Whether passing the rate or quota refuses the request or only reports it.
+    pub quota_mode: QuotaMode,
     /// Tokens carry the epoch of their client at issue; tokens of an older epoch are revoked.
     pub token_epoch: i64,
     /// Moves on with every change to the client's record (not its secrets): a change can be
@@ -80,6 +86,9 @@ impl ClientRecord {
             can_introspect: false,
             token_format: TokenFormat::Jwt,
             reuse_tokens: false,
+            token_rate: None,
+            token_quota: None,
+            quota_mode: QuotaMode::Enforce,
             token_epoch: 0,
             version: 0,
             created_at: now,
@@ -139,6 +148,12 @@ pub struct ClientUpdate {
     pub token_format: Option<TokenFormat>,
     /// Hand out the last token again while it has more than half its lifetime left.
     pub reuse_tokens: Option<bool>,
+    /// A new token rate (`Some(None)` removes it).
+    pub token_rate: Option<Option<Rate>>,
+    /// A new token quota (`Some(None)` removes it).
+    pub token_quota: Option<Option<Rate>>,
+    /// A new quota mode.
+    pub quota_mode: Option<QuotaMode>,
     /// Revoke every token the client holds: moves `token_epoch` on and deletes the client's
     /// opaque tokens, in one transaction.
     pub revoke_tokens: bool,

@@ -6,6 +6,7 @@
 pub mod audit;
 mod client;
 pub mod credential;
+mod rate;
 mod registration;
 mod token;
 mod usage;
@@ -16,6 +17,7 @@ pub use client::{
     MAX_TOKEN_TTL, MIN_TOKEN_TTL, SecretInfo, SecretRecord,
 };
 pub use credential::{Credential, Federation, SecretMethod, TlsSubject};
+pub use rate::{QuotaMode, Rate, TokenLimits};
 pub use registration::{Registration, RegistrationToken};
 pub use token::{OpaqueTokenRecord, Revocation};
 pub use usage::{TokenSource, UsageCount, UsageKind, tokens_allowed_per_hour};

@@ -95,6 +95,7 @@ fn new_client(requested: &Requested) -> NewClient {
         can_introspect: false,
         token_format: latchkey_proto::TokenFormat::Jwt,
         reuse_tokens: false,
+        limits: Default::default(),
     }
 }
 

@@ -6,7 +6,8 @@ use latchkey_proto::{TokenFormat, TokenResponse, TokenType};
 use super::{ClientRequest, Services, authenticate_client};
 use crate::cache::KnownClient;
 use crate::error::OAuthError;
-use crate::model::OpaqueTokenRecord;
+use crate::model::audit::action;
+use crate::model::{Actor, AuditEntry, OpaqueTokenRecord, QuotaMode};
 use crate::protocol::client_credentials::{
     access_token_claims, bind, check_grant_type, decide, expires_in,
 };
@@ -92,6 +93,10 @@ async fn issue_to(
         }
         known.reusable.forget(&kept.jti);
     }
+    // A new token counts against the client's rate and quota (a reused one does not).
+    if client.token_rate.is_some() || client.token_quota.is_some() {
+        check_limits(services, known).await?;
+    }
     let mut claims = access_token_claims(&services.issuer, client, &grant, now, new_jti());
     claims.cnf = binding.cnf;
     let access_token = match client.token_format {
@@ -141,6 +146,55 @@ async fn issue_to(
         expires_in: Some(expires_in(&grant)),
         scope: claims.scope,
     })
+}
+
+/// The client's token rate and quota: past one, 429 in enforce mode; in monitor mode the
+/// token is issued, and the overrun logged and audited (once until the limit frees up) and
+/// counted.
+async fn check_limits(services: &Services, known: &KnownClient) -> Result<(), OAuthError> {
+    let client = &known.record;
+    let now_ms = services
+        .clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let Some(passed) =
+        crate::quota::take(services.store.as_ref(), &known.leases, client, now_ms).await?
+    else {
+        return Ok(());
+    };
+    services
+        .metrics
+        .quota_exceeded(passed.limit, client.quota_mode);
+    if client.quota_mode == QuotaMode::Enforce {
+        return Err(passed.refusal());
+    }
+    if crate::quota::first_report(&known.leases, &passed, now_ms).await {
+        tracing::warn!(
+            client_id = %client.client_id,
+            limit = passed.limit,
+            policy = %passed.rate,
+            "client {} passed its token {} of {} (monitor mode: tokens are still issued)",
+            client.client_id,
+            passed.limit,
+            passed.rate,
+        );
+        let audit = AuditEntry {
+            at: services.clock.unix_seconds(),
+            actor: Actor::Server(services.cache.server_id().to_owned()),
+            action: action::CLIENT_QUOTA_EXCEEDED,
+            target: Some(client.client_id.clone()),
+            changes: serde_json::json!({
+                "limit": passed.limit,
+                "policy": passed.rate.to_string(),
+                "mode": client.quota_mode.as_str(),
+            }),
+        };
+        if let Err(err) = services.store.record_event(&audit).await {
+            tracing::warn!(error = %err, "the quota overrun could not be written to the audit trail");
+        }
+    }
+    Ok(())
 }
 
 /// The DPoP nonce of this moment (RFC 9449 §8), made with the current signing key: sent with

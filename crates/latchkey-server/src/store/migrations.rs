@@ -64,6 +64,10 @@ const SQLITE_MIGRATIONS: &[(&str, &str)] = &[
         "token reuse",
         include_str!("../../migrations/sqlite/0014_reuse_tokens.sql"),
     ),
+    (
+        "token quotas",
+        include_str!("../../migrations/sqlite/0015_token_quotas.sql"),
+    ),
 ];
 
 /// PostgreSQL's migrations, likewise. Version 1 is the whole of SQLite's versions 1 and 2:
@@ -120,6 +124,10 @@ const POSTGRES_MIGRATIONS: &[(&str, &str)] = &[
     (
         "token reuse",
         include_str!("../../migrations/postgres/0013_reuse_tokens.sql"),
+    ),
+    (
+        "token quotas",
+        include_str!("../../migrations/postgres/0014_token_quotas.sql"),
     ),
 ];
 

@@ -473,6 +473,32 @@ pub trait Store: Send + Sync + 'static {
     /// Audit events matching `query`, oldest first.
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
 
+    /// Appends an audit event that changes nothing else (a client that passed its quota in
+    /// monitor mode).
+    async fn record_event(&self, audit: &AuditEntry) -> Result<(), StoreError>;
+
+    /// Takes up to `want` tokens of the quota `limit` of `client_id` in the window that starts
+    /// at `window_start`, shared by every server; returns how many it got (0: used up).
+    async fn take_quota(
+        &self,
+        client_id: &str,
+        window_start: i64,
+        limit: i64,
+        want: i64,
+    ) -> Result<i64, StoreError>;
+
+    /// Takes up to `want` tokens from the token bucket of `client_id` (`count` per `period_ms`,
+    /// a burst of `count`) at `now_ms`, shared by every server; returns how many it got and,
+    /// when none, the milliseconds until one is free.
+    async fn take_rate(
+        &self,
+        client_id: &str,
+        count: i64,
+        period_ms: i64,
+        now_ms: i64,
+        want: i64,
+    ) -> Result<(i64, i64), StoreError>;
+
     /// Stores a new initial access token, with its audit entry.
     async fn create_registration_token(
         &self,

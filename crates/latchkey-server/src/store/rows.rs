@@ -13,8 +13,8 @@ use super::dialect::Dialect;
 use super::{Change, FeedEntry, KeyState, StoreError, StoredKey};
 use crate::model::{
     Actor, AuditEntry, AuditEvent, ClientRecord, ClientUpdate, Credential, Federation,
-    OpaqueTokenRecord, Registration, RegistrationToken, Revocation, SecretInfo, SecretRecord,
-    TlsSubject, TokenSource, UsageCount, UsageKind,
+    OpaqueTokenRecord, QuotaMode, Rate, Registration, RegistrationToken, Revocation, SecretInfo,
+    SecretRecord, TlsSubject, TokenSource, UsageCount, UsageKind,
 };
 use crate::secret::SecretHash;
 
@@ -24,7 +24,7 @@ macro_rules! client_select {
     () => {
         "SELECT c.client_id, c.name, c.scope, c.audience, c.grant_types,
         c.token_ttl_seconds, c.auth_method, c.enabled, c.can_introspect, c.token_format,
-        c.reuse_tokens, c.token_epoch, c.version, c.public_keys, c.jwks_uri,
+        c.reuse_tokens, c.token_rate, c.token_quota, c.quota_mode, c.token_epoch, c.version, c.public_keys, c.jwks_uri,
         c.federated_issuer, c.federated_subject, c.federated_audience, c.federated_max_token_age,
         c.tls_subject_kind,
         c.tls_subject, c.created_at, c.updated_at,
@@ -76,8 +76,9 @@ pub(super) fn select_secret_infos(client_id: &str) -> Query<'_> {
 const CLIENT_COLUMNS: &str = "client_id, name, scope, audience, grant_types, token_ttl_seconds,
     auth_method, enabled, can_introspect, token_format, token_epoch, created_at, updated_at,
     public_keys, jwks_uri, federated_issuer, federated_subject, federated_audience,
-    tls_subject_kind, tls_subject, federated_max_token_age, reuse_tokens";
-const CLIENT_VALUES: usize = 22;
+    tls_subject_kind, tls_subject, federated_max_token_age, reuse_tokens, token_rate,
+    token_quota, quota_mode";
+const CLIENT_VALUES: usize = 25;
 
 /// The most client rows one [`insert_clients`] statement takes. Small on purpose: SQLite
 /// compiles each statement's text, and larger statements gained nothing once parameters were
@@ -116,7 +117,12 @@ fn bind_client<'a>(query: Query<'a>, client: &'a ClientRecord) -> Query<'a> {
         .bind(client.token_epoch)
         .bind(client.created_at)
         .bind(client.updated_at);
-    columns.bind(query).bind(client.reuse_tokens)
+    columns
+        .bind(query)
+        .bind(client.reuse_tokens)
+        .bind(client.token_rate.map(|rate| rate.to_string()))
+        .bind(client.token_quota.map(|rate| rate.to_string()))
+        .bind(client.quota_mode.as_str())
 }
 
 /// How a [`Credential`] is stored: the method in `auth_method`, and at most one of these set.
@@ -253,6 +259,9 @@ pub(super) fn update_client<'a>(
             can_introspect = COALESCE($8, can_introspect),
             token_format = COALESCE($9, token_format),
             reuse_tokens = COALESCE($22, reuse_tokens),
+            token_rate = CASE WHEN $23 THEN CAST($24 AS TEXT) ELSE token_rate END,
+            token_quota = CASE WHEN $25 THEN CAST($26 AS TEXT) ELSE token_quota END,
+            quota_mode = COALESCE($27, quota_mode),
             token_epoch = token_epoch + $10,
             public_keys = CASE WHEN $19 THEN CAST($11 AS TEXT) ELSE public_keys END,
             jwks_uri = CASE WHEN $19 THEN CAST($12 AS TEXT) ELSE jwks_uri END,
@@ -289,6 +298,11 @@ pub(super) fn update_client<'a>(
         )
         .bind(update.expected_version)
         .bind(update.reuse_tokens)
+        .bind(update.token_rate.is_some())
+        .bind(update.token_rate.flatten().map(|rate| rate.to_string()))
+        .bind(update.token_quota.is_some())
+        .bind(update.token_quota.flatten().map(|rate| rate.to_string()))
+        .bind(update.quota_mode.map(QuotaMode::as_str))
 }
 
 /// Inserts secrets (`(client_id, secret)`), all in one statement; at most
@@ -378,6 +392,10 @@ pub(super) fn clients_from_rows(rows: &[DbRow]) -> Result<Vec<ClientRecord>, Sto
                 enabled: row.get("enabled")?,
                 can_introspect: row.get("can_introspect")?,
                 reuse_tokens: row.get("reuse_tokens")?,
+                token_rate: rate_from_row(row, "token_rate")?,
+                token_quota: rate_from_row(row, "token_quota")?,
+                quota_mode: QuotaMode::parse(&row.get::<String>("quota_mode")?)
+                    .map_err(StoreError::Corrupt)?,
                 token_format: TokenFormat::from_str(&token_format)
                     .map_err(|e| StoreError::Corrupt(format!("token format: {e}")))?,
                 token_epoch: row.get("token_epoch")?,
@@ -661,6 +679,13 @@ pub(super) fn usage_from_row(row: &DbRow) -> Option<Result<UsageCount, StoreErro
         }))
     };
     read().transpose()
+}
+
+/// A rate column (`100/min`, or NULL).
+fn rate_from_row(row: &DbRow, column: &str) -> Result<Option<Rate>, StoreError> {
+    row.get::<Option<String>>(column)?
+        .map(|text| Rate::parse(&text).map_err(StoreError::Corrupt))
+        .transpose()
 }
 
 fn hash_from_row(row: &DbRow, column: &str) -> Result<SecretHash, StoreError> {

@@ -40,6 +40,56 @@ pub(super) struct SqlStore {
 }
 
 impl SqlStore {
+    /// Reads the shared counter `kind` of `client_id` (created at 0), lets `decide` say how
+    /// many it grants, the new value and a wait, and writes the new value only if no other
+    /// server changed it meanwhile (else reads again). Returns the grant and the wait.
+    async fn take_shared(
+        &self,
+        client_id: &str,
+        kind: &str,
+        window_start: i64,
+        decide: impl Fn(i64) -> (i64, i64, i64) + Send + Sync,
+    ) -> Result<(i64, i64), StoreError> {
+        sql(
+            "INSERT INTO quota_windows (client_id, kind, window_start, used)
+             VALUES ($1, $2, $3, 0) ON CONFLICT (client_id, kind, window_start) DO NOTHING",
+        )
+        .bind(client_id)
+        .bind(kind)
+        .bind(window_start)
+        .execute(&mut self.db.acquire().await?)
+        .await?;
+        for _ in 0..16 {
+            let row = sql("SELECT used FROM quota_windows
+                 WHERE client_id = $1 AND kind = $2 AND window_start = $3")
+            .bind(client_id)
+            .bind(kind)
+            .bind(window_start)
+            .fetch_one(&mut self.db.acquire().await?)
+            .await?;
+            let old: i64 = row.get("used")?;
+            let (granted, new, wait) = decide(old);
+            if granted == 0 {
+                return Ok((0, wait));
+            }
+            let changed = sql("UPDATE quota_windows SET used = $4
+                 WHERE client_id = $1 AND kind = $2 AND window_start = $3 AND used = $5")
+            .bind(client_id)
+            .bind(kind)
+            .bind(window_start)
+            .bind(new)
+            .bind(old)
+            .execute(&mut self.db.acquire().await?)
+            .await?;
+            if changed == 1 {
+                return Ok((granted, 0));
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "the {kind} counter of client {client_id} kept changing"
+        )))
+    }
+
     /// Starts the store on an opened pool, migrating the database first.
     pub(super) async fn start(db: Db) -> Result<Self, StoreError> {
         let jtis = JtiWriter::start(db.clone());
@@ -556,6 +606,12 @@ impl Store for SqlStore {
                 .bind(usage_before)
                 .execute(&mut tx)
                 .await?;
+            // Quota windows that ended with the usage retention (rate buckets are one row per
+            // client and stay).
+            sql("DELETE FROM quota_windows WHERE kind = 'quota' AND window_start < $1")
+                .bind(usage_before)
+                .execute(&mut tx)
+                .await?;
             let token_sources = sql("DELETE FROM token_sources WHERE hour < $1")
                 .bind(usage_before.max(now.saturating_sub(super::SOURCES_RETAINED)))
                 .execute(&mut tx)
@@ -643,6 +699,52 @@ impl Store for SqlStore {
             }
             tx.commit().await?;
             Ok(totals)
+        })
+        .await
+    }
+
+    async fn record_event(&self, audit: &AuditEntry) -> Result<(), StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            rows::insert_audit(audit, None).execute(&mut tx).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn take_quota(
+        &self,
+        client_id: &str,
+        window_start: i64,
+        limit: i64,
+        want: i64,
+    ) -> Result<i64, StoreError> {
+        self.take_shared(client_id, "quota", window_start, |used| {
+            let granted = want.min(limit - used).max(0);
+            (granted, used + granted, 0)
+        })
+        .await
+        .map(|(granted, _)| granted)
+    }
+
+    async fn take_rate(
+        &self,
+        client_id: &str,
+        count: i64,
+        period_ms: i64,
+        now_ms: i64,
+        want: i64,
+    ) -> Result<(i64, i64), StoreError> {
+        // GCRA: `used` is the bucket's theoretical arrival time; one token moves it on by
+        // `interval`, and it may run up to `count` intervals ahead of now.
+        let count = count.max(1);
+        let interval = (period_ms / count).max(1);
+        self.take_shared(client_id, "rate", 0, |arrival| {
+            let base = arrival.max(now_ms);
+            let room = (count * interval - (base - now_ms)) / interval;
+            let granted = want.min(room).max(0);
+            let wait = (base - now_ms) - (count - 1) * interval;
+            (granted, base + granted * interval, wait.max(0))
         })
         .await
     }

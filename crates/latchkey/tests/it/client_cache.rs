@@ -65,6 +65,7 @@ fn new_client() -> admin::NewClient {
         can_introspect: false,
         token_format: latchkey_proto::TokenFormat::Jwt,
         reuse_tokens: false,
+        limits: Default::default(),
     }
 }
 

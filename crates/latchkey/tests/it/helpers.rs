@@ -209,6 +209,7 @@ impl TestApp {
             can_introspect: false,
             token_format: TokenFormat::Jwt,
             reuse_tokens: false,
+            limits: Default::default(),
         };
         edit(&mut new);
         let (record, secret) = admin::create_client(
@@ -243,6 +244,7 @@ impl TestApp {
             can_introspect: false,
             token_format: TokenFormat::Jwt,
             reuse_tokens: false,
+            limits: Default::default(),
         };
         edit(&mut new);
         let jwks = serde_json::json!({ "keys": [key.public_jwk()] }).to_string();

@@ -23,6 +23,7 @@ mod lifecycle;
 mod metrics;
 mod mtls;
 mod private_key_jwt;
+mod quota;
 mod registration;
 mod remote_cli;
 mod replicas;

@@ -646,6 +646,7 @@ fn key_client_new() -> latchkey_server::service::admin::NewClient {
         can_introspect: false,
         token_format: latchkey_proto::TokenFormat::Jwt,
         reuse_tokens: false,
+        limits: Default::default(),
     }
 }
 

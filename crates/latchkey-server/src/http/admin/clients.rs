@@ -15,7 +15,10 @@ use super::{
     refuse_lockout,
 };
 use crate::http::AppState;
-use crate::model::{ADMIN_AUDIENCE, ADMIN_SCOPE, ClientRecord, ClientUpdate, DEFAULT_TOKEN_TTL};
+use crate::model::{
+    ADMIN_AUDIENCE, ADMIN_SCOPE, ClientRecord, ClientUpdate, DEFAULT_TOKEN_TTL, QuotaMode, Rate,
+    TokenLimits,
+};
 use crate::service::admin::{self, ClientKeys};
 use crate::service::admin_auth::Access;
 
@@ -136,6 +139,11 @@ pub async fn create(
             "the federated_* members need federated_issuer",
         ));
     }
+    let limits = TokenLimits {
+        rate: rate_field("token_rate", new.token_rate.as_deref())?.flatten(),
+        quota: rate_field("token_quota", new.token_quota.as_deref())?.flatten(),
+        mode: mode_field(new.quota_mode.as_deref())?.unwrap_or_default(),
+    };
     let services = &state.services;
     let store = services.store.as_ref();
     let clock = services.clock.as_ref();
@@ -152,6 +160,7 @@ pub async fn create(
         can_introspect: new.can_introspect,
         token_format,
         reuse_tokens: new.reuse_tokens,
+        limits,
     };
     let created = match keys {
         None => admin::create_client(store, clock, &request.actor, registration)
@@ -371,6 +380,9 @@ pub async fn update(
         can_introspect: patch.can_introspect,
         token_format,
         reuse_tokens: patch.reuse_tokens,
+        token_rate: rate_field("token_rate", patch.token_rate.as_deref())?,
+        token_quota: rate_field("token_quota", patch.token_quota.as_deref())?,
+        quota_mode: mode_field(patch.quota_mode.as_deref())?,
         ..ClientUpdate::default()
     };
     // Bad input is a 400 whatever the preconditions say.
@@ -586,4 +598,22 @@ async fn check_if_match(
             None,
         ))
     }
+}
+
+/// A rate member: `N/min` and the like, or `off` (`Some(None)`); absent is `None`.
+fn rate_field(name: &str, value: Option<&str>) -> Result<Option<Option<Rate>>, ApiError> {
+    match value {
+        None => Ok(None),
+        Some("off") => Ok(Some(None)),
+        Some(text) => Rate::parse(text)
+            .map(|rate| Some(Some(rate)))
+            .map_err(|why| ApiError::field(name, format!("{name}: {why}"))),
+    }
+}
+
+/// The `quota_mode` member: `enforce` or `monitor`.
+fn mode_field(value: Option<&str>) -> Result<Option<QuotaMode>, ApiError> {
+    value
+        .map(|mode| QuotaMode::parse(mode).map_err(|why| ApiError::field("quota_mode", why)))
+        .transpose()
 }

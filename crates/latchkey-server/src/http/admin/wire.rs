@@ -54,6 +54,15 @@ pub struct Client {
     /// lifetime left.
     #[serde(default)]
     pub reuse_tokens: bool,
+    /// Its token rate, like `100/min` (a burst of 100, refilled over the minute), if any.
+    #[serde(default)]
+    pub token_rate: Option<String>,
+    /// Its token quota, like `10000/day` (per UTC day), if any.
+    #[serde(default)]
+    pub token_quota: Option<String>,
+    /// `enforce` (429 past a limit) or `monitor` (logged, counted and audited).
+    #[serde(default = "enforce")]
+    pub quota_mode: String,
     /// When it was registered (RFC 3339).
     pub created_at: String,
     /// When it last changed (RFC 3339).
@@ -113,6 +122,9 @@ impl From<&ClientRecord> for Client {
             can_introspect: client.can_introspect,
             token_format: client.token_format.as_str().to_owned(),
             reuse_tokens: client.reuse_tokens,
+            token_rate: client.token_rate.map(|rate| rate.to_string()),
+            token_quota: client.token_quota.map(|rate| rate.to_string()),
+            quota_mode: client.quota_mode.as_str().to_owned(),
             created_at: timestamp(client.created_at),
             updated_at: timestamp(client.updated_at),
             jwks: None,
@@ -200,6 +212,15 @@ pub struct NewClient {
     /// (default false).
     #[serde(default)]
     pub reuse_tokens: bool,
+    /// A token rate like `100/min` (`N/s`, `N/min`, `N/hour`, `N/day`); default none.
+    #[serde(default)]
+    pub token_rate: Option<String>,
+    /// A token quota like `10000/day`; default none.
+    #[serde(default)]
+    pub token_quota: Option<String>,
+    /// `enforce` (default) or `monitor`.
+    #[serde(default)]
+    pub quota_mode: Option<String>,
     /// `private_key_jwt`: its public keys, as a JWK Set (`self_signed_tls_client_auth`: keys
     /// carrying its certificates in `x5c`).
     #[serde(default)]
@@ -390,6 +411,15 @@ pub struct ClientPatch {
     /// Hand out the last token again while it has more than half its lifetime left.
     #[serde(default)]
     pub reuse_tokens: Option<bool>,
+    /// A new token rate like `100/min`, or `off`.
+    #[serde(default)]
+    pub token_rate: Option<String>,
+    /// A new token quota like `10000/day`, or `off`.
+    #[serde(default)]
+    pub token_quota: Option<String>,
+    /// `enforce` or `monitor`.
+    #[serde(default)]
+    pub quota_mode: Option<String>,
 }
 
 /// One page of clients, ordered by id.
@@ -734,6 +764,10 @@ impl UsageRow {
         }
         rows.into_iter().map(|(_, _, row)| row).collect()
     }
+}
+
+fn enforce() -> String {
+    "enforce".into()
 }
 
 /// A client that got more tokens at one address in one hour than caching them would need.

@@ -55,6 +55,9 @@ struct ImportLine {
     token_format: TokenFormat,
     #[serde(default)]
     reuse_tokens: bool,
+    token_rate: Option<String>,
+    token_quota: Option<String>,
+    quota_mode: Option<String>,
     jwks: Option<serde_json::Value>,
     jwks_uri: Option<String>,
     federated_issuer: Option<String>,
@@ -124,6 +127,17 @@ pub async fn prepare_client(
         can_introspect: line.can_introspect,
         token_format: line.token_format,
         reuse_tokens: line.reuse_tokens,
+        limits: crate::model::TokenLimits {
+            rate: line_rate("token_rate", line.token_rate.as_deref())?,
+            quota: line_rate("token_quota", line.token_quota.as_deref())?,
+            mode: line
+                .quota_mode
+                .as_deref()
+                .map(crate::model::QuotaMode::parse)
+                .transpose()
+                .map_err(|why| AdminError::field("quota_mode", why))?
+                .unwrap_or_default(),
+        },
     };
     let jwks = line.jwks.as_ref().map(serde_json::Value::to_string);
     let keys = key_source(&line, jwks.as_deref(), allow_private)?;
@@ -280,4 +294,17 @@ fn key_source<'a>(
         ));
     }
     Ok(sources.pop())
+}
+
+/// A rate member of an import line (`100/min`; absent, null or `off` for none).
+fn line_rate(
+    name: &'static str,
+    value: Option<&str>,
+) -> Result<Option<crate::model::Rate>, AdminError> {
+    match value {
+        None | Some("off") => Ok(None),
+        Some(text) => crate::model::Rate::parse(text)
+            .map(Some)
+            .map_err(|why| AdminError::field(name, why)),
+    }
 }

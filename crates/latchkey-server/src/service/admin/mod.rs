@@ -160,6 +160,8 @@ pub struct NewClient {
     pub token_format: TokenFormat,
     /// Hand out its last token again while that has more than half its lifetime left.
     pub reuse_tokens: bool,
+    /// Its token rate, quota and their mode.
+    pub limits: crate::model::TokenLimits,
 }
 
 /// Splits and checks a space-separated scope list (RFC 6749 §3.3 syntax).
@@ -549,6 +551,9 @@ fn client_record(
         can_introspect: new.can_introspect,
         token_format: new.token_format,
         reuse_tokens: new.reuse_tokens,
+        token_rate: new.limits.rate,
+        token_quota: new.limits.quota,
+        quota_mode: new.limits.mode,
         ..ClientRecord::new(new_client_id(), check_name(&new.name)?, credential, now)
     })
 }
@@ -685,6 +690,9 @@ pub async fn replace_client(
         || update.can_introspect.is_some()
         || update.token_format.is_some()
         || update.reuse_tokens.is_some()
+        || update.token_rate.is_some()
+        || update.token_quota.is_some()
+        || update.quota_mode.is_some()
         || update.revoke_tokens;
     let action = if keys.is_some() && !settings {
         action::CLIENT_KEYS

@@ -1,0 +1,213 @@
+//! Token rates and quotas per client (`client update --token-rate 100/min --token-quota
+//! 10000/day --quota-mode enforce|monitor`).
+//!
+//! A rate is a token bucket: a burst of N tokens, refilled at N per period. A quota is N
+//! tokens per fixed period, aligned to UTC (a day starts at midnight UTC). Both are counted in
+//! the database (`quota_windows`), shared by every server and kept across restarts; a server
+//! takes tokens from them in leases ([`lease_size`]: 1 for small limits, up to 100) and hands
+//! them out from memory, so a busy client costs one database write per lease, not per token.
+//! A limit is never passed: a token is only handed out from a lease the database granted.
+//! What a lease leaves unused (a server that stops, a rate lease held longer than one token's
+//! interval, the end of a quota window) is lost, so with S servers a client may get up to
+//! (S − 1) × lease size fewer than its limit.
+
+use crate::error::OAuthError;
+use crate::model::{ClientRecord, Rate};
+use crate::store::{Store, StoreError};
+
+/// What a server holds of a client's limits, on the client's cached record.
+#[derive(Debug, Default)]
+pub struct Leases(tokio::sync::Mutex<Held>);
+
+#[derive(Debug, Default)]
+struct Held {
+    /// Rate tokens leased and not yet handed out, and when they were leased (ms).
+    rate_left: i64,
+    rate_leased_at: i64,
+    /// Quota tokens leased in `quota_window` and not yet handed out.
+    quota_left: i64,
+    quota_window: i64,
+    /// A limit passed, until when (ms): requests until then are answered from memory.
+    passed: Option<(Overrun, i64)>,
+    /// Until when (ms) an overrun has been reported.
+    reported_until: i64,
+}
+
+/// Which limit a request passed, and what to tell the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overrun {
+    /// `rate` or `quota`.
+    pub limit: &'static str,
+    /// The limit.
+    pub rate: Rate,
+    /// Seconds until a token is free again.
+    pub retry_after: u64,
+    /// The `RateLimit-Policy` header: every limit the client has.
+    pub policy: String,
+    /// The `RateLimit` header: the limit passed, none left, and when it resets.
+    pub state: String,
+}
+
+impl Overrun {
+    /// The 429 for an enforced limit.
+    pub fn refusal(&self) -> OAuthError {
+        OAuthError::quota_exceeded(
+            format!(
+                "the client passed its token {} of {}; retry later",
+                self.limit, self.rate
+            ),
+            self.retry_after,
+            self.policy.clone(),
+            self.state.clone(),
+        )
+    }
+}
+
+/// How many tokens one lease takes: 1 for limits up to 20, then a twentieth, at most 100.
+pub fn lease_size(limit: u32) -> i64 {
+    i64::from((limit / 20).clamp(1, 100))
+}
+
+/// Takes one token of `client`'s rate and quota at `now_ms`: `None` when it is within both,
+/// else the limit it passed (nothing is taken then).
+pub async fn take(
+    store: &dyn Store,
+    leases: &Leases,
+    client: &ClientRecord,
+    now_ms: i64,
+) -> Result<Option<Overrun>, StoreError> {
+    let mut held = leases.0.lock().await;
+    if let Some((passed, until)) = &held.passed {
+        if now_ms < *until {
+            let mut passed = passed.clone();
+            passed.retry_after = u64::try_from(until - now_ms)
+                .unwrap_or(0)
+                .div_ceil(1000)
+                .max(1);
+            passed.state = format!("\"{}\";r=0;t={}", passed.limit, passed.retry_after);
+            return Ok(Some(passed));
+        }
+        held.passed = None;
+    }
+    let passed = take_held(store, &mut held, client, now_ms).await?;
+    if let Some(passed) = &passed {
+        let until = now_ms.saturating_add(i64::try_from(passed.retry_after).unwrap_or(0) * 1000);
+        held.passed = Some((passed.clone(), until));
+    }
+    Ok(passed)
+}
+
+/// Whether an overrun at `now_ms` should be reported (logged and audited): once per passing,
+/// until its retry time.
+pub async fn first_report(leases: &Leases, passed: &Overrun, now_ms: i64) -> bool {
+    let mut held = leases.0.lock().await;
+    if now_ms < held.reported_until {
+        return false;
+    }
+    held.reported_until =
+        now_ms.saturating_add(i64::try_from(passed.retry_after).unwrap_or(0) * 1000);
+    true
+}
+
+async fn take_held(
+    store: &dyn Store,
+    held: &mut Held,
+    client: &ClientRecord,
+    now_ms: i64,
+) -> Result<Option<Overrun>, StoreError> {
+    if let Some(rate) = client.token_rate {
+        let period_ms = millis(rate);
+        let interval = period_ms / i64::from(rate.count.max(1));
+        // A lease held longer than one token's interval is dropped: the bucket would
+        // otherwise give a full burst on top of it.
+        if held.rate_left > 0 && now_ms - held.rate_leased_at > interval {
+            held.rate_left = 0;
+        }
+        if held.rate_left == 0 {
+            let (granted, wait_ms) = store
+                .take_rate(
+                    &client.client_id,
+                    i64::from(rate.count),
+                    period_ms,
+                    now_ms,
+                    lease_size(rate.count),
+                )
+                .await?;
+            if granted == 0 {
+                let wait = u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000);
+                return Ok(Some(overrun(client, "rate", rate, wait)));
+            }
+            held.rate_left = granted;
+            held.rate_leased_at = now_ms;
+        }
+    }
+    if let Some(quota) = client.token_quota {
+        let period = millis(quota) / 1000;
+        let now = now_ms / 1000;
+        let window = now - now.rem_euclid(period.max(1));
+        if held.quota_window != window {
+            held.quota_window = window;
+            held.quota_left = 0;
+        }
+        if held.quota_left == 0 {
+            let granted = store
+                .take_quota(
+                    &client.client_id,
+                    window,
+                    i64::from(quota.count),
+                    lease_size(quota.count),
+                )
+                .await?;
+            if granted == 0 {
+                let wait = u64::try_from(window + period - now).unwrap_or(0);
+                return Ok(Some(overrun(client, "quota", quota, wait)));
+            }
+            held.quota_left = granted;
+        }
+        held.quota_left -= 1;
+    }
+    if client.token_rate.is_some() {
+        held.rate_left -= 1;
+    }
+    Ok(None)
+}
+
+fn millis(rate: Rate) -> i64 {
+    i64::try_from(rate.period.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The overrun of `limit` and its headers (draft-ietf-httpapi-ratelimit-headers):
+/// `RateLimit-Policy: "rate";q=100;w=60, "quota";q=10000;w=86400` and
+/// `RateLimit: "quota";r=0;t=3600`.
+fn overrun(client: &ClientRecord, limit: &'static str, rate: Rate, retry_after: u64) -> Overrun {
+    let policies: Vec<String> = [("rate", client.token_rate), ("quota", client.token_quota)]
+        .into_iter()
+        .filter_map(|(name, rate)| {
+            let rate = rate?;
+            Some(format!(
+                "\"{name}\";q={};w={}",
+                rate.count,
+                rate.period.as_secs()
+            ))
+        })
+        .collect();
+    Overrun {
+        limit,
+        rate,
+        retry_after: retry_after.max(1),
+        policy: policies.join(", "),
+        state: format!("\"{limit}\";r=0;t={}", retry_after.max(1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_are_small_for_small_limits() {
+        assert_eq!(lease_size(5), 1);
+        assert_eq!(lease_size(100), 5);
+        assert_eq!(lease_size(10_000), 100);
+    }
+}
