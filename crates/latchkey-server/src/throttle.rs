@@ -63,28 +63,30 @@ impl Limit {
     /// Spends one attempt of `key` at `now`: `Ok` when the bucket had one, else how many
     /// milliseconds until it has. Atomic, so of many requests at once no more than the burst
     /// get through.
-    fn take(&self, key: u64, now: u64) -> Result<(), u64> {
+    fn take(&self, key: u64, now: u64) -> Result<Option<Arc<AtomicU64>>, u64> {
         let Ok(state) = self
             .states
             .get_or_insert_with(&key, || Ok::<_, ()>(Arc::new(AtomicU64::new(0))))
         else {
-            return Ok(());
+            return Ok(None);
         };
         let spent = state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |arrival| {
             let base = arrival.max(now);
             (base.saturating_sub(self.tolerance) <= now).then(|| base.saturating_add(self.interval))
         });
-        spent.map(drop).map_err(|arrival| {
-            arrival
+        match spent {
+            Ok(_) => Ok(Some(state)),
+            Err(arrival) => Err(arrival
                 .max(now)
                 .saturating_sub(self.tolerance)
-                .saturating_sub(now)
-        })
+                .saturating_sub(now)),
+        }
     }
 
-    /// Gives back an attempt spent by [`Limit::take`] (it did not fail).
-    fn give_back(&self, key: u64) {
-        if let Some(state) = self.states.get(&key) {
+    /// Gives back an attempt spent by [`Limit::take`] (it did not fail), on the state it was
+    /// taken from (no second lookup).
+    fn give_back(&self, state: Option<Arc<AtomicU64>>) {
+        if let Some(state) = state {
             let _ = state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |arrival| {
                 Some(arrival.saturating_sub(self.interval))
             });
@@ -97,8 +99,8 @@ impl Limit {
 #[derive(Debug)]
 #[must_use]
 pub struct Attempt {
-    pair: u64,
-    address: u64,
+    pair: Option<Arc<AtomicU64>>,
+    address: Option<Arc<AtomicU64>>,
 }
 
 /// The server's throttle of failed client authentications.
@@ -133,18 +135,31 @@ impl Throttle {
     /// (see [`Attempt`]); or says how long it must wait, in whole seconds for `Retry-After`,
     /// before its credentials are looked at again.
     pub fn admit(&self, client_id: &str, source: IpAddr, now_ms: u64) -> Result<Attempt, u64> {
-        let (pair, address) = self.keys(client_id, source);
-        if let Some(limit) = &self.per_client_address {
-            limit.take(pair, now_ms).map_err(|ms| ms.div_ceil(1000))?;
+        if self.per_address.is_none() && self.per_client_address.is_none() {
+            return Ok(Attempt {
+                pair: None,
+                address: None,
+            });
         }
-        if let Some(limit) = &self.per_address
-            && let Err(ms) = limit.take(address, now_ms)
-        {
-            if let Some(limit) = &self.per_client_address {
-                limit.give_back(pair);
-            }
-            return Err(ms.div_ceil(1000));
-        }
+        let (pair_key, address_key) = self.keys(client_id, source);
+        let pair = match &self.per_client_address {
+            Some(limit) => limit
+                .take(pair_key, now_ms)
+                .map_err(|ms| ms.div_ceil(1000))?,
+            None => None,
+        };
+        let address = match &self.per_address {
+            Some(limit) => match limit.take(address_key, now_ms) {
+                Ok(state) => state,
+                Err(ms) => {
+                    if let Some(limit) = &self.per_client_address {
+                        limit.give_back(pair);
+                    }
+                    return Err(ms.div_ceil(1000));
+                }
+            },
+            None => None,
+        };
         Ok(Attempt { pair, address })
     }
 

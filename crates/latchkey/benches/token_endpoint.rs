@@ -59,6 +59,11 @@
 //! the same database, one with the default limits and one with `--failed-auth-limit off
 //! --failed-auth-limit-per-address off`, take turns; prints the ratios (target: ≥ 0.97).
 //!
+//! `token-quota` measures what a client's token rate and quota cost: on one server, a client
+//! with `--token-rate 1000000/s --token-quota 2000000000/day` (limits it never reaches, so
+//! every token takes from a lease, and every hundredth takes a lease from the database) and
+//! one without, take turns; prints the ratios (target: ≥ 0.97).
+//!
 //! `throttle-flood` sends `BENCH_FLOOD` (1,000,000) failed authentications, each with a new
 //! random client id and a new random source address (named in `X-Forwarded-For`, the server
 //! trusting this machine as its proxy), and prints the server's resident memory before, half
@@ -66,7 +71,7 @@
 //!
 //! Settings (environment): `BENCH_ENDPOINT` (`token`, `token-opaque`, `token-pkjwt`,
 //! `token-tls`, `token-mtls`, `token-half-sent`, `federated-dead-issuer`, `token-floor`,
-//! `token-usage`, `token-throttle`, `throttle-flood`,
+//! `token-usage`, `token-throttle`, `token-quota`, `throttle-flood`,
 //! `introspect-jwt`, `introspect-opaque` or `gate`; default `token`), `BENCH_DATABASE`, `BENCH_REPLICAS` (1), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
 //! `BENCH_CONNECTIONS` (16), `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (2), and for
 //! `token-floor` `BENCH_ROUNDS` (2) and `BENCH_FLOOR_PROCESS` (0).
@@ -284,6 +289,35 @@ fn main() {
                         ..token.clone_request()
                     },
                     cpu: Box::new(move || vec![format!("/proc/{off}/stat")]),
+                },
+            ];
+            compare(&contestants, connections, warmup, seconds).await;
+            return;
+        }
+        if endpoint == "token-quota" {
+            let limited = create_client(
+                &database,
+                &[
+                    "--token-rate",
+                    "1000000/s",
+                    "--token-quota",
+                    "2000000000/day",
+                ],
+            );
+            let pid = servers[0].id();
+            let contestants = [
+                Contestant {
+                    name: "rate and quota",
+                    request: Request {
+                        authorization: limited,
+                        ..token.clone_request()
+                    },
+                    cpu: Box::new(move || vec![format!("/proc/{pid}/stat")]),
+                },
+                Contestant {
+                    name: "no limits",
+                    request: token.clone_request(),
+                    cpu: Box::new(move || vec![format!("/proc/{pid}/stat")]),
                 },
             ];
             compare(&contestants, connections, warmup, seconds).await;
