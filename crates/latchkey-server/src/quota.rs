@@ -7,9 +7,10 @@
 //! takes tokens from them in leases ([`lease_size`]: 1 for small limits, up to 100) and hands
 //! them out from memory, so a busy client costs one database write per lease, not per token.
 //! A limit is never passed: a token is only handed out from a lease the database granted.
-//! What a lease leaves unused (a server that stops, a rate lease held longer than one token's
-//! interval, the end of a quota window) is lost, so with S servers a client may get up to
-//! (S − 1) × lease size fewer than its limit.
+//! A quota lease that a window's end or a server's stop leaves unused is lost, so with S
+//! servers a client may get up to (S − 1) × lease size fewer than its quota. A rate lease is
+//! held at most as long as the bucket takes to refill it and what is left of it then goes
+//! back; a burst may be one lease larger than the rate's (at most a twentieth).
 
 use crate::error::OAuthError;
 use crate::model::{ClientRecord, Rate};
@@ -40,8 +41,10 @@ pub struct Overrun {
     pub limit: &'static str,
     /// The limit.
     pub rate: Rate,
-    /// Seconds until a token is free again.
+    /// Seconds until a token is free again (rounded up, for `Retry-After`).
     pub retry_after: u64,
+    /// Milliseconds until a token is free again.
+    pub wait_ms: i64,
     /// The `RateLimit-Policy` header: every limit the client has.
     pub policy: String,
     /// The `RateLimit` header: the limit passed, none left, and when it resets.
@@ -80,7 +83,8 @@ pub async fn take(
     if let Some((passed, until)) = &held.passed {
         if now_ms < *until {
             let mut passed = passed.clone();
-            passed.retry_after = u64::try_from(until - now_ms)
+            passed.wait_ms = until - now_ms;
+            passed.retry_after = u64::try_from(passed.wait_ms)
                 .unwrap_or(0)
                 .div_ceil(1000)
                 .max(1);
@@ -91,21 +95,23 @@ pub async fn take(
     }
     let passed = take_held(store, &mut held, client, now_ms).await?;
     if let Some(passed) = &passed {
-        let until = now_ms.saturating_add(i64::try_from(passed.retry_after).unwrap_or(0) * 1000);
-        held.passed = Some((passed.clone(), until));
+        // Remembered to the millisecond the limit frees up, not the rounded Retry-After.
+        held.passed = Some((passed.clone(), now_ms.saturating_add(passed.wait_ms)));
     }
     Ok(passed)
 }
 
-/// Whether an overrun at `now_ms` should be reported (logged and audited): once per passing,
-/// until its retry time.
-pub async fn first_report(leases: &Leases, passed: &Overrun, now_ms: i64) -> bool {
+/// How often an overrun is reported (logged and audited) at most, per client and server.
+const REPORT_EVERY_MS: i64 = 3_600_000;
+
+/// Whether an overrun at `now_ms` should be reported (logged and audited): at most once an
+/// hour per client on this server, however often the limit is passed.
+pub async fn first_report(leases: &Leases, now_ms: i64) -> bool {
     let mut held = leases.0.lock().await;
     if now_ms < held.reported_until {
         return false;
     }
-    held.reported_until =
-        now_ms.saturating_add(i64::try_from(passed.retry_after).unwrap_or(0) * 1000);
+    held.reported_until = now_ms.saturating_add(REPORT_EVERY_MS);
     true
 }
 
@@ -118,9 +124,14 @@ async fn take_held(
     if let Some(rate) = client.token_rate {
         let period_ms = millis(rate);
         let interval = period_ms / i64::from(rate.count.max(1));
-        // A lease held longer than one token's interval is dropped: the bucket would
-        // otherwise give a full burst on top of it.
-        if held.rate_left > 0 && now_ms - held.rate_leased_at > interval {
+        // A lease is held at most as long as the bucket takes to refill it, then what is left
+        // of it goes back: tokens held on top of a refilled bucket would make a burst larger
+        // than the rate's.
+        let lease = lease_size(rate.count);
+        if held.rate_left > 0 && now_ms - held.rate_leased_at > lease * interval {
+            store
+                .return_rate(&client.client_id, held.rate_left * interval)
+                .await?;
             held.rate_left = 0;
         }
         if held.rate_left == 0 {
@@ -130,12 +141,11 @@ async fn take_held(
                     i64::from(rate.count),
                     period_ms,
                     now_ms,
-                    lease_size(rate.count),
+                    lease,
                 )
                 .await?;
             if granted == 0 {
-                let wait = u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000);
-                return Ok(Some(overrun(client, "rate", rate, wait)));
+                return Ok(Some(overrun(client, "rate", rate, wait_ms)));
             }
             held.rate_left = granted;
             held.rate_leased_at = now_ms;
@@ -159,8 +169,8 @@ async fn take_held(
                 )
                 .await?;
             if granted == 0 {
-                let wait = u64::try_from(window + period - now).unwrap_or(0);
-                return Ok(Some(overrun(client, "quota", quota, wait)));
+                let wait_ms = (window + period) * 1000 - now_ms;
+                return Ok(Some(overrun(client, "quota", quota, wait_ms)));
             }
             held.quota_left = granted;
         }
@@ -179,7 +189,8 @@ fn millis(rate: Rate) -> i64 {
 /// The overrun of `limit` and its headers (draft-ietf-httpapi-ratelimit-headers):
 /// `RateLimit-Policy: "rate";q=100;w=60, "quota";q=10000;w=86400` and
 /// `RateLimit: "quota";r=0;t=3600`.
-fn overrun(client: &ClientRecord, limit: &'static str, rate: Rate, retry_after: u64) -> Overrun {
+fn overrun(client: &ClientRecord, limit: &'static str, rate: Rate, wait_ms: i64) -> Overrun {
+    let retry_after = u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1);
     let policies: Vec<String> = [("rate", client.token_rate), ("quota", client.token_quota)]
         .into_iter()
         .filter_map(|(name, rate)| {
@@ -194,9 +205,10 @@ fn overrun(client: &ClientRecord, limit: &'static str, rate: Rate, retry_after: 
     Overrun {
         limit,
         rate,
-        retry_after: retry_after.max(1),
+        retry_after,
+        wait_ms: wait_ms.max(1),
         policy: policies.join(", "),
-        state: format!("\"{limit}\";r=0;t={}", retry_after.max(1)),
+        state: format!("\"{limit}\";r=0;t={retry_after}"),
     }
 }
 

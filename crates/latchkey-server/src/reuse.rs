@@ -6,7 +6,8 @@
 //! Each server keeps the last few JWTs of a client on the client's cached record, so whatever
 //! changes the client (disable, `revoke-tokens`, any update) drops them with the record. A
 //! token is handed out again only while the key that signed it is still the signing key and
-//! it is not on the deny list (RFC 7009 revocation); otherwise the client gets a new one.
+//! the database's deny list does not name it (RFC 7009 revocation, on any server); otherwise
+//! the client gets a new one.
 //! Opaque tokens are not reused: the server keeps only their hashes.
 
 use std::sync::Mutex;

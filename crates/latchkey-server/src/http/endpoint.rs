@@ -68,14 +68,22 @@ pub fn source_address(
         return peer;
     }
     let mut source = peer;
-    // Every X-Forwarded-For line, as one list, read from the right.
-    let lines: Vec<&str> = headers
+    // Every X-Forwarded-For line, as one list, read from the right (as bytes: an entry a
+    // client wrote in other bytes must not hide the entries the proxies appended).
+    let lines: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(HeaderValue::as_bytes)
         .collect();
-    for hop in lines.iter().rev().flat_map(|line| line.rsplit(',')) {
-        let Some(hop) = hop_address(hop.trim()) else {
+    for hop in lines
+        .iter()
+        .rev()
+        .flat_map(|line| line.rsplit(|b| *b == b','))
+    {
+        let Some(hop) = std::str::from_utf8(hop)
+            .ok()
+            .and_then(|h| hop_address(h.trim()))
+        else {
             break;
         };
         source = hop.to_canonical();
@@ -225,6 +233,15 @@ mod tests {
         assert_eq!(got, "2001:db8::7".parse::<IpAddr>().unwrap());
         let got = source("10.0.0.1", &["[2001:db8::8]"], &proxies);
         assert_eq!(got, "2001:db8::8".parse::<IpAddr>().unwrap());
+        // Bytes a client wrote that are not text stop the walk there, not before.
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff, 203.0.113.5").unwrap(),
+        );
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let got = source_address("10.0.0.1".parse().unwrap(), &headers, &trusted);
+        assert_eq!(got, "203.0.113.5".parse::<IpAddr>().unwrap());
         // An entry that is no address stops the walk at the last good one.
         let got = source("10.0.0.1", &["203.0.113.9, unknown, 10.0.0.3"], &proxies);
         assert_eq!(got, "10.0.0.3".parse::<IpAddr>().unwrap());

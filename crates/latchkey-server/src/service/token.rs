@@ -78,11 +78,9 @@ async fn issue_to(
     if let Some(key) = &reuse
         && let Some(kept) = known.reusable.find(key, now, signing_key.kid())
     {
-        if !services
-            .cache
-            .is_revoked(services.store.as_ref(), &kept.jti)
-            .await?
-        {
+        // The deny list itself, not this server's copy of it: a revocation on another server
+        // reaches the copy only at the next poll.
+        if !services.store.is_revoked(&kept.jti).await? {
             services.metrics.reused();
             return Ok(TokenResponse {
                 access_token: kept.access_token,
@@ -149,8 +147,7 @@ async fn issue_to(
 }
 
 /// The client's token rate and quota: past one, 429 in enforce mode; in monitor mode the
-/// token is issued, and the overrun logged and audited (once until the limit frees up) and
-/// counted.
+/// token is issued, and the overrun counted, and logged and audited at most once an hour.
 async fn check_limits(services: &Services, known: &KnownClient) -> Result<(), OAuthError> {
     let client = &known.record;
     let now_ms = services
@@ -169,7 +166,7 @@ async fn check_limits(services: &Services, known: &KnownClient) -> Result<(), OA
     if client.quota_mode == QuotaMode::Enforce {
         return Err(passed.refusal());
     }
-    if crate::quota::first_report(&known.leases, &passed, now_ms).await {
+    if crate::quota::first_report(&known.leases, now_ms).await {
         tracing::warn!(
             client_id = %client.client_id,
             limit = passed.limit,

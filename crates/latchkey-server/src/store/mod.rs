@@ -487,6 +487,10 @@ pub trait Store: Send + Sync + 'static {
         want: i64,
     ) -> Result<i64, StoreError>;
 
+    /// Gives `ms` worth of tokens back to the token bucket of `client_id` (a lease it no
+    /// longer holds).
+    async fn return_rate(&self, client_id: &str, ms: i64) -> Result<(), StoreError>;
+
     /// Takes up to `want` tokens from the token bucket of `client_id` (`count` per `period_ms`,
     /// a burst of `count`) at `now_ms`, shared by every server; returns how many it got and,
     /// when none, the milliseconds until one is free.

@@ -41,7 +41,7 @@ pub(super) struct SqlStore {
 
 impl SqlStore {
     /// Reads the shared counter `kind` of `client_id` (created at 0), lets `decide` say how
-    /// many it grants, the new value and a wait, and writes the new value only if no other
+    /// many it grants, the new value and a wait, and writes a new value only if no other
     /// server changed it meanwhile (else reads again). Returns the grant and the wait.
     async fn take_shared(
         &self,
@@ -69,8 +69,8 @@ impl SqlStore {
             .await?;
             let old: i64 = row.get("used")?;
             let (granted, new, wait) = decide(old);
-            if granted == 0 {
-                return Ok((0, wait));
+            if new == old {
+                return Ok((granted, wait));
             }
             let changed = sql("UPDATE quota_windows SET used = $4
                  WHERE client_id = $1 AND kind = $2 AND window_start = $3 AND used = $5")
@@ -82,7 +82,7 @@ impl SqlStore {
             .execute(&mut self.db.acquire().await?)
             .await?;
             if changed == 1 {
-                return Ok((granted, 0));
+                return Ok((granted, wait));
             }
         }
         Err(StoreError::Unavailable(format!(
@@ -606,10 +606,11 @@ impl Store for SqlStore {
                 .bind(usage_before)
                 .execute(&mut tx)
                 .await?;
-            // Quota windows that ended with the usage retention (rate buckets are one row per
-            // client and stay).
+            // Quota windows past the usage retention that have ended (rate buckets are one row
+            // per client and stay).
             sql("DELETE FROM quota_windows WHERE kind = 'quota' AND window_start < $1")
-                .bind(usage_before)
+                // Only windows that have ended (the longest period is a day).
+                .bind(usage_before.min(now.saturating_sub(86_400)))
                 .execute(&mut tx)
                 .await?;
             let token_sources = sql("DELETE FROM token_sources WHERE hour < $1")
@@ -727,6 +728,16 @@ impl Store for SqlStore {
         .map(|(granted, _)| granted)
     }
 
+    async fn return_rate(&self, client_id: &str, ms: i64) -> Result<(), StoreError> {
+        sql("UPDATE quota_windows SET used = used - $2
+             WHERE client_id = $1 AND kind = 'rate' AND window_start = 0")
+        .bind(client_id)
+        .bind(ms)
+        .execute(&mut self.db.acquire().await?)
+        .await?;
+        Ok(())
+    }
+
     async fn take_rate(
         &self,
         client_id: &str,
@@ -740,11 +751,17 @@ impl Store for SqlStore {
         let count = count.max(1);
         let interval = (period_ms / count).max(1);
         self.take_shared(client_id, "rate", 0, |arrival| {
-            let base = arrival.max(now_ms);
+            // Never further ahead than an empty bucket of this rate: a rate raised after a
+            // slower one frees up by the new one.
+            let base = arrival.max(now_ms).min(now_ms + count * interval);
             let room = (count * interval - (base - now_ms)) / interval;
             let granted = want.min(room).max(0);
-            let wait = (base - now_ms) - (count - 1) * interval;
-            (granted, base + granted * interval, wait.max(0))
+            let wait = if granted > 0 {
+                0
+            } else {
+                ((base - now_ms) - (count - 1) * interval).max(0)
+            };
+            (granted, base + granted * interval, wait)
         })
         .await
     }

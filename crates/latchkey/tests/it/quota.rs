@@ -69,6 +69,22 @@ async fn a_token_rate_is_a_burst_then_one_per_interval() {
     for _ in 0..10 {
         assert_eq!(ask(&app, &client).await.0, 200);
     }
+    // A slow rate raised to a fast one frees up by the fast one, not the day. (The other
+    // client: a rate lowered right after use counts that use.)
+    update(&app, &other, &["--token-rate", "1/day"]);
+    assert_eq!(ask(&app, &other).await.0, 200);
+    let (status, retry, ..) = ask(&app, &other).await;
+    assert_eq!((status, retry.as_deref()), (429, Some("86400")));
+    update(&app, &other, &["--token-rate", "1000/min"]);
+    let (status, retry, ..) = ask(&app, &other).await;
+    assert_eq!(
+        (status, retry.as_deref()),
+        (429, Some("1")),
+        "raised: the bucket is empty by the new rate (one token in 60 ms), not by the day"
+    );
+    app.clock.advance(1);
+    app.cache.refresh(app.store.as_ref()).await.unwrap();
+    assert_eq!(ask(&app, &other).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
