@@ -4,11 +4,12 @@
 //! A rate is a token bucket: a burst of N tokens, refilled at N per period. A quota is N
 //! tokens per fixed period, aligned to UTC (a day starts at midnight UTC). Both are counted in
 //! the database (`quota_windows`), shared by every server and kept across restarts; a server
-//! takes tokens from them in leases ([`lease_size`]: 1 for small limits, up to 100) and hands
-//! them out from memory, so a busy client costs one database write per lease, not per token.
+//! takes tokens from them in leases (1 for small limits; growing for a busy client up to a
+//! twentieth of the limit, [`next_lease`]) and hands them out from memory, so a busy client
+//! costs about one database write a second, not one per token.
 //! A limit is never passed: a token is only handed out from a lease the database granted.
 //! A quota lease that a window's end or a server's stop leaves unused is lost, so with S
-//! servers a client may get up to (S − 1) × lease size fewer than its quota. A rate lease is
+//! servers a client may get up to (S − 1) twentieths of its quota fewer. A rate lease is
 //! held at most as long as the bucket takes to refill it and what is left of it then goes
 //! back; a burst may be one lease larger than the rate's (at most a twentieth).
 
@@ -22,12 +23,17 @@ pub struct Leases(tokio::sync::Mutex<Held>);
 
 #[derive(Debug, Default)]
 struct Held {
-    /// Rate tokens leased and not yet handed out, and when they were leased (ms).
+    /// Rate tokens leased and not yet handed out, when they were leased (ms), and the size
+    /// of the last lease.
     rate_left: i64,
     rate_leased_at: i64,
-    /// Quota tokens leased in `quota_window` and not yet handed out.
+    rate_lease: i64,
+    /// Quota tokens leased in `quota_window` and not yet handed out, when, and the size of
+    /// the last lease.
     quota_left: i64,
     quota_window: i64,
+    quota_leased_at: i64,
+    quota_lease: i64,
     /// A limit passed, until when (ms): requests until then are answered from memory.
     passed: Option<(Overrun, i64)>,
     /// Until when (ms) an overrun has been reported.
@@ -66,9 +72,26 @@ impl Overrun {
     }
 }
 
-/// How many tokens one lease takes: 1 for limits up to 20, then a twentieth, at most 100.
+/// How many tokens a first lease takes: 1 for limits up to 20, then a twentieth, at most 100.
 pub fn lease_size(limit: u32) -> i64 {
     i64::from((limit / 20).clamp(1, 100))
+}
+
+/// The size of the next lease: the first is [`lease_size`]; one used up within a second of
+/// being taken doubles the next (a busy client costs about one database write a second), up
+/// to a twentieth of the limit; one that lasted over ten seconds halves it.
+fn next_lease(last: i64, limit: u32, held_for_ms: i64) -> i64 {
+    let first = lease_size(limit);
+    let most = i64::from((limit / 20).max(1));
+    if last == 0 {
+        first
+    } else if held_for_ms < 1_000 {
+        (last * 2).min(most).max(first)
+    } else if held_for_ms > 10_000 {
+        (last / 2).max(first)
+    } else {
+        last
+    }
 }
 
 /// Takes one token of `client`'s rate and quota at `now_ms`: `None` when it is within both,
@@ -122,33 +145,38 @@ async fn take_held(
     now_ms: i64,
 ) -> Result<Option<Overrun>, StoreError> {
     if let Some(rate) = client.token_rate {
-        let period_ms = millis(rate);
-        let interval = period_ms / i64::from(rate.count.max(1));
+        // Microseconds: a rate of a million a second has a one-microsecond interval.
+        let period_us = millis(rate).saturating_mul(1000);
+        let interval_us = (period_us / i64::from(rate.count.max(1))).max(1);
+        let now_us = now_ms.saturating_mul(1000);
         // A lease is held at most as long as the bucket takes to refill it, then what is left
         // of it goes back: tokens held on top of a refilled bucket would make a burst larger
         // than the rate's.
-        let lease = lease_size(rate.count);
-        if held.rate_left > 0 && now_ms - held.rate_leased_at > lease * interval {
+        if held.rate_left > 0
+            && (now_ms - held.rate_leased_at) * 1000 > held.rate_lease * interval_us
+        {
             store
-                .return_rate(&client.client_id, held.rate_left * interval)
+                .return_rate(&client.client_id, held.rate_left * interval_us)
                 .await?;
             held.rate_left = 0;
         }
         if held.rate_left == 0 {
-            let (granted, wait_ms) = store
+            let lease = next_lease(held.rate_lease, rate.count, now_ms - held.rate_leased_at);
+            let (granted, wait_us) = store
                 .take_rate(
                     &client.client_id,
                     i64::from(rate.count),
-                    period_ms,
-                    now_ms,
+                    period_us,
+                    now_us,
                     lease,
                 )
                 .await?;
             if granted == 0 {
-                return Ok(Some(overrun(client, "rate", rate, wait_ms)));
+                return Ok(Some(overrun(client, "rate", rate, (wait_us + 999) / 1000)));
             }
             held.rate_left = granted;
             held.rate_leased_at = now_ms;
+            held.rate_lease = lease;
         }
     }
     if let Some(quota) = client.token_quota {
@@ -160,19 +188,17 @@ async fn take_held(
             held.quota_left = 0;
         }
         if held.quota_left == 0 {
+            let lease = next_lease(held.quota_lease, quota.count, now_ms - held.quota_leased_at);
             let granted = store
-                .take_quota(
-                    &client.client_id,
-                    window,
-                    i64::from(quota.count),
-                    lease_size(quota.count),
-                )
+                .take_quota(&client.client_id, window, i64::from(quota.count), lease)
                 .await?;
             if granted == 0 {
                 let wait_ms = (window + period) * 1000 - now_ms;
                 return Ok(Some(overrun(client, "quota", quota, wait_ms)));
             }
             held.quota_left = granted;
+            held.quota_leased_at = now_ms;
+            held.quota_lease = lease;
         }
         held.quota_left -= 1;
     }
@@ -217,9 +243,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn leases_are_small_for_small_limits() {
+    fn leases_are_small_for_small_limits_and_grow_for_busy_clients() {
         assert_eq!(lease_size(5), 1);
         assert_eq!(lease_size(100), 5);
         assert_eq!(lease_size(10_000), 100);
+        assert_eq!(next_lease(0, 10_000, 0), 100);
+        assert_eq!(next_lease(100, 10_000, 200), 200, "used up fast: doubles");
+        assert_eq!(next_lease(400, 10_000, 200), 500, "at most a twentieth");
+        assert_eq!(next_lease(400, 10_000, 20_000), 200, "slow: halves");
+        assert_eq!(next_lease(1, 5, 10), 1, "small limits stay exact");
     }
 }

@@ -487,19 +487,19 @@ pub trait Store: Send + Sync + 'static {
         want: i64,
     ) -> Result<i64, StoreError>;
 
-    /// Gives `ms` worth of tokens back to the token bucket of `client_id` (a lease it no
-    /// longer holds).
-    async fn return_rate(&self, client_id: &str, ms: i64) -> Result<(), StoreError>;
+    /// Gives `us` microseconds' worth of tokens back to the token bucket of `client_id` (a
+    /// lease it no longer holds).
+    async fn return_rate(&self, client_id: &str, us: i64) -> Result<(), StoreError>;
 
-    /// Takes up to `want` tokens from the token bucket of `client_id` (`count` per `period_ms`,
-    /// a burst of `count`) at `now_ms`, shared by every server; returns how many it got and,
-    /// when none, the milliseconds until one is free.
+    /// Takes up to `want` tokens from the token bucket of `client_id` (`count` per
+    /// `period_us`, a burst of `count`) at `now_us` (microseconds), shared by every server;
+    /// returns how many it got and, when none, the microseconds until one is free.
     async fn take_rate(
         &self,
         client_id: &str,
         count: i64,
-        period_ms: i64,
-        now_ms: i64,
+        period_us: i64,
+        now_us: i64,
         want: i64,
     ) -> Result<(i64, i64), StoreError>;
 

@@ -50,23 +50,28 @@ impl SqlStore {
         window_start: i64,
         decide: impl Fn(i64) -> (i64, i64, i64) + Send + Sync,
     ) -> Result<(i64, i64), StoreError> {
-        sql(
-            "INSERT INTO quota_windows (client_id, kind, window_start, used)
-             VALUES ($1, $2, $3, 0) ON CONFLICT (client_id, kind, window_start) DO NOTHING",
-        )
-        .bind(client_id)
-        .bind(kind)
-        .bind(window_start)
-        .execute(&mut self.db.acquire().await?)
-        .await?;
         for _ in 0..16 {
             let row = sql("SELECT used FROM quota_windows
                  WHERE client_id = $1 AND kind = $2 AND window_start = $3")
             .bind(client_id)
             .bind(kind)
             .bind(window_start)
-            .fetch_one(&mut self.db.acquire().await?)
+            .fetch_optional(&mut self.db.acquire().await?)
             .await?;
+            let Some(row) = row else {
+                // The first use: the counter starts at 0 (another server may create it too).
+                sql(
+                    "INSERT INTO quota_windows (client_id, kind, window_start, used)
+                     VALUES ($1, $2, $3, 0)
+                     ON CONFLICT (client_id, kind, window_start) DO NOTHING",
+                )
+                .bind(client_id)
+                .bind(kind)
+                .bind(window_start)
+                .execute(&mut self.db.acquire().await?)
+                .await?;
+                continue;
+            };
             let old: i64 = row.get("used")?;
             let (granted, new, wait) = decide(old);
             if new == old {
@@ -728,11 +733,11 @@ impl Store for SqlStore {
         .map(|(granted, _)| granted)
     }
 
-    async fn return_rate(&self, client_id: &str, ms: i64) -> Result<(), StoreError> {
+    async fn return_rate(&self, client_id: &str, us: i64) -> Result<(), StoreError> {
         sql("UPDATE quota_windows SET used = used - $2
              WHERE client_id = $1 AND kind = 'rate' AND window_start = 0")
         .bind(client_id)
-        .bind(ms)
+        .bind(us)
         .execute(&mut self.db.acquire().await?)
         .await?;
         Ok(())
@@ -742,24 +747,24 @@ impl Store for SqlStore {
         &self,
         client_id: &str,
         count: i64,
-        period_ms: i64,
-        now_ms: i64,
+        period_us: i64,
+        now_us: i64,
         want: i64,
     ) -> Result<(i64, i64), StoreError> {
-        // GCRA: `used` is the bucket's theoretical arrival time; one token moves it on by
+        // GCRA: `used` is the bucket's theoretical arrival time (µs); one token moves it on by
         // `interval`, and it may run up to `count` intervals ahead of now.
         let count = count.max(1);
-        let interval = (period_ms / count).max(1);
+        let interval = (period_us / count).max(1);
         self.take_shared(client_id, "rate", 0, |arrival| {
             // Never further ahead than an empty bucket of this rate: a rate raised after a
             // slower one frees up by the new one.
-            let base = arrival.max(now_ms).min(now_ms + count * interval);
-            let room = (count * interval - (base - now_ms)) / interval;
+            let base = arrival.max(now_us).min(now_us + count * interval);
+            let room = (count * interval - (base - now_us)) / interval;
             let granted = want.min(room).max(0);
             let wait = if granted > 0 {
                 0
             } else {
-                ((base - now_ms) - (count - 1) * interval).max(0)
+                ((base - now_us) - (count - 1) * interval).max(0)
             };
             (granted, base + granted * interval, wait)
         })
