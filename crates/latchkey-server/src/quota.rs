@@ -17,11 +17,16 @@ use crate::error::OAuthError;
 use crate::model::{ClientRecord, Rate};
 use crate::store::{Store, StoreError};
 
-/// What a server holds of a client's limits, on the client's cached record.
+/// What a server holds of a client's limits, on the client's cached record. A token from a
+/// lease held is taken under a short lock, without waiting; fetching a lease from the database
+/// is done by one request at a time, the others waiting for it.
 #[derive(Debug, Default)]
-pub struct Leases(tokio::sync::Mutex<Held>);
+pub struct Leases {
+    held: std::sync::Mutex<Held>,
+    fetching: tokio::sync::Mutex<()>,
+}
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Held {
     /// Rate tokens leased and not yet handed out, when they were leased (ms), and the size
     /// of the last lease.
@@ -102,26 +107,70 @@ pub async fn take(
     client: &ClientRecord,
     now_ms: i64,
 ) -> Result<Option<Overrun>, StoreError> {
-    let mut held = leases.0.lock().await;
-    if let Some((passed, until)) = &held.passed {
-        if now_ms < *until {
-            let mut passed = passed.clone();
-            passed.wait_ms = until - now_ms;
-            passed.retry_after = u64::try_from(passed.wait_ms)
-                .unwrap_or(0)
-                .div_ceil(1000)
-                .max(1);
-            passed.state = format!("\"{}\";r=0;t={}", passed.limit, passed.retry_after);
-            return Ok(Some(passed));
-        }
-        held.passed = None;
+    if let Some(answer) = take_from(&mut lock(leases), client, now_ms) {
+        return Ok(answer);
     }
+    let _fetching = leases.fetching.lock().await;
+    // Another request may have fetched meanwhile. If not, nothing else changes what is held
+    // until this one writes it back: every other request finds it as wanting as this one did
+    // and waits for the lock above.
+    let mut held = {
+        let mut held = lock(leases);
+        if let Some(answer) = take_from(&mut held, client, now_ms) {
+            return Ok(answer);
+        }
+        held.clone()
+    };
     let passed = take_held(store, &mut held, client, now_ms).await?;
     if let Some(passed) = &passed {
         // Remembered to the millisecond the limit frees up, not the rounded Retry-After.
         held.passed = Some((passed.clone(), now_ms.saturating_add(passed.wait_ms)));
     }
+    *lock(leases) = held;
     Ok(passed)
+}
+
+fn lock(leases: &Leases) -> std::sync::MutexGuard<'_, Held> {
+    leases.held.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the server can answer from what it holds, under its lock: a limit passed a moment ago
+/// (`Some(Some(..))`), or a token from the leases, taken (`Some(None)`); `None` when a lease
+/// must be fetched first.
+fn take_from(held: &mut Held, client: &ClientRecord, now_ms: i64) -> Option<Option<Overrun>> {
+    if let Some((passed, until)) = &held.passed
+        && now_ms < *until
+    {
+        let mut passed = passed.clone();
+        passed.wait_ms = until - now_ms;
+        passed.retry_after = u64::try_from(passed.wait_ms)
+            .unwrap_or(0)
+            .div_ceil(1000)
+            .max(1);
+        passed.state = format!("\"{}\";r=0;t={}", passed.limit, passed.retry_after);
+        return Some(Some(passed));
+    }
+    if let Some(rate) = client.token_rate {
+        let interval_us = (millis(rate).saturating_mul(1000) / i64::from(rate.count.max(1))).max(1);
+        let stale = (now_ms - held.rate_leased_at) * 1000 > held.rate_lease * interval_us;
+        if held.rate_left == 0 || stale {
+            return None;
+        }
+    }
+    if let Some(quota) = client.token_quota {
+        let period = (millis(quota) / 1000).max(1);
+        let now = now_ms / 1000;
+        if held.quota_left == 0 || held.quota_window != now - now.rem_euclid(period) {
+            return None;
+        }
+    }
+    if client.token_rate.is_some() {
+        held.rate_left -= 1;
+    }
+    if client.token_quota.is_some() {
+        held.quota_left -= 1;
+    }
+    Some(None)
 }
 
 /// How often an overrun is reported (logged and audited) at most, per client and server.
@@ -129,8 +178,8 @@ const REPORT_EVERY_MS: i64 = 3_600_000;
 
 /// Whether an overrun at `now_ms` should be reported (logged and audited): at most once an
 /// hour per client on this server, however often the limit is passed.
-pub async fn first_report(leases: &Leases, now_ms: i64) -> bool {
-    let mut held = leases.0.lock().await;
+pub fn first_report(leases: &Leases, now_ms: i64) -> bool {
+    let mut held = lock(leases);
     if now_ms < held.reported_until {
         return false;
     }

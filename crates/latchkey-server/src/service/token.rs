@@ -166,7 +166,7 @@ async fn check_limits(services: &Services, known: &KnownClient) -> Result<(), OA
     if client.quota_mode == QuotaMode::Enforce {
         return Err(passed.refusal());
     }
-    if crate::quota::first_report(&known.leases, now_ms).await {
+    if crate::quota::first_report(&known.leases, now_ms) {
         tracing::warn!(
             client_id = %client.client_id,
             limit = passed.limit,
