@@ -254,36 +254,22 @@ fn main() {
             let server_pid = servers[0].id();
             return token_floor(&token, server_pid, connections, warmup, seconds).await;
         }
-        if endpoint == "token-usage" {
+        // One server with the feature (the first), one without (the second), taking turns.
+        let feature = match endpoint.as_str() {
+            "token-usage" => Some(("usage on", "usage off")),
+            "token-throttle" => Some(("throttling on", "throttling off")),
+            _ => None,
+        };
+        if let Some((with, without)) = feature {
             let (on, off) = (servers[0].id(), servers[1].id());
             let contestants = [
                 Contestant {
-                    name: "usage on",
+                    name: with,
                     request: token.clone_request(),
                     cpu: Box::new(move || vec![format!("/proc/{on}/stat")]),
                 },
                 Contestant {
-                    name: "usage off",
-                    request: Request {
-                        addr: addrs[1].clone(),
-                        ..token.clone_request()
-                    },
-                    cpu: Box::new(move || vec![format!("/proc/{off}/stat")]),
-                },
-            ];
-            compare(&contestants, connections, warmup, seconds).await;
-            return;
-        }
-        if endpoint == "token-throttle" {
-            let (on, off) = (servers[0].id(), servers[1].id());
-            let contestants = [
-                Contestant {
-                    name: "throttling on",
-                    request: token.clone_request(),
-                    cpu: Box::new(move || vec![format!("/proc/{on}/stat")]),
-                },
-                Contestant {
-                    name: "throttling off",
+                    name: without,
                     request: Request {
                         addr: addrs[1].clone(),
                         ..token.clone_request()
