@@ -91,10 +91,7 @@ pub async fn run(global: &GlobalArgs, command: KeysCommand) -> anyhow::Result<()
                         .await?
                 }
             };
-            let values: Vec<Value> = rotated
-                .iter()
-                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
-                .collect();
+            let values = serde_json::to_value(&rotated).unwrap_or(Value::Null);
             let rows: Vec<Vec<String>> = rotated
                 .iter()
                 .map(|r| {
@@ -106,11 +103,7 @@ pub async fn run(global: &GlobalArgs, command: KeysCommand) -> anyhow::Result<()
                     ]
                 })
                 .collect();
-            out.list(
-                &Value::Array(values),
-                &["ALG", "RETIRED", "CURRENT", "NEXT"],
-                &rows,
-            );
+            out.list(&values, &["ALG", "RETIRED", "CURRENT", "NEXT"], &rows);
         }
     }
     Ok(())

@@ -22,12 +22,7 @@ pub async fn run(global: &GlobalArgs, args: UsageArgs) -> anyhow::Result<()> {
     }
     let rows: Vec<UsageRow> = match &target {
         Target::Database(store) => {
-            let query = UsageQuery {
-                since,
-                client: args.client.clone(),
-                limit: args.limit,
-                step: 60,
-            };
+            let query = usage_query(since, &args);
             let counts = admin::usage(store.as_ref(), &query).await?;
             UsageRow::from_counts(&counts, args.client.is_none())
         }
@@ -36,10 +31,7 @@ pub async fn run(global: &GlobalArgs, args: UsageArgs) -> anyhow::Result<()> {
             remote.json(Method::GET, &path, None).await?
         }
     };
-    let values: Vec<Value> = rows
-        .iter()
-        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
-        .collect();
+    let values = serde_json::to_value(&rows).unwrap_or(Value::Null);
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -68,7 +60,7 @@ pub async fn run(global: &GlobalArgs, args: UsageArgs) -> anyhow::Result<()> {
         "SINCE"
     };
     out.list(
-        &Value::Array(values),
+        &values,
         &[
             "CLIENT_ID",
             from,
@@ -80,6 +72,16 @@ pub async fn run(global: &GlobalArgs, args: UsageArgs) -> anyhow::Result<()> {
         &table,
     );
     Ok(())
+}
+
+/// The database query of `latchkey usage`: per minute.
+fn usage_query(since: i64, args: &UsageArgs) -> UsageQuery {
+    UsageQuery {
+        since,
+        client: args.client.clone(),
+        limit: args.limit,
+        step: 60,
+    }
 }
 
 /// The admin API path of a usage query.
@@ -100,12 +102,7 @@ async fn not_caching(
 ) -> anyhow::Result<()> {
     let rows: Vec<NotCachingRow> = match target {
         Target::Database(store) => {
-            let query = UsageQuery {
-                since,
-                client: args.client.clone(),
-                limit: args.limit,
-                step: 60,
-            };
+            let query = usage_query(since, args);
             let found = admin::not_caching(store.as_ref(), &query).await?;
             found.iter().map(NotCachingRow::from).collect()
         }
@@ -114,10 +111,7 @@ async fn not_caching(
             remote.json(Method::GET, &path, None).await?
         }
     };
-    let values: Vec<Value> = rows
-        .iter()
-        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
-        .collect();
+    let values = serde_json::to_value(&rows).unwrap_or(Value::Null);
     let table: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
@@ -132,7 +126,7 @@ async fn not_caching(
         })
         .collect();
     out.list(
-        &Value::Array(values),
+        &values,
         &[
             "CLIENT_ID",
             "SOURCE",
