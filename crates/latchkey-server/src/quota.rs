@@ -84,8 +84,9 @@ pub fn lease_size(limit: u32) -> i64 {
 
 /// The size of the next lease: the first is [`lease_size`]; one used up within a second of
 /// being taken doubles the next (a busy client costs about one database write a second), up
-/// to a twentieth of the limit; one that lasted over ten seconds halves it.
-fn next_lease(last: i64, limit: u32, held_for_ms: i64) -> i64 {
+/// to a twentieth of the limit; one that lasted over ten seconds halves it. `latchkey gate`'s
+/// request quotas take leases from Redis by the same rule.
+pub fn next_lease(last: i64, limit: u32, held_for_ms: i64) -> i64 {
     let first = lease_size(limit);
     let most = i64::from((limit / 20).max(1));
     if last == 0 {

@@ -337,6 +337,36 @@ pub struct GateArgs {
     )]
     pub trust_certificate_header: Option<String>,
 
+    /// A request quota per client, per fixed UTC window: `default=1000/hour` for every client
+    /// without one of its own, `CLIENT_ID=100/min` for one client, `CLIENT_ID=off` for none.
+    /// Repeat for several; a client may have one per period (s, min, hour, day). Over it: 429.
+    #[arg(long = "quota", value_name = "WHO=N/PERIOD")]
+    pub quotas: Vec<String>,
+
+    /// More quota entries, one per line as --quota takes them (`#` starts a comment); read
+    /// again on SIGHUP.
+    #[arg(long, env = "LATCHKEY_GATE_QUOTA_FILE", value_name = "PATH")]
+    pub quota_file: Option<PathBuf>,
+
+    /// Share quota counts with every gate of the same --audience through this Redis
+    /// (redis://host:6379/0). Without it each gate counts alone.
+    #[arg(long, env = "LATCHKEY_GATE_QUOTA_REDIS", value_name = "URL")]
+    pub quota_redis: Option<String>,
+
+    /// The start of the gate's Redis keys.
+    #[arg(long, default_value = "latchkey:gate:", value_name = "PREFIX")]
+    pub quota_redis_prefix: String,
+
+    /// How long Redis may take to answer before the gate counts locally (and tries Redis
+    /// again a second later).
+    #[arg(long, default_value = "100ms", value_parser = parse_positive_duration)]
+    pub quota_redis_timeout: Duration,
+
+    /// Serve Prometheus metrics at /metrics on this address (not on --listen, which forwards
+    /// everything).
+    #[arg(long, env = "LATCHKEY_GATE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     #[command(flatten)]
     pub connections: ConnectionArgs,
 }

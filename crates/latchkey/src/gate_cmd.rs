@@ -2,6 +2,7 @@
 //! tells the unchanged upstream who called in headers it controls.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -11,8 +12,10 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use latchkey_guard::{Caller, ClientCertificate, Guard};
 use latchkey_server::connections::{self, Transport};
 use latchkey_server::tls::{Tls, TlsFiles, TlsPeer};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
 use crate::cli::GateArgs;
+use crate::gate_quota::{QuotaMetrics, QuotaTable, Quotas, Shared, Verdict};
 use crate::proxy::{
     Listener, Upstream, UpstreamClient, refuse, send_with_timeout, upstream_client,
 };
@@ -31,6 +34,8 @@ struct Gate {
     client: UpstreamClient,
     /// Client certificate headers never forwarded: RFC 9440's, and the one trusted here.
     certificate_headers: Vec<HeaderName>,
+    /// Request quotas per client (`--quota`), if any.
+    quotas: Option<Arc<Quotas>>,
 }
 
 pub async fn run(args: GateArgs) -> anyhow::Result<()> {
@@ -54,6 +59,10 @@ pub async fn run(args: GateArgs) -> anyhow::Result<()> {
     for scope in &args.require_scope {
         layer = layer.require_scope(scope);
     }
+    let recorder = args
+        .metrics_listen
+        .map(|_| PrometheusBuilder::new().build_recorder());
+    let quotas = quotas(&args, recorder.as_ref()).await?;
     // Loaded before the state is built: `X-Forwarded-Proto` follows the listener.
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(
@@ -66,6 +75,14 @@ pub async fn run(args: GateArgs) -> anyhow::Result<()> {
             .context("loading the TLS certificate")?,
         ),
         _ => None,
+    };
+    let metrics_listener = match args.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} for metrics"))?,
+        ),
+        None => None,
     };
     let router = Router::new()
         .fallback(forward)
@@ -80,12 +97,48 @@ pub async fn run(args: GateArgs) -> anyhow::Result<()> {
             timeout: std::time::Duration::from_secs(args.upstream_timeout),
             client: upstream_client()?,
             certificate_headers: certificate_headers(args.trust_certificate_header.as_deref())?,
+            quotas,
         });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let listen = listener.local_addr()?;
-    tracing::info!(listen = %listen, upstream = %args.upstream, audience = %args.audience, tls = tls.is_some(), "latchkey gate is serving");
+    let metrics_addr = match (metrics_listener, recorder) {
+        (Some(metrics_listener), Some(recorder)) => {
+            let addr = metrics_listener.local_addr()?;
+            let handle = recorder.handle();
+            let router = Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let text = handle.render();
+                    async move {
+                        (
+                            [(
+                                http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
+                            text,
+                        )
+                    }
+                }),
+            );
+            // Scraped over plain HTTP on an address of the operator's choosing; it stops with
+            // the process.
+            tokio::spawn(connections::serve(
+                metrics_listener,
+                Transport::Plain,
+                router,
+                limits,
+                std::future::pending(),
+            ));
+            Some(addr)
+        }
+        _ => None,
+    };
+    let metrics_field = metrics_addr
+        .map(|addr| addr.to_string())
+        .unwrap_or_default();
+    tracing::info!(listen = %listen, metrics = %metrics_field, upstream = %args.upstream, audience = %args.audience, tls = tls.is_some(), "latchkey gate is serving");
     let (router, transport) = match tls {
         Some(tls) => {
             // The guard finds the connection's client certificate in the request (RFC 8705
@@ -104,6 +157,156 @@ pub async fn run(args: GateArgs) -> anyhow::Result<()> {
     )
     .await;
     Ok(())
+}
+
+/// The quotas of `--quota` and `--quota-file`, counted through `--quota-redis` if set; `None`
+/// when no client has one. With a quota file, SIGHUP reads it again.
+async fn quotas(
+    args: &GateArgs,
+    recorder: Option<&PrometheusRecorder>,
+) -> anyhow::Result<Option<Arc<Quotas>>> {
+    let table = quota_table(&args.quotas, args.quota_file.as_deref())?;
+    if table.is_empty() && args.quota_file.is_none() {
+        if args.quota_redis.is_some() {
+            anyhow::bail!("--quota-redis needs --quota or --quota-file");
+        }
+        return Ok(None);
+    }
+    let metrics = quota_metrics(recorder);
+    let shared = match &args.quota_redis {
+        Some(url) => {
+            let shared = Shared::new(
+                url,
+                &args.quota_redis_prefix,
+                &args.audience,
+                args.quota_redis_timeout,
+                metrics.clone(),
+            )?;
+            shared.connect(now_ms()).await;
+            Some(shared)
+        }
+        None => None,
+    };
+    let quotas = Arc::new(Quotas::new(table, shared, metrics));
+    #[cfg(unix)]
+    if let Some(path) = args.quota_file.clone() {
+        let flags = args.quotas.clone();
+        let quotas = Arc::clone(&quotas);
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match quota_table(&flags, Some(&path)) {
+                    Ok(table) => {
+                        quotas.replace(table);
+                        tracing::info!(file = %path.display(), "quota file read again");
+                    }
+                    Err(error) => {
+                        tracing::error!(file = %path.display(), error = %format!("{error:#}"), "quota file not read again; the quotas stay as they were");
+                    }
+                }
+            }
+        });
+    }
+    Ok(Some(quotas))
+}
+
+fn quota_table(flags: &[String], file: Option<&std::path::Path>) -> anyhow::Result<QuotaTable> {
+    let mut entries = flags.to_vec();
+    if let Some(path) = file {
+        entries.extend(QuotaTable::read_file(path)?);
+    }
+    QuotaTable::parse(entries.iter().map(String::as_str))
+        .map_err(|why| anyhow::anyhow!("quota {why}"))
+}
+
+fn quota_metrics(recorder: Option<&PrometheusRecorder>) -> QuotaMetrics {
+    let Some(recorder) = recorder else {
+        return QuotaMetrics::default();
+    };
+    use metrics::Recorder as _;
+    static METADATA: metrics::Metadata<'static> =
+        metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
+    let described = [
+        (
+            "latchkey_gate_quota_exceeded_total",
+            "Requests refused (429) over a client's quota.",
+        ),
+        (
+            "latchkey_gate_quota_local_leases_total",
+            "Quota leases counted locally because Redis was unreachable.",
+        ),
+        (
+            "latchkey_gate_quota_redis_errors_total",
+            "Calls to the quota Redis that failed or timed out.",
+        ),
+        (
+            "latchkey_gate_quota_redis_up",
+            "1 while the quota Redis answers, 0 while the gate counts locally.",
+        ),
+    ];
+    for (name, help) in described {
+        if name.ends_with("_total") {
+            recorder.describe_counter(name.into(), None, help.into());
+        } else {
+            recorder.describe_gauge(name.into(), None, help.into());
+        }
+    }
+    let counter = |name: &'static str| {
+        recorder.register_counter(&metrics::Key::from_static_name(name), &METADATA)
+    };
+    QuotaMetrics {
+        exceeded: counter(described[0].0),
+        local_leases: counter(described[1].0),
+        redis_errors: counter(described[2].0),
+        redis_up: recorder
+            .register_gauge(&metrics::Key::from_static_name(described[3].0), &METADATA),
+    }
+}
+
+/// Now, in unix milliseconds, for quota windows.
+fn now_ms() -> i64 {
+    use latchkey_server::Clock as _;
+    latchkey_server::SystemClock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// 429 for a client over its quota (RFC 6585), with `Retry-After` and the RateLimit headers;
+/// the body is an RFC 9457 problem.
+fn too_many_requests(verdict: &Verdict, retry_after: u64) -> Response<Body> {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": "Too Many Requests",
+        "status": 429,
+        "detail": verdict.detail,
+    });
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+    rate_limit_headers(headers, verdict);
+    response
+}
+
+/// `RateLimit-Policy` and `RateLimit`, unless the upstream sent its own.
+fn rate_limit_headers(headers: &mut http::HeaderMap, verdict: &Verdict) {
+    if headers.contains_key("ratelimit-policy") || headers.contains_key("ratelimit") {
+        return;
+    }
+    if let (Ok(policy), Ok(state)) = (
+        HeaderValue::try_from(verdict.policy.as_str()),
+        HeaderValue::try_from(verdict.state.as_str()),
+    ) {
+        headers.insert(HeaderName::from_static("ratelimit-policy"), policy);
+        headers.insert(HeaderName::from_static("ratelimit"), state);
+    }
 }
 
 /// The certificate headers the gate drops before forwarding.
@@ -150,6 +353,16 @@ async fn forward(
             .body(Body::empty())
             .unwrap_or_default();
     };
+    // Counted before anything else is done for it; over a quota the upstream is not called.
+    let verdict = match &gate.quotas {
+        Some(quotas) => quotas.check(caller.client_id(), now_ms()).await,
+        None => None,
+    };
+    if let Some(verdict) = &verdict
+        && let Some(retry_after) = verdict.retry_after
+    {
+        return too_many_requests(verdict, retry_after);
+    }
     // Hop-by-hop headers first: a `Connection` header naming the identity headers must not be
     // able to remove them after they are set.
     if let Err(why) = gate.upstream.prepare(&mut request, peer, gate.listener) {
@@ -181,5 +394,9 @@ async fn forward(
             headers.insert(HeaderName::from_static(name), value);
         }
     }
-    send_with_timeout(gate.timeout, gate.client.request(request)).await
+    let mut response = send_with_timeout(gate.timeout, gate.client.request(request)).await;
+    if let Some(verdict) = &verdict {
+        rate_limit_headers(response.headers_mut(), verdict);
+    }
+    response
 }

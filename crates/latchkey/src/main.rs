@@ -6,6 +6,7 @@ mod audit_cmd;
 mod cli;
 mod client_cmd;
 mod gate_cmd;
+mod gate_quota;
 mod import_cmd;
 mod kek;
 mod keys_cmd;
