@@ -528,7 +528,7 @@ impl Shared {
             .arg(window.unshared)
             // Kept a minute past the window's end, for gates whose clocks are behind.
             .arg(window.end() + 60);
-        match tokio::time::timeout(
+        let answer = match tokio::time::timeout(
             self.timeout,
             call.query_async::<(i64, i64)>(&mut connection),
         )
@@ -546,7 +546,12 @@ impl Shared {
                 self.failed(now_ms, "no answer in time");
                 None
             }
+        };
+        if answer.is_none() {
+            // The next try connects afresh rather than wait on this connection's own retries.
+            *lock_connection(&self.connection) = None;
         }
+        answer
     }
 
     fn answered(&self) {

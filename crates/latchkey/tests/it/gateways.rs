@@ -12,8 +12,8 @@ use latchkey_guard::{Caller, Guard};
 
 use crate::helpers::{TestApp, spawn_app_at_real_time};
 
-const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
-const API: &str = "https://api.example.com";
+pub const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+pub const API: &str = "https://api.example.com";
 /// A W3C trace context (`traceparent`) the gateways must pass on unchanged.
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -41,7 +41,16 @@ impl Drop for Background {
 
 /// Starts `command` and waits for a stdout line containing `ready`; returns the process and
 /// that line.
-pub fn start(mut command: Command, ready: &str) -> (Background, String) {
+pub fn start(command: Command, ready: &str) -> (Background, String) {
+    let (process, line, _) = start_logged(command, ready);
+    (process, line)
+}
+
+/// [`start`], also giving the lines the process writes after `ready`.
+pub fn start_logged(
+    mut command: Command,
+    ready: &str,
+) -> (Background, String, std::sync::mpsc::Receiver<String>) {
     let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
@@ -59,7 +68,7 @@ pub fn start(mut command: Command, ready: &str) -> (Background, String) {
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("no line containing {ready:?}"));
         if line.contains(ready) {
-            return (process, line);
+            return (process, line, rx);
         }
     }
 }
@@ -72,7 +81,7 @@ pub fn listen_field(line: &str) -> String {
         .to_owned()
 }
 
-async fn token(app: &TestApp, client: &crate::helpers::TestClient, form: &str) -> String {
+pub async fn token(app: &TestApp, client: &crate::helpers::TestClient, form: &str) -> String {
     let response = app
         .token_basic(client, &format!("grant_type=client_credentials&{form}"))
         .await;
@@ -94,7 +103,7 @@ pub async fn echo_upstream() -> String {
 }
 
 /// [`echo_upstream`], also keeping the `METHOD uri` of every request it receives.
-async fn recording_echo_upstream() -> (String, Arc<Mutex<Vec<String>>>) {
+pub async fn recording_echo_upstream() -> (String, Arc<Mutex<Vec<String>>>) {
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let recorder = Arc::clone(&seen);
     let url =

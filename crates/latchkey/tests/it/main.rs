@@ -13,6 +13,7 @@ mod console;
 mod discovery;
 mod dpop;
 mod federated;
+mod gate_quota;
 mod gateways;
 mod helpers;
 mod import_export;
