@@ -64,6 +64,11 @@
 //! every token takes from a lease, and every hundredth takes a lease from the database) and
 //! one without, take turns; prints the ratios (target: ≥ 0.97).
 //!
+//! `gate-quota` measures what `latchkey gate --quota` adds: three gates in front of one
+//! upstream take turns (`BENCH_ROUNDS`), one counting a quota of 10⁹ requests a day in Redis
+//! (`BENCH_REDIS`, default redis://127.0.0.1:6379/), one counting it alone, one without
+//! quotas; prints the p99 each quota check adds (median of rounds; target ≤ 0.2 ms).
+//!
 //! `throttle-flood` sends `BENCH_FLOOD` (1,000,000) failed authentications, each with a new
 //! random client id and a new random source address (named in `X-Forwarded-For`, the server
 //! trusting this machine as its proxy), and prints the server's resident memory before, half
@@ -72,7 +77,7 @@
 //! Settings (environment): `BENCH_ENDPOINT` (`token`, `token-opaque`, `token-pkjwt`,
 //! `token-tls`, `token-mtls`, `token-half-sent`, `federated-dead-issuer`, `token-floor`,
 //! `token-usage`, `token-throttle`, `token-quota`, `throttle-flood`,
-//! `introspect-jwt`, `introspect-opaque` or `gate`; default `token`), `BENCH_DATABASE`, `BENCH_REPLICAS` (1), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
+//! `introspect-jwt`, `introspect-opaque`, `gate` or `gate-quota`; default `token`), `BENCH_DATABASE`, `BENCH_REPLICAS` (1), `BENCH_ALG` (ES256, EdDSA, RS256; default ES256),
 //! `BENCH_CONNECTIONS` (16), `BENCH_SECONDS` (10), `BENCH_WARMUP_SECONDS` (2), and for
 //! `token-floor` `BENCH_ROUNDS` (2) and `BENCH_FLOOR_PROCESS` (0).
 //! Targets on a 2-core machine, load generator included, at 16 connections: ≥ 20,000
@@ -250,6 +255,9 @@ fn main() {
         if endpoint == "gate" {
             return gate_overhead(&token, &addr, connections, warmup, seconds).await;
         }
+        if endpoint == "gate-quota" {
+            return gate_quota_overhead(&token, &addr, connections, warmup, seconds).await;
+        }
         if endpoint == "token-floor" {
             let server_pid = servers[0].id();
             return token_floor(&token, server_pid, connections, warmup, seconds).await;
@@ -408,59 +416,12 @@ async fn gate_overhead(
     warmup: u64,
     seconds: u64,
 ) {
-    let issued = send(token_request).await;
-    let issued: serde_json::Value = serde_json::from_slice(&issued).unwrap();
-    let bearer = format!("Bearer {}", issued["access_token"].as_str().unwrap());
-    // The upstream: answers "hello" from a thread of its own.
-    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let upstream_addr = upstream.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            upstream.set_nonblocking(true).unwrap();
-            let listener = tokio::net::TcpListener::from_std(upstream).unwrap();
-            let router = axum::Router::new().fallback(|| async { "hello" });
-            axum::serve(listener, router).await.unwrap();
-        });
-    });
-    let gate_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let gate_addr = format!("127.0.0.1:{gate_port}");
-    let mut gate = Command::new(BIN)
-        .args([
-            "gate",
-            "--upstream",
-            &format!("http://{upstream_addr}"),
-            "--issuer",
-            &format!("http://{issuer_addr}"),
-            "--audience",
-            "https://api.example.com",
-            "--listen",
-            &gate_addr,
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    wait_until_ready(&gate_addr).await;
-    let request = |addr: &str| Request {
-        addr: addr.to_owned(),
-        path: "/hello",
-        authorization: bearer.clone(),
-        body: Bytes::new(),
-        expect: b"hello",
-        bodies: None,
-    };
+    let bearer = bearer(token_request).await;
+    let upstream_addr = start_upstream();
+    let (_gate, gate_addr) = start_gate(issuer_addr, &upstream_addr, &[]).await;
     let mut p99 = Vec::new();
     for (name, addr) in [("direct", &upstream_addr), ("gate", &gate_addr)] {
-        let request = request(addr);
+        let request = hello(addr, &bearer);
         run_load(
             std::slice::from_ref(&request),
             connections,
@@ -480,8 +441,127 @@ async fn gate_overhead(
         "gate adds {added:.2} ms at p99; target ≤ 1 ms: {}",
         if added <= 1.0 { "met" } else { "NOT met" }
     );
-    let _ = gate.kill();
-    let _ = gate.wait();
+}
+
+/// What the gate's quota check adds: three gates in front of one upstream take turns, one
+/// counting in Redis (127.0.0.1:6379, or `BENCH_REDIS`), one counting alone, one without
+/// quotas. The quota (10⁹ a day) is never reached, so every request is counted.
+async fn gate_quota_overhead(
+    token_request: &Request,
+    issuer_addr: &str,
+    connections: usize,
+    warmup: u64,
+    seconds: u64,
+) {
+    let bearer = bearer(token_request).await;
+    let upstream_addr = start_upstream();
+    let redis =
+        std::env::var("BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned());
+    let prefix = format!("latchkey-bench:{}:", fastrand::u64(..));
+    let quota = ["--quota", "default=1000000000/day"];
+    let shared = [
+        &quota[..],
+        &["--quota-redis", &redis, "--quota-redis-prefix", &prefix],
+    ]
+    .concat();
+    let mut gates = Vec::new();
+    let mut contestants = Vec::new();
+    for (name, extra) in [
+        ("gate, quota in Redis", &shared[..]),
+        ("gate, quota alone", &quota[..]),
+        ("gate, no quota", &[][..]),
+    ] {
+        let (gate, addr) = start_gate(issuer_addr, &upstream_addr, extra).await;
+        let pid = gate.0.id();
+        gates.push(gate);
+        contestants.push(Contestant {
+            name,
+            request: hello(&addr, &bearer),
+            cpu: Box::new(move || vec![format!("/proc/{pid}/stat")]),
+        });
+    }
+    let p99 = compare(&contestants, connections, warmup, seconds).await;
+    for (i, name) in [(0, "in Redis"), (1, "alone")] {
+        let added = p99[i] - p99[2];
+        println!(
+            "the quota check ({name}) adds {added:.3} ms at p99 (median of rounds); target              ≤ 0.2 ms: {}",
+            if added <= 0.2 { "met" } else { "NOT met" }
+        );
+    }
+}
+
+/// `Bearer` and a token from `token_request`.
+async fn bearer(token_request: &Request) -> String {
+    let issued = send(token_request).await;
+    let issued: serde_json::Value = serde_json::from_slice(&issued).unwrap();
+    format!("Bearer {}", issued["access_token"].as_str().unwrap())
+}
+
+/// GET /hello at `addr` with `bearer`, answered "hello".
+fn hello(addr: &str, bearer: &str) -> Request {
+    Request {
+        addr: addr.to_owned(),
+        path: "/hello",
+        authorization: bearer.to_owned(),
+        body: Bytes::new(),
+        expect: b"hello",
+        bodies: None,
+    }
+}
+
+/// An upstream that answers "hello", on a thread of its own; its address.
+fn start_upstream() -> String {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            upstream.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(upstream).unwrap();
+            let router = axum::Router::new().fallback(|| async { "hello" });
+            axum::serve(listener, router).await.unwrap();
+        });
+    });
+    upstream_addr
+}
+
+/// `latchkey gate` (release) in front of `upstream_addr` with `extra` flags, ready; the
+/// process and its address.
+async fn start_gate(
+    issuer_addr: &str,
+    upstream_addr: &str,
+    extra: &[&str],
+) -> (KillOnDrop, String) {
+    let gate_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gate_addr = format!("127.0.0.1:{gate_port}");
+    let gate = Command::new(BIN)
+        .args([
+            "gate",
+            "--upstream",
+            &format!("http://{upstream_addr}"),
+            "--issuer",
+            &format!("http://{issuer_addr}"),
+            "--audience",
+            "https://api.example.com",
+            "--listen",
+            &gate_addr,
+        ])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let gate = KillOnDrop(gate);
+    wait_until_ready(&gate_addr).await;
+    (gate, gate_addr)
 }
 
 /// Resident memory of process `pid`, in MiB.
@@ -662,9 +742,15 @@ async fn token_floor(
 
 /// The contestants take turns (`BENCH_ROUNDS` rounds each); prints each run, then the ratio
 /// of the first one's mean throughput and CPU time per request to each other's.
-async fn compare(contestants: &[Contestant], connections: usize, warmup: u64, seconds: u64) {
+async fn compare(
+    contestants: &[Contestant],
+    connections: usize,
+    warmup: u64,
+    seconds: u64,
+) -> Vec<f64> {
     let mut rates = vec![Vec::new(); contestants.len()];
     let mut cpu_us = vec![Vec::new(); contestants.len()];
+    let mut p99 = vec![Vec::new(); contestants.len()];
     for round in 1..=setting("BENCH_ROUNDS", 2) {
         for (i, contestant) in contestants.iter().enumerate() {
             let requests = std::slice::from_ref(&contestant.request);
@@ -677,11 +763,11 @@ async fn compare(contestants: &[Contestant], connections: usize, warmup: u64, se
             let system = per_request(after.1 - before.1);
             rates[i].push(result.rate());
             cpu_us[i].push(user + system);
-            result.report(
+            p99[i].push(result.report(
                 &format!("{}, round {round}", contestant.name),
                 "ES256",
                 connections,
-            );
+            ));
             println!(
                 "  cpu        {:.1} µs per request on the server side ({user:.1} user, {system:.1} \
                  system)",
@@ -704,6 +790,13 @@ async fn compare(contestants: &[Contestant], connections: usize, warmup: u64, se
             mean(&cpu_us[i]),
         );
     }
+    // Each one's median p99 over its rounds.
+    p99.into_iter()
+        .map(|mut values| {
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        })
+        .collect()
 }
 
 /// The `/proc` stat files of the floor's runtime threads (named `floor-worker`).
