@@ -178,6 +178,12 @@ fn main() {
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
+        // A gate finds the server by its issuer (RFC 8414 §3.3 checks it names itself so).
+        let issuer = if endpoint.starts_with("gate") {
+            format!("http://{addr}")
+        } else {
+            "https://auth.bench".to_owned()
+        };
         let server = Command::new(BIN)
             .args([
                 "--database",
@@ -188,7 +194,7 @@ fn main() {
                 "--signing-alg",
                 &alg,
                 "--issuer",
-                "https://auth.bench",
+                &issuer,
                 "--header-read-timeout",
                 &setting("BENCH_HEADER_READ_TIMEOUT", "10s".to_owned()),
             ])
