@@ -30,7 +30,9 @@ pub struct GlobalArgs {
         long,
         global = true,
         env = "LATCHKEY_DATABASE_URL",
-        default_value = "sqlite://latchkey.db"
+        default_value = "sqlite://latchkey.db",
+        // A PostgreSQL URL may hold a password: `--help` must not print it.
+        hide_env_values = true
     )]
     pub database: String,
 
@@ -350,7 +352,12 @@ pub struct GateArgs {
 
     /// Share quota counts with every gate of the same --audience through this Redis
     /// (redis://host:6379/0). Without it each gate counts alone.
-    #[arg(long, env = "LATCHKEY_GATE_QUOTA_REDIS", value_name = "URL")]
+    #[arg(
+        long,
+        env = "LATCHKEY_GATE_QUOTA_REDIS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub quota_redis: Option<String>,
 
     /// The start of the gate's Redis keys.

@@ -160,43 +160,51 @@ pub async fn run(args: GateArgs) -> anyhow::Result<()> {
 }
 
 /// The quotas of `--quota` and `--quota-file`, counted through `--quota-redis` if set; `None`
-/// when no client has one. With a quota file, SIGHUP reads it again.
+/// when no client has one. SIGHUP reads the quota file again (and, without one, is logged and
+/// otherwise ignored, rather than stopping the gate).
 async fn quotas(
     args: &GateArgs,
     recorder: Option<&PrometheusRecorder>,
 ) -> anyhow::Result<Option<Arc<Quotas>>> {
     let table = quota_table(&args.quotas, args.quota_file.as_deref())?;
-    if table.is_empty() && args.quota_file.is_none() {
+    // Registered (at zero) whenever there are metrics, quotas or not.
+    let metrics = quota_metrics(recorder);
+    let quotas = if table.is_empty() && args.quota_file.is_none() {
         if args.quota_redis.is_some() {
             anyhow::bail!("--quota-redis needs --quota or --quota-file");
         }
-        return Ok(None);
-    }
-    let metrics = quota_metrics(recorder);
-    let shared = match &args.quota_redis {
-        Some(url) => {
-            let shared = Shared::new(
-                url,
-                &args.quota_redis_prefix,
-                &args.audience,
-                args.quota_redis_timeout,
-                metrics.clone(),
-            )?;
-            shared.connect(now_ms()).await;
-            Some(shared)
-        }
-        None => None,
+        None
+    } else {
+        let shared = match &args.quota_redis {
+            Some(url) => {
+                let shared = Arc::new(Shared::new(
+                    url,
+                    &args.quota_redis_prefix,
+                    &args.audience,
+                    args.quota_redis_timeout,
+                    metrics.clone(),
+                )?);
+                shared.connect(now_ms()).await;
+                tokio::spawn(Arc::clone(&shared).watch(now_ms));
+                Some(shared)
+            }
+            None => None,
+        };
+        Some(Arc::new(Quotas::new(table, shared, metrics)))
     };
-    let quotas = Arc::new(Quotas::new(table, shared, metrics));
     #[cfg(unix)]
-    if let Some(path) = args.quota_file.clone() {
-        let flags = args.quotas.clone();
-        let quotas = Arc::clone(&quotas);
+    {
         let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("listening for SIGHUP")?;
+        let reload = quotas.clone().zip(args.quota_file.clone());
+        let flags = args.quotas.clone();
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
-                match quota_table(&flags, Some(&path)) {
+                let Some((quotas, path)) = &reload else {
+                    tracing::info!("SIGHUP: no --quota-file to read again");
+                    continue;
+                };
+                match quota_table(&flags, Some(path)) {
                     Ok(table) => {
                         quotas.replace(table);
                         tracing::info!(file = %path.display(), "quota file read again");
@@ -208,7 +216,7 @@ async fn quotas(
             }
         });
     }
-    Ok(Some(quotas))
+    Ok(quotas)
 }
 
 fn quota_table(flags: &[String], file: Option<&std::path::Path>) -> anyhow::Result<QuotaTable> {

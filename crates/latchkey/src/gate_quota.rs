@@ -30,7 +30,8 @@ use latchkey_server::quota::next_lease;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 /// Clients whose counts a gate keeps in memory at most. Past it the least used are dropped:
-/// with Redis that only returns their leases unused; without it their counts restart.
+/// with Redis their leases are lost (the client may get fewer, never more); without it their
+/// counts restart.
 const MAX_CLIENTS: usize = 100_000;
 
 /// How long after a failure the gate counts locally before trying Redis again.
@@ -153,7 +154,7 @@ impl Default for QuotaMetrics {
 pub struct Quotas {
     table: RwLock<Arc<QuotaTable>>,
     counts: quick_cache::sync::Cache<String, Arc<Counts>>,
-    shared: Option<Shared>,
+    shared: Option<Arc<Shared>>,
     metrics: QuotaMetrics,
 }
 
@@ -180,8 +181,10 @@ struct Window {
     /// The last lease's size and when it was taken (ms).
     lease: i64,
     leased_at_ms: i64,
-    /// Nothing was granted: refused until the window ends.
+    /// Nothing was granted: refused until the window ends, or until `retry_at_ms` when that
+    /// was decided locally while Redis was away (then Redis decides again).
     spent: bool,
+    retry_at_ms: i64,
     /// Leased locally while Redis was unreachable, not yet added to Redis's count.
     unshared: i64,
 }
@@ -194,7 +197,7 @@ impl Window {
 
 impl Quotas {
     /// Quotas counted in memory, or through `shared` (Redis).
-    pub fn new(table: QuotaTable, shared: Option<Shared>, metrics: QuotaMetrics) -> Self {
+    pub fn new(table: QuotaTable, shared: Option<Arc<Shared>>, metrics: QuotaMetrics) -> Self {
         Quotas {
             table: RwLock::new(Arc::new(table)),
             counts: quick_cache::sync::Cache::new(MAX_CLIENTS),
@@ -223,16 +226,17 @@ impl Quotas {
             .counts
             .get_or_insert_with(client_id, || Ok::<_, Infallible>(Arc::default()))
             .unwrap_or_else(|never| match never {});
-        if let Some(verdict) = take(&mut lock(&counts), &limits, now_ms) {
+        if let Some(verdict) = decide(&mut lock(&counts), &limits, now_ms) {
             return Some(self.counted(verdict));
         }
         let _fetching = counts.fetching.lock().await;
-        // Another request may have fetched meanwhile. If not, nothing else changes what is
-        // held until this one writes it back: every other request finds it as wanting as this
-        // one did and waits for the lock above.
+        // Another request may have fetched meanwhile. If not, no request admits anything until
+        // this one writes back what it fetched: a window without a lease stops them all at the
+        // `left == 0` check, and they wait for the lock above. (One may roll a window to a new
+        // period meanwhile; this one rolls it too, so the write-back loses nothing.)
         let mut held = {
             let mut held = lock(&counts);
-            if let Some(verdict) = take(&mut held, &limits, now_ms) {
+            if let Some(verdict) = decide(&mut held, &limits, now_ms) {
                 return Some(self.counted(verdict));
             }
             held.clone()
@@ -241,7 +245,7 @@ impl Quotas {
             self.lease(client_id, window, now_ms).await;
         }
         // Every window now holds a lease or is spent, so this decides.
-        let verdict = take(&mut held, &limits, now_ms);
+        let verdict = decide(&mut held, &limits, now_ms);
         *lock(&counts) = held;
         // (Fail closed all the same.)
         Some(self.counted(
@@ -258,6 +262,9 @@ impl Quotas {
 
     /// Fills `window` with a lease (from Redis, or counted locally), or marks it spent.
     async fn lease(&self, client_id: &str, window: &mut Window, now_ms: i64) {
+        // When the decision is local while Redis is away, Redis decides again once it may be
+        // tried; else the window is spent until it ends.
+        let mut decided_alone_for_now = false;
         let granted = match &self.shared {
             // Alone, the gate leases all that is left: nothing to share.
             None => local(window, window.limit),
@@ -268,13 +275,15 @@ impl Quotas {
                     now_ms - window.leased_at_ms,
                 );
                 window.lease = want;
-                match shared.take(client_id, window, want, now_ms).await {
+                match shared.grant(client_id, window, want, now_ms).await {
                     Some((granted, count)) => {
                         window.seen = count;
                         window.unshared = 0;
-                        granted
+                        // What Redis answered is trusted no further than asked.
+                        granted.clamp(0, want)
                     }
                     None => {
+                        decided_alone_for_now = true;
                         self.metrics.local_leases.increment(1);
                         let granted = local(window, want);
                         window.unshared += granted;
@@ -285,6 +294,11 @@ impl Quotas {
         };
         if granted == 0 {
             window.spent = true;
+            window.retry_at_ms = if decided_alone_for_now {
+                now_ms.saturating_add(RETRY_REDIS_MS)
+            } else {
+                i64::MAX
+            };
         } else {
             window.left = granted;
             window.leased_at_ms = now_ms;
@@ -306,7 +320,7 @@ fn local(window: &mut Window, want: i64) -> i64 {
 /// What the gate can decide from what it holds, under its lock: a refusal (a quota spent), or
 /// an admission with one request taken from every window; `None` when a lease must be
 /// fetched first.
-fn take(held: &mut Vec<Window>, limits: &[Rate], now_ms: i64) -> Option<Verdict> {
+fn decide(held: &mut Vec<Window>, limits: &[Rate], now_ms: i64) -> Option<Verdict> {
     let now = now_ms.div_euclid(1000);
     let same = held.len() == limits.len()
         && held
@@ -314,20 +328,13 @@ fn take(held: &mut Vec<Window>, limits: &[Rate], now_ms: i64) -> Option<Verdict>
             .zip(limits)
             .all(|(w, rate)| w.limit == i64::from(rate.count) && w.period == seconds(*rate));
     if !same {
-        // First request, or the quota file changed this client's quotas: counts start over.
-        *held = limits
-            .iter()
-            .map(|rate| Window {
-                limit: i64::from(rate.count),
-                period: seconds(*rate),
-                start: i64::MIN,
-                ..Window::default()
-            })
-            .collect();
+        *held = windows(std::mem::take(held), limits);
     }
     for window in held.iter_mut() {
         let start = now - now.rem_euclid(window.period);
-        if window.start != start {
+        // Never backwards: a request stamped just before a window began, or a clock stepped
+        // back, counts in the current window rather than starting an old one afresh.
+        if start > window.start {
             // A new window: nothing held, nothing spent. The lease size carries over.
             *window = Window {
                 limit: window.limit,
@@ -337,6 +344,11 @@ fn take(held: &mut Vec<Window>, limits: &[Rate], now_ms: i64) -> Option<Verdict>
                 leased_at_ms: window.leased_at_ms,
                 ..Window::default()
             };
+        }
+    }
+    for window in held.iter_mut() {
+        if window.spent && now_ms >= window.retry_at_ms {
+            window.spent = false;
         }
     }
     if let Some(spent) = held.iter().filter(|w| w.spent).max_by_key(|w| w.end()) {
@@ -367,6 +379,41 @@ fn take(held: &mut Vec<Window>, limits: &[Rate], now_ms: i64) -> Option<Verdict>
         ),
         detail: String::new(),
     })
+}
+
+/// The windows of `limits`, for a first request or after the quota file changed a client's
+/// quotas. A quota whose period the client had keeps its window and what was used of it,
+/// against its new limit; a new period starts at nothing.
+fn windows(old: Vec<Window>, limits: &[Rate]) -> Vec<Window> {
+    limits
+        .iter()
+        .map(|rate| {
+            let limit = i64::from(rate.count);
+            let period = seconds(*rate);
+            match old.iter().find(|w| w.period == period) {
+                Some(w) => {
+                    // Admitted (or given to other gates) so far: what was counted less what is
+                    // still held. What is held is cut to what the new limit leaves.
+                    let used = w.seen - w.left;
+                    let left = w.left.min((limit - used).max(0));
+                    Window {
+                        limit,
+                        left,
+                        seen: used + left,
+                        spent: false,
+                        retry_at_ms: 0,
+                        ..w.clone()
+                    }
+                }
+                None => Window {
+                    limit,
+                    period,
+                    start: i64::MIN,
+                    ..Window::default()
+                },
+            }
+        })
+        .collect()
 }
 
 /// A refusal: the quota of `period` is used up for `retry_after` seconds.
@@ -416,7 +463,8 @@ fn period_name(period: i64) -> &'static str {
 pub struct Shared {
     client: redis::Client,
     connection: Mutex<Option<ConnectionManager>>,
-    /// `{--quota-redis-prefix}{--audience}:`; a key adds `{client}:{period}:{start}`.
+    /// `{--quota-redis-prefix}{audience length}:{--audience}:`; a key adds
+    /// `{client}:{period}:{start}`.
     prefix: String,
     timeout: Duration,
     /// Until when (ms) the gate counts locally without trying Redis.
@@ -457,7 +505,7 @@ impl Shared {
         Ok(Shared {
             client,
             connection: Mutex::new(None),
-            prefix: format!("{prefix}{audience}:"),
+            prefix: format!("{prefix}{}:{audience}:", audience.len()),
             timeout,
             down_until_ms: AtomicI64::new(i64::MIN),
             state: AtomicU8::new(UNKNOWN),
@@ -477,6 +525,35 @@ impl Shared {
         }
     }
 
+    /// While Redis is away, asks it every second whether it is back (`PING`), so the log and
+    /// `latchkey_gate_quota_redis_up` say so even when no client needs a lease. Runs for
+    /// as long as the gate; `now_ms` reads the clock.
+    pub async fn watch(self: Arc<Self>, now_ms: fn() -> i64) {
+        let mut ticks = tokio::time::interval(Duration::from_millis(
+            u64::try_from(RETRY_REDIS_MS).unwrap_or(1_000),
+        ));
+        loop {
+            ticks.tick().await;
+            let now = now_ms();
+            if self.state.load(Ordering::Relaxed) == UP
+                || now < self.down_until_ms.load(Ordering::Relaxed)
+            {
+                continue;
+            }
+            let Some(mut connection) = self.connection(now).await else {
+                continue;
+            };
+            let ping = redis::cmd("PING");
+            match tokio::time::timeout(self.timeout, ping.query_async::<String>(&mut connection))
+                .await
+            {
+                Ok(Ok(_)) => self.answered(),
+                Ok(Err(error)) => self.failed(now, &error.to_string()),
+                Err(_) => self.failed(now, "no answer in time"),
+            }
+        }
+    }
+
     async fn connection(&self, now_ms: i64) -> Option<ConnectionManager> {
         if now_ms < self.down_until_ms.load(Ordering::Relaxed) {
             return None;
@@ -487,7 +564,8 @@ impl Shared {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1);
+            // One attempt: the gate retries by itself, a second later.
+            .set_number_of_retries(0);
         let connecting = ConnectionManager::new_with_config(self.client.clone(), config);
         match tokio::time::timeout(self.timeout, connecting).await {
             Ok(Ok(connection)) => {
@@ -507,7 +585,7 @@ impl Shared {
 
     /// Takes a lease of up to `want` for `window`: the grant and the count of all gates, or
     /// `None` when Redis did not answer.
-    async fn take(
+    async fn grant(
         &self,
         client_id: &str,
         window: &Window,
@@ -515,6 +593,8 @@ impl Shared {
         now_ms: i64,
     ) -> Option<(i64, i64)> {
         let mut connection = self.connection(now_ms).await?;
+        // The audience is length-prefixed and the last two parts are numbers, so no client id
+        // and audience make another pair's key.
         let key = format!(
             "{}{client_id}:{}:{}",
             self.prefix, window.period, window.start
@@ -683,7 +763,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_new_quota_file_starts_changed_quotas_afresh() {
+    async fn a_new_quota_file_keeps_what_was_used_against_the_new_limit() {
         let quotas = quotas(&["default=1/hour"]);
         assert!(
             quotas
@@ -701,16 +781,69 @@ mod tests {
                 .retry_after
                 .is_some()
         );
-        quotas.replace(QuotaTable::parse(["default=2/hour"]).unwrap());
+        // Raised to 3: 2 more this hour.
+        quotas.replace(QuotaTable::parse(["default=3/hour"]).unwrap());
+        for _ in 0..2 {
+            assert!(
+                quotas
+                    .check("a", TEN_AM)
+                    .await
+                    .unwrap()
+                    .retry_after
+                    .is_none()
+            );
+        }
         assert!(
             quotas
                 .check("a", TEN_AM)
                 .await
                 .unwrap()
                 .retry_after
-                .is_none()
+                .is_some()
+        );
+        // Lowered to 2, and a minute quota added: the hour stays spent.
+        quotas.replace(QuotaTable::parse(["default=2/hour", "default=5/min"]).unwrap());
+        assert!(
+            quotas
+                .check("a", TEN_AM)
+                .await
+                .unwrap()
+                .retry_after
+                .is_some()
         );
         quotas.replace(QuotaTable::parse(["a=off"]).unwrap());
         assert!(quotas.check("a", TEN_AM).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_request_stamped_before_the_window_began_counts_in_the_current_one() {
+        let quotas = quotas(&["default=2/min"]);
+        let minute = TEN_AM + 60_000;
+        assert!(
+            quotas
+                .check("a", minute + 1)
+                .await
+                .unwrap()
+                .retry_after
+                .is_none()
+        );
+        assert!(
+            quotas
+                .check("a", minute - 1)
+                .await
+                .unwrap()
+                .retry_after
+                .is_none()
+        );
+        // Had the late one started the old minute afresh, this one would start the new
+        // minute afresh too.
+        assert!(
+            quotas
+                .check("a", minute + 2)
+                .await
+                .unwrap()
+                .retry_after
+                .is_some()
+        );
     }
 }
