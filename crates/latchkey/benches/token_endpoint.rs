@@ -752,7 +752,8 @@ async fn token_floor(
     compare(&contestants, connections, warmup, seconds).await;
 }
 
-/// The contestants take turns (`BENCH_ROUNDS` rounds each); prints each run, then the ratio
+/// The contestants take turns (`BENCH_ROUNDS` rounds each, each round starting with the next
+/// one); prints each run, then the ratio
 /// of the first one's mean throughput and CPU time per request to each other's.
 async fn compare(
     contestants: &[Contestant],
@@ -764,7 +765,11 @@ async fn compare(
     let mut cpu_us = vec![Vec::new(); contestants.len()];
     let mut p99 = vec![Vec::new(); contestants.len()];
     for round in 1..=setting("BENCH_ROUNDS", 2) {
-        for (i, contestant) in contestants.iter().enumerate() {
+        // Each round starts with the next contestant, so none always runs first (or right
+        // after another's load).
+        let order = (0..contestants.len()).map(|k| (k + round - 1) % contestants.len());
+        for i in order {
+            let contestant = &contestants[i];
             let requests = std::slice::from_ref(&contestant.request);
             run_load(requests, connections, Duration::from_secs(warmup)).await;
             let before = cpu_seconds(&(contestant.cpu)());
