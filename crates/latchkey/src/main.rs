@@ -16,6 +16,7 @@ mod output;
 mod proxy;
 mod registration_cmd;
 mod remote;
+mod request_target;
 mod serve_cmd;
 mod sidecar_cmd;
 mod token_cmd;

@@ -17,6 +17,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::request_target::check_path;
+
 /// The HTTP client proxies forward with: HTTP/1.1, plain or TLS (rustls, platform trust
 /// store), pooled keep-alive connections.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
@@ -180,27 +182,6 @@ impl Upstream {
     }
 }
 
-/// Refuses a path that does not name the same resource to every reader. Dot segments could
-/// climb out of the upstream's path prefix (RFC 3986 §5.2.4). An encoded `/` or `\` is data
-/// to the proxy (RFC 3986 §2.2) but some upstreams decode it before routing, and a `\` is a
-/// separator to some (Windows, IIS, several frameworks) and data to others: `/a/..%2fadmin`
-/// and `/a/..\admin` would be `/admin` there.
-fn check_path(path: &str) -> Result<(), &'static str> {
-    // Only origin-form targets (RFC 9112 §3.2.1): `*` (asterisk-form) names no resource of
-    // the upstream.
-    if !path.starts_with('/') {
-        return Err("the request target is not a path");
-    }
-    if has_dot_segment(path) {
-        return Err("the path has . or .. segments");
-    }
-    let lower = path.to_ascii_lowercase();
-    if path.contains('\\') || lower.contains("%2f") || lower.contains("%5c") {
-        return Err("the path has a \\, %2F or %5C");
-    }
-    Ok(())
-}
-
 /// Refuses a request body whose length two parsers could read differently (request
 /// smuggling, RFC 9112 §11.2). Of transfer codings only `chunked` alone is accepted (names are
 /// case-insensitive, RFC 9112 §7): the proxy decodes it and frames the body anew for the
@@ -222,16 +203,6 @@ fn check_framing(headers: &HeaderMap) -> Result<(), &'static str> {
         }
         _ => Err("the request's Transfer-Encoding is not chunked"),
     }
-}
-
-/// A `.` or `..` segment, also percent-encoded, and also with path parameters after a `;`
-/// (`..;/`), which servlet containers (Tomcat, Jetty) strip before they resolve dot segments.
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let segment = segment.split(';').next().unwrap_or(segment);
-        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        decoded == "." || decoded == ".."
-    })
 }
 
 /// A 400 for a request that cannot be forwarded.
@@ -305,20 +276,5 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         "upgrade",
     ] {
         headers.remove(name);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dot_segments_are_found_encoded_or_not() {
-        for bad in ["/a/../b", "/..", "/a/./b", "/%2e%2E/x", "/a/%2E"] {
-            assert!(has_dot_segment(bad), "{bad}");
-        }
-        for fine in ["/", "/a/b", "/a..b/", "/.well-known/x", "/a%2eb"] {
-            assert!(!has_dot_segment(fine), "{fine}");
-        }
     }
 }
