@@ -14,7 +14,8 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
@@ -33,14 +34,21 @@ const MAX_ATTEMPTS: u32 = 3;
 #[derive(Debug, Clone)]
 pub(super) enum Db {
     Sqlite(SqlitePool),
-    Postgres(PgPool),
+    /// With what the server knows of whether the database can be reached, shared by every
+    /// connection from the pool.
+    Postgres(PgPool, Arc<Reachability>),
 }
 
 impl Db {
+    /// A PostgreSQL pool, taken as reachable.
+    pub(super) fn postgres(pool: PgPool) -> Db {
+        Db::Postgres(pool, Arc::default())
+    }
+
     pub(super) fn dialect(&self) -> Dialect {
         match self {
             Db::Sqlite(_) => Dialect::Sqlite,
-            Db::Postgres(_) => Dialect::Postgres,
+            Db::Postgres(..) => Dialect::Postgres,
         }
     }
 
@@ -52,10 +60,10 @@ impl Db {
                 .await
                 .map(Conn::Sqlite)
                 .map_err(sqlite::classify),
-            Db::Postgres(pool) => pool
-                .acquire()
+            Db::Postgres(pool, reach) => reach
+                .connect(pool, pool.acquire())
                 .await
-                .map(Conn::Postgres)
+                .map(|conn| Conn::Postgres(conn, Arc::clone(reach)))
                 .map_err(postgres::classify),
         }
     }
@@ -70,39 +78,153 @@ impl Db {
                 .await
                 .map(Tx::Sqlite)
                 .map_err(sqlite::classify),
-            Db::Postgres(pool) => pool
-                .begin_with(begin)
+            Db::Postgres(pool, reach) => reach
+                .connect(pool, pool.begin_with(begin))
                 .await
-                .map(Tx::Postgres)
+                .map(|tx| Tx::Postgres(tx, Arc::clone(reach)))
                 .map_err(postgres::classify),
         }
     }
 }
 
+/// How long a probe of an unreachable database may take to get a connection.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long a request waits for a pooled connection before one request checks whether the
+/// database can be reached at all.
+const SLOW_CONNECT: Duration = Duration::from_millis(100);
+
+/// Whether the database can be reached, as far as this server knows. Without it, every request
+/// while PostgreSQL is down or restarting waits out the pool's acquire timeout (5 s: sqlx
+/// keeps retrying the connection) before its 503. Once a connection fails as unreachable (an
+/// I/O error, a connection-class SQLSTATE, an administrator's shutdown, or the pool timing out),
+/// requests are answered at once (503 with `Retry-After`), while one request at a time
+/// probes: it tries for a connection for at most [`PROBE_TIMEOUT`], and the first that gets one
+/// ends the outage. So service comes back within about one probe of the database.
+#[derive(Debug, Default)]
+pub(super) struct Reachability {
+    down: AtomicBool,
+    probing: AtomicBool,
+    /// Wakes the requests waiting for a connection when an outage starts, so they answer then
+    /// rather than at the pool's timeout.
+    outage: tokio::sync::Notify,
+}
+
+impl Reachability {
+    /// Runs `connect` (a pool acquire or begin), or answers at once while the database is
+    /// unreachable and another request is probing it.
+    async fn connect<T>(
+        &self,
+        pool: &PgPool,
+        connect: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        if !self.down.load(Ordering::Acquire) {
+            // Made before the wait, so an outage noticed meanwhile wakes it.
+            let outage = self.outage.notified();
+            let mut connect = std::pin::pin!(connect);
+            let result = tokio::select! {
+                result = &mut connect => result,
+                () = outage => Err(unreachable("the database became unreachable")),
+                // A wait this long is a busy pool or a database that is gone (sqlx retries a
+                // refused connection until its timeout, silently): one request finds out which.
+                () = tokio::time::sleep(SLOW_CONNECT) => {
+                    let outage = self.outage.notified();
+                    if !self.probing.swap(true, Ordering::AcqRel) {
+                        let _probe = Probe(&self.probing);
+                        self.check(pool).await;
+                    }
+                    tokio::select! {
+                        result = &mut connect => result,
+                        () = outage => Err(unreachable("the database became unreachable")),
+                    }
+                }
+            };
+            if let Err(error) = &result {
+                self.saw(error);
+            }
+            return result;
+        }
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return Err(unreachable(
+                "the database is unreachable; another request is checking",
+            ));
+        }
+        // Cleared however the probe ends, also when its request is dropped.
+        let _probe = Probe(&self.probing);
+        match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
+            Ok(Ok(connected)) => {
+                if self.down.swap(false, Ordering::AcqRel) {
+                    tracing::info!("the database answers again");
+                }
+                Ok(connected)
+            }
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(unreachable("no connection to the database within 500 ms")),
+        }
+    }
+
+    /// Opens a connection of its own, outside the pool, to tell a busy pool from a database
+    /// that cannot be reached; the latter starts an outage.
+    async fn check(&self, pool: &PgPool) {
+        use sqlx::ConnectOptions as _;
+        let options = pool.connect_options();
+        match tokio::time::timeout(PROBE_TIMEOUT, options.connect()).await {
+            Ok(Ok(connection)) => drop(connection),
+            Ok(Err(error)) => self.saw(&error),
+            Err(_) => self.saw(&unreachable("no connection to the database within 500 ms")),
+        }
+    }
+
+    /// Notes an error of a connection or statement: one that says the database cannot be
+    /// reached starts an outage.
+    fn saw(&self, error: &sqlx::Error) {
+        if postgres::is_unreachable(error) && !self.down.swap(true, Ordering::AcqRel) {
+            self.outage.notify_waiters();
+            tracing::warn!(%error, "the database is unreachable; answering 503 at once while one request at a time checks whether it is back");
+        }
+    }
+}
+
+/// Clears the probing flag when dropped.
+struct Probe<'a>(&'a AtomicBool);
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+fn unreachable(why: &'static str) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::NotConnected, why))
+}
+
 /// A pooled connection, outside any transaction.
 pub(super) enum Conn {
     Sqlite(PoolConnection<Sqlite>),
-    Postgres(PoolConnection<Postgres>),
+    Postgres(PoolConnection<Postgres>, Arc<Reachability>),
 }
 
 /// A transaction.
 pub(super) enum Tx {
     Sqlite(sqlx::Transaction<'static, Sqlite>),
-    Postgres(sqlx::Transaction<'static, Postgres>),
+    Postgres(sqlx::Transaction<'static, Postgres>, Arc<Reachability>),
 }
 
 impl Tx {
     pub(super) fn dialect(&self) -> Dialect {
         match self {
             Tx::Sqlite(_) => Dialect::Sqlite,
-            Tx::Postgres(_) => Dialect::Postgres,
+            Tx::Postgres(..) => Dialect::Postgres,
         }
     }
 
     pub(super) async fn commit(self) -> Result<(), TxError> {
         match self {
             Tx::Sqlite(tx) => tx.commit().await.map_err(sqlite::classify),
-            Tx::Postgres(tx) => tx.commit().await.map_err(postgres::classify),
+            Tx::Postgres(tx, reach) => tx.commit().await.map_err(|error| {
+                reach.saw(&error);
+                postgres::classify(error)
+            }),
         }
     }
 
@@ -113,7 +235,7 @@ impl Tx {
             Tx::Sqlite(tx) => {
                 script.execute(&mut **tx).await.map_err(sqlite::classify)?;
             }
-            Tx::Postgres(tx) => {
+            Tx::Postgres(tx, _) => {
                 script
                     .execute(&mut **tx)
                     .await
@@ -127,7 +249,7 @@ impl Tx {
 /// The connection a statement runs on.
 pub(super) enum Raw<'c> {
     Sqlite(&'c mut SqliteConnection),
-    Postgres(&'c mut PgConnection),
+    Postgres(&'c mut PgConnection, &'c Reachability),
 }
 
 /// What a statement can run on: a [`Conn`] or a [`Tx`].
@@ -139,7 +261,7 @@ impl Connection for Conn {
     fn raw(&mut self) -> Raw<'_> {
         match self {
             Conn::Sqlite(conn) => Raw::Sqlite(conn),
-            Conn::Postgres(conn) => Raw::Postgres(conn),
+            Conn::Postgres(conn, reach) => Raw::Postgres(conn, reach),
         }
     }
 }
@@ -148,7 +270,7 @@ impl Connection for Tx {
     fn raw(&mut self) -> Raw<'_> {
         match self {
             Tx::Sqlite(tx) => Raw::Sqlite(tx),
-            Tx::Postgres(tx) => Raw::Postgres(tx),
+            Tx::Postgres(tx, reach) => Raw::Postgres(tx, reach),
         }
     }
 }
@@ -241,12 +363,15 @@ impl<'a> Query<'a> {
                 .await
                 .map(|done| done.rows_affected())
                 .map_err(sqlite::classify),
-            Raw::Postgres(conn) => self
+            Raw::Postgres(conn, reach) => self
                 .on::<Postgres>()
                 .execute(conn)
                 .await
                 .map(|done| done.rows_affected())
-                .map_err(postgres::classify),
+                .map_err(|error| {
+                    reach.saw(&error);
+                    postgres::classify(error)
+                }),
         }
     }
 
@@ -259,12 +384,15 @@ impl<'a> Query<'a> {
                 .await
                 .map(|rows| rows.into_iter().map(DbRow::Sqlite).collect())
                 .map_err(sqlite::classify),
-            Raw::Postgres(conn) => self
+            Raw::Postgres(conn, reach) => self
                 .on::<Postgres>()
                 .fetch_all(conn)
                 .await
                 .map(|rows| rows.into_iter().map(DbRow::Postgres).collect())
-                .map_err(postgres::classify),
+                .map_err(|error| {
+                    reach.saw(&error);
+                    postgres::classify(error)
+                }),
         }
     }
 

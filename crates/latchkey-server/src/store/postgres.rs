@@ -18,7 +18,26 @@ pub(super) async fn open(url: &str) -> Result<SqlStore, StoreError> {
         .connect(url)
         .await
         .map_err(|e| StoreError::from(classify(e)))?;
-    SqlStore::start(Db::Postgres(pool)).await
+    SqlStore::start(Db::postgres(pool)).await
+}
+
+/// Whether `err` says the database cannot be reached at all (not that it is busy or refused
+/// one statement): I/O and TLS failures, the pool timing out or closed, connection-class
+/// SQLSTATEs (08), and an administrator's or a crash's shutdown, or a start-up under way (57P01,
+/// 57P02, 57P03).
+pub(super) fn is_unreachable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }
+        _ => false,
+    }
 }
 
 /// A PostgreSQL error by kind. 40001 serialization_failure and 40P01 deadlock_detected: the

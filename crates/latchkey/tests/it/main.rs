@@ -12,6 +12,7 @@ mod connections;
 mod console;
 mod discovery;
 mod dpop;
+mod faults;
 mod federated;
 mod gate_quota;
 mod gateways;
