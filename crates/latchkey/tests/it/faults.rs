@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use latchkey_server::{Application, ServerConfig, SystemClock, store};
 use latchkey_testkit::PrivatePostgres;
 use serde_json::Value;
+use sqlx::Connection as _;
 
 use crate::helpers::{basic, cli_json as cli};
 
@@ -253,4 +254,128 @@ async fn postgres_restarted_under_load_on_two_replicas() {
         .await
         .unwrap();
     assert_eq!(keys_before, keys_after);
+}
+
+/// A server whose database has gone stops promptly when told to: its last usage write fails
+/// at once instead of waiting out the pool (it took over 3 s before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_database_is_gone_stops_at_once() {
+    let Some(postgres) = PrivatePostgres::start() else {
+        return;
+    };
+    let url = postgres.url();
+    let store = store::connect(&url).await.unwrap();
+    let config = ServerConfig {
+        janitor_interval: Duration::from_secs(3600),
+        usage_flush_interval: Duration::from_secs(3600),
+        ..ServerConfig::default()
+    };
+    let app = Application::build(config, store, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    // Tokens counted in memory, for the usage write at shutdown.
+    let jwt = client(&url, "jwt", &[]);
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        assert_eq!(token(&http, &base, &jwt).await.status(), 200);
+    }
+    tokio::task::spawn_blocking(move || postgres.stop())
+        .await
+        .unwrap();
+    let asked = Instant::now();
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_millis(1_500),
+        "stopped after {:?}",
+        asked.elapsed()
+    );
+}
+
+/// Stopping under load (SIGTERM in `latchkey serve`): every request the server took is
+/// answered in full, and requests after the stop find no listener (a client may send them
+/// elsewhere) rather than a half answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_under_load_answers_every_request_it_took() {
+    let Some(postgres) = PrivatePostgres::start() else {
+        return;
+    };
+    let url = postgres.url();
+    let store = store::connect(&url).await.unwrap();
+    let app = Application::build(
+        ServerConfig {
+            janitor_interval: Duration::from_secs(3600),
+            usage_flush_interval: Duration::from_secs(3600),
+            ..ServerConfig::default()
+        },
+        store,
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let opaque = client(&url, "opaque", &["--token-format", "opaque"]);
+    // Each worker on its own keep-alive connection, until the server goes.
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (base, authorization) = (base.clone(), opaque.clone());
+        workers.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap();
+            let (mut answered, mut refused) = (Vec::new(), 0u32);
+            loop {
+                match http
+                    .post(format!("{base}/oauth2/token"))
+                    .header("authorization", &authorization)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(ASK)
+                    .send()
+                    .await
+                {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        // An answer begun is finished: its body arrives whole.
+                        let body: Value = response.json().await.unwrap();
+                        assert_eq!(status, 200, "{body}");
+                        answered.push(body["access_token"].as_str().unwrap().to_owned());
+                    }
+                    // The listener is gone (or a kept-alive connection closed as the server
+                    // stopped, before it read the request): stop after a few.
+                    Err(error) => {
+                        assert!(error.is_connect() || error.is_request(), "{error}");
+                        refused += 1;
+                        if refused > 3 {
+                            return answered;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    let mut answered = Vec::new();
+    for worker in workers {
+        answered.extend(worker.await.unwrap());
+    }
+    assert!(answered.len() > 100, "{} tokens", answered.len());
+    // Every token answered was stored before its answer: the database has each one.
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let (stored,): (i64,) = sqlx::query_as("SELECT count(*) FROM opaque_tokens")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(stored, answered.len() as i64);
 }
