@@ -225,8 +225,13 @@ impl Application {
             kek: config.key_encryption_key.clone(),
         };
         // This server's id: how it acknowledges changes, and who it is in the audit trail when
-        // it changes keys itself.
-        let server_id = crate::secret::new_row_id();
+        // it changes keys itself. It names the host and address, so an operator told that a
+        // server did not confirm a change knows which one: `web-3/10.0.0.5:8080/3jYfVorMa3U`.
+        let server_id = format!(
+            "{}/{local_addr}/{}",
+            host_name(),
+            crate::secret::new_row_id()
+        );
         let keys = key_source
             .load_or_create(
                 store.as_ref(),
@@ -470,6 +475,17 @@ impl Application {
         let _ = usage.await;
         let _ = upkeep.await;
     }
+}
+
+/// This machine's host name (Linux's, or `HOSTNAME`), for the server's id; `unknown-host`
+/// when neither says.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().replace('/', "-"))
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned())
 }
 
 /// A listener of its own (`--admin-listen`, `--metrics-listen`) and the address it got, if one

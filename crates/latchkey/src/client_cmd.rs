@@ -698,13 +698,31 @@ async fn set_enabled(
 /// Warns about running servers that did not confirm a change in time.
 pub fn confirmed<T>(change: Applied<T>) -> T {
     for server in &change.unconfirmed_servers {
-        eprintln!(
-            "warning: server {server} did not confirm the change within {} s; it may have stopped \
-             uncleanly, or it may use the old client record until it next reaches the database",
-            admin::PROPAGATION_TIMEOUT.as_secs()
-        );
+        warn_unconfirmed(server);
     }
     change.value
+}
+
+/// The warning for a server (by id) that did not confirm a change in time.
+pub fn warn_unconfirmed(server: &str) {
+    eprintln!(
+        "warning: {} did not confirm the change within {} s; it may have stopped uncleanly, or \
+         it may use the old client record until it next reaches the database",
+        describe_server(server),
+        admin::PROPAGATION_TIMEOUT.as_secs()
+    );
+}
+
+/// A server by its id (`HOST/ADDRESS/ID`): `the server on web-3 at 10.0.0.5:8080 (id 3jYf...)`.
+/// Ids from servers older than that are named as they are.
+pub fn describe_server(id: &str) -> String {
+    let mut parts = id.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(host), Some(address), Some(row_id)) => {
+            format!("the server on {host} at {address} (id {row_id})")
+        }
+        _ => format!("server {id}"),
+    }
 }
 
 /// What `--jwks-file` (already read), `--jwks-uri`, `--certificate-file` (already read) or a

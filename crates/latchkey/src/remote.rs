@@ -131,6 +131,17 @@ impl Remote {
                 .await
                 .with_context(|| format!("{method} {url}"))?;
             let status = response.status();
+            // A change the server made but not every server confirmed: said as the CLI says it
+            // on the database.
+            if let Some(servers) = response
+                .headers()
+                .get(latchkey_server::http::admin::UNCONFIRMED_SERVERS)
+                .and_then(|v| v.to_str().ok())
+            {
+                for server in servers.split(", ") {
+                    crate::client_cmd::warn_unconfirmed(server);
+                }
+            }
             if status == StatusCode::UNAUTHORIZED && attempt == 0 {
                 self.tokens.invalidate(&token).await;
                 continue;

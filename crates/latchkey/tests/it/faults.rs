@@ -379,3 +379,122 @@ async fn stopping_under_load_answers_every_request_it_took() {
         .unwrap();
     assert_eq!(stored, answered.len() as i64);
 }
+
+/// One of three `latchkey serve` replicas killed with SIGKILL in the middle of a run of admin
+/// changes: the other two keep serving, every change the CLI reported made is in force on both
+/// at once, and the one change that found the dead replica names it by host and address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_during_admin_changes() {
+    use crate::gateways::{BIN, listen_field, start_logged};
+    let Some(postgres) = PrivatePostgres::start() else {
+        return;
+    };
+    let url = postgres.url();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        let mut command = std::process::Command::new(BIN);
+        command.args(["--database", &url, "serve", "--listen", "127.0.0.1:0"]);
+        let (process, line, _) = start_logged(command, "latchkey is serving");
+        replicas.push((process, format!("http://{}", listen_field(&line))));
+    }
+    let created = cli(
+        &url,
+        &[],
+        &[
+            "client",
+            "create",
+            "--name",
+            "changing",
+            "--scope",
+            "s0",
+            "--audience",
+            "https://api.example.com",
+        ],
+    );
+    let id = created["client_id"].as_str().unwrap().to_owned();
+    let authorization = basic(&id, created["client_secret"].as_str().unwrap());
+    let http = reqwest::Client::new();
+    let scoped = |base: String, scope: String| {
+        let (http, authorization) = (http.clone(), authorization.clone());
+        async move {
+            http.post(format!("{base}/oauth2/token"))
+                .header("authorization", authorization)
+                .form(&[("grant_type", "client_credentials"), ("scope", &scope)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let dead = replicas[2].1.trim_start_matches("http://").to_owned();
+    let mut warnings = Vec::new();
+    for change in 1..=12 {
+        if change == 5 {
+            let (mut process, _) = replicas.pop().unwrap();
+            process.child().kill().unwrap();
+            process.child().wait().unwrap();
+        }
+        let scope = format!("s{change}");
+        let output = std::process::Command::new(BIN)
+            .env("LATCHKEY_DATABASE_URL", &url)
+            .env("USER", "ops")
+            .args([
+                "--output", "json", "client", "update", &id, "--scope", &scope,
+            ])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "change {change} failed");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if !stderr.trim().is_empty() {
+            warnings.push((change, stderr));
+        }
+        // Reported made, so in force on every live replica at once.
+        for (_, base) in &replicas {
+            assert_eq!(
+                scoped(base.clone(), scope.clone()).await,
+                200,
+                "{base} {scope}"
+            );
+        }
+    }
+    // Only the first change after the kill waited for the dead replica, and it said which.
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let (change, warning) = &warnings[0];
+    assert_eq!(*change, 5);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    assert!(
+        warning.contains(&format!("the server on {host} at {dead} (id ")),
+        "{warning}"
+    );
+
+    // Through the admin API the same: the second replica killed, a change sent to the first
+    // names it (in the `Latchkey-Unconfirmed-Servers` header, which the CLI reads).
+    let admin = cli(&url, &[], &["client", "create", "--name", "ops", "--admin"]);
+    let (mut second, second_base) = replicas.pop().unwrap();
+    second.child().kill().unwrap();
+    second.child().wait().unwrap();
+    let output = std::process::Command::new(BIN)
+        .env_remove("LATCHKEY_DATABASE_URL")
+        .env(
+            "LATCHKEY_ADMIN_CLIENT_ID",
+            admin["client_id"].as_str().unwrap(),
+        )
+        .env(
+            "LATCHKEY_ADMIN_CLIENT_SECRET",
+            admin["client_secret"].as_str().unwrap(),
+        )
+        .args(["--output", "json", "--server", &replicas[0].1])
+        .args(["client", "update", &id, "--scope", "last"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let second_addr = second_base.trim_start_matches("http://");
+    assert!(
+        stderr.contains(&format!("the server on {host} at {second_addr} (id ")),
+        "{stderr}"
+    );
+    assert_eq!(scoped(replicas[0].1.clone(), "last".into()).await, 200);
+}

@@ -90,6 +90,36 @@ pub fn routes() -> Router<Arc<AppState>> {
                 None,
             )
         })
+        .layer(axum::middleware::from_fn(name_unconfirmed_servers))
+}
+
+/// The response header naming the servers that did not confirm a change in time (their ids,
+/// `HOST/ADDRESS/ID`, comma-separated), so a caller of the API learns it as the CLI does.
+pub const UNCONFIRMED_SERVERS: &str = "latchkey-unconfirmed-servers";
+
+tokio::task_local! {
+    /// The servers [`confirmed`] found behind, while a request runs.
+    static UNCONFIRMED: std::cell::RefCell<Vec<String>>;
+}
+
+/// Runs the request with room for [`confirmed`] to note unconfirmed servers, and names them in
+/// [`UNCONFIRMED_SERVERS`].
+async fn name_unconfirmed_servers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (mut response, servers) = UNCONFIRMED
+        .scope(std::cell::RefCell::new(Vec::new()), async {
+            let response = next.run(request).await;
+            (response, UNCONFIRMED.with(|servers| servers.take()))
+        })
+        .await;
+    if !servers.is_empty()
+        && let Ok(value) = axum::http::HeaderValue::try_from(servers.join(", "))
+    {
+        response.headers_mut().insert(UNCONFIRMED_SERVERS, value);
+    }
+    response
 }
 
 /// An admin request, read: its caller checked, its body (if any) in memory.
@@ -200,7 +230,8 @@ impl Admin {
 }
 
 /// The value of a change, once made; servers that did not confirm it in time are named in the
-/// log (the API's answer is the change's, which was made).
+/// log and in the [`UNCONFIRMED_SERVERS`] header (the API's answer is the change's, which was
+/// made).
 fn confirmed<T>(applied: crate::service::admin::Applied<T>) -> T {
     if !applied.unconfirmed_servers.is_empty() {
         tracing::warn!(
@@ -208,6 +239,11 @@ fn confirmed<T>(applied: crate::service::admin::Applied<T>) -> T {
             "servers did not confirm an admin change in time; they may use the old record until \
              they next reach the database"
         );
+        let _ = UNCONFIRMED.try_with(|servers| {
+            servers
+                .borrow_mut()
+                .extend(applied.unconfirmed_servers.iter().cloned());
+        });
     }
     applied.value
 }
