@@ -84,9 +84,11 @@ fn kind_of(err: sqlx::Error) -> TxError {
             if db.kind() == sqlx::error::ErrorKind::UniqueViolation {
                 return TxError::Fail(StoreError::Conflict(db.message().to_owned()));
             }
-            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes; SQLITE_FULL
+            // (13, the disk is full) and SQLITE_IOERR (10, a write the disk refused): the
+            // write may succeed later, and nothing was changed (the transaction rolled back).
             let code = db.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(0);
-            if matches!(code & 0xff, 5 | 6) {
+            if matches!(code & 0xff, 5 | 6 | 10 | 13) {
                 StoreError::Unavailable(db.message().to_owned())
             } else {
                 StoreError::Other(db.message().to_owned())

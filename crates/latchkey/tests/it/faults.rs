@@ -498,3 +498,118 @@ async fn a_replica_killed_during_admin_changes() {
     );
     assert_eq!(scoped(replicas[0].1.clone(), "last".into()).await, 200);
 }
+
+/// A small file system of the test's own (tmpfs), unmounted when dropped; `None` where this
+/// process may not mount (not root), a failure under CI.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !mounted {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI needs to mount a tmpfs (root)"
+            );
+            eprintln!("skipped: cannot mount a tmpfs here");
+            return None;
+        }
+        Some(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// SQLite on a disk that fills up: writes (opaque tokens, admin changes) answer 503 or fail
+/// with a clear message, JWTs for known clients are still issued, and once space returns
+/// everything works again and the database is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_on_a_full_disk_refuses_writes_and_keeps_issuing_jwts() {
+    let Some(disk) = SmallDisk::mount(16) else {
+        return;
+    };
+    let url = format!("sqlite://{}/latchkey.db", disk.0.path().display());
+    let store = store::connect(&url).await.unwrap();
+    let app = Application::build(
+        ServerConfig {
+            janitor_interval: Duration::from_secs(3600),
+            usage_flush_interval: Duration::from_secs(3600),
+            ..ServerConfig::default()
+        },
+        store,
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until(std::future::pending()));
+    let jwt = client(&url, "jwt", &[]);
+    let opaque = client(
+        &url,
+        "opaque",
+        &["--token-format", "opaque", "--can-introspect"],
+    );
+    let http = reqwest::Client::new();
+    let before: Value = token(&http, &base, &opaque).await.json().await.unwrap();
+    let before = before["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(token(&http, &base, &jwt).await.status(), 200);
+
+    // Fill the disk to the last byte.
+    let filler = disk.0.path().join("filler");
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let byte = [0u8; 1];
+        while file.write_all(&byte).is_ok() {}
+        let _ = file.sync_all();
+    }
+    let mut refused = 0;
+    for _ in 0..20 {
+        let response = token(&http, &base, &opaque).await;
+        let status = response.status().as_u16();
+        assert!(status == 200 || status == 503, "{status}");
+        if status == 503 {
+            assert!(response.headers().contains_key("retry-after"));
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "no write was refused on a full disk");
+    // Known clients still get JWTs.
+    for _ in 0..5 {
+        assert_eq!(token(&http, &base, &jwt).await.status(), 200);
+    }
+    // An admin change fails with a message, not a crash.
+    let output = std::process::Command::new(crate::gateways::BIN)
+        .env("LATCHKEY_DATABASE_URL", &url)
+        .env("USER", "ops")
+        .args(["client", "create", "--name", "while-full"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"));
+
+    // Space returns: writes work again and nothing was lost or corrupted.
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(token(&http, &base, &opaque).await.status(), 200);
+    assert!(active(&http, &base, &opaque, &before).await);
+    client(&url, "after", &[]);
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let (check,): (String,) = sqlx::query_as("PRAGMA integrity_check")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+}
