@@ -19,6 +19,15 @@
 //!   has confirmed the change, ten times; and the same change made by a long-running process
 //!   (the admin call the admin API makes), without the command's own start (target ≤ 100 ms).
 //!
+//! The soak (issue 19): `BENCH_SOAK_MINUTES=30 BENCH_CLIENTS=100000 BENCH_DISTINCT=100000`
+//! measures the server's capacity for 10 s, then asks for tokens at half of it (an open loop:
+//! requests are sent on a fixed schedule whether or not answers keep up) from
+//! `BENCH_DISTINCT` distinct clients in turn for that many minutes, while a `client update`
+//! runs every 2 s. Every 10 s it records the rate, p50/p99, errors and the server's RSS, to
+//! `BENCH_SOAK_OUT` (default `target/soak`): `soak.csv` and a plot, `soak.svg`. It prints
+//! whether RSS stayed within 10 % and p99 within 20 % (after the first 5 minutes, and the
+//! last third against the first).
+//!
 //! `BENCH_DATABASE=postgres://...` puts the big database on a fresh PostgreSQL database next to
 //! the one named (dropped afterwards); the small one stays SQLite. Other settings:
 //! `BENCH_CONNECTIONS` (16), `BENCH_SECONDS` (5 per turn), `BENCH_CACHE` (the servers'
@@ -82,6 +91,13 @@ async fn run() {
         clients as f64 / took.as_secs_f64()
     );
     let (_, small_secrets) = import(&small_db, 10, 10, dir.path());
+
+    let soak_minutes: u64 = setting("BENCH_SOAK_MINUTES", 0);
+    if soak_minutes > 0 {
+        let (server, _) = serve(&big_db);
+        soak(&big_db, &server, &big_secrets, soak_minutes, connections).await;
+        return;
+    }
 
     let mut big = Vec::new();
     for _ in 0..replicas {
@@ -579,4 +595,272 @@ async fn drop_postgres_database(admin_url: &str, name: &str) {
     )))
     .execute(&mut admin)
     .await;
+}
+
+/// One 10 s window of the soak.
+struct Window {
+    /// Minutes since the soak began, at the window's end.
+    minute: f64,
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    rss_mib: f64,
+}
+
+/// The soak: half the measured capacity for `minutes`, admin changes every 2 s, a window of
+/// figures every 10 s (see the module's comment).
+async fn soak(
+    database: &str,
+    server: &Server,
+    secrets: &[(String, String)],
+    minutes: u64,
+    connections: usize,
+) {
+    let addrs = vec![server.addr.clone()];
+    let auths: Arc<Vec<String>> = Arc::new(secrets.iter().map(|(id, s)| basic(id, s)).collect());
+    // Every client once first, so the soak starts from a warm server.
+    each_once(&addrs, &auths, connections).await;
+    let capacity = load(&addrs, &auths, connections, Duration::from_secs(10)).await;
+    let target = capacity.rate / 2.0;
+    println!(
+        "capacity {:.0} tokens/s (p99 {:.2} ms); soaking at {target:.0}/s for {minutes} min \
+         with {} distinct clients and a client update every 2 s",
+        capacity.rate,
+        capacity.p99_ms,
+        auths.len()
+    );
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(minutes * 60);
+    // Admin changes: a client's scope, every 2 s, with the CLI as an operator runs it.
+    let changes = {
+        let database = database.to_owned();
+        let ids: Vec<String> = secrets.iter().map(|(id, _)| id.clone()).collect();
+        tokio::task::spawn_blocking(move || {
+            let (mut made, mut failed) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                let id = &ids[fastrand::usize(..ids.len())];
+                let status = Command::new(BIN)
+                    .args(["--database", &database, "client", "update", id])
+                    .args(["--scope", if made % 2 == 0 { "read" } else { "read write" }])
+                    .stdout(Stdio::null())
+                    .status()
+                    .unwrap();
+                if status.success() {
+                    made += 1;
+                } else {
+                    failed += 1;
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            (made, failed)
+        })
+    };
+    // The load: each connection on a fixed schedule; answers go to the collector.
+    let (answers, mut collected) = tokio::sync::mpsc::unbounded_channel::<(u64, u32, bool)>();
+    let every = Duration::from_secs_f64(connections as f64 / target);
+    for c in 0..connections {
+        let (addr, auths, answers) = (server.addr.clone(), Arc::clone(&auths), answers.clone());
+        tokio::spawn(async move {
+            let mut sender = connect(&addr).await;
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut k = c;
+            while Instant::now() < deadline {
+                ticks.tick().await;
+                let sent = Instant::now();
+                let response = sender
+                    .send_request(token_request(&addr, &auths[k % auths.len()]))
+                    .await
+                    .unwrap();
+                let ok = response.status() == 200;
+                response.into_body().collect().await.unwrap();
+                let window = sent.duration_since(started).as_secs() / 10;
+                let _ = answers.send((window, sent.elapsed().as_micros() as u32, ok));
+                k += connections;
+            }
+        });
+    }
+    drop(answers);
+    let pid = server.child.id();
+    let mut windows: Vec<Window> = Vec::new();
+    // Window `index`'s figures, from its answers (answers that arrive after the next window
+    // began count in that one).
+    let close = |index: u64, latencies: &mut Vec<u32>, errors: u64, windows: &mut Vec<Window>| {
+        if latencies.is_empty() {
+            return;
+        }
+        latencies.sort_unstable();
+        let at = |p: f64| {
+            let i = ((latencies.len() as f64 * p) as usize).min(latencies.len() - 1);
+            f64::from(latencies[i]) / 1000.0
+        };
+        let window = Window {
+            minute: (index + 1) as f64 / 6.0,
+            rate: latencies.len() as f64 / 10.0,
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            errors,
+            rss_mib: rss_kib(pid) as f64 / 1024.0,
+        };
+        println!(
+            "  {:5.1} min  {:6.0}/s  p50 {:.2} ms  p99 {:.2} ms  {} errors  RSS {:.1} MiB",
+            window.minute, window.rate, window.p50_ms, window.p99_ms, window.errors, window.rss_mib
+        );
+        windows.push(window);
+    };
+    let (mut index, mut latencies, mut errors) = (0u64, Vec::new(), 0u64);
+    while let Some((window, latency, ok)) = collected.recv().await {
+        if window > index {
+            close(index, &mut latencies, errors, &mut windows);
+            (index, errors) = (window, 0);
+            latencies.clear();
+        }
+        latencies.push(latency);
+        errors += u64::from(!ok);
+    }
+    close(index, &mut latencies, errors, &mut windows);
+    let (made, failed) = changes.await.unwrap();
+    report(&windows, made, failed, target);
+}
+
+/// The soak's verdict, CSV and plot.
+fn report(windows: &[Window], made: u64, failed: u64, target: f64) {
+    // The first 5 minutes settle (a shorter soak: its first sixth).
+    let span = windows.last().map_or(0.0, |w| w.minute);
+    let warmup = (span / 6.0).min(5.0);
+    let settled: Vec<&Window> = windows.iter().filter(|w| w.minute > warmup).collect();
+    if settled.is_empty() {
+        println!("soak: too short to judge");
+        return;
+    }
+    let third = (settled.len() / 3).max(1);
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (first, last) = (&settled[..third], &settled[settled.len() - third..]);
+    let rss = |ws: &[&Window]| median(&mut ws.iter().map(|w| w.rss_mib).collect());
+    let p99 = |ws: &[&Window]| median(&mut ws.iter().map(|w| w.p99_ms).collect());
+    let rss_change = rss(last) / rss(first) - 1.0;
+    let p99_change = p99(last) / p99(first) - 1.0;
+    let errors: u64 = windows.iter().map(|w| w.errors).sum();
+    let requests: f64 = windows.iter().map(|w| w.rate * 10.0).sum();
+    println!(
+        "soak: {requests:.0} requests at {target:.0}/s, {errors} errors; {made} admin changes \
+         ({failed} failed)"
+    );
+    println!(
+        "  RSS {:.1} -> {:.1} MiB ({:+.1} %; target within 10 %: {}); p99 {:.2} -> {:.2} ms \
+         ({:+.1} %; target within 20 %: {}) (medians of the first and last third after 5 min)",
+        rss(first),
+        rss(last),
+        rss_change * 100.0,
+        if rss_change.abs() <= 0.10 {
+            "met"
+        } else {
+            "NOT met"
+        },
+        p99(first),
+        p99(last),
+        p99_change * 100.0,
+        if p99_change.abs() <= 0.20 {
+            "met"
+        } else {
+            "NOT met"
+        },
+    );
+    let out = std::env::var("BENCH_SOAK_OUT").unwrap_or_else(|_| "target/soak".to_owned());
+    std::fs::create_dir_all(&out).unwrap();
+    let mut csv = String::from("minute,rate,p50_ms,p99_ms,errors,rss_mib\n");
+    for w in windows {
+        csv.push_str(&format!(
+            "{:.2},{:.0},{:.3},{:.3},{},{:.1}\n",
+            w.minute, w.rate, w.p50_ms, w.p99_ms, w.errors, w.rss_mib
+        ));
+    }
+    std::fs::write(format!("{out}/soak.csv"), csv).unwrap();
+    std::fs::write(format!("{out}/soak.svg"), plot(windows)).unwrap();
+    println!("  wrote {out}/soak.csv and {out}/soak.svg");
+}
+
+/// A line of a plot: its name, colour and values (one per window).
+type Line<'a> = (&'a str, &'a str, Vec<f64>);
+
+/// Two panels over time: the server's RSS (MiB) and the p99 and p50 (ms).
+fn plot(windows: &[Window]) -> String {
+    let (width, panel, left, top) = (900.0, 220.0, 70.0, 30.0);
+    let span = windows.last().map_or(1.0, |w| w.minute).max(1.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" \
+         font-family=\"sans-serif\" font-size=\"12\"><rect width=\"100%\" height=\"100%\" \
+         fill=\"white\"/>",
+        top * 3.0 + panel * 2.0 + 30.0
+    );
+    let series: [(&str, Vec<Line>); 2] = [
+        (
+            "server RSS (MiB)",
+            vec![(
+                "RSS",
+                "#1f77b4",
+                windows.iter().map(|w| w.rss_mib).collect(),
+            )],
+        ),
+        (
+            "token request latency (ms)",
+            vec![
+                ("p99", "#d62728", windows.iter().map(|w| w.p99_ms).collect()),
+                ("p50", "#2ca02c", windows.iter().map(|w| w.p50_ms).collect()),
+            ],
+        ),
+    ];
+    for (i, (title, lines)) in series.iter().enumerate() {
+        let y0 = top + i as f64 * (panel + top);
+        let most = lines
+            .iter()
+            .flat_map(|(_, _, v)| v.iter().copied())
+            .fold(0.0f64, f64::max)
+            .max(1e-9)
+            * 1.1;
+        let plot_width = width - left - 20.0;
+        svg.push_str(&format!(
+            "<text x=\"{left}\" y=\"{}\" font-weight=\"bold\">{title}</text>\
+             <rect x=\"{left}\" y=\"{y0}\" width=\"{plot_width}\" height=\"{panel}\" \
+             fill=\"none\" stroke=\"#999\"/>\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{most:.1}</text>\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"end\">0</text>",
+            y0 - 8.0,
+            left - 6.0,
+            y0 + 10.0,
+            left - 6.0,
+            y0 + panel
+        ));
+        for (k, (name, colour, values)) in lines.iter().enumerate() {
+            let points: Vec<String> = windows
+                .iter()
+                .zip(values)
+                .map(|(w, v)| {
+                    format!(
+                        "{:.1},{:.1}",
+                        left + w.minute / span * plot_width,
+                        y0 + panel - v / most * panel
+                    )
+                })
+                .collect();
+            svg.push_str(&format!(
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" \
+                 points=\"{}\"/><text x=\"{}\" y=\"{}\" fill=\"{colour}\">{name}</text>",
+                points.join(" "),
+                left + plot_width - 40.0,
+                y0 + 16.0 + k as f64 * 14.0
+            ));
+        }
+    }
+    let axis = top * 3.0 + panel * 2.0 + 15.0;
+    svg.push_str(&format!(
+        "<text x=\"{left}\" y=\"{axis}\">0 min</text><text x=\"{}\" y=\"{axis}\" \
+         text-anchor=\"end\">{span:.0} min</text></svg>",
+        width - 20.0
+    ));
+    svg
 }
