@@ -24,8 +24,10 @@ struct Answer {
     token: Option<String>,
 }
 
-/// A server on `url` with real time, serving until the test ends; its base URL.
-async fn server(url: &str) -> String {
+/// A server on `url` with real time and no throttling (the load comes from one address): its
+/// base URL, and a sender that stops it (dropping it stops it too) with the task that ends when
+/// it has.
+async fn server(url: &str) -> (String, Stopper) {
     let store = store::connect(url).await.unwrap();
     let config = ServerConfig {
         janitor_interval: Duration::from_secs(3600),
@@ -38,8 +40,25 @@ async fn server(url: &str) -> String {
         .await
         .unwrap();
     let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until(std::future::pending()));
-    base
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    (base, Stopper { stop, running })
+}
+
+/// Stops a [`server`].
+struct Stopper {
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<()>,
+}
+
+impl Stopper {
+    /// Tells the server to stop (as SIGTERM does) and waits until it has.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.running.await.unwrap();
+    }
 }
 
 fn client(database: &str, name: &str, extra: &[&str]) -> String {
@@ -93,7 +112,9 @@ async fn postgres_restarted_under_load_on_two_replicas() {
         return;
     };
     let url = postgres.url();
-    let servers = [server(&url).await, server(&url).await];
+    let (first, _first) = server(&url).await;
+    let (second, _second) = server(&url).await;
+    let servers = [first, second];
     let jwt = client(&url, "jwt", &[]);
     let opaque = client(
         &url,
@@ -264,20 +285,7 @@ async fn a_server_whose_database_is_gone_stops_at_once() {
         return;
     };
     let url = postgres.url();
-    let store = store::connect(&url).await.unwrap();
-    let config = ServerConfig {
-        janitor_interval: Duration::from_secs(3600),
-        usage_flush_interval: Duration::from_secs(3600),
-        ..ServerConfig::default()
-    };
-    let app = Application::build(config, store, Arc::new(SystemClock))
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let (base, stopper) = server(&url).await;
     // Tokens counted in memory, for the usage write at shutdown.
     let jwt = client(&url, "jwt", &[]);
     let http = reqwest::Client::new();
@@ -288,8 +296,7 @@ async fn a_server_whose_database_is_gone_stops_at_once() {
         .await
         .unwrap();
     let asked = Instant::now();
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    stopper.stop().await;
     assert!(
         asked.elapsed() < Duration::from_millis(1_500),
         "stopped after {:?}",
@@ -306,23 +313,7 @@ async fn stopping_under_load_answers_every_request_it_took() {
         return;
     };
     let url = postgres.url();
-    let store = store::connect(&url).await.unwrap();
-    let app = Application::build(
-        ServerConfig {
-            janitor_interval: Duration::from_secs(3600),
-            usage_flush_interval: Duration::from_secs(3600),
-            ..ServerConfig::default()
-        },
-        store,
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let (base, stopper) = server(&url).await;
     let opaque = client(&url, "opaque", &["--token-format", "opaque"]);
     // Each worker on its own keep-alive connection, until the server goes.
     let mut workers = Vec::new();
@@ -364,8 +355,7 @@ async fn stopping_under_load_answers_every_request_it_took() {
         }));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.send(()).unwrap();
-    running.await.unwrap();
+    stopper.stop().await;
     let mut answered = Vec::new();
     for worker in workers {
         answered.extend(worker.await.unwrap());
@@ -540,20 +530,7 @@ async fn sqlite_on_a_full_disk_refuses_writes_and_keeps_issuing_jwts() {
         return;
     };
     let url = format!("sqlite://{}/latchkey.db", disk.0.path().display());
-    let store = store::connect(&url).await.unwrap();
-    let app = Application::build(
-        ServerConfig {
-            janitor_interval: Duration::from_secs(3600),
-            usage_flush_interval: Duration::from_secs(3600),
-            ..ServerConfig::default()
-        },
-        store,
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until(std::future::pending()));
+    let (base, _stopper) = server(&url).await;
     let jwt = client(&url, "jwt", &[]);
     let opaque = client(
         &url,
