@@ -278,7 +278,7 @@ async fn postgres_restarted_under_load_on_two_replicas() {
 }
 
 /// A server whose database has gone stops promptly when told to: its last usage write fails
-/// at once instead of waiting out the pool (it took over 3 s before).
+/// at once instead of waiting out the pool (it took 9.8 s before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_whose_database_is_gone_stops_at_once() {
     let Some(postgres) = PrivatePostgres::start() else {
@@ -297,8 +297,10 @@ async fn a_server_whose_database_is_gone_stops_at_once() {
         .unwrap();
     let asked = Instant::now();
     stopper.stop().await;
+    // Its last usage write gives up within a probe (500 ms); the bound leaves room for a
+    // machine busy with the other tests.
     assert!(
-        asked.elapsed() < Duration::from_millis(1_500),
+        asked.elapsed() < Duration::from_secs(3),
         "stopped after {:?}",
         asked.elapsed()
     );
@@ -530,7 +532,7 @@ async fn sqlite_on_a_full_disk_refuses_writes_and_keeps_issuing_jwts() {
         return;
     };
     let url = format!("sqlite://{}/latchkey.db", disk.0.path().display());
-    let (base, _stopper) = server(&url).await;
+    let (base, stopper) = server(&url).await;
     let jwt = client(&url, "jwt", &[]);
     let opaque = client(
         &url,
@@ -589,4 +591,7 @@ async fn sqlite_on_a_full_disk_refuses_writes_and_keeps_issuing_jwts() {
         .await
         .unwrap();
     assert_eq!(check, "ok");
+    // Stopped before the disk is unmounted, which needs the database file closed.
+    drop(db);
+    stopper.stop().await;
 }
