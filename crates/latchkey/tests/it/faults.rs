@@ -9,7 +9,7 @@ use latchkey_testkit::PrivatePostgres;
 use serde_json::Value;
 use sqlx::Connection as _;
 
-use crate::helpers::{basic, cli_json as cli};
+use crate::helpers::{UNDER_LOAD, basic, cli_json as cli};
 
 const ASK: &str = "grant_type=client_credentials";
 
@@ -111,6 +111,7 @@ async fn postgres_restarted_under_load_on_two_replicas() {
     let Some(postgres) = PrivatePostgres::start() else {
         return;
     };
+    let _alone = UNDER_LOAD.lock().await;
     let url = postgres.url();
     let (first, _first) = server(&url).await;
     let (second, _second) = server(&url).await;
@@ -180,6 +181,7 @@ async fn postgres_restarted_under_load_on_two_replicas() {
     }
     // The database goes away 5 s in and comes back 6 s later.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let stopping_ms = began.elapsed().as_millis() as u64;
     let postgres = Arc::new(postgres);
     let stopping = Arc::clone(&postgres);
     tokio::task::spawn_blocking(move || stopping.stop())
@@ -198,12 +200,18 @@ async fn postgres_restarted_under_load_on_two_replicas() {
 
     let answers = std::mem::take(&mut *answers.lock().unwrap());
     let rate = answers.len() as f64 / load.as_secs_f64();
+    // The load the database was stopped under: token requests per second before it was.
+    let rate_before = answers
+        .iter()
+        .filter(|a| a.started_ms < stopping_ms)
+        .count() as f64
+        / (stopping_ms as f64 / 1_000.0);
     let refused: Vec<&Answer> = answers.iter().filter(|a| a.status == 503).collect();
     let mut refusal_ms: Vec<u64> = refused.iter().map(|a| a.took_ms).collect();
     refusal_ms.sort_unstable();
     let last_refused = refused.iter().map(|a| a.started_ms).max().unwrap_or(0);
     eprintln!(
-        "{} requests ({rate:.0}/s), {} answered 503 (in {:?} ms at p50/p99/max); database down \
+        "{} requests ({rate:.0}/s, {rate_before:.0}/s before the stop), {} answered 503 (in {:?} ms at p50/p99/max); database down \
          at {down_ms} ms, up at {up_ms} ms; last 503 started at {last_refused} ms",
         answers.len(),
         refused.len(),
@@ -241,9 +249,12 @@ async fn postgres_restarted_under_load_on_two_replicas() {
     // 500 ms) while the rest are answered at once.
     let slowest = refusal_ms.last().copied().unwrap_or(0);
     assert!(slowest <= 1_500, "a refusal took {slowest} ms");
-    // Under load: the rate the two servers kept up (about 3,300-5,200/s here with the other
-    // tests running beside it); the floor leaves room for a slower machine.
-    assert!(rate >= 1_000.0, "{rate:.0} requests/s");
+    // Under load: at least 2,000 token requests a second when the database was stopped (about
+    // 3,300-5,200/s here, with the other tests running beside it).
+    assert!(
+        rate_before >= 2_000.0,
+        "{rate_before:.0} requests/s before the database stopped"
+    );
 
     // Nothing lost: every opaque token answered is active, the revoked one is not, both
     // clients still authenticate, and the keys are the same.
@@ -314,6 +325,7 @@ async fn stopping_under_load_answers_every_request_it_took() {
     let Some(postgres) = PrivatePostgres::start() else {
         return;
     };
+    let _alone = UNDER_LOAD.lock().await;
     let url = postgres.url();
     let (base, stopper) = server(&url).await;
     let opaque = client(&url, "opaque", &["--token-format", "opaque"]);

@@ -356,3 +356,7 @@ pub fn audit() -> latchkey_server::model::AuditEntry {
         changes: serde_json::json!({}),
     }
 }
+
+/// Held by the tests that put load on servers, so that two of them never share this machine's
+/// cores and a rate one of them asserts is its own.
+pub static UNDER_LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

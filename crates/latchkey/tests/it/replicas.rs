@@ -362,6 +362,7 @@ async fn cutting_database_connections_under_load_gives_only_200_or_503() {
     let Some(database) = PgDatabase::create().await else {
         return;
     };
+    let _alone = crate::helpers::UNDER_LOAD.lock().await;
     let clock = ManualClock::new(T0);
     let base = replica(&database.url, &clock).await;
     // Opaque tokens: issuing writes a row and introspecting reads one, so both need the
