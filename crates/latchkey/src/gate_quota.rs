@@ -540,16 +540,39 @@ impl Shared {
             {
                 continue;
             }
-            let Some(mut connection) = self.connection(now).await else {
-                continue;
-            };
-            let ping = redis::cmd("PING");
-            match tokio::time::timeout(self.timeout, ping.query_async::<String>(&mut connection))
-                .await
-            {
-                Ok(Ok(_)) => self.answered(),
-                Ok(Err(error)) => self.failed(now, &error.to_string()),
-                Err(_) => self.failed(now, "no answer in time"),
+            let _: Option<String> = self.call(&redis::cmd("PING"), now).await;
+        }
+    }
+
+    /// Sends `command` within the timeout: its answer, or `None` once the failure is counted
+    /// and the connection dropped (the next try connects afresh rather than wait on this
+    /// connection's own retries).
+    async fn call<T: redis::FromRedisValue>(&self, command: &redis::Cmd, now_ms: i64) -> Option<T> {
+        let mut connection = self.connection(now_ms).await?;
+        let sent = tokio::time::timeout(self.timeout, command.query_async::<T>(&mut connection));
+        let answer = self.settled(now_ms, sent.await);
+        match answer {
+            Some(_) => self.answered(),
+            None => *lock_connection(&self.connection) = None,
+        }
+        answer
+    }
+
+    /// What a step bounded by the timeout came to; a failure is counted and logged.
+    fn settled<T>(
+        &self,
+        now_ms: i64,
+        outcome: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Option<T> {
+        match outcome {
+            Ok(Ok(answer)) => Some(answer),
+            Ok(Err(error)) => {
+                self.failed(now_ms, &error.to_string());
+                None
+            }
+            Err(_) => {
+                self.failed(now_ms, "no answer in time");
+                None
             }
         }
     }
@@ -567,20 +590,10 @@ impl Shared {
             // One attempt: the gate retries by itself, a second later.
             .set_number_of_retries(0);
         let connecting = ConnectionManager::new_with_config(self.client.clone(), config);
-        match tokio::time::timeout(self.timeout, connecting).await {
-            Ok(Ok(connection)) => {
-                *lock_connection(&self.connection) = Some(connection.clone());
-                Some(connection)
-            }
-            Ok(Err(error)) => {
-                self.failed(now_ms, &error.to_string());
-                None
-            }
-            Err(_) => {
-                self.failed(now_ms, "no answer in time");
-                None
-            }
-        }
+        let connection =
+            self.settled(now_ms, tokio::time::timeout(self.timeout, connecting).await)?;
+        *lock_connection(&self.connection) = Some(connection.clone());
+        Some(connection)
     }
 
     /// Takes a lease of up to `want` for `window`: the grant and the count of all gates, or
@@ -592,7 +605,6 @@ impl Shared {
         want: i64,
         now_ms: i64,
     ) -> Option<(i64, i64)> {
-        let mut connection = self.connection(now_ms).await?;
         // The audience is length-prefixed and the last two parts are numbers, so no client id
         // and audience make another pair's key.
         let key = format!(
@@ -608,30 +620,7 @@ impl Shared {
             .arg(window.unshared)
             // Kept a minute past the window's end, for gates whose clocks are behind.
             .arg(window.end() + 60);
-        let answer = match tokio::time::timeout(
-            self.timeout,
-            call.query_async::<(i64, i64)>(&mut connection),
-        )
-        .await
-        {
-            Ok(Ok(answer)) => {
-                self.answered();
-                Some(answer)
-            }
-            Ok(Err(error)) => {
-                self.failed(now_ms, &error.to_string());
-                None
-            }
-            Err(_) => {
-                self.failed(now_ms, "no answer in time");
-                None
-            }
-        };
-        if answer.is_none() {
-            // The next try connects afresh rather than wait on this connection's own retries.
-            *lock_connection(&self.connection) = None;
-        }
-        answer
+        self.call(&call, now_ms).await
     }
 
     fn answered(&self) {
