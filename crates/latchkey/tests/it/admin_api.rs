@@ -765,6 +765,7 @@ async fn schemathesis_finds_nothing_wrong_with_the_api() {
     if !schemathesis_ready() {
         return;
     }
+    let _alone = crate::helpers::UNDER_LOAD.lock().await;
     let app = spawn_app().await;
     let (admin_id, admin_secret) = cli_create(&app, &["--admin"]);
     let admin_token = token(&app, &admin_id, &admin_secret, Some("urn:latchkey:admin")).await;

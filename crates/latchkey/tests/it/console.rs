@@ -123,6 +123,7 @@ async fn an_operator_uses_the_console_in_a_real_browser() {
     if !browser_ready() {
         return;
     }
+    let _alone = crate::helpers::UNDER_LOAD.lock().await;
     let app = console_app(|_| {}).await;
     let admin = cli_json(
         &app.database_url,

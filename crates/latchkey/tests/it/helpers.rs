@@ -357,6 +357,6 @@ pub fn audit() -> latchkey_server::model::AuditEntry {
     }
 }
 
-/// Held by the tests that put load on servers, so that two of them never share this machine's
-/// cores and a rate one of them asserts is its own.
+/// Held by the tests that load this machine's cores (load on servers, a browser,
+/// schemathesis), so that none of them runs beside another and a rate one asserts is its own.
 pub static UNDER_LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
