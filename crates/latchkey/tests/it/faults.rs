@@ -9,7 +9,7 @@ use latchkey_testkit::PrivatePostgres;
 use serde_json::Value;
 use sqlx::Connection as _;
 
-use crate::helpers::{UNDER_LOAD, basic, cli_json as cli};
+use crate::helpers::{UNDER_LOAD, basic, cli_json as cli, get_json, token_request as token};
 
 const ASK: &str = "grant_type=client_credentials";
 
@@ -78,16 +78,6 @@ fn client(database: &str, name: &str, extra: &[&str]) -> String {
     )
 }
 
-async fn token(http: &reqwest::Client, base: &str, authorization: &str) -> reqwest::Response {
-    http.post(format!("{base}/oauth2/token"))
-        .header("authorization", authorization)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(ASK)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn active(http: &reqwest::Client, base: &str, authorization: &str, token: &str) -> bool {
     let response = http
         .post(format!("{base}/oauth2/introspect"))
@@ -141,14 +131,7 @@ async fn postgres_restarted_under_load_on_two_replicas() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let keys_before: Value = http
-        .get(format!("{}/jwks", servers[0]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys_before: Value = get_json(&http, &format!("{}/jwks", servers[0])).await;
 
     let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
     let began = Instant::now();
@@ -277,14 +260,7 @@ async fn postgres_restarted_under_load_on_two_replicas() {
             assert_eq!(token(&http, base, authorization).await.status(), 200);
         }
     }
-    let keys_after: Value = http
-        .get(format!("{}/jwks", servers[1]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys_after: Value = get_json(&http, &format!("{}/jwks", servers[1])).await;
     assert_eq!(keys_before, keys_after);
 }
 

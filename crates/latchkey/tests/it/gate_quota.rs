@@ -6,7 +6,9 @@ use std::process::Command;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use crate::gateways::{API, BIN, Background, recording_echo_upstream, start_logged, token};
+use crate::gateways::{
+    API, Background, gate_command, log_field, recording_echo_upstream, start_logged, token,
+};
 use crate::helpers::{TestApp, TestClient, spawn_app_at_real_time};
 
 const DAY: u64 = 86_400;
@@ -18,32 +20,15 @@ fn gate(
     upstream: &str,
     extra: &[&str],
 ) -> (Background, String, String, Receiver<String>) {
-    let mut command = Command::new(BIN);
-    command.args([
-        "gate",
-        "--upstream",
-        upstream,
-        "--issuer",
-        &app.issuer,
-        "--audience",
-        API,
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ]);
-    command.args(extra);
+    let mut command = gate_command(app, upstream);
+    command
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .args(extra);
     let (process, line, logs) = start_logged(command, "latchkey gate is serving");
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{name}=")))
-            .unwrap()
-            .to_owned()
-    };
     (
         process,
-        format!("http://{}", field("listen")),
-        format!("http://{}/metrics", field("metrics")),
+        format!("http://{}", log_field(&line, "listen")),
+        format!("http://{}/metrics", log_field(&line, "metrics")),
         logs,
     )
 }

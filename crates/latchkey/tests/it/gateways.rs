@@ -75,9 +75,14 @@ pub fn start_logged(
 
 /// The `listen=ADDR` field of a log line.
 pub fn listen_field(line: &str) -> String {
+    log_field(line, "listen")
+}
+
+/// The `NAME=VALUE` field of a log line.
+pub fn log_field(line: &str, name: &str) -> String {
     line.split_whitespace()
-        .find_map(|w| w.strip_prefix("listen="))
-        .unwrap()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
         .to_owned()
 }
 
@@ -127,7 +132,8 @@ pub async fn recording_echo_upstream() -> (String, Arc<Mutex<Vec<String>>>) {
     (url, seen)
 }
 
-fn gate(app: &TestApp, upstream: &str, scopes: &[&str]) -> (Background, String) {
+/// `latchkey gate` in front of `upstream`, trusting `app` for tokens to [`API`], on a free port.
+pub fn gate_command(app: &TestApp, upstream: &str) -> Command {
     let mut command = Command::new(BIN);
     command.args([
         "gate",
@@ -139,9 +145,13 @@ fn gate(app: &TestApp, upstream: &str, scopes: &[&str]) -> (Background, String) 
         API,
         "--listen",
         "127.0.0.1:0",
-        "--upstream-timeout",
-        "1s",
     ]);
+    command
+}
+
+fn gate(app: &TestApp, upstream: &str, scopes: &[&str]) -> (Background, String) {
+    let mut command = gate_command(app, upstream);
+    command.args(["--upstream-timeout", "1s"]);
     for scope in scopes {
         command.args(["--require-scope", scope]);
     }

@@ -76,17 +76,33 @@ impl TestClient {
     }
 }
 
-/// The status of a client-credentials token request with HTTP Basic credentials.
-pub async fn token_status(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> u16 {
+/// A client-credentials token request to the server at `base`, authenticated by the
+/// `authorization` header given.
+pub async fn token_request(
+    http: &reqwest::Client,
+    base: &str,
+    authorization: &str,
+) -> reqwest::Response {
     http.post(format!("{base}/oauth2/token"))
-        .header("authorization", basic(id, secret))
+        .header("authorization", authorization)
         .header("content-type", "application/x-www-form-urlencoded")
         .body("grant_type=client_credentials")
         .send()
         .await
         .unwrap()
+}
+
+/// The status of a client-credentials token request with HTTP Basic credentials.
+pub async fn token_status(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> u16 {
+    token_request(http, base, &basic(id, secret))
+        .await
         .status()
         .as_u16()
+}
+
+/// GETs `url` and decodes the JSON body into `T`.
+pub async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &str) -> T {
+    http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
 pub fn basic(id: &str, secret: &str) -> String {
@@ -179,14 +195,7 @@ impl TestApp {
 
     /// GETs `path` and decodes the JSON body into `T`.
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
-        self.http
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(&self.http, &self.url(path)).await
     }
 
     pub fn token_url(&self) -> String {

@@ -189,13 +189,8 @@ async fn servers_on_one_database_share_one_quota() {
     let status = |base: String| {
         let (http, authorization) = (http.clone(), authorization.clone());
         async move {
-            http.post(format!("{base}/oauth2/token"))
-                .header("authorization", authorization)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(ASK)
-                .send()
+            crate::helpers::token_request(&http, &base, &authorization)
                 .await
-                .unwrap()
                 .status()
                 .as_u16()
         }

@@ -308,14 +308,7 @@ async fn migrate_data_moves_a_sqlite_installation_to_postgres() {
     }
     // The same signing key, so tokens signed before the move still verify offline...
     let (old_header, _) = crate::helpers::decode_parts(&old_token);
-    let jwks: serde_json::Value = http
-        .get(format!("{new}/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: serde_json::Value = crate::helpers::get_json(&http, &format!("{new}/jwks")).await;
     assert!(
         jwks["keys"]
             .as_array()

@@ -374,15 +374,8 @@ async fn a_client_that_asks_for_a_token_per_call_is_flagged_and_one_that_caches_
 
 /// An admin token for the client `id` with `secret`.
 async fn admin_token(app: &TestApp, id: &str, secret: &str) -> String {
-    let token: Value = app
-        .http
-        .post(app.token_url())
-        .header("authorization", basic(id, secret))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("grant_type=client_credentials")
-        .send()
+    let token: Value = crate::helpers::token_request(&app.http, &app.base, &basic(id, secret))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
