@@ -450,10 +450,12 @@ impl Cache {
                 _ = interval.tick() => {}
             }
             polls = polls.wrapping_add(1);
-            match self
-                .poll(store.as_ref(), polls.is_multiple_of(HEARTBEAT_POLLS))
-                .await
-            {
+            // A poll waiting on a slow database does not hold up the stop.
+            let polled = tokio::select! {
+                () = &mut stop => break,
+                polled = self.poll(store.as_ref(), polls.is_multiple_of(HEARTBEAT_POLLS)) => polled,
+            };
+            match polled {
                 Ok(()) if failing => {
                     failing = false;
                     tracing::info!("cache: database reachable again");

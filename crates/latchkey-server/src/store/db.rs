@@ -99,8 +99,9 @@ const SLOW_CONNECT: Duration = Duration::from_millis(100);
 /// keeps retrying the connection) before its 503. Once a connection fails as unreachable (an
 /// I/O error, a connection-class SQLSTATE, an administrator's shutdown, or the pool timing out),
 /// requests are answered at once (503 with `Retry-After`), while one request at a time
-/// probes: it tries for a connection for at most [`PROBE_TIMEOUT`], and the first that gets one
-/// ends the outage. So service comes back within about one probe of the database.
+/// probes: it opens a connection of its own (refused at once while PostgreSQL is down, at most
+/// [`PROBE_TIMEOUT`] when nothing answers), and the first that gets one ends the outage. So
+/// service comes back within about one probe of the database.
 #[derive(Debug, Default)]
 pub(super) struct Reachability {
     down: AtomicBool,
@@ -118,61 +119,64 @@ impl Reachability {
         pool: &PgPool,
         connect: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, sqlx::Error> {
-        if !self.down.load(Ordering::Acquire) {
-            // Made before the wait, so an outage noticed meanwhile wakes it.
-            let outage = self.outage.notified();
-            let mut connect = std::pin::pin!(connect);
-            let result = tokio::select! {
-                result = &mut connect => result,
-                () = outage => Err(unreachable("the database became unreachable")),
-                // A wait this long is a busy pool or a database that is gone (sqlx retries a
-                // refused connection until its timeout, silently): one request finds out which.
-                () = tokio::time::sleep(SLOW_CONNECT) => {
-                    let outage = self.outage.notified();
-                    if !self.probing.swap(true, Ordering::AcqRel) {
-                        let _probe = Probe(&self.probing);
-                        self.check(pool).await;
-                    }
-                    tokio::select! {
-                        result = &mut connect => result,
-                        () = outage => Err(unreachable("the database became unreachable")),
-                    }
-                }
-            };
-            if let Err(error) = &result {
-                self.saw(error);
+        if self.down.load(Ordering::Acquire) {
+            if self.probing.swap(true, Ordering::AcqRel) {
+                return Err(unreachable(
+                    "the database is unreachable; another request is checking",
+                ));
             }
-            return result;
-        }
-        if self.probing.swap(true, Ordering::AcqRel) {
-            return Err(unreachable(
-                "the database is unreachable; another request is checking",
-            ));
-        }
-        // Cleared however the probe ends, also when its request is dropped.
-        let _probe = Probe(&self.probing);
-        match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
-            Ok(Ok(connected)) => {
-                if self.down.swap(false, Ordering::AcqRel) {
-                    tracing::info!("the database answers again");
-                }
-                Ok(connected)
+            // Cleared however the probe ends, also when its request is dropped.
+            let _probe = Probe(&self.probing);
+            self.reachable(pool).await?;
+            if self.down.swap(false, Ordering::AcqRel) {
+                tracing::info!("the database answers again");
             }
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(unreachable("no connection to the database within 500 ms")),
         }
+        // Made before the wait, so an outage noticed meanwhile wakes it.
+        let outage = self.outage.notified();
+        let mut connect = std::pin::pin!(connect);
+        let result = tokio::select! {
+            result = &mut connect => result,
+            () = outage => Err(unreachable("the database became unreachable")),
+            // A wait this long is a busy pool or a database that is gone (sqlx retries a
+            // refused connection until its timeout, silently): one request finds out which.
+            () = tokio::time::sleep(SLOW_CONNECT) => {
+                let outage = self.outage.notified();
+                if !self.probing.swap(true, Ordering::AcqRel) {
+                    let _probe = Probe(&self.probing);
+                    // An unreachable database starts an outage, which the select below
+                    // hears; any other answer leaves the request to the pool.
+                    let _ = self.reachable(pool).await;
+                }
+                tokio::select! {
+                    result = &mut connect => result,
+                    () = outage => Err(unreachable("the database became unreachable")),
+                }
+            }
+        };
+        if let Err(error) = &result {
+            self.saw(error);
+        }
+        result
     }
 
-    /// Opens a connection of its own, outside the pool, to tell a busy pool from a database
-    /// that cannot be reached; the latter starts an outage.
-    async fn check(&self, pool: &PgPool) {
+    /// Opens a connection of its own, outside the pool (which retries a refused connection
+    /// silently until its timeout), to tell a busy pool from a database that cannot be
+    /// reached; the latter starts an outage.
+    async fn reachable(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         use sqlx::ConnectOptions as _;
         let options = pool.connect_options();
-        match tokio::time::timeout(PROBE_TIMEOUT, options.connect()).await {
-            Ok(Ok(connection)) => drop(connection),
-            Ok(Err(error)) => self.saw(&error),
-            Err(_) => self.saw(&unreachable("no connection to the database within 500 ms")),
-        }
+        let error = match tokio::time::timeout(PROBE_TIMEOUT, options.connect()).await {
+            Ok(Ok(connection)) => {
+                // Closed politely, so the server logs no broken connection.
+                let _ = sqlx::Connection::close(connection).await;
+                return Ok(());
+            }
+            Ok(Err(error)) => error,
+            Err(_) => unreachable("no connection to the database within 500 ms"),
+        };
+        self.saw(&error);
+        Err(error)
     }
 
     /// Notes an error of a connection or statement: one that says the database cannot be

@@ -227,9 +227,10 @@ async fn postgres_restarted_under_load_on_two_replicas() {
         last_refused - up_ms
     );
     // Refusals come at once: none waits out the pool's 5 s timeout. A request that waits
-    // 100 ms for a connection has one request check the database (for up to 500 ms), and the
-    // outage it finds wakes every waiting request; then one request at a time probes (up to
-    // 500 ms) while the rest are answered at once.
+    // 100 ms for a connection has one request open a connection of its own (refused at once
+    // while PostgreSQL is down; 500 ms at most), and the outage it finds wakes every waiting
+    // request; then one request at a time probes the same way while the rest are answered at
+    // once.
     let slowest = refusal_ms.last().copied().unwrap_or(0);
     assert!(slowest <= 1_500, "a refusal took {slowest} ms");
     // Under load: at least 2,000 token requests a second when the database was stopped (about
@@ -284,10 +285,12 @@ async fn a_server_whose_database_is_gone_stops_at_once() {
         .unwrap();
     let asked = Instant::now();
     stopper.stop().await;
-    // Its last usage write gives up within a probe (500 ms); the bound leaves room for a
-    // machine busy with the other tests.
+    eprintln!("stopped {:?} after it was asked", asked.elapsed());
+    // Its last usage write and its unregistering each give up at the first refused
+    // connection, and a poll under way is dropped; the bound leaves room for a machine busy
+    // with the other tests.
     assert!(
-        asked.elapsed() < Duration::from_secs(3),
+        asked.elapsed() < Duration::from_secs(1),
         "stopped after {:?}",
         asked.elapsed()
     );
