@@ -404,6 +404,23 @@ fn token_request(addr: &str, authorization: &str) -> hyper::Request<Full<Bytes>>
         .unwrap()
 }
 
+/// One token request for `authorization` on `sender`: its latency (µs) and whether it got a
+/// token.
+async fn ask(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: &str,
+    authorization: &str,
+) -> (u32, bool) {
+    let sent = Instant::now();
+    let response = sender
+        .send_request(token_request(addr, authorization))
+        .await
+        .unwrap();
+    let ok = response.status() == 200;
+    response.into_body().collect().await.unwrap();
+    (sent.elapsed().as_micros() as u32, ok)
+}
+
 async fn connect(addr: &str) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
@@ -518,14 +535,8 @@ async fn load(
             let mut errors = 0u64;
             let mut k = c;
             while Instant::now() < deadline {
-                let sent = Instant::now();
-                let response = sender
-                    .send_request(token_request(&addr, &auths[k % auths.len()]))
-                    .await
-                    .unwrap();
-                let ok = response.status() == 200;
-                response.into_body().collect().await.unwrap();
-                latencies.push(sent.elapsed().as_micros() as u32);
+                let (micros, ok) = ask(&mut sender, &addr, &auths[k % auths.len()]).await;
+                latencies.push(micros);
                 errors += u64::from(!ok);
                 k += connections;
             }
@@ -559,12 +570,7 @@ async fn each_once(addrs: &[String], auths: &Arc<Vec<String>>, connections: usiz
             let mut sender = connect(&addr).await;
             let mut errors = 0u64;
             for auth in auths.iter().skip(c).step_by(connections) {
-                let response = sender
-                    .send_request(token_request(&addr, auth))
-                    .await
-                    .unwrap();
-                errors += u64::from(response.status() != 200);
-                response.into_body().collect().await.unwrap();
+                errors += u64::from(!ask(&mut sender, &addr, auth).await.1);
             }
             errors
         });
@@ -668,15 +674,9 @@ async fn soak(
             let mut k = c;
             while Instant::now() < deadline {
                 ticks.tick().await;
-                let sent = Instant::now();
-                let response = sender
-                    .send_request(token_request(&addr, &auths[k % auths.len()]))
-                    .await
-                    .unwrap();
-                let ok = response.status() == 200;
-                response.into_body().collect().await.unwrap();
-                let window = sent.duration_since(started).as_secs() / 10;
-                let _ = answers.send((window, sent.elapsed().as_micros() as u32, ok));
+                let window = started.elapsed().as_secs() / 10;
+                let (micros, ok) = ask(&mut sender, &addr, &auths[k % auths.len()]).await;
+                let _ = answers.send((window, micros, ok));
                 k += connections;
             }
         });
