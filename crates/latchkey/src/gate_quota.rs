@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use http::HeaderValue;
 use latchkey_server::model::Rate;
 use latchkey_server::quota::next_lease;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -41,9 +42,40 @@ const RETRY_REDIS_MS: i64 = 1_000;
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct QuotaTable {
     /// For every client without entries of its own.
-    default: Arc<[Rate]>,
-    /// A client's own quotas (empty for `ID=off`).
-    clients: HashMap<String, Arc<[Rate]>>,
+    default: Arc<Limits>,
+    /// A client's own quotas (none for `ID=off`).
+    clients: HashMap<String, Arc<Limits>>,
+}
+
+/// One client's quotas, shortest period first, and their `RateLimit-Policy` value, made once
+/// rather than for every request.
+#[derive(Debug, Default, PartialEq)]
+struct Limits {
+    rates: Box<[Rate]>,
+    policy: Option<HeaderValue>,
+}
+
+impl Limits {
+    fn new(rates: Vec<Rate>) -> Limits {
+        let policy = rates
+            .iter()
+            .map(|rate| {
+                let period = seconds(*rate);
+                format!("\"{}\";q={};w={period}", period_name(period), rate.count)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        Limits {
+            rates: rates.into(),
+            policy: HeaderValue::try_from(policy).ok(),
+        }
+    }
+
+    fn policy(&self) -> HeaderValue {
+        self.policy
+            .clone()
+            .unwrap_or_else(|| HeaderValue::from_static(""))
+    }
 }
 
 impl QuotaTable {
@@ -79,9 +111,9 @@ impl QuotaTable {
         for (who, (mut rates, _)) in table {
             rates.sort_by_key(|rate| rate.period);
             if who == "default" {
-                quotas.default = rates.into();
+                quotas.default = Arc::new(Limits::new(rates));
             } else {
-                quotas.clients.insert(who, rates.into());
+                quotas.clients.insert(who, Arc::new(Limits::new(rates)));
             }
         }
         Ok(quotas)
@@ -102,10 +134,10 @@ impl QuotaTable {
 
     /// Whether no client has a quota.
     pub fn is_empty(&self) -> bool {
-        self.default.is_empty() && self.clients.values().all(|rates| rates.is_empty())
+        self.default.rates.is_empty() && self.clients.values().all(|l| l.rates.is_empty())
     }
 
-    fn limits(&self, client_id: &str) -> &Arc<[Rate]> {
+    fn limits(&self, client_id: &str) -> &Arc<Limits> {
         self.clients.get(client_id).unwrap_or(&self.default)
     }
 }
@@ -119,9 +151,9 @@ pub struct Verdict {
     /// `None`: admitted. Else refused, and seconds until the quotas passed free up.
     pub retry_after: Option<u64>,
     /// The `RateLimit-Policy` value: every quota the client has.
-    pub policy: String,
+    pub policy: HeaderValue,
     /// The `RateLimit` value.
-    pub state: String,
+    pub state: HeaderValue,
     /// For a refusal: which quota, in words.
     pub detail: String,
 }
@@ -219,7 +251,7 @@ impl Quotas {
                 .unwrap_or_else(|p| p.into_inner())
                 .limits(client_id),
         );
-        if limits.is_empty() {
+        if limits.rates.is_empty() {
             return None;
         }
         let counts = self
@@ -248,9 +280,11 @@ impl Quotas {
         let verdict = decide(&mut held, &limits, now_ms);
         *lock(&counts) = held;
         // (Fail closed all the same.)
-        Some(self.counted(
-            verdict.unwrap_or_else(|| refusal(&limits, seconds(limits[0]), 1, "no quota lease")),
-        ))
+        Some(
+            self.counted(verdict.unwrap_or_else(|| {
+                refusal(&limits, seconds(limits.rates[0]), 1, "no quota lease")
+            })),
+        )
     }
 
     fn counted(&self, verdict: Verdict) -> Verdict {
@@ -320,15 +354,15 @@ fn local(window: &mut Window, want: i64) -> i64 {
 /// What the gate can decide from what it holds, under its lock: a refusal (a quota spent), or
 /// an admission with one request taken from every window; `None` when a lease must be
 /// fetched first.
-fn decide(held: &mut Vec<Window>, limits: &[Rate], now_ms: i64) -> Option<Verdict> {
+fn decide(held: &mut Vec<Window>, limits: &Limits, now_ms: i64) -> Option<Verdict> {
     let now = now_ms.div_euclid(1000);
-    let same = held.len() == limits.len()
+    let same = held.len() == limits.rates.len()
         && held
             .iter()
-            .zip(limits)
+            .zip(&limits.rates)
             .all(|(w, rate)| w.limit == i64::from(rate.count) && w.period == seconds(*rate));
     if !same {
-        *held = windows(std::mem::take(held), limits);
+        *held = windows(std::mem::take(held), &limits.rates);
     }
     for window in held.iter_mut() {
         let start = now - now.rem_euclid(window.period);
@@ -371,12 +405,12 @@ fn decide(held: &mut Vec<Window>, limits: &[Rate], now_ms: i64) -> Option<Verdic
     let remaining = (fewest.limit - fewest.seen + fewest.left).max(0);
     Some(Verdict {
         retry_after: None,
-        policy: policy(limits),
-        state: format!(
+        policy: limits.policy(),
+        state: header_value(format!(
             "\"{}\";r={remaining};t={}",
             period_name(fewest.period),
             fewest.end() - now
-        ),
+        )),
         detail: String::new(),
     })
 }
@@ -417,29 +451,19 @@ fn windows(old: Vec<Window>, limits: &[Rate]) -> Vec<Window> {
 }
 
 /// A refusal: the quota of `period` is used up for `retry_after` seconds.
-fn refusal(limits: &[Rate], period: i64, retry_after: u64, detail: &str) -> Verdict {
+fn refusal(limits: &Limits, period: i64, retry_after: u64, detail: &str) -> Verdict {
     Verdict {
         retry_after: Some(retry_after),
-        policy: policy(limits),
-        state: format!("\"{}\";r=0;t={retry_after}", period_name(period)),
+        policy: limits.policy(),
+        state: header_value(format!("\"{}\";r=0;t={retry_after}", period_name(period))),
         detail: detail.to_owned(),
     }
 }
 
-fn policy(limits: &[Rate]) -> String {
-    let mut out = String::new();
-    for rate in limits {
-        if !out.is_empty() {
-            out.push_str(", ");
-        }
-        let period = seconds(*rate);
-        out.push_str(&format!(
-            "\"{}\";q={};w={period}",
-            period_name(period),
-            rate.count
-        ));
-    }
-    out
+/// A header value of text made here (digits, letters, quotes and punctuation), which is
+/// always valid; the string's buffer becomes the value's.
+fn header_value(text: String) -> HeaderValue {
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 fn seconds(rate: Rate) -> i64 {
@@ -677,9 +701,9 @@ mod tests {
     fn entries_parse_and_bad_ones_are_named() {
         let table =
             QuotaTable::parse(["default=1000/hour", "a=100/min", "a=10000/day", "b=off"]).unwrap();
-        assert_eq!(table.limits("x").len(), 1);
-        assert_eq!(table.limits("a").len(), 2);
-        assert!(table.limits("b").is_empty());
+        assert_eq!(table.limits("x").rates.len(), 1);
+        assert_eq!(table.limits("a").rates.len(), 2);
+        assert!(table.limits("b").rates.is_empty());
         assert!(!table.is_empty());
         for bad in [
             "a",
