@@ -41,11 +41,15 @@ pub async fn run_data(global: &GlobalArgs, args: MigrateDataArgs) -> anyhow::Res
             "clients": moved.clients,
             "secrets": moved.secrets,
             "keys": moved.keys,
+            "registration_tokens": moved.registration_tokens,
+            "registrations": moved.registrations,
         }),
         &[
             ("clients", moved.clients.to_string()),
             ("secrets", moved.secrets.to_string()),
             ("keys", moved.keys.to_string()),
+            ("registration tokens", moved.registration_tokens.to_string()),
+            ("registrations", moved.registrations.to_string()),
         ],
     );
     Ok(())

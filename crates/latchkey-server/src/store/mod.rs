@@ -545,6 +545,13 @@ pub trait Store: Send + Sync + 'static {
         access_hash: &SecretHash,
     ) -> Result<Option<Registration>, StoreError>;
 
+    /// Every client registration, ordered by client id (what `migrate-data` copies).
+    async fn registrations(&self) -> Result<Vec<Registration>, StoreError>;
+
+    /// Stores, as it was, the registration of a client already stored (`migrate-data`); its
+    /// initial access token is not counted again.
+    async fn import_registration(&self, registration: &Registration) -> Result<(), StoreError>;
+
     /// Every signing key, removed ones included, ordered by creation.
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
 

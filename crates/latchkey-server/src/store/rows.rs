@@ -45,6 +45,15 @@ macro_rules! registration_token_select {
 }
 pub(super) use registration_token_select;
 
+/// Selects the columns [`registration_from_row`] reads; a macro so `concat!` can extend it.
+macro_rules! registration_select {
+    () => {
+        "SELECT client_id, access_token_hash, token_id, scope_limit, audience_limit
+        FROM client_registrations"
+    };
+}
+pub(super) use registration_select;
+
 /// Selects the columns [`key_from_row`] reads; a macro so `concat!` can extend it.
 macro_rules! key_select {
     () => {

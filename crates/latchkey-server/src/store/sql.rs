@@ -18,7 +18,8 @@ use super::jti_batch::JtiWriter;
 use super::migrations;
 use super::rows::{
     self, client_select, clients_from_rows, feed_entry_from_row, key_from_row, key_select,
-    opaque_from_row, registration_token_select, revocation_from_row, secret_info_from_row,
+    opaque_from_row, registration_select, registration_token_select, revocation_from_row,
+    secret_info_from_row,
 };
 use super::{
     AuditQuery, Change, FEED_RETAINED, FeedEntry, KeyState, Purged, RotationOutcome, RotationPlan,
@@ -930,12 +931,32 @@ impl Store for SqlStore {
         &self,
         access_hash: &SecretHash,
     ) -> Result<Option<Registration>, StoreError> {
-        let row = sql("SELECT client_id, access_token_hash, token_id, scope_limit,
-                audience_limit FROM client_registrations WHERE access_token_hash = $1")
+        let row = sql(concat!(
+            registration_select!(),
+            " WHERE access_token_hash = $1"
+        ))
         .bind(&access_hash.0[..])
         .fetch_optional(&mut self.db.acquire().await?)
         .await?;
         row.as_ref().map(rows::registration_from_row).transpose()
+    }
+
+    async fn registrations(&self) -> Result<Vec<Registration>, StoreError> {
+        let rows = sql(concat!(registration_select!(), " ORDER BY client_id"))
+            .fetch_all(&mut self.db.acquire().await?)
+            .await?;
+        rows.iter().map(rows::registration_from_row).collect()
+    }
+
+    async fn import_registration(&self, registration: &Registration) -> Result<(), StoreError> {
+        retrying(|| async move {
+            let mut tx = self.db.begin().await?;
+            rows::insert_registration(registration)
+                .execute(&mut tx)
+                .await?;
+            tx.commit().await
+        })
+        .await
     }
 
     async fn use_assertion_jti(

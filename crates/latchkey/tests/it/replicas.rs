@@ -271,6 +271,31 @@ async fn migrate_data_moves_a_sqlite_installation_to_postgres() {
         .await
         .unwrap();
     let old_token = issued["access_token"].as_str().unwrap().to_owned();
+    // A client registered dynamically (RFC 7591) with an initial access token good for two.
+    let initial = cli(
+        &old.database_url,
+        &["registration-token", "create", "--max-uses", "2"],
+    )
+    .await;
+    let initial = initial["registration_token"].as_str().unwrap().to_owned();
+    let register = |base: String, body: serde_json::Value| {
+        let (http, initial) = (old.http.clone(), initial.clone());
+        async move {
+            http.post(format!("{base}/oauth2/register"))
+                .bearer_auth(initial)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let registered = register(
+        old.base.clone(),
+        serde_json::json!({"client_name": "dcr", "audience": ["https://api.example.com"]}),
+    )
+    .await;
+    assert_eq!(registered.status(), 201);
+    let registered: serde_json::Value = registered.json().await.unwrap();
 
     let moved = cli(
         &database.url,
@@ -285,7 +310,9 @@ async fn migrate_data_moves_a_sqlite_installation_to_postgres() {
     .await;
     assert_eq!(
         moved,
-        serde_json::json!({"clients": 3, "secrets": 4, "keys": 2})
+        serde_json::json!({
+            "clients": 4, "secrets": 5, "keys": 2, "registration_tokens": 1, "registrations": 1
+        })
     );
 
     let clock = ManualClock::new(T0);
@@ -329,6 +356,35 @@ async fn migrate_data_moves_a_sqlite_installation_to_postgres() {
     .await
     .unwrap();
     assert_eq!(answer["active"], false);
+    // The registered client reads its registration with the registration access token it was
+    // given (RFC 7592), and gets tokens with its secret.
+    let client_id = registered["client_id"].as_str().unwrap();
+    let read = http
+        .get(format!("{new}/oauth2/register/{client_id}"))
+        .bearer_auth(registered["registration_access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let read: serde_json::Value = read.json().await.unwrap();
+    assert_eq!(read["client_name"], "dcr");
+    let response = post(
+        &http,
+        format!("{new}/oauth2/token"),
+        &basic(client_id, registered["client_secret"].as_str().unwrap()),
+        "grant_type=client_credentials".into(),
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    // The initial access token moved with its use counted: one registration left, not two.
+    assert_eq!(
+        register(new.clone(), serde_json::json!({})).await.status(),
+        201
+    );
+    assert_eq!(
+        register(new.clone(), serde_json::json!({})).await.status(),
+        401
+    );
 
     // Into a database that is not empty: refused.
     let mut again = Command::new(BIN);

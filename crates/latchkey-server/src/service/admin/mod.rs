@@ -7,6 +7,7 @@ pub mod registration_tokens;
 
 use latchkey_proto::{ClientAuthMethod, GrantType, SigningAlg, TokenFormat};
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::cache::wait_for_servers;
@@ -15,8 +16,8 @@ use crate::keys::{KeyError, KeySource, next_key_ready_at};
 pub use crate::model::TlsSubject;
 use crate::model::audit::{self, action};
 use crate::model::{
-    Actor, AuditEntry, AuditEvent, ClientRecord, ClientUpdate, Credential, Federation, SecretInfo,
-    SecretRecord,
+    Actor, AuditEntry, AuditEvent, ClientRecord, ClientUpdate, Credential, Federation,
+    Registration, SecretInfo, SecretRecord,
 };
 pub use crate::protocol::client_keys::MAX_JWKS_BYTES;
 use crate::protocol::client_keys::{MAX_KEYS, normalize_jwks, registered_keys};
@@ -1097,11 +1098,18 @@ pub struct DataMoved {
     pub secrets: usize,
     /// Signing keys in every state, sealed ones still sealed.
     pub keys: usize,
+    /// Initial access tokens for dynamic registration (as hashes), with their uses.
+    pub registration_tokens: usize,
+    /// Registrations of clients registered dynamically (RFC 7591), so their registration
+    /// access tokens keep working and their initial token's limits keep applying.
+    pub registrations: usize,
 }
 
-/// Copies every client (with its unrevoked secrets) and every signing key from `from` to
-/// `to`, which must be empty, so that each client keeps working with its secret and tokens
-/// signed before the move still verify against the published keys.
+/// Copies every client (with its unrevoked secrets), every signing key, every initial access
+/// token and every client registration from `from` to `to`, which must be empty, so that each
+/// client keeps working with its secret, tokens signed before the move still verify against
+/// the published keys, and dynamically registered clients keep their registration access
+/// tokens (RFC 7592). The audit trail and usage counts stay behind.
 ///
 /// Tokens themselves are not moved: opaque tokens and the deny list stay behind. So that a
 /// revoked token cannot come back to life in the new database, every client's token epoch
@@ -1121,10 +1129,19 @@ pub async fn migrate_data(
     }
     let clients = from.list_clients().await?;
     let keys = from.signing_keys().await?;
+    let registration_tokens = from.registration_tokens().await?;
+    let mut registrations: HashMap<String, Registration> = from
+        .registrations()
+        .await?
+        .into_iter()
+        .map(|registration| (registration.client_id.clone(), registration))
+        .collect();
     let mut moved = DataMoved {
         clients: 0,
         secrets: 0,
         keys: 0,
+        registration_tokens: 0,
+        registrations: 0,
     };
     // Keys first: a server started on the target during the move finds them and creates none.
     for key in &keys {
@@ -1137,6 +1154,17 @@ pub async fn migrate_data(
         );
         to.import_key(&audit, key).await?;
         moved.keys += 1;
+    }
+    for token in &registration_tokens {
+        let audit = entry(
+            clock,
+            actor,
+            action::REGISTRATION_TOKEN_CREATE,
+            Some(&token.token_id),
+            registration_tokens::created(token),
+        );
+        to.create_registration_token(&audit, token).await?;
+        moved.registration_tokens += 1;
     }
     for client in clients {
         let secrets = client.secrets.len();
@@ -1154,6 +1182,10 @@ pub async fn migrate_data(
         to.create_client(&audit, &moved_client).await?;
         moved.clients += 1;
         moved.secrets += secrets;
+        if let Some(registration) = registrations.remove(&moved_client.client_id) {
+            to.import_registration(&registration).await?;
+            moved.registrations += 1;
+        }
     }
     Ok(moved)
 }

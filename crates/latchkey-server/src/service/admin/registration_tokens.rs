@@ -90,16 +90,26 @@ pub async fn create(
         actor,
         action::REGISTRATION_TOKEN_CREATE,
         Some(&token.token_id),
-        json!({
-            "expires_at": { "after": token.expires_at },
-            "max_uses": { "after": token.max_uses },
-            "scope_limit": { "after": token.scope_limit.as_ref().map(|s| s.join(" ")) },
-            "audience_limit": { "after": token.audience_limit },
-        }),
+        created(&token),
     );
     store.create_registration_token(&audit, &token).await?;
     log_audit(&audit);
     Ok((token, secret))
+}
+
+/// The audit trail's changes for a new initial access token (or one copied by `migrate-data`,
+/// with the uses it had).
+pub(super) fn created(token: &RegistrationToken) -> serde_json::Value {
+    let mut changes = json!({
+        "expires_at": { "after": token.expires_at },
+        "max_uses": { "after": token.max_uses },
+        "scope_limit": { "after": token.scope_limit.as_ref().map(|s| s.join(" ")) },
+        "audience_limit": { "after": token.audience_limit },
+    });
+    if token.uses > 0 {
+        changes["uses"] = json!({ "after": token.uses });
+    }
+    changes
 }
 
 /// The initial access tokens, expired ones included until the janitor removes them.
