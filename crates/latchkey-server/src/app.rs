@@ -319,6 +319,9 @@ impl Application {
             metadata_max_age: max_age,
             jwks_max_age: max_age,
             shutting_down: AtomicBool::new(false),
+            admin_token_endpoint: admin_origin
+                .as_ref()
+                .map(|origin| format!("{origin}{}", http::paths::TOKEN)),
             admin_origin,
             console: config.console,
             trusted_proxies: config.trusted_proxies.clone(),

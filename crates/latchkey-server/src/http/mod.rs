@@ -66,6 +66,9 @@ pub struct AppState {
     /// (`--admin-url`, else the listener's address): what a DPoP proof's `htu` must name
     /// there. `None`: the admin API is on the main listener, under the issuer's origin.
     pub admin_origin: Option<String>,
+    /// The token endpoint on that listener (`{admin_origin}/oauth2/token`): what a DPoP
+    /// proof's `htu` must name there.
+    pub admin_token_endpoint: Option<String>,
     /// Serve the web console (`/console/`) with the admin API.
     pub console: bool,
     /// Peers trusted to name the client's address in `X-Forwarded-For`.

@@ -33,7 +33,15 @@ async fn respond(state: &AppState, request: Request, admin_only: bool) -> Respon
                 "this listener issues admin tokens only: ask with resource=urn:latchkey:admin",
             ))
         }
-        Ok(request) => issue_token(&state.services, &request, &mut log_as).await,
+        Ok(request) => {
+            // A DPoP proof names the endpoint it was sent to (RFC 9449 §4.3): on the admin
+            // listener, that listener's.
+            let endpoint = match &state.admin_token_endpoint {
+                Some(endpoint) if admin_only => endpoint,
+                _ => &state.services.token_endpoint,
+            };
+            issue_token(&state.services, &request, endpoint, &mut log_as).await
+        }
         Err(err) => Err(err),
     };
     let response = match issued {

@@ -24,14 +24,17 @@ use crate::usage::Event;
 ///    binding (pure decisions in `protocol::client_credentials`); 6. the token: a JWT signed
 ///    with the current key, or an opaque token stored by its hash. Each outcome is counted in
 ///    the client's usage (a token, or the refusal's error code).
+///
+/// `endpoint` is the token endpoint's URL as the client reached it, which a DPoP proof names.
 pub async fn issue_token(
     services: &Services,
     request: &ClientRequest,
+    endpoint: &str,
     log_as: &mut Option<String>,
 ) -> Result<TokenResponse, OAuthError> {
     check_grant_type(request.params.grant_type.as_deref())?;
     let proof = match &request.dpop {
-        Some(proof) => Some(check_dpop_proof(services, proof)?),
+        Some(proof) => Some(check_dpop_proof(services, proof, endpoint)?),
         None => None,
     };
     let known = authenticate_client(services, request, log_as).await?;
@@ -212,6 +215,7 @@ pub fn current_nonce(services: &Services, token: &TokenResponse) -> Option<Strin
 fn check_dpop_proof(
     services: &Services,
     proof: &http::HeaderValue,
+    endpoint: &str,
 ) -> Result<VerifiedProof, OAuthError> {
     let proof = proof
         .to_str()
@@ -219,7 +223,7 @@ fn check_dpop_proof(
     let now = services.clock.unix_seconds();
     let check = ProofCheck {
         method: "POST",
-        url: &services.token_endpoint,
+        url: endpoint,
         now,
         access_token: None,
         nonce: None,

@@ -867,6 +867,25 @@ async fn the_admin_api_can_have_a_listener_of_its_own() {
         .await
         .unwrap();
     assert_eq!(admin_token.status(), 200);
+    // DPoP there: the proof names that listener's token endpoint (RFC 9449 §4.3), not the
+    // issuer's.
+    let endpoint = format!("{}/oauth2/token", app.admin_base);
+    let with_proof = |htu: &str| {
+        let proof = latchkey_jose::dpop::make_proof(&key, "POST", htu, T0, None, None).unwrap();
+        app.http
+            .post(&endpoint)
+            .header("authorization", basic(&admin_id, &admin_secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("DPoP", proof)
+            .body("grant_type=client_credentials&resource=urn%3Alatchkey%3Aadmin")
+            .send()
+    };
+    let bound_there = with_proof(&endpoint).await.unwrap();
+    assert_eq!(bound_there.status(), 200);
+    let bound_there: Value = bound_there.json().await.unwrap();
+    assert_eq!(bound_there["token_type"], "DPoP");
+    let named_elsewhere = with_proof(&app.token_url()).await.unwrap();
+    assert_eq!(named_elsewhere.status(), 400);
     // Admin tokens only: a request that does not ask for one is refused there.
     let other = token_there("grant_type=client_credentials").await.unwrap();
     assert_eq!(other.status(), 400);
