@@ -7,6 +7,7 @@ CI installs it) for the signed tokens the guard seeds carry."""
 
 import base64
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -43,6 +44,7 @@ EC_JWK = {
     "x": b64url(EC_NUMBERS.x.to_bytes(32, "big")),
     "y": b64url(EC_NUMBERS.y.to_bytes(32, "big")),
 }
+EC_JKT = b64url(hashlib.sha256(compact({"crv": "P-256", "kty": "EC", "x": EC_JWK["x"], "y": EC_JWK["y"]}).encode()).digest())
 CERT = fixture("client-cert.der")
 CERT_X5T = b64url(hashlib.sha256(CERT).digest())
 CERT_B64 = base64.b64encode(CERT).decode()
@@ -62,6 +64,15 @@ def sign(header, payload) -> str:
     """A compact JWS signed with the fixed Ed25519 key, as the targets' templates are."""
     signing_input = b64url(compact(header).encode()) + "." + b64url(compact(payload).encode())
     return signing_input + "." + b64url(ED_KEY.sign(signing_input.encode()))
+
+
+def dpop_nonce(now: int) -> str:
+    """The DPoP nonce a server whose signing key is the fixed Ed25519 key issues at `now`
+    (crates/latchkey-server/src/protocol/dpop_nonce.rs): the nonce key is HMAC-SHA256 of a
+    label under the key's PKCS#8, the nonce the minute's window and 16 bytes of its MAC."""
+    nonce_key = hmac.new(fixture("ed25519.pk8"), b"latchkey DPoP nonce key v1", hashlib.sha256).digest()
+    window = (now // 60).to_bytes(8, "big", signed=True)
+    return b64url(window + hmac.new(nonce_key, window, hashlib.sha256).digest()[:16])
 
 
 def template(header, payload) -> str:
@@ -149,9 +160,21 @@ write("jwk_set", {
     "padded": compact({"keys": [{**ED_JWK, "x": ED_X + "="}]}),
     "not-a-set": '{"keys":{}}',
 })
+write("jwks_response", {
+    "issuer": "public, max-age=3600\n" + compact({"keys": [{**ED_JWK, "kid": "ed", "use": "sig"}, {**EC_JWK, "kid": "es", "alg": "ES256"}]}),
+    # A key this code cannot use comes first: the keys after it are read all the same.
+    "skipped-keys": "max-age=60\n" + compact({"keys": [{"kty": "oct", "k": "AAAA", "kid": "h"}, 42, {"kty": "EC"}, {**ED_JWK, "kid": "ed"}, {"kty": "RSA", "n": RFC7638_N, "e": "AQAB", "kid": "rsa"}]}),
+    "quoted-max-age": 'no-cache, MAX-AGE="5"\n' + compact({"keys": [{**EC_JWK, "kid": "k", "use": "enc"}]}),
+    "huge-max-age": "max-age=99999999999999999999\n" + compact({"keys": []}),
+    "no-header": "\n" + compact({"keys": [{**ED_JWK, "kid": "k"}, {**ED_JWK, "kid": "k"}]}),
+    "not-a-set": "max-age=300\n" + '{"keys":{}}',
+})
 DPOP_HEADER = {"typ": "dpop+jwt", "alg": "EdDSA", "jwk": ED_JWK}
 write("dpop_proof", {
-    "token-endpoint": template(DPOP_HEADER, {"jti": "j-1", "htm": "POST", "htu": "https://as.example/oauth2/token", "iat": NOW, "nonce": "n-1"}),
+    "token-endpoint": template(DPOP_HEADER, {"jti": "j-1", "htm": "POST", "htu": "https://as.example/oauth2/token", "iat": NOW}),
+    "server-nonce": template(DPOP_HEADER, {"jti": "j-4", "htm": "POST", "htu": "https://as.example/oauth2/token", "iat": NOW, "nonce": dpop_nonce(NOW - 120)}),
+    "old-nonce": template(DPOP_HEADER, {"jti": "j-5", "htm": "POST", "htu": "https://as.example/oauth2/token", "iat": NOW, "nonce": dpop_nonce(NOW - 300)}),
+    "foreign-nonce": template(DPOP_HEADER, {"jti": "j-6", "htm": "POST", "htu": "https://as.example/oauth2/token", "iat": NOW, "nonce": "n-1"}),
     "resource": template(DPOP_HEADER, {"jti": "j-2", "htm": "GET", "htu": "https://api.example:443/v1/items", "iat": NOW - 5, "ath": b64url(hashlib.sha256(b"an-access-token").digest())}),
     "userinfo-htu": template(DPOP_HEADER, {"jti": "j-3", "htm": "POST", "htu": "https://u:p@as.example/oauth2/token", "iat": NOW}),
     "private-jwk": template({**DPOP_HEADER, "jwk": {**ED_JWK, "d": "AAAA"}}, {}),
@@ -170,15 +193,17 @@ write("subject_dn", {
     "dns": "worker.example",
     "uri": "spiffe://example/worker",
 })
+# The server names its keys by their RFC 7638 thumbprints.
+SERVER_AT_HEADER = {**AT_HEADER, "kid": ED_JKT}
 write("introspection_token", {
-    "jwt": template(AT_HEADER, AT_CLAIMS),
-    "dpop-bound": template(AT_HEADER, {**AT_CLAIMS, "cnf": {"jkt": ED_JKT}, "lk_epoch": 3}),
-    "audiences": template(AT_HEADER, {**AT_CLAIMS, "aud": ["https://api.example", "https://b.example"], "nbf": NOW}),
-    "es256-kid": template({**AT_HEADER, "kid": "es"}, AT_CLAIMS),
-    "float-exp": template(AT_HEADER, {**AT_CLAIMS, "exp": 1.5e300}),
-    "escaped-kid": template('{"alg":"EdDSA","kid":"\\u0065d","typ":"at+jwt"}', AT_CLAIMS),
+    "jwt": template(SERVER_AT_HEADER, AT_CLAIMS),
+    "dpop-bound": template(SERVER_AT_HEADER, {**AT_CLAIMS, "cnf": {"jkt": ED_JKT}, "lk_epoch": 3}),
+    "audiences": template(SERVER_AT_HEADER, {**AT_CLAIMS, "aud": ["https://api.example", "https://b.example"], "nbf": NOW}),
+    "es256-kid": template({**AT_HEADER, "kid": EC_JKT}, AT_CLAIMS),
+    "float-exp": template(SERVER_AT_HEADER, {**AT_CLAIMS, "exp": 1.5e300}),
+    "escaped-kid": template('{"alg":"EdDSA","kid":"\\u%04x%s","typ":"at+jwt"}' % (ord(ED_JKT[0]), ED_JKT[1:]), AT_CLAIMS),
     "opaque": "lkat_" + "A" * 43,
-    "raw": sign(AT_HEADER, AT_CLAIMS),
+    "raw": sign(SERVER_AT_HEADER, AT_CLAIMS),
 })
 write("pem_import", {
     "certificate": CERT_PEM,
@@ -199,6 +224,8 @@ write("gate_path", {
     "asterisk": "*",
     "absolute": "http://upstream.example/a/b",
     "double-slash": "//a//b/",
+    "query": "/v1/items?q=%2e%2e/x&next=/a/../b",
+    "empty-query": "/a?",
 })
 TOKEN = sign(AT_HEADER, AT_CLAIMS)
 BOUND = sign(AT_HEADER, {**AT_CLAIMS, "cnf": {"jkt": ED_JKT}})

@@ -5,9 +5,14 @@
 //! checked against the request's method and URL, and the `Client-Cert` header (RFC 9440, or
 //! nginx's escaped PEM) that a certificate-bound token needs.
 //!
-//! The guard is built once, with a fixed clock at `NOW`, against a JWK Set (the fixed Ed25519
-//! key as `ed`, the ES256 key as `es`) served once over HTTP on the loopback interface by a
-//! thread of this process; after that first fetch it fetches no more.
+//! The guard is built with a fixed clock at `NOW`, against a JWK Set (the fixed Ed25519 key as
+//! `ed`, the ES256 key as `es`) served over HTTP on the loopback interface by a thread of this
+//! process; after its first fetch it fetches no more. It keeps what it keeps in production
+//! across inputs (the DPoP proof ids it saw, the tokens it verified), so a fresh guard takes
+//! over every [`INPUTS_PER_GUARD`] runs: the clock never moves, so no proof id is ever
+//! forgotten, and a guard that had accepted its per-key quota of proofs (10,000 with the one
+//! fixed key) would refuse every later DPoP request before the code after the replay check.
+//! docs/FUZZING.md says how to reproduce a crash that needs the inputs before it.
 //!
 //! Input, one field per line: the method, the request target (path and query), the
 //! `Authorization` value, the `DPoP` value and the `Client-Cert` value. A credential in the
@@ -17,7 +22,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
 use http::{Extensions, HeaderMap, HeaderValue, Method, Uri};
@@ -55,9 +60,15 @@ fn serve_jwks(body: String) -> String {
     url
 }
 
-fn guard() -> &'static (Runtime, Guard) {
-    static GUARD: OnceLock<(Runtime, Guard)> = OnceLock::new();
-    GUARD.get_or_init(|| {
+/// A guard serves this many runs of the target (libFuzzer runs some inputs twice), then a
+/// fresh one takes over. Fewer than the guard's default quota of remembered proofs per key
+/// (10,000, `GuardBuilder::dpop_proofs_per_key`), since each run presents at most one proof.
+const INPUTS_PER_GUARD: u32 = 4096;
+
+/// The runtime, and the URL of the JWK Set the guards fetch.
+fn setup() -> &'static (Runtime, String) {
+    static SETUP: OnceLock<(Runtime, String)> = OnceLock::new();
+    SETUP.get_or_init(|| {
         let set = JwkSet {
             keys: vec![
                 ed25519_key().public_jwk().clone(),
@@ -69,24 +80,46 @@ fn guard() -> &'static (Runtime, Guard) {
             .enable_all()
             .build()
             .expect("a runtime");
-        let guard = runtime
-            .block_on(
-                Guard::builder()
-                    .issuer(ISSUER)
-                    .audience(AUDIENCE)
-                    .jwks_uri(url)
-                    .clock(ManualClock::new(
-                        UNIX_EPOCH + Duration::from_secs(NOW.unsigned_abs()),
-                    ))
-                    .trust_certificate_header("client-cert")
-                    .min_refetch_interval(Duration::from_secs(1 << 30))
-                    .cache_capacity(1024)
-                    .build(),
-            )
-            .expect("the guard builds");
-        assert!(guard.jwks_fetches() == 1, "the JWK Set was fetched");
-        (runtime, guard)
+        (runtime, url)
     })
+}
+
+/// A new guard, which fetches the JWK Set once.
+fn new_guard(runtime: &Runtime, jwks_uri: &str) -> Guard {
+    let guard = runtime
+        .block_on(
+            Guard::builder()
+                .issuer(ISSUER)
+                .audience(AUDIENCE)
+                .jwks_uri(jwks_uri)
+                .clock(ManualClock::new(
+                    UNIX_EPOCH + Duration::from_secs(NOW.unsigned_abs()),
+                ))
+                .trust_certificate_header("client-cert")
+                .min_refetch_interval(Duration::from_secs(1 << 30))
+                .cache_capacity(1024)
+                .build(),
+        )
+        .expect("the guard builds");
+    assert!(guard.jwks_fetches() == 1, "the JWK Set was fetched");
+    guard
+}
+
+/// The guard for this run: the current one, or a fresh one after [`INPUTS_PER_GUARD`] runs.
+fn guard(runtime: &Runtime, jwks_uri: &str) -> Guard {
+    static CURRENT: Mutex<Option<(Guard, u32)>> = Mutex::new(None);
+    let mut current = CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
+    match current.as_mut() {
+        Some((guard, inputs)) if *inputs < INPUTS_PER_GUARD => {
+            *inputs += 1;
+            guard.clone()
+        }
+        _ => {
+            let guard = new_guard(runtime, jwks_uri);
+            *current = Some((guard.clone(), 1));
+            guard
+        }
+    }
 }
 
 /// An `Authorization` value whose credential may be a template.
@@ -98,7 +131,8 @@ fn authorization(value: &str) -> String {
 }
 
 fuzz_target!(|input: &str| {
-    let (runtime, guard) = guard();
+    let (runtime, jwks_uri) = setup();
+    let guard = guard(runtime, jwks_uri);
     let fields = lines(input, 5);
     let method = Method::from_bytes(fields[0].as_bytes()).unwrap_or(Method::GET);
     let uri: Uri = fields[1].parse().unwrap_or_else(|_| Uri::from_static("/"));

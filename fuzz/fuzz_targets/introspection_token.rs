@@ -1,52 +1,32 @@
 //! The `token` parameter of an introspection or revocation request (RFC 7662 §2.1,
 //! RFC 7009 §2.1) as the server reads it: its shape (`access_token::shape`: one of our JWTs,
-//! our opaque format, or neither), then for a JWT `verify_jwt` against the published keys
-//! (header JSON, `typ`, `kid` and `alg` against the key, the signature, the claims, `iss`),
-//! and the introspection answer built from its claims.
+//! our opaque format, or neither), then for a JWT `verify_jwt` against the server's key ring
+//! (`KeyRing`, through its `PublishedKeys`: header JSON, `typ`, `kid` and `alg` against the
+//! key, the signature, the claims, `iss`), and the introspection answer built from its claims.
 //!
-//! The published keys are the fixed Ed25519 key (kid `ed`) and ES256 key (kid `es`) as
-//! server signing keys, checked the way the server's key ring checks its own (`keys.rs`).
+//! The key ring holds the fixed Ed25519 key (which signs) and ES256 key as server signing keys,
+//! each published under its RFC 7638 thumbprint, as the server names its keys.
 //!
 //! Input: the token, or a template `HEADER<TAB>PAYLOAD` (starting with `{`) that is signed
 //! with the fixed Ed25519 key first, so the claims are reached.
 #![no_main]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use latchkey_fuzz::{
-    ED25519_KID, ED25519_PKCS8, ES256_KID, ES256_PKCS8, ISSUER, NOW, explain, jws,
-};
+use latchkey_fuzz::{ED25519_PKCS8, ES256_PKCS8, ISSUER, NOW, explain, jws};
 use latchkey_proto::SigningAlg;
-use latchkey_server::keys::SigningKey;
-use latchkey_server::protocol::access_token::{PublishedKeys, TokenShape, shape, verify_jwt};
+use latchkey_server::keys::{KeyRing, SigningKey};
+use latchkey_server::protocol::access_token::{TokenShape, shape, verify_jwt};
 use latchkey_server::protocol::introspection::{active_response, is_active};
 use libfuzzer_sys::fuzz_target;
 
-/// Two published keys by id, verified as `KeyRing`'s `PublishedKeys` does: the key's own
-/// algorithm must be the header's, then the signature.
-struct Published(Vec<(&'static str, SigningKey)>);
-
-impl PublishedKeys for Published {
-    fn verify(&self, kid: &str, alg: &str, message: &[u8], signature: &[u8]) -> bool {
-        self.0.iter().any(|(id, key)| {
-            *id == kid && key.alg().as_str() == alg && key.verify(message, signature)
-        })
-    }
-}
-
-fn published() -> &'static Published {
-    static KEYS: OnceLock<Published> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        Published(vec![
-            (
-                ED25519_KID,
-                SigningKey::from_pkcs8(SigningAlg::EdDsa, ED25519_PKCS8).expect("fixture"),
-            ),
-            (
-                ES256_KID,
-                SigningKey::from_pkcs8(SigningAlg::Es256, ES256_PKCS8).expect("fixture"),
-            ),
-        ])
+fn key_ring() -> &'static KeyRing {
+    static RING: OnceLock<KeyRing> = OnceLock::new();
+    RING.get_or_init(|| {
+        let key = |alg, pkcs8| Arc::new(SigningKey::from_pkcs8(alg, pkcs8).expect("fixture"));
+        let ed25519 = key(SigningAlg::EdDsa, ED25519_PKCS8);
+        let es256 = key(SigningAlg::Es256, ES256_PKCS8);
+        KeyRing::new(Arc::clone(&ed25519), vec![ed25519, es256]).expect("a key ring")
     })
 }
 
@@ -54,7 +34,7 @@ fuzz_target!(|input: &str| {
     let token = jws(input);
     match shape(&token) {
         TokenShape::Jwt(jwt) => {
-            let claims = verify_jwt(published(), ISSUER, jwt);
+            let claims = verify_jwt(key_ring(), ISSUER, jwt);
             explain(&claims);
             if let Some(claims) = claims {
                 assert_eq!(claims.iss, ISSUER);

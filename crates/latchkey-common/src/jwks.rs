@@ -33,6 +33,28 @@ pub struct KeySet {
 }
 
 impl KeySet {
+    /// The keys of a fetched JWK Set document (RFC 7517 §5), used until `stale_at`. The body
+    /// must be a JSON object with a `keys` array; each member that is not a JWK this crate can
+    /// verify with (another key type, an encryption key, a malformed key) is skipped, not
+    /// fatal, and the keys after it are still read. Of two keys with one `kid`, the later
+    /// wins. The body is the endpoint's, so anyone who runs a `jwks_uri` writes it; the caller
+    /// caps its size ([`Jwks`] reads at most 256 KiB).
+    pub fn from_json(body: &[u8], stale_at: SystemTime) -> Result<Self, serde_json::Error> {
+        #[derive(serde::Deserialize)]
+        struct Document {
+            keys: Vec<serde_json::Value>,
+        }
+        let document: Document = serde_json::from_slice(body)?;
+        let keys = document
+            .keys
+            .into_iter()
+            .filter_map(|value| serde_json::from_value::<Jwk>(value).ok())
+            .filter_map(|jwk| VerifyingKey::from_jwk(&jwk))
+            .map(|key| (key.kid().to_owned(), Arc::new(key)))
+            .collect();
+        Ok(KeySet { keys, stale_at })
+    }
+
     /// The key `kid`.
     pub fn get(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
         self.keys.get(kid)
@@ -220,35 +242,25 @@ impl Jwks {
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status().as_u16()));
         }
-        let max_age = response
-            .headers()
-            .get(CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .and_then(max_age)
-            .unwrap_or(DEFAULT_MAX_AGE)
-            .clamp(MIN_MAX_AGE, MAX_MAX_AGE);
+        let max_age = freshness_lifetime(response.headers());
         let body = read_limited(response, MAX_JWKS_BYTES).await?;
-        #[derive(serde::Deserialize)]
-        struct Document {
-            keys: Vec<serde_json::Value>,
-        }
-        let document: Document = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-        // Keys this guard cannot use (other types, encryption keys) are skipped, not fatal.
-        let keys = document
-            .keys
-            .into_iter()
-            .filter_map(|value| serde_json::from_value::<Jwk>(value).ok())
-            .filter_map(|jwk| VerifyingKey::from_jwk(&jwk))
-            .map(|key| (key.kid().to_owned(), Arc::new(key)))
-            .collect();
-        Ok(KeySet {
-            keys,
-            stale_at: self.clock.now() + max_age,
-        })
+        KeySet::from_json(&body, self.clock.now() + max_age).map_err(|e| e.to_string())
     }
 }
 
-/// `max-age=N` from a `Cache-Control` value (RFC 9111 §5.2.2.1).
+/// How long a fetched JWK Set is used before it is fetched again: its `Cache-Control`
+/// `max-age` (the first such header's), else 5 minutes, within 30 s to 24 h. The headers are
+/// the JWKS endpoint's, so anyone who runs a `jwks_uri` writes them.
+pub fn freshness_lifetime(headers: &http::HeaderMap) -> Duration {
+    headers
+        .get(CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(max_age)
+        .unwrap_or(DEFAULT_MAX_AGE)
+        .clamp(MIN_MAX_AGE, MAX_MAX_AGE)
+}
+
+/// `max-age=N` from a `Cache-Control` value (RFC 9111 §5.2.2.1), unclamped.
 fn max_age(value: &str) -> Option<Duration> {
     value.split(',').find_map(|directive| {
         let (name, seconds) = directive.trim().split_once('=')?;
@@ -272,5 +284,43 @@ mod tests {
         assert_eq!(max_age("MAX-AGE=\"60\""), Some(Duration::from_secs(60)));
         assert_eq!(max_age("no-store"), None);
         assert_eq!(max_age("max-age=-1"), None);
+    }
+
+    #[test]
+    fn the_freshness_lifetime_stays_within_bounds() {
+        let lifetime = |value: Option<&str>| {
+            let mut headers = http::HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(CACHE_CONTROL, value.parse().unwrap());
+            }
+            freshness_lifetime(&headers)
+        };
+        assert_eq!(lifetime(None), DEFAULT_MAX_AGE);
+        assert_eq!(lifetime(Some("no-cache")), DEFAULT_MAX_AGE);
+        assert_eq!(lifetime(Some("max-age=600")), Duration::from_secs(600));
+        assert_eq!(lifetime(Some("max-age=1")), MIN_MAX_AGE);
+        assert_eq!(lifetime(Some("max-age=99999999999")), MAX_MAX_AGE);
+    }
+
+    #[test]
+    fn a_fetched_set_skips_the_keys_it_cannot_use() {
+        // RFC 8037 §A.2's public key, under two ids.
+        let ed = |kid: &str| {
+            format!(
+                r#"{{"kty":"OKP","crv":"Ed25519","kid":"{kid}","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}}"#
+            )
+        };
+        let body = format!(
+            r#"{{"keys":[{},42,{{"kty":"oct","k":"AAAA","kid":"h"}},{{"kty":"EC"}},{}]}}"#,
+            ed("a"),
+            ed("b")
+        );
+        let set = KeySet::from_json(body.as_bytes(), SystemTime::UNIX_EPOCH).unwrap();
+        assert!(set.get("a").is_some());
+        assert!(set.get("b").is_some(), "keys after a bad one are read");
+        assert_eq!(set.keys().count(), 2);
+        for bad in [&b"{\"keys\":{}}"[..], &b"[]"[..], &b"not json"[..]] {
+            assert!(KeySet::from_json(bad, SystemTime::UNIX_EPOCH).is_err());
+        }
     }
 }

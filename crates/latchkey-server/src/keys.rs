@@ -364,8 +364,7 @@ impl KeySource {
         previous: Option<&KeyRing>,
     ) -> Result<KeyRing, KeyError> {
         let stored = store.signing_keys().await?;
-        let mut published = HashMap::new();
-        let mut jwks = Vec::new();
+        let mut published = Vec::new();
         let mut signing = None;
         let mut refused_signing = None;
         for key in stored.iter().filter(|k| k.state != KeyState::Removed) {
@@ -389,8 +388,7 @@ impl KeySource {
             if signs {
                 signing = Some(Arc::clone(&parsed));
             }
-            jwks.push(parsed.public_jwk().clone());
-            published.insert(key.kid.clone(), parsed);
+            published.push(parsed);
         }
         let signing = match (signing, refused_signing, previous) {
             (Some(signing), _, _) => signing,
@@ -402,12 +400,7 @@ impl KeySource {
                 });
             }
         };
-        let jwks_json = serde_json::to_vec(&JwkSet { keys: jwks }).map_err(|_| KeyError::Crypto)?;
-        Ok(KeyRing {
-            signing,
-            published,
-            jwks_json: Bytes::from(jwks_json),
-        })
+        KeyRing::new(signing, published)
     }
 
     /// Promotes the next key of `alg` and creates a new next key (docs/CONFORMANCE.md,
@@ -464,6 +457,30 @@ impl KeySource {
 }
 
 impl KeyRing {
+    /// A ring of parsed keys: `signing` signs new tokens, and each key of `published` is
+    /// published in the JWK Set, in this order, and verifies this server's tokens under its
+    /// kid. [`KeySource::load`] builds every running server's ring with it, from the keys it
+    /// trusts; the fuzz crate (`fuzz/fuzz_targets/introspection_token.rs`) with fixed keys.
+    pub fn new(
+        signing: Arc<SigningKey>,
+        published: Vec<Arc<SigningKey>>,
+    ) -> Result<KeyRing, KeyError> {
+        let jwks = published
+            .iter()
+            .map(|key| key.public_jwk().clone())
+            .collect();
+        let jwks_json = serde_json::to_vec(&JwkSet { keys: jwks }).map_err(|_| KeyError::Crypto)?;
+        let published = published
+            .into_iter()
+            .map(|key| (key.kid().to_owned(), key))
+            .collect();
+        Ok(KeyRing {
+            signing,
+            published,
+            jwks_json: Bytes::from(jwks_json),
+        })
+    }
+
     /// The key new tokens are signed with. If the database's current key was refused at a
     /// reload, this is the previous one, withdrawn: it refuses to sign ([`KeySource::load`]).
     pub fn signing_key(&self) -> &Arc<SigningKey> {

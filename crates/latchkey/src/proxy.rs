@@ -17,7 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::request_target::check_path;
+use crate::request_target::{check_path, forwarded_uri};
 
 /// The HTTP client proxies forward with: HTTP/1.1, plain or TLS (rustls, platform trust
 /// store), pooled keep-alive connections.
@@ -140,17 +140,12 @@ impl Upstream {
     ) -> Result<(), &'static str> {
         check_path(request.uri().path())?;
         check_framing(request.headers())?;
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{path_and_query}", self.base_path))
-            .build()
-            .map_err(|_| "the request URI cannot be forwarded")?;
+        let uri = forwarded_uri(
+            self.scheme.clone(),
+            self.authority.clone(),
+            &self.base_path,
+            request.uri(),
+        )?;
         let original_host = request.headers().get(HOST).cloned();
         *request.uri_mut() = uri;
         *request.version_mut() = http::Version::HTTP_11;

@@ -1,6 +1,10 @@
-//! The request-target check of the gate and the sidecar: whether a path names the same
-//! resource to the proxy and to every upstream that might read it. Plain std, with no other
-//! dependency, so the fuzz crate (fuzz/, target `gate_path`) includes this file as it is.
+//! The request target of the gate and the sidecar: whether a path names the same resource to
+//! the proxy and to every upstream that might read it, and the URI it is forwarded to. Std and
+//! the `http` crate's URI types only, so the fuzz crate (fuzz/, target `gate_path`) includes
+//! this file as it is.
+
+use http::Uri;
+use http::uri::{Authority, Scheme};
 
 /// Refuses a path that does not name the same resource to every reader. Dot segments could
 /// climb out of the upstream's path prefix (RFC 3986 §5.2.4). An encoded `/` or `\` is data
@@ -23,6 +27,30 @@ pub fn check_path(path: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The URI a request goes to upstream: the upstream's scheme and authority, then its path
+/// prefix `base_path` (no trailing `/`) followed by the request's path, the one `check_path`
+/// checked, and its query. An absolute-form target with an empty path (`http://host?q`) has
+/// the path `/` (RFC 9112 §3.2.1, RFC 9110 §4.2.3), as `Uri::path` gives it. `Err` when that
+/// is no URI.
+pub fn forwarded_uri(
+    scheme: Scheme,
+    authority: Authority,
+    base_path: &str,
+    target: &Uri,
+) -> Result<Uri, &'static str> {
+    let path = target.path();
+    let path_and_query = match target.query() {
+        Some(query) => format!("{base_path}{path}?{query}"),
+        None => format!("{base_path}{path}"),
+    };
+    Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| "the request URI cannot be forwarded")
+}
+
 /// A `.` or `..` segment, also percent-encoded, and also with path parameters after a `;`
 /// (`..;/`), which servlet containers (Tomcat, Jetty) strip before they resolve dot segments.
 fn has_dot_segment(path: &str) -> bool {
@@ -36,6 +64,33 @@ fn has_dot_segment(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_forwarded_path_is_the_checked_one() {
+        let forward = |target: &str| {
+            let target: Uri = target.parse().unwrap();
+            check_path(target.path()).unwrap();
+            let uri = forwarded_uri(
+                Scheme::HTTP,
+                Authority::from_static("upstream.example"),
+                "/base",
+                &target,
+            );
+            uri.unwrap().to_string()
+        };
+        assert_eq!(forward("/a/b?x=1"), "http://upstream.example/base/a/b?x=1");
+        assert_eq!(forward("/a?"), "http://upstream.example/base/a?");
+        assert_eq!(
+            forward("http://other.example"),
+            "http://upstream.example/base/"
+        );
+        // Found by fuzzing (fuzz/seeds/gate_path/crash-empty-path-with-query): the path
+        // checked was `/`, and `/base?...` went upstream, not `/base/?...`.
+        assert_eq!(
+            forward("http://u?pstream.example/a/b"),
+            "http://upstream.example/base/?pstream.example/a/b"
+        );
+    }
 
     #[test]
     fn dot_segments_are_found_encoded_or_not() {

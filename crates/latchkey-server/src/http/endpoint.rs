@@ -9,8 +9,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use crate::error::OAuthError;
-use crate::form::{self, FormError};
-use crate::protocol::request::{MAX_PARAMETERS, RequestParams};
+use crate::protocol::request::RequestParams;
 use crate::service::ClientRequest;
 use crate::tls::TlsPeer;
 
@@ -43,7 +42,7 @@ pub async fn receive(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|peer| source_address(peer.0.ip(), &parts.headers, trusted_proxies));
     let body = read_body(&parts.headers, body, MAX_BODY_BYTES).await?;
-    let params = parse(&body)?;
+    let params = RequestParams::from_form(&body)?;
     Ok(ClientRequest {
         authorization,
         dpop,
@@ -183,16 +182,6 @@ pub(super) async fn read_body(
             OAuthError::invalid_request("the request body could not be read")
         }
     })
-}
-
-fn parse(body: &[u8]) -> Result<RequestParams, OAuthError> {
-    let pairs = form::parse(body, MAX_PARAMETERS).map_err(|err| match err {
-        FormError::Malformed => OAuthError::invalid_request(
-            "the body is not valid application/x-www-form-urlencoded UTF-8",
-        ),
-        FormError::TooManyParameters => OAuthError::invalid_request("too many parameters"),
-    })?;
-    RequestParams::from_pairs(pairs)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use latchkey_proto::params;
 
 use crate::error::OAuthError;
+use crate::form::{self, FormError};
 
 /// The parameters latchkey reads. Unknown parameters are ignored (RFC 6749 §3.2); an empty
 /// value counts as omitted.
@@ -61,6 +62,20 @@ impl RequestParams {
     /// Whether either assertion parameter was sent.
     pub fn has_assertion(&self) -> bool {
         self.client_assertion.is_some() || self.client_assertion_type.is_some()
+    }
+
+    /// Reads a request body as the OAuth endpoints do: strict
+    /// `application/x-www-form-urlencoded` UTF-8 ([`form::parse`]) with at most
+    /// [`MAX_PARAMETERS`] pairs, then [`RequestParams::from_pairs`]. Any failure is
+    /// `invalid_request`. The body's size is the caller's to cap (`http/endpoint.rs`: 16 KiB).
+    pub fn from_form(body: &[u8]) -> Result<Self, OAuthError> {
+        let pairs = form::parse(body, MAX_PARAMETERS).map_err(|err| match err {
+            FormError::Malformed => OAuthError::invalid_request(
+                "the body is not valid application/x-www-form-urlencoded UTF-8",
+            ),
+            FormError::TooManyParameters => OAuthError::invalid_request("too many parameters"),
+        })?;
+        Self::from_pairs(pairs)
     }
 
     /// Reads the pairs. RFC 6749 §3.2: "Request and response parameters MUST NOT be included
