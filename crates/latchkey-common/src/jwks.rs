@@ -260,14 +260,16 @@ pub fn freshness_lifetime(headers: &http::HeaderMap) -> Duration {
         .clamp(MIN_MAX_AGE, MAX_MAX_AGE)
 }
 
-/// `max-age=N` from a `Cache-Control` value (RFC 9111 §5.2.2.1), unclamped.
+/// `max-age=N` from a `Cache-Control` value (RFC 9111 §5.2.2.1), unclamped. N is digits
+/// only (`delta-seconds`); one too large to represent counts as the largest (§1.2.2).
 fn max_age(value: &str) -> Option<Duration> {
     value.split(',').find_map(|directive| {
         let (name, seconds) = directive.trim().split_once('=')?;
-        name.eq_ignore_ascii_case("max-age")
-            .then(|| seconds.trim_matches('"').parse().ok())
-            .flatten()
-            .map(Duration::from_secs)
+        let seconds = seconds.trim_matches('"');
+        (name.eq_ignore_ascii_case("max-age")
+            && !seconds.is_empty()
+            && seconds.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| Duration::from_secs(seconds.parse().unwrap_or(u64::MAX)))
     })
 }
 
@@ -284,6 +286,13 @@ mod tests {
         assert_eq!(max_age("MAX-AGE=\"60\""), Some(Duration::from_secs(60)));
         assert_eq!(max_age("no-store"), None);
         assert_eq!(max_age("max-age=-1"), None);
+        assert_eq!(max_age("max-age=+5"), None);
+        assert_eq!(max_age("max-age="), None);
+        // RFC 9111 §1.2.2: too large to represent is the largest.
+        assert_eq!(
+            max_age("max-age=99999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
     }
 
     #[test]
@@ -300,6 +309,7 @@ mod tests {
         assert_eq!(lifetime(Some("max-age=600")), Duration::from_secs(600));
         assert_eq!(lifetime(Some("max-age=1")), MIN_MAX_AGE);
         assert_eq!(lifetime(Some("max-age=99999999999")), MAX_MAX_AGE);
+        assert_eq!(lifetime(Some("max-age=99999999999999999999")), MAX_MAX_AGE);
     }
 
     #[test]
