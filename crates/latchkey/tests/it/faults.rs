@@ -78,6 +78,18 @@ fn client(database: &str, name: &str, extra: &[&str]) -> String {
     )
 }
 
+/// A client with JWTs (no database write per token) and one with opaque tokens (a row each)
+/// that may introspect: their `Authorization` headers.
+fn jwt_and_opaque_clients(database: &str) -> (String, String) {
+    let jwt = client(database, "jwt", &[]);
+    let opaque = client(
+        database,
+        "opaque",
+        &["--token-format", "opaque", "--can-introspect"],
+    );
+    (jwt, opaque)
+}
+
 async fn active(http: &reqwest::Client, base: &str, authorization: &str, token: &str) -> bool {
     let response = http
         .post(format!("{base}/oauth2/introspect"))
@@ -106,12 +118,7 @@ async fn postgres_restarted_under_load_on_two_replicas() {
     let (first, _first) = server(&url).await;
     let (second, _second) = server(&url).await;
     let servers = [first, second];
-    let jwt = client(&url, "jwt", &[]);
-    let opaque = client(
-        &url,
-        "opaque",
-        &["--token-format", "opaque", "--can-introspect"],
-    );
+    let (jwt, opaque) = jwt_and_opaque_clients(&url);
     let http = reqwest::Client::new();
     // A token revoked before the outage stays revoked after it.
     let revoked: Value = token(&http, &servers[0], &opaque)
@@ -524,12 +531,7 @@ async fn sqlite_on_a_full_disk_refuses_writes_and_keeps_issuing_jwts() {
     };
     let url = format!("sqlite://{}/latchkey.db", disk.0.path().display());
     let (base, stopper) = server(&url).await;
-    let jwt = client(&url, "jwt", &[]);
-    let opaque = client(
-        &url,
-        "opaque",
-        &["--token-format", "opaque", "--can-introspect"],
-    );
+    let (jwt, opaque) = jwt_and_opaque_clients(&url);
     let http = reqwest::Client::new();
     let before: Value = token(&http, &base, &opaque).await.json().await.unwrap();
     let before = before["access_token"].as_str().unwrap().to_owned();
